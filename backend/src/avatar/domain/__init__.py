@@ -1,0 +1,1 @@
+"""Domain layer: entities, value objects and pure rules. No I/O, no framework imports."""

@@ -1,0 +1,48 @@
+"""Errors the domain and the use cases raise; each carries a stable code for clients (DESIGN §6)."""
+
+from __future__ import annotations
+
+
+class AvatarError(Exception):
+    """Base of every error AVATAR reports to a caller.
+
+    Attributes:
+        code: Stable machine-readable code (upper snake case), e.g. ``SESSION_NOT_FOUND``.
+        message: Human-readable explanation saying what to do.
+    """
+
+    code = "INTERNAL_ERROR"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class DomainError(AvatarError):
+    """A domain invariant was violated."""
+
+    code = "INVALID_ARGUMENT"
+
+
+class NotFoundError(AvatarError):
+    code = "NOT_FOUND"
+
+
+class InvalidInputError(AvatarError):
+    """The caller sent something unusable (bad audio, malformed message, ...)."""
+
+    code = "INVALID_INPUT"
+
+
+class CapacityError(AvatarError):
+    """A bounded resource is full (sessions, work queue); retry later."""
+
+    code = "BUSY"
+
+
+class DependencyError(AvatarError):
+    """A dependency (database, model server, object store) failed or is unreachable."""
+
+    code = "DEPENDENCY_UNAVAILABLE"

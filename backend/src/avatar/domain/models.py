@@ -1,0 +1,282 @@
+"""Domain entities and value objects in the design's ubiquitous language (DESIGN §2, §5).
+
+Pure data and pure logic: nothing here performs I/O or knows about a framework.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from avatar.domain.errors import DomainError
+
+
+class SessionStatus(enum.StrEnum):
+    """Lifecycle of one conversation."""
+
+    ACTIVE = "active"
+    ENDED = "ended"
+    ERROR = "error"
+
+
+class TTSMode(enum.StrEnum):
+    """Synthesis tier: ``fast`` streams at once, ``hq`` is the background high-quality pass."""
+
+    FAST = "fast"
+    HQ = "hq"
+
+
+class Emotion(enum.StrEnum):
+    """The emotion a reply is spoken and shown with (DESIGN §11)."""
+
+    HAPPY = "happy"
+    SAD = "sad"
+    ANGRY = "angry"
+    SURPRISED = "surprised"
+    NEUTRAL = "neutral"
+    EXCITED = "excited"
+
+    @classmethod
+    def parse(cls, raw: str | None, default: Emotion | None = None) -> Emotion:
+        """Read an emotion label leniently (case, whitespace, a few synonyms).
+
+        Args:
+            raw: The label as a model wrote it.
+            default: What to return when ``raw`` is missing or unknown (``NEUTRAL`` if omitted).
+        """
+        fallback = default or cls.NEUTRAL
+        if not raw:
+            return fallback
+        key = raw.strip().strip("[]<>():*\"'").lower()
+        synonyms = {"joy": "happy", "glad": "happy", "upset": "sad", "mad": "angry", "surprise": "surprised",
+                    "calm": "neutral", "excitement": "excited"}
+        key = synonyms.get(key, key)
+        try:
+            return cls(key)
+        except ValueError:
+            return fallback
+
+
+def new_id() -> uuid.UUID:
+    """A fresh random identifier (UUID4, unrelated to any real identity, DESIGN §8)."""
+    return uuid.uuid4()
+
+
+@dataclass(frozen=True, slots=True)
+class AudioChunk:
+    """A piece of PCM16 mono audio flowing through the pipeline.
+
+    Attributes:
+        pcm: Little-endian signed 16-bit samples, mono.
+        sample_rate: Samples per second of ``pcm``.
+        timestamp_ms: Client or stream time of the first sample, in milliseconds.
+        sequence: Position of this chunk in its stream (0-based).
+    """
+
+    pcm: bytes
+    sample_rate: int
+    timestamp_ms: int = 0
+    sequence: int = 0
+
+    def __post_init__(self) -> None:
+        if self.sample_rate <= 0:
+            raise DomainError("sample_rate must be positive")
+        if len(self.pcm) % 2:
+            raise DomainError("PCM16 audio must have an even number of bytes")
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.pcm) // 2
+
+    @property
+    def duration_ms(self) -> float:
+        return 1000.0 * self.num_samples / self.sample_rate
+
+
+@dataclass(frozen=True, slots=True)
+class WordTiming:
+    """One recognized word with its position in the utterance (seconds)."""
+
+    word: str
+    start: float
+    end: float
+    probability: float
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentTiming:
+    """One decoded segment with its position in the utterance (seconds)."""
+
+    text: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True, slots=True)
+class Transcription:
+    """The recognized text of one user utterance (partial while speaking, final at the endpoint).
+
+    Attributes:
+        text: Recognized text (hallucination-filtered).
+        is_final: Whether the utterance has ended.
+        confidence: 0..1, from the decoder's token probabilities.
+        language: Detected or fixed ISO 639-1 code.
+        latency_ms: Time from the audio it covers being available to this result.
+        low_confidence: Set when the result is kept but should be shown as uncertain (DESIGN §9).
+        words: Word timings, when the engine produced them.
+        segments: Segment timings.
+        audio_start_ms: Stream time where the utterance started.
+        audio_end_ms: Stream time where the utterance ended (final) or the audio seen so far.
+    """
+
+    text: str
+    is_final: bool
+    confidence: float
+    language: str | None = None
+    latency_ms: float = 0.0
+    low_confidence: bool = False
+    words: tuple[WordTiming, ...] = ()
+    segments: tuple[SegmentTiming, ...] = ()
+    audio_start_ms: float = 0.0
+    audio_end_ms: float = 0.0
+    transcription_id: uuid.UUID = field(default_factory=new_id)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.confidence <= 1.0:
+            raise DomainError(f"confidence must be within 0..1, got {self.confidence}")
+
+
+@dataclass(slots=True)
+class Session:
+    """One conversation with a person; owns many turns (DESIGN §5 ``sessions``)."""
+
+    session_id: uuid.UUID
+    start_time: datetime
+    status: SessionStatus = SessionStatus.ACTIVE
+    end_time: datetime | None = None
+    metadata: dict[str, object] = field(default_factory=dict)
+    created_at: datetime | None = None
+
+    @classmethod
+    def start(cls, now: datetime, metadata: dict[str, object] | None = None) -> Session:
+        return cls(session_id=new_id(), start_time=now, metadata=dict(metadata or {}), created_at=now)
+
+    def end(self, now: datetime, *, error: bool = False) -> None:
+        """Close the session; ending twice keeps the first end time."""
+        if self.status is not SessionStatus.ACTIVE:
+            return
+        self.status = SessionStatus.ERROR if error else SessionStatus.ENDED
+        self.end_time = now
+
+    @property
+    def is_active(self) -> bool:
+        return self.status is SessionStatus.ACTIVE
+
+
+@dataclass(slots=True)
+class ConversationTurn:
+    """One user input and the AI's reply (DESIGN §5 ``conversation_turns``).
+
+    ``ai_response`` holds only what the person actually heard when the reply was interrupted.
+    ``stage_latency_ms`` records each pipeline stage (asr_final, llm_ttft, tts_first_chunk, ...).
+    """
+
+    turn_id: uuid.UUID
+    session_id: uuid.UUID
+    turn_number: int
+    user_input: str
+    ai_response: str = ""
+    emotion: Emotion = Emotion.NEUTRAL
+    interrupted: bool = False
+    stage_latency_ms: dict[str, float] = field(default_factory=dict)
+    created_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.turn_number < 1:
+            raise DomainError("turn_number starts at 1")
+
+    def complete(self, response: str, emotion: Emotion, *, interrupted: bool = False) -> None:
+        self.ai_response = response
+        self.emotion = emotion
+        self.interrupted = interrupted
+
+
+@dataclass(frozen=True, slots=True)
+class ProsodyScore:
+    """How the person spoke in one utterance, each score 0..100 (DESIGN §5 ``prosody_scores``).
+
+    ``reliable`` is false (with ``reason``) for audio too short, silent, clipped or non-speech.
+    """
+
+    score_id: uuid.UUID
+    transcription_id: uuid.UUID
+    confidence: float
+    stability: float
+    affability: float
+    features: dict[str, float | str | None]
+    analyzed_at: datetime
+    reliable: bool = True
+    reason: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("confidence", "stability", "affability"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 100.0:
+                raise DomainError(f"{name} must be within 0..100, got {value}")
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceProfile:
+    """An uploaded voice sample and its speaker embedding (DESIGN §4, §5 ``voice_profiles``)."""
+
+    profile_id: uuid.UUID
+    name: str
+    audio_url: str
+    embedding: tuple[float, ...]
+    duration_sec: float
+    sample_rate: int
+    transcript: str = ""
+    user_id: uuid.UUID | None = None
+    metadata: dict[str, object] = field(default_factory=dict)
+    created_at: datetime | None = None
+
+    EMBEDDING_DIM = 256
+
+    def __post_init__(self) -> None:
+        if len(self.embedding) != self.EMBEDDING_DIM:
+            raise DomainError(f"speaker embedding must have {self.EMBEDDING_DIM} values")
+        if not self.name.strip():
+            raise DomainError("a voice profile needs a name")
+
+
+@dataclass(frozen=True, slots=True)
+class TTSTask:
+    """A request to speak ``text`` in one tier (DESIGN §2 ``TTSTask``)."""
+
+    task_id: uuid.UUID
+    turn_id: uuid.UUID
+    text: str
+    mode: TTSMode
+    voice: str | None = None
+    voice_profile_id: uuid.UUID | None = None
+    language: str | None = None
+
+    def as_hq(self) -> TTSTask:
+        return replace(self, task_id=new_id(), mode=TTSMode.HQ)
+
+
+@dataclass(frozen=True, slots=True)
+class SynthesizedAudio:
+    """A stored synthesis result (DESIGN §5 ``synthesized_audios``)."""
+
+    audio_id: uuid.UUID
+    turn_id: uuid.UUID
+    mode: TTSMode
+    audio_url: str
+    duration_sec: float
+    synthesis_time_ms: float
+    voice_profile_id: uuid.UUID | None = None
+    engine: str = ""
+    voice: str = ""

@@ -1,0 +1,1 @@
+"""Infrastructure layer: adapters that satisfy the application's ports."""

@@ -1,0 +1,1 @@
+"""Presentation layer: FastAPI routes, the WebSocket endpoint and their schemas."""

@@ -1,0 +1,1 @@
+"""Session-scoped llama.cpp OpenAI-compatible server with the packaged SmolLM2 model."""
