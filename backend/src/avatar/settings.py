@@ -33,7 +33,9 @@ class Placement(enum.StrEnum):
 class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
-    public_url: str | None = Field(default=None, description="URL printed and put into ws_url; derived if unset")
+    public_url: str | None = Field(
+        default=None, description="URL printed and put into ws_url; derived if unset"
+    )
     cors_origins: list[str] = Field(default_factory=list)
     frontend_dist: Path = REPO_ROOT / "frontend" / "dist"
 
@@ -186,7 +188,10 @@ class Settings(BaseSettings):
         defaults = []
         if self.security.secret_key.get_secret_value() == DEFAULT_SECRET:
             defaults.append("AVATAR_SECURITY__SECRET_KEY")
-        if self.object_store.kind == "s3" and self.object_store.secret_key.get_secret_value() == DEFAULT_SECRET:
+        if (
+            self.object_store.kind == "s3"
+            and self.object_store.secret_key.get_secret_value() == DEFAULT_SECRET
+        ):
             defaults.append("AVATAR_OBJECT_STORE__SECRET_KEY")
         if defaults:
             raise ValueError(

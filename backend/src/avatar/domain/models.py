@@ -50,8 +50,15 @@ class Emotion(enum.StrEnum):
         if not raw:
             return fallback
         key = raw.strip().strip("[]<>():*\"'").lower()
-        synonyms = {"joy": "happy", "glad": "happy", "upset": "sad", "mad": "angry", "surprise": "surprised",
-                    "calm": "neutral", "excitement": "excited"}
+        synonyms = {
+            "joy": "happy",
+            "glad": "happy",
+            "upset": "sad",
+            "mad": "angry",
+            "surprise": "surprised",
+            "calm": "neutral",
+            "excitement": "excited",
+        }
         key = synonyms.get(key, key)
         try:
             return cls(key)

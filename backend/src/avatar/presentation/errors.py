@@ -52,4 +52,6 @@ def install_error_handlers(app: FastAPI) -> None:
         for err in exc.errors():
             loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
             parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
-        return JSONResponse(error_body("INVALID_INPUT", "; ".join(parts) or "invalid request"), status_code=422)
+        return JSONResponse(
+            error_body("INVALID_INPUT", "; ".join(parts) or "invalid request"), status_code=422
+        )

@@ -66,10 +66,9 @@ def _decode_pyav(data: bytes, max_seconds: float | None) -> DecodedAudio:
     except (av.error.FFmpegError, ValueError, IndexError) as exc:
         raise AudioDecodeError(f"not a decodable audio file: {exc}", "undecodable") from exc
     with container:
-        streams = [s for s in container.streams if s.type == "audio"]
-        if not streams:
+        if not container.streams.audio:
             raise AudioDecodeError("the file has no audio stream", "no_audio_stream")
-        stream = streams[0]
+        stream = container.streams.audio[0]
         rate = int(stream.rate or stream.codec_context.sample_rate or 0)
         channels = int(stream.codec_context.channels or 1)
         resampler = av.AudioResampler(format="flt", layout="mono", rate=rate or None)
@@ -82,9 +81,7 @@ def _decode_pyav(data: bytes, max_seconds: float | None) -> DecodedAudio:
                     parts.append(arr)
                     total += len(arr)
                 if max_seconds is not None and rate and total > max_seconds * rate:
-                    raise AudioDecodeError(
-                        f"audio is longer than the {max_seconds:.0f} s limit", "too_long"
-                    )
+                    raise AudioDecodeError(f"audio is longer than the {max_seconds:.0f} s limit", "too_long")
         except av.error.FFmpegError as exc:
             if not parts:
                 raise AudioDecodeError(f"corrupt or truncated audio: {exc}", "corrupt") from exc
@@ -178,6 +175,8 @@ def _encode_pyav(samples: FloatAudio, sample_rate: int, fmt: str) -> bytes:
     buf = io.BytesIO()
     with av.open(buf, mode="w", format=container_fmt) as out:
         stream = out.add_stream(codec, rate=rate)
+        if not isinstance(stream, av.audio.stream.AudioStream):
+            raise ValueError(f"{codec} is not an audio codec")
         stream.layout = "mono"
         frame_size = 960 if fmt == "opus" else 1152
         pcm = float_to_pcm16(data)

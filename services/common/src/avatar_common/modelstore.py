@@ -202,14 +202,26 @@ def verify(manifest: Manifest, progress: Progress | None = None, *, full: bool =
                 continue
             size = target.stat().st_size
             if size != spec.size:
-                results.append(VerifyResult(artifact.name, spec.name, False,
-                                            f"size {size} != {spec.size}; run `avatar models prepare --force`"))
+                results.append(
+                    VerifyResult(
+                        artifact.name,
+                        spec.name,
+                        False,
+                        f"size {size} != {spec.size}; run `avatar models prepare --force`",
+                    )
+                )
                 continue
             if full and not _verified_stamp_ok(target, spec):
                 got = sha256_file(target, progress, f"verify {artifact.name}/{spec.name}")
                 if got != spec.sha256:
-                    results.append(VerifyResult(artifact.name, spec.name, False,
-                                                "sha256 mismatch; run `avatar models prepare --force`"))
+                    results.append(
+                        VerifyResult(
+                            artifact.name,
+                            spec.name,
+                            False,
+                            "sha256 mismatch; run `avatar models prepare --force`",
+                        )
+                    )
                     continue
             results.append(VerifyResult(artifact.name, spec.name, True, str(target)))
     return results
