@@ -25,7 +25,7 @@ async def _get(app: object, path: str) -> httpx.Response:
 
 
 async def test_health_reports_every_dependency_from_the_container() -> None:
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     container = fake_container(settings)
     app = create_app(settings, container)
     async with app.router.lifespan_context(app):
@@ -45,7 +45,7 @@ async def test_health_reports_every_dependency_from_the_container() -> None:
 
 
 async def test_a_failing_health_check_degrades_instead_of_crashing() -> None:
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     app = create_app(settings, fake_container(settings, fast_tts=_BrokenTTS()))
     async with app.router.lifespan_context(app):
         response = await _get(app, "/api/v1/health")
@@ -57,7 +57,7 @@ async def test_a_failing_health_check_degrades_instead_of_crashing() -> None:
 
 
 async def test_the_queue_is_started_and_stopped_with_the_app() -> None:
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     container = fake_container(settings)
     app = create_app(settings, container)
     async with app.router.lifespan_context(app):
@@ -66,7 +66,7 @@ async def test_the_queue_is_started_and_stopped_with_the_app() -> None:
 
 
 async def test_metrics_endpoint_serves_prometheus_text() -> None:
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     app = create_app(settings, fake_container(settings))
     async with app.router.lifespan_context(app):
         response = await _get(app, "/api/v1/metrics")

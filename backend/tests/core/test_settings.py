@@ -14,7 +14,7 @@ def test_defaults_are_the_embedded_placement(monkeypatch: pytest.MonkeyPatch) ->
     for key in list(__import__("os").environ):
         if key.startswith("AVATAR_"):
             monkeypatch.delenv(key)
-    s = Settings(_env_file=None)  # type: ignore[call-arg]
+    s = Settings(_env_file=None)
     assert s.environment is Environment.DEVELOPMENT
     assert s.asr.placement is Placement.EMBEDDED and s.llm.placement is Placement.EMBEDDED
     assert s.database.placement is Placement.EMBEDDED
@@ -32,7 +32,7 @@ def test_nested_env_vars_override(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AVATAR_LLM__BASE_URL", "http://vllm:8001/v1")
     monkeypatch.setenv("AVATAR_LLM__PLACEMENT", "remote")
     monkeypatch.setenv("AVATAR_CONVERSATION__MAX_SESSIONS", "3")
-    s = Settings(_env_file=None)  # type: ignore[call-arg]
+    s = Settings(_env_file=None)
     assert s.llm.base_url == "http://vllm:8001/v1"
     assert s.llm.placement is Placement.REMOTE
     assert s.conversation.max_sessions == 3
@@ -41,18 +41,18 @@ def test_nested_env_vars_override(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_dotenv_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     env = tmp_path / ".env"
     env.write_text("AVATAR_ASR__LANGUAGE=ko\nAVATAR_QUEUE__KIND=redis\n")
-    s = Settings(_env_file=env)  # type: ignore[call-arg]
+    s = Settings(_env_file=env)
     assert s.asr.language == "ko" and s.queue.kind == "redis"
 
 
 def test_production_refuses_default_secrets() -> None:
     with pytest.raises(ValidationError, match="AVATAR_SECURITY__SECRET_KEY"):
-        Settings(_env_file=None, environment="production")  # type: ignore[call-arg]
+        Settings(_env_file=None, environment="production")
 
 
 def test_production_refuses_default_s3_secret() -> None:
     with pytest.raises(ValidationError, match="AVATAR_OBJECT_STORE__SECRET_KEY"):
-        Settings(  # type: ignore[call-arg]
+        Settings(
             _env_file=None,
             environment="production",
             security={"secret_key": "a-real-secret"},
@@ -61,7 +61,7 @@ def test_production_refuses_default_s3_secret() -> None:
 
 
 def test_production_accepts_real_secrets() -> None:
-    s = Settings(  # type: ignore[call-arg]
+    s = Settings(
         _env_file=None,
         environment="production",
         security={"secret_key": "a-real-secret"},
@@ -72,11 +72,11 @@ def test_production_accepts_real_secrets() -> None:
 
 def test_invalid_values_are_rejected() -> None:
     with pytest.raises(ValidationError):
-        Settings(_env_file=None, asr={"placement": "somewhere"})  # type: ignore[call-arg]
+        Settings(_env_file=None, asr={"placement": "somewhere"})
 
 
 def test_public_url() -> None:
-    s = Settings(_env_file=None, server={"host": "0.0.0.0", "port": 9000})  # type: ignore[call-arg]
+    s = Settings(_env_file=None, server={"host": "0.0.0.0", "port": 9000})
     assert s.public_base_url() == "http://0.0.0.0:9000"
-    s = Settings(_env_file=None, server={"public_url": "https://avatar.example/"})  # type: ignore[call-arg]
+    s = Settings(_env_file=None, server={"public_url": "https://avatar.example/"})
     assert s.public_base_url() == "https://avatar.example"
