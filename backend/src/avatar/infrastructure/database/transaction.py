@@ -1,0 +1,144 @@
+"""One database transaction that survives connection blips by replaying its writes.
+
+Each unit of work holds one connection. Every write statement it executes is remembered; when a
+statement or the commit fails with a transient error, the connection is discarded, a fresh one is
+opened after a backoff, the remembered writes are replayed and the failed step is tried again.
+After ``RetryPolicy.retries`` failed attempts a :class:`DependencyError` is raised and logged:
+nothing is silently dropped. (A commit whose acknowledgement was lost may already have been
+applied; its replay then fails on a unique key and is reported, not duplicated.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Result
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql import Executable
+
+from avatar.domain.errors import DependencyError, InvalidInputError
+from avatar.infrastructure.database.retry import RetryPolicy, is_transient
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Transaction:
+    """A retried, replayable transaction on one pooled connection (see the module docstring)."""
+
+    def __init__(self, engine: AsyncEngine, policy: RetryPolicy) -> None:
+        self._engine = engine
+        self._policy = policy
+        self._conn: AsyncConnection | None = None
+        self._writes: list[Executable] = []
+        self._broken = False
+
+    async def read(self, statement: Executable) -> Result[Any]:
+        return await self._attempt(lambda conn: conn.execute(statement), "read")
+
+    async def write(self, statement: Executable) -> Result[Any]:
+        result = await self._attempt(lambda conn: conn.execute(statement), "write")
+        self._writes.append(statement)
+        return result
+
+    async def commit(self) -> None:
+        if self._conn is None and not self._broken:
+            return
+        await self._attempt(lambda conn: conn.commit(), "commit")
+        self._writes.clear()
+        await self._release()
+
+    async def rollback(self) -> None:
+        self._writes.clear()
+        self._broken = False
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            await conn.rollback()
+        except Exception:  # the connection may be dead; it is closed below either way
+            log.debug("rollback on a broken connection", exc_info=True)
+        await _close(conn)
+
+    async def _attempt(self, step: Callable[[AsyncConnection], Awaitable[T]], what: str) -> T:
+        attempt = 0
+        while True:
+            try:
+                conn = await self._connection()
+                return await step(conn)
+            except Exception as exc:
+                if not is_transient(exc):
+                    # Like PostgreSQL itself: a rejected statement aborts the whole unit of work.
+                    await self.rollback()
+                    translated = _translate(exc, what)
+                    if translated is exc:
+                        raise
+                    raise translated from exc
+                await self._discard()
+                self._broken = True
+                if attempt >= self._policy.retries:
+                    log.error("database %s failed after %d attempts: %s", what, attempt + 1, exc)
+                    raise DependencyError(
+                        f"database unavailable: {what} failed after {attempt + 1} attempts "
+                        f"({type(exc).__name__}: {exc})"
+                    ) from exc
+                delay = self._policy.delay(attempt)
+                log.warning(
+                    "database %s failed (%s: %s); retry %d/%d in %.2fs",
+                    what,
+                    type(exc).__name__,
+                    exc,
+                    attempt + 1,
+                    self._policy.retries,
+                    delay,
+                )
+                attempt += 1
+                await asyncio.sleep(delay)
+
+    async def _connection(self) -> AsyncConnection:
+        if self._conn is not None:
+            return self._conn
+        conn = await self._engine.connect()
+        self._conn = conn
+        if self._broken:
+            for statement in self._writes:
+                await conn.execute(statement)
+            self._broken = False
+        return conn
+
+    async def _discard(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            await conn.invalidate()
+        except Exception:
+            log.debug("invalidate failed", exc_info=True)
+        await _close(conn)
+
+    async def _release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await _close(conn)
+
+
+async def _close(conn: AsyncConnection) -> None:
+    try:
+        await conn.close()
+    except Exception:
+        log.debug("closing a database connection failed", exc_info=True)
+
+
+def _translate(exc: Exception, what: str) -> Exception:
+    if isinstance(exc, sa_exc.IntegrityError):
+        detail = str(exc.orig).splitlines()[0] if exc.orig is not None else str(exc)
+        return InvalidInputError(f"rejected by the database: {detail}", code="CONFLICT")
+    if isinstance(exc, sa_exc.DBAPIError):
+        log.error("database %s failed: %s", what, exc)
+        return DependencyError(f"database {what} failed: {type(exc.orig).__name__}: {exc.orig}")
+    return exc

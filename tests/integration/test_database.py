@@ -1,0 +1,454 @@
+"""The PostgreSQL adapter against a real PostgreSQL 16 + pgvector server (tests/support/servers.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytest_asyncio
+from sqlalchemy import inspect, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from avatar.domain.errors import DependencyError, DomainError, InvalidInputError
+from avatar.domain.models import (
+    ConversationTurn,
+    Emotion,
+    ProsodyScore,
+    Session,
+    SessionStatus,
+    SynthesizedAudio,
+    Transcription,
+    TTSMode,
+    VoiceProfile,
+    new_id,
+)
+from avatar.infrastructure.database import (
+    RetryPolicy,
+    SqlUnitOfWorkFactory,
+    build_unit_of_work_factory,
+    create_engine,
+    migrate,
+)
+from avatar.infrastructure.database import tables as t
+from avatar.settings import DatabaseSettings, Placement, Settings
+from tests.support.servers import PostgresServer, free_port, fresh_database
+
+NOW = datetime(2025, 11, 22, 12, 0, tzinfo=UTC)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def uow_factory(module_database_url: str) -> AsyncIterator[SqlUnitOfWorkFactory]:
+    engine = create_engine(module_database_url, pool_size=4)
+    await migrate.upgrade(engine)
+    factory = SqlUnitOfWorkFactory(engine, policy=RetryPolicy(retries=3, base_delay_s=0.05))
+    yield factory
+    await factory.aclose()
+
+
+def _unit(seed: int, dim: int) -> tuple[float, ...]:
+    vec = np.random.default_rng(seed).standard_normal(dim)
+    return tuple(float(v) for v in vec / np.linalg.norm(vec))
+
+
+def _profile(name: str, embedding: tuple[float, ...]) -> VoiceProfile:
+    return VoiceProfile(
+        profile_id=new_id(),
+        name=name,
+        audio_url=f"s3://avatar-audio/voice_profiles/{name}",
+        embedding=embedding,
+        duration_sec=7.5,
+        sample_rate=16000,
+        transcript="hello there",
+        metadata={"format": "wav"},
+    )
+
+
+async def _session_with_turn(
+    factory: SqlUnitOfWorkFactory,
+) -> tuple[Session, ConversationTurn, Transcription]:
+    session = Session.start(NOW, {"client": "test"})
+    turn = ConversationTurn(turn_id=new_id(), session_id=session.session_id, turn_number=1, user_input="hi")
+    transcription = Transcription(text="hi", is_final=True, confidence=0.9, language="en", latency_ms=320.0)
+    async with factory() as uow:
+        await uow.sessions.add(session)
+        await uow.turns.add(turn)
+        await uow.transcriptions.add(turn.turn_id, transcription, "s3://avatar-audio/raw.wav", ["h", "hi"])
+        await uow.commit()
+    return session, turn, transcription
+
+
+# ----------------------------------------------------------------------------------------- migrations
+
+
+async def test_migrations_create_schema_indexes_and_go_back_down(postgres_server: PostgresServer) -> None:
+    async with fresh_database(postgres_server) as url:
+        engine = create_async_engine(url)
+        try:
+            assert await migrate.current_revision(engine) is None
+            await migrate.upgrade(engine)
+            assert await migrate.current_revision(engine) == "0001"
+
+            async with engine.connect() as conn:
+                tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+                indexes = {
+                    row.indexname: row.indexdef
+                    for row in await conn.execute(
+                        text("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'")
+                    )
+                }
+                ext = (
+                    await conn.execute(text("SELECT extname FROM pg_extension WHERE extname = 'vector'"))
+                ).scalar()
+            assert set(t.metadata.tables) <= tables
+            assert ext == "vector"
+            for name in (
+                "ix_sessions_start_time",
+                "ix_transcriptions_turn_id",
+                "ix_prosody_scores_transcription_id",
+                "ix_voice_profiles_user_id",
+                "ix_synthesized_audios_mode",
+                "ix_system_logs_level",
+                "ix_system_logs_trace_id",
+                "ix_memories_session_id",
+            ):
+                assert name in indexes, name
+            assert "USING hnsw" in indexes["ix_voice_profiles_embedding_hnsw"]
+            assert "vector_cosine_ops" in indexes["ix_memories_embedding_hnsw"]
+
+            await migrate.downgrade(engine, "base")
+            async with engine.connect() as conn:
+                left = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+            assert left.isdisjoint(t.metadata.tables)
+            await migrate.upgrade(engine)  # and up again on the same database
+            assert await migrate.current_revision(engine) == "0001"
+        finally:
+            await engine.dispose()
+
+
+async def test_table_definitions_match_the_migrated_schema(uow_factory: SqlUnitOfWorkFactory) -> None:
+    async with uow_factory.engine.connect() as conn:
+
+        def columns(sync_conn: object) -> dict[str, set[str]]:
+            inspector = inspect(sync_conn)
+            return {name: {c["name"] for c in inspector.get_columns(name)} for name in t.metadata.tables}
+
+        migrated = await conn.run_sync(columns)
+    for name, table in t.metadata.tables.items():
+        assert migrated[name] == {c.name for c in table.columns}, name
+
+
+async def test_health_reports_pgvector_and_revision(uow_factory: SqlUnitOfWorkFactory) -> None:
+    health = await uow_factory.health()
+    assert health.ok, health.detail
+    assert health.extra["revision"] == "0001"
+    assert health.extra["pgvector"]
+
+
+# --------------------------------------------------------------------------------------- round trips
+
+
+async def test_session_and_turn_round_trip(uow_factory: SqlUnitOfWorkFactory) -> None:
+    session, turn, _ = await _session_with_turn(uow_factory)
+    second = ConversationTurn(
+        turn_id=new_id(), session_id=session.session_id, turn_number=2, user_input="again"
+    )
+    async with uow_factory() as uow:
+        turn.complete("Hello! How are you?", Emotion.HAPPY, interrupted=True)
+        turn.stage_latency_ms.update({"asr_final": 410.5, "llm_ttft": 220.0})
+        await uow.turns.update(turn)
+        await uow.turns.add(second)
+        session.end(NOW + timedelta(minutes=3))
+        await uow.sessions.update(session)
+        await uow.commit()
+
+    async with uow_factory() as uow:
+        stored = await uow.sessions.get(session.session_id)
+        turns = await uow.turns.list_for_session(session.session_id)
+        one = await uow.turns.get(turn.turn_id)
+        recent = await uow.sessions.list_recent(limit=500)
+    assert stored is not None
+    assert stored.status is SessionStatus.ENDED
+    assert stored.end_time == NOW + timedelta(minutes=3)
+    assert stored.metadata == {"client": "test"}
+    assert [x.turn_number for x in turns] == [1, 2]
+    assert one is not None
+    assert one.ai_response == "Hello! How are you?"
+    assert one.emotion is Emotion.HAPPY
+    assert one.interrupted
+    assert one.stage_latency_ms == {"asr_final": 410.5, "llm_ttft": 220.0}
+    assert session.session_id in {s.session_id for s in recent}
+
+
+async def test_duplicate_turn_number_is_rejected_clearly(uow_factory: SqlUnitOfWorkFactory) -> None:
+    session, _, _ = await _session_with_turn(uow_factory)
+    clash = ConversationTurn(turn_id=new_id(), session_id=session.session_id, turn_number=1, user_input="x")
+    async with uow_factory() as uow:
+        with pytest.raises(InvalidInputError) as err:
+            await uow.turns.add(clash)
+    assert err.value.code == "CONFLICT"
+    assert "uq_conversation_turns_session_turn" in err.value.message
+
+
+async def test_uncommitted_work_is_rolled_back(uow_factory: SqlUnitOfWorkFactory) -> None:
+    session = Session.start(NOW)
+    async with uow_factory() as uow:
+        await uow.sessions.add(session)
+        assert await uow.sessions.get(session.session_id) is not None  # read-your-writes inside
+    async with uow_factory() as uow:
+        assert await uow.sessions.get(session.session_id) is None
+
+
+async def test_transcription_prosody_and_synthesized_round_trip(uow_factory: SqlUnitOfWorkFactory) -> None:
+    session, turn, transcription = await _session_with_turn(uow_factory)
+    score = ProsodyScore(
+        score_id=new_id(),
+        transcription_id=transcription.transcription_id,
+        confidence=78.5,
+        stability=82.3,
+        affability=75.1,
+        features={"f0_mean": 180.2, "jitter": math.nan, "voiced": "yes"},
+        analyzed_at=NOW,
+        reliable=False,
+        reason="too short",
+    )
+    fast = SynthesizedAudio(
+        audio_id=new_id(),
+        turn_id=turn.turn_id,
+        mode=TTSMode.FAST,
+        audio_url="file:///a.wav",
+        duration_sec=1.2,
+        synthesis_time_ms=80.0,
+        engine="piper",
+        voice="joe",
+    )
+    async with uow_factory() as uow:
+        await uow.prosody.add(score)
+        await uow.synthesized.add(fast)
+        await uow.commit()
+
+    async with uow_factory() as uow:
+        got = await uow.transcriptions.get(transcription.transcription_id)
+        url = await uow.transcriptions.audio_url(transcription.transcription_id)
+        stored = await uow.prosody.get_for_transcription(transcription.transcription_id)
+        by_session = await uow.prosody.list_for_session(session.session_id)
+        audios = await uow.synthesized.list_for_turn(turn.turn_id)
+        missing = await uow.transcriptions.get(uuid.uuid4())
+    assert got is not None
+    assert (got.text, got.language, got.confidence, got.latency_ms) == ("hi", "en", 0.9, 320.0)
+    assert url == "s3://avatar-audio/raw.wav"
+    assert stored is not None
+    assert stored.features == {"f0_mean": 180.2, "jitter": None, "voiced": "yes"}  # NaN kept as null
+    assert (stored.reliable, stored.reason) == (False, "too short")
+    assert [s.score_id for s in by_session] == [score.score_id]
+    assert audios == [fast]
+    assert missing is None
+
+
+async def test_summary_upsert(uow_factory: SqlUnitOfWorkFactory) -> None:
+    session, _, _ = await _session_with_turn(uow_factory)
+    async with uow_factory() as uow:
+        assert await uow.summaries.load(session.session_id) is None
+        await uow.summaries.save(session.session_id, "They said hi.", 1)
+        await uow.summaries.save(session.session_id, "They said hi twice.", 2)
+        await uow.commit()
+    async with uow_factory() as uow:
+        assert await uow.summaries.load(session.session_id) == ("They said hi twice.", 2)
+
+
+# ------------------------------------------------------------------------------------ vector search
+
+
+async def test_voice_profile_nearest_by_cosine(uow_factory: SqlUnitOfWorkFactory) -> None:
+    base = np.array(_unit(1, 256))
+    near = base + 0.2 * np.array(_unit(2, 256))
+    profiles = [
+        _profile("alice", tuple(base)),
+        _profile("alice-ish", tuple(near / np.linalg.norm(near))),
+        _profile("bob", _unit(3, 256)),
+    ]
+    async with uow_factory() as uow:
+        for p in profiles:
+            await uow.voice_profiles.add(p)
+        await uow.commit()
+    async with uow_factory() as uow:
+        hits = await uow.voice_profiles.nearest(base.tolist(), limit=3)
+        listed = await uow.voice_profiles.list()
+        alice = await uow.voice_profiles.get(profiles[0].profile_id)
+    names = [p.name for p, _ in hits]
+    assert names[:2] == ["alice", "alice-ish"]
+    assert hits[0][1] == pytest.approx(1.0, abs=1e-5)
+    assert hits[0][1] > hits[1][1] > hits[2][1]
+    assert {p.profile_id for p in profiles} <= {p.profile_id for p in listed}
+    assert alice is not None
+    assert alice.embedding == pytest.approx(profiles[0].embedding, abs=1e-6)
+    assert (alice.sample_rate, alice.transcript, alice.metadata) == (16000, "hello there", {"format": "wav"})
+
+    async with uow_factory() as uow:
+        with pytest.raises(DomainError):
+            await uow.voice_profiles.nearest([0.1] * 10)
+
+
+async def test_memory_search_ranks_by_meaning_and_filters_by_session(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    first, turn, _ = await _session_with_turn(uow_factory)
+    other, _, _ = await _session_with_turn(uow_factory)
+    query = np.array(_unit(10, 512))
+    close = query + 0.1 * np.array(_unit(11, 512))
+    async with uow_factory() as uow:
+        await uow.memories.add(first.session_id, turn.turn_id, "user", "I love hiking", close.tolist())
+        await uow.memories.add(first.session_id, None, "assistant", "unrelated", list(_unit(12, 512)))
+        await uow.memories.add(other.session_id, None, "user", "exact", query.tolist())
+        await uow.commit()
+    async with uow_factory() as uow:
+        everywhere = await uow.memories.search(query.tolist(), limit=2)
+        mine = await uow.memories.search(query.tolist(), limit=5, session_id=first.session_id)
+    assert [h.text for h in everywhere] == ["exact", "I love hiking"]
+    assert [h.text for h in mine] == ["I love hiking", "unrelated"]
+    assert mine[0].turn_id == turn.turn_id
+    assert mine[0].score > mine[1].score
+
+
+# ----------------------------------------------------------------------------------------- cascades
+
+
+async def test_deleting_a_session_cascades_to_everything_it_owns(uow_factory: SqlUnitOfWorkFactory) -> None:
+    session, turn, transcription = await _session_with_turn(uow_factory)
+    profile = _profile("cascade", _unit(20, 256))
+    async with uow_factory() as uow:
+        await uow.voice_profiles.add(profile)
+        await uow.prosody.add(
+            ProsodyScore(
+                score_id=new_id(),
+                transcription_id=transcription.transcription_id,
+                confidence=50,
+                stability=50,
+                affability=50,
+                features={},
+                analyzed_at=NOW,
+            )
+        )
+        await uow.synthesized.add(
+            SynthesizedAudio(
+                audio_id=new_id(),
+                turn_id=turn.turn_id,
+                mode=TTSMode.HQ,
+                audio_url="x",
+                duration_sec=1,
+                synthesis_time_ms=1,
+                voice_profile_id=profile.profile_id,
+            )
+        )
+        await uow.memories.add(session.session_id, turn.turn_id, "user", "hi", list(_unit(21, 512)))
+        await uow.summaries.save(session.session_id, "s", 1)
+        await uow.commit()
+
+    # Deleting a voice profile keeps the audio it voiced, with the reference cleared.
+    async with uow_factory() as uow:
+        assert await uow.voice_profiles.delete(profile.profile_id)
+        assert not await uow.voice_profiles.delete(profile.profile_id)
+        await uow.commit()
+    async with uow_factory() as uow:
+        (audio,) = await uow.synthesized.list_for_turn(turn.turn_id)
+    assert audio.voice_profile_id is None
+
+    async with uow_factory.engine.begin() as conn:
+        await conn.execute(text("DELETE FROM sessions WHERE session_id = :s"), {"s": session.session_id})
+    async with uow_factory.engine.connect() as conn:
+        for table, column, value in (
+            ("conversation_turns", "session_id", session.session_id),
+            ("transcriptions", "turn_id", turn.turn_id),
+            ("prosody_scores", "transcription_id", transcription.transcription_id),
+            ("synthesized_audios", "turn_id", turn.turn_id),
+            ("memories", "session_id", session.session_id),
+            ("conversation_summaries", "session_id", session.session_id),
+        ):
+            count = (
+                await conn.execute(text(f"SELECT count(*) FROM {table} WHERE {column} = :v"), {"v": value})
+            ).scalar_one()
+            assert count == 0, table
+
+
+# ------------------------------------------------------------------------------------ resilience
+
+
+async def test_a_dropped_connection_is_retried_and_the_transaction_replayed(
+    uow_factory: SqlUnitOfWorkFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = Session.start(NOW)
+    second = Session.start(NOW)
+    async with uow_factory() as uow:
+        await uow.sessions.add(first)
+        async with uow_factory.engine.connect() as admin:
+            killed = (
+                await admin.execute(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                        "AND state LIKE 'idle in%'"
+                    )
+                )
+            ).scalar_one()
+        assert killed >= 1
+        with caplog.at_level(logging.WARNING, logger="avatar.infrastructure.database.transaction"):
+            await uow.sessions.add(second)
+            await uow.commit()
+    assert any("retry 1/3" in r.getMessage() for r in caplog.records)
+    async with uow_factory() as uow:
+        assert await uow.sessions.get(first.session_id) is not None
+        assert await uow.sessions.get(second.session_id) is not None
+
+
+async def test_a_dead_database_is_retried_then_reported_loudly(caplog: pytest.LogCaptureFixture) -> None:
+    engine = create_engine(
+        f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/avatar", connect_timeout_s=1.0
+    )
+    factory = SqlUnitOfWorkFactory(engine, policy=RetryPolicy(retries=2, base_delay_s=0.01))
+    try:
+        with caplog.at_level(logging.WARNING, logger="avatar.infrastructure.database.transaction"):
+            async with factory() as uow:
+                with pytest.raises(DependencyError) as err:
+                    await uow.sessions.add(Session.start(NOW))
+        health = await factory.health()
+    finally:
+        await factory.aclose()
+    assert "after 3 attempts" in err.value.message
+    assert err.value.code == "DEPENDENCY_UNAVAILABLE"
+    assert [r.levelname for r in caplog.records] == ["WARNING", "WARNING", "ERROR"]
+    assert not health.ok
+
+
+# ------------------------------------------------------------------------------------ placements
+
+
+async def test_remote_placement_migrates_on_start(postgres_server: PostgresServer) -> None:
+    async with fresh_database(postgres_server) as url:
+        settings = Settings(database=DatabaseSettings(placement=Placement.REMOTE, url=url))
+        async with contextlib.AsyncExitStack() as stack:
+            factory = await build_unit_of_work_factory(settings, stack)
+            assert (await factory.health()).ok
+            session, _, _ = await _session_with_turn(factory)
+            async with factory() as uow:
+                assert await uow.sessions.get(session.session_id) is not None
+
+
+async def test_embedded_placement_starts_postgres_from_an_empty_dir(tmp_path: Path) -> None:
+    data_dir = tmp_path / "var" / "pgdata"
+    settings = Settings(database=DatabaseSettings(placement=Placement.EMBEDDED, data_dir=data_dir))
+    async with contextlib.AsyncExitStack() as stack:
+        factory = await build_unit_of_work_factory(settings, stack)
+        health = await factory.health()
+        assert health.ok, health.detail
+        assert health.extra["placement"] == "embedded"
+        session, _, _ = await _session_with_turn(factory)
+        async with factory() as uow:
+            assert await uow.sessions.get(session.session_id) is not None
+    assert (data_dir / "PG_VERSION").read_text().strip() == "16"
+    assert not (data_dir / "postmaster.pid").exists()  # stopped with the stack
