@@ -1,0 +1,204 @@
+"""Live sessions of this process: admission control, attach/detach, reconnect grace, resume."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from avatar.application.conversation.ports import SessionStateStore
+from avatar.application.conversation.session import ConversationDeps, ConversationSession
+from avatar.domain.errors import AvatarError, CapacityError, NotFoundError
+from avatar.domain.models import Session, TTSMode
+
+log = logging.getLogger(__name__)
+
+
+class SessionEndedError(AvatarError):
+    code = "SESSION_ENDED"
+
+
+@dataclass
+class _Live:
+    session: ConversationSession
+    connection: object | None = None
+    grace: asyncio.Task[None] | None = None
+
+
+class SessionManager:
+    """Owns every :class:`ConversationSession` of this process.
+
+    Admission is decided before anything is opened: at most ``max_sessions`` sessions are live
+    (connected, or disconnected and waiting out the reconnect grace period). A reconnect within
+    the grace period re-attaches the same live session (history intact); a session this process
+    does not hold is rebuilt from the session-state store and the stored turns (another replica,
+    or a restart).
+    """
+
+    def __init__(self, deps: ConversationDeps, *, max_sessions: int, grace_s: float,
+                 state_store: SessionStateStore | None = None) -> None:
+        self.deps = deps
+        self.max_sessions = max_sessions
+        self.grace_s = grace_s
+        self.state_store = state_store
+        self._live: dict[uuid.UUID, _Live] = {}
+        self._reserved = 0
+
+    @property
+    def active_count(self) -> int:
+        return len(self._live) + self._reserved
+
+    def is_live(self, session_id: uuid.UUID) -> bool:
+        return session_id in self._live
+
+    def get(self, session_id: uuid.UUID) -> ConversationSession | None:
+        live = self._live.get(session_id)
+        return live.session if live else None
+
+    def check_capacity(self) -> None:
+        """Raise :class:`CapacityError` when no new session can be admitted now."""
+        if self.active_count >= self.max_sessions:
+            raise CapacityError(
+                f"the server is at its limit of {self.max_sessions} concurrent sessions; try again shortly")
+
+    async def attach(self, session_id: uuid.UUID,
+                     connection: object) -> tuple[ConversationSession, bool, object | None]:
+        """Bind ``connection`` to the session, creating or resuming it.
+
+        Returns:
+            The session, whether it was resumed, and the connection it took over (to be closed).
+
+        Raises:
+            NotFoundError: the session does not exist. SessionEndedError: it has ended.
+            CapacityError: admitting it would exceed ``max_sessions``.
+        """
+        live = self._live.get(session_id)
+        if live is not None:
+            if live.grace is not None:
+                live.grace.cancel()
+                live.grace = None
+            previous, live.connection = live.connection, connection
+            live.session.outbox.attached = True
+            return live.session, True, previous
+        self.check_capacity()
+        self._reserved += 1  # held across the awaits below so two connects cannot both pass
+        try:
+            record = await self._load_record(session_id)
+            state = await self.state_store.load(session_id) if self.state_store is not None else None
+            session = self._new_session(session_id, state)
+            resumed = state is not None or session.turn_count > 0
+            if resumed:
+                turns = await self._load_turns(session_id)
+                session.turn_count = max(session.turn_count, len(turns))
+                await self.deps.replies.restore(session_id, turns)
+            await session.start()
+        finally:
+            self._reserved -= 1
+        del record
+        self._live[session_id] = _Live(session, connection)
+        session.outbox.attached = True
+        self.deps.metrics.set_active_sessions(self.active_count)
+        await self._save_state(session)
+        return session, resumed, None
+
+    def detach(self, session_id: uuid.UUID, connection: object) -> None:
+        """The connection closed: keep the session for ``grace_s`` seconds, then end it."""
+        live = self._live.get(session_id)
+        if live is None or live.connection is not connection:
+            return  # already taken over by a newer connection
+        live.connection = None
+        live.session.outbox.attached = False
+        live.grace = asyncio.create_task(self._expire(session_id), name=f"grace-{session_id}")
+
+    async def _expire(self, session_id: uuid.UUID) -> None:
+        live = self._live.get(session_id)
+        if live is not None:
+            await self._save_state(live.session, ttl_s=int(self.grace_s) + 1)
+        await asyncio.sleep(self.grace_s)
+        await self.close(session_id, delete_state=True)
+
+    async def close(self, session_id: uuid.UUID, *, delete_state: bool = False) -> None:
+        """End a live session and release its resources."""
+        live = self._live.pop(session_id, None)
+        if live is None:
+            return
+        self.deps.metrics.set_active_sessions(self.active_count)
+        await live.session.aclose()
+        await self.deps.replies.forget(session_id)
+        if delete_state and self.state_store is not None:
+            try:
+                await self.state_store.delete(session_id)
+            except Exception:
+                log.exception("session %s: could not delete its state", session_id)
+        if delete_state:
+            await self._mark_ended(session_id)
+
+    async def aclose(self) -> None:
+        """Close every live session (shutdown); states are kept so another replica can resume."""
+        for session_id in list(self._live):
+            live = self._live.get(session_id)
+            if live is not None and live.grace is not None:
+                live.grace.cancel()
+            await self.close(session_id)
+
+    async def notify(self, session_id: uuid.UUID, message: Mapping[str, Any]) -> None:
+        """Deliver a background message (hq_ready, prosody_analysis) to the session's client."""
+        live = self._live.get(session_id)
+        if live is None:
+            log.info("session %s is not live here; dropped %s", session_id, message.get("type"))
+            return
+        live.session.outbox.send(dict(message))
+
+    async def save_state(self, session_id: uuid.UUID) -> None:
+        live = self._live.get(session_id)
+        if live is not None:
+            await self._save_state(live.session)
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _new_session(self, session_id: uuid.UUID, state: Mapping[str, Any] | None) -> ConversationSession:
+        if not state:
+            return ConversationSession(session_id, self.deps)
+        profile = state.get("voice_profile_id")
+        mode = state.get("tts_mode")
+        return ConversationSession(
+            session_id, self.deps, turn_count=int(state.get("turn_count", 0)),
+            tts_mode=TTSMode(mode) if mode in ("fast", "hq") else None,
+            voice=state.get("voice"), voice_profile_id=uuid.UUID(profile) if profile else None,
+            language=state.get("language"))
+
+    async def _load_record(self, session_id: uuid.UUID) -> Session:
+        async with self.deps.uow() as tx:
+            record = await tx.sessions.get(session_id)
+        if record is None:
+            raise NotFoundError(f"session {session_id} does not exist: create one with POST /api/v1/sessions")
+        if not record.is_active:
+            raise SessionEndedError(f"session {session_id} has ended: create a new session")
+        return record
+
+    async def _load_turns(self, session_id: uuid.UUID) -> list[Any]:
+        async with self.deps.uow() as tx:
+            return list(await tx.turns.list_for_session(session_id))
+
+    async def _save_state(self, session: ConversationSession, ttl_s: int | None = None) -> None:
+        if self.state_store is None:
+            return
+        try:
+            await self.state_store.save(session.session_id, session.snapshot(),
+                                        ttl_s or int(self.grace_s) + 3600)
+        except Exception:
+            log.exception("session %s: could not save its state", session.session_id)
+
+    async def _mark_ended(self, session_id: uuid.UUID) -> None:
+        try:
+            async with self.deps.uow() as tx:
+                record = await tx.sessions.get(session_id)
+                if record is not None:
+                    record.end(self.deps.clock.now())
+                    await tx.sessions.update(record)
+                    await tx.commit()
+        except Exception:
+            log.exception("session %s: could not mark it ended", session_id)

@@ -1,0 +1,75 @@
+"""What the conversation pipeline needs beyond the shared ports: the reply engine, the clause
+chunker, the session-state store and the voice resolver. Adapters live in the composition code."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from avatar.application.ports.tts import VoiceReference
+from avatar.domain.models import ConversationTurn, Emotion
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyEmotion:
+    """The emotion the reply will be spoken with; arrives before any text."""
+
+    emotion: Emotion
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyText:
+    """A piece of the reply's speakable text, in order."""
+
+    text: str
+
+
+ReplyEvent = ReplyEmotion | ReplyText
+
+
+class ReplyEngine(Protocol):
+    """The conversational brain as the pipeline sees it: one streamed reply per user utterance.
+
+    ``reply`` may be cancelled at any point (barge-in); the pipeline then reports what the person
+    actually heard through :meth:`settle`, which is called exactly once per reply.
+    """
+
+    def reply(self, session_id: uuid.UUID, user_text: str, *, turn_id: uuid.UUID | None = None,
+              turn_number: int | None = None) -> AsyncIterator[ReplyEvent]: ...
+
+    async def settle(self, session_id: uuid.UUID, user_text: str, heard_reply: str, *,
+                     interrupted: bool) -> None: ...
+
+    async def restore(self, session_id: uuid.UUID, turns: Sequence[ConversationTurn]) -> None:
+        """Rebuild a session's history (resume on another replica or after a restart)."""
+        ...
+
+    async def forget(self, session_id: uuid.UUID) -> None:
+        """Drop the session's in-memory state (the session ended)."""
+        ...
+
+
+class TextChunker(Protocol):
+    """Cuts a token stream into speakable clauses (``avatar_common.text.ClauseChunker``)."""
+
+    def feed(self, text: str) -> list[str]: ...
+
+    def flush(self) -> list[str]: ...
+
+
+class VoiceResolver(Protocol):
+    """Turns a voice profile id into a cloning reference (``None`` when there is no such profile)."""
+
+    async def __call__(self, profile_id: uuid.UUID) -> VoiceReference | None: ...
+
+
+class SessionStateStore(Protocol):
+    """Small per-session state that must survive a dropped connection (Redis in compose)."""
+
+    async def save(self, session_id: uuid.UUID, state: Mapping[str, Any], ttl_s: int) -> None: ...
+
+    async def load(self, session_id: uuid.UUID) -> dict[str, Any] | None: ...
+
+    async def delete(self, session_id: uuid.UUID) -> None: ...
