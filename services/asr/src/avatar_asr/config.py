@@ -1,0 +1,60 @@
+"""Service configuration: plain data, no I/O (the backend maps its ``Settings.asr`` onto this)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Whisper always works at 16 kHz; every stream and upload is resampled to this rate.
+SAMPLE_RATE = 16000
+
+
+@dataclass(frozen=True, slots=True)
+class ASRConfig:
+    """Everything the engine, the streams and the app need.
+
+    Attributes:
+        model: A directory with a CTranslate2 Whisper model, or a size name (``large-v3-turbo``) that
+            faster-whisper resolves itself (production, where model downloads are allowed).
+        vad_model: Path of the Silero VAD ONNX file (``silero_vad.onnx`` of the ``silero-vad`` package).
+        device: ``cpu``, ``cuda`` or ``auto``.
+        compute_type: CTranslate2 compute type (``int8`` on CPU, ``float16`` on GPU).
+        cpu_threads: Threads one Whisper call may use.
+        workers: Whisper calls that may run at once (each shares the one loaded model).
+        language: Fixed language for every stream unless the stream names one; ``None`` auto-detects.
+        beam_size: Decoder beam size (1 = greedy, lowest latency).
+        vad_threshold: Speech probability above which a 32 ms frame counts as speech.
+        min_silence_ms: Silence after speech that ends an utterance (the endpoint).
+        min_speech_ms: Speech needed before an utterance counts (shorter blips are ignored).
+        max_utterance_s: An utterance longer than this is finalized and a new one begins.
+        partial_interval_ms: Least new audio between two partial decodes of one stream.
+        speculative_silence_ms: Silence after which the final decode starts speculatively.
+        max_queue: Whisper jobs that may wait or run at once; beyond it callers get ``BUSY``.
+        low_confidence_threshold: Results below this confidence are flagged ``low_confidence``.
+        max_audio_s: Longest upload accepted by the transcription endpoint.
+        max_upload_bytes: Largest upload accepted by the transcription endpoint.
+        max_chunk_s: Longest single chunk a stream accepts.
+        max_streams: Streams that may be open at once.
+    """
+
+    model: str
+    vad_model: Path
+    device: str = "cpu"
+    compute_type: str = "int8"
+    cpu_threads: int = 2
+    workers: int = 1
+    language: str | None = None
+    beam_size: int = 1
+    vad_threshold: float = 0.5
+    min_silence_ms: int = 500
+    min_speech_ms: int = 250
+    max_utterance_s: float = 20.0
+    partial_interval_ms: int = 700
+    speculative_silence_ms: int = 160
+    max_queue: int = 8
+    low_confidence_threshold: float = 0.45
+    max_audio_s: float = 900.0
+    max_upload_bytes: int = 64 * 1024 * 1024
+    max_chunk_s: float = 30.0
+    max_streams: int = 16
+    model_name: str = "whisper-base"

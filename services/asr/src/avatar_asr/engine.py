@@ -1,0 +1,276 @@
+"""faster-whisper behind a bounded, prioritized work queue shared by every stream and upload.
+
+One ``WhisperModel`` is loaded once. Whisper calls run on a few dedicated worker threads (never on
+the event loop). Finals and uploads jump ahead of partials, a job that was cancelled before it started
+is skipped, and when ``max_queue`` jobs are already waiting or running a new one is refused with
+``BUSY`` at once instead of piling up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+
+from avatar_asr.config import SAMPLE_RATE, ASRConfig
+from avatar_asr.errors import ASRError, BusyError
+from avatar_asr.hallucination import SegmentEvidence, is_hallucination
+from avatar_asr.vad import FloatAudio
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PRIORITY_FINAL = 0
+PRIORITY_PARTIAL = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    word: str
+    start: float
+    end: float
+    probability: float
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    text: str
+    start: float
+    end: float
+    avg_logprob: float
+    no_speech_prob: float
+
+
+@dataclass(frozen=True, slots=True)
+class Recognition:
+    """One decode of one piece of audio (times in seconds from its start).
+
+    Attributes:
+        text: Hallucination-filtered text.
+        confidence: 0..1, the geometric mean token probability of the kept segments.
+        language: Detected (or fixed) language code.
+        language_probability: How sure the language detection was (1.0 when fixed).
+        segments: Kept segments.
+        words: Word timings of kept segments (empty when not requested).
+        duration: Seconds of audio decoded.
+        low_confidence: ``confidence`` is below the configured threshold.
+        filtered: Segments dropped as hallucinations.
+        decode_s: Wall time of the Whisper call.
+    """
+
+    text: str
+    confidence: float
+    language: str | None
+    language_probability: float
+    segments: tuple[Segment, ...]
+    words: tuple[Word, ...]
+    duration: float
+    low_confidence: bool
+    filtered: tuple[str, ...] = ()
+    decode_s: float = 0.0
+
+
+@dataclass(order=True)
+class _Job:
+    priority: int
+    seq: int
+    fn: Callable[[], Any] | None = None
+    future: concurrent.futures.Future[Any] | None = None
+
+
+class InferenceQueue:
+    """A fixed pool of worker threads with a priority queue and a hard bound on outstanding jobs."""
+
+    def __init__(self, workers: int, max_pending: int) -> None:
+        self._workers = max(1, workers)
+        self._max_pending = max(1, max_pending)
+        self._queue: queue.PriorityQueue[_Job] = queue.PriorityQueue()
+        self._seq = itertools.count()
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def _start(self) -> None:
+        if self._threads:
+            return
+        for i in range(self._workers):
+            t = threading.Thread(target=self._run, name=f"asr-whisper-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job.fn is None or job.future is None:
+                return
+            try:
+                if job.future.set_running_or_notify_cancel():
+                    try:
+                        job.future.set_result(job.fn())
+                    except BaseException as exc:  # handed to the awaiting coroutine
+                        job.future.set_exception(exc)
+            finally:
+                with self._lock:
+                    self._pending -= 1
+
+    def submit(self, fn: Callable[[], T], priority: int) -> concurrent.futures.Future[T]:
+        """Queue ``fn``; raises :class:`BusyError` at once when the queue is full."""
+        with self._lock:
+            if self._closed:
+                raise ASRError("SHUTTING_DOWN", "the speech recognizer is shutting down", 503)
+            if self._pending >= self._max_pending:
+                raise BusyError()
+            self._pending += 1
+            self._start()
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._queue.put(_Job(priority, next(self._seq), fn, future))
+        return future
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        for _ in self._threads:
+            self._queue.put(_Job(10**9, next(self._seq)))
+        for t in self._threads:
+            t.join(timeout=30)
+        self._threads.clear()
+
+
+class WhisperEngine:
+    """The one loaded Whisper model and the queue in front of it."""
+
+    def __init__(self, config: ASRConfig) -> None:
+        self.config = config
+        self._model: Any = None
+        self._load_lock = threading.Lock()
+        self.queue = InferenceQueue(config.workers, config.max_queue)
+        self.load_seconds = 0.0
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def load(self) -> None:
+        """Load the model (idempotent, thread-safe); a missing model raises ``MODEL_UNAVAILABLE``."""
+        with self._load_lock:
+            if self._model is not None:
+                return
+            from faster_whisper import WhisperModel
+
+            started = time.perf_counter()
+            try:
+                self._model = WhisperModel(
+                    self.config.model,
+                    device=self.config.device,
+                    compute_type=self.config.compute_type,
+                    cpu_threads=self.config.cpu_threads,
+                    num_workers=max(1, self.config.workers),
+                )
+            except Exception as exc:
+                raise ASRError(
+                    "MODEL_UNAVAILABLE",
+                    f"cannot load Whisper model {self.config.model!r}: {exc}; run `avatar models prepare`",
+                    503,
+                ) from exc
+            self.load_seconds = time.perf_counter() - started
+            log.info("loaded Whisper %s in %.1f s", self.config.model, self.load_seconds)
+
+    def recognize(
+        self,
+        samples: FloatAudio,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        temperature: float = 0.0,
+        word_timestamps: bool = True,
+        clip_timestamps: list[float] | None = None,
+    ) -> Recognition:
+        """Decode 16 kHz mono audio synchronously (call through :meth:`run`)."""
+        self.load()
+        started = time.perf_counter()
+        kwargs: dict[str, Any] = {}
+        if clip_timestamps:
+            kwargs["clip_timestamps"] = clip_timestamps
+        segments_iter, info = self._model.transcribe(
+            samples,
+            language=language,
+            initial_prompt=prompt or None,
+            temperature=temperature,
+            beam_size=self.config.beam_size,
+            word_timestamps=word_timestamps,
+            condition_on_previous_text=False,
+            vad_filter=False,
+            **kwargs,
+        )
+        raw = list(segments_iter)
+        kept: list[Segment] = []
+        words: list[Word] = []
+        dropped: list[str] = []
+        logprob_sum = 0.0
+        weight = 0
+        for s in raw:
+            evidence = SegmentEvidence(s.text, float(s.no_speech_prob), float(s.avg_logprob))
+            if is_hallucination(evidence):
+                if s.text.strip():
+                    dropped.append(s.text.strip())
+                continue
+            kept.append(
+                Segment(
+                    s.text.strip(),
+                    float(s.start),
+                    float(s.end),
+                    evidence.avg_logprob,
+                    evidence.no_speech_prob,
+                )
+            )
+            n_tokens = max(1, len(s.tokens))
+            logprob_sum += evidence.avg_logprob * n_tokens
+            weight += n_tokens
+            for w in s.words or ():
+                words.append(Word(w.word.strip(), float(w.start), float(w.end), float(w.probability)))
+        confidence = math.exp(logprob_sum / weight) if weight else 0.0
+        confidence = min(1.0, max(0.0, confidence))
+        text = " ".join(seg.text for seg in kept).strip()
+        return Recognition(
+            text=text,
+            confidence=confidence,
+            language=info.language,
+            language_probability=float(info.language_probability),
+            segments=tuple(kept),
+            words=tuple(words),
+            duration=len(samples) / SAMPLE_RATE,
+            low_confidence=bool(text) and confidence < self.config.low_confidence_threshold,
+            filtered=tuple(dropped),
+            decode_s=time.perf_counter() - started,
+        )
+
+    def submit(self, fn: Callable[[], T], priority: int = PRIORITY_FINAL) -> concurrent.futures.Future[T]:
+        return self.queue.submit(fn, priority)
+
+    async def run(self, fn: Callable[[], T], priority: int = PRIORITY_FINAL) -> T:
+        """Run ``fn`` on a worker thread; ``BUSY`` at once when the queue is full."""
+        return await asyncio.wrap_future(self.submit(fn, priority))
+
+    async def warm_up(self) -> None:
+        """Load the model and decode one second of silence so the first real call is not slow."""
+        await self.run(
+            lambda: self.recognize(np.zeros(SAMPLE_RATE, np.float32), language="en", word_timestamps=False)
+        )
+
+    def close(self) -> None:
+        self.queue.close()

@@ -1,0 +1,181 @@
+"""The recognizer as a whole: one engine, one VAD, live streams and whole-file transcription.
+
+Used in-process by the orchestrator (embedded placement) and by this package's FastAPI app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from avatar_asr.config import SAMPLE_RATE, ASRConfig
+from avatar_asr.engine import PRIORITY_FINAL, Recognition, WhisperEngine
+from avatar_asr.errors import ASRError, BusyError
+from avatar_asr.stream import RecognitionSession, StreamObserver
+from avatar_asr.vad import FloatAudio, SileroVAD, SpeechRegion
+from avatar_common.audio import AudioDecodeError, decode_audio, resample
+
+#: Containers accepted for upload (as reported by libsndfile / FFmpeg).
+ACCEPTED_CONTAINERS = frozenset({"wav", "wave", "flac", "ogg", "opus", "mp3", "webm", "matroska"})
+MIN_FILE_RATE = 4000
+MAX_FILE_RATE = 192000
+
+_DECODE_ERRORS = {
+    "empty": ("EMPTY_AUDIO", 400),
+    "too_long": ("AUDIO_TOO_LONG", 413),
+    "no_audio_stream": ("INVALID_AUDIO", 400),
+    "corrupt": ("INVALID_AUDIO", 400),
+    "undecodable": ("INVALID_AUDIO", 400),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FileTranscription:
+    """A whole-file result: the decode plus what the VAD found."""
+
+    recognition: Recognition
+    speech: tuple[SpeechRegion, ...]
+    duration: float
+    source_format: str
+    source_rate: int
+    source_channels: int
+
+
+class ASRService:
+    """Shared engine + VAD; opens streams and transcribes clips."""
+
+    def __init__(self, config: ASRConfig, observer: StreamObserver | None = None) -> None:
+        self.config = config
+        self.engine = WhisperEngine(config)
+        self.vad = SileroVAD(config.vad_model)
+        self.observer = observer or StreamObserver()
+        self._streams = 0
+        self._lock = threading.Lock()
+
+    @property
+    def active_streams(self) -> int:
+        return self._streams
+
+    async def start(self, *, warm_up: bool = True) -> None:
+        """Load the VAD and the Whisper model (off the event loop)."""
+        await asyncio.to_thread(self.vad.load)
+        if warm_up:
+            await self.engine.warm_up()
+        else:
+            await asyncio.to_thread(self.engine.load)
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def open_stream(self, *, language: str | None = None) -> RecognitionSession:
+        """A new live stream; ``BUSY`` when ``max_streams`` are open."""
+        with self._lock:
+            if self._streams >= self.config.max_streams:
+                raise BusyError(f"{self.config.max_streams} streams are already open; retry later")
+            self._streams += 1
+        return RecognitionSession(
+            self.config,
+            self.engine,
+            self.vad,
+            language=language,
+            observer=self.observer,
+            on_close=self._stream_closed,
+        )
+
+    def _stream_closed(self) -> None:
+        with self._lock:
+            self._streams -= 1
+
+    def decode_file(self, data: bytes) -> tuple[FloatAudio, str, int, int]:
+        """Decode an upload to 16 kHz mono; clear ``ASRError`` s for every kind of bad file."""
+        if len(data) > self.config.max_upload_bytes:
+            raise ASRError(
+                "FILE_TOO_LARGE",
+                f"the file is larger than {self.config.max_upload_bytes // (1024 * 1024)} MiB",
+                413,
+            )
+        try:
+            decoded = decode_audio(data, max_seconds=self.config.max_audio_s)
+        except AudioDecodeError as exc:
+            code, status = _DECODE_ERRORS.get(exc.reason, ("INVALID_AUDIO", 400))
+            raise ASRError(code, str(exc), status) from exc
+        fmt = decoded.source_format.lower()
+        if fmt not in ACCEPTED_CONTAINERS:
+            raise ASRError(
+                "UNSUPPORTED_FORMAT",
+                f"{fmt!r} audio is not supported; send wav, flac, mp3, ogg/opus or webm",
+                415,
+            )
+        if not MIN_FILE_RATE <= decoded.sample_rate <= MAX_FILE_RATE:
+            raise ASRError(
+                "UNSUPPORTED_SAMPLE_RATE",
+                f"sample rate {decoded.sample_rate} Hz is outside {MIN_FILE_RATE}-{MAX_FILE_RATE} Hz",
+            )
+        samples = resample(decoded.samples, decoded.sample_rate, SAMPLE_RATE)
+        return samples, fmt, decoded.sample_rate, decoded.source_channels
+
+    async def transcribe_file(
+        self, data: bytes, *, language: str | None = None, prompt: str | None = None, temperature: float = 0.0
+    ) -> FileTranscription:
+        """Decode, VAD and transcribe an uploaded file."""
+        samples, fmt, rate, channels = await asyncio.to_thread(self.decode_file, data)
+        return await self._transcribe(samples, language, prompt, temperature, fmt, rate, channels)
+
+    async def transcribe_pcm(
+        self, pcm: bytes, sample_rate: int, *, language: str | None = None, prompt: str | None = None
+    ) -> FileTranscription:
+        """Transcribe a complete PCM16 mono clip."""
+        if not pcm:
+            raise ASRError("EMPTY_AUDIO", "the audio is empty")
+        if len(pcm) % 2:
+            raise ASRError("INVALID_AUDIO", "PCM16 audio must be whole 16-bit samples (odd byte count)")
+        if not MIN_FILE_RATE <= sample_rate <= MAX_FILE_RATE:
+            raise ASRError(
+                "UNSUPPORTED_SAMPLE_RATE",
+                f"sample rate {sample_rate} Hz is outside {MIN_FILE_RATE}-{MAX_FILE_RATE} Hz",
+            )
+        if len(pcm) / 2 / sample_rate > self.config.max_audio_s:
+            raise ASRError(
+                "AUDIO_TOO_LONG", f"audio is longer than the {self.config.max_audio_s:.0f} s limit", 413
+            )
+        raw = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+        samples = resample(raw, sample_rate, SAMPLE_RATE)
+        return await self._transcribe(samples, language, prompt, 0.0, "pcm", sample_rate, 1)
+
+    async def _transcribe(
+        self,
+        samples: FloatAudio,
+        language: str | None,
+        prompt: str | None,
+        temperature: float,
+        fmt: str,
+        rate: int,
+        channels: int,
+    ) -> FileTranscription:
+        cfg = self.config
+        regions = await asyncio.to_thread(
+            self.vad.speech_regions, samples, threshold=cfg.vad_threshold, min_speech_ms=cfg.min_speech_ms
+        )
+        if not regions:
+            raise ASRError("NO_SPEECH", "no speech was detected in the audio", 422)
+        speech_s = sum(r.end - r.start for r in regions)
+        self.observer.vad_frames(int(speech_s * 1000), max(1, int(len(samples) / SAMPLE_RATE * 1000)))
+        clips = [t for r in regions for t in (round(r.start, 3), round(r.end, 3))]
+        lang = language or cfg.language
+
+        def run() -> Recognition:
+            return self.engine.recognize(
+                samples,
+                language=lang,
+                prompt=prompt,
+                temperature=temperature,
+                word_timestamps=True,
+                clip_timestamps=clips,
+            )
+
+        rec = await self.engine.run(run, PRIORITY_FINAL)
+        self.observer.decoded("final", rec)
+        return FileTranscription(rec, tuple(regions), len(samples) / SAMPLE_RATE, fmt, rate, channels)
