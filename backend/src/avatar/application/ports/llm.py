@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from avatar.application.ports.common import ComponentHealth
+from avatar.domain.errors import DependencyError
 
 Role = Literal["system", "user", "assistant"]
 
@@ -15,6 +17,32 @@ Role = Literal["system", "user", "assistant"]
 class ChatMessage:
     role: Role
     content: str
+
+
+class ChatErrorKind(enum.StrEnum):
+    """Why a chat request failed (the ``kind`` label of ``llm_errors_total``)."""
+
+    TIMEOUT = "timeout"
+    REFUSED = "refused"
+    RATE_LIMITED = "rate_limited"
+    BAD_RESPONSE = "bad_response"
+    CIRCUIT_OPEN = "circuit_open"
+
+
+class ChatModelError(DependencyError):
+    """The chat model could not produce (the rest of) a reply.
+
+    Attributes:
+        kind: The classified cause.
+        partial: True when some text had already been streamed before the failure.
+    """
+
+    code = "LLM_UNAVAILABLE"
+
+    def __init__(self, kind: ChatErrorKind, message: str, *, partial: bool = False) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.partial = partial
 
 
 class ChatModel(Protocol):
@@ -27,7 +55,11 @@ class ChatModel(Protocol):
         max_tokens: int | None = None,
         temperature: float | None = None,
     ) -> AsyncIterator[str]:
-        """Yield text deltas as the model writes them. Cancelling the iteration stops generation."""
+        """Yield text deltas as the model writes them. Cancelling the iteration stops generation.
+
+        Raises:
+            ChatModelError: the model failed before or during the reply (classified by ``kind``).
+        """
         ...
 
     def count_tokens(self, text: str) -> int:
@@ -41,6 +73,10 @@ class TextEmbedder(Protocol):
     """Multilingual sentence embeddings for long-term semantic memory."""
 
     @property
-    def dim(self) -> int: ...
+    def dim(self) -> int:
+        """Length of every vector :meth:`embed` returns."""
+        ...
 
-    async def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """One unit-length vector per text, in order; runs off the event loop."""
+        ...

@@ -1,0 +1,37 @@
+"""The conversation brain: persona, emotion, history with summaries, long-term memory."""
+
+from avatar.application.brain.conversation import (
+    BrainConfig,
+    BrainEvent,
+    ConversationBrain,
+    EmotionDecided,
+    HistoryTurn,
+    ReplyEnded,
+    TextDelta,
+)
+from avatar.application.brain.persona import (
+    Persona,
+    PersonaExample,
+    detect_language,
+    load_persona,
+    parse_persona,
+)
+from avatar.application.brain.reply_parser import ReplyParser, guess_emotion, strip_markup
+
+__all__ = [
+    "BrainConfig",
+    "BrainEvent",
+    "ConversationBrain",
+    "EmotionDecided",
+    "HistoryTurn",
+    "Persona",
+    "PersonaExample",
+    "ReplyEnded",
+    "ReplyParser",
+    "TextDelta",
+    "detect_language",
+    "guess_emotion",
+    "load_persona",
+    "parse_persona",
+    "strip_markup",
+]

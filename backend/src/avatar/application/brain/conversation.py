@@ -1,0 +1,453 @@
+"""The conversation brain: one per session, streams replies with persona, emotion and memory.
+
+``reply()`` yields a typed stream: first :class:`EmotionDecided`, then :class:`TextDelta` events
+(clean text, never markup), then :class:`ReplyEnded`. The history is a token-based sliding window
+over whole turns; when it grows past ``summarize_at_tokens`` the oldest turns are folded into a
+rolling summary by a background task (persisted through ``UnitOfWork.summaries``). Past turns are
+embedded into long-term memory (``UnitOfWork.memories``) and the closest ones are put into the
+prompt.
+
+Turns themselves are persisted by the conversation pipeline (``ConversationTurn.ai_response`` holds
+what the listener heard); :meth:`ConversationBrain.restore` rebuilds the window from them and the
+saved summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from avatar.application.brain.persona import Persona, detect_language, language_name
+from avatar.application.brain.reply_parser import ReplyParser, strip_markup
+from avatar.application.ports.llm import ChatErrorKind, ChatMessage, ChatModel, ChatModelError, TextEmbedder
+from avatar.application.ports.storage import MemoryHit, UnitOfWorkFactory
+from avatar.domain.errors import InvalidInputError
+from avatar.domain.models import Emotion
+
+log = logging.getLogger(__name__)
+
+#: Chat templates add a few tokens around every message.
+_MESSAGE_OVERHEAD = 8
+_TRAILING_ELLIPSIS = re.compile("[\\s.\u2026,;:\u3001\uff0c\\-\u2013\u2014]+$")
+
+
+@asynccontextmanager
+async def _closing(stream: AsyncIterator[str]) -> AsyncIterator[None]:
+    """Close the model's stream when the reply is abandoned, so generation stops at once."""
+    try:
+        yield
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class EmotionDecided:
+    """The reply's emotion; always the first event, before any text."""
+
+    emotion: Emotion
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of clean reply text (safe to show and speak)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyEnded:
+    """The last event of every reply, also after a failure (never dropped).
+
+    Attributes:
+        text: The whole clean reply as streamed.
+        emotion: The reply's emotion.
+        turn_number: The turn this reply belongs to.
+        fallback: True when the text is the persona's fallback reply (the model was unavailable).
+        error: The classified failure, if the model failed before or during the reply.
+    """
+
+    text: str
+    emotion: Emotion
+    turn_number: int
+    fallback: bool = False
+    error: ChatErrorKind | None = None
+
+
+BrainEvent = EmotionDecided | TextDelta | ReplyEnded
+
+
+@dataclass(frozen=True, slots=True)
+class BrainConfig:
+    """Budgets of the brain (mapped from ``settings.llm`` by the composition layer)."""
+
+    context_tokens: int = 8192
+    max_reply_tokens: int = 200
+    temperature: float = 0.7
+    history_keep_tokens: int = 5000
+    summarize_at_tokens: int = 7000
+    summary_max_tokens: int = 160
+    memory_top_k: int = 3
+    memory_min_score: float = 0.35
+    memory_timeout_s: float = 1.0
+    #: Room kept free for token-count error when the count is approximate.
+    safety_margin_tokens: int = 64
+
+    def __post_init__(self) -> None:
+        if self.history_keep_tokens >= self.summarize_at_tokens:
+            raise InvalidInputError("history_keep_tokens must be below history_summarize_at_tokens")
+        if self.max_reply_tokens + self.safety_margin_tokens >= self.context_tokens:
+            raise InvalidInputError("max_reply_tokens leaves no room for a prompt in the model context")
+
+
+@dataclass(slots=True)
+class HistoryTurn:
+    """One exchange in the sliding window."""
+
+    number: int
+    user: str
+    assistant: str
+    tokens: int
+    turn_id: uuid.UUID | None = None
+    remembered: bool = False
+
+
+class ConversationBrain:
+    """Replies for one session. Not safe for concurrent ``reply()`` calls (one turn at a time)."""
+
+    def __init__(
+        self,
+        session_id: uuid.UUID,
+        chat_model: ChatModel,
+        embedder: TextEmbedder,
+        uow: UnitOfWorkFactory,
+        persona: Persona,
+        config: BrainConfig | None = None,
+    ) -> None:
+        self.session_id = session_id
+        self._chat = chat_model
+        self._embedder = embedder
+        self._uow = uow
+        self._persona = persona
+        self._config = config or BrainConfig()
+        self._turns: list[HistoryTurn] = []
+        self._summary = ""
+        self._covered = 0
+        self._next_number = 1
+        self._replying = False
+        self._summarizer: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self.summaries_written = 0
+
+    @classmethod
+    async def restore(
+        cls,
+        session_id: uuid.UUID,
+        chat_model: ChatModel,
+        embedder: TextEmbedder,
+        uow: UnitOfWorkFactory,
+        persona: Persona,
+        config: BrainConfig | None = None,
+    ) -> ConversationBrain:
+        """A brain with the session's saved summary and the persisted turns it does not cover."""
+        brain = cls(session_id, chat_model, embedder, uow, persona, config)
+        async with uow() as tx:
+            saved = await tx.summaries.load(session_id)
+            turns = await tx.turns.list_for_session(session_id)
+        if saved is not None:
+            brain._summary, brain._covered = saved
+        for turn in turns:
+            if turn.turn_number <= brain._covered:
+                continue
+            reply = strip_markup(turn.ai_response)
+            brain._turns.append(HistoryTurn(
+                turn.turn_number, turn.user_input, reply, brain._turn_tokens(turn.user_input, reply),
+                turn.turn_id, remembered=True,
+            ))
+        last = max((t.turn_number for t in turns), default=0)
+        brain._next_number = max(last, brain._covered) + 1
+        return brain
+
+    # --- what the pipeline and tests read ----------------------------------------------------
+
+    @property
+    def summary(self) -> str:
+        return self._summary
+
+    @property
+    def covered_turns(self) -> int:
+        return self._covered
+
+    @property
+    def history(self) -> list[HistoryTurn]:
+        return list(self._turns)
+
+    def history_tokens(self) -> int:
+        return sum(t.tokens for t in self._turns)
+
+    # --- replies -------------------------------------------------------------------------------
+
+    async def reply(
+        self, user_text: str, *, turn_id: uuid.UUID | None = None, turn_number: int | None = None
+    ) -> AsyncIterator[BrainEvent]:
+        """Stream the reply to ``user_text``.
+
+        Closing the iteration early (barge-in) keeps what was released so far as the turn's reply
+        until :meth:`record_interrupted` says what was actually heard.
+
+        Raises:
+            InvalidInputError: ``user_text`` is empty or cannot fit the model context.
+        """
+        text = user_text.strip()
+        if not text:
+            raise InvalidInputError("the user's message is empty")
+        number = turn_number if turn_number is not None else self._next_number
+        self._next_number = max(self._next_number, number + 1)
+        self._replying = True
+        # A summary in flight would compete with this reply for the model; it restarts afterwards.
+        if self._summarizer is not None and not self._summarizer.done():
+            self._summarizer.cancel()
+        self._remember_settled()
+        language = detect_language(text)
+        turn = HistoryTurn(number, text, "", self._turn_tokens(text, ""), turn_id)
+        released: list[str] = []
+        try:
+            memories = await self._recall(text)
+            messages = self._prompt(text, language, memories)
+            self._turns.append(turn)
+            parser = ReplyParser()
+            emotion: Emotion | None = None
+            error: ChatErrorKind | None = None
+            try:
+                stream = self._chat.stream_chat(
+                    messages, max_tokens=self._config.max_reply_tokens, temperature=self._config.temperature
+                )
+                async with _closing(stream):
+                    async for delta in stream:
+                        decided, clean = parser.feed(delta)
+                        if decided is not None:
+                            emotion = decided
+                            yield EmotionDecided(decided)
+                        if clean:
+                            released.append(clean)
+                            turn.assistant = "".join(released)
+                            yield TextDelta(clean)
+            except ChatModelError as exc:
+                log.warning("chat model failed (%s): %s", exc.kind, exc.message)
+                error = exc.kind
+                if not released:
+                    # Nothing reached the listener: answer with the persona's fallback instead.
+                    fallback = ReplyParser()
+                    _, head = fallback.feed(self._persona.fallback_reply(language))
+                    _, tail = fallback.finish()
+                    if emotion is None:
+                        emotion = fallback.emotion or Emotion.NEUTRAL
+                        yield EmotionDecided(emotion)
+                    yield TextDelta(head + tail)
+                    yield ReplyEnded(head + tail, emotion, number, fallback=True, error=error)
+                    return
+            decided, clean = parser.finish()
+            if decided is not None:
+                emotion = decided
+                yield EmotionDecided(decided)
+            if clean:
+                released.append(clean)
+            final = "".join(released).rstrip()
+            turn.assistant = final
+            turn.tokens = self._turn_tokens(text, final)
+            if clean.rstrip():
+                yield TextDelta(clean.rstrip())
+            yield ReplyEnded(final, emotion or Emotion.NEUTRAL, number, error=error)
+        finally:
+            self._replying = False
+            self._maybe_summarize()
+
+    def record_interrupted(self, heard_text: str) -> None:
+        """Barge-in: keep only what the listener heard as the latest turn's reply."""
+        if not self._turns:
+            return
+        heard = _TRAILING_ELLIPSIS.sub("", strip_markup(heard_text))
+        turn = self._turns[-1]
+        turn.assistant = heard
+        turn.tokens = self._turn_tokens(turn.user, heard)
+        self._remember_settled()
+
+    async def wait_idle(self) -> None:
+        """Settle the latest turn into memory and wait for background work (tests, shutdown)."""
+        self._remember_settled(include_latest=True)
+        while self._background or (self._summarizer is not None and not self._summarizer.done()):
+            pending = list(self._background)
+            if self._summarizer is not None and not self._summarizer.done():
+                pending.append(self._summarizer)
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        """Finish background work (memory writes, a running summary) before the session goes."""
+        await self.wait_idle()
+
+    # --- prompt ---------------------------------------------------------------------------------
+
+    def _turn_tokens(self, user: str, assistant: str) -> int:
+        count = self._chat.count_tokens(user) + _MESSAGE_OVERHEAD
+        if assistant:
+            count += self._chat.count_tokens(assistant) + _MESSAGE_OVERHEAD
+        return count
+
+    def _system(self, language: str | None, memories: list[MemoryHit], with_summary: bool) -> str:
+        parts = [self._persona.system_message()]
+        name = language_name(language)
+        if name:
+            parts.append(f"The user is writing in {name}; reply in {name}.")
+        if with_summary and self._summary:
+            parts.append("Summary of the conversation so far:\n" + self._summary)
+        if memories:
+            parts.append("Things you remember from earlier conversations:\n"
+                         + "\n".join(f"- {'the user said' if m.role == 'user' else 'you said'}: {m.text}"
+                                     for m in memories))
+        return "\n\n".join(parts)
+
+    def _prompt(self, user_text: str, language: str | None, memories: list[MemoryHit]) -> list[ChatMessage]:
+        cfg = self._config
+        budget = cfg.context_tokens - cfg.max_reply_tokens - cfg.safety_margin_tokens
+        user_cost = self._chat.count_tokens(user_text) + _MESSAGE_OVERHEAD
+        examples: list[ChatMessage] = []
+        for ex in self._persona.examples:
+            examples += [ChatMessage("user", ex.user), ChatMessage("assistant", ex.assistant)]
+        example_cost = sum(self._chat.count_tokens(m.content) + _MESSAGE_OVERHEAD for m in examples)
+        # Shed optional context (memories, then examples, then the summary) until the prompt fits.
+        for mem_n, use_examples, with_summary in (
+            (len(memories), True, True), (0, True, True), (0, False, True), (0, False, False)
+        ):
+            system = self._system(language, memories[:mem_n], with_summary)
+            fixed = self._chat.count_tokens(system) + _MESSAGE_OVERHEAD + user_cost
+            fixed += example_cost if use_examples else 0
+            if fixed <= budget:
+                break
+        else:
+            raise InvalidInputError("the message is too long for the model's context")
+        history: list[ChatMessage] = []
+        room = budget - fixed
+        for turn in reversed(self._turns):  # newest first: the window drops the oldest turns
+            if turn.tokens > room:
+                break
+            room -= turn.tokens
+            pair = [ChatMessage("user", turn.user)]
+            if turn.assistant:
+                pair.append(ChatMessage("assistant", turn.assistant))
+            history = pair + history
+        shots = examples if use_examples else []
+        return [ChatMessage("system", system), *shots, *history, ChatMessage("user", user_text)]
+
+    # --- long-term memory ---------------------------------------------------------------------
+
+    async def _recall(self, text: str) -> list[MemoryHit]:
+        if self._config.memory_top_k <= 0:
+            return []
+        try:
+            async with asyncio.timeout(self._config.memory_timeout_s):
+                [vector] = await self._embedder.embed([text])
+                async with self._uow() as tx:
+                    hits = await tx.memories.search(vector, limit=self._config.memory_top_k + 4)
+        except Exception as exc:  # memory is an enhancement: a reply never fails for it
+            log.warning("memory recall skipped: %s: %s", type(exc).__name__, exc)
+            return []
+        in_window = {t.user for t in self._turns} | {t.assistant for t in self._turns} | {text}
+        chosen = [h for h in hits if h.score >= self._config.memory_min_score and h.text not in in_window]
+        return chosen[: self._config.memory_top_k]
+
+    def _remember_settled(self, *, include_latest: bool = False) -> None:
+        """Store settled turns (all but the latest, whose heard text may still change) in memory."""
+        settled = self._turns if include_latest else self._turns[:-1]
+        todo = [t for t in settled if not t.remembered]
+        if not todo:
+            return
+        for turn in todo:
+            turn.remembered = True
+        self._spawn(self._store_memories(todo))
+
+    async def _store_memories(self, turns: list[HistoryTurn]) -> None:
+        items = [(t, "user", t.user) for t in turns]
+        items += [(t, "assistant", t.assistant) for t in turns if t.assistant]
+        try:
+            vectors = await self._embedder.embed([text for _, _, text in items])
+            async with self._uow() as tx:
+                for (turn, role, text), vector in zip(items, vectors, strict=True):
+                    await tx.memories.add(self.session_id, turn.turn_id, role, text, vector)
+                await tx.commit()
+        except Exception:
+            log.exception("storing %d memories failed", len(items))
+
+    # --- summarization --------------------------------------------------------------------------
+
+    def _maybe_summarize(self) -> None:
+        if self._replying or self.history_tokens() < self._config.summarize_at_tokens:
+            return
+        if self._summarizer is not None and not self._summarizer.done():
+            return
+        self._summarizer = asyncio.get_running_loop().create_task(self._summarize())
+
+    def _oldest_to_fold(self) -> list[HistoryTurn]:
+        """The oldest turns whose removal brings the window under ``history_keep_tokens``."""
+        cfg = self._config
+        total = self.history_tokens()
+        fold: list[HistoryTurn] = []
+        room = cfg.context_tokens - cfg.summary_max_tokens - cfg.safety_margin_tokens - 256
+        for turn in self._turns[:-1]:  # the latest turn stays verbatim
+            if total <= cfg.history_keep_tokens or turn.tokens > room:
+                break
+            fold.append(turn)
+            total -= turn.tokens
+            room -= turn.tokens
+        return fold
+
+    async def _summarize(self) -> None:
+        fold = self._oldest_to_fold()
+        if not fold:
+            return
+        transcript = "\n".join(
+            f"User: {t.user}" + (f"\nAssistant: {t.assistant}" if t.assistant else "") for t in fold
+        )
+        previous = f"Summary so far:\n{self._summary}\n\n" if self._summary else ""
+        messages = [
+            ChatMessage("system", "You summarize conversations. Write a short factual summary in plain "
+                                  "sentences: who said what, names, facts and wishes to remember."),
+            ChatMessage("user", f"{previous}New part of the conversation:\n{transcript}\n\nSummary:"),
+        ]
+        parts: list[str] = []
+        try:
+            stream = self._chat.stream_chat(messages, max_tokens=self._config.summary_max_tokens,
+                                            temperature=0.2)
+            async with _closing(stream):
+                async for delta in stream:
+                    parts.append(delta)
+        except ChatModelError as exc:
+            log.warning("summarization postponed: %s", exc.message)
+            return
+        summary = strip_markup("".join(parts))
+        if not summary:
+            log.warning("summarization returned nothing; postponed")
+            return
+        covered = fold[-1].number
+        try:
+            async with self._uow() as tx:
+                await tx.summaries.save(self.session_id, summary, covered)
+                await tx.commit()
+        except Exception:
+            log.exception("saving the summary failed; the window keeps those turns")
+            return
+        self._summary, self._covered = summary, covered
+        self._remember_settled(include_latest=False)  # folded turns must reach memory first
+        self._turns = [t for t in self._turns if t.number > covered]
+        self.summaries_written += 1
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
