@@ -197,18 +197,17 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         baseline_raw = params.get("baseline")
         sample_rate = params.get("sample_rate")
         if content_type == "multipart/form-data":
-            form = await request.form(max_files=1, max_fields=4)
-            upload = form.get("file") or form.get("audio")
-            if not isinstance(upload, UploadFile):
-                raise RequestError(422, "INVALID_AUDIO", "the form needs a 'file' part with the audio")
-            data = await upload.read(cfg.max_bytes + 1)
-            part_type = (upload.content_type or "").split(";")[0].strip().lower()
-            form_baseline, form_rate = form.get("baseline"), form.get("sample_rate")
-            if isinstance(form_baseline, str):
-                baseline_raw = form_baseline
-            if isinstance(form_rate, str):
-                sample_rate = form_rate
-            content_type = part_type
+            async with request.form(max_files=1, max_fields=4) as form:
+                upload = form.get("file") or form.get("audio")
+                if not isinstance(upload, UploadFile):
+                    raise RequestError(422, "INVALID_AUDIO", "the form needs a 'file' part with the audio")
+                data = await upload.read(cfg.max_bytes + 1)
+                content_type = (upload.content_type or "").split(";")[0].strip().lower()
+                form_baseline, form_rate = form.get("baseline"), form.get("sample_rate")
+                if isinstance(form_baseline, str):
+                    baseline_raw = form_baseline
+                if isinstance(form_rate, str):
+                    sample_rate = form_rate
         else:
             data = await request.body()
         if len(data) > cfg.max_bytes:
