@@ -684,3 +684,32 @@ def fake_container(settings: Settings | None = None, **overrides: Any) -> Contai
     }
     parts.update(overrides)
     return Container(**parts)
+
+
+# --- conversation (pipeline metrics) ----------------------------------------------------------
+
+
+class RecordingConversationMetrics:
+    """Satisfies ``ConversationMetrics``; keeps every observation for assertions."""
+
+    def __init__(self) -> None:
+        self.stages: list[tuple[str, float]] = []
+        self.e2e: list[float] = []
+        self.active: list[int] = []
+        self.write_failures: list[str] = []
+        self.interruptions = 0
+
+    def observe_stage(self, stage: str, seconds: float) -> None:
+        self.stages.append((stage, seconds))
+
+    def observe_e2e(self, seconds: float) -> None:
+        self.e2e.append(seconds)
+
+    def set_active_sessions(self, count: int) -> None:
+        self.active.append(count)
+
+    def write_failed(self, what: str) -> None:
+        self.write_failures.append(what)
+
+    def interrupted(self) -> None:
+        self.interruptions += 1
