@@ -83,10 +83,12 @@ class SessionManager:
             previous, live.connection = live.connection, connection
             live.session.outbox.attached = True
             return live.session, True, previous
+        await self._load_record(session_id)
+        if session_id in self._live:  # attached by a concurrent connect meanwhile
+            return await self.attach(session_id, connection)
         self.check_capacity()
         self._reserved += 1  # held across the awaits below so two connects cannot both pass
         try:
-            record = await self._load_record(session_id)
             state = await self.state_store.load(session_id) if self.state_store is not None else None
             session = self._new_session(session_id, state)
             resumed = state is not None or session.turn_count > 0
@@ -97,7 +99,6 @@ class SessionManager:
             await session.start()
         finally:
             self._reserved -= 1
-        del record
         self._live[session_id] = _Live(session, connection)
         session.outbox.attached = True
         self.deps.metrics.set_active_sessions(self.active_count)

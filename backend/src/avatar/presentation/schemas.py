@@ -1,0 +1,133 @@
+"""Pydantic models of the REST bodies and of the WebSocket messages a client sends (docs/protocol.md)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+PROTOCOL_VERSION = 1
+#: Sample rates a client may declare for its microphone audio.
+SUPPORTED_SAMPLE_RATES = frozenset({8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000})
+
+# --- REST -----------------------------------------------------------------------------------
+
+
+class SessionCreate(BaseModel):
+    """Optional body of ``POST /api/v1/sessions``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metadata: dict[str, Any] = Field(default_factory=dict,
+                                     description="Free-form labels kept with the session")
+
+
+class SessionCreated(BaseModel):
+    session_id: uuid.UUID
+    ws_url: str = Field(description="WebSocket URL including the token")
+    token: str = Field(description="Bearer token for /ws/{session_id}?token=...")
+    expires_at: datetime
+    protocol_version: int = PROTOCOL_VERSION
+
+
+class SessionPublic(BaseModel):
+    session_id: uuid.UUID
+    status: str
+    start_time: datetime
+    end_time: datetime | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    live: bool = Field(description="Whether a conversation pipeline runs for it now")
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionPublic]
+
+
+class TranscriptionPublic(BaseModel):
+    transcription_id: uuid.UUID
+    text: str
+    confidence: float
+    language: str | None = None
+    low_confidence: bool = False
+    latency_ms: float = 0.0
+    audio_url: str | None = Field(default=None, description="Presigned URL of the input audio (1 h)")
+
+
+class AudioPublic(BaseModel):
+    audio_id: uuid.UUID
+    mode: Literal["fast", "hq"]
+    url: str = Field(description="Presigned URL (1 h)")
+    duration_sec: float
+    synthesis_time_ms: float
+    engine: str = ""
+    voice: str = ""
+
+
+class TurnPublic(BaseModel):
+    turn_id: uuid.UUID
+    turn_number: int
+    user_input: str
+    ai_response: str
+    emotion: str
+    interrupted: bool
+    stage_latency_ms: dict[str, float]
+    created_at: datetime | None = None
+    transcription: TranscriptionPublic | None = None
+    audio: list[AudioPublic] = Field(default_factory=list)
+
+
+class TurnList(BaseModel):
+    session_id: uuid.UUID
+    turns: list[TurnPublic]
+
+
+# --- WebSocket, client -> server --------------------------------------------------------------
+
+
+class _ClientMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class AudioChunkIn(_ClientMessage):
+    type: Literal["audio_chunk"]
+    data: str = Field(description="base64 PCM16 mono little-endian")
+    sr: int = 16000
+    timestamp: float | None = None
+
+
+class EndOfUtteranceIn(_ClientMessage):
+    type: Literal["end_of_utterance"]
+
+
+class SetTTSModeIn(_ClientMessage):
+    type: Literal["set_tts_mode"]
+    mode: Literal["fast", "hq"]
+    voice: str | None = None
+    voice_profile_id: uuid.UUID | None = None
+
+
+class InterruptIn(_ClientMessage):
+    type: Literal["interrupt"]
+    heard_text: str | None = Field(default=None, max_length=8000)
+    played_ms: float | None = Field(default=None, ge=0)
+
+
+class TextInputIn(_ClientMessage):
+    type: Literal["text_input"]
+    text: str = Field(min_length=1, max_length=4000)
+
+
+class PingIn(_ClientMessage):
+    type: Literal["ping"]
+    t: float | None = None
+
+
+ClientMessage = Annotated[
+    AudioChunkIn | EndOfUtteranceIn | SetTTSModeIn | InterruptIn | TextInputIn | PingIn,
+    Field(discriminator="type"),
+]
+CLIENT_MESSAGE = TypeAdapter[ClientMessage](ClientMessage)
+CLIENT_TYPES = frozenset(
+    {"audio_chunk", "end_of_utterance", "set_tts_mode", "interrupt", "text_input", "ping"})

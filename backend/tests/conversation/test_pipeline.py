@@ -1,0 +1,328 @@
+"""The per-session pipeline with fakes: ordering, streaming overlap, barge-in, one turn at a time,
+persistence with retries and loud failure, the HQ pass, admission control and tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from avatar.application.brain import load_persona
+from avatar.application.conversation import (
+    HQ_TOPIC,
+    PROSODY_TOPIC,
+    BrainReplyEngine,
+    ConversationConfig,
+    ConversationDeps,
+    ConversationSession,
+    SessionManager,
+    TokenError,
+    issue_token,
+    make_hq_handler,
+    transcription_id_for,
+    verify_token,
+)
+from avatar.domain.errors import CapacityError, NotFoundError
+from avatar.domain.models import AudioChunk, Session, TTSMode
+from avatar.settings import Settings
+from avatar_common.text import ClauseChunker
+from tests.fakes import (
+    FakeChatModel,
+    FakeClock,
+    FakeDatabase,
+    FakeNotifier,
+    FakeObjectStore,
+    FakeRecognizer,
+    FakeSynthesizer,
+    FakeTaskQueue,
+    FakeTextEmbedder,
+    RecordingConversationMetrics,
+)
+
+Message = dict[str, Any]
+REPLY = "[happy] Hello there, my friend! It is lovely to hear from you today. How was your day?"
+
+
+def tone(ms: int, sr: int = 16000) -> AudioChunk:
+    n = sr * ms // 1000
+    pcm = b"".join(int(6000 * math.sin(2 * math.pi * 200 * i / sr)).to_bytes(2, "little", signed=True)
+                   for i in range(n))
+    return AudioChunk(pcm=pcm, sample_rate=sr)
+
+
+class Rig:
+    def __init__(self, *, replies: tuple[str, ...] = (REPLY,), token_delay_s: float = 0.0,
+                 tts_delay_s: float = 0.0, texts: tuple[str, ...] = ("hello there",)) -> None:
+        self.clock = FakeClock()
+        self.recognizer = FakeRecognizer(texts=texts, utterance_ms=1000.0)
+        self.chat = FakeChatModel(replies=replies, token_delay_s=token_delay_s)
+        self.tts = FakeSynthesizer(TTSMode.FAST, delay_s=tts_delay_s)
+        self.hq = FakeSynthesizer(TTSMode.HQ)
+        self.store = FakeObjectStore()
+        self.db = FakeDatabase()
+        self.queue = FakeTaskQueue()
+        self.metrics = RecordingConversationMetrics()
+        self.engine = BrainReplyEngine(self.chat, FakeTextEmbedder(), self.db,
+                                       load_persona(Settings().llm.persona_file))
+        self.deps = ConversationDeps(
+            recognizer=self.recognizer, replies=self.engine, fast_tts=self.tts, clock=self.clock,
+            object_store=self.store, queue=self.queue, uow=self.db, metrics=self.metrics,
+            chunker_factory=ClauseChunker, config=ConversationConfig(write_backoff_s=0.001))
+        self.messages: list[Message] = []
+
+    async def session(self, **kwargs: Any) -> ConversationSession:
+        record = Session.start(self.clock.now())
+        async with self.db() as tx:
+            await tx.sessions.add(record)
+            await tx.commit()
+        session = ConversationSession(record.session_id, self.deps, **kwargs)
+        session.outbox.attached = True
+        await session.start()
+        return session
+
+    async def until(self, session: ConversationSession, done: Callable[[Message], bool]) -> list[Message]:
+        """Collect outgoing messages until one satisfies ``done`` (guarded against hangs)."""
+
+        async def pump() -> None:
+            while True:
+                message = await session.outbox.get()
+                self.messages.append(message)
+                if done(message):
+                    return
+
+        await asyncio.wait_for(pump(), 20)
+        return self.messages
+
+
+def kinds(messages: list[Message]) -> list[str]:
+    return [m["type"] for m in messages]
+
+
+def is_type(kind: str) -> Callable[[Message], bool]:
+    return lambda m: m["type"] == kind
+
+
+async def test_a_turn_streams_in_order_and_is_persisted() -> None:
+    rig = Rig()
+    session = await rig.session()
+    await session.push_audio(tone(1000))
+    messages = await rig.until(session, is_type("turn_completed"))
+    order = kinds(messages)
+    assert order.index("speech_started") < order.index("transcription_partial") < order.index(
+        "transcription_final") < order.index("turn_started") < order.index("emotion") < order.index(
+        "llm_token") < order.index("audio_chunk") < order.index("turn_completed")
+    final = next(m for m in messages if m["type"] == "transcription_final")
+    assert final["text"] == "hello there"
+    emotion = next(m for m in messages if m["type"] == "emotion")
+    assert emotion["emotion"] == "happy"
+    tokens = "".join(m["token"] for m in messages if m["type"] == "llm_token")
+    assert "[happy]" not in tokens and "Hello there" in tokens
+    audio = [m for m in messages if m["type"] == "audio_chunk"]
+    assert [m["seq"] for m in audio] == list(range(len(audio)))
+    assert {m["mode"] for m in audio} == {"fast"}
+    completed = messages[-1]
+    assert completed["interrupted"] is False and completed["text"] == tokens.strip()
+    assert {"asr_final", "llm_ttft", "first_clause", "tts_first_chunk", "e2e"} <= set(completed["latency_ms"])
+
+    await session.aclose()
+    turn_id = uuid.UUID(completed["turn_id"])
+    tables = rig.db.tables
+    turn = tables.turns[turn_id]
+    assert turn.user_input == "hello there" and turn.ai_response == completed["text"]
+    assert turn.stage_latency_ms.keys() == completed["latency_ms"].keys()
+    row = tables.transcriptions[transcription_id_for(turn_id)]
+    assert row[0] == turn_id and row[1].text == "hello there" and row[3] == ["hello"]
+    assert row[2] is not None and "raw_inputs/2026/01/01/" in row[2]
+    prefix = f"raw_inputs/2026/01/01/{session.session_id}_{turn_id}_"
+    assert any(k.startswith(prefix) for k in rig.store.objects)
+    fast = [a for a in tables.synthesized.values() if a.turn_id == turn_id]
+    assert len(fast) == 1 and fast[0].mode is TTSMode.FAST and "synthesized/fast/" in fast[0].audio_url
+    prosody = [p for topic, p in rig.queue.published if topic == PROSODY_TOPIC]
+    assert prosody and prosody[0]["transcription_id"] == str(transcription_id_for(turn_id))
+    assert [t for t, _ in rig.queue.published].count(HQ_TOPIC) == 0  # fast mode: no HQ pass
+    assert rig.metrics.e2e
+
+
+async def test_audio_streams_while_the_model_is_still_writing() -> None:
+    rig = Rig(token_delay_s=0.01)
+    session = await rig.session()
+    await session.push_audio(tone(1000))
+    messages = await rig.until(session, is_type("turn_completed"))
+    order = kinds(messages)
+    last_token = len(order) - 1 - order[::-1].index("llm_token")
+    assert order.index("audio_chunk") < last_token
+    await session.aclose()
+
+
+async def test_hq_mode_queues_the_hq_pass() -> None:
+    rig = Rig()
+    session = await rig.session(tts_mode=TTSMode.HQ)
+    await session.push_audio(tone(1000))
+    messages = await rig.until(session, is_type("turn_completed"))
+    await session.writer.drain()
+    hq = [p for topic, p in rig.queue.published if topic == HQ_TOPIC]
+    assert len(hq) == 1 and hq[0]["turn_id"] == messages[-1]["turn_id"]
+    assert hq[0]["text"] == messages[-1]["text"]
+    await session.aclose()
+
+
+async def test_speech_during_a_reply_interrupts_it_and_the_new_utterance_is_answered() -> None:
+    rig = Rig(replies=(REPLY, "[neutral] Sure, go ahead."), token_delay_s=0.05, texts=("hello there", "wait"))
+    session = await rig.session()
+    await session.push_audio(tone(1000))
+    await rig.until(session, is_type("audio_chunk"))
+    rig.clock.advance(30.0)  # the first clause has been played out by now
+    await session.push_audio(tone(300))  # speech starts: barge-in
+    messages = await rig.until(session, is_type("interrupted"))
+    interrupted = messages[-1]
+    assert rig.chat.cancelled == 1
+    assert rig.tts.streams[-1].closed
+    first_clause = next(m["text"] for m in messages if m["type"] == "audio_chunk")
+    assert interrupted["heard_text"] == first_clause.strip()
+    await session.push_audio(tone(700))  # the rest of the new utterance
+    messages = await rig.until(session, lambda m: m["type"] == "turn_completed" and not m["interrupted"])
+    assert messages[-1]["text"] == "Sure, go ahead."
+    await session.aclose()
+    turns = sorted(rig.db.tables.turns.values(), key=lambda t: t.turn_number)
+    assert [t.turn_number for t in turns] == [1, 2]
+    assert turns[0].interrupted and turns[0].ai_response == first_clause.strip()
+    assert turns[1].user_input == "wait" and not turns[1].interrupted
+    history = rig.engine.brain(session.session_id).history
+    assert history[0].assistant == first_clause.strip().rstrip(",")
+    assert rig.metrics.interruptions == 1
+
+
+async def test_client_interrupt_keeps_what_the_client_heard() -> None:
+    rig = Rig(token_delay_s=0.05)
+    session = await rig.session()
+    await session.push_audio(tone(1000))
+    await rig.until(session, is_type("audio_chunk"))
+    assert await session.interrupt(heard_text="Hello there,")
+    messages = await rig.until(session, is_type("turn_completed"))
+    assert any(m["type"] == "interrupted" and m["heard_text"] == "Hello there," for m in messages)
+    assert messages[-1]["interrupted"] is True
+    assert not session.replying
+    await session.aclose()
+    (turn,) = rig.db.tables.turns.values()
+    assert turn.interrupted and turn.ai_response == "Hello there,"
+
+
+async def test_played_ms_zero_means_nothing_was_heard() -> None:
+    rig = Rig(token_delay_s=0.05)
+    session = await rig.session()
+    await session.push_audio(tone(1000))
+    await rig.until(session, is_type("audio_chunk"))
+    await session.interrupt(played_ms=0)
+    messages = await rig.until(session, is_type("interrupted"))
+    assert messages[-1]["heard_text"] == ""
+    await session.aclose()
+
+
+async def test_one_reply_at_a_time() -> None:
+    rig = Rig(replies=("[neutral] One, two, three, four, five, six, seven.",), token_delay_s=0.05,
+              texts=("first", "second"))
+    session = await rig.session()
+    await session.text_input("first")
+    await session.text_input("second")
+    messages = await rig.until(session, lambda m: m["type"] == "turn_completed" and not m["interrupted"])
+    started = [m for m in messages if m["type"] == "turn_started"]
+    assert [m["turn_number"] for m in started] == [1, 2]
+    completed = [m for m in messages if m["type"] == "turn_completed"]
+    assert [m["interrupted"] for m in completed] == [True, False]
+    # no token of turn 1 after turn 2 started
+    second = started[1]["turn_id"]
+    after = messages[messages.index(started[1]):]
+    assert all(m.get("turn_id") == second for m in after if m["type"] in ("llm_token", "audio_chunk"))
+    await session.aclose()
+
+
+async def test_a_storage_blip_is_retried() -> None:
+    rig = Rig()
+    rig.store.fail_puts = 2
+    session = await rig.session()
+    await session.push_audio(tone(1000))
+    await rig.until(session, is_type("turn_completed"))
+    await session.aclose()
+    assert any(k.startswith("raw_inputs/") for k in rig.store.objects)
+    assert not any(m["type"] == "error" for m in rig.messages)
+    assert rig.metrics.write_failures == []
+
+
+async def test_a_lasting_database_failure_is_reported_loudly() -> None:
+    rig = Rig()
+    session = await rig.session()
+    rig.db.fail_next = 1000
+    await session.push_audio(tone(1000))
+    await rig.until(session, is_type("turn_completed"))
+    await session.writer.drain()
+    errors = []
+    while len(session.outbox):
+        message = await session.outbox.get()
+        if message["type"] == "error":
+            errors.append(message)
+    assert errors and all(e["code"] == "PERSISTENCE_FAILED" for e in errors)
+    assert any("turn 1 row" in e["message"] for e in errors)
+    assert rig.metrics.write_failures
+    assert session.writer.failed == len(errors)
+    rig.db.fail_next = 0
+    await session.aclose()
+
+
+async def test_hq_handler_stores_the_audio_and_notifies() -> None:
+    rig = Rig()
+    notifier = FakeNotifier()
+    handler = make_hq_handler(hq_tts=rig.hq, object_store=rig.store, uow=rig.db, notifier=notifier,
+                              clock=rig.clock)
+    session_id, turn_id = uuid.uuid4(), uuid.uuid4()
+    await handler({"session_id": str(session_id), "turn_id": str(turn_id), "text": "Hello there."})
+    (key,) = [k for k in rig.store.objects if k.startswith("synthesized/hq/")]
+    assert key.startswith(f"synthesized/hq/{turn_id}_hq_") and key.endswith(".wav")
+    (sent_to, message), = notifier.sent
+    assert sent_to == session_id and message["type"] == "hq_ready" and key in message["url"]
+    (row,) = rig.db.tables.synthesized.values()
+    assert row.mode is TTSMode.HQ and row.turn_id == turn_id
+
+
+async def test_admission_control_refuses_before_opening_anything() -> None:
+    rig = Rig()
+    manager = SessionManager(rig.deps, max_sessions=1, grace_s=60)
+    ids = []
+    for _ in range(2):
+        record = Session.start(rig.clock.now())
+        async with rig.db() as tx:
+            await tx.sessions.add(record)
+            await tx.commit()
+        ids.append(record.session_id)
+    conn_a, conn_b = object(), object()
+    session, resumed, _ = await manager.attach(ids[0], conn_a)
+    assert not resumed and len(rig.recognizer.streams) == 1
+    with pytest.raises(CapacityError):
+        await manager.attach(ids[1], conn_b)
+    assert len(rig.recognizer.streams) == 1
+    with pytest.raises(NotFoundError):
+        await manager.attach(uuid.uuid4(), conn_b)
+    # reconnect within the grace period: same live session, history kept
+    manager.detach(ids[0], conn_a)
+    again, resumed, previous = await manager.attach(ids[0], conn_b)
+    assert again is session and resumed and previous is None
+    await manager.aclose()
+    assert not manager.is_live(ids[0])
+
+
+def test_tokens() -> None:
+    sid = uuid.uuid4()
+    token = issue_token("secret", sid, now_s=1000, ttl_s=60)
+    verify_token("secret", sid, token, now_s=1030)
+    for bad_sid, bad_token, now, reason in [
+        (sid, None, 1030, "required"),
+        (sid, "garbage", 1030, "malformed"),
+        (uuid.uuid4(), token, 1030, "does not belong"),
+        (sid, issue_token("other", sid, 1000, 60), 1030, "does not belong"),
+        (sid, token, 2000, "expired"),
+    ]:
+        with pytest.raises(TokenError, match=reason):
+            verify_token("secret", bad_sid, bad_token, now_s=now)
