@@ -3,6 +3,7 @@
 from avatar.application.brain.conversation import (
     BrainConfig,
     BrainEvent,
+    BrainFactory,
     ConversationBrain,
     EmotionDecided,
     HistoryTurn,
@@ -21,6 +22,7 @@ from avatar.application.brain.reply_parser import ReplyParser, guess_emotion, st
 __all__ = [
     "BrainConfig",
     "BrainEvent",
+    "BrainFactory",
     "ConversationBrain",
     "EmotionDecided",
     "HistoryTurn",

@@ -451,3 +451,19 @@ class ConversationBrain:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+@dataclass(frozen=True, slots=True)
+class BrainFactory:
+    """Builds (restores) the brain of a session from the shared adapters."""
+
+    chat_model: ChatModel
+    embedder: TextEmbedder
+    uow: UnitOfWorkFactory
+    persona: Persona
+    config: BrainConfig
+
+    async def __call__(self, session_id: uuid.UUID) -> ConversationBrain:
+        return await ConversationBrain.restore(
+            session_id, self.chat_model, self.embedder, self.uow, self.persona, self.config
+        )

@@ -130,7 +130,7 @@ class ReplyParser:
             if tag in _OPEN_THINK:
                 out.append(before)
                 self._in_think = True
-            elif not self._released_any and not self._head.strip() and not "".join(out).strip():
+            elif not self._released_any and self.emotion is None:
                 # A reasoning model whose template opened <think> in the prompt: all before the
                 # close tag was thought, provided nothing has been released yet.
                 self._head = ""
@@ -175,8 +175,16 @@ class ReplyParser:
         if head[0] in _OPENERS and len(head) < _TAG_WINDOW and not final:
             return None  # maybe a tag still being written
         if head[0] in _OPENERS and not _LEAD_TAG.match(head):
-            # Garbled (unclosed) tag: drop the opener and the word glued to it.
-            head = re.sub(r"^[\[(<*]+\s*[A-Za-z]*\s*[:\])>*]*\s*", "", head)
+            # Garbled (unclosed) tag: drop the opener and the word glued to it; a cut-off label
+            # ("[hap") still names its emotion.
+            garbled = re.match(r"^[\[(<*]+\s*([A-Za-z]*)\s*[:\])>*]*\s*", head)
+            assert garbled is not None
+            word = garbled.group(1).lower()
+            head = head[garbled.end():]
+            for emotion in Emotion:
+                if len(word) >= 3 and emotion.value.startswith(word):
+                    self.tagged = True
+                    return emotion, head
         clause = _CLAUSE_END.search(head)
         if clause is None and len(head) < _HEAD_LIMIT and not final:
             return None

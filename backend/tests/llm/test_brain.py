@@ -1,0 +1,177 @@
+"""The conversation brain with fakes of its ports: events, fallback, barge-in, summaries, memory."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import pytest
+
+from avatar.application.brain import (
+    BrainConfig,
+    BrainEvent,
+    ConversationBrain,
+    EmotionDecided,
+    ReplyEnded,
+    TextDelta,
+    load_persona,
+    parse_persona,
+)
+from avatar.application.ports.llm import ChatErrorKind, ChatModelError
+from avatar.domain.errors import InvalidInputError
+from avatar.domain.models import ConversationTurn, Emotion
+from avatar.settings import REPO_ROOT
+from tests.fakes import FakeChatModel, FakeDatabase, FakeTextEmbedder
+
+PERSONA = load_persona(REPO_ROOT / "config" / "persona.toml")
+TINY = BrainConfig(context_tokens=2048, max_reply_tokens=64, history_keep_tokens=60, summarize_at_tokens=100,
+                   memory_top_k=2, memory_min_score=0.1)
+
+
+def make(chat: FakeChatModel, db: FakeDatabase, config: BrainConfig = TINY,
+         session_id: uuid.UUID | None = None) -> ConversationBrain:
+    return ConversationBrain(session_id or uuid.uuid4(), chat, FakeTextEmbedder(), db, PERSONA, config)
+
+
+async def converse(brain: ConversationBrain, db: FakeDatabase, text: str) -> list[BrainEvent]:
+    """Play the conversation pipeline: stream the reply and persist the turn."""
+    events = [e async for e in brain.reply(text)]
+    end = events[-1]
+    assert isinstance(end, ReplyEnded)
+    async with db() as tx:
+        await tx.turns.add(ConversationTurn(uuid.uuid4(), brain.session_id, end.turn_number, text,
+                                            end.text, end.emotion))
+        await tx.commit()
+    return events
+
+
+async def test_emotion_comes_first_then_clean_text_then_end() -> None:
+    chat = FakeChatModel(["[excited] Wow, that is amazing news!"])
+    events = await converse(make(chat, FakeDatabase()), FakeDatabase(), "I got the job!")
+    assert events[0] == EmotionDecided(Emotion.EXCITED)
+    assert all(isinstance(e, TextDelta) for e in events[1:-1]) and len(events) > 3
+    text = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert text == "Wow, that is amazing news!"
+    assert events[-1] == ReplyEnded(text, Emotion.EXCITED, 1)
+    system, *rest = chat.calls[0]
+    assert system.role == "system" and "Hana" in system.content and "[happy]" in system.content
+    assert rest[-1].content == "I got the job!"
+    assert any(m.role == "assistant" and m.content.startswith("[") for m in rest)  # few-shot examples
+
+
+async def test_fallback_reply_when_model_is_down_in_users_language() -> None:
+    chat = FakeChatModel(fail_with=ChatModelError(ChatErrorKind.REFUSED, "connection refused"))
+    events = [e async for e in make(chat, FakeDatabase()).reply("안녕, 오늘 기분 어때?")]
+    assert events[0] == EmotionDecided(Emotion.SAD)
+    end = events[-1]
+    assert isinstance(end, ReplyEnded) and end.fallback and end.error is ChatErrorKind.REFUSED
+    assert end.text.startswith("미안해요") and "[" not in end.text
+
+
+async def test_korean_user_gets_a_reply_in_korean_instruction() -> None:
+    chat = FakeChatModel()
+    [_ async for _ in make(chat, FakeDatabase()).reply("안녕하세요")]
+    assert "reply in Korean" in chat.calls[0][0].content
+
+
+async def test_barge_in_keeps_only_what_was_heard() -> None:
+    chat = FakeChatModel(["[happy] Hello there, let me tell you a very long story about dragons.",
+                          "[neutral] Sure."])
+    db = FakeDatabase()
+    brain = make(chat, db)
+    stream = brain.reply("Tell me a story")
+    async for event in stream:
+        if isinstance(event, TextDelta):
+            break
+    await stream.aclose()  # the user started speaking
+    assert chat.cancelled == 1
+    brain.record_interrupted("Hello there, let me…")
+    assert brain.history[-1].assistant == "Hello there, let me"
+    [_ async for _ in brain.reply("Actually, never mind")]
+    sent = chat.calls[-1]
+    heard = ["Tell me a story", "Hello there, let me", "Actually, never mind"]
+    assert [m.content for m in sent[-3:]] == heard
+
+
+async def test_barge_in_after_the_stream_ended_replaces_the_full_reply() -> None:
+    chat = FakeChatModel(["[happy] One. Two. Three. Four."])
+    brain = make(chat, FakeDatabase())
+    [_ async for _ in brain.reply("Count")]
+    brain.record_interrupted("One. Two...")
+    assert brain.history[-1].assistant == "One. Two"
+
+
+async def test_summary_in_background_persisted_and_restored() -> None:
+    chat = FakeChatModel(["[happy] That sounds lovely, tell me more about it please!"])
+    db = FakeDatabase()
+    brain = make(chat, db)
+    for i in range(6):
+        await converse(brain, db, f"Message number {i}: my dog Biscuit likes long walks in the park.")
+        await brain.wait_idle()  # the user pauses between turns: the summary runs then
+        assert brain.history_tokens() < TINY.summarize_at_tokens  # the window keeps sliding
+    assert brain.summaries_written >= 1
+    saved = db.tables.summaries[brain.session_id]
+    assert saved == (brain.summary, brain.covered_turns) and brain.covered_turns >= 1
+    assert all(t.number > brain.covered_turns for t in brain.history)
+
+    again = await ConversationBrain.restore(brain.session_id, chat, FakeTextEmbedder(), db, PERSONA, TINY)
+    assert again.summary == brain.summary
+    assert [t.number for t in again.history] == [t.number for t in brain.history]
+    [_ async for _ in again.reply("What is my dog's name?")]
+    assert brain.summary in chat.calls[-1][0].content
+    assert again.history[-1].number == 7
+
+
+async def test_a_new_reply_preempts_a_running_summary() -> None:
+    chat = FakeChatModel(["[happy] Nice, I like that a lot, thank you for telling me!"], token_delay_s=0.01)
+    db = FakeDatabase()
+    brain = make(chat, db)
+    for i in range(4):
+        await converse(brain, db, f"Story part {i}: the castle had seven towers and a moat.")
+        await asyncio.sleep(0.03)  # a summary, once due, is part-way through when the next turn comes
+    assert chat.cancelled >= 1  # a summary was cut short by the next reply, not the other way round
+    await brain.wait_idle()
+    assert db.tables.summaries.get(brain.session_id) is not None
+
+
+async def test_prompt_never_exceeds_the_context() -> None:
+    config = BrainConfig(context_tokens=800, max_reply_tokens=64, history_keep_tokens=5000,
+                         summarize_at_tokens=7000, memory_top_k=0)
+    chat = FakeChatModel(["[neutral] " + "word " * 60])
+    brain = make(chat, FakeDatabase(), config)
+    for i in range(10):
+        [_ async for _ in brain.reply(f"Question {i} " + "blah " * 30)]
+        prompt = sum(chat.count_tokens(m.content) + 8 for m in chat.calls[-1])
+        assert prompt <= config.context_tokens - config.max_reply_tokens
+    with pytest.raises(InvalidInputError, match="too long"):
+        [_ async for _ in brain.reply("x " * 3000)]
+
+
+async def test_memories_are_stored_and_recalled_in_a_later_session() -> None:
+    chat = FakeChatModel(["[happy] Oh, that's great!"])
+    db = FakeDatabase()
+    first = make(chat, db)
+    await converse(first, db, "My favourite food is spicy tteokbokki")
+    await first.aclose()
+    roles = sorted(m[2] for m in db.tables.memories)
+    assert roles == ["assistant", "user"]
+    second = make(chat, db)
+    [_ async for _ in second.reply("what is my favourite food")]
+    assert "spicy tteokbokki" in chat.calls[-1][0].content
+
+
+async def test_bad_input_and_bad_persona_are_clear_errors(tmp_path: Path) -> None:
+    brain = make(FakeChatModel(), FakeDatabase())
+    with pytest.raises(InvalidInputError, match="empty"):
+        [_ async for _ in brain.reply("   ")]
+    with pytest.raises(InvalidInputError, match="not valid TOML"):
+        parse_persona("[persona\nname=")
+    with pytest.raises(InvalidInputError, match="system_prompt"):
+        parse_persona('[persona]\nname = "A"\n')
+    with pytest.raises(InvalidInputError, match="emotion tag"):
+        parse_persona('[persona]\nname="A"\nsystem_prompt="B"\n[[examples]]\nuser="hi"\nassistant="hello"\n')
+    with pytest.raises(InvalidInputError, match="cannot be read"):
+        load_persona(tmp_path / "missing.toml")
+    with pytest.raises(InvalidInputError):
+        BrainConfig(history_keep_tokens=10, summarize_at_tokens=5)
