@@ -1,0 +1,186 @@
+"""REST + WebSocket over a real uvicorn server and a real ``websockets`` client, with fake engines:
+the protocol, admission control, reconnect and every kind of bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import pytest_asyncio
+import websockets
+
+from avatar.application.conversation import issue_token
+from avatar.presentation.app import create_app
+from avatar.settings import Settings
+from tests.e2e.harness import Client, create_session, running_server
+from tests.fakes import FakeChatModel, FakeRecognizer, fake_container
+
+SECRET = "test-secret"
+
+
+def tone_pcm(ms: int, sr: int = 16000) -> bytes:
+    n = sr * ms // 1000
+    return b"".join(int(6000 * math.sin(2 * math.pi * 200 * i / sr)).to_bytes(2, "little", signed=True)
+                    for i in range(n))
+
+
+def _settings(max_sessions: int = 50) -> Settings:
+    settings = Settings(environment="test")
+    settings.security.secret_key = settings.security.secret_key.__class__(SECRET)
+    settings.conversation.max_sessions = max_sessions
+    settings.conversation.max_frame_bytes = 64 * 1024
+    settings.security.reconnect_grace_s = 30
+    return settings
+
+
+@pytest_asyncio.fixture(scope="module")
+async def base() -> AsyncIterator[str]:
+    settings = _settings()
+    container = fake_container(settings, recognizer=FakeRecognizer(utterance_ms=500),
+                               chat_model=FakeChatModel(("[happy] Hello! Nice to meet you.",)))
+    await container.queue.start()
+    async with running_server(create_app(settings, container)) as url:
+        yield url
+
+
+def ws(base: str, created: dict[str, str]) -> str:
+    return str(created["ws_url"])
+
+
+async def test_rest_and_a_typed_turn(base: str) -> None:
+    created = await create_session(base)
+    assert created["ws_url"].startswith("ws://127.0.0.1:") and created["token"] in created["ws_url"]
+    async with Client.connect(created["ws_url"]) as client:
+        state = await client.until_type("session_state")
+        assert state["resumed"] is False and state["protocol_version"] == 1
+        await client.send({"type": "text_input", "text": "hi"})
+        done = await client.until_type("turn_completed")
+        assert done["text"] == "Hello! Nice to meet you." and client.of("audio_chunk")
+        audio = client.of("audio_chunk")[0]
+        assert len(base64.b64decode(audio["data"])) > 0 and audio["mode"] == "fast"
+        await client.send({"type": "ping", "t": 5})
+        assert (await client.until_type("pong"))["t"] == 5
+    async with httpx.AsyncClient(base_url=base) as http:
+        sid = created["session_id"]
+        for _ in range(100):  # writes are asynchronous: wait until the reply is recorded
+            turns = (await http.get(f"/api/v1/sessions/{sid}/turns")).json()["turns"]
+            if turns and turns[0]["ai_response"] and turns[0]["audio"]:
+                break
+            await asyncio.sleep(0.05)
+        (turn,) = turns
+        assert turn["user_input"] == "hi" and turn["transcription"]["text"] == "hi"
+        assert turn["audio"][0]["mode"] == "fast" and "synthesized/fast/" in turn["audio"][0]["url"]
+        assert (await http.get(f"/api/v1/sessions/{sid}")).json()["session_id"] == sid
+        listed = (await http.get("/api/v1/sessions")).json()["sessions"]
+        assert sid in [s["session_id"] for s in listed]
+        missing = await http.get(f"/api/v1/sessions/{uuid.uuid4()}")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "SESSION_NOT_FOUND"
+        assert (await http.get("/api/v1/sessions/not-a-uuid")).status_code == 422
+
+
+async def test_bad_messages_get_error_events_and_the_session_goes_on(base: str) -> None:
+    created = await create_session(base)
+    async with Client.connect(created["ws_url"]) as client:
+        await client.until_type("session_state")
+        cases = [
+            ("{not json", "INVALID_JSON"),
+            (json.dumps([1, 2]), "INVALID_MESSAGE"),
+            (json.dumps({"type": "dance"}), "UNKNOWN_MESSAGE_TYPE"),
+            (json.dumps({"type": "audio_chunk", "data": "@@not base64@@", "sr": 16000}), "INVALID_AUDIO"),
+            (json.dumps({"type": "audio_chunk", "data": base64.b64encode(b"abc").decode(), "sr": 16000}),
+             "INVALID_AUDIO"),
+            (json.dumps({"type": "audio_chunk", "data": base64.b64encode(b"abcd").decode(), "sr": 12345}),
+             "UNSUPPORTED_SAMPLE_RATE"),
+            (json.dumps({"type": "set_tts_mode", "mode": "ultra"}), "INVALID_MESSAGE"),
+            (json.dumps({"type": "text_input", "text": ""}), "INVALID_MESSAGE"),
+        ]
+        for raw, code in cases:
+            await client.ws.send(raw)
+            error = await client.until_type("error")
+            assert error["code"] == code, raw
+            assert error["message"] and error["trace_id"]
+        await client.send({"type": "ping", "t": 1})
+        assert (await client.until_type("pong"))["t"] == 1
+
+
+async def test_audio_flood_is_refused(base: str) -> None:
+    created = await create_session(base)
+    async with Client.connect(created["ws_url"]) as client:
+        await client.until_type("session_state")
+        second = tone_pcm(1000)
+        for _ in range(20):  # 20 s of audio at once
+            await client.send_audio(second)
+        error = await client.until(lambda m: m["type"] == "error")
+        assert error["code"] == "AUDIO_FLOOD"
+
+
+async def test_oversized_frame_closes_with_1009_and_others_are_unaffected(base: str) -> None:
+    bystander = await create_session(base)
+    created = await create_session(base)
+    async with Client.connect(bystander["ws_url"]) as other:
+        await other.until_type("session_state")
+        async with Client.connect(created["ws_url"]) as client:
+            await client.until_type("session_state")
+            await client.ws.send(b"\x00" * (128 * 1024))
+            error = await client.until_type("error")
+            assert error["code"] == "FRAME_TOO_LARGE"
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await client.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+        await other.send({"type": "text_input", "text": "still there?"})
+        assert (await other.until_type("turn_completed"))["interrupted"] is False
+
+
+@pytest.mark.parametrize("case", ["no-token", "foreign", "expired", "unknown", "not-uuid"])
+async def test_refused_connections_say_why(base: str, case: str) -> None:
+    created = await create_session(base)
+    other = await create_session(base)
+    sid = created["session_id"]
+    root = base.replace("http", "ws")
+    url, code = {
+        "no-token": (f"{root}/ws/{sid}", 4401),
+        "foreign": (f"{root}/ws/{sid}?token={other['token']}", 4401),
+        "expired": (f"{root}/ws/{sid}?token={issue_token(SECRET, uuid.UUID(sid), time.time() - 100, 10)}", 4401),
+        "unknown": (f"{root}/ws/{(u := uuid.uuid4())}?token={issue_token(SECRET, u, time.time(), 60)}", 4404),
+        "not-uuid": (f"{root}/ws/abc?token=x", 4404),
+    }[case]
+    async with websockets.connect(url) as conn:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await conn.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == code
+    assert closed.value.rcvd.reason
+
+
+async def test_reconnect_resumes_the_session() -> None:
+    settings = _settings(max_sessions=1)
+    container = fake_container(settings)
+    async with running_server(create_app(settings, container)) as base:
+        created = await create_session(base)
+        async with Client.connect(created["ws_url"]) as client:
+            await client.until_type("session_state")
+            await client.send({"type": "text_input", "text": "remember me"})
+            await client.until_type("turn_completed")
+        # full: a new session is refused, on create and on connect
+        async with httpx.AsyncClient(base_url=base) as http:
+            busy = await http.post("/api/v1/sessions")
+            assert busy.status_code == 503 and busy.json()["error"]["code"] == "BUSY"
+        async with Client.connect(created["ws_url"]) as client:
+            state = await client.until_type("session_state")
+            assert state["resumed"] is True and state["turns"] == 1
+            # a second connection to the same session takes over; the first is closed with 4409
+            async with Client.connect(created["ws_url"]) as newer:
+                assert (await newer.until_type("session_state"))["resumed"] is True
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await client.until_type("never")
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 4409
+                await newer.send({"type": "text_input", "text": "what did I say?"})
+                await newer.until_type("turn_completed")
+        brain_history = container.chat_model.calls[-1]  # type: ignore[attr-defined]
+        assert any("remember me" in m.content for m in brain_history)
