@@ -144,10 +144,11 @@ async def test_refused_connections_say_why(base: str, case: str) -> None:
     other = await create_session(base)
     sid = created["session_id"]
     root = base.replace("http", "ws")
+    expired = issue_token(SECRET, uuid.UUID(sid), time.time() - 100, 10)
     url, code = {
         "no-token": (f"{root}/ws/{sid}", 4401),
         "foreign": (f"{root}/ws/{sid}?token={other['token']}", 4401),
-        "expired": (f"{root}/ws/{sid}?token={issue_token(SECRET, uuid.UUID(sid), time.time() - 100, 10)}", 4401),
+        "expired": (f"{root}/ws/{sid}?token={expired}", 4401),
         "unknown": (f"{root}/ws/{(u := uuid.uuid4())}?token={issue_token(SECRET, u, time.time(), 60)}", 4404),
         "not-uuid": (f"{root}/ws/abc?token=x", 4404),
     }[case]
