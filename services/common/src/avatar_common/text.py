@@ -144,7 +144,7 @@ class ClauseChunker:
         if rest and has_words(rest):
             out.append(rest)
         elif rest and out:
-            out[-1] = out[-1] + rest  # trailing emoji or marks stay with the last chunk
+            out[-1] = f"{out[-1]} {rest}"  # trailing emoji or marks stay with the last chunk
         return out
 
     @property
@@ -212,9 +212,16 @@ class ClauseChunker:
         n = len(buf)
         ch = buf[i]
         j = i + 1
-        while j < n and (buf[j] in _CLOSERS or buf[j] in SENTENCE_END or is_emoji(buf[j])
-                         or (buf[j] in "\u3002\uff01\uff1f")):
-            j += 1
+        while True:
+            while j < n and (buf[j] in _CLOSERS or buf[j] in SENTENCE_END or is_emoji(buf[j])):
+                j += 1
+            k = j
+            while k < n and buf[k] in " \t":
+                k += 1
+            if k < n and k > j and is_emoji(buf[k]):
+                j = k  # "Great! 😀": the emoji after the mark stays with its sentence
+                continue
+            break
         if ch in _FULL_WIDTH:
             return j
         prev = buf[i - 1] if i > 0 else ""
