@@ -47,9 +47,15 @@ class FileTranscription:
 class ASRService:
     """Shared engine + VAD; opens streams and transcribes clips."""
 
-    def __init__(self, config: ASRConfig, observer: StreamObserver | None = None) -> None:
+    def __init__(
+        self,
+        config: ASRConfig,
+        observer: StreamObserver | None = None,
+        *,
+        engine: WhisperEngine | None = None,
+    ) -> None:
         self.config = config
-        self.engine = WhisperEngine(config)
+        self.engine = engine or WhisperEngine(config)
         self.vad = SileroVAD(config.vad_model)
         self.observer = observer or StreamObserver()
         self._streams = 0

@@ -144,6 +144,10 @@ class RecognitionSession:
         self._closed = False
         self._speech_frames_total = 0
         self._frames_total = 0
+        #: Speculative finals started, discarded because speech resumed, and used at an endpoint.
+        self.speculations_started = 0
+        self.speculations_cancelled = 0
+        self.speculations_used = 0
 
     # -- input -------------------------------------------------------------------------------
     async def push_pcm(self, pcm: bytes, sample_rate: int = SAMPLE_RATE, channels: int = 1) -> None:
@@ -276,6 +280,7 @@ class RecognitionSession:
         if p >= max(cfg.vad_threshold - 0.15, 0.01):
             if self._silence_frames and self._spec is not None:
                 self._cancel_speculation()  # speech resumed: the speculative final is stale
+                self.speculations_cancelled += 1
             self._silence_frames = 0
             self._speech_frames += 1
             self._mark_speech()
@@ -395,6 +400,7 @@ class RecognitionSession:
         except ASRError:
             return  # the endpoint will try again (and report BUSY if it must)
         self._spec = _Speculation(future, self._speech_end)
+        self.speculations_started += 1
 
     def _cancel_speculation(self) -> None:
         if self._spec is not None:
@@ -408,6 +414,8 @@ class RecognitionSession:
         # Speech resuming cancels the speculation, so one still here covers exactly this utterance.
         spec = self._spec if self._spec is not None and self._spec.end_sample == self._speech_end else None
         self._spec = None  # ownership passes to the final task
+        if spec is not None:
+            self.speculations_used += 1
         future: concurrent.futures.Future[Recognition] | None = spec.future if spec else None
         error: ASRError | None = None
         if future is None:

@@ -1,0 +1,225 @@
+"""Streaming recognition with the real model: accuracy, endpointing, partials, speculation, bad input."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from avatar_asr.engine import PRIORITY_FINAL, PRIORITY_PARTIAL, InferenceQueue
+from avatar_asr.errors import ASRError, BusyError
+from avatar_asr.service import ASRService
+from avatar_asr.stream import EventKind
+from avatar_common.audio import resample
+
+from services.asr.tests.helpers import (
+    asr_config,
+    finals,
+    kinds,
+    noise,
+    normalize_words,
+    pcm16,
+    run_stream,
+    silence,
+    wer,
+)
+from tests.support.audio import SpeechClip
+
+pytestmark = pytest.mark.slow
+
+
+async def test_streaming_wer_over_librivox_is_at_most_5_percent(
+    asr_service: ASRService, librivox: list[SpeechClip]
+) -> None:
+    hypotheses = []
+    for clip in librivox:
+        session = asr_service.open_stream(language="en")
+        events = await run_stream(session, clip.pcm + pcm16(silence(0.8)), chunk_ms=250)
+        assert kinds(events)[-1] is EventKind.END
+        assert EventKind.ERROR not in kinds(events)
+        texts = [e.recognition.text for e in finals(events) if e.recognition]
+        assert texts, f"no final for {clip.name}"
+        hypotheses.append(" ".join(texts))
+        for event in finals(events):
+            assert event.utterance is not None and event.utterance.size > 0
+            assert event.recognition is not None and event.recognition.language == "en"
+            assert event.recognition.words, "finals carry word timings"
+    score = wer([c.transcript for c in librivox], hypotheses)
+    assert score <= 0.05, f"WER {score:.3f}: {hypotheses}"
+
+
+async def test_vad_segments_speech_between_silence_and_noise(
+    asr_service: ASRService, librivox: list[SpeechClip]
+) -> None:
+    first, second = librivox[1], librivox[4]
+    parts = [silence(1.0), first.samples, noise(1.5, 0.01), second.samples, silence(1.0)]
+    audio = np.concatenate(parts)
+    regions = asr_service.vad.speech_regions(audio, min_silence_ms=500)
+    assert len(regions) == 2
+    first_start = 1.0
+    first_end = first_start + first.duration_s
+    second_start = first_end + 1.5
+    assert regions[0].start == pytest.approx(first_start, abs=0.4)
+    assert regions[0].end == pytest.approx(first_end, abs=0.4)
+    assert regions[1].start == pytest.approx(second_start, abs=0.4)
+
+    session = asr_service.open_stream(language="en")
+    events = await run_stream(session, pcm16(audio), chunk_ms=200)
+    got = finals(events)
+    assert len(got) == 2, [e.recognition.text for e in got if e.recognition]
+    assert got[0].audio_start_ms / 1000 == pytest.approx(first_start, abs=0.4)
+    assert got[1].audio_start_ms / 1000 == pytest.approx(second_start, abs=0.4)
+    assert kinds(events).count(EventKind.SPEECH_STARTED) == 2
+    for event, clip in zip(got, (first, second), strict=True):
+        assert event.recognition is not None
+        assert normalize_words(event.recognition.text) == normalize_words(clip.transcript)
+
+
+async def test_partial_arrives_before_final_in_real_time(
+    asr_service: ASRService, librivox: list[SpeechClip]
+) -> None:
+    clip = max(librivox, key=lambda c: c.duration_s)
+    session = asr_service.open_stream(language="en")
+    events = await run_stream(session, clip.pcm + pcm16(silence(1.0)), chunk_ms=100, realtime=True)
+    order = kinds(events)
+    assert EventKind.PARTIAL in order
+    assert (
+        order.index(EventKind.SPEECH_STARTED) < order.index(EventKind.PARTIAL) < order.index(EventKind.FINAL)
+    )
+    partial = next(e for e in events if e.kind is EventKind.PARTIAL)
+    assert partial.recognition is not None and partial.recognition.text
+    final = finals(events)[-1]
+    assert final.recognition is not None
+    assert (
+        normalize_words(partial.recognition.text).split()[0]
+        == normalize_words(final.recognition.text).split()[0]
+    )
+
+
+async def test_speculative_final_is_discarded_when_speech_resumes(
+    asr_service: ASRService, librivox: list[SpeechClip]
+) -> None:
+    first, second = librivox[1], librivox[4]
+    (a,) = asr_service.vad.speech_regions(first.samples, pad_ms=0)
+    (b,) = asr_service.vad.speech_regions(second.samples, pad_ms=0)
+    # A 300 ms pause: longer than the speculation delay (160 ms), shorter than the endpoint (500 ms).
+    audio = np.concatenate(
+        [
+            first.samples[: int(a.end * 16000)],
+            silence(0.3),
+            second.samples[int(b.start * 16000) :],
+            silence(1.0),
+        ]
+    )
+    session = asr_service.open_stream(language="en")
+    events = await run_stream(session, pcm16(audio), chunk_ms=100)
+    assert session.speculations_cancelled >= 1
+    got = finals(events)
+    assert len(got) == 1
+    assert got[0].recognition is not None
+    assert normalize_words(got[0].recognition.text) == normalize_words(
+        f"{first.transcript} {second.transcript}"
+    )
+
+
+async def test_speculative_final_is_used_at_the_endpoint(
+    asr_service: ASRService, librivox: list[SpeechClip]
+) -> None:
+    clip = librivox[1]
+    session = asr_service.open_stream(language="en")
+    events = await run_stream(session, clip.pcm + pcm16(silence(1.0)), chunk_ms=100)
+    assert len(finals(events)) == 1
+    assert session.speculations_used == 1
+
+
+async def test_other_rates_and_stereo_are_resampled_and_mixed(
+    asr_service: ASRService, librivox: list[SpeechClip]
+) -> None:
+    clip = librivox[4]
+    at_44k = resample(np.concatenate([clip.samples, silence(0.8)]), 16000, 44100)
+    stereo = np.stack([at_44k, at_44k], axis=1).reshape(-1)
+    session = asr_service.open_stream(language="en")
+    events = await run_stream(session, pcm16(stereo), sample_rate=44100, channels=2, chunk_ms=200)
+    got = finals(events)
+    assert len(got) == 1 and got[0].recognition is not None
+    assert normalize_words(got[0].recognition.text) == normalize_words(clip.transcript)
+
+
+async def test_silence_only_reports_no_speech(asr_service: ASRService) -> None:
+    session = asr_service.open_stream()
+    events = await run_stream(session, pcm16(np.concatenate([silence(1.5), noise(1.0, 0.003)])))
+    assert [e.code for e in events if e.kind is EventKind.ERROR] == ["NO_SPEECH"]
+    assert not finals(events)
+    assert kinds(events)[-1] is EventKind.END
+
+
+BAD_CHUNKS = [
+    (b"\x01\x02\x03", 16000, 1, "INVALID_AUDIO"),  # odd byte count
+    (b"\x00\x00" * 320, 4000, 1, "UNSUPPORTED_SAMPLE_RATE"),
+    (b"\x00\x00" * 320, 96000, 1, "UNSUPPORTED_SAMPLE_RATE"),
+    (b"\x00\x00" * 320, 16000, 6, "INVALID_AUDIO"),  # six channels
+    (b"\x00\x00" * 16000 * 31, 16000, 1, "INVALID_AUDIO"),  # one 31 s chunk
+]
+
+
+async def test_bad_chunks_give_error_events_and_the_stream_goes_on(
+    asr_service: ASRService, librivox: list[SpeechClip]
+) -> None:
+    session = asr_service.open_stream(language="en")
+    for pcm, rate, channels, _code in BAD_CHUNKS:
+        await session.push_pcm(pcm, rate, channels)
+    events = await run_stream(session, librivox[1].pcm + pcm16(silence(0.8)))
+    errors = [e for e in events if e.kind is EventKind.ERROR]
+    assert [e.code for e in errors] == [code for *_rest, code in BAD_CHUNKS]
+    assert all(e.message for e in errors)
+    got = finals(events)
+    assert len(got) == 1 and got[0].recognition is not None
+    assert normalize_words(got[0].recognition.text) == normalize_words(librivox[1].transcript)
+
+
+async def test_stream_limit_gives_busy(asr_service: ASRService) -> None:
+    limited = ASRService(asr_config(max_streams=1), engine=asr_service.engine)
+    first = limited.open_stream()
+    with pytest.raises(ASRError) as refused:
+        limited.open_stream()
+    assert refused.value.code == "BUSY" and refused.value.status == 503
+    await first.aclose()
+    second = limited.open_stream()
+    await second.aclose()
+
+
+def test_full_inference_queue_refuses_at_once() -> None:
+    queue = InferenceQueue(workers=1, max_pending=2)
+    release = threading.Event()
+    try:
+        running = queue.submit(lambda: release.wait(30), PRIORITY_FINAL)
+        waiting = queue.submit(lambda: "done", PRIORITY_FINAL)
+        with pytest.raises(BusyError):
+            queue.submit(lambda: "refused", PRIORITY_PARTIAL)
+        release.set()
+        assert running.result(timeout=30) is True
+        assert waiting.result(timeout=30) == "done"
+        assert queue.submit(lambda: "again", PRIORITY_PARTIAL).result(timeout=30) == "again"
+    finally:
+        release.set()
+        queue.close()
+
+
+def test_finals_jump_ahead_of_partials() -> None:
+    queue = InferenceQueue(workers=1, max_pending=8)
+    release = threading.Event()
+    order: list[str] = []
+    try:
+        blocker = queue.submit(lambda: release.wait(30), PRIORITY_FINAL)
+        partial = queue.submit(lambda: order.append("partial"), PRIORITY_PARTIAL)
+        final = queue.submit(lambda: order.append("final"), PRIORITY_FINAL)
+        cancelled = queue.submit(lambda: order.append("cancelled"), PRIORITY_FINAL)
+        assert cancelled.cancel()
+        release.set()
+        blocker.result(timeout=30)
+        partial.result(timeout=30)
+        final.result(timeout=30)
+        assert order == ["final", "partial"]
+    finally:
+        release.set()
+        queue.close()
