@@ -8,6 +8,7 @@ from pathlib import Path
 
 import jiwer
 import numpy as np
+
 from avatar_asr.config import ASRConfig
 from avatar_asr.stream import EventKind, RecognitionSession, StreamEvent
 from avatar_asr.vad import packaged_vad_model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from avatar_asr.hallucination import SegmentEvidence, is_hallucination
 
 
