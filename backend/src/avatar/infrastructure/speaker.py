@@ -88,12 +88,13 @@ class ResemblyzerSpeakerEncoder:
     def _embed_sync(self, pcm: bytes, sample_rate: int) -> tuple[float, ...]:
         model = self._ensure_loaded()
         samples = resample(pcm16_to_float(pcm), sample_rate, ENCODER_RATE)
-        wav = self._preprocess(samples)
+        if not np.any(samples):
+            raise InvalidInputError("the clip is digital silence", code="NO_SPEECH")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            wav = self._preprocess(samples)
         if wav.size < ENCODER_RATE // 2:
             raise InvalidInputError("the clip has too little speech to recognize a voice", code="NO_SPEECH")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            embedding = np.asarray(model.embed_utterance(wav), dtype=np.float64)
+        embedding = np.asarray(model.embed_utterance(wav), dtype=np.float64)
         norm = float(np.linalg.norm(embedding))
         if not np.isfinite(norm) or norm == 0.0:
             raise InvalidInputError("no voice could be recognized in the clip", code="NO_SPEECH")
