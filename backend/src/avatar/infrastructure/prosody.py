@@ -1,0 +1,156 @@
+"""Prosody adapters: the engine in worker processes (embedded) or the prosody service over HTTP.
+
+Both satisfy :class:`avatar.application.ports.prosody.ProsodyAnalyzer`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from avatar.application.ports.common import ComponentHealth
+from avatar.application.ports.prosody import ProsodyResult
+from avatar.domain.errors import CapacityError, DependencyError, InvalidInputError
+from avatar.settings import Placement, Settings
+from avatar_common.audio import pcm16_to_float, pcm16_to_wav
+from avatar_prosody.analyzer import Analysis, BusyError, ExecutorKind, ProsodyEngine
+from avatar_prosody.app import ServiceConfig, create_app
+
+MIN_SAMPLE_RATE = 8000
+
+
+def _check_pcm(pcm: bytes, sample_rate: int) -> None:
+    if len(pcm) % 2:
+        raise InvalidInputError("PCM16 audio must have an even number of bytes", code="INVALID_AUDIO")
+    if sample_rate < MIN_SAMPLE_RATE:
+        raise InvalidInputError(f"sample rate {sample_rate} Hz is too low for prosody analysis",
+                                code="UNSUPPORTED_SAMPLE_RATE")
+
+
+def _to_result(analysis: Analysis) -> ProsodyResult:
+    return ProsodyResult(
+        confidence=analysis.confidence,
+        stability=analysis.stability,
+        affability=analysis.affability,
+        features=analysis.features,
+        reliable=analysis.reliable,
+        reason=analysis.reason,
+        explanation=analysis.explanation,
+    )
+
+
+class EmbeddedProsodyAnalyzer:
+    """Runs the analysis in this host's worker pool (processes by default, see ``ProsodyEngine``)."""
+
+    def __init__(self, engine: ProsodyEngine) -> None:
+        self.engine = engine
+
+    async def analyze(
+        self, pcm: bytes, sample_rate: int, *, baseline: Mapping[str, float] | None = None
+    ) -> ProsodyResult:
+        _check_pcm(pcm, sample_rate)
+        try:
+            analysis = await self.engine.analyze(pcm16_to_float(pcm), sample_rate, baseline)
+        except BusyError as exc:
+            raise CapacityError(str(exc)) from exc
+        except ValueError as exc:
+            raise InvalidInputError(str(exc), code="INVALID_AUDIO") from exc
+        return _to_result(analysis)
+
+    async def health(self) -> ComponentHealth:
+        e = self.engine
+        return ComponentHealth("prosody", True, f"embedded, {e.workers} {e.executor_kind} worker(s)",
+                               {"pending": e.pending, "loaded": e.ready})
+
+
+class HttpProsodyAnalyzer:
+    """Client of the prosody service (``POST /analyze`` with a WAV and the baseline as JSON)."""
+
+    def __init__(
+        self, base_url: str, *, timeout_s: float = 60.0, client: httpx.AsyncClient | None = None
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._client = client or httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def analyze(
+        self, pcm: bytes, sample_rate: int, *, baseline: Mapping[str, float] | None = None
+    ) -> ProsodyResult:
+        _check_pcm(pcm, sample_rate)
+        data = {"baseline": json.dumps(dict(baseline))} if baseline else {}
+        try:
+            response = await self._client.post(
+                "/analyze", files={"file": ("utterance.wav", pcm16_to_wav(pcm, sample_rate), "audio/wav")},
+                data=data,
+            )
+        except httpx.HTTPError as exc:
+            raise DependencyError(f"prosody service unreachable at {self.base_url}: {exc}") from exc
+        body = self._json(response)
+        if response.status_code == 503:
+            raise CapacityError(self._message(body, "the prosody service is busy"))
+        if 400 <= response.status_code < 500:
+            raise InvalidInputError(self._message(body, "the prosody service refused the audio"),
+                                    code="INVALID_AUDIO")
+        if response.status_code != 200:
+            raise DependencyError(f"prosody service answered {response.status_code}")
+        scores = body["scores"]
+        return ProsodyResult(
+            confidence=float(scores["confidence"]),
+            stability=float(scores["stability"]),
+            affability=float(scores["affability"]),
+            features=body.get("features", {}),
+            reliable=bool(body["reliable"]),
+            reason=body.get("reason"),
+            explanation=body.get("explanation", {}),
+        )
+
+    @staticmethod
+    def _json(response: httpx.Response) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError:
+            return {}
+        return body if isinstance(body, dict) else {}
+
+    @staticmethod
+    def _message(body: Mapping[str, Any], default: str) -> str:
+        error = body.get("error")
+        return str(error.get("message", default)) if isinstance(error, dict) else default
+
+    async def health(self) -> ComponentHealth:
+        try:
+            response = await self._client.get("/health", timeout=5.0)
+            body = self._json(response)
+        except httpx.HTTPError as exc:
+            return ComponentHealth("prosody", False, f"unreachable at {self.base_url}: {exc}")
+        ok = response.status_code == 200 and body.get("status") == "ok"
+        status = body.get("status", response.status_code)
+        return ComponentHealth("prosody", ok, f"remote {self.base_url}: {status}",
+                               {k: v for k, v in body.items() if k != "status"})
+
+
+async def build_prosody_analyzer(
+    settings: Settings, stack: contextlib.AsyncExitStack, *, executor: ExecutorKind = "process"
+) -> EmbeddedProsodyAnalyzer | HttpProsodyAnalyzer:
+    """The analyzer the settings ask for; worker processes start on the first analysis."""
+    if settings.prosody.placement is Placement.REMOTE:
+        remote = HttpProsodyAnalyzer(settings.prosody.url)
+        stack.push_async_callback(remote.aclose)
+        return remote
+    engine = ProsodyEngine(settings.prosody.workers, executor=executor,
+                           max_pending=max(16, 4 * settings.prosody.workers))
+    stack.push_async_callback(engine.aclose)
+    return EmbeddedProsodyAnalyzer(engine)
+
+
+def create_service_app(settings: Settings) -> FastAPI:
+    """The prosody service (``avatar serve prosody``, port 8005) configured from ``settings``."""
+    return create_app(ServiceConfig(workers=settings.prosody.workers,
+                                    max_pending=max(16, 4 * settings.prosody.workers)))

@@ -1,0 +1,148 @@
+"""Prosody REST (``GET /api/v1/prosody/{transcription_id}``, ``GET /api/v1/sessions/{id}/prosody``)
+and the start-up hook that subscribes the analysis handler to the task queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from pydantic import BaseModel
+
+from avatar.application.ports.notify import ClientNotifier
+from avatar.application.prosody import (
+    PROSODY_TOPIC,
+    ProsodyAnalysisHandler,
+    ProsodyReport,
+    get_score,
+    session_report,
+)
+from avatar.bootstrap import Container
+from avatar.domain.errors import InvalidInputError
+from avatar.domain.models import ProsodyScore
+from avatar.presentation.deps import ContainerDep
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["prosody"])
+
+
+class ScoresPublic(BaseModel):
+    confidence: float
+    stability: float
+    affability: float
+
+
+class ProsodyScorePublic(BaseModel):
+    score_id: uuid.UUID
+    transcription_id: uuid.UUID
+    scores: ScoresPublic
+    reliable: bool
+    reason: str | None
+    features: dict[str, float | str | None]
+    analyzed_at: datetime
+
+    @classmethod
+    def of(cls, score: ProsodyScore) -> ProsodyScorePublic:
+        features = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                    for k, v in score.features.items()}
+        return cls(score_id=score.score_id, transcription_id=score.transcription_id,
+                   scores=ScoresPublic(confidence=score.confidence, stability=score.stability,
+                                       affability=score.affability),
+                   reliable=score.reliable, reason=score.reason, features=features,
+                   analyzed_at=score.analyzed_at)
+
+
+class ProsodyPointPublic(BaseModel):
+    index: int
+    transcription_id: uuid.UUID
+    analyzed_at: str
+    scores: ScoresPublic
+    reliable: bool
+    reason: str | None
+
+
+class ScoreTrendPublic(BaseModel):
+    mean: float | None
+    first: float | None
+    last: float | None
+    slope_per_utterance: float | None
+    direction: str
+
+
+class ProsodyReportPublic(BaseModel):
+    session_id: uuid.UUID
+    utterances: int
+    reliable_utterances: int
+    points: list[ProsodyPointPublic]
+    trends: dict[str, ScoreTrendPublic]
+
+    @classmethod
+    def of(cls, report: ProsodyReport) -> ProsodyReportPublic:
+        return cls(
+            session_id=report.session_id,
+            utterances=report.utterances,
+            reliable_utterances=report.reliable_utterances,
+            points=[ProsodyPointPublic(index=p.index, transcription_id=p.transcription_id,
+                                       analyzed_at=p.analyzed_at, scores=ScoresPublic(**p.scores),
+                                       reliable=p.reliable, reason=p.reason) for p in report.points],
+            trends={name: ScoreTrendPublic(mean=t.mean, first=t.first, last=t.last,
+                                           slope_per_utterance=t.slope_per_utterance, direction=t.direction)
+                    for name, t in report.trends.items()},
+        )
+
+
+def _uuid(raw: str, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError as exc:
+        raise InvalidInputError(f"{raw!r} is not a {what} (a UUID)") from exc
+
+
+@router.get("/api/v1/prosody/{transcription_id}")
+async def prosody_of_utterance(transcription_id: str, container: ContainerDep) -> ProsodyScorePublic:
+    """The scores, reliability and raw features of one analyzed utterance (404 until analyzed)."""
+    score = await get_score(container.uow, _uuid(transcription_id, "transcription id"))
+    return ProsodyScorePublic.of(score)
+
+
+@router.get("/api/v1/sessions/{session_id}/prosody")
+async def prosody_report(session_id: str, container: ContainerDep) -> ProsodyReportPublic:
+    """Every analyzed utterance of a session in order, and each score's trend."""
+    report = await session_report(container.uow, _uuid(session_id, "session id"))
+    return ProsodyReportPublic.of(report)
+
+
+class _ContainerNotifier:
+    """Forwards to ``container.extras["notifier"]`` as found at delivery time.
+
+    The conversation feature registers the real notifier in its own start-up; looking it up per
+    message keeps this feature independent of start-up order. Without one, messages are logged.
+    """
+
+    def __init__(self, container: Container) -> None:
+        self.container = container
+
+    async def notify(self, session_id: uuid.UUID, message: Mapping[str, Any]) -> None:
+        notifier: ClientNotifier | None = self.container.extras.get("notifier")
+        if notifier is None:
+            log.info("no client notifier: %s for session %s not pushed", message.get("type"), session_id)
+            return
+        await notifier.notify(session_id, message)
+
+
+async def startup(app: FastAPI, container: Container) -> None:
+    """Subscribe the analysis handler (``settings.prosody.workers`` at once) when prosody is enabled."""
+    settings = container.settings.prosody
+    if not settings.enabled:
+        log.info("prosody analysis is disabled")
+        return
+    handler = ProsodyAnalysisHandler(container.prosody, container.uow, container.object_store,
+                                     _ContainerNotifier(container), container.clock)
+    app.state.prosody_handler = handler
+    container.queue.subscribe(PROSODY_TOPIC, handler, concurrency=max(1, settings.workers))
