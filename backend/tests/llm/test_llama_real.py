@@ -28,8 +28,8 @@ from tests.fakes import FakeDatabase, FakeTextEmbedder
 pytestmark = pytest.mark.slow
 
 PERSONA = load_persona(REPO_ROOT / "config" / "persona.toml")
-CONFIG = BrainConfig(context_tokens=2048, max_reply_tokens=40, history_keep_tokens=120, summarize_at_tokens=200,
-                     summary_max_tokens=60, memory_top_k=0)
+CONFIG = BrainConfig(context_tokens=2048, max_reply_tokens=40, history_keep_tokens=120,
+                     summarize_at_tokens=200, summary_max_tokens=60, memory_top_k=0)
 
 
 @pytest.fixture
@@ -78,9 +78,11 @@ async def test_replies_stream_with_emotion_summary_and_restart(chat: OpenAIChatM
     assert brain.summaries_written >= 1 and brain.summary
     assert db.tables.summaries[brain.session_id] == (brain.summary, brain.covered_turns)
 
-    restarted = await ConversationBrain.restore(brain.session_id, chat, FakeTextEmbedder(), db, PERSONA, CONFIG)
+    restarted = await ConversationBrain.restore(brain.session_id, chat, FakeTextEmbedder(), db, PERSONA,
+                                                CONFIG)
     assert restarted.summary == brain.summary
-    assert [(t.number, t.assistant) for t in restarted.history] == [(t.number, t.assistant) for t in brain.history]
+    window = [(t.number, t.assistant) for t in brain.history]
+    assert [(t.number, t.assistant) for t in restarted.history] == window
     end = await turn(restarted, db, "Do you remember my cat?")
     assert end.turn_number == 5
 

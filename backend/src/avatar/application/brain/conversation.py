@@ -18,7 +18,7 @@ import asyncio
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -196,7 +196,7 @@ class ConversationBrain:
 
     async def reply(
         self, user_text: str, *, turn_id: uuid.UUID | None = None, turn_number: int | None = None
-    ) -> AsyncIterator[BrainEvent]:
+    ) -> AsyncGenerator[BrainEvent, None]:
         """Stream the reply to ``user_text``.
 
         Closing the iteration early (barge-in) keeps what was released so far as the turn's reply
