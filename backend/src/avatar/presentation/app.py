@@ -30,6 +30,7 @@ FEATURES = (
     "avatar.presentation.voice_profiles",
     "avatar.presentation.prosody",
     "avatar.presentation.memory",
+    "avatar.presentation.objects",
 )
 
 
