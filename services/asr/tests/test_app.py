@@ -7,7 +7,7 @@ import json
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import numpy as np
@@ -76,7 +76,10 @@ def test_openai_client_wer_over_librivox_is_at_most_5_percent(
     [("flac", "text"), ("mp3", "srt"), ("opus", "vtt"), ("webm", "json")],
 )
 def test_compressed_formats_and_response_formats(
-    asr_server: RunningServer, librivox: list[SpeechClip], fmt: str, response_format: str
+    asr_server: RunningServer,
+    librivox: list[SpeechClip],
+    fmt: str,
+    response_format: Literal["json", "text", "srt", "vtt"],
 ) -> None:
     clip = librivox[4]
     data = webm(clip.samples, 16000) if fmt == "webm" else encode_audio(clip.samples, 16000, fmt)
