@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,12 +49,24 @@ def _import_get_server() -> Any:
     return get_server
 
 
-def _start_server(get_server: Any, data_dir: Path) -> Any:
+def _start_server(get_server: Any, data_dir: Path, attempts: int = 3) -> Any:
     data_dir = data_dir.expanduser().resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     # cleanup_mode="stop": the server is stopped when this process lets go of it (stop() or exit),
     # while the data directory is kept.
-    return get_server(data_dir, cleanup_mode="stop", postgres_version=POSTGRES_VERSION)
+    server = get_server(data_dir, cleanup_mode="stop", start=False, postgres_version=POSTGRES_VERSION)
+    for attempt in range(1, attempts + 1):
+        try:
+            server.start()
+            return server
+        except subprocess.SubprocessError as exc:
+            # pg_ctl is given 10 s; on a loaded machine start-up can take longer. Starting again
+            # attaches to the postmaster if it did come up, or starts it afresh.
+            if attempt == attempts:
+                raise
+            log.warning("embedded PostgreSQL start attempt %d failed (%s); retrying", attempt, exc)
+            time.sleep(1.0)
+    raise AssertionError("unreachable")
 
 
 async def start_embedded_postgres(data_dir: Path) -> EmbeddedPostgres:
