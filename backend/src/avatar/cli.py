@@ -14,7 +14,7 @@ import click
 from avatar.settings import Settings
 
 SERVICE_NAMES = ("orchestrator", "asr", "tts", "prosody")
-BENCHMARKS = ("asr", "tts", "llm", "prosody", "conversation")
+BENCHMARKS = ("asr", "tts", "llm", "prosody", "conversation", "voice_profiles")
 
 
 def _settings() -> Settings:
@@ -84,7 +84,7 @@ def serve(component: str, tier: str, host: str, port: int | None) -> None:
     elif component == "tts":
         from avatar.infrastructure.tts import create_service_app as tts_app
 
-        app = tts_app(settings, tier)
+        app = tts_app(settings, "fast" if tier == "fast" else "hq" if tier == "hq" else "both")
         default_port = settings.tts.hq_port if tier == "hq" else settings.tts.fast_port
     else:
         from avatar.infrastructure.prosody import create_service_app as prosody_app
