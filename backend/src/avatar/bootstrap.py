@@ -74,6 +74,9 @@ class Container:
             ("database", self.uow.health),
             ("object_store", self.object_store.health),
         ]
+        state = self.extras.get("session_state")
+        if state is not None:
+            checks.append(("session_state", state.health))
         results = []
         for name, check in checks:
             try:
@@ -97,6 +100,7 @@ async def build_container(settings: Settings) -> Container:
     from avatar.infrastructure.object_store import build_object_store
     from avatar.infrastructure.prosody import build_prosody_analyzer
     from avatar.infrastructure.queue import build_task_queue
+    from avatar.infrastructure.session_state import build_session_state_store
     from avatar.infrastructure.speaker import build_speaker_encoder
     from avatar.infrastructure.tts import build_synthesizers
 
@@ -122,6 +126,7 @@ async def build_container(settings: Settings) -> Container:
             object_store=object_store,
             queue=queue,
         )
+        container.extras["session_state"] = await build_session_state_store(settings, stack)
     except BaseException:
         await stack.aclose()
         raise

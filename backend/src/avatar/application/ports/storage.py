@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -72,8 +73,13 @@ class TurnRepository(Protocol):
 
 
 class TranscriptionRepository(Protocol):
-    async def add(self, turn_id: uuid.UUID, transcription: Transcription, audio_url: str | None,
-                  partial_results: Sequence[str]) -> None: ...
+    async def add(
+        self,
+        turn_id: uuid.UUID,
+        transcription: Transcription,
+        audio_url: str | None,
+        partial_results: Sequence[str],
+    ) -> None: ...
     async def get(self, transcription_id: uuid.UUID) -> Transcription | None: ...
     async def audio_url(self, transcription_id: uuid.UUID) -> str | None: ...
 
@@ -89,7 +95,9 @@ class VoiceProfileRepository(Protocol):
     async def get(self, profile_id: uuid.UUID) -> VoiceProfile | None: ...
     async def list(self) -> list[VoiceProfile]: ...
     async def delete(self, profile_id: uuid.UUID) -> bool: ...
-    async def nearest(self, embedding: Sequence[float], limit: int = 5) -> list[tuple[VoiceProfile, float]]:
+    async def nearest(
+        self, embedding: Sequence[float], limit: int = 5
+    ) -> builtins.list[tuple[VoiceProfile, float]]:
         """Profiles ordered by cosine similarity to ``embedding`` (highest first)."""
         ...
 
@@ -102,10 +110,17 @@ class SynthesizedAudioRepository(Protocol):
 class MemoryRepository(Protocol):
     """Long-term semantic memory: utterances with text embeddings (pgvector)."""
 
-    async def add(self, session_id: uuid.UUID, turn_id: uuid.UUID | None, role: str, text: str,
-                  embedding: Sequence[float]) -> None: ...
-    async def search(self, embedding: Sequence[float], limit: int = 5,
-                     session_id: uuid.UUID | None = None) -> list[MemoryHit]: ...
+    async def add(
+        self,
+        session_id: uuid.UUID,
+        turn_id: uuid.UUID | None,
+        role: str,
+        text: str,
+        embedding: Sequence[float],
+    ) -> None: ...
+    async def search(
+        self, embedding: Sequence[float], limit: int = 5, session_id: uuid.UUID | None = None
+    ) -> list[MemoryHit]: ...
 
 
 class SummaryRepository(Protocol):
@@ -118,14 +133,23 @@ class SummaryRepository(Protocol):
 class UnitOfWork(Protocol):
     """One transaction over every repository: ``async with uow: ...; await uow.commit()``."""
 
-    sessions: SessionRepository
-    turns: TurnRepository
-    transcriptions: TranscriptionRepository
-    prosody: ProsodyRepository
-    voice_profiles: VoiceProfileRepository
-    synthesized: SynthesizedAudioRepository
-    memories: MemoryRepository
-    summaries: SummaryRepository
+    # Read-only properties (not plain attributes) so adapters may narrow the repository types.
+    @property
+    def sessions(self) -> SessionRepository: ...
+    @property
+    def turns(self) -> TurnRepository: ...
+    @property
+    def transcriptions(self) -> TranscriptionRepository: ...
+    @property
+    def prosody(self) -> ProsodyRepository: ...
+    @property
+    def voice_profiles(self) -> VoiceProfileRepository: ...
+    @property
+    def synthesized(self) -> SynthesizedAudioRepository: ...
+    @property
+    def memories(self) -> MemoryRepository: ...
+    @property
+    def summaries(self) -> SummaryRepository: ...
 
     async def __aenter__(self) -> Self: ...
 
