@@ -1,7 +1,9 @@
 """The ASR service's HTTP/WebSocket face (port 8004).
 
-* ``WS /v1/stream?language=xx&sample_rate=16000&channels=1``: binary frames are PCM16 audio; text
-  frames are JSON ``{"type": "config", "sample_rate", "channels"}`` or ``{"type": "end"}``. The server
+* ``WS /v1/stream?language=xx&sample_rate=16000&channels=1&return_audio=0``: binary frames are PCM16
+  audio; text frames are JSON ``{"type": "config", "sample_rate", "channels"}``, ``{"type": "audio",
+  "data": base64}``, ``{"type": "flush"}`` (finalize the utterance now, keep streaming) or
+  ``{"type": "end"}`` (flush, then the server sends ``end`` and closes). The server
   sends ``ready``, ``speech_started``, ``partial``, ``final``, ``error`` and ``end`` (see
   :func:`event_message`).
 * ``POST /v1/audio/transcriptions``: the OpenAI audio API (multipart ``file``, ``model``, ``language``,
@@ -34,6 +36,7 @@ from avatar_asr.errors import ASRError
 from avatar_asr.metrics import ASRMetrics
 from avatar_asr.service import ASRService, FileTranscription
 from avatar_asr.stream import EventKind, RecognitionSession, StreamEvent
+from avatar_common.audio import float_to_pcm16
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +83,8 @@ def recognition_json(rec: Recognition) -> dict[str, Any]:
     }
 
 
-def event_message(event: StreamEvent) -> dict[str, Any]:
-    """The JSON message of one stream event."""
+def event_message(event: StreamEvent, *, with_audio: bool = False) -> dict[str, Any]:
+    """The JSON message of one stream event (``with_audio``: a final carries its PCM16, base64)."""
     msg: dict[str, Any] = {"type": event.kind.value, "stream_time_ms": round(event.stream_time_ms, 1)}
     if event.kind is EventKind.ERROR:
         msg.update(code=event.code, message=event.message, trace_id=str(uuid.uuid4()))
@@ -96,6 +99,8 @@ def event_message(event: StreamEvent) -> dict[str, Any]:
             latency_ms=round(event.latency_ms, 1),
             since_speech_end_ms=round(event.since_speech_end_ms, 1),
         )
+        if with_audio and event.utterance is not None:
+            msg["audio"] = base64.b64encode(float_to_pcm16(event.utterance)).decode("ascii")
     return msg
 
 
@@ -288,7 +293,7 @@ def create_app(config: ASRConfig, *, service: ASRService | None = None, warm_up:
             return
         metrics.active_streams.set(svc.active_streams)
         try:
-            await _serve_stream(ws, session, rate, channels)
+            await _serve_stream(ws, session, rate, channels, params.get("return_audio") in ("1", "true"))
         finally:
             await session.aclose()
             metrics.active_streams.set(svc.active_streams)
@@ -299,12 +304,14 @@ def create_app(config: ASRConfig, *, service: ASRService | None = None, warm_up:
         )
         await ws.close(close_code)
 
-    async def _serve_stream(ws: WebSocket, session: RecognitionSession, rate: int, channels: int) -> None:
+    async def _serve_stream(
+        ws: WebSocket, session: RecognitionSession, rate: int, channels: int, with_audio: bool
+    ) -> None:
         await ws.send_json({"type": "ready", "sample_rate": SAMPLE_RATE, "protocol": 1})
 
         async def sender() -> None:
             async for event in session.events():
-                await ws.send_json(event_message(event))
+                await ws.send_json(event_message(event, with_audio=with_audio))
             with contextlib.suppress(RuntimeError):
                 await ws.close(1000)
 
@@ -348,6 +355,9 @@ def create_app(config: ASRConfig, *, service: ASRService | None = None, warm_up:
         if kind == "end":
             await session.end_input()
             return False
+        if kind == "flush":
+            await session.flush()
+            return True
         if kind == "config":
             try:
                 state["rate"] = int(msg.get("sample_rate", state["rate"]))

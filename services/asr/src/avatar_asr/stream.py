@@ -133,7 +133,7 @@ class RecognitionSession:
         self._speech_end = 0
         self._speech_end_wall = 0.0
         self._generation = 0
-        self._heard_any = False
+        self._heard_since_flush = False
         self._partial_task: asyncio.Task[None] | None = None
         self._last_partial_len = 0
         self._last_partial_text = ""
@@ -211,15 +211,17 @@ class RecognitionSession:
             self._speech_frames_total += speech
             self._observer.vad_frames(speech, n)
 
-    async def end_input(self) -> None:
-        """No more audio: finalize the utterance in progress, then the event iterator ends."""
+    async def flush(self) -> None:
+        """Finalize the utterance in progress now (push-to-talk released); the stream stays open.
+
+        Reports ``NO_SPEECH`` when nothing was said since the previous flush.
+        """
         async with self._push_lock:
-            if self._ended or self._closed:
+            if self._closed:
                 return
-            self._ended = True
             if self._in_speech and self._confirmed:
                 self._endpoint()
-            elif not self._heard_any:
+            elif not self._heard_since_flush:
                 self._put(
                     StreamEvent(
                         EventKind.ERROR,
@@ -228,11 +230,20 @@ class RecognitionSession:
                         stream_time_ms=self._ms(self._total),
                     )
                 )
-            self._reset_utterance()
+            if self._in_speech:
+                self._reset_utterance()
+            self._heard_since_flush = False
         chain = self._final_chain
         if chain is not None:
             with contextlib.suppress(asyncio.CancelledError):
-                await chain
+                await asyncio.shield(chain)
+
+    async def end_input(self) -> None:
+        """No more audio: finalize the utterance in progress, then the event iterator ends."""
+        if self._ended or self._closed:
+            return
+        await self.flush()
+        self._ended = True
         self._put(StreamEvent(EventKind.END, stream_time_ms=self._ms(self._total)))
 
     async def aclose(self) -> None:
@@ -246,7 +257,9 @@ class RecognitionSession:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        self._put(StreamEvent(EventKind.END, stream_time_ms=self._ms(self._total)))
+        if not self._ended:
+            self._ended = True
+            self._put(StreamEvent(EventKind.END, stream_time_ms=self._ms(self._total)))
         if self._on_close is not None:
             self._on_close()
             self._on_close = None
@@ -288,7 +301,7 @@ class RecognitionSession:
             self._silence_frames += 1
         if not self._confirmed and self._speech_frames * FRAME_MS >= cfg.min_speech_ms:
             self._confirmed = True
-            self._heard_any = True
+            self._heard_since_flush = True
             self._put_after_finals(
                 StreamEvent(
                     EventKind.SPEECH_STARTED,
