@@ -70,7 +70,7 @@ export function App() {
             <VoiceInput
               value={snap.voice}
               label={t('voice')}
-              placeholder={t('voiceDefault')}
+              placeholder={t('voice')}
               onCommit={(v) => convo.setTtsMode(snap.ttsMode, v)}
             />
             <datalist id="voice-suggestions">

@@ -142,7 +142,11 @@ export class Conversation {
         if (status === 'reconnecting' || status === 'failed') this.stopPlayback();
         if (status === 'failed' && d.code) this.problem('error', `close_${d.code}`);
       },
-      onProtocolError: (e) => this.problem('error', 'PROTOCOL', e.reason),
+      onProtocolError: (e) => {
+        // a newer server may add message types: log them, but only malformed known ones are errors
+        if (e.reason.startsWith('unknown type')) console.warn(e.message);
+        else this.problem('error', 'PROTOCOL', e.reason);
+      },
     });
     this.conn.connect();
     await this.startMic();
@@ -348,6 +352,7 @@ export class Conversation {
         this.problem('error', m.code, m.message, m.trace_id);
         break;
       case 'pong':
+      case 'heartbeat':
         break;
     }
   }

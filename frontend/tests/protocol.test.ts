@@ -23,6 +23,7 @@ describe('parseServerMessage', () => {
       notice: { code: 'HQ_DEGRADED', message: 'fast only' },
       error: { code: 'BUSY', message: 'busy', trace_id: 'abc' },
       pong: { t: 5 },
+      heartbeat: { t: 6 },
     };
     for (const [type, body] of Object.entries(samples)) {
       const msg = parseServerMessage(JSON.stringify({ type, ...body }));

@@ -56,7 +56,8 @@ export function TalkPage({ convo, snap }: Props) {
               className={snap.micOn ? 'mic on' : 'mic'}
               onClick={() => void (snap.micOn ? convo.stopMic() : convo.startMic())}
             >
-              {snap.micOn ? `🎙 ${t('micOn')}` : `🔇 ${t('micOff')}`}
+              <i className="mic-dot" aria-hidden="true" />
+              {snap.micOn ? t('micOn') : t('micOff')}
             </button>
             <button
               type="button"

@@ -108,7 +108,7 @@ export function parseProsody(body: unknown): ProsodyPoint[] {
     const c = n(sc.confidence), st = n(sc.stability), a = n(sc.affability);
     if (c === null || st === null || a === null) return [];
     return [{
-      transcription_id: s(o.transcription_id), turn_number: n(o.turn_number),
+      transcription_id: s(o.transcription_id), turn_number: n(o.turn_number ?? o.index),
       confidence: c, stability: st, affability: a,
       reliable: typeof o.reliable === 'boolean' ? o.reliable : true,
       analyzed_at: s(o.analyzed_at ?? o.created_at),

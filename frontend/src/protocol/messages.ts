@@ -68,6 +68,8 @@ export interface ProsodyAnalysisMsg {
 export interface NoticeMsg { type: 'notice'; code: string; message: string }
 export interface ErrorMsg { type: 'error'; code: string; message: string; trace_id: string | null }
 export interface PongMsg { type: 'pong'; t: number }
+/** Server keep-alive (sent by the orchestrator; not in the v1 table). */
+export interface HeartbeatMsg { type: 'heartbeat'; t: number }
 
 export type ServerMessage =
   | SessionStateMsg
@@ -84,7 +86,8 @@ export type ServerMessage =
   | ProsodyAnalysisMsg
   | NoticeMsg
   | ErrorMsg
-  | PongMsg;
+  | PongMsg
+  | HeartbeatMsg;
 
 export type ClientMessage =
   | { type: 'audio_chunk'; data: string; sr: number; timestamp: number }
@@ -219,6 +222,7 @@ export function parseServerMessage(raw: string): ServerMessage {
     case 'error':
       return { type, code: str(o, 'code'), message: str(o, 'message'), trace_id: optStr(o, 'trace_id') };
     case 'pong':
+    case 'heartbeat':
       return { type, t: num(o, 't', 0) };
     default:
       throw new ProtocolError(typeof type === 'string' ? `unknown type ${type}` : 'missing type');

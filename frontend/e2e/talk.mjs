@@ -1,0 +1,113 @@
+// End-to-end: Debian's Chromium (no browser download) with a fake microphone playing a WAV talks to
+// a running AVATAR server. Prints one JSON line with what the page showed; the pytest wrapper
+// (tests/browser/test_web_app.py) starts the server and judges the result.
+//
+// Env: AVATAR_URL (base URL), AVATAR_WAV (16-bit PCM WAV), AVATAR_ARTIFACTS (screenshot folder),
+//      CHROMIUM (default /usr/bin/chromium), AVATAR_E2E_TIMEOUT_MS (per step, default 240000).
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const base = process.env.AVATAR_URL;
+const wav = process.env.AVATAR_WAV;
+const artifacts = process.env.AVATAR_ARTIFACTS ?? 'test-artifacts';
+const timeout = Number(process.env.AVATAR_E2E_TIMEOUT_MS ?? 240000);
+if (!base || !wav) {
+  console.error('AVATAR_URL and AVATAR_WAV are required');
+  process.exit(2);
+}
+mkdirSync(artifacts, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  headless: true,
+  args: [
+    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
+    `--use-file-for-fake-audio-capture=${wav}%noloop`,
+    '--autoplay-policy=no-user-gesture-required',
+  ],
+});
+const result = { ok: false, steps: [], console: [] };
+const step = (name) => {
+  result.steps.push(name);
+  console.error(`[e2e] ${name}`);
+};
+try {
+  const context = await browser.newContext({ viewport: { width: 1200, height: 820 }, locale: 'en-US' });
+  await context.grantPermissions(['microphone'], { origin: base });
+  const page = await context.newPage();
+  page.on('console', (m) => {
+    if (m.type() === 'error' || m.type() === 'warning') result.console.push(`${m.type()}: ${m.text()}`);
+  });
+  page.on('pageerror', (e) => result.console.push(`pageerror: ${e.message}`));
+  page.setDefaultTimeout(timeout);
+
+  await page.goto(base, { waitUntil: 'networkidle' });
+  step('loaded');
+  await page.getByTestId('start').click();
+  await page.waitForSelector('[data-testid="talk"][data-connection="open"]');
+  step('connected');
+  await page.waitForFunction(() => document.querySelector('[data-testid="mic"]')?.getAttribute('aria-pressed') === 'true');
+  step('microphone on');
+
+  const userText = page.getByTestId('user-text').first();
+  await userText.waitFor();
+  result.transcript = (await userText.innerText()).replace(/^You\s*/, '').trim();
+  step('transcript shown');
+  // the utterance is in; switch the microphone off so nothing else is heard while the reply plays
+  await page.getByTestId('mic').click();
+
+  // the reply: text streams in, then audio chunks play to their end
+  await page.waitForFunction(() => Number(document.querySelector('[data-testid="talk"]')?.dataset.playedChunks ?? 0) >= 1);
+  step('reply audio played');
+  await page.waitForFunction(() => {
+    const talk = document.querySelector('[data-testid="talk"]');
+    return talk?.dataset.state === 'listening' && Number(talk.dataset.receivedChunks) > 0 &&
+      Number(talk.dataset.playedChunks) >= Number(talk.dataset.receivedChunks);
+  });
+  step('reply finished');
+  const talk = page.getByTestId('talk');
+  result.playedChunks = Number(await talk.getAttribute('data-played-chunks'));
+  result.receivedChunks = Number(await talk.getAttribute('data-received-chunks'));
+  result.sessionId = await talk.getAttribute('data-session-id');
+  result.reply = (await page.getByTestId('ai-text').first().innerText()).replace(/^Avatar\s*/, '').trim();
+  result.emotion = await page.getByTestId('avatar').getAttribute('data-emotion');
+  result.errors = await page.getByTestId('error').allInnerTexts();
+  await page.screenshot({ path: join(artifacts, 'web-app-talk.png'), fullPage: true });
+
+  // the same view on a phone-sized screen, in Korean
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.getByTestId('lang').selectOption('ko');
+  await page.screenshot({ path: join(artifacts, 'web-app-talk-phone-ko.png'), fullPage: true });
+  result.koreanStart = await page.getByTestId('tab-talk').innerText();
+  await page.getByTestId('lang').selectOption('en');
+  await page.setViewportSize({ width: 1200, height: 820 });
+
+  await page.getByTestId('tab-history').click();
+  const item = page.locator(`[data-testid="session-item"][data-session-id="${result.sessionId}"]`);
+  await item.waitFor();
+  await item.click();
+  const historyTurn = page.getByTestId('history-turn').first();
+  await historyTurn.waitFor();
+  result.history = await page.getByTestId('history-turn').allInnerTexts();
+  step('history shows the turn');
+  await page.screenshot({ path: join(artifacts, 'web-app-history.png'), fullPage: true });
+  result.ok = true;
+} catch (err) {
+  result.error = String(err?.stack ?? err);
+  try {
+    const pages = browser.contexts()[0]?.pages() ?? [];
+    if (pages[0]) {
+      await pages[0].screenshot({ path: join(artifacts, 'web-app-failure.png'), fullPage: true });
+      result.html = (await pages[0].content()).slice(0, 4000);
+    }
+  } catch {
+    // the page itself is gone
+  }
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(result));
+process.exit(result.ok ? 0 : 1);

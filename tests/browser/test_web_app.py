@@ -1,0 +1,128 @@
+"""The web app end to end: Debian's Chromium, driven by Playwright (frontend/e2e/talk.mjs), with a fake
+microphone playing a LibriVox WAV, against a real uvicorn server of ``create_app`` on the embedded
+stack (Whisper, SmolLM2 via llama.cpp, Piper/Kokoro, PostgreSQL + pgvector, filesystem objects).
+
+Screenshots are kept in ``test-artifacts/``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from avatar.bootstrap import build_container
+from avatar.presentation.app import create_app
+from tests.e2e.harness import running_server
+from tests.e2e.test_conversation import e2e_settings
+from tests.support.audio import SpeechClip
+
+REPO = Path(__file__).resolve().parents[2]
+FRONTEND = REPO / "frontend"
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+
+def _words(text: str) -> set[str]:
+    return set(re.sub(r"[^a-z' ]", " ", text.lower()).split())
+
+
+@pytest.fixture(scope="module")
+def built_app() -> Path:
+    """The production build of the web app (built here when set-up has not done it)."""
+    if shutil.which("node") is None or not CHROMIUM.exists():
+        pytest.fail(
+            "node and chromium are needed: run `make setup-test` (scripts/setup.sh --with-test-tools)"
+        )
+    if not (FRONTEND / "node_modules").is_dir():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=FRONTEND, check=True)
+    if not (FRONTEND / "dist" / "index.html").exists():
+        subprocess.run(["npm", "run", "build"], cwd=FRONTEND, check=True)
+    return FRONTEND / "dist"
+
+
+@pytest.fixture(scope="module")
+def speech_wav(
+    tmp_path_factory: pytest.TempPathFactory, librivox: list[SpeechClip]
+) -> tuple[Path, SpeechClip]:
+    """A LibriVox clip with silence around it, as 16-bit PCM WAV (what Chromium's fake mic reads).
+
+    The lead-in lets the page start streaming first; the tail lets the server's VAD end the utterance.
+    """
+    clip = librivox[0]
+    out = tmp_path_factory.mktemp("wav") / "speech.wav"
+    subprocess.run(
+        ["sox", str(clip.path), "-b", "16", "-e", "signed-integer", "-c", "1", str(out), "pad", "1.5", "6"],
+        check=True,
+        capture_output=True,
+    )
+    return out, clip
+
+
+@pytest_asyncio.fixture(scope="module")
+async def server(
+    tmp_path_factory: pytest.TempPathFactory, module_database_url: str, llama_server: str, built_app: Path
+) -> AsyncIterator[str]:
+    settings = e2e_settings(tmp_path_factory.mktemp("web"), module_database_url, llama_server)
+    settings.server.frontend_dist = built_app
+    container = await build_container(settings)
+    try:
+        async with running_server(create_app(settings, container)) as base:
+            yield base
+    finally:
+        await container.aclose()
+
+
+async def test_talk_in_the_browser(server: str, speech_wav: tuple[Path, SpeechClip]) -> None:
+    wav, clip = speech_wav
+    env = {
+        **os.environ,
+        "AVATAR_URL": server,
+        "AVATAR_WAV": str(wav),
+        "AVATAR_ARTIFACTS": str(ARTIFACTS),
+        "CHROMIUM": str(CHROMIUM),
+    }
+    # the server runs in this event loop, so the browser script must be awaited, not blocked on
+    proc = await asyncio.create_subprocess_exec(
+        "node",
+        "e2e/talk.mjs",
+        cwd=FRONTEND,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=900)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    lines = stdout.decode().strip().splitlines()
+    assert lines, f"the browser script printed nothing; stderr:\n{stderr.decode()[-3000:]}"
+    result = json.loads(lines[-1])
+    assert result["ok"], f"{result.get('error')}\nsteps: {result['steps']}\nconsole: {result['console']}"
+
+    heard = _words(result["transcript"])
+    expected = _words(clip.transcript)
+    assert len(heard & expected) >= len(expected) // 2, (result["transcript"], clip.transcript)
+    assert result["playedChunks"] >= 1
+    assert result["playedChunks"] == result["receivedChunks"]
+    assert result["reply"] and result["reply"] != "…"
+    assert result["emotion"] in {"happy", "sad", "angry", "surprised", "neutral", "excited"}
+    assert result["errors"] == []
+    assert result["koreanStart"] == "대화"
+    (turn,) = result["history"]
+    assert result["transcript"] in turn
+    assert result["reply"][:20] in turn
+    assert not [c for c in result["console"] if c.startswith("pageerror")]
+    for name in ("web-app-talk.png", "web-app-talk-phone-ko.png", "web-app-history.png"):
+        assert (ARTIFACTS / name).stat().st_size > 10_000
