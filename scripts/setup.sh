@@ -22,7 +22,7 @@ mark_done() { mkdir -p "$STAMPS"; echo "$2" > "$STAMPS/$1"; }
 # --- 1. Debian packages -------------------------------------------------------------------
 APT_PACKAGES=(espeak-ng ffmpeg libsndfile1 sox pocketsphinx-testdata redis-server)
 if [[ $WITH_TEST == 1 ]]; then
-  APT_PACKAGES+=(chromium chromium-driver nodejs npm prometheus nginx docker-compose)
+  APT_PACKAGES+=(chromium chromium-driver nodejs npm prometheus nginx docker-compose fonts-nanum)
 fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
