@@ -47,14 +47,16 @@ _MARKUP = re.compile(r"<\s*/?\s*[A-Za-z][\w:.-]*(\s[^<>]*)?/?\s*>|<!--|<\?xml|&[
 _ALLOWED_CONTROL = frozenset("\n\r\t")
 
 
-def validate_text(text: str, max_chars: int, *, allow_empty: bool = False) -> str:
+def validate_text(text: str, max_chars: int, *, piece: bool = False) -> str:
     """Check that ``text`` is plain speakable text; returns it stripped.
+
+    A ``piece`` of a text arriving incrementally may be empty or only punctuation.
 
     Raises:
         InvalidTextError: empty, longer than ``max_chars``, control characters, markup (SSML).
     """
     stripped = text.strip()
-    if not stripped and not allow_empty:
+    if not stripped and not piece:
         raise InvalidTextError("the text is empty: send at least one word to speak", code="EMPTY_TEXT")
     if len(text) > max_chars:
         raise InvalidTextError(f"the text has {len(text)} characters; the limit is {max_chars} "
@@ -67,7 +69,7 @@ def validate_text(text: str, max_chars: int, *, allow_empty: bool = False) -> st
     if _MARKUP.search(text):
         raise InvalidTextError("SSML and other markup are not supported: send plain text without tags",
                                code="MARKUP_NOT_SUPPORTED")
-    if stripped and not has_words(speakable(stripped)):
+    if not piece and not has_words(speakable(stripped)):
         raise InvalidTextError("the text has nothing to pronounce (no letters or digits)",
                                code="NOTHING_TO_SPEAK")
     return stripped
@@ -168,10 +170,10 @@ class _TextSource:
             if self._seen > self._max:
                 raise InvalidTextError(f"the text exceeds the {self._max}-character limit",
                                        code="TEXT_TOO_LONG")
-            validate_text(piece, self._max, allow_empty=True)
+            validate_text(piece, self._max, piece=True)
             self._ready.extend(self._chunker.feed(piece))
         clause = self._ready.pop(0)
-        validate_text(clause, self._max, allow_empty=True)  # markup split across pieces
+        validate_text(clause, self._max, piece=True)  # markup split across pieces
         return clause
 
 
@@ -381,7 +383,8 @@ class TTSService:
                 return Plan(engine, default, lang, tier, match=reference)
         if tier is Tier.HQ:
             fast = self.plan(Tier.FAST, voice=None, language=lang, text=text, reference=reference)
-            return _with_notice(fast, f"the HQ voice does not speak {lang!r}; served by the fast tier")
+            why = f"the HQ voice does not speak {lang!r}" if names else "no HQ engine is available"
+            return _with_notice(fast, f"{why}; served by the fast tier")
         raise UnsupportedLanguageError(f"no voice speaks language {lang!r}")
 
     def _match_stock_voice(self, plan: Plan, reference: Reference) -> Plan:
@@ -459,6 +462,11 @@ class TTSService:
         if first_clause is None:
             raise InvalidTextError("the text is empty: send at least one word to speak", code="EMPTY_TEXT")
         source.push_back(first_clause)
+        if tier is Tier.HQ and not self.config.hq_enabled:
+            fast = self.plan(Tier.FAST, voice=voice, language=language, text=first_clause,
+                             reference=reference)
+            return await self._start(_with_notice(fast, "the HQ tier is disabled; served by the fast tier"),
+                                     source, speed, started, requested=tier)
         plan = self.plan(tier, voice=voice, language=language, text=first_clause, reference=reference)
         if plan.tier is Tier.HQ:
             return await self._start_hq(plan, source, speed, started, text_sample=first_clause)
@@ -482,9 +490,7 @@ class TTSService:
     async def _start_hq(self, plan: Plan, source: _TextSource, speed: float, started: float, *,
                         text_sample: str) -> Utterance:
         reason: str | None = None
-        if not self.config.hq_enabled:
-            reason = "the HQ tier is disabled; served by the fast tier"
-        elif self.breaker.opened:
+        if self.breaker.opened:
             reason = (f"HQ model unavailable for now (failed {self.breaker.failure_count} times in a row); "
                       f"served by the fast tier, retrying in {max(0, self.breaker.open_remaining)} s")
         if reason is None:

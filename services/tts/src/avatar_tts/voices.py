@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ Embedder = Callable[[FloatAudio, int], FloatAudio]
 SampleSynth = Callable[[Voice], tuple[FloatAudio, int]]
 
 SAMPLE_TEXT = {
-    "en": "The quick brown fox jumps over the lazy dog, and then it rests in the warm afternoon sun.",
+    "en": "The quick brown fox jumps over the lazy dog.",
     "ja": "今日はとても良い天気ですね。少し散歩に行きましょう。",
     "ko": "오늘은 날씨가 정말 좋네요. 잠깐 산책하러 갈까요?",
     "zh": "今天天气很好\uff0c我们一起去公园散步吧。",
@@ -40,7 +41,11 @@ class ResemblyzerEmbedder:
 
         with self._lock:
             if self._encoder is None:
-                from resemblyzer import VoiceEncoder
+                with warnings.catch_warnings():
+                    # resemblyzer imports scipy and pkg_resources names deprecated upstream
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    warnings.simplefilter("ignore", UserWarning)
+                    from resemblyzer import VoiceEncoder
 
                 self._encoder = VoiceEncoder(device="cpu", verbose=False)
             from resemblyzer import preprocess_wav
