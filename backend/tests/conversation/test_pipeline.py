@@ -7,6 +7,7 @@ import asyncio
 import math
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -326,3 +327,53 @@ def test_tokens() -> None:
     ]:
         with pytest.raises(TokenError, match=reason):
             verify_token("secret", bad_sid, bad_token, now_s=now)
+
+
+async def test_another_replica_resumes_from_the_shared_redis_state(redis_url: str,
+                                                                   redis_namespace: str) -> None:
+    from avatar.infrastructure.queue import redis_client
+    from avatar.infrastructure.session_state import RedisSessionStateStore
+
+    rig = Rig(replies=("[happy] Nice to meet you, Alice.", "[neutral] Your name is Alice."),
+              texts=("my name is alice", "what is my name"))
+    # Two replicas: their own process state (manager, brains, Redis connection); shared DB and Redis.
+    deps_b = replace(rig.deps, replies=BrainReplyEngine(rig.chat, FakeTextEmbedder(), rig.db,
+                                                        load_persona(Settings().llm.persona_file)))
+    clients = [redis_client(redis_url), redis_client(redis_url)]
+    replica_a = SessionManager(rig.deps, max_sessions=2, grace_s=60,
+                               state_store=RedisSessionStateStore(clients[0], namespace=redis_namespace))
+    store_b = RedisSessionStateStore(clients[1], namespace=redis_namespace)
+    replica_b = SessionManager(deps_b, max_sessions=2, grace_s=60, state_store=store_b)
+    try:
+        record = Session.start(rig.clock.now())
+        async with rig.db() as tx:
+            await tx.sessions.add(record)
+            await tx.commit()
+        sid = record.session_id
+        token = issue_token("secret", sid, now_s=1000, ttl_s=10**9)
+        first, resumed, _ = await replica_a.attach(sid, object(), token)
+        assert not resumed
+        await first.set_tts_mode(TTSMode.HQ, voice="amy")
+        await first.push_audio(tone(1000))
+        await rig.until(first, lambda m: m["type"] == "turn_completed")
+        await replica_a.aclose()  # replica A goes away; its state stays in Redis
+
+        stored = await store_b.load(sid)
+        assert stored is not None and stored.accepts(token) and stored.extra["turn_count"] == "1"
+        with pytest.raises(TokenError):  # a token of the same session but not the one it was given
+            await replica_b.attach(sid, object(), issue_token("secret", sid, now_s=2000, ttl_s=10**9))
+        assert not replica_b.is_live(sid)
+        second, resumed, _ = await replica_b.attach(sid, object(), token)
+        assert resumed and second is not first
+        assert (second.tts_mode, second.voice, second.turn_count) == (TTSMode.HQ, "amy", 1)
+        rig.messages = []
+        await second.push_audio(tone(1000))
+        messages = await rig.until(second, lambda m: m["type"] == "turn_completed")
+        assert next(m for m in messages if m["type"] == "turn_started")["turn_number"] == 2
+        prompt = " ".join(m.content for m in rig.chat.calls[-1])
+        assert "my name is alice" in prompt and "Nice to meet you, Alice." in prompt
+    finally:
+        await replica_a.aclose()
+        await replica_b.aclose()
+        for client in clients:
+            await client.aclose()

@@ -30,12 +30,12 @@ from avatar.application.conversation import (
     ConversationSession,
     SessionEndedError,
     SessionManager,
-    SessionStateStore,
     TextChunker,
     TokenError,
     make_hq_handler,
     verify_token,
 )
+from avatar.application.ports.session_state import SessionStateStore
 from avatar.application.ports.tts import VoiceReference
 from avatar.bootstrap import Container
 from avatar.domain.errors import CapacityError, NotFoundError
@@ -101,8 +101,9 @@ def _chunker() -> TextChunker:
 
 
 def _state_store(container: Container) -> SessionStateStore | None:
-    store = container.extras.get("session_state")
-    return store if store is not None else None
+    """The store ``build_container`` registers (Redis in compose, so any replica can resume)."""
+    store: SessionStateStore | None = container.extras.get("session_state")
+    return store
 
 
 def build_deps(container: Container, reply_engine: Any | None = None) -> ConversationDeps:
@@ -324,7 +325,10 @@ async def conversation(websocket: WebSocket, session_id: str) -> None:
         return
     holder: dict[str, _Connection] = {}
     try:
-        session, resumed, previous = await manager.attach(sid, holder)
+        session, resumed, previous = await manager.attach(sid, holder, token)
+    except TokenError as exc:
+        await websocket.close(CLOSE_TOKEN, exc.message[:120])
+        return
     except NotFoundError as exc:
         await websocket.close(CLOSE_NOT_FOUND, exc.message[:120])
         return

@@ -9,7 +9,6 @@ from avatar.application.conversation.ports import (
     ReplyEngine,
     ReplyEvent,
     ReplyText,
-    SessionStateStore,
     TextChunker,
     VoiceResolver,
 )
@@ -30,7 +29,7 @@ __all__ = [
     "HQ_TOPIC", "PROSODY_TOPIC", "STAGES", "BackgroundWriter", "BrainReplyEngine", "ConversationConfig",
     "ConversationDeps",
     "ConversationMetrics", "ConversationSession", "NullMetrics", "Outbox", "Phase", "ReplyEmotion",
-    "ReplyEngine", "ReplyEvent", "ReplyText", "SessionEndedError", "SessionManager", "SessionStateStore",
+    "ReplyEngine", "ReplyEvent", "ReplyText", "SessionEndedError", "SessionManager",
     "TextChunker", "TokenError", "VoiceResolver", "issue_token", "make_hq_handler",
     "transcription_id_for", "verify_token",
 ]

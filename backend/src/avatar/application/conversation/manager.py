@@ -7,12 +7,14 @@ import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from avatar.application.conversation.ports import SessionStateStore
 from avatar.application.conversation.session import ConversationDeps, ConversationSession
+from avatar.application.conversation.tokens import TokenError
+from avatar.application.ports.session_state import ResumableSession, SessionStateStore, hash_token
 from avatar.domain.errors import AvatarError, CapacityError, NotFoundError
-from avatar.domain.models import Session, TTSMode
+from avatar.domain.models import Session
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,7 @@ class _Live:
     session: ConversationSession
     connection: object | None = None
     grace: asyncio.Task[None] | None = None
+    token_hash: str = ""
 
 
 class SessionManager:
@@ -64,9 +67,15 @@ class SessionManager:
             raise CapacityError(
                 f"the server is at its limit of {self.max_sessions} concurrent sessions; try again shortly")
 
-    async def attach(self, session_id: uuid.UUID,
-                     connection: object) -> tuple[ConversationSession, bool, object | None]:
+    async def attach(self, session_id: uuid.UUID, connection: object,
+                     token: str | None = None) -> tuple[ConversationSession, bool, object | None]:
         """Bind ``connection`` to the session, creating or resuming it.
+
+        Args:
+            session_id: The session to attach to.
+            connection: An opaque handle of the connection (returned to whoever it replaces).
+            token: The session token the client presented (already verified); its hash is kept
+                in the session state, and a stored state only resumes for the same token.
 
         Returns:
             The session, whether it was resumed, and the connection it took over (to be closed).
@@ -74,22 +83,29 @@ class SessionManager:
         Raises:
             NotFoundError: the session does not exist. SessionEndedError: it has ended.
             CapacityError: admitting it would exceed ``max_sessions``.
+            TokenError: the stored state belongs to another token.
         """
+        token_hash = hash_token(token) if token else ""
         live = self._live.get(session_id)
         if live is not None:
+            if live.token_hash and token_hash and live.token_hash != token_hash:
+                raise TokenError("the session token does not belong to this session")
             if live.grace is not None:
                 live.grace.cancel()
                 live.grace = None
             previous, live.connection = live.connection, connection
             live.session.outbox.attached = True
+            live.token_hash = live.token_hash or token_hash
             return live.session, True, previous
         await self._load_record(session_id)
         if session_id in self._live:  # attached by a concurrent connect meanwhile
-            return await self.attach(session_id, connection)
+            return await self.attach(session_id, connection, token)
         self.check_capacity()
         self._reserved += 1  # held across the awaits below so two connects cannot both pass
         try:
-            state = await self.state_store.load(session_id) if self.state_store is not None else None
+            state = await self._load_state(session_id)
+            if state is not None and state.token_hash and token and not state.accepts(token):
+                raise TokenError("the session token does not belong to this session")
             session = self._new_session(session_id, state)
             resumed = state is not None or session.turn_count > 0
             if resumed:
@@ -99,10 +115,15 @@ class SessionManager:
             await session.start()
         finally:
             self._reserved -= 1
-        self._live[session_id] = _Live(session, connection)
+        self._live[session_id] = _Live(session, connection,
+                                       token_hash=token_hash or (state.token_hash if state else ""))
+        if self.state_store is not None:
+            # Every later change (a turn, a voice choice) is written through the session's own
+            # background writer: retried, reported if lasting, never on the audio path.
+            session.on_state_change = lambda: self._store_state(session_id)
         session.outbox.attached = True
         self.deps.metrics.set_active_sessions(self.active_count)
-        await self._save_state(session)
+        await self._save_state(self._live[session_id])
         return session, resumed, None
 
     def detach(self, session_id: uuid.UUID, connection: object) -> None:
@@ -117,7 +138,7 @@ class SessionManager:
     async def _expire(self, session_id: uuid.UUID) -> None:
         live = self._live.get(session_id)
         if live is not None:
-            await self._save_state(live.session, ttl_s=int(self.grace_s) + 1)
+            await self._save_state(live, ttl_s=self.grace_s + 1.0)
         await asyncio.sleep(self.grace_s)
         await self.close(session_id, delete_state=True)
 
@@ -154,22 +175,32 @@ class SessionManager:
         live.session.outbox.send(dict(message))
 
     async def save_state(self, session_id: uuid.UUID) -> None:
+        """Write the live session's resumable state (after a change the client made)."""
         live = self._live.get(session_id)
         if live is not None:
-            await self._save_state(live.session)
+            await self._save_state(live)
 
     # --- helpers --------------------------------------------------------------------------
 
-    def _new_session(self, session_id: uuid.UUID, state: Mapping[str, Any] | None) -> ConversationSession:
-        if not state:
+    def _new_session(self, session_id: uuid.UUID, state: ResumableSession | None) -> ConversationSession:
+        if state is None:
             return ConversationSession(session_id, self.deps)
-        profile = state.get("voice_profile_id")
-        mode = state.get("tts_mode")
+        extra = state.extra
+        turns = extra.get("turn_count", "0")
         return ConversationSession(
-            session_id, self.deps, turn_count=int(state.get("turn_count", 0)),
-            tts_mode=TTSMode(mode) if mode in ("fast", "hq") else None,
-            voice=state.get("voice"), voice_profile_id=uuid.UUID(profile) if profile else None,
-            language=state.get("language"))
+            session_id, self.deps, turn_count=int(turns) if turns.isdigit() else 0,
+            tts_mode=state.tts_mode, voice=state.voice, voice_profile_id=state.voice_profile_id,
+            language=extra.get("language") or None)
+
+    async def _load_state(self, session_id: uuid.UUID) -> ResumableSession | None:
+        if self.state_store is None:
+            return None
+        try:
+            return await self.state_store.load(session_id)
+        except Exception:
+            # The stored turns still rebuild the history; only the client's choices are lost.
+            log.exception("session %s: could not load its state; resuming from the stored turns", session_id)
+            return None
 
     async def _load_record(self, session_id: uuid.UUID) -> Session:
         async with self.deps.uow() as tx:
@@ -184,12 +215,21 @@ class SessionManager:
         async with self.deps.uow() as tx:
             return list(await tx.turns.list_for_session(session_id))
 
-    async def _save_state(self, session: ConversationSession, ttl_s: int | None = None) -> None:
-        if self.state_store is None:
+    async def _store_state(self, session_id: uuid.UUID, ttl_s: float | None = None) -> None:
+        live = self._live.get(session_id)
+        if self.state_store is None or live is None:
             return
+        session = live.session
+        state = ResumableSession(
+            session_id=session.session_id, token_hash=live.token_hash, tts_mode=session.tts_mode,
+            voice=session.voice, voice_profile_id=session.voice_profile_id, last_seen=self.deps.clock.now(),
+            extra=session.snapshot())
+        await self.state_store.save(state, timedelta(seconds=ttl_s or self.grace_s + 3600.0))
+
+    async def _save_state(self, live: _Live, ttl_s: float | None = None) -> None:
+        session = live.session
         try:
-            await self.state_store.save(session.session_id, session.snapshot(),
-                                        ttl_s or int(self.grace_s) + 3600)
+            await self._store_state(session.session_id, ttl_s)
         except Exception:
             log.exception("session %s: could not save its state", session.session_id)
 

@@ -1,12 +1,13 @@
 """What the conversation pipeline needs beyond the shared ports: the reply engine, the clause
-chunker, the session-state store and the voice resolver. Adapters live in the composition code."""
+chunker and the voice resolver. Adapters live in the composition code. (Session state for
+reconnects is the shared ``avatar.application.ports.session_state.SessionStateStore``.)"""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from avatar.application.ports.tts import VoiceReference
 from avatar.domain.models import ConversationTurn, Emotion
@@ -63,13 +64,3 @@ class VoiceResolver(Protocol):
     """Turns a voice profile id into a cloning reference (``None`` when there is no such profile)."""
 
     async def __call__(self, profile_id: uuid.UUID) -> VoiceReference | None: ...
-
-
-class SessionStateStore(Protocol):
-    """Small per-session state that must survive a dropped connection (Redis in compose)."""
-
-    async def save(self, session_id: uuid.UUID, state: Mapping[str, Any], ttl_s: int) -> None: ...
-
-    async def load(self, session_id: uuid.UUID) -> dict[str, Any] | None: ...
-
-    async def delete(self, session_id: uuid.UUID) -> None: ...

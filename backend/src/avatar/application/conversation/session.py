@@ -16,7 +16,7 @@ import io
 import logging
 import uuid
 import wave
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -222,6 +222,8 @@ class ConversationSession:
         self._notices_sent: set[str] = set()
         self._lock = asyncio.Lock()
         self.closed = False
+        #: Writes the resumable state (set by the session manager when there is a state store).
+        self.on_state_change: Callable[[], Awaitable[None]] | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -279,6 +281,7 @@ class ConversationSession:
             if voice_profile_id is not None and self.deps.voice_resolver is not None:
                 self._reference = await self.deps.voice_resolver(voice_profile_id)
         self.outbox.send(self.state_message())
+        self._state_changed()
 
     def state_message(self, *, resumed: bool = False) -> Message:
         return {
@@ -288,11 +291,10 @@ class ConversationSession:
             "voice_profile_id": str(self.voice_profile_id) if self.voice_profile_id else None,
         }
 
-    def snapshot(self) -> dict[str, Any]:
-        """What another replica needs to resume this session."""
-        return {"turn_count": self.turn_count, "tts_mode": self.tts_mode.value, "voice": self.voice,
-                "voice_profile_id": str(self.voice_profile_id) if self.voice_profile_id else None,
-                "language": self.language}
+    def snapshot(self) -> dict[str, str]:
+        """What another replica needs to resume this session beyond the client's voice choices
+        (``ResumableSession.extra``)."""
+        return {"turn_count": str(self.turn_count), "language": self.language or ""}
 
     @property
     def replying(self) -> bool:
@@ -358,6 +360,7 @@ class ConversationSession:
             reply.stages["asr_final"] = transcription.latency_ms
             self._reply = reply
             self._persist_input(reply, pcm, partials)
+            self._state_changed()
             self.outbox.send({"type": "turn_started", "turn_id": reply.turn_key,
                               "turn_number": turn.turn_number})
             reply.task = asyncio.create_task(self._run_reply(reply), name=f"reply-{turn_id}")
@@ -644,6 +647,11 @@ class ConversationSession:
         self.deps.metrics.observe_stage(name, seconds)
         if e2e:
             self.deps.metrics.observe_e2e(seconds)
+
+    def _state_changed(self) -> None:
+        hook = self.on_state_change
+        if hook is not None:
+            self.writer.submit("session state", hook)
 
     def _send_emotion(self, reply: _Reply) -> None:
         if reply.emotion_sent:
