@@ -31,6 +31,11 @@ export function App() {
   const api = useMemo(() => new ApiClient(API_BASE), []);
   const convo = useMemo(() => new Conversation(api), [api]);
   const snap = useSyncExternalStore(convo.subscribe, convo.getSnapshot);
+  useEffect(() => {
+    if (new URLSearchParams(window.location.search).has('debug')) {
+      (window as unknown as { __avatar?: Conversation }).__avatar = convo;
+    }
+  }, [convo]);
   const [lang, setLang] = useState<Lang>(() => initialLang(localStorage.getItem('avatar.lang'), navigator.language));
   const [tab, setTab] = useState<Tab>('talk');
   const t = (k: StringKey) => translate(lang, k);

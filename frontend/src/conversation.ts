@@ -152,6 +152,12 @@ export class Conversation {
     await this.startMic();
   }
 
+  /** Diagnostics hooks (exposed on `window.__avatar` with `?debug=1`). */
+  readonly debug = {
+    dropConnection: (): void => this.conn?.drop(),
+    sendRaw: (text: string): void => this.conn?.sendRaw(text),
+  };
+
   async end(): Promise<void> {
     this.stopPlayback();
     await this.stopMic();
@@ -251,7 +257,7 @@ export class Conversation {
     const t = text.trim();
     if (!t || !this.conn) return;
     if (this.queue?.playing) this.interrupt();
-    this.update((s) => ({ turns: [...s.turns, newTurn(null, t)] }));
+    // the server echoes typed text as a transcription_final, which adds the turn
     this.conn.send({ type: 'text_input', text: t });
   }
 

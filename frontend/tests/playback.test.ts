@@ -107,6 +107,14 @@ describe('PlaybackQueue', () => {
     expect(q.stop().heardText).toBe('');
   });
 
+  it('counts a clause spread over several chunks once in the heard text', () => {
+    const ctx = new FakeContext();
+    const q = new PlaybackQueue(ctx, null);
+    for (const text of ['Hello!', 'Hello!', 'Hello!', 'It is a fine day.', 'It is a fine day.']) q.enqueue(chunk(100, text));
+    ctx.advance(0.45);
+    expect(q.heardText()).toBe('Hello! It is a fine day.');
+  });
+
   it('starts a new turn’s accounting when the turn id changes', () => {
     const ctx = new FakeContext();
     const q = new PlaybackQueue(ctx, null);

@@ -225,6 +225,16 @@ describe('RealtimeConnection', () => {
     expect(h.sockets.length).toBe(1);
   });
 
+  it('treats drop() like a network failure: it reconnects', () => {
+    const h = harness();
+    h.conn.connect();
+    h.sockets[0].open();
+    h.conn.drop();
+    expect(h.conn.state).toBe('reconnecting');
+    h.timers.advance(100);
+    expect(h.sockets.length).toBe(2);
+  });
+
   it('cancels a pending reconnect when closed by the user', () => {
     const h = harness();
     h.conn.connect();

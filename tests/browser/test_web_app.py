@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,34 +19,16 @@ import pytest_asyncio
 
 from avatar.bootstrap import build_container
 from avatar.presentation.app import create_app
+from tests.browser.support import ARTIFACTS, CHROMIUM, FRONTEND
 from tests.e2e.harness import running_server
 from tests.e2e.test_conversation import e2e_settings
 from tests.support.audio import SpeechClip
-
-REPO = Path(__file__).resolve().parents[2]
-FRONTEND = REPO / "frontend"
-ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 
 def _words(text: str) -> set[str]:
     return set(re.sub(r"[^a-z' ]", " ", text.lower()).split())
-
-
-@pytest.fixture(scope="module")
-def built_app() -> Path:
-    """The production build of the web app (built here when set-up has not done it)."""
-    if shutil.which("node") is None or not CHROMIUM.exists():
-        pytest.fail(
-            "node and chromium are needed: run `make setup-test` (scripts/setup.sh --with-test-tools)"
-        )
-    if not (FRONTEND / "node_modules").is_dir():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=FRONTEND, check=True)
-    if not (FRONTEND / "dist" / "index.html").exists():
-        subprocess.run(["npm", "run", "build"], cwd=FRONTEND, check=True)
-    return FRONTEND / "dist"
 
 
 @pytest.fixture(scope="module")

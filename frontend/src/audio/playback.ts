@@ -118,14 +118,19 @@ export class PlaybackQueue {
     return Math.round(s * 1000);
   }
 
-  /** Text of the current turn's chunks that have started playing (what the listener heard). */
+  /**
+   * Text of the current turn's clauses that have started playing (what the listener heard).
+   * A clause usually spans several chunks that all carry its text, so consecutive repeats collapse.
+   */
   heardText(): string {
     const now = this.ctx.currentTime;
-    return this.history
-      .filter((item) => item.start <= now)
-      .map((item) => item.chunk.text.trim())
-      .filter(Boolean)
-      .join(' ');
+    const clauses: string[] = [];
+    for (const item of this.history) {
+      const text = item.chunk.text.trim();
+      if (item.start > now || !text || clauses[clauses.length - 1] === text) continue;
+      clauses.push(text);
+    }
+    return clauses.join(' ');
   }
 
   /** Stops everything now (barge-in); reports how much of the turn was heard. */

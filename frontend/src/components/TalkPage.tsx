@@ -72,7 +72,7 @@ export function TalkPage({ convo, snap }: Props) {
         )}
       </div>
 
-      <div className="input-mode" role="radiogroup" aria-label={t('handsFree')}>
+      <div className="input-mode" role="radiogroup" aria-label={t('inputMode')}>
         <label>
           <input type="radio" name="inmode" checked={snap.inputMode === 'handsfree'} onChange={() => convo.setInputMode('handsfree')} />
           {t('handsFree')}

@@ -159,6 +159,16 @@ export class RealtimeConnection {
     return true;
   }
 
+  /** Sends a raw text frame (diagnostics: lets a test show how the server answers bad input). */
+  sendRaw(text: string): void {
+    this.socket?.send(text);
+  }
+
+  /** Drops the socket as a network failure would (it reconnects); diagnostics and tests. */
+  drop(code = 4000): void {
+    this.socket?.close(code, 'dropped');
+  }
+
   close(): void {
     this.closedByUser = true;
     if (this.retryTimer !== null) this.timers.clearTimeout(this.retryTimer);

@@ -1,0 +1,108 @@
+// Browser check of the controls around a conversation, against a server with scripted engines:
+// push-to-talk, the stop button (barge-in), a server error shown, a dropped socket that
+// reconnects and resumes the session, and a typed message afterwards. Prints one JSON line.
+//
+// Env: AVATAR_URL, AVATAR_WAV, AVATAR_ARTIFACTS, CHROMIUM, AVATAR_E2E_TIMEOUT_MS (default 60000).
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const base = process.env.AVATAR_URL;
+const wav = process.env.AVATAR_WAV;
+const artifacts = process.env.AVATAR_ARTIFACTS ?? 'test-artifacts';
+const timeout = Number(process.env.AVATAR_E2E_TIMEOUT_MS ?? 60000);
+if (!base || !wav) {
+  console.error('AVATAR_URL and AVATAR_WAV are required');
+  process.exit(2);
+}
+mkdirSync(artifacts, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  headless: true,
+  args: [
+    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
+    `--use-file-for-fake-audio-capture=${wav}`,
+  ],
+});
+const result = { ok: false, steps: [], console: [] };
+const step = (name) => {
+  result.steps.push(name);
+  console.error(`[controls] ${name}`);
+};
+const talkAttr = (page, name) => page.getByTestId('talk').getAttribute(`data-${name}`);
+try {
+  const context = await browser.newContext({ viewport: { width: 1000, height: 800 } });
+  await context.grantPermissions(['microphone'], { origin: base });
+  const page = await context.newPage();
+  page.on('console', (m) => {
+    if (m.type() === 'error') result.console.push(m.text());
+  });
+  page.on('pageerror', (e) => result.console.push(`pageerror: ${e.message}`));
+  page.setDefaultTimeout(timeout);
+  await page.goto(`${base}/?debug=1`, { waitUntil: 'networkidle' });
+
+  // push-to-talk: nothing is sent until the button is held; releasing ends the utterance
+  await page.getByRole('radio', { name: 'Push to talk' }).check();
+  await page.getByTestId('start').click();
+  await page.waitForSelector('[data-testid="talk"][data-connection="open"]');
+  await page.waitForFunction(() => document.querySelector('[data-testid="mic"]')?.getAttribute('aria-pressed') === 'true');
+  const ptt = page.getByTestId('ptt');
+  await ptt.hover();
+  await page.mouse.down();
+  await page.waitForTimeout(1500);
+  await page.mouse.up();
+  await page.getByTestId('user-text').first().waitFor();
+  result.pttTranscript = await page.getByTestId('user-text').first().innerText();
+  step('push-to-talk utterance transcribed');
+
+  // stop button while the reply plays
+  await page.waitForFunction(() => Number(document.querySelector('[data-testid="talk"]')?.dataset.playedChunks) >= 2);
+  await page.getByTestId('stop').click();
+  await page.waitForFunction(() => document.querySelector('[data-testid="ai-text"]')?.textContent?.includes('(interrupted)'));
+  const playedAtStop = Number(await talkAttr(page, 'played-chunks'));
+  await page.waitForTimeout(800);
+  result.playedAfterStop = Number(await talkAttr(page, 'played-chunks')) - playedAtStop;
+  result.receivedChunks = Number(await talkAttr(page, 'received-chunks'));
+  result.stopDisabled = await page.getByTestId('stop').isDisabled();
+  result.sessionId = await talkAttr(page, 'session-id');
+  step('stop button interrupted the reply');
+
+  // a server error event is shown as a clear message
+  await page.evaluate(() => window.__avatar.debug.sendRaw('{"type":"telepathy"}'));
+  const err = page.locator('[data-testid="error"][data-code="UNKNOWN_MESSAGE_TYPE"]');
+  await err.waitFor();
+  result.errorText = await err.innerText();
+  step('error shown');
+
+  // the socket drops: the page reconnects with the same token and the session resumes
+  await page.evaluate(() => window.__avatar.debug.dropConnection());
+  await page.waitForSelector('[data-testid="connection"][data-status="reconnecting"]');
+  await page.waitForSelector('[data-testid="connection"][data-status="open"]');
+  await page.locator('[data-testid="notice"][data-code="RESUMED"]').waitFor();
+  result.sessionAfterReconnect = await talkAttr(page, 'session-id');
+  step('reconnected and resumed');
+
+  await page.getByRole('radio', { name: 'Hands-free' }).check();
+  await page.getByTestId('mic').click(); // microphone off: only the typed message goes in
+  await page.getByPlaceholder('Type a message…').fill('How are you?');
+  await page.getByRole('button', { name: 'Send' }).click();
+  await page.waitForFunction(() => {
+    const ai = document.querySelectorAll('[data-testid="ai-text"]');
+    return ai.length === 2 && !ai[1].textContent?.endsWith('…');
+  });
+  result.turns = await page.getByTestId('turn').allInnerTexts();
+  step('typed turn after reconnect');
+  await page.screenshot({ path: join(artifacts, 'web-app-controls.png'), fullPage: true });
+  result.ok = true;
+} catch (err) {
+  result.error = String(err?.stack ?? err);
+  const p = browser.contexts()[0]?.pages()[0];
+  if (p) await p.screenshot({ path: join(artifacts, 'web-app-controls-failure.png'), fullPage: true }).catch(() => {});
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(result));
+process.exit(result.ok ? 0 : 1);

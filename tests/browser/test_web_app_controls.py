@@ -1,0 +1,88 @@
+"""The web app's controls in Debian's Chromium against the real orchestrator app with scripted
+engines (tests/fakes.py): push-to-talk, the stop button, a server error, reconnect with session
+resume and a typed turn (frontend/e2e/controls.mjs). Quick; the real-model run is test_web_app.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from avatar.presentation.app import create_app
+from avatar.settings import Settings
+from tests.browser.support import ARTIFACTS, CHROMIUM, FRONTEND
+from tests.e2e.harness import running_server
+from tests.fakes import FakeChatModel, FakeRecognizer, fake_container
+from tests.support.audio import SpeechClip
+
+pytestmark = pytest.mark.browser
+
+REPLY = (
+    "[happy] Hello! It is lovely to hear from you today. Let me tell you a rather long story about "
+    "the weather, the sea and the little boats that sail on it every single morning."
+)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def fake_server(built_app: Path) -> AsyncIterator[str]:
+    settings = Settings(environment="test")
+    settings.server.frontend_dist = built_app
+    # utterances end only on end_of_utterance (push-to-talk), never by length
+    container = fake_container(
+        settings,
+        recognizer=FakeRecognizer(("hello there",), utterance_ms=600_000),
+        chat_model=FakeChatModel((REPLY, "[neutral] I am fine, thank you.")),
+    )
+    await container.queue.start()
+    try:
+        async with running_server(create_app(settings, container)) as base:
+            yield base
+    finally:
+        await container.queue.stop()
+
+
+async def test_controls_in_the_browser(fake_server: str, librivox: list[SpeechClip]) -> None:
+    env = {
+        **os.environ,
+        "AVATAR_URL": fake_server,
+        "AVATAR_WAV": str(librivox[0].path),
+        "AVATAR_ARTIFACTS": str(ARTIFACTS),
+        "CHROMIUM": str(CHROMIUM),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        "node",
+        "e2e/controls.mjs",
+        cwd=FRONTEND,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=300)
+    lines = stdout.decode().strip().splitlines()
+    assert lines, f"the browser script printed nothing; stderr:\n{stderr.decode()[-3000:]}"
+    result = json.loads(lines[-1])
+    assert result["ok"], f"{result.get('error')}\nsteps: {result['steps']}\nconsole: {result['console']}"
+
+    assert "hello there" in result["pttTranscript"]
+    assert result["playedAfterStop"] == 0  # nothing plays after the stop button
+    assert result["stopDisabled"]
+    assert "not understand" in result["errorText"]
+    assert result["sessionAfterReconnect"] == result["sessionId"]
+    assert len(result["turns"]) == 2
+    assert "How are you?" in result["turns"][1] and "I am fine, thank you." in result["turns"][1]
+    assert result["console"] == []
+
+    # the server recorded the interruption and only the part that was heard
+    async with httpx.AsyncClient(base_url=fake_server) as http:
+        turns = (await http.get(f"/api/v1/sessions/{result['sessionId']}/turns")).json()["turns"]
+    first = turns[0]
+    assert first["interrupted"] is True
+    heard = first["ai_response"]
+    assert heard and len(heard) < len(REPLY.removeprefix("[happy] "))
+    assert REPLY.removeprefix("[happy] ").startswith(heard.rstrip("."))
