@@ -138,10 +138,12 @@ async def test_a_turn_streams_in_order_and_is_persisted() -> None:
     row = tables.transcriptions[transcription_id_for(turn_id)]
     assert row[0] == turn_id and row[1].text == "hello there" and row[3] == ["hello"]
     assert row[2] is not None and "raw_inputs/2026/01/01/" in row[2]
-    prefix = f"raw_inputs/2026/01/01/{session.session_id}_{turn_id}_"
-    assert any(k.startswith(prefix) for k in rig.store.objects)
+    # DESIGN §5 layout, timestamps in epoch milliseconds (2026-01-01T00:00:00Z on the fake clock)
+    raw_key = f"raw_inputs/2026/01/01/{session.session_id}_{turn_id}_1767225600000.wav"
+    assert raw_key in rig.store.objects
     fast = [a for a in tables.synthesized.values() if a.turn_id == turn_id]
-    assert len(fast) == 1 and fast[0].mode is TTSMode.FAST and "synthesized/fast/" in fast[0].audio_url
+    assert len(fast) == 1 and fast[0].mode is TTSMode.FAST
+    assert fast[0].audio_url.endswith(f"synthesized/fast/{turn_id}_fast_1767225600000.wav")
     prosody = [p for topic, p in rig.queue.published if topic == PROSODY_TOPIC]
     assert prosody and prosody[0]["transcription_id"] == str(transcription_id_for(turn_id))
     assert [t for t, _ in rig.queue.published].count(HQ_TOPIC) == 0  # fast mode: no HQ pass
@@ -281,7 +283,7 @@ async def test_hq_handler_stores_the_audio_and_notifies() -> None:
     session_id, turn_id = uuid.uuid4(), uuid.uuid4()
     await handler({"session_id": str(session_id), "turn_id": str(turn_id), "text": "Hello there."})
     (key,) = [k for k in rig.store.objects if k.startswith("synthesized/hq/")]
-    assert key.startswith(f"synthesized/hq/{turn_id}_hq_") and key.endswith(".wav")
+    assert key == f"synthesized/hq/{turn_id}_hq_1767225600000.wav"
     (sent_to, message), = notifier.sent
     assert sent_to == session_id and message["type"] == "hq_ready" and key in message["url"]
     (row,) = rig.db.tables.synthesized.values()

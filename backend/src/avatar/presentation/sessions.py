@@ -13,6 +13,7 @@ from avatar.application.conversation import SessionManager, issue_token, transcr
 from avatar.application.ports.storage import ObjectStore
 from avatar.domain.errors import InvalidInputError, NotFoundError
 from avatar.domain.models import Session
+from avatar.domain.storage_keys import RAW_INPUTS, SYNTHESIZED, VOICE_PROFILES
 from avatar.presentation.deps import ContainerDep, SettingsDep
 from avatar.presentation.schemas import (
     AudioPublic,
@@ -28,7 +29,7 @@ from avatar.presentation.schemas import (
 router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
 
 #: Key prefixes of the object layout (DESIGN §5); a stored URL is mapped back to its key by them.
-_KEY_PREFIXES = ("raw_inputs/", "synthesized/", "voice_profiles/")
+_KEY_PREFIXES = (RAW_INPUTS, SYNTHESIZED, VOICE_PROFILES)
 
 
 def _manager(request: Request) -> SessionManager | None:

@@ -16,6 +16,7 @@ from avatar.application.ports.storage import ObjectStore, UnitOfWorkFactory
 from avatar.application.ports.tts import SpeechSynthesizer, SynthesisRequest
 from avatar.domain.errors import InvalidInputError
 from avatar.domain.models import SynthesizedAudio, TTSMode, new_id
+from avatar.domain.storage_keys import synthesized_key
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def make_hq_handler(*, hq_tts: SpeechSynthesizer, object_store: ObjectStore, uow
         if not pcm:
             return
         elapsed_ms = (clock.monotonic() - started) * 1000.0
-        key = f"synthesized/hq/{turn_id}_hq_{clock.now():%Y%m%dT%H%M%S%fZ}.wav"
+        key = synthesized_key(turn_id, TTSMode.HQ, clock.now())
         url = await object_store.put(key, wav_bytes(pcm, rate), "audio/wav")
         duration_s = len(pcm) / 2 / rate
         async with uow() as tx:

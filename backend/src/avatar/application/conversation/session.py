@@ -48,6 +48,7 @@ from avatar.domain.models import (
     TTSMode,
     new_id,
 )
+from avatar.domain.storage_keys import raw_input_key, synthesized_key
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +74,6 @@ def wav_bytes(pcm: bytes, sample_rate: int) -> bytes:
         w.setframerate(sample_rate)
         w.writeframes(pcm)
     return buf.getvalue()
-
-
-def _stamp(clock: Clock) -> str:
-    return clock.now().strftime("%Y%m%dT%H%M%S%fZ")
 
 
 class Phase(enum.StrEnum):
@@ -576,9 +573,7 @@ class ConversationSession:
         self.writer.submit(f"turn {turn.turn_number} row", add_turn)
         audio: dict[str, str] = {}
         if pcm:
-            now = self.deps.clock.now()
-            stamp = _stamp(self.deps.clock)
-            key = f"raw_inputs/{now:%Y/%m/%d}/{self.session_id}_{turn.turn_id}_{stamp}.wav"
+            key = raw_input_key(self.session_id, turn.turn_id, self.deps.clock.now())
             data = wav_bytes(pcm, ASR_SAMPLE_RATE)
 
             async def upload() -> None:
@@ -617,7 +612,7 @@ class ConversationSession:
         if reply.fast_stored or not reply.pcm or reply.sample_rate is None:
             return
         reply.fast_stored = True
-        key = f"synthesized/fast/{turn.turn_id}_fast_{_stamp(self.deps.clock)}.wav"
+        key = synthesized_key(turn.turn_id, TTSMode.FAST, self.deps.clock.now())
         data = wav_bytes(bytes(reply.pcm), reply.sample_rate)
         row = SynthesizedAudio(audio_id=new_id(), turn_id=turn.turn_id, mode=TTSMode.FAST, audio_url="",
                                duration_sec=len(reply.pcm) / 2 / reply.sample_rate,
