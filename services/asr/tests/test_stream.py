@@ -205,21 +205,35 @@ def test_full_inference_queue_refuses_at_once() -> None:
         queue.close()
 
 
-def test_finals_jump_ahead_of_partials() -> None:
+def test_a_final_does_not_wait_behind_a_running_partial() -> None:
     queue = InferenceQueue(workers=1, max_pending=8)
     release = threading.Event()
-    order: list[str] = []
     try:
-        blocker = queue.submit(lambda: release.wait(30), PRIORITY_FINAL)
-        partial = queue.submit(lambda: order.append("partial"), PRIORITY_PARTIAL)
-        final = queue.submit(lambda: order.append("final"), PRIORITY_FINAL)
-        cancelled = queue.submit(lambda: order.append("cancelled"), PRIORITY_FINAL)
-        assert cancelled.cancel()
+        partial = queue.submit(lambda: release.wait(30), PRIORITY_PARTIAL)
+        queued_partial = queue.submit(lambda: "later", PRIORITY_PARTIAL)
+        final = queue.submit(lambda: "final", PRIORITY_FINAL)
+        cancelled = queue.submit(lambda: "never", PRIORITY_FINAL)
+        assert cancelled.cancel() or cancelled.result(timeout=30) == "never"
+        assert final.result(timeout=30) == "final"
+        assert not partial.done() and not queued_partial.done()
         release.set()
-        blocker.result(timeout=30)
-        partial.result(timeout=30)
-        final.result(timeout=30)
-        assert order == ["final", "partial"]
+        assert partial.result(timeout=30) is True
+        assert queued_partial.result(timeout=30) == "later"
+    finally:
+        release.set()
+        queue.close()
+
+
+def test_partials_never_fill_the_queue_for_finals() -> None:
+    queue = InferenceQueue(workers=1, max_pending=4)
+    release = threading.Event()
+    try:
+        partials = [queue.submit(lambda: release.wait(30), PRIORITY_PARTIAL) for _ in range(2)]
+        with pytest.raises(BusyError):
+            queue.submit(lambda: "third partial", PRIORITY_PARTIAL)
+        assert queue.submit(lambda: "final", PRIORITY_FINAL).result(timeout=30) == "final"
+        release.set()
+        assert all(p.result(timeout=30) is True for p in partials)
     finally:
         release.set()
         queue.close()

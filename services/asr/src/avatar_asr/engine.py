@@ -1,9 +1,9 @@
-"""faster-whisper behind a bounded, prioritized work queue shared by every stream and upload.
+"""faster-whisper behind a bounded work queue shared by every stream and upload.
 
-One ``WhisperModel`` is loaded once. Whisper calls run on a few dedicated worker threads (never on
-the event loop). Finals and uploads jump ahead of partials, a job that was cancelled before it started
-is skipped, and when ``max_queue`` jobs are already waiting or running a new one is refused with
-``BUSY`` at once instead of piling up.
+One ``WhisperModel`` is loaded once. Whisper calls run on dedicated worker threads (never on the
+event loop), finals and partials in separate lanes so a final never queues behind a partial; a job
+cancelled before it started is skipped, and when ``max_queue`` jobs are already waiting or running a
+new one is refused with ``BUSY`` at once instead of piling up.
 """
 
 from __future__ import annotations
@@ -89,33 +89,52 @@ class _Job:
 
 
 class InferenceQueue:
-    """A fixed pool of worker threads with a priority queue and a hard bound on outstanding jobs."""
+    """Worker threads in two lanes with a hard bound on outstanding jobs.
+
+    Finals (and uploads) have their own ``workers`` threads; partials have one thread of their own.
+    A final therefore never waits behind a partial decode that is already running (a CTranslate2 call
+    cannot be interrupted): it runs beside it, sharing the CPU, which on a small machine still beats
+    queueing behind a whole second Whisper call. The bound counts both lanes.
+    """
 
     def __init__(self, workers: int, max_pending: int) -> None:
-        self._workers = max(1, workers)
+        self._lanes: dict[int, tuple[queue.PriorityQueue[_Job], int]] = {
+            PRIORITY_FINAL: (queue.PriorityQueue(), max(1, workers)),
+            PRIORITY_PARTIAL: (queue.PriorityQueue(), 1),
+        }
         self._max_pending = max(1, max_pending)
-        self._queue: queue.PriorityQueue[_Job] = queue.PriorityQueue()
         self._seq = itertools.count()
         self._pending = 0
+        self._partials = 0
+        # Partials are best effort: they may hold at most half the queue, so finals always find room.
+        self._max_partials = max(1, self._max_pending // 2)
         self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
+        self._threads: list[tuple[threading.Thread, queue.PriorityQueue[_Job]]] = []
         self._closed = False
 
     @property
     def pending(self) -> int:
         return self._pending
 
+    @property
+    def concurrency(self) -> int:
+        """Jobs that may run at once (all lanes)."""
+        return sum(n for _q, n in self._lanes.values())
+
     def _start(self) -> None:
         if self._threads:
             return
-        for i in range(self._workers):
-            t = threading.Thread(target=self._run, name=f"asr-whisper-{i}", daemon=True)
-            t.start()
-            self._threads.append(t)
+        for priority, (lane, count) in self._lanes.items():
+            for i in range(count):
+                t = threading.Thread(
+                    target=self._run, args=(lane,), name=f"asr-whisper-{priority}-{i}", daemon=True
+                )
+                t.start()
+                self._threads.append((t, lane))
 
-    def _run(self) -> None:
+    def _run(self, lane: queue.PriorityQueue[_Job]) -> None:
         while True:
-            job = self._queue.get()
+            job = lane.get()
             if job.fn is None or job.future is None:
                 return
             try:
@@ -127,26 +146,33 @@ class InferenceQueue:
             finally:
                 with self._lock:
                     self._pending -= 1
+                    if job.priority == PRIORITY_PARTIAL:
+                        self._partials -= 1
 
     def submit(self, fn: Callable[[], T], priority: int) -> concurrent.futures.Future[T]:
-        """Queue ``fn``; raises :class:`BusyError` at once when the queue is full."""
+        """Queue ``fn`` in its lane; raises :class:`BusyError` at once when the queue is full."""
+        priority = PRIORITY_PARTIAL if priority == PRIORITY_PARTIAL else PRIORITY_FINAL
+        lane, _count = self._lanes[priority]
         with self._lock:
             if self._closed:
                 raise ASRError("SHUTTING_DOWN", "the speech recognizer is shutting down", 503)
-            if self._pending >= self._max_pending:
+            if self._pending >= self._max_pending or (
+                priority == PRIORITY_PARTIAL and self._partials >= self._max_partials
+            ):
                 raise BusyError()
             self._pending += 1
+            self._partials += priority == PRIORITY_PARTIAL
             self._start()
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._queue.put(_Job(priority, next(self._seq), fn, future))
+        lane.put(_Job(priority, next(self._seq), fn, future))
         return future
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
-        for _ in self._threads:
-            self._queue.put(_Job(10**9, next(self._seq)))
-        for t in self._threads:
+        for _t, lane in self._threads:
+            lane.put(_Job(10**9, next(self._seq)))
+        for t, _lane in self._threads:
             t.join(timeout=30)
         self._threads.clear()
 
@@ -179,7 +205,7 @@ class WhisperEngine:
                     device=self.config.device,
                     compute_type=self.config.compute_type,
                     cpu_threads=self.config.cpu_threads,
-                    num_workers=max(1, self.config.workers),
+                    num_workers=self.queue.concurrency,
                 )
             except Exception as exc:
                 raise ASRError(
