@@ -391,7 +391,7 @@ class TTSService:
         """Blocking: the engine cannot clone, so take its stock voice nearest to the profile."""
         candidates = [v for v in plan.engine.voices() if plan.language in v.languages]
         prefix = f"{plan.engine.name} cannot clone voices"
-        if reference.embedding is None or not candidates:
+        if reference.embedding is None or len(candidates) < 2:
             return _with_notice(plan, f"{prefix}; speaking with stock voice {plan.voice.voice_id}")
         try:
             voice, score = self._voice_matcher().closest(reference.embedding, candidates)
