@@ -7,7 +7,6 @@ checked directly in the database and in the S3 server's data directory, not thro
 
 from __future__ import annotations
 
-import contextlib
 import io
 import uuid
 import wave
@@ -22,15 +21,11 @@ import pytest
 import pytest_asyncio
 import soundfile as sf
 from backend.tests.voice_profiles.speech import Clip
+from backend.tests.voice_profiles.stack import real_parts
 from sqlalchemy import text
 
-from avatar.infrastructure.database import SqlUnitOfWorkFactory, create_engine, migrate
-from avatar.infrastructure.object_store import build_object_store
-from avatar.infrastructure.speaker import build_speaker_encoder
-from avatar.infrastructure.tts import build_synthesizers
+from avatar.infrastructure.database import SqlUnitOfWorkFactory
 from avatar.presentation.app import create_app
-from avatar.settings import ObjectStoreSettings, Settings, TTSSettings
-from tests.fakes import fake_container
 from tests.support.servers import S3Server
 
 API = "/api/v1/voice-profiles"
@@ -68,35 +63,12 @@ class Stack:
 async def stack(
     module_database_url: str, s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Stack]:
-    bucket = f"vp-{uuid.uuid4().hex[:10]}"
-    settings = Settings(
-        _env_file=None,
-        data_dir=tmp_path_factory.mktemp("avatar-var"),
-        tts=TTSSettings(hq_enabled=False),
-        object_store=ObjectStoreSettings(
-            kind="s3", endpoint=s3_server.endpoint, access_key=s3_server.access_key,
-            secret_key=s3_server.secret_key, bucket=bucket,
-        ),
-    )
-    async with contextlib.AsyncExitStack() as exits:
-        engine = create_engine(module_database_url, pool_size=2)
-        exits.push_async_callback(engine.dispose)
-        await migrate.upgrade(engine)
-        factory = SqlUnitOfWorkFactory(engine)
-        fast, hq = await build_synthesizers(settings, exits)
-        container = fake_container(
-            settings,
-            uow=factory,
-            object_store=await build_object_store(settings, exits),
-            speaker_encoder=await build_speaker_encoder(settings, exits),
-            fast_tts=fast,
-            hq_tts=hq,
-        )
-        app = create_app(settings, container)
+    async with real_parts(module_database_url, s3_server, tmp_path_factory.mktemp("avatar-var")) as parts:
+        app = create_app(parts.settings, parts.container)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=120) as client:
-                yield Stack(client, factory, s3_server.root / bucket)
+                yield Stack(client, parts.factory, parts.bucket_dir)
 
 
 def _wav(samples: np.ndarray, rate: int) -> bytes:

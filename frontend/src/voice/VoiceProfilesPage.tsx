@@ -7,6 +7,7 @@ import { SAMPLE_LIMITS, VoiceApiError, VoiceProfilesApi } from './api';
 import type { PreviewMode, VoiceProfile } from './api';
 import { SampleRecorder } from './recorder';
 import type { Recording } from './recorder';
+import './voice.css';
 
 export interface VoiceProfilesPageProps {
   apiBase: string;
@@ -192,17 +193,18 @@ export function VoiceProfilesPage({ apiBase, selectedProfileId, onSelect }: Voic
   }
 
   return (
-    <section className="voice-profiles" aria-labelledby="voice-profiles-title">
+    <section className="vp-page" aria-labelledby="voice-profiles-title">
       <h2 id="voice-profiles-title">Voice profiles</h2>
 
-      <form className="voice-new" onSubmit={(e) => void create(e)}>
+      <form className="vp-new" onSubmit={(e) => void create(e)}>
         <h3>New voice</h3>
-        <p className="hint">
+        <p className="vp-hint">
           {SAMPLE_LIMITS.minSeconds}-{SAMPLE_LIMITS.maxSeconds} seconds of one person speaking, in a quiet room
           (wav, flac, mp3, ogg/opus or webm, up to 10 MB).
         </p>
-        <div className="voice-source">
-          <button type="button" onClick={() => void toggleRecording()} disabled={busy} aria-pressed={recording}>
+        <div className="vp-source">
+          <button type="button" onClick={() => void toggleRecording()} disabled={busy} aria-pressed={recording}
+            data-testid="voice-record">
             {recording ? `Stop (${elapsed.toFixed(0)} s)` : 'Record'}
           </button>
           <label>
@@ -212,77 +214,86 @@ export function VoiceProfilesPage({ apiBase, selectedProfileId, onSelect }: Voic
               accept=".wav,.flac,.mp3,.ogg,.opus,.webm,audio/*"
               onChange={pickFile}
               disabled={busy || recording}
+              data-testid="voice-file"
             />
           </label>
         </div>
         <label>
           Name{' '}
-          <input value={name} onChange={(e) => setName(e.target.value)} maxLength={100} required disabled={busy} />
+          <input value={name} onChange={(e) => setName(e.target.value)} maxLength={100} required disabled={busy}
+            data-testid="voice-name" />
         </label>
         <label>
           What is said in the sample (optional; transcribed automatically otherwise){' '}
           <textarea value={transcript} onChange={(e) => setTranscript(e.target.value)} maxLength={2000} rows={2} />
         </label>
-        <button type="submit" disabled={!sample || !name.trim() || busy || recording}>
+        <button type="submit" disabled={!sample || !name.trim() || busy || recording} data-testid="voice-save">
           {busy ? 'Saving...' : 'Save voice'}
         </button>
       </form>
 
-      {status && <p role="status">{status}</p>}
+      {status && (
+        <p role="status" data-testid="voice-status">
+          {status}
+        </p>
+      )}
       {error && (
-        <p role="alert" className="error">
+        <p role="alert" className="vp-error" data-testid="voice-error">
           {error}
         </p>
       )}
       {notice && (
-        <p className="notice" data-testid="voice-notice">
+        <p className="vp-notice" data-testid="voice-notice">
           {notice}
         </p>
       )}
 
-      <div className="voice-preview-settings">
+      <div className="vp-preview-settings">
         <label>
           Preview sentence{' '}
           <input value={previewText} onChange={(e) => setPreviewText(e.target.value)} maxLength={500} />
         </label>
         <label>
           Quality{' '}
-          <select value={previewMode} onChange={(e) => setPreviewMode(e.target.value as PreviewMode)}>
+          <select value={previewMode} onChange={(e) => setPreviewMode(e.target.value as PreviewMode)}
+            data-testid="voice-preview-mode">
             <option value="hq">high quality</option>
             <option value="fast">fast</option>
           </select>
         </label>
       </div>
 
-      {loading ? (
-        <p>Loading voices...</p>
-      ) : profiles.length === 0 ? (
-        <p>No voice profiles yet.</p>
-      ) : (
-        <ul className="voice-list">
-          <li className={selectedProfileId === null ? 'selected' : undefined}>
+      {loading && <p>Loading voices...</p>}
+      {!loading && profiles.length === 0 && <p data-testid="voice-empty">No voice profiles yet.</p>}
+      {!loading && (
+        <ul className="vp-list">
+          <li className={selectedProfileId === null ? 'vp-item vp-selected' : 'vp-item'}>
             <label>
-              <input type="radio" name="voice" checked={selectedProfileId === null} onChange={() => onSelect(null)} />
+              <input type="radio" name="voice" checked={selectedProfileId === null} onChange={() => onSelect(null)}
+                data-testid="voice-default" />
               Default voice
             </label>
           </li>
           {profiles.map((p) => (
-            <li key={p.profile_id} className={selectedProfileId === p.profile_id ? 'selected' : undefined}>
+            <li key={p.profile_id} className={selectedProfileId === p.profile_id ? 'vp-item vp-selected' : 'vp-item'}
+              data-testid="voice-item" data-profile-id={p.profile_id}>
               <label>
                 <input
                   type="radio"
                   name="voice"
                   checked={selectedProfileId === p.profile_id}
                   onChange={() => onSelect(p.profile_id)}
+                  data-testid="voice-select"
                 />
-                <strong>{p.name}</strong> <span className="meta">{p.duration_sec.toFixed(1)} s</span>
+                <strong>{p.name}</strong> <span className="vp-meta">{p.duration_sec.toFixed(1)} s</span>
               </label>
-              {p.transcript && <q className="transcript">{p.transcript}</q>}
-              <button type="button" onClick={() => void preview(p)} disabled={previewing !== null}>
+              {p.transcript && <p className="vp-said">“{p.transcript}”</p>}
+              <button type="button" onClick={() => void preview(p)} disabled={previewing !== null}
+                data-testid="voice-preview">
                 {previewing === p.profile_id ? 'Synthesizing...' : 'Preview'}
               </button>
               <audio controls preload="none" src={api.audioUrl(p)} aria-label={`Original sample of ${p.name}`} />
-              <button type="button" onClick={() => void remove(p)} className="danger">
+              <button type="button" onClick={() => void remove(p)} className="vp-danger" data-testid="voice-delete">
                 Delete
               </button>
             </li>
