@@ -2,9 +2,10 @@
 
 - ``POST /v1/audio/speech``: OpenAI-compatible (``model``, ``input``, ``voice``, ``response_format``
   wav|pcm|mp3|opus|flac, ``speed``), the body streamed as clauses are synthesized. ``pcm`` (raw
-  s16le), ``wav`` (a streaming header) and ``mp3`` (frames) go out clause by clause; ``opus`` and
-  ``flac`` containers are written once the utterance is complete. Extra fields: ``language`` and a
-  reference clip (``reference_audio`` base64, ``reference_text``, ``reference_embedding``).
+  s16le), ``wav`` (a streaming header) and ``mp3`` (one encoder's frames) go out clause by clause;
+  ``opus`` and ``flac`` containers are written once the utterance is complete. Extra fields:
+  ``language`` and a reference clip (``reference_audio`` base64, ``reference_text``, ``reference_embedding``).
+  The voice ``default`` (or ``auto``) picks the tier's voice for the text's language.
   Headers ``X-Sample-Rate``, ``X-TTS-Engine``, ``X-TTS-Voice``, ``X-TTS-Mode``, ``X-TTS-Notice``.
 - ``WS /v1/audio/speech/stream``: text arrives piece by piece (an LLM token stream), PCM16 frames go
   back as soon as each clause is synthesized; ``{"type": "cancel"}`` stops it (barge-in).
@@ -23,6 +24,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
+import numpy as np
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -103,13 +105,56 @@ def _header_safe(text: str) -> str:
     return text.encode("ascii", "backslashreplace").decode("ascii")
 
 
+class Mp3StreamEncoder:
+    """One MP3 encoder for a whole utterance: raw MPEG frames, fed clause by clause.
+
+    Encoding each clause on its own would start a new stream (with its own Xing header) every
+    time, and players stop at the first one.
+    """
+
+    def __init__(self, sample_rate: int) -> None:
+        import av
+
+        self._av = av
+        self._rate = sample_rate
+        self._ctx: Any = av.CodecContext.create("libmp3lame", "w")
+        self._ctx.sample_rate = sample_rate
+        self._ctx.layout = "mono"
+        self._ctx.format = "fltp"
+        self._ctx.bit_rate = 64000
+        self._ctx.open()
+        self._pending = np.zeros(0, np.float32)
+
+    def _frames(self, block: np.ndarray) -> bytes:
+        frame = self._av.AudioFrame.from_ndarray(block.reshape(1, -1), format="fltp", layout="mono")
+        frame.sample_rate = self._rate
+        return b"".join(bytes(p) for p in self._ctx.encode(frame))
+
+    def encode(self, samples: np.ndarray) -> bytes:
+        data = np.concatenate([self._pending, np.clip(samples, -1.0, 1.0).astype(np.float32)])
+        size = int(self._ctx.frame_size)
+        whole = len(data) // size * size
+        out = b"".join(self._frames(data[i:i + size]) for i in range(0, whole, size))
+        self._pending = data[whole:]
+        return out
+
+    def finish(self) -> bytes:
+        out = self._frames(self._pending) if self._pending.size else b""
+        return out + b"".join(bytes(p) for p in self._ctx.encode(None))
+
+
 async def _encode_stream(utt: Utterance, fmt: str) -> AsyncIterator[bytes]:
     try:
-        if fmt in ("pcm", "wav", "mp3"):
+        if fmt == "mp3":
+            encoder = Mp3StreamEncoder(utt.sample_rate)
+            async for audio in utt.chunks():
+                yield encoder.encode(audio)
+            yield encoder.finish()
+        elif fmt in ("pcm", "wav"):
             if fmt == "wav":
                 yield streaming_wav_header(utt.sample_rate)
             async for audio in utt.chunks():
-                yield float_to_pcm16(audio) if fmt != "mp3" else encode_audio(audio, utt.sample_rate, "mp3")
+                yield float_to_pcm16(audio)
         else:
             whole = await utt.read_all()
             yield await asyncio.to_thread(encode_audio, whole, utt.sample_rate, fmt)
