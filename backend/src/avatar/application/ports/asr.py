@@ -26,12 +26,24 @@ class TranscriptEventKind(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class TranscriptEvent:
+    """One report of a recognition stream.
+
+    Attributes:
+        kind: What happened.
+        transcription: The text so far (``PARTIAL``) or of the whole utterance (``FINAL``). A final's
+            text may be empty when the utterance turned out to be noise (hallucinations filtered).
+        error_code: For ``ERROR``: ``NO_SPEECH`` (input ended with nothing said), ``INVALID_AUDIO``,
+            ``UNSUPPORTED_SAMPLE_RATE``, ``BUSY``, ``ASR_FAILED``, ... The stream goes on after an error.
+        message: Human-readable explanation of an error.
+        stream_time_ms: Audio seen by the stream when the event was produced.
+        utterance_pcm: PCM16 16 kHz audio of the finished utterance (only on ``FINAL``).
+    """
+
     kind: TranscriptEventKind
     transcription: Transcription | None = None
     error_code: str | None = None
     message: str = ""
     stream_time_ms: float = 0.0
-    #: PCM16 16 kHz audio of the finished utterance (only on ``FINAL``), for storage and prosody.
     utterance_pcm: bytes = b""
 
 
@@ -39,7 +51,9 @@ class RecognitionStream(Protocol):
     """One person's live audio in, transcript events out.
 
     Push audio with :meth:`push_audio` (any sample rate; the stream resamples), iterate events with
-    ``async for``. :meth:`end_input` flushes the pending utterance; :meth:`aclose` cancels work.
+    ``async for``. The VAD ends utterances by itself; :meth:`end_input` (push-to-talk released)
+    finalizes the pending utterance now and the stream stays open for the next one. :meth:`aclose`
+    cancels outstanding work and ends the event iterator.
     """
 
     async def push_audio(self, chunk: AudioChunk) -> None: ...
