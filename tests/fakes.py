@@ -713,3 +713,36 @@ class RecordingConversationMetrics:
 
     def interrupted(self) -> None:
         self.interruptions += 1
+
+
+# --- conversation (capacity benchmark: a fake recognizer with a crude VAD) ---------------------
+
+
+class _EnergyGatedStream(FakeRecognitionStream):
+    def __init__(self, owner: EnergyGatedRecognizer, language: str | None) -> None:
+        super().__init__(owner, language)
+        self.threshold = owner.threshold
+
+    async def push_audio(self, chunk: AudioChunk) -> None:
+        samples = memoryview(chunk.pcm).cast("h")
+        rms = math.sqrt(sum(s * s for s in samples) / len(samples)) if len(samples) else 0.0
+        if rms < self.threshold:  # silence neither starts nor extends an utterance
+            self.pushed.append(chunk)
+            return
+        await super().push_audio(chunk)
+
+
+class EnergyGatedRecognizer(FakeRecognizer):
+    """A :class:`FakeRecognizer` whose streams ignore chunks quieter than ``threshold`` RMS, so a
+    client that keeps streaming its (silent) microphone after speaking does not start a new
+    utterance -- and barge in on the reply -- the way the plain fake would."""
+
+    def __init__(self, texts: Sequence[str] = ("hello there",), utterance_ms: float = 1000.0,
+                 threshold: float = 200.0) -> None:
+        super().__init__(texts, utterance_ms)
+        self.threshold = threshold
+
+    async def open_stream(self, *, language: str | None = None) -> FakeRecognitionStream:
+        stream = _EnergyGatedStream(self, language)
+        self.streams.append(stream)
+        return stream

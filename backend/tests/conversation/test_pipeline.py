@@ -27,8 +27,9 @@ from avatar.application.conversation import (
     transcription_id_for,
     verify_token,
 )
+from avatar.application.ports.asr import TranscriptEvent, TranscriptEventKind
 from avatar.domain.errors import CapacityError, NotFoundError
-from avatar.domain.models import AudioChunk, Session, TTSMode
+from avatar.domain.models import AudioChunk, Session, Transcription, TTSMode
 from avatar.settings import Settings
 from avatar_common.text import ClauseChunker
 from tests.fakes import (
@@ -177,7 +178,9 @@ async def test_speech_during_a_reply_interrupts_it_and_the_new_utterance_is_answ
     rig = Rig(replies=(REPLY, "[neutral] Sure, go ahead."), token_delay_s=0.05, texts=("hello there", "wait"))
     session = await rig.session()
     await session.push_audio(tone(1000))
-    await rig.until(session, is_type("audio_chunk"))
+    first = (await rig.until(session, is_type("audio_chunk")))[-1]["text"]
+    # the first clause is fully sent once the second one's audio starts
+    await rig.until(session, lambda m: m["type"] == "audio_chunk" and m["text"] != first)
     rig.clock.advance(30.0)  # the first clause has been played out by now
     await session.push_audio(tone(300))  # speech starts: barge-in
     messages = await rig.until(session, is_type("interrupted"))
@@ -262,11 +265,9 @@ async def test_a_lasting_database_failure_is_reported_loudly() -> None:
     await session.push_audio(tone(1000))
     await rig.until(session, is_type("turn_completed"))
     await session.writer.drain()
-    errors = []
     while len(session.outbox):
-        message = await session.outbox.get()
-        if message["type"] == "error":
-            errors.append(message)
+        rig.messages.append(await session.outbox.get())
+    errors = [m for m in rig.messages if m["type"] == "error"]
     assert errors and all(e["code"] == "PERSISTENCE_FAILED" for e in errors)
     assert any("turn 1 row" in e["message"] for e in errors)
     assert rig.metrics.write_failures
@@ -379,3 +380,18 @@ async def test_another_replica_resumes_from_the_shared_redis_state(redis_url: st
         await replica_b.aclose()
         for client in clients:
             await client.aclose()
+
+
+async def test_the_endpoint_wait_is_a_stage_of_its_own() -> None:
+    rig = Rig()
+    session = await rig.session()
+    final = Transcription(text="hello there", is_final=True, confidence=0.9, latency_ms=80.0,
+                          audio_start_ms=200.0, audio_end_ms=1000.0)
+    # the recognizer saw 500 ms of audio after the speech ended before it called the endpoint
+    await session._on_event(TranscriptEvent(TranscriptEventKind.FINAL, final, stream_time_ms=1500.0))
+    messages = await rig.until(session, is_type("turn_completed"))
+    latency = messages[-1]["latency_ms"]
+    assert (latency["endpoint"], latency["asr_final"]) == (500.0, 80.0)
+    assert latency["e2e"] == 580.0  # the fake clock does not move: the rest of the path reads 0
+    assert ("e2e", 0.58) in rig.metrics.stages
+    await session.aclose()

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Protocol
 
-#: Stages timed on every turn, in pipeline order (milliseconds in ``ConversationTurn.stage_latency_ms``).
-STAGES = ("asr_final", "llm_ttft", "first_clause", "tts_first_chunk", "e2e")
+#: Stages timed on every turn, in pipeline order (milliseconds in ``ConversationTurn.stage_latency_ms``):
+#: ``endpoint`` end of speech -> endpoint decision (silence the VAD waited for); ``asr_final`` endpoint
+#: -> final transcript; ``llm_ttft`` and ``first_clause`` final -> first token / first speakable
+#: clause; ``tts_first_chunk`` synthesis request -> first audio; ``e2e`` end of speech -> first reply
+#: audio handed to the connection.
+STAGES = ("endpoint", "asr_final", "llm_ttft", "first_clause", "tts_first_chunk", "e2e")
 
 
 class ConversationMetrics(Protocol):

@@ -167,6 +167,7 @@ class _Reply:
     turn: ConversationTurn
     transcription: Transcription
     t_final: float
+    #: End of speech -> final transcript: the endpoint wait plus the final decode.
     asr_ms: float
     emotion: Emotion = Emotion.NEUTRAL
     emotion_sent: bool = False
@@ -327,11 +328,17 @@ class ConversationSession:
             self.outbox.send({"type": "transcription_partial", "text": tr.text, "confidence": tr.confidence,
                               "is_final": False, "language": tr.language})
         elif kind is TranscriptEventKind.FINAL and event.transcription is not None:
-            await self._on_final(event.transcription, event.utterance_pcm, self.deps.clock.monotonic())
+            tr = event.transcription
+            # The endpoint wait: audio the recognizer consumed after the speech ended before it
+            # decided the utterance was over (stream time, i.e. wall time for a live client).
+            endpoint_ms = event.stream_time_ms - tr.audio_end_ms if tr.audio_end_ms > 0 else 0.0
+            await self._on_final(tr, event.utterance_pcm, self.deps.clock.monotonic(),
+                                 endpoint_ms=max(0.0, endpoint_ms))
         elif kind is TranscriptEventKind.ERROR:
             self._error(event.error_code or "ASR_FAILED", event.message or "speech recognition failed")
 
-    async def _on_final(self, transcription: Transcription, pcm: bytes, t_final: float) -> None:
+    async def _on_final(self, transcription: Transcription, pcm: bytes, t_final: float, *,
+                        endpoint_ms: float = 0.0) -> None:
         async with self._lock:  # one turn starts at a time
             partials, self._partials = self._partials, []
             text = transcription.text.strip()
@@ -353,8 +360,10 @@ class ConversationSession:
             turn = ConversationTurn(turn_id=turn_id, session_id=self.session_id, turn_number=self.turn_count,
                                     user_input=text, created_at=self.deps.clock.now())
             reply = _Reply(turn=turn, transcription=transcription, t_final=t_final,
-                           asr_ms=transcription.latency_ms, voice_profile_id=self.voice_profile_id)
-            reply.stages["asr_final"] = transcription.latency_ms
+                           asr_ms=endpoint_ms + transcription.latency_ms,
+                           voice_profile_id=self.voice_profile_id)
+            reply.stages["endpoint"] = round(endpoint_ms, 2)
+            reply.stages["asr_final"] = round(transcription.latency_ms, 2)
             self._reply = reply
             self._persist_input(reply, pcm, partials)
             self._state_changed()
@@ -443,6 +452,10 @@ class ConversationSession:
             try:
                 async for chunk in chunks:
                     self._send_audio(reply, clause, chunk, t_request)
+                    # Let the connection's send loop deliver this chunk before the next one is made:
+                    # an engine whose stream never suspends would otherwise hold every chunk back
+                    # until the whole clause is synthesized.
+                    await asyncio.sleep(0)
                 clause.complete = True
             except asyncio.CancelledError:
                 raise
