@@ -46,6 +46,16 @@ try {
 
   await page.goto(base, { waitUntil: 'networkidle' });
   step('loaded');
+  // record how far the avatar's mouth opens (it follows the reply's audio level)
+  await page.evaluate(() => {
+    window.__mouthMax = 0;
+    setInterval(() => {
+      const v = Number(document.querySelector('[data-testid="avatar"]')?.style.getPropertyValue('--mouth-open') || 0);
+      window.__mouthMax = Math.max(window.__mouthMax, v);
+    }, 20);
+  });
+  // high-quality mode: the fast reply plays first, then the HQ version can be replayed
+  await page.getByTestId('tts-mode').selectOption('hq');
   await page.getByTestId('start').click();
   await page.waitForSelector('[data-testid="talk"][data-connection="open"]');
   step('connected');
@@ -74,6 +84,14 @@ try {
   result.sessionId = await talk.getAttribute('data-session-id');
   result.reply = (await page.getByTestId('ai-text').first().innerText()).replace(/^Avatar\s*/, '').trim();
   result.emotion = await page.getByTestId('avatar').getAttribute('data-emotion');
+  result.errors = await page.getByTestId('error').allInnerTexts();
+  result.mouthMax = await page.evaluate(() => window.__mouthMax);
+
+  await page.getByTestId('replay-hq').click();
+  await page.waitForFunction((n) => Number(document.querySelector('[data-testid="talk"]')?.dataset.playedChunks) > n,
+    result.playedChunks);
+  result.playedAfterHq = Number(await talk.getAttribute('data-played-chunks'));
+  step('HQ version replayed');
   result.errors = await page.getByTestId('error').allInnerTexts();
   await page.screenshot({ path: join(artifacts, 'web-app-talk.png'), fullPage: true });
 

@@ -67,10 +67,10 @@ export function App() {
             {snap.connection === 'reconnecting' && snap.reconnectAttempt > 0 ? ` (${snap.reconnectAttempt})` : ''}
           </span>
           <div className="settings">
-            <select aria-label={t('modeFast')} value={snap.ttsMode} data-testid="tts-mode"
+            <select aria-label={t('ttsMode')} value={snap.ttsMode} data-testid="tts-mode"
               onChange={(e) => convo.setTtsMode(e.target.value === 'hq' ? 'hq' : 'fast')}>
-              <option value="fast">⚡ {t('modeFast')}</option>
-              <option value="hq">✨ {t('modeHq')}</option>
+              <option value="fast">{t('modeFast')}</option>
+              <option value="hq">{t('modeHq')}</option>
             </select>
             <VoiceInput
               value={snap.voice}
@@ -78,11 +78,6 @@ export function App() {
               placeholder={t('voice')}
               onCommit={(v) => convo.setTtsMode(snap.ttsMode, v)}
             />
-            <datalist id="voice-suggestions">
-              <option value="joe" />
-              <option value="af_heart" />
-              <option value="jf_alpha" />
-            </datalist>
             <select aria-label={t('language')} value={lang} data-testid="lang" onChange={(e) => setLang(e.target.value as Lang)}>
               <option value="en">English</option>
               <option value="ko">한국어</option>
@@ -140,7 +135,7 @@ function VoiceInput(props: { value: string; label: string; placeholder: string; 
       aria-label={props.label}
       placeholder={props.placeholder}
       value={draft}
-      list="voice-suggestions"
+      title={props.label}
       data-testid="voice"
       onChange={(e) => setDraft(e.target.value)}
       onBlur={commit}

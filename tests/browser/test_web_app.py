@@ -97,6 +97,8 @@ async def test_talk_in_the_browser(server: str, speech_wav: tuple[Path, SpeechCl
     assert len(heard & expected) >= len(expected) // 2, (result["transcript"], clip.transcript)
     assert result["playedChunks"] >= 1
     assert result["playedChunks"] == result["receivedChunks"]
+    assert result["mouthMax"] > 0.05  # the mouth opened with the reply's sound
+    assert result["playedAfterHq"] == result["playedChunks"] + 1  # the HQ file played to its end
     assert result["reply"] and result["reply"] != "…"
     assert result["emotion"] in {"happy", "sad", "angry", "surprised", "neutral", "excited"}
     assert result["errors"] == []
