@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from avatar_asr.engine import is_low_confidence
 from avatar_asr.hallucination import SegmentEvidence, is_hallucination
 
 
@@ -47,3 +48,9 @@ def test_ambiguous_phrases_depend_on_the_decoders_doubt() -> None:
     assert not is_hallucination(seg("Thank you.", no_speech=0.05, logprob=-0.2))
     assert is_hallucination(seg("Thank you.", no_speech=0.8, logprob=-0.2))
     assert is_hallucination(seg("감사합니다.", no_speech=0.1, logprob=-1.4))
+
+
+def test_low_confidence_is_flagged_not_dropped() -> None:
+    assert is_low_confidence("maybe this", 0.30, 0.45)
+    assert not is_low_confidence("surely this", 0.80, 0.45)
+    assert not is_low_confidence("", 0.10, 0.45)  # nothing to flag

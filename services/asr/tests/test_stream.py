@@ -44,6 +44,8 @@ async def test_streaming_wer_over_librivox_is_at_most_5_percent(
             assert event.utterance is not None and event.utterance.size > 0
             assert event.recognition is not None and event.recognition.language == "en"
             assert event.recognition.words, "finals carry word timings"
+            threshold = asr_service.config.low_confidence_threshold
+            assert event.recognition.low_confidence == (event.recognition.confidence < threshold)
     score = wer([c.transcript for c in librivox], hypotheses)
     assert score <= 0.05, f"WER {score:.3f}: {hypotheses}"
 

@@ -80,6 +80,11 @@ class Recognition:
     decode_s: float = 0.0
 
 
+def is_low_confidence(text: str, confidence: float, threshold: float) -> bool:
+    """A result with text whose confidence is under the threshold is kept but flagged (DESIGN §9)."""
+    return bool(text.strip()) and confidence < threshold
+
+
 @dataclass(order=True)
 class _Job:
     priority: int
@@ -280,7 +285,7 @@ class WhisperEngine:
             segments=tuple(kept),
             words=tuple(words),
             duration=len(samples) / SAMPLE_RATE,
-            low_confidence=bool(text) and confidence < self.config.low_confidence_threshold,
+            low_confidence=is_low_confidence(text, confidence, self.config.low_confidence_threshold),
             filtered=tuple(dropped),
             decode_s=time.perf_counter() - started,
         )
