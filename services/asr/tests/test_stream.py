@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import numpy as np
@@ -239,3 +240,36 @@ def test_partials_never_fill_the_queue_for_finals() -> None:
     finally:
         release.set()
         queue.close()
+
+
+async def test_concurrent_streams_share_one_model(
+    asr_service: ASRService, librivox: list[SpeechClip]
+) -> None:
+    clips = [librivox[1], librivox[2], librivox[4]]
+    sessions = [asr_service.open_stream(language="en") for _ in clips]
+    results = await asyncio.gather(
+        *(
+            run_stream(s, c.pcm + pcm16(silence(0.8)), chunk_ms=100)
+            for s, c in zip(sessions, clips, strict=True)
+        )
+    )
+    for events, clip in zip(results, clips, strict=True):
+        got = finals(events)
+        assert len(got) == 1 and got[0].recognition is not None
+        assert normalize_words(got[0].recognition.text) == normalize_words(clip.transcript)
+    assert asr_service.active_streams == 0
+
+
+async def test_long_speech_is_cut_at_the_maximum_utterance_length(
+    asr_service: ASRService, librivox: list[SpeechClip]
+) -> None:
+    clip = librivox[0]  # 7.1 s of continuous reading
+    short = ASRService(asr_config(max_utterance_s=3.0), engine=asr_service.engine)
+    session = short.open_stream(language="en")
+    events = await run_stream(session, clip.pcm + pcm16(silence(0.8)), chunk_ms=200)
+    got = finals(events)
+    assert len(got) >= 2
+    for event in got:
+        assert (event.audio_end_ms - event.audio_start_ms) / 1000 <= 3.0 + 0.3
+    joined = " ".join(e.recognition.text for e in got if e.recognition)
+    assert wer([clip.transcript], [joined]) <= 0.25  # words cut at the boundary may be lost or split
