@@ -12,6 +12,17 @@ from avatar.domain.models import AudioChunk, TTSMode
 
 @dataclass(frozen=True, slots=True)
 class VoiceInfo:
+    """A voice a synthesizer can speak with.
+
+    Attributes:
+        voice_id: ``engine:name``, what ``SynthesisRequest.voice`` takes.
+        name: The engine's own name for the voice.
+        languages: ISO 639-1 codes it speaks.
+        mode: The tier it belongs to.
+        engine: Engine name (``piper``, ``kokoro``, ``espeak``, ``f5``, ``cosyvoice``).
+        can_clone: Whether the engine clones a reference clip instead of using a stock timbre.
+    """
+
     voice_id: str
     name: str
     languages: tuple[str, ...]
@@ -35,6 +46,17 @@ class VoiceReference:
 
 @dataclass(frozen=True, slots=True)
 class SynthesisRequest:
+    """One utterance to speak.
+
+    Attributes:
+        text: Plain text (no markup, no control characters), within the service's length limit.
+        mode: ``fast`` streams at once; ``hq`` may degrade to fast, saying so in the stream's notice.
+        voice: A ``voice_id``, or None for the tier's voice for the language.
+        language: ISO 639-1 code, or None to detect it from the script.
+        speed: 0.25..4.0, 1.0 is the voice's natural rate.
+        reference: A voice profile: cloned where the engine can, else the closest stock voice.
+    """
+
     text: str
     mode: TTSMode = TTSMode.FAST
     voice: str | None = None
@@ -71,6 +93,14 @@ class SynthesisStream(Protocol):
 
 
 class SpeechSynthesizer(Protocol):
+    """Text to speech for one tier.
+
+    ``synthesize`` validates and plans the request (errors: ``InvalidInputError`` for bad text or
+    language, ``NotFoundError`` for an unknown voice, ``CapacityError``/``DependencyError`` when the
+    engine cannot serve) and returns once the stream's attributes are known; audio then flows from
+    ``chunks()``.
+    """
+
     async def synthesize(self, request: SynthesisRequest) -> SynthesisStream: ...
 
     async def voices(self) -> list[VoiceInfo]: ...
