@@ -13,6 +13,7 @@ was ever loaded its engine's estimate stands in.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -77,7 +78,8 @@ class ModelManager:
         # One lock for the bookkeeping; loads themselves run outside it, in worker threads.
         self._lock = asyncio.Lock()
         self._reaper: asyncio.Task[None] | None = None
-        self.events: list[tuple[str, str]] = []
+        #: Recent (what, model) events: loaded, evicted, idle, shutdown.
+        self.events: collections.deque[tuple[str, str]] = collections.deque(maxlen=200)
 
     def register(self, name: str, *, load: Callable[[], None], unload: Callable[[], None],
                  resident: bool, estimate_mb: float, mode: str) -> None:

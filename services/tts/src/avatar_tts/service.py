@@ -308,10 +308,8 @@ class TTSService:
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Load the resident (fast-tier) models this instance serves; HQ loads on first use."""
-        for name in self._tier_engines(Tier.FAST) if Tier.FAST in self.config.tiers else ():
-            async with self.manager.lease(name):
-                pass
+        """Load the resident (fast-tier) models, also on an HQ-only instance (they are its fallback);
+        HQ models load on first use."""
         await self.manager.start()
 
     async def aclose(self) -> None:
@@ -514,7 +512,7 @@ class TTSService:
             except MemoryShortError as exc:
                 await lease.aclose()
                 reason = f"busy, switched to fast mode ({exc.message})"
-            except (InvalidTextError, UnsupportedLanguageError):
+            except (InvalidTextError, UnsupportedLanguageError, asyncio.CancelledError):
                 await lease.aclose()
                 raise
             except Exception as exc:
@@ -556,5 +554,7 @@ def _short(exc: BaseException) -> str:
 
 def _is_engine_failure(_exc_type: type[BaseException], exc: BaseException) -> bool:
     """What counts against the HQ breaker: engine and load failures, not bad input or a full budget."""
+    if not isinstance(exc, Exception):  # cancellation (a caller gone) says nothing about the engine
+        return False
     return not isinstance(exc, (InvalidTextError, UnsupportedLanguageError, UnknownVoiceError,
                                 MemoryShortError))
