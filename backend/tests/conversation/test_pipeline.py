@@ -395,3 +395,14 @@ async def test_the_endpoint_wait_is_a_stage_of_its_own() -> None:
     assert latency["e2e"] == 580.0  # the fake clock does not move: the rest of the path reads 0
     assert ("e2e", 0.58) in rig.metrics.stages
     await session.aclose()
+
+
+async def test_a_reply_without_speakable_text_says_so() -> None:
+    rig = Rig(replies=("[sad]",))
+    session = await rig.session()
+    await session.text_input("hello")
+    messages = await rig.until(session, is_type("turn_completed"))
+    notice = next(m for m in messages if m["type"] == "notice")
+    assert notice["code"] == "EMPTY_REPLY" and notice["turn_id"] == messages[-1]["turn_id"]
+    assert messages[-1]["text"] == "" and not any(m["type"] == "audio_chunk" for m in messages)
+    await session.aclose()

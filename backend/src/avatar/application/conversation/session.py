@@ -496,6 +496,9 @@ class ConversationSession:
         reply.turn.complete(text, reply.emotion)
         reply.turn.stage_latency_ms = dict(reply.stages)
         self._persist_reply(reply)
+        if not text:
+            self.outbox.send({"type": "notice", "code": "EMPTY_REPLY", "turn_id": reply.turn_key,
+                              "message": "the model finished without a speakable reply; please say it again"})
         self.outbox.send({"type": "turn_completed", "turn_id": reply.turn_key, "text": text,
                           "emotion": reply.emotion.value, "interrupted": False,
                           "latency_ms": {k: round(v, 1) for k, v in reply.stages.items()}})
