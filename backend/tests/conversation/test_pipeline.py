@@ -387,13 +387,13 @@ async def test_the_endpoint_wait_is_a_stage_of_its_own() -> None:
     session = await rig.session()
     final = Transcription(text="hello there", is_final=True, confidence=0.9, latency_ms=80.0,
                           audio_start_ms=200.0, audio_end_ms=1000.0)
-    # the recognizer saw 500 ms of audio after the speech ended before it called the endpoint
+    # the result came 500 ms of (live) audio after the speech ended, 80 ms of it decoding
     await session._on_event(TranscriptEvent(TranscriptEventKind.FINAL, final, stream_time_ms=1500.0))
     messages = await rig.until(session, is_type("turn_completed"))
     latency = messages[-1]["latency_ms"]
-    assert (latency["endpoint"], latency["asr_final"]) == (500.0, 80.0)
-    assert latency["e2e"] == 580.0  # the fake clock does not move: the rest of the path reads 0
-    assert ("e2e", 0.58) in rig.metrics.stages
+    assert (latency["endpoint"], latency["asr_final"]) == (420.0, 80.0)
+    assert latency["e2e"] == 500.0  # the fake clock does not move: the rest of the path reads 0
+    assert ("e2e", 0.5) in rig.metrics.stages
     await session.aclose()
 
 

@@ -30,6 +30,10 @@ from avatar.settings import REPO_ROOT, Settings
 PATH_STAGES = ("endpoint", "asr_final", "first_clause", "tts_first_chunk")
 REPORTED = ("endpoint", "asr_final", "llm_ttft", "first_clause", "tts_first_chunk", "e2e")
 CHUNK_MS = 100
+CAPACITY_NOTE = (
+    "The clients run in the server's process and event loop (one interpreter, 2 shared cores), so "
+    "at high session counts part of the overhead is the clients' own work (JSON and base64 of every "
+    "audio chunk both ways); `server e2e` is the orchestrator's own end of speech -> first audio.")
 
 
 def _harness() -> Any:
@@ -214,7 +218,8 @@ def _capacity_section(capacity: list[tuple[int, Tally]]) -> str:
             "real time concurrently, then microphone silence; end of speech -> first reply audio at "
             "the client), ms:\n\n"
             + table(["sessions", "P50", "P95", "added P95 vs 1", "server e2e median", "llm_ttft median",
-                     "overhead median", "failed"], rows))
+                     "overhead median", "failed"], rows)
+            + "\n\n" + CAPACITY_NOTE)
 
 
 def main(settings: Settings, quick: bool) -> int:

@@ -329,9 +329,10 @@ class ConversationSession:
                               "is_final": False, "language": tr.language})
         elif kind is TranscriptEventKind.FINAL and event.transcription is not None:
             tr = event.transcription
-            # The endpoint wait: audio the recognizer consumed after the speech ended before it
-            # decided the utterance was over (stream time, i.e. wall time for a live client).
-            endpoint_ms = event.stream_time_ms - tr.audio_end_ms if tr.audio_end_ms > 0 else 0.0
+            # Stream time from the end of speech to this result (wall time for a live client, whose
+            # audio keeps arriving during the decode) minus the decode itself: the endpoint wait.
+            since_speech_end = event.stream_time_ms - tr.audio_end_ms if tr.audio_end_ms > 0 else 0.0
+            endpoint_ms = since_speech_end - tr.latency_ms if since_speech_end > 0 else 0.0
             await self._on_final(tr, event.utterance_pcm, self.deps.clock.monotonic(),
                                  endpoint_ms=max(0.0, endpoint_ms))
         elif kind is TranscriptEventKind.ERROR:
