@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
-from backend.tests.asr.conftest import asr_settings
 
 from avatar.application.ports.asr import (
     RecognitionStream,
@@ -21,6 +20,7 @@ from avatar.domain.errors import CapacityError, DependencyError, InvalidInputErr
 from avatar.domain.models import AudioChunk
 from avatar.infrastructure.asr import build_recognizer, service_config
 from avatar.settings import Placement
+from backend.tests.asr.conftest import asr_settings
 from tests.support.audio import SpeechClip
 
 pytestmark = pytest.mark.slow

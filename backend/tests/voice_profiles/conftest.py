@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from backend.tests.voice_profiles.speech import Clip, make_speakers
 
+from backend.tests.voice_profiles.speech import Clip, make_speakers
 from tests.support.audio import SpeechClip
 
 

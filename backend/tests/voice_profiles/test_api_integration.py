@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 import pytest_asyncio
 import soundfile as sf
-from backend.tests.voice_profiles.speech import Clip
-from backend.tests.voice_profiles.stack import real_parts
 from sqlalchemy import text
 
 from avatar.infrastructure.database import SqlUnitOfWorkFactory
 from avatar.presentation.app import create_app
+from backend.tests.voice_profiles.speech import Clip
+from backend.tests.voice_profiles.stack import real_parts
 from tests.support.servers import S3Server
 
 API = "/api/v1/voice-profiles"

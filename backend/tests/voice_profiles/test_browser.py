@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from backend.tests.voice_profiles.stack import RealParts, real_parts
 from sqlalchemy import text
 
 from avatar.presentation.app import create_app
+from backend.tests.voice_profiles.stack import RealParts, real_parts
 from tests.e2e.harness import running_server
 from tests.support.audio import SpeechClip
 from tests.support.servers import S3Server

@@ -6,13 +6,13 @@ import contextlib
 
 import numpy as np
 import pytest
-from backend.tests.voice_profiles.speech import Clip
 
 from avatar.application.ports.speaker import SpeakerEncoder
 from avatar.domain.errors import InvalidInputError
 from avatar.infrastructure.speaker import ResemblyzerSpeakerEncoder, build_speaker_encoder
 from avatar.settings import Settings
 from avatar_common.audio import float_to_pcm16
+from backend.tests.voice_profiles.speech import Clip
 
 
 @pytest.fixture(scope="session")

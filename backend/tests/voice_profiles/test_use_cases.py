@@ -12,7 +12,6 @@ from typing import cast
 import numpy as np
 import pytest
 import soundfile as sf
-from backend.tests.voice_profiles.speech import Clip
 
 from avatar.application.ports.storage import UnitOfWorkFactory
 from avatar.application.ports.tts import VoiceReference
@@ -32,6 +31,7 @@ from avatar.application.voice_profiles import (
 from avatar.domain.errors import DependencyError, InvalidInputError
 from avatar.domain.models import Transcription, TTSMode
 from avatar.infrastructure.speaker import VoiceSampleDecoder
+from backend.tests.voice_profiles.speech import Clip
 from tests.fakes import (
     FakeClock,
     FakeDatabase,

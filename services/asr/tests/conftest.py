@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import pytest
 import pytest_asyncio
 import uvicorn
-from services.asr.tests.helpers import asr_config
 
 from avatar_asr.app import create_app
 from avatar_asr.service import ASRService
+from services.asr.tests.helpers import asr_config
 from tests.support.servers import free_port
 
 

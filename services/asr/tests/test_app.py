@@ -15,10 +15,10 @@ import openai
 import pytest
 import soundfile as sf
 import websockets
-from services.asr.tests.conftest import RunningServer
-from services.asr.tests.helpers import normalize_words, pcm16, silence, wer
 
 from avatar_common.audio import encode_audio, encode_wav, resample
+from services.asr.tests.conftest import RunningServer
+from services.asr.tests.helpers import normalize_words, pcm16, silence, wer
 from tests.support.audio import SpeechClip
 
 pytestmark = pytest.mark.slow

@@ -7,6 +7,12 @@ import threading
 
 import numpy as np
 import pytest
+
+from avatar_asr.engine import PRIORITY_FINAL, PRIORITY_PARTIAL, InferenceQueue
+from avatar_asr.errors import ASRError, BusyError
+from avatar_asr.service import ASRService
+from avatar_asr.stream import EventKind
+from avatar_common.audio import resample
 from services.asr.tests.helpers import (
     asr_config,
     finals,
@@ -18,12 +24,6 @@ from services.asr.tests.helpers import (
     silence,
     wer,
 )
-
-from avatar_asr.engine import PRIORITY_FINAL, PRIORITY_PARTIAL, InferenceQueue
-from avatar_asr.errors import ASRError, BusyError
-from avatar_asr.service import ASRService
-from avatar_asr.stream import EventKind
-from avatar_common.audio import resample
 from tests.support.audio import SpeechClip
 
 pytestmark = pytest.mark.slow

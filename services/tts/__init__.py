@@ -1,0 +1,1 @@
+"""Test-package marker: gives the test modules below unique import names."""
