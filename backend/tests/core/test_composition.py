@@ -6,11 +6,12 @@ import subprocess
 import sys
 
 import httpx
+from prometheus_client import CollectorRegistry, Counter
 
 from avatar.application.ports.common import ComponentHealth
 from avatar.presentation.app import create_app
 from avatar.settings import Settings
-from tests.fakes import FakeSynthesizer, fake_container
+from tests.fakes import FakeRecognizer, FakeSynthesizer, fake_container
 
 
 class _BrokenTTS(FakeSynthesizer):
@@ -84,3 +85,21 @@ def test_importing_the_app_builds_nothing_heavy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+class _MeteredRecognizer(FakeRecognizer):
+    """An in-process engine that keeps its metrics in its own registry (as the ASR and TTS do)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.metrics_registry = CollectorRegistry()
+        Counter("engine_decodes", "Decodes run", registry=self.metrics_registry).inc(3)
+
+
+async def test_metrics_include_the_in_process_engines_registries() -> None:
+    settings = Settings(_env_file=None)
+    app = create_app(settings, fake_container(settings, recognizer=_MeteredRecognizer()))
+    async with app.router.lifespan_context(app):
+        response = await _get(app, "/api/v1/metrics")
+    assert "engine_decodes_total 3.0" in response.text
+    assert response.text.count("# HELP engine_decodes_total") == 1

@@ -32,11 +32,13 @@ from avatar.settings import Placement, Settings
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+    from prometheus_client import CollectorRegistry
 
     from avatar.application.ports.asr import RecognitionStream, SpeechRecognizer
     from avatar_asr.config import ASRConfig
     from avatar_asr.engine import Recognition
     from avatar_asr.errors import ASRError
+    from avatar_asr.metrics import ASRMetrics
     from avatar_asr.service import ASRService
     from avatar_asr.stream import RecognitionSession, StreamEvent
 
@@ -191,8 +193,18 @@ class EmbeddedRecognitionStream:
 class EmbeddedSpeechRecognizer:
     """The ASR engine inside the orchestrator process (the embedded default)."""
 
-    def __init__(self, service: ASRService) -> None:
+    def __init__(self, service: ASRService, metrics: ASRMetrics | None = None) -> None:
         self._service = service
+        self._metrics = metrics
+
+    @property
+    def metrics_registry(self) -> CollectorRegistry | None:
+        """The engine's Prometheus registry, exported by the orchestrator's ``/api/v1/metrics``."""
+        if self._metrics is None:
+            return None
+        self._metrics.active_streams.set(self._service.active_streams)
+        self._metrics.queue_pending.set(self._service.engine.queue.pending)
+        return self._metrics.registry
 
     async def open_stream(self, *, language: str | None = None) -> RecognitionStream:
         from avatar_asr.errors import ASRError
@@ -430,15 +442,17 @@ async def build_recognizer(settings: Settings, stack: contextlib.AsyncExitStack)
         stack.push_async_callback(client.aclose)
         return RemoteSpeechRecognizer(settings.asr.url, client)
     from avatar_asr.errors import ASRError
+    from avatar_asr.metrics import ASRMetrics
     from avatar_asr.service import ASRService
 
-    service = ASRService(service_config(settings))
+    metrics = ASRMetrics()
+    service = ASRService(service_config(settings), observer=metrics)
     stack.callback(service.close)
     try:
         await service.start(warm_up=True)
     except ASRError as exc:
         raise _from_asr_error(exc) from exc
-    return EmbeddedSpeechRecognizer(service)
+    return EmbeddedSpeechRecognizer(service, metrics)
 
 
 def create_service_app(settings: Settings) -> FastAPI:

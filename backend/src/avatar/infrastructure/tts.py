@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import httpx
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
 from avatar.application.ports.common import ComponentHealth
 from avatar.application.ports.tts import SynthesisRequest, SynthesisStream, VoiceInfo, VoiceReference
@@ -127,6 +128,11 @@ class EmbeddedSynthesizer:
     def __init__(self, service: TTSService, tier: Tier) -> None:
         self._service = service
         self._tier = tier
+
+    @property
+    def metrics_registry(self) -> CollectorRegistry:
+        """The engines' Prometheus registry (shared by both tiers), exported by the orchestrator."""
+        return self._service.metrics.registry
 
     async def synthesize(self, request: SynthesisRequest) -> SynthesisStream:
         tier = Tier.HQ if request.mode is TTSMode.HQ else self._tier

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 from avatar import __version__
 from avatar.presentation.deps import ContainerDep
@@ -25,5 +25,12 @@ async def health(container: ContainerDep) -> JSONResponse:
 
 
 @router.get("/api/v1/metrics")
-async def metrics() -> Response:
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+async def metrics(container: ContainerDep) -> Response:
+    """The orchestrator's metrics plus those of the engines running in this process (embedded)."""
+    registries: list[CollectorRegistry] = [REGISTRY]
+    for adapter in (container.recognizer, container.fast_tts, container.hq_tts, container.prosody):
+        registry = getattr(adapter, "metrics_registry", None)
+        if isinstance(registry, CollectorRegistry) and all(registry is not r for r in registries):
+            registries.append(registry)
+    body = b"".join(generate_latest(r) for r in registries)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
