@@ -69,6 +69,18 @@ async def test_fallback_reply_when_model_is_down_in_users_language() -> None:
     assert end.text.startswith("미안해요") and "[" not in end.text
 
 
+@pytest.mark.parametrize("raw", ["[happy]", "[excited] <think>plan the answer</think>", "   "])
+async def test_a_reply_with_nothing_speakable_falls_back_instead_of_silence(raw: str) -> None:
+    brain = make(FakeChatModel([raw]), FakeDatabase())
+    events = [e async for e in brain.reply("Hello!")]
+    assert sum(isinstance(e, EmotionDecided) for e in events) == 1
+    end = events[-1]
+    assert isinstance(end, ReplyEnded) and end.fallback and end.error is None
+    spoken = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert spoken == end.text and end.text and "[" not in end.text and "think" not in end.text
+    assert brain.history[-1].assistant == end.text  # what the user heard is what history keeps
+
+
 async def test_korean_user_gets_a_reply_in_korean_instruction() -> None:
     chat = FakeChatModel()
     [_ async for _ in make(chat, FakeDatabase()).reply("안녕하세요")]

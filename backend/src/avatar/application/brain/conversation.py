@@ -244,14 +244,8 @@ class ConversationBrain:
                 error = exc.kind
                 if not released:
                     # Nothing reached the listener: answer with the persona's fallback instead.
-                    fallback = ReplyParser()
-                    _, head = fallback.feed(self._persona.fallback_reply(language))
-                    _, tail = fallback.finish()
-                    if emotion is None:
-                        emotion = fallback.emotion or Emotion.NEUTRAL
-                        yield EmotionDecided(emotion)
-                    yield TextDelta(head + tail)
-                    yield ReplyEnded(head + tail, emotion, number, fallback=True, error=error)
+                    for event in self._fallback(turn, language, emotion, error):
+                        yield event
                     return
             decided, clean = parser.finish()
             if decided is not None:
@@ -260,6 +254,12 @@ class ConversationBrain:
             if clean:
                 released.append(clean)
             final = "".join(released).rstrip()
+            if not final:
+                # The model stopped with nothing speakable (a bare emotion tag, only markup): the
+                # listener would hear silence, so answer with the persona's fallback as for a failure.
+                for event in self._fallback(turn, language, emotion, error):
+                    yield event
+                return
             turn.assistant = final
             turn.tokens = self._turn_tokens(text, final)
             if clean.rstrip():
@@ -268,6 +268,23 @@ class ConversationBrain:
         finally:
             self._replying = False
             self._maybe_summarize()
+
+    def _fallback(
+        self, turn: HistoryTurn, language: str | None, emotion: Emotion | None, error: ChatErrorKind | None
+    ) -> list[BrainEvent]:
+        """The persona's fallback reply as events (an emotion first if none was decided yet)."""
+        parser = ReplyParser()
+        _, head = parser.feed(self._persona.fallback_reply(language))
+        _, tail = parser.finish()
+        text = (head + tail).strip()
+        turn.assistant = text
+        turn.tokens = self._turn_tokens(turn.user, text)
+        events: list[BrainEvent] = []
+        if emotion is None:
+            emotion = parser.emotion or Emotion.NEUTRAL
+            events.append(EmotionDecided(emotion))
+        events += [TextDelta(text), ReplyEnded(text, emotion, turn.number, fallback=True, error=error)]
+        return events
 
     def record_interrupted(self, heard_text: str) -> None:
         """Barge-in: keep only what the listener heard as the latest turn's reply."""
