@@ -63,6 +63,9 @@ class FakeClock:
 # --- speech recognition ---------------------------------------------------------------------
 
 
+NO_SPEECH_MESSAGE = "no speech was heard"
+
+
 class FakeRecognitionStream:
     """Endpoints on a scripted rule: after ``utterance_ms`` of pushed audio it emits
     SPEECH_STARTED, one PARTIAL and a FINAL with the next scripted text."""
@@ -111,6 +114,9 @@ class FakeRecognitionStream:
     async def end_input(self) -> None:
         if self._started:
             await self._finish()
+        else:  # as the real engine: a push-to-talk release with nothing said
+            kind, code = TranscriptEventKind.ERROR, "NO_SPEECH"
+            await self._queue.put(TranscriptEvent(kind, error_code=code, message=NO_SPEECH_MESSAGE))
 
     async def aclose(self) -> None:
         self.closed = True

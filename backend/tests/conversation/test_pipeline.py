@@ -397,12 +397,71 @@ async def test_the_endpoint_wait_is_a_stage_of_its_own() -> None:
     await session.aclose()
 
 
-async def test_a_reply_without_speakable_text_says_so() -> None:
+async def test_a_model_reply_without_speakable_text_is_answered_with_the_fallback() -> None:
     rig = Rig(replies=("[sad]",))
     session = await rig.session()
     await session.text_input("hello")
     messages = await rig.until(session, is_type("turn_completed"))
-    notice = next(m for m in messages if m["type"] == "notice")
-    assert notice["code"] == "EMPTY_REPLY" and notice["turn_id"] == messages[-1]["turn_id"]
-    assert messages[-1]["text"] == "" and not any(m["type"] == "audio_chunk" for m in messages)
+    assert messages[-1]["text"] and "[" not in messages[-1]["text"]
+    assert any(m["type"] == "audio_chunk" for m in messages)  # the person hears something
+    assert not any(m["type"] == "notice" and m["code"] == "EMPTY_REPLY" for m in messages)
     await session.aclose()
+
+
+async def _voice_rig(notice: str | None) -> tuple[Rig, uuid.UUID]:
+    """A rig whose voice resolver is the orchestrator's real wiring, with one stored profile."""
+    from avatar.application.voice_profiles import original_key
+    from avatar.domain.models import VoiceProfile
+    from avatar.presentation.realtime import build_deps
+    from avatar_common.audio import pcm16_to_wav
+    from tests.fakes import fake_container
+
+    rig = Rig()
+    rig.tts.notice = notice
+    container = fake_container(Settings(_env_file=None), uow=rig.db, object_store=rig.store, fast_tts=rig.tts)
+    rig.deps.voice_resolver = build_deps(container, reply_engine=rig.engine).voice_resolver
+    profile_id = uuid.uuid4()
+    embedding = tuple([1.0] + [0.0] * 255)
+    async with rig.db() as tx:
+        await tx.voice_profiles.add(VoiceProfile(profile_id, "Mina", f"s3://avatar-audio/{original_key(profile_id)}",
+                                                 embedding, 5.0, 16000, transcript="hello there"))
+        await tx.commit()
+    await rig.store.put(original_key(profile_id), pcm16_to_wav(tone(500).pcm, 16000), "audio/wav")
+    return rig, profile_id
+
+
+async def test_the_chosen_voice_profile_conditions_the_reply_and_a_substitution_is_announced() -> None:
+    rig, profile_id = await _voice_rig("piper cannot clone voices: speaking with the closest stock voice")
+    session = await rig.session()
+    await session.set_tts_mode(TTSMode.FAST, voice_profile_id=profile_id)
+    await session.push_audio(tone(1000))
+    messages = await rig.until(session, is_type("turn_completed"))
+    reference = rig.tts.requests[-1].reference
+    assert reference is not None and reference.profile_id == str(profile_id)
+    assert reference.embedding[0] == 1.0 and reference.transcript == "hello there"
+    assert reference.sample_rate == 16000 and len(reference.pcm) == len(tone(500).pcm)
+    notices = [m for m in messages if m["type"] == "notice"]
+    assert [n["code"] for n in notices] == ["VOICE_SUBSTITUTED"]
+    state = next(m for m in messages if m["type"] == "session_state")
+    assert state["voice_profile_id"] == str(profile_id)
+
+
+async def test_an_unknown_voice_profile_is_an_error_and_the_default_voice_stays() -> None:
+    rig, _ = await _voice_rig(None)
+    session = await rig.session()
+    await session.set_tts_mode(TTSMode.FAST, voice_profile_id=uuid.uuid4())
+    await session.push_audio(tone(1000))
+    messages = await rig.until(session, is_type("turn_completed"))
+    errors = [m for m in messages if m["type"] == "error"]
+    assert [e["code"] for e in errors] == ["VOICE_PROFILE_NOT_FOUND"]
+    assert rig.tts.requests and all(r.reference is None for r in rig.tts.requests)
+    assert session.voice_profile_id is None
+
+
+async def test_push_to_talk_with_nothing_said_is_a_notice_not_an_error() -> None:
+    rig = Rig()
+    session = await rig.session()
+    await session.end_utterance()
+    messages = await rig.until(session, is_type("notice"))
+    assert messages[-1] == {"type": "notice", "code": "NO_SPEECH", "message": "no speech was heard"}
+    assert not [m for m in messages if m["type"] == "error"]

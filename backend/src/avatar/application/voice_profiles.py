@@ -27,12 +27,12 @@ from avatar.application.ports.storage import ObjectStore, UnitOfWorkFactory
 from avatar.application.ports.tts import SpeechSynthesizer, SynthesisRequest, VoiceReference
 from avatar.domain.errors import AvatarError, DependencyError, InvalidInputError, NotFoundError
 from avatar.domain.models import TTSMode, VoiceProfile, new_id
+from avatar.domain.storage_keys import voice_profile_key, voice_profile_prefix
 
 log = logging.getLogger(__name__)
 
 #: Container formats a voice sample may come in (DESIGN §4).
 ACCEPTED_FORMATS = ("wav", "flac", "mp3", "ogg", "opus", "webm")
-PROFILE_PREFIX = "voice_profiles/"
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -168,15 +168,15 @@ class SimilarVoice:
 
 
 def original_key(profile_id: uuid.UUID) -> str:
-    return f"{PROFILE_PREFIX}{profile_id}/original.wav"
+    return voice_profile_key(profile_id, "original.wav")
 
 
 def metadata_key(profile_id: uuid.UUID) -> str:
-    return f"{PROFILE_PREFIX}{profile_id}/metadata.json"
+    return voice_profile_key(profile_id, "metadata.json")
 
 
 def profile_prefix(profile_id: uuid.UUID) -> str:
-    return f"{PROFILE_PREFIX}{profile_id}/"
+    return voice_profile_prefix(profile_id)
 
 
 def parse_profile_id(raw: uuid.UUID | str) -> uuid.UUID:

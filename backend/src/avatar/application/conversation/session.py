@@ -278,6 +278,10 @@ class ConversationSession:
             self._reference = None
             if voice_profile_id is not None and self.deps.voice_resolver is not None:
                 self._reference = await self.deps.voice_resolver(voice_profile_id)
+                if self._reference is None:
+                    self.voice_profile_id = None
+                    self._error("VOICE_PROFILE_NOT_FOUND",
+                                f"voice profile {voice_profile_id} does not exist; the default voice is used")
         self.outbox.send(self.state_message())
         self._state_changed()
 
@@ -335,6 +339,10 @@ class ConversationSession:
             endpoint_ms = since_speech_end - tr.latency_ms if since_speech_end > 0 else 0.0
             await self._on_final(tr, event.utterance_pcm, self.deps.clock.monotonic(),
                                  endpoint_ms=max(0.0, endpoint_ms))
+        elif kind is TranscriptEventKind.ERROR and event.error_code == "NO_SPEECH":
+            # Push-to-talk released with nothing said: nothing failed, the client is just told.
+            self.outbox.send({"type": "notice", "code": "NO_SPEECH",
+                              "message": event.message or "no speech was heard"})
         elif kind is TranscriptEventKind.ERROR:
             self._error(event.error_code or "ASR_FAILED", event.message or "speech recognition failed")
 
