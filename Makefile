@@ -19,7 +19,7 @@ setup-test:
 
 lint:
 	$(BIN)/ruff check backend services tests
-	$(BIN)/ruff format --check backend services tests
+	$(BIN)/ruff format --check backend services tests conftest.py
 
 typecheck:
 	$(BIN)/mypy backend/src services/common/src services/asr/src services/tts/src services/prosody/src

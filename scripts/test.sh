@@ -12,9 +12,11 @@ section() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 section "ruff"
 ruff check backend services tests conftest.py || status=1
+ruff format --check backend services tests conftest.py || status=1
 
 section "mypy --strict"
 mypy backend/src services/common/src services/asr/src services/tts/src services/prosody/src || status=1
+mypy backend/tests services/common/tests services/asr/tests services/tts/tests services/prosody/tests tests conftest.py || status=1
 
 if [[ -f frontend/package.json ]]; then
   section "web app unit tests (vitest)"

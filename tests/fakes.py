@@ -743,8 +743,9 @@ class EnergyGatedRecognizer(FakeRecognizer):
     client that keeps streaming its (silent) microphone after speaking does not start a new
     utterance -- and barge in on the reply -- the way the plain fake would."""
 
-    def __init__(self, texts: Sequence[str] = ("hello there",), utterance_ms: float = 1000.0,
-                 threshold: float = 200.0) -> None:
+    def __init__(
+        self, texts: Sequence[str] = ("hello there",), utterance_ms: float = 1000.0, threshold: float = 200.0
+    ) -> None:
         super().__init__(texts, utterance_ms)
         self.threshold = threshold
 

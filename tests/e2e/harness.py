@@ -69,8 +69,9 @@ class Client:
         await self.ws.send(json.dumps(message))
 
     async def send_audio(self, pcm: bytes, sr: int = 16000, timestamp: float = 0.0) -> None:
-        await self.send({"type": "audio_chunk", "data": base64.b64encode(pcm).decode(), "sr": sr,
-                         "timestamp": timestamp})
+        await self.send(
+            {"type": "audio_chunk", "data": base64.b64encode(pcm).decode(), "sr": sr, "timestamp": timestamp}
+        )
 
     async def recv(self) -> Message:
         raw = await self.ws.recv()
@@ -98,11 +99,17 @@ class Client:
         return [m for m in self.messages if m["type"] == kind]
 
 
-async def stream_realtime(client: Client, pcm: bytes, sr: int = 16000, chunk_ms: int = 100,
-                          speed: float = 1.0, trailing_silence_ms: int = 1200) -> None:
+async def stream_realtime(
+    client: Client,
+    pcm: bytes,
+    sr: int = 16000,
+    chunk_ms: int = 100,
+    speed: float = 1.0,
+    trailing_silence_ms: int = 1200,
+) -> None:
     """Send ``pcm`` in ``chunk_ms`` pieces at ``speed`` x real time, then silence for the endpoint."""
     step = sr * chunk_ms // 1000 * 2
     data = pcm + bytes(sr * trailing_silence_ms // 1000 * 2)
     for i, start in enumerate(range(0, len(data), step)):
-        await client.send_audio(data[start:start + step], sr, timestamp=i * chunk_ms)
+        await client.send_audio(data[start : start + step], sr, timestamp=i * chunk_ms)
         await asyncio.sleep(chunk_ms / 1000.0 / speed)

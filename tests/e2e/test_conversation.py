@@ -44,8 +44,9 @@ def e2e_settings(tmp: Path, database_url: str, llm_url: str) -> Settings:
 
 
 @pytest_asyncio.fixture(scope="module")
-async def stack(tmp_path_factory: pytest.TempPathFactory, module_database_url: str,
-                llama_server: str) -> AsyncIterator[tuple[str, Container]]:
+async def stack(
+    tmp_path_factory: pytest.TempPathFactory, module_database_url: str, llama_server: str
+) -> AsyncIterator[tuple[str, Container]]:
     settings = e2e_settings(tmp_path_factory.mktemp("e2e"), module_database_url, llama_server)
     container = await build_container(settings)
     try:
@@ -86,8 +87,13 @@ async def test_a_spoken_turn_end_to_end(stack: tuple[str, Container], librivox: 
         (turn,) = turns
         assert turn["user_input"] == final["text"] and turn["ai_response"] == completed["text"]
         assert turn["transcription"]["text"] == final["text"]
-        assert set(turn["stage_latency_ms"]) >= {"endpoint", "asr_final", "first_clause",
-                                                 "tts_first_chunk", "e2e"}
+        assert set(turn["stage_latency_ms"]) >= {
+            "endpoint",
+            "asr_final",
+            "first_clause",
+            "tts_first_chunk",
+            "e2e",
+        }
         session = (await http.get(f"/api/v1/sessions/{sid}")).json()
         assert session["session_id"] == sid and session["status"] == "active"
         # every stored object is served through its presigned URL (the store's public base aside)
@@ -121,8 +127,13 @@ async def test_barge_in_end_to_end(stack: tuple[str, Container], librivox: list[
         story_turn = client.of("turn_started")[0]["turn_id"]
         interrupted = await client.until_type("interrupted")
         assert interrupted["turn_id"] == story_turn and isinstance(interrupted["heard_text"], str)
-        answered = await client.until(lambda m: m["type"] == "turn_completed" and not m["interrupted"]
-                                      and m["turn_id"] != interrupted["turn_id"])
+        answered = await client.until(
+            lambda m: (
+                m["type"] == "turn_completed"
+                and not m["interrupted"]
+                and m["turn_id"] != interrupted["turn_id"]
+            )
+        )
         assert answered["text"]
     # only what was heard is kept for the interrupted reply
     async with httpx.AsyncClient(base_url=base) as http:
@@ -171,8 +182,9 @@ async def test_reconnect_resumes_history(stack: tuple[str, Container]) -> None:
         # The first reply may still be playing by the server's reckoning: the new message then
         # interrupts it first (barge-in), so wait for the new turn's own completion.
         started = await client.until_type("turn_started")
-        done = await client.until(lambda m: m["type"] == "turn_completed"
-                                  and m["turn_id"] == started["turn_id"])
+        done = await client.until(
+            lambda m: m["type"] == "turn_completed" and m["turn_id"] == started["turn_id"]
+        )
         assert started["turn_number"] == 2 and done["text"] and not done["interrupted"]
 
 

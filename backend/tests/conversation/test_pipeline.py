@@ -51,14 +51,21 @@ REPLY = "[happy] Hello there, my friend! It is lovely to hear from you today. Ho
 
 def tone(ms: int, sr: int = 16000) -> AudioChunk:
     n = sr * ms // 1000
-    pcm = b"".join(int(6000 * math.sin(2 * math.pi * 200 * i / sr)).to_bytes(2, "little", signed=True)
-                   for i in range(n))
+    pcm = b"".join(
+        int(6000 * math.sin(2 * math.pi * 200 * i / sr)).to_bytes(2, "little", signed=True) for i in range(n)
+    )
     return AudioChunk(pcm=pcm, sample_rate=sr)
 
 
 class Rig:
-    def __init__(self, *, replies: tuple[str, ...] = (REPLY,), token_delay_s: float = 0.0,
-                 tts_delay_s: float = 0.0, texts: tuple[str, ...] = ("hello there",)) -> None:
+    def __init__(
+        self,
+        *,
+        replies: tuple[str, ...] = (REPLY,),
+        token_delay_s: float = 0.0,
+        tts_delay_s: float = 0.0,
+        texts: tuple[str, ...] = ("hello there",),
+    ) -> None:
         self.clock = FakeClock()
         self.recognizer = FakeRecognizer(texts=texts, utterance_ms=1000.0)
         self.chat = FakeChatModel(replies=replies, token_delay_s=token_delay_s)
@@ -68,12 +75,21 @@ class Rig:
         self.db = FakeDatabase()
         self.queue = FakeTaskQueue()
         self.metrics = RecordingConversationMetrics()
-        self.engine = BrainReplyEngine(self.chat, FakeTextEmbedder(), self.db,
-                                       load_persona(Settings().llm.persona_file))
+        self.engine = BrainReplyEngine(
+            self.chat, FakeTextEmbedder(), self.db, load_persona(Settings().llm.persona_file)
+        )
         self.deps = ConversationDeps(
-            recognizer=self.recognizer, replies=self.engine, fast_tts=self.tts, clock=self.clock,
-            object_store=self.store, queue=self.queue, uow=self.db, metrics=self.metrics,
-            chunker_factory=ClauseChunker, config=ConversationConfig(write_backoff_s=0.001))
+            recognizer=self.recognizer,
+            replies=self.engine,
+            fast_tts=self.tts,
+            clock=self.clock,
+            object_store=self.store,
+            queue=self.queue,
+            uow=self.db,
+            metrics=self.metrics,
+            chunker_factory=ClauseChunker,
+            config=ConversationConfig(write_backoff_s=0.001),
+        )
         self.messages: list[Message] = []
 
     async def session(self, **kwargs: Any) -> ConversationSession:
@@ -114,9 +130,16 @@ async def test_a_turn_streams_in_order_and_is_persisted() -> None:
     await session.push_audio(tone(1000))
     messages = await rig.until(session, is_type("turn_completed"))
     order = kinds(messages)
-    assert order.index("speech_started") < order.index("transcription_partial") < order.index(
-        "transcription_final") < order.index("turn_started") < order.index("emotion") < order.index(
-        "llm_token") < order.index("audio_chunk") < order.index("turn_completed")
+    assert (
+        order.index("speech_started")
+        < order.index("transcription_partial")
+        < order.index("transcription_final")
+        < order.index("turn_started")
+        < order.index("emotion")
+        < order.index("llm_token")
+        < order.index("audio_chunk")
+        < order.index("turn_completed")
+    )
     final = next(m for m in messages if m["type"] == "transcription_final")
     assert final["text"] == "hello there"
     emotion = next(m for m in messages if m["type"] == "emotion")
@@ -229,8 +252,11 @@ async def test_played_ms_zero_means_nothing_was_heard() -> None:
 
 
 async def test_one_reply_at_a_time() -> None:
-    rig = Rig(replies=("[neutral] One, two, three, four, five, six, seven.",), token_delay_s=0.05,
-              texts=("first", "second"))
+    rig = Rig(
+        replies=("[neutral] One, two, three, four, five, six, seven.",),
+        token_delay_s=0.05,
+        texts=("first", "second"),
+    )
     session = await rig.session()
     await session.text_input("first")
     await session.text_input("second")
@@ -241,7 +267,7 @@ async def test_one_reply_at_a_time() -> None:
     assert [m["interrupted"] for m in completed] == [True, False]
     # no token of turn 1 after turn 2 started
     second = started[1]["turn_id"]
-    after = messages[messages.index(started[1]):]
+    after = messages[messages.index(started[1]) :]
     assert all(m.get("turn_id") == second for m in after if m["type"] in ("llm_token", "audio_chunk"))
     await session.aclose()
 
@@ -279,13 +305,14 @@ async def test_a_lasting_database_failure_is_reported_loudly() -> None:
 async def test_hq_handler_stores_the_audio_and_notifies() -> None:
     rig = Rig()
     notifier = FakeNotifier()
-    handler = make_hq_handler(hq_tts=rig.hq, object_store=rig.store, uow=rig.db, notifier=notifier,
-                              clock=rig.clock)
+    handler = make_hq_handler(
+        hq_tts=rig.hq, object_store=rig.store, uow=rig.db, notifier=notifier, clock=rig.clock
+    )
     session_id, turn_id = uuid.uuid4(), uuid.uuid4()
     await handler({"session_id": str(session_id), "turn_id": str(turn_id), "text": "Hello there."})
     (key,) = [k for k in rig.store.objects if k.startswith("synthesized/hq/")]
     assert key == f"synthesized/hq/{turn_id}_hq_1767225600000.wav"
-    (sent_to, message), = notifier.sent
+    ((sent_to, message),) = notifier.sent
     assert sent_to == session_id and message["type"] == "hq_ready" and key in message["url"]
     (row,) = rig.db.tables.synthesized.values()
     assert row.mode is TTSMode.HQ and row.turn_id == turn_id
@@ -332,19 +359,30 @@ def test_tokens() -> None:
             verify_token("secret", bad_sid, bad_token, now_s=now)
 
 
-async def test_another_replica_resumes_from_the_shared_redis_state(redis_url: str,
-                                                                   redis_namespace: str) -> None:
+async def test_another_replica_resumes_from_the_shared_redis_state(
+    redis_url: str, redis_namespace: str
+) -> None:
     from avatar.infrastructure.queue import redis_client
     from avatar.infrastructure.session_state import RedisSessionStateStore
 
-    rig = Rig(replies=("[happy] Nice to meet you, Alice.", "[neutral] Your name is Alice."),
-              texts=("my name is alice", "what is my name"))
+    rig = Rig(
+        replies=("[happy] Nice to meet you, Alice.", "[neutral] Your name is Alice."),
+        texts=("my name is alice", "what is my name"),
+    )
     # Two replicas: their own process state (manager, brains, Redis connection); shared DB and Redis.
-    deps_b = replace(rig.deps, replies=BrainReplyEngine(rig.chat, FakeTextEmbedder(), rig.db,
-                                                        load_persona(Settings().llm.persona_file)))
+    deps_b = replace(
+        rig.deps,
+        replies=BrainReplyEngine(
+            rig.chat, FakeTextEmbedder(), rig.db, load_persona(Settings().llm.persona_file)
+        ),
+    )
     clients = [redis_client(redis_url), redis_client(redis_url)]
-    replica_a = SessionManager(rig.deps, max_sessions=2, grace_s=60,
-                               state_store=RedisSessionStateStore(clients[0], namespace=redis_namespace))
+    replica_a = SessionManager(
+        rig.deps,
+        max_sessions=2,
+        grace_s=60,
+        state_store=RedisSessionStateStore(clients[0], namespace=redis_namespace),
+    )
     store_b = RedisSessionStateStore(clients[1], namespace=redis_namespace)
     replica_b = SessionManager(deps_b, max_sessions=2, grace_s=60, state_store=store_b)
     try:
@@ -385,8 +423,14 @@ async def test_another_replica_resumes_from_the_shared_redis_state(redis_url: st
 async def test_the_endpoint_wait_is_a_stage_of_its_own() -> None:
     rig = Rig()
     session = await rig.session()
-    final = Transcription(text="hello there", is_final=True, confidence=0.9, latency_ms=80.0,
-                          audio_start_ms=200.0, audio_end_ms=1000.0)
+    final = Transcription(
+        text="hello there",
+        is_final=True,
+        confidence=0.9,
+        latency_ms=80.0,
+        audio_start_ms=200.0,
+        audio_end_ms=1000.0,
+    )
     # the result came 500 ms of (live) audio after the speech ended, 80 ms of it decoding
     await session._on_event(TranscriptEvent(TranscriptEventKind.FINAL, final, stream_time_ms=1500.0))
     messages = await rig.until(session, is_type("turn_completed"))
@@ -423,8 +467,17 @@ async def _voice_rig(notice: str | None) -> tuple[Rig, uuid.UUID]:
     profile_id = uuid.uuid4()
     embedding = tuple([1.0] + [0.0] * 255)
     async with rig.db() as tx:
-        await tx.voice_profiles.add(VoiceProfile(profile_id, "Mina", f"s3://avatar-audio/{original_key(profile_id)}",
-                                                 embedding, 5.0, 16000, transcript="hello there"))
+        await tx.voice_profiles.add(
+            VoiceProfile(
+                profile_id,
+                "Mina",
+                f"s3://avatar-audio/{original_key(profile_id)}",
+                embedding,
+                5.0,
+                16000,
+                transcript="hello there",
+            )
+        )
         await tx.commit()
     await rig.store.put(original_key(profile_id), pcm16_to_wav(tone(500).pcm, 16000), "audio/wav")
     return rig, profile_id

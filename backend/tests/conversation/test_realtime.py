@@ -28,8 +28,9 @@ SECRET = "test-secret"
 
 def tone_pcm(ms: int, sr: int = 16000) -> bytes:
     n = sr * ms // 1000
-    return b"".join(int(6000 * math.sin(2 * math.pi * 200 * i / sr)).to_bytes(2, "little", signed=True)
-                    for i in range(n))
+    return b"".join(
+        int(6000 * math.sin(2 * math.pi * 200 * i / sr)).to_bytes(2, "little", signed=True) for i in range(n)
+    )
 
 
 def _settings(max_sessions: int = 50) -> Settings:
@@ -44,8 +45,11 @@ def _settings(max_sessions: int = 50) -> Settings:
 @pytest_asyncio.fixture(scope="module")
 async def base() -> AsyncIterator[str]:
     settings = _settings()
-    container = fake_container(settings, recognizer=FakeRecognizer(utterance_ms=500),
-                               chat_model=FakeChatModel(("[happy] Hello! Nice to meet you.",)))
+    container = fake_container(
+        settings,
+        recognizer=FakeRecognizer(utterance_ms=500),
+        chat_model=FakeChatModel(("[happy] Hello! Nice to meet you.",)),
+    )
     await container.queue.start()
     async with running_server(create_app(settings, container)) as url:
         yield url
@@ -95,10 +99,14 @@ async def test_bad_messages_get_error_events_and_the_session_goes_on(base: str) 
             (json.dumps([1, 2]), "INVALID_MESSAGE"),
             (json.dumps({"type": "dance"}), "UNKNOWN_MESSAGE_TYPE"),
             (json.dumps({"type": "audio_chunk", "data": "@@not base64@@", "sr": 16000}), "INVALID_AUDIO"),
-            (json.dumps({"type": "audio_chunk", "data": base64.b64encode(b"abc").decode(), "sr": 16000}),
-             "INVALID_AUDIO"),
-            (json.dumps({"type": "audio_chunk", "data": base64.b64encode(b"abcd").decode(), "sr": 12345}),
-             "UNSUPPORTED_SAMPLE_RATE"),
+            (
+                json.dumps({"type": "audio_chunk", "data": base64.b64encode(b"abc").decode(), "sr": 16000}),
+                "INVALID_AUDIO",
+            ),
+            (
+                json.dumps({"type": "audio_chunk", "data": base64.b64encode(b"abcd").decode(), "sr": 12345}),
+                "UNSUPPORTED_SAMPLE_RATE",
+            ),
             (json.dumps({"type": "set_tts_mode", "mode": "ultra"}), "INVALID_MESSAGE"),
             (json.dumps({"type": "text_input", "text": ""}), "INVALID_MESSAGE"),
         ]

@@ -25,12 +25,19 @@ from avatar.settings import REPO_ROOT
 from tests.fakes import FakeChatModel, FakeDatabase, FakeTextEmbedder
 
 PERSONA = load_persona(REPO_ROOT / "config" / "persona.toml")
-TINY = BrainConfig(context_tokens=2048, max_reply_tokens=64, history_keep_tokens=60, summarize_at_tokens=100,
-                   memory_top_k=2, memory_min_score=0.1)
+TINY = BrainConfig(
+    context_tokens=2048,
+    max_reply_tokens=64,
+    history_keep_tokens=60,
+    summarize_at_tokens=100,
+    memory_top_k=2,
+    memory_min_score=0.1,
+)
 
 
-def make(chat: FakeChatModel, db: FakeDatabase, config: BrainConfig = TINY,
-         session_id: uuid.UUID | None = None) -> ConversationBrain:
+def make(
+    chat: FakeChatModel, db: FakeDatabase, config: BrainConfig = TINY, session_id: uuid.UUID | None = None
+) -> ConversationBrain:
     return ConversationBrain(session_id or uuid.uuid4(), chat, FakeTextEmbedder(), db, PERSONA, config)
 
 
@@ -40,8 +47,9 @@ async def converse(brain: ConversationBrain, db: FakeDatabase, text: str) -> lis
     end = events[-1]
     assert isinstance(end, ReplyEnded)
     async with db() as tx:
-        await tx.turns.add(ConversationTurn(uuid.uuid4(), brain.session_id, end.turn_number, text,
-                                            end.text, end.emotion))
+        await tx.turns.add(
+            ConversationTurn(uuid.uuid4(), brain.session_id, end.turn_number, text, end.text, end.emotion)
+        )
         await tx.commit()
     return events
 
@@ -88,8 +96,9 @@ async def test_korean_user_gets_a_reply_in_korean_instruction() -> None:
 
 
 async def test_barge_in_keeps_only_what_was_heard() -> None:
-    chat = FakeChatModel(["[happy] Hello there, let me tell you a very long story about dragons.",
-                          "[neutral] Sure."])
+    chat = FakeChatModel(
+        ["[happy] Hello there, let me tell you a very long story about dragons.", "[neutral] Sure."]
+    )
     db = FakeDatabase()
     brain = make(chat, db)
     stream = brain.reply("Tell me a story")
@@ -148,8 +157,13 @@ async def test_a_new_reply_preempts_a_running_summary() -> None:
 
 
 async def test_prompt_never_exceeds_the_context() -> None:
-    config = BrainConfig(context_tokens=800, max_reply_tokens=64, history_keep_tokens=5000,
-                         summarize_at_tokens=7000, memory_top_k=0)
+    config = BrainConfig(
+        context_tokens=800,
+        max_reply_tokens=64,
+        history_keep_tokens=5000,
+        summarize_at_tokens=7000,
+        memory_top_k=0,
+    )
     chat = FakeChatModel(["[neutral] " + "word " * 60])
     brain = make(chat, FakeDatabase(), config)
     for i in range(10):

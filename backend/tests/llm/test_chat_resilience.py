@@ -61,8 +61,11 @@ class MisbehavingServer:
 
     async def respond(self, mode: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         def send(status: str, body: bytes, ctype: str = "application/json", extra: str = "") -> None:
-            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                         f"{extra}Connection: close\r\n\r\n".encode() + body)
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                f"{extra}Connection: close\r\n\r\n".encode()
+                + body
+            )
 
         if mode == "ok":
             send("200 OK", _sse("Hel", "lo", "!"), "text/event-stream")
@@ -78,8 +81,10 @@ class MisbehavingServer:
             send("200 OK", b"<html>proxy error</html>", "text/html")
         elif mode == "midfail":
             body = _sse("Hello", " there", done=False)
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                         b"Content-Length: 100000\r\nConnection: close\r\n\r\n" + body)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                b"Content-Length: 100000\r\nConnection: close\r\n\r\n" + body
+            )
         elif mode == "hang":
             await reader.read()  # say nothing until the client gives up
         await writer.drain()
@@ -96,14 +101,21 @@ async def bad_server() -> AsyncIterator[MisbehavingServer]:
 
 
 def model(server: MisbehavingServer, mode: str, **kw: float) -> OpenAIChatModel:
-    opts: dict[str, float] = {"first_token_timeout_s": 5.0, "max_retries": 3, "breaker_failures": 100,
-                              "backoff_s": 0.01}
+    opts: dict[str, float] = {
+        "first_token_timeout_s": 5.0,
+        "max_retries": 3,
+        "breaker_failures": 100,
+        "backoff_s": 0.01,
+    }
     opts.update(kw)
     return OpenAIChatModel(
-        f"http://127.0.0.1:{server.port}/{mode}/v1", "test-model",
-        first_token_timeout_s=opts["first_token_timeout_s"], max_retries=int(opts["max_retries"]),
+        f"http://127.0.0.1:{server.port}/{mode}/v1",
+        "test-model",
+        first_token_timeout_s=opts["first_token_timeout_s"],
+        max_retries=int(opts["max_retries"]),
         breaker_failures=int(opts["breaker_failures"]),
-        breaker_recovery_s=opts.get("breaker_recovery_s", 30.0), backoff_s=opts["backoff_s"],
+        breaker_recovery_s=opts.get("breaker_recovery_s", 30.0),
+        backoff_s=opts["backoff_s"],
     )
 
 
@@ -133,9 +145,13 @@ async def test_retries_before_the_first_token_then_succeeds(bad_server: Misbehav
 
 @pytest.mark.parametrize(
     ("mode", "kind", "attempts"),
-    [("fail", ChatErrorKind.BAD_RESPONSE, 4), ("ratelimit", ChatErrorKind.RATE_LIMITED, 4),
-     ("garbage", ChatErrorKind.BAD_RESPONSE, 4), ("html", ChatErrorKind.BAD_RESPONSE, 4),
-     ("badrequest", ChatErrorKind.BAD_RESPONSE, 1)],
+    [
+        ("fail", ChatErrorKind.BAD_RESPONSE, 4),
+        ("ratelimit", ChatErrorKind.RATE_LIMITED, 4),
+        ("garbage", ChatErrorKind.BAD_RESPONSE, 4),
+        ("html", ChatErrorKind.BAD_RESPONSE, 4),
+        ("badrequest", ChatErrorKind.BAD_RESPONSE, 1),
+    ],
 )
 async def test_failures_are_classified_after_retries(
     bad_server: MisbehavingServer, mode: str, kind: ChatErrorKind, attempts: int

@@ -28,14 +28,21 @@ from tests.fakes import FakeDatabase, FakeTextEmbedder
 pytestmark = pytest.mark.slow
 
 PERSONA = load_persona(REPO_ROOT / "config" / "persona.toml")
-CONFIG = BrainConfig(context_tokens=2048, max_reply_tokens=40, history_keep_tokens=120,
-                     summarize_at_tokens=200, summary_max_tokens=60, memory_top_k=0)
+CONFIG = BrainConfig(
+    context_tokens=2048,
+    max_reply_tokens=40,
+    history_keep_tokens=120,
+    summarize_at_tokens=200,
+    summary_max_tokens=60,
+    memory_top_k=0,
+)
 
 
 @pytest.fixture
 async def chat(llama_server: str) -> AsyncIterator[OpenAIChatModel]:
-    model = OpenAIChatModel(llama_server, "smollm2-135m-instruct",
-                            tokenizer=gguf_tokenizer(embedded_model_path(Settings())))
+    model = OpenAIChatModel(
+        llama_server, "smollm2-135m-instruct", tokenizer=gguf_tokenizer(embedded_model_path(Settings()))
+    )
     yield model
     await model.aclose()
 
@@ -61,8 +68,9 @@ async def turn(brain: ConversationBrain, db: FakeDatabase, text: str) -> ReplyEn
         assert raw not in text_out.lower()
     assert "<think" not in text_out
     async with db() as tx:
-        await tx.turns.add(ConversationTurn(uuid.uuid4(), brain.session_id, end.turn_number, text, end.text,
-                                            end.emotion))
+        await tx.turns.add(
+            ConversationTurn(uuid.uuid4(), brain.session_id, end.turn_number, text, end.text, end.emotion)
+        )
         await tx.commit()
     return end
 
@@ -70,16 +78,21 @@ async def turn(brain: ConversationBrain, db: FakeDatabase, text: str) -> ReplyEn
 async def test_replies_stream_with_emotion_summary_and_restart(chat: OpenAIChatModel) -> None:
     db = FakeDatabase()
     brain = ConversationBrain(uuid.uuid4(), chat, FakeTextEmbedder(), db, PERSONA, CONFIG)
-    for text in ("Hi Hana! My name is Mina and I love painting.", "I have a cat called Tofu.",
-                 "Yesterday I painted a sunset by the sea.", "What do you like to do?"):
+    for text in (
+        "Hi Hana! My name is Mina and I love painting.",
+        "I have a cat called Tofu.",
+        "Yesterday I painted a sunset by the sea.",
+        "What do you like to do?",
+    ):
         end = await turn(brain, db, text)
         assert end.text
         await brain.wait_idle()
     assert brain.summaries_written >= 1 and brain.summary
     assert db.tables.summaries[brain.session_id] == (brain.summary, brain.covered_turns)
 
-    restarted = await ConversationBrain.restore(brain.session_id, chat, FakeTextEmbedder(), db, PERSONA,
-                                                CONFIG)
+    restarted = await ConversationBrain.restore(
+        brain.session_id, chat, FakeTextEmbedder(), db, PERSONA, CONFIG
+    )
     assert restarted.summary == brain.summary
     window = [(t.number, t.assistant) for t in brain.history]
     assert [(t.number, t.assistant) for t in restarted.history] == window

@@ -71,11 +71,15 @@ async def test_memory_search_endpoint(embedder: UseTextEmbedder) -> None:
             hits = found.json()["hits"]
             assert len(hits) == 2 and hits[0]["text"] == "I am learning to play the violin."
             assert hits[0]["score"] >= hits[1]["score"]
-            other = await client.get("/api/v1/memory/search",
-                                     params={"q": "violin", "session_id": str(uuid.uuid4())})
+            other = await client.get(
+                "/api/v1/memory/search", params={"q": "violin", "session_id": str(uuid.uuid4())}
+            )
             assert other.json()["hits"] == []
             bad_params: list[dict[str, str | int]] = [
-                {"q": ""}, {"q": "x", "limit": 0}, {"q": "x", "session_id": "nope"}, {"q": "  "}
+                {"q": ""},
+                {"q": "x", "limit": 0},
+                {"q": "x", "session_id": "nope"},
+                {"q": "  "},
             ]
             for params in bad_params:
                 bad = await client.get("/api/v1/memory/search", params=params)

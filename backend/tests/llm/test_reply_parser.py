@@ -16,7 +16,7 @@ def run(raw: str, step: int) -> tuple[Emotion, str, int]:
     out: list[str] = []
     early = 0
     for i in range(0, len(raw), step):
-        decided, text = parser.feed(raw[i:i + step])
+        decided, text = parser.feed(raw[i : i + step])
         emotion = emotion or decided
         if text and emotion is None:
             early += 1
@@ -65,8 +65,15 @@ def test_strip_markup_and_guess() -> None:
 
 @pytest.mark.parametrize(
     ("text", "lang"),
-    [("안녕하세요, 오늘 어때요?", "ko"), ("こんにちは、元気ですか", "ja"), ("你好今天怎么样", "zh"),
-     ("Hello there", "en"), ("Привет", "ru"), ("¿Qué tal?", None), ("123", None)],
+    [
+        ("안녕하세요, 오늘 어때요?", "ko"),
+        ("こんにちは、元気ですか", "ja"),
+        ("你好今天怎么样", "zh"),
+        ("Hello there", "en"),
+        ("Привет", "ru"),
+        ("¿Qué tal?", None),
+        ("123", None),
+    ],
 )
 def test_detect_language(text: str, lang: str | None) -> None:
     assert detect_language(text) == lang

@@ -62,8 +62,13 @@ async def seed_utterance(uow: UnitOfWorkFactory, session_id: uuid.UUID, number: 
     async with uow() as tx:
         if await tx.sessions.get(session_id) is None:
             await tx.sessions.add(Session(session_id=session_id, start_time=now, created_at=now))
-        turn = ConversationTurn(turn_id=uuid.uuid4(), session_id=session_id, turn_number=number,
-                                user_input=f"utterance {number}", created_at=now)
+        turn = ConversationTurn(
+            turn_id=uuid.uuid4(),
+            session_id=session_id,
+            turn_number=number,
+            user_input=f"utterance {number}",
+            created_at=now,
+        )
         await tx.turns.add(turn)
         transcription = Transcription(text=f"utterance {number}", is_final=True, confidence=0.9)
         await tx.transcriptions.add(turn.turn_id, transcription, None, [])
@@ -79,15 +84,21 @@ async def stored(uow: UnitOfWorkFactory, session_id: uuid.UUID) -> list[ProsodyS
 @contextlib.asynccontextmanager
 async def running_app(container: Container) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(container.settings, container)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://avatar"
-    ) as client:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://avatar") as client,
+    ):
         yield client
 
 
 def _task(session_id: uuid.UUID, transcription_id: uuid.UUID, key: str) -> dict[str, object]:
-    return {"session_id": str(session_id), "turn_id": str(uuid.uuid4()),
-            "transcription_id": str(transcription_id), "audio_key": key, "sample_rate": RATE}
+    return {
+        "session_id": str(session_id),
+        "turn_id": str(uuid.uuid4()),
+        "transcription_id": str(transcription_id),
+        "audio_key": key,
+        "sample_rate": RATE,
+    }
 
 
 async def test_queue_to_database_to_client_push_and_report(
@@ -118,9 +129,15 @@ async def test_queue_to_database_to_client_push_and_report(
         for row in rows:
             assert 60.0 <= float(row.features["f0_mean_hz"] or 0) <= 400.0
         assert [m for _, m in notifier.sent] == [
-            {"type": "prosody_analysis", "transcription_id": str(r.transcription_id),
-             "scores": {"confidence": r.confidence, "stability": r.stability, "affability": r.affability},
-             "reliable": True, "reason": None} for r in rows]
+            {
+                "type": "prosody_analysis",
+                "transcription_id": str(r.transcription_id),
+                "scores": {"confidence": r.confidence, "stability": r.stability, "affability": r.affability},
+                "reliable": True,
+                "reason": None,
+            }
+            for r in rows
+        ]
         assert {sid for sid, _ in notifier.sent} == {session_id}
 
         one = await client.get(f"/api/v1/prosody/{ids[0]}")
@@ -179,10 +196,16 @@ async def test_malformed_tasks_are_dropped_and_repeats_are_idempotent(
 ) -> None:
     db, store, notifier = FakeDatabase(), FakeObjectStore(), FakeNotifier()
     handler = ProsodyAnalysisHandler(analyzer, factory(db), store, notifier, FakeClock())
-    for payload in ({}, {"session_id": "x", "transcription_id": str(uuid.uuid4()), "audio_key": "k"},
-                    {"session_id": str(uuid.uuid4()), "transcription_id": str(uuid.uuid4())},
-                    {"session_id": str(uuid.uuid4()), "transcription_id": str(uuid.uuid4()),
-                     "audio_url": "file:///tmp/x.wav"}):
+    for payload in (
+        {},
+        {"session_id": "x", "transcription_id": str(uuid.uuid4()), "audio_key": "k"},
+        {"session_id": str(uuid.uuid4()), "transcription_id": str(uuid.uuid4())},
+        {
+            "session_id": str(uuid.uuid4()),
+            "transcription_id": str(uuid.uuid4()),
+            "audio_url": "file:///tmp/x.wav",
+        },
+    ):
         await handler(payload)
     assert notifier.sent == [] and db.commits == 0
 
@@ -225,9 +248,17 @@ async def test_disabled_prosody_subscribes_nothing(analyzer: EmbeddedProsodyAnal
 
 
 def _score(minutes: int, confidence: float, reliable: bool = True) -> ProsodyScore:
-    return ProsodyScore(uuid.uuid4(), uuid.uuid4(), confidence, 50.0, 50.0, {"hnr_db": 10.0 + minutes},
-                        datetime(2026, 1, 1, 0, minutes, tzinfo=UTC), reliable,
-                        None if reliable else "silent")
+    return ProsodyScore(
+        uuid.uuid4(),
+        uuid.uuid4(),
+        confidence,
+        50.0,
+        50.0,
+        {"hnr_db": 10.0 + minutes},
+        datetime(2026, 1, 1, 0, minutes, tzinfo=UTC),
+        reliable,
+        None if reliable else "silent",
+    )
 
 
 def test_report_trend_over_turns() -> None:
@@ -252,9 +283,15 @@ async def test_embedded_worker_processes_through_the_port(librivox: list[SpeechC
         clip = librivox[2]
         result = await port.analyze(clip.pcm, clip.sample_rate)
         assert result.reliable and 60.0 <= float(result.features["f0_mean_hz"] or 0) <= 400.0
-        relative = await port.analyze(clip.pcm, clip.sample_rate, baseline={
-            k: float(v) for k, v in result.features.items()
-            if isinstance(v, float) and not k.startswith("egemaps.")})
+        relative = await port.analyze(
+            clip.pcm,
+            clip.sample_rate,
+            baseline={
+                k: float(v)
+                for k, v in result.features.items()
+                if isinstance(v, float) and not k.startswith("egemaps.")
+            },
+        )
         # Against its own features as the baseline every z-score is 0: all three scores are 50.
         assert (relative.confidence, relative.stability, relative.affability) == (50.0, 50.0, 50.0)
         health = await port.health()

@@ -37,16 +37,16 @@ async def embedded(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Pa
         yield fast, hq
 
 
-async def _collect(synth: SpeechSynthesizer,
-                   request: SynthesisRequest) -> tuple[list[AudioChunk], str | None, str]:
+async def _collect(
+    synth: SpeechSynthesizer, request: SynthesisRequest
+) -> tuple[list[AudioChunk], str | None, str]:
     stream = await synth.synthesize(request)
     chunks = [c async for c in stream.chunks()]
     await stream.aclose()
     return chunks, stream.notice, stream.engine
 
 
-async def test_embedded_fast_tier_streams_pcm16_chunks(
-        embedded: Pair) -> None:
+async def test_embedded_fast_tier_streams_pcm16_chunks(embedded: Pair) -> None:
     fast, _ = embedded
     chunks, notice, engine = await _collect(fast, SynthesisRequest("Hello there, my friend. See you soon."))
     assert engine == "piper" and notice is None
@@ -56,19 +56,18 @@ async def test_embedded_fast_tier_streams_pcm16_chunks(
     assert sum(c.duration_ms for c in chunks) > 1500
 
 
-async def test_embedded_hq_tier_and_its_fallback_notice(
-        embedded: Pair) -> None:
+async def test_embedded_hq_tier_and_its_fallback_notice(embedded: Pair) -> None:
     _, hq = embedded
     chunks, notice, engine = await _collect(hq, SynthesisRequest("안녕하세요.", mode=TTSMode.HQ))
     assert engine == "espeak" and notice is not None and "served by the fast tier" in notice
     assert chunks
 
 
-async def test_embedded_profile_on_a_non_cloning_engine_says_so(
-        embedded: Pair) -> None:
+async def test_embedded_profile_on_a_non_cloning_engine_says_so(embedded: Pair) -> None:
     fast, _ = embedded
-    ref = VoiceReference(pcm=b"\x00\x01" * 16000, sample_rate=16000, transcript="hello",
-                         embedding=(0.1,) * 256)
+    ref = VoiceReference(
+        pcm=b"\x00\x01" * 16000, sample_rate=16000, transcript="hello", embedding=(0.1,) * 256
+    )
     stream = await fast.synthesize(SynthesisRequest("Hello.", reference=ref))
     assert stream.notice is not None and "piper cannot clone voices" in stream.notice
     await stream.aclose()
@@ -100,8 +99,9 @@ async def test_embedded_voices_and_health(embedded: Pair) -> None:
 def remote_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     app = create_service_app(_settings(tmp_path_factory.mktemp("tts-remote")), "fast")
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
     thread = threading.Thread(target=server.run, name="tts-service", daemon=True)
     thread.start()
     deadline = time.monotonic() + 120

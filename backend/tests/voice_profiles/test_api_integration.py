@@ -53,8 +53,13 @@ class Stack:
     def all_objects(self) -> list[str]:
         return sorted(str(p.relative_to(self.bucket_dir)) for p in self.bucket_dir.rglob("*") if p.is_file())
 
-    async def upload(self, data: bytes, name: str | None = "voice", filename: str = "sample.wav",
-                     transcript: str | None = None) -> httpx.Response:
+    async def upload(
+        self,
+        data: bytes,
+        name: str | None = "voice",
+        filename: str = "sample.wav",
+        transcript: str | None = None,
+    ) -> httpx.Response:
         form = {k: v for k, v in {"name": name, "transcript": transcript}.items() if v is not None}
         return await self.client.post(API, files={"audio": (filename, data)}, data=form)
 
@@ -117,8 +122,12 @@ async def test_get_audio_preview_and_delete_leave_no_residue(
     stack: Stack, speakers: dict[str, list[Clip]]
 ) -> None:
     clip = speakers["reader"][0]
-    created = await stack.upload(clip.encoded("flac"), name="Reader", filename="reader.flac",
-                                 transcript="she was sitting by the window")
+    created = await stack.upload(
+        clip.encoded("flac"),
+        name="Reader",
+        filename="reader.flac",
+        transcript="she was sitting by the window",
+    )
     assert created.status_code == 201, created.text
     pid = created.json()["profile_id"]
     assert stack.objects(pid) == [f"voice_profiles/{pid}/metadata.json", f"voice_profiles/{pid}/original.wav"]
@@ -132,8 +141,9 @@ async def test_get_audio_preview_and_delete_leave_no_residue(
     with wave.open(io.BytesIO(audio.content)) as w:
         assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, clip.sample_rate)
 
-    preview = await stack.client.post(f"{API}/{pid}/preview", json={"text": "Hello, this is my voice.",
-                                                                      "mode": "fast"})
+    preview = await stack.client.post(
+        f"{API}/{pid}/preview", json={"text": "Hello, this is my voice.", "mode": "fast"}
+    )
     assert preview.status_code == 200, preview.text
     assert preview.headers["content-type"] == "audio/wav"
     assert preview.headers["x-voice-engine"] == "piper"
@@ -188,12 +198,19 @@ async def test_bad_ids_and_requests(stack: Stack, speakers: dict[str, list[Clip]
         _error(await stack.client.delete(f"{API}/{bad}"), 422, "INVALID_INPUT")
         _error(await stack.client.post(f"{API}/{bad}/preview", json={"text": "hi"}), 422, "INVALID_INPUT")
     _error(await stack.client.post(f"{API}/{unknown}/preview", json={"text": ""}), 422, "INVALID_INPUT")
-    _error(await stack.client.post(f"{API}/{unknown}/preview", json={"text": "hi", "mode": "ultra"}),
-           422, "INVALID_INPUT")
+    _error(
+        await stack.client.post(f"{API}/{unknown}/preview", json={"text": "hi", "mode": "ultra"}),
+        422,
+        "INVALID_INPUT",
+    )
     query = speakers["joe"][1].wav()
     for limit in ("0", "51", "many"):
-        response = await stack.client.post(f"{API}/search", files={"audio": ("q.wav", query)},
-                                           data={"limit": limit})
+        response = await stack.client.post(
+            f"{API}/search", files={"audio": ("q.wav", query)}, data={"limit": limit}
+        )
         _error(response, 422, "INVALID_INPUT")
-    _error(await stack.client.post(f"{API}/search", files={"audio": ("q.txt", b"hello")}), 415,
-           "UNSUPPORTED_FORMAT")
+    _error(
+        await stack.client.post(f"{API}/search", files={"audio": ("q.txt", b"hello")}),
+        415,
+        "UNSUPPORTED_FORMAT",
+    )

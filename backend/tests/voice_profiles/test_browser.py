@@ -70,12 +70,22 @@ async def server(
 
 
 async def _run_page(base: str, wav: Path) -> dict[str, Any]:
-    env = {**os.environ, "AVATAR_URL": base, "AVATAR_WAV": str(wav), "AVATAR_RECORD_MS": "8000",
-           "AVATAR_ARTIFACTS": str(ARTIFACTS), "CHROMIUM": str(CHROMIUM)}
+    env = {
+        **os.environ,
+        "AVATAR_URL": base,
+        "AVATAR_WAV": str(wav),
+        "AVATAR_RECORD_MS": "8000",
+        "AVATAR_ARTIFACTS": str(ARTIFACTS),
+        "CHROMIUM": str(CHROMIUM),
+    }
     # the server runs in this event loop: await the browser script, never block on it
     proc = await asyncio.create_subprocess_exec(
-        "node", "e2e/voices.mjs", cwd=FRONTEND, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        "node",
+        "e2e/voices.mjs",
+        cwd=FRONTEND,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=600)

@@ -34,13 +34,17 @@ def test_english_long_clause_is_cut_at_a_comma_short_one_is_not() -> None:
     [
         ("It costs 3.50 dollars today. Thanks.", ["It costs 3.50 dollars today.", "Thanks."]),
         ("We sold 1,000,000 units, a record. Great.", ["We sold 1,000,000 units,", "a record.", "Great."]),
-        ("Dr. Smith met Mr. Jones at 10:30 a.m. on Monday. Bye.",
-         ["Dr. Smith met Mr. Jones at 10:30 a.m. on Monday.", "Bye."]),
-        ("Read https://example.com/a.b?c=1, it helps. Or mail me@example.org. Done.",
-         ["Read https://example.com/a.b?c=1, it helps.", "Or mail me@example.org.", "Done."]),
+        (
+            "Dr. Smith met Mr. Jones at 10:30 a.m. on Monday. Bye.",
+            ["Dr. Smith met Mr. Jones at 10:30 a.m. on Monday.", "Bye."],
+        ),
+        (
+            "Read https://example.com/a.b?c=1, it helps. Or mail me@example.org. Done.",
+            ["Read https://example.com/a.b?c=1, it helps.", "Or mail me@example.org.", "Done."],
+        ),
         ("That is great! 😀 See you soon. 👋", ["That is great! 😀", "See you soon. 👋"]),
         ("Pi is about 3.14159. The end.", ["Pi is about 3.14159.", "The end."]),
-        ("He said \"stop.\" Then he left.", ["He said \"stop.\"", "Then he left."]),
+        ('He said "stop." Then he left.', ['He said "stop."', "Then he left."]),
         ("Use e.g. apples or i.e. fruit. Ok.", ["Use e.g. apples or i.e. fruit.", "Ok."]),
     ],
 )
@@ -49,8 +53,9 @@ def test_numbers_abbreviations_urls_emoji(text: str, expected: list[str]) -> Non
 
 
 def test_chinese_chunks_of_ten_to_fifteen_characters_at_punctuation() -> None:
-    text = ("今天天气很好，我们一起去公园散步吧。你觉得怎么样？"
-            "我觉得这个主意非常好，而且我们还可以顺便去吃午饭。")
+    text = (
+        "今天天气很好，我们一起去公园散步吧。你觉得怎么样？我觉得这个主意非常好，而且我们还可以顺便去吃午饭。"
+    )
     chunks = split_text(text)
     assert "".join(chunks) == text
     assert chunks[0] == "今天天气很好，"  # the longest clause that fits in 15 characters
@@ -76,7 +81,10 @@ def test_chinese_decimal_is_not_a_boundary() -> None:
 
 def test_korean_sentences_and_long_runs_cut_at_spaces() -> None:
     assert split_text("안녕하세요, 오늘 날씨가 정말 좋네요. 우리 같이 공원에 산책하러 갈까요? 좋아요!") == [
-        "안녕하세요, 오늘 날씨가 정말 좋네요.", "우리 같이 공원에 산책하러 갈까요?", "좋아요!"]
+        "안녕하세요, 오늘 날씨가 정말 좋네요.",
+        "우리 같이 공원에 산책하러 갈까요?",
+        "좋아요!",
+    ]
     chunks = split_text("오늘은 정말로 아주아주 재미있는 하루였어요 그리고 내일도 기대돼요")
     assert " ".join(chunks) == "오늘은 정말로 아주아주 재미있는 하루였어요 그리고 내일도 기대돼요"
     assert all(not c.startswith(" ") and not c.endswith(" ") for c in chunks)
@@ -85,12 +93,30 @@ def test_korean_sentences_and_long_runs_cut_at_spaces() -> None:
 
 def test_japanese_sentences() -> None:
     assert split_text("今日はいい天気ですね。一緒に公園へ散歩に行きませんか？") == [
-        "今日はいい天気ですね。", "一緒に公園へ散歩に行きませんか？"]
+        "今日はいい天気ですね。",
+        "一緒に公園へ散歩に行きませんか？",
+    ]
 
 
 def test_first_english_clause_is_emitted_as_soon_as_it_is_complete_token_by_token() -> None:
-    tokens = ["Sure", ",", " I", " can", " help", " with", " that", ".", " The", " answer", " is", " 4",
-              ".", "5", " percent", "."]
+    tokens = [
+        "Sure",
+        ",",
+        " I",
+        " can",
+        " help",
+        " with",
+        " that",
+        ".",
+        " The",
+        " answer",
+        " is",
+        " 4",
+        ".",
+        "5",
+        " percent",
+        ".",
+    ]
     emitted, chunks = _feed_tokens(tokens)
     assert chunks == ["Sure, I can help with that.", "The answer is 4.5 percent."]
     # Out when the token after the full stop arrives (it proves the '.' ends the sentence).

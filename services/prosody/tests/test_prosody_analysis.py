@@ -106,8 +106,10 @@ def _noise(seconds: float, level: float = 0.1) -> np.ndarray:
         (synthetic_voice(2.0, level_dbfs=-60, noise_dbfs=-90), "silent"),
         (np.clip(synthetic_voice(2.0, level_dbfs=-3) * 4.0, -1.0, 1.0), "clipped"),
         (_noise(2.0), "non_speech"),
-        (np.frombuffer(np.random.default_rng(3).bytes(RATE * 4), dtype="<i2").astype(np.float32) / 32768,
-         "non_speech"),
+        (
+            np.frombuffer(np.random.default_rng(3).bytes(RATE * 4), dtype="<i2").astype(np.float32) / 32768,
+            "non_speech",
+        ),
     ],
     ids=["too_short", "digital_silence", "near_silence", "clipped", "white_noise", "garbage_pcm"],
 )

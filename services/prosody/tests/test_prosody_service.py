@@ -23,9 +23,10 @@ RATE = 16000
 @pytest.fixture(scope="module")
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(ServiceConfig(workers=1, executor="thread", warm_up=False, max_seconds=30.0))
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://prosody"
-    ) as c:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://prosody") as c,
+    ):
         yield c
 
 
@@ -36,8 +37,9 @@ def _assert_error(response: httpx.Response, status: int, code: str) -> None:
     assert error["message"] and error["trace_id"]
 
 
-async def test_multipart_wav_gives_features_and_scores(client: httpx.AsyncClient,
-                                                       librivox: list[SpeechClip]) -> None:
+async def test_multipart_wav_gives_features_and_scores(
+    client: httpx.AsyncClient, librivox: list[SpeechClip]
+) -> None:
     clip = librivox[1]
     wav = encode_wav(clip.samples, clip.sample_rate)
     r = await client.post("/analyze", files={"file": ("u.wav", wav, "audio/wav")})
@@ -53,24 +55,37 @@ async def test_multipart_wav_gives_features_and_scores(client: httpx.AsyncClient
 
 async def test_raw_bodies_and_baseline(client: httpx.AsyncClient) -> None:
     voice = synthetic_voice(2.5, level_dbfs=-20)
-    as_wav = await client.post("/analyze", content=encode_wav(voice, RATE),
-                               headers={"content-type": "audio/wav"})
-    as_pcm = await client.post("/analyze", content=float_to_pcm16(voice),
-                               params={"sample_rate": RATE}, headers={"content-type": "audio/L16"})
-    as_mp3 = await client.post("/analyze", content=encode_audio(voice, RATE, "mp3"),
-                               headers={"content-type": "audio/mpeg"})
+    as_wav = await client.post(
+        "/analyze", content=encode_wav(voice, RATE), headers={"content-type": "audio/wav"}
+    )
+    as_pcm = await client.post(
+        "/analyze",
+        content=float_to_pcm16(voice),
+        params={"sample_rate": RATE},
+        headers={"content-type": "audio/L16"},
+    )
+    as_mp3 = await client.post(
+        "/analyze", content=encode_audio(voice, RATE, "mp3"), headers={"content-type": "audio/mpeg"}
+    )
     for r in (as_wav, as_pcm, as_mp3):
         assert r.status_code == 200, r.text
         assert r.json()["reliable"] is True
     assert as_wav.json()["scores"] == as_pcm.json()["scores"]
     loud = as_wav.json()["features"]["intensity_mean_db"]
     usual_quiet = json.dumps({"intensity_mean_db": loud - 10})
-    relative = await client.post("/analyze", content=encode_wav(voice, RATE),
-                                 params={"baseline": usual_quiet}, headers={"content-type": "audio/wav"})
+    relative = await client.post(
+        "/analyze",
+        content=encode_wav(voice, RATE),
+        params={"baseline": usual_quiet},
+        headers={"content-type": "audio/wav"},
+    )
     assert relative.json()["baseline_used"] is True
     assert relative.json()["scores"]["confidence"] > as_wav.json()["scores"]["confidence"]
-    form = await client.post("/analyze", files={"file": ("u.wav", encode_wav(voice, RATE), "audio/wav")},
-                             data={"baseline": usual_quiet})
+    form = await client.post(
+        "/analyze",
+        files={"file": ("u.wav", encode_wav(voice, RATE), "audio/wav")},
+        data={"baseline": usual_quiet},
+    )
     assert form.json()["scores"] == relative.json()["scores"]
 
 
@@ -89,25 +104,56 @@ async def test_unusable_speech_is_200_but_unreliable(client: httpx.AsyncClient) 
 
 async def test_bad_requests_get_clear_4xx(client: httpx.AsyncClient) -> None:
     garbage = bytes(np.random.default_rng(5).integers(0, 256, 5000, dtype=np.uint8))
-    _assert_error(await client.post("/analyze", content=garbage, headers={"content-type": "audio/wav"}),
-                  422, "INVALID_AUDIO")
+    _assert_error(
+        await client.post("/analyze", content=garbage, headers={"content-type": "audio/wav"}),
+        422,
+        "INVALID_AUDIO",
+    )
     _assert_error(await client.post("/analyze", content=b""), 422, "INVALID_AUDIO")
-    _assert_error(await client.post("/analyze", files={"other": ("x.txt", b"hi", "text/plain")}),
-                  422, "INVALID_AUDIO")
-    _assert_error(await client.post("/analyze", content=b"\x00\x01\x02", params={"sample_rate": RATE},
-                                    headers={"content-type": "audio/L16"}), 422, "INVALID_AUDIO")
-    _assert_error(await client.post("/analyze", content=b"\x00\x01", params={"sample_rate": "fast"},
-                                    headers={"content-type": "audio/L16"}), 422, "INVALID_SAMPLE_RATE")
+    _assert_error(
+        await client.post("/analyze", files={"other": ("x.txt", b"hi", "text/plain")}), 422, "INVALID_AUDIO"
+    )
+    _assert_error(
+        await client.post(
+            "/analyze",
+            content=b"\x00\x01\x02",
+            params={"sample_rate": RATE},
+            headers={"content-type": "audio/L16"},
+        ),
+        422,
+        "INVALID_AUDIO",
+    )
+    _assert_error(
+        await client.post(
+            "/analyze",
+            content=b"\x00\x01",
+            params={"sample_rate": "fast"},
+            headers={"content-type": "audio/L16"},
+        ),
+        422,
+        "INVALID_SAMPLE_RATE",
+    )
     wav = encode_wav(synthetic_voice(1.0), RATE)
     for baseline in ("{not json", "[1, 2]", '{"hnr_db": "high"}'):
-        _assert_error(await client.post("/analyze", content=wav, params={"baseline": baseline},
-                                        headers={"content-type": "audio/wav"}), 422, "INVALID_BASELINE")
+        _assert_error(
+            await client.post(
+                "/analyze", content=wav, params={"baseline": baseline}, headers={"content-type": "audio/wav"}
+            ),
+            422,
+            "INVALID_BASELINE",
+        )
     too_long = encode_wav(np.zeros(RATE * 31, dtype=np.float32), RATE)
-    _assert_error(await client.post("/analyze", content=too_long, headers={"content-type": "audio/wav"}),
-                  413, "AUDIO_TOO_LONG")
+    _assert_error(
+        await client.post("/analyze", content=too_long, headers={"content-type": "audio/wav"}),
+        413,
+        "AUDIO_TOO_LONG",
+    )
     low_rate = encode_wav(np.zeros(4000 * 2, dtype=np.float32), 4000)
-    _assert_error(await client.post("/analyze", content=low_rate, headers={"content-type": "audio/wav"}),
-                  422, "INVALID_AUDIO")
+    _assert_error(
+        await client.post("/analyze", content=low_rate, headers={"content-type": "audio/wav"}),
+        422,
+        "INVALID_AUDIO",
+    )
     # The service is still up and counted every rejection.
     assert (await client.get("/health")).status_code == 200
     metrics = (await client.get("/metrics")).text
@@ -116,8 +162,9 @@ async def test_bad_requests_get_clear_4xx(client: httpx.AsyncClient) -> None:
 
 async def test_metrics_record_latency_and_outcomes(client: httpx.AsyncClient) -> None:
     before = (await client.get("/metrics")).text
-    await client.post("/analyze", content=encode_wav(synthetic_voice(2.0), RATE),
-                      headers={"content-type": "audio/wav"})
+    await client.post(
+        "/analyze", content=encode_wav(synthetic_voice(2.0), RATE), headers={"content-type": "audio/wav"}
+    )
     after = (await client.get("/metrics")).text
 
     def count(text: str) -> float:
@@ -148,11 +195,17 @@ async def test_real_server_with_worker_processes(librivox: list[SpeechClip]) -> 
                     break
                 await asyncio.sleep(0.1)
             health = (await c.get("/health")).json()
-            assert health == {"status": "ok", "workers": 2, "executor": "process", "pending": 0,
-                              "max_pending": 16}
+            assert health == {
+                "status": "ok",
+                "workers": 2,
+                "executor": "process",
+                "pending": 0,
+                "max_pending": 16,
+            }
             wavs = [encode_wav(clip.samples, clip.sample_rate) for clip in librivox[:3]]
-            replies = await asyncio.gather(*(
-                c.post("/analyze", files={"file": ("u.wav", w, "audio/wav")}) for w in wavs))
+            replies = await asyncio.gather(
+                *(c.post("/analyze", files={"file": ("u.wav", w, "audio/wav")}) for w in wavs)
+            )
             for r in replies:
                 assert r.status_code == 200, r.text
                 assert r.json()["reliable"] is True

@@ -32,7 +32,8 @@ def packaged_config(**overrides: object) -> ServiceConfig:
         kokoro_model=m.path("kokoro-82m-int8"),
         kokoro_voices=m.path("kokoro-voices-ja", "voices_ja.npz"),
         kokoro_vocab=m.path("kokoro-voices-ja", "vocab.json"),
-        memory_budget_mb=4096, idle_unload_s=0,
+        memory_budget_mb=4096,
+        idle_unload_s=0,
     )
     return replace(config, **overrides)  # type: ignore[arg-type]
 
@@ -54,8 +55,16 @@ class RunningServer:
 def serve(app_service: TTSService) -> tuple[uvicorn.Server, threading.Thread, str]:
     """The real app under uvicorn on a free loopback port, in a thread with its own event loop."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(app_service), host="127.0.0.1", port=port,
-                                           log_level="warning", ws="websockets-sansio", lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(app_service),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            ws="websockets-sansio",
+            lifespan="on",
+        )
+    )
     thread = threading.Thread(target=server.run, name="tts-uvicorn", daemon=True)
     thread.start()
     deadline = time.monotonic() + 120

@@ -21,10 +21,14 @@ TEXT = "Good morning. The weather is lovely today, so let us go for a walk."
 
 @pytest.mark.parametrize("fmt", ["wav", "pcm", "mp3", "opus", "flac"])
 def test_openai_client_gets_speech_in_every_format(
-        tts_server: RunningServer, fmt: Literal["wav", "pcm", "mp3", "opus", "flac"]) -> None:
-    with OpenAI(base_url=f"{tts_server.url}/v1", api_key="not-needed") as client, \
-            client.audio.speech.with_streaming_response.create(
-                model="tts-1", voice="default", input=TEXT, response_format=fmt) as response:
+    tts_server: RunningServer, fmt: Literal["wav", "pcm", "mp3", "opus", "flac"]
+) -> None:
+    with (
+        OpenAI(base_url=f"{tts_server.url}/v1", api_key="not-needed") as client,
+        client.audio.speech.with_streaming_response.create(
+            model="tts-1", voice="default", input=TEXT, response_format=fmt
+        ) as response,
+    ):
         assert response.headers["x-tts-engine"] == "piper"
         rate = int(response.headers["x-sample-rate"])
         body = b"".join(response.iter_bytes())
@@ -42,30 +46,36 @@ def test_openai_client_gets_speech_in_every_format(
 
 
 def test_openai_client_hq_model_and_explicit_voice(tts_server: RunningServer) -> None:
-    with OpenAI(base_url=f"{tts_server.url}/v1", api_key="not-needed") as client, \
-            client.audio.speech.with_streaming_response.create(
-                model="tts-1-hd", voice="kokoro:jf_nezumi", input="Hello.",
-                response_format="wav") as response:
+    with (
+        OpenAI(base_url=f"{tts_server.url}/v1", api_key="not-needed") as client,
+        client.audio.speech.with_streaming_response.create(
+            model="tts-1-hd", voice="kokoro:jf_nezumi", input="Hello.", response_format="wav"
+        ) as response,
+    ):
         used = (response.headers["x-tts-engine"], response.headers["x-tts-voice"])
         assert used == ("kokoro", "kokoro:jf_nezumi")
         assert decode_audio(response.read()).sample_rate == 24000
 
 
-@pytest.mark.parametrize(("body", "status", "code"), [
-    ({"model": "tts-1", "input": ""}, 422, "EMPTY_TEXT"),
-    ({"model": "tts-1", "input": "a" * 5000}, 422, "TEXT_TOO_LONG"),
-    ({"model": "tts-1", "input": "bad\x1b[31m text"}, 422, "CONTROL_CHARACTERS"),
-    ({"model": "tts-1", "input": "<speak>hi</speak>"}, 422, "MARKUP_NOT_SUPPORTED"),
-    ({"model": "tts-1", "input": "hi", "voice": "alloy"}, 404, "UNKNOWN_VOICE"),
-    ({"model": "tts-9", "input": "hi"}, 404, "UNKNOWN_MODEL"),
-    ({"model": "tts-1", "input": "hi", "language": "xx"}, 422, "UNSUPPORTED_LANGUAGE"),
-    ({"model": "tts-1", "input": "hi", "response_format": "wma"}, 422, "INVALID_INPUT"),
-    ({"model": "tts-1", "input": "hi", "speed": 10}, 422, "INVALID_INPUT"),
-    ({"model": "tts-1"}, 422, "INVALID_INPUT"),
-    ({"model": "tts-1", "input": "hi", "reference_audio": "%%%"}, 422, "INVALID_REFERENCE"),
-])
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"model": "tts-1", "input": ""}, 422, "EMPTY_TEXT"),
+        ({"model": "tts-1", "input": "a" * 5000}, 422, "TEXT_TOO_LONG"),
+        ({"model": "tts-1", "input": "bad\x1b[31m text"}, 422, "CONTROL_CHARACTERS"),
+        ({"model": "tts-1", "input": "<speak>hi</speak>"}, 422, "MARKUP_NOT_SUPPORTED"),
+        ({"model": "tts-1", "input": "hi", "voice": "alloy"}, 404, "UNKNOWN_VOICE"),
+        ({"model": "tts-9", "input": "hi"}, 404, "UNKNOWN_MODEL"),
+        ({"model": "tts-1", "input": "hi", "language": "xx"}, 422, "UNSUPPORTED_LANGUAGE"),
+        ({"model": "tts-1", "input": "hi", "response_format": "wma"}, 422, "INVALID_INPUT"),
+        ({"model": "tts-1", "input": "hi", "speed": 10}, 422, "INVALID_INPUT"),
+        ({"model": "tts-1"}, 422, "INVALID_INPUT"),
+        ({"model": "tts-1", "input": "hi", "reference_audio": "%%%"}, 422, "INVALID_REFERENCE"),
+    ],
+)
 def test_bad_requests_get_clear_errors_and_the_service_stays_up(
-        tts_server: RunningServer, body: dict[str, object], status: int, code: str) -> None:
+    tts_server: RunningServer, body: dict[str, object], status: int, code: str
+) -> None:
     resp = httpx.post(f"{tts_server.url}/v1/audio/speech", json=body, timeout=60)
     assert resp.status_code == status
     error = resp.json()["error"]
@@ -76,18 +86,27 @@ def test_bad_requests_get_clear_errors_and_the_service_stays_up(
 def test_voices_health_and_metrics(tts_server: RunningServer) -> None:
     voices = httpx.get(f"{tts_server.url}/v1/voices", timeout=10).json()["voices"]
     by_id = {v["id"]: v for v in voices}
-    assert by_id["piper:en_US-joe-medium"] == {"id": "piper:en_US-joe-medium", "name": "en_US-joe-medium",
-                                               "engine": "piper", "languages": ["en"], "tier": "fast",
-                                               "can_clone": False}
+    assert by_id["piper:en_US-joe-medium"] == {
+        "id": "piper:en_US-joe-medium",
+        "name": "en_US-joe-medium",
+        "engine": "piper",
+        "languages": ["en"],
+        "tier": "fast",
+        "can_clone": False,
+    }
     assert by_id["kokoro:jm_kumo"]["tier"] == "hq"
     assert "ko" in by_id["espeak:ko"]["languages"]
     health = httpx.get(f"{tts_server.url}/health", timeout=10).json()
     assert health["ok"] and health["models"]["piper"]["loaded"] and health["hq_breaker"] == "closed"
-    httpx.post(f"{tts_server.url}/v1/audio/speech", json={"input": "Hi there.", "response_format": "pcm"},
-               timeout=60).raise_for_status()
+    httpx.post(
+        f"{tts_server.url}/v1/audio/speech", json={"input": "Hi there.", "response_format": "pcm"}, timeout=60
+    ).raise_for_status()
     metrics = httpx.get(f"{tts_server.url}/metrics", timeout=10).text
-    for name in ("tts_synthesis_latency_seconds_count{mode=\"fast\"}", "tts_rtf_count{mode=\"fast\"}",
-                 "tts_model_load_seconds_count{mode=\"fast\"}"):
+    for name in (
+        'tts_synthesis_latency_seconds_count{mode="fast"}',
+        'tts_rtf_count{mode="fast"}',
+        'tts_model_load_seconds_count{mode="fast"}',
+    ):
         assert name in metrics
 
 

@@ -36,19 +36,33 @@ class FakeF5:
 
     instances: ClassVar[list[FakeF5]] = []
 
-    def __init__(self, model: str, ckpt_file: str, vocab_file: str, vocoder_local_path: str | None,
-                 device: str | None) -> None:
-        self.args = {"model": model, "ckpt_file": ckpt_file, "vocab_file": vocab_file,
-                     "vocoder_local_path": vocoder_local_path, "device": device}
+    def __init__(
+        self, model: str, ckpt_file: str, vocab_file: str, vocoder_local_path: str | None, device: str | None
+    ) -> None:
+        self.args = {
+            "model": model,
+            "ckpt_file": ckpt_file,
+            "vocab_file": vocab_file,
+            "vocoder_local_path": vocoder_local_path,
+            "device": device,
+        }
         self.target_sample_rate = 24000
         self.calls: list[dict[str, Any]] = []
         FakeF5.instances.append(self)
 
-    def infer(self, ref_file: str, ref_text: str, gen_text: str, show_info: Any = print,
-              speed: float = 1.0) -> tuple[np.ndarray, int, None]:
+    def infer(
+        self, ref_file: str, ref_text: str, gen_text: str, show_info: Any = print, speed: float = 1.0
+    ) -> tuple[np.ndarray, int, None]:
         ref = decode_audio(Path(ref_file).read_bytes())  # the file exists during the call
-        self.calls.append({"ref_seconds": ref.duration_s, "ref_rate": ref.sample_rate, "ref_text": ref_text,
-                           "gen_text": gen_text, "speed": speed})
+        self.calls.append(
+            {
+                "ref_seconds": ref.duration_s,
+                "ref_rate": ref.sample_rate,
+                "ref_text": ref_text,
+                "gen_text": gen_text,
+                "speed": speed,
+            }
+        )
         return tone(0.5 * len(gen_text.split()), 24000), 24000, None
 
 
@@ -82,9 +96,13 @@ def test_f5_loads_from_the_model_directory(f5_dir: Path) -> None:
     engine = F5Engine(f5_dir, device="cuda:0", import_module=f5_modules)
     engine.load()
     args = FakeF5.instances[-1].args
-    assert args == {"model": "F5TTS_v1_Base", "ckpt_file": str(f5_dir / "model_1250000.safetensors"),
-                    "vocab_file": str(f5_dir / "vocab.txt"), "vocoder_local_path": str(f5_dir / "vocos"),
-                    "device": "cuda:0"}
+    assert args == {
+        "model": "F5TTS_v1_Base",
+        "ckpt_file": str(f5_dir / "model_1250000.safetensors"),
+        "vocab_file": str(f5_dir / "vocab.txt"),
+        "vocoder_local_path": str(f5_dir / "vocos"),
+        "device": "cuda:0",
+    }
     assert engine.sample_rate == 24000 and engine.can_clone and engine.tier is Tier.FAST
 
 
@@ -92,8 +110,9 @@ def test_f5_clones_from_the_reference_clip_and_its_transcript(f5_dir: Path) -> N
     engine = F5Engine(f5_dir, import_module=f5_modules)
     engine.load()
     voice = engine.voices()[0]
-    audio = np.concatenate(list(engine.synthesize("hello there friend", voice, language="en", speed=1.2,
-                                                  reference=profile())))
+    audio = np.concatenate(
+        list(engine.synthesize("hello there friend", voice, language="en", speed=1.2, reference=profile()))
+    )
     call = FakeF5.instances[-1].calls[-1]
     assert call["ref_text"] == "this is my voice" and call["gen_text"] == "hello there friend"
     assert call["ref_seconds"] == pytest.approx(3.0, abs=0.01) and call["ref_rate"] == 44100
@@ -145,15 +164,22 @@ class FakeCosyVoice2:
 
     instances: ClassVar[list[FakeCosyVoice2]] = []
 
-    def __init__(self, model_dir: str, load_jit: bool = False, load_trt: bool = False,
-                 fp16: bool = False) -> None:
+    def __init__(
+        self, model_dir: str, load_jit: bool = False, load_trt: bool = False, fp16: bool = False
+    ) -> None:
         FakeCosyVoice2.instances.append(self)
         self.model_dir = model_dir
         self.sample_rate = 24000
         self.prompts: list[Any] = []
 
-    def inference_zero_shot(self, tts_text: str, prompt_text: str, prompt_speech_16k: Any,
-                            stream: bool = False, speed: float = 1.0) -> Iterator[dict[str, FakeTensor]]:
+    def inference_zero_shot(
+        self,
+        tts_text: str,
+        prompt_text: str,
+        prompt_speech_16k: Any,
+        stream: bool = False,
+        speed: float = 1.0,
+    ) -> Iterator[dict[str, FakeTensor]]:
         self.prompts.append((prompt_text, prompt_speech_16k))
         for _ in tts_text.split("."):
             yield {"tts_speech": FakeTensor(tone(0.4, 24000))}
@@ -169,16 +195,18 @@ class FakeAutoModel:
         self.sample_rate = 22050
         self.prompts: list[tuple[str, int]] = []
 
-    def inference_zero_shot(self, tts_text: str, prompt_text: str, prompt_wav: str, stream: bool = False,
-                            speed: float = 1.0) -> Iterator[dict[str, FakeTensor]]:
+    def inference_zero_shot(
+        self, tts_text: str, prompt_text: str, prompt_wav: str, stream: bool = False, speed: float = 1.0
+    ) -> Iterator[dict[str, FakeTensor]]:
         self.prompts.append((prompt_text, int(decode_audio(Path(prompt_wav).read_bytes()).sample_rate)))
         yield {"tts_speech": FakeTensor(tone(0.7, 22050))}
 
     def list_available_spks(self) -> list[str]:
         return ["中文女"]
 
-    def inference_sft(self, tts_text: str, spk_id: str, stream: bool = False,
-                      speed: float = 1.0) -> Iterator[dict[str, FakeTensor]]:
+    def inference_sft(
+        self, tts_text: str, spk_id: str, stream: bool = False, speed: float = 1.0
+    ) -> Iterator[dict[str, FakeTensor]]:
         yield {"tts_speech": FakeTensor(tone(0.3, 22050))}
 
 
@@ -189,6 +217,7 @@ def cosy_modules(*, auto: bool) -> Any:
         if auto:
             module.AutoModel = FakeAutoModel  # type: ignore[attr-defined]
         return module
+
     return load
 
 
@@ -196,8 +225,13 @@ def test_cosyvoice2_clones_with_a_16k_tensor_prompt(tmp_path: Path) -> None:
     engine = CosyVoiceEngine(tmp_path, import_module=cosy_modules(auto=False))
     engine.load()
     model = FakeCosyVoice2.instances[-1]
-    audio = np.concatenate(list(engine.synthesize("One. Two.", engine.voices()[0], language="en", speed=1.0,
-                                                  reference=profile(2.0, 48000))))
+    audio = np.concatenate(
+        list(
+            engine.synthesize(
+                "One. Two.", engine.voices()[0], language="en", speed=1.0, reference=profile(2.0, 48000)
+            )
+        )
+    )
     text, prompt = model.prompts[-1]
     assert text == "this is my voice"
     assert tuple(prompt.shape) == (1, 32000)  # resampled to 16 kHz, batch of one
@@ -205,7 +239,8 @@ def test_cosyvoice2_clones_with_a_16k_tensor_prompt(tmp_path: Path) -> None:
 
 
 def test_cosyvoice3_automodel_gets_a_wav_path_and_uses_a_builtin_speaker_without_stock_voice(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     engine = CosyVoiceEngine(tmp_path, import_module=cosy_modules(auto=True))
     engine.load()
     assert engine.sample_rate == 22050
@@ -224,8 +259,10 @@ def test_cosyvoice_missing_package(tmp_path: Path) -> None:
 
 async def test_a_profile_goes_to_the_cloning_engine_through_the_service(f5_dir: Path) -> None:
     f5 = F5Engine(f5_dir, import_module=f5_modules)
-    service = TTSService(ServiceConfig(fast_engine="f5", hq_engine="none", idle_unload_s=0),
-                         {"f5": f5, "espeak": EspeakEngine()})
+    service = TTSService(
+        ServiceConfig(fast_engine="f5", hq_engine="none", idle_unload_s=0),
+        {"f5": f5, "espeak": EspeakEngine()},
+    )
     await service.start()
     utt = await service.synthesize("Hello there. How are you?", reference=profile())
     assert (utt.engine, utt.voice, utt.notice) == ("f5", "f5:default", None)

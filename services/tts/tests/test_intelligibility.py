@@ -29,8 +29,10 @@ def normalize(text: str) -> str:
 async def test_piper_speech_is_transcribed_back_with_low_word_error_rate(tts_service: TTSService) -> None:
     from faster_whisper import WhisperModel
 
-    model = WhisperModel(str(manifest().artifact_dir("whisper-base")), device="cpu", compute_type="int8",
-                         cpu_threads=2)
+    model = WhisperModel(
+        str(manifest().artifact_dir("whisper-base")), device="cpu", compute_type="int8", cpu_threads=2
+    )
+
     def transcribe(samples: np.ndarray) -> str:
         segments, _ = model.transcribe(samples, language="en", beam_size=1, vad_filter=False)
         return " ".join(s.text for s in segments)

@@ -43,16 +43,28 @@ class Clock:
         return self.now
 
 
-def manager(budget: float, idle: float = 0.0, clock: Clock | None = None,
-            loads: list[tuple[str, float]] | None = None) -> ModelManager:
+def manager(
+    budget: float, idle: float = 0.0, clock: Clock | None = None, loads: list[tuple[str, float]] | None = None
+) -> ModelManager:
     record = loads if loads is not None else []
-    return ModelManager(budget, idle, probe=lambda: 0.0, clock=clock or Clock(),
-                        on_load=lambda mode, s: record.append((mode, s)))
+    return ModelManager(
+        budget,
+        idle,
+        probe=lambda: 0.0,
+        clock=clock or Clock(),
+        on_load=lambda mode, s: record.append((mode, s)),
+    )
 
 
 def add(m: ModelManager, name: str, model: Model, size: float, *, resident: bool = False) -> None:
-    m.register(name, load=model.load, unload=model.unload, resident=resident, estimate_mb=size,
-               mode="fast" if resident else "hq")
+    m.register(
+        name,
+        load=model.load,
+        unload=model.unload,
+        resident=resident,
+        estimate_mb=size,
+        mode="fast" if resident else "hq",
+    )
 
 
 async def test_loads_on_first_use_and_records_the_load_time() -> None:

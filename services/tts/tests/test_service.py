@@ -27,7 +27,12 @@ SENTENCES = "The sun was warm. We walked to the river. The water was cold. Birds
 async def test_fast_tier_streams_english_with_piper(tts_service: TTSService) -> None:
     utt = await tts_service.synthesize("Hello there, my good friend. How are you today?")
     assert (utt.engine, utt.voice, utt.sample_rate, utt.mode, utt.notice) == (
-        "piper", "piper:en_US-joe-medium", 22050, Tier.FAST, None)
+        "piper",
+        "piper:en_US-joe-medium",
+        22050,
+        Tier.FAST,
+        None,
+    )
     parts = [a async for a in utt.chunks()]
     assert len(parts) >= 2  # one per clause, streamed as each is ready
     audio = np.concatenate(parts)
@@ -35,10 +40,13 @@ async def test_fast_tier_streams_english_with_piper(tts_service: TTSService) -> 
     assert float(np.abs(audio).max()) > 0.1
 
 
-@pytest.mark.parametrize(("text", "voice"), [
-    ("안녕하세요, 오늘 날씨가 정말 좋네요.", "espeak:ko"),
-    ("今天天气很好，我们一起去公园散步吧。", "espeak:cmn"),  # noqa: RUF001
-])
+@pytest.mark.parametrize(
+    ("text", "voice"),
+    [
+        ("안녕하세요, 오늘 날씨가 정말 좋네요.", "espeak:ko"),
+        ("今天天气很好，我们一起去公园散步吧。", "espeak:cmn"),  # noqa: RUF001
+    ],
+)
 async def test_korean_and_chinese_fall_back_to_espeak(tts_service: TTSService, text: str, voice: str) -> None:
     utt = await tts_service.synthesize(text)
     assert (utt.engine, utt.voice) == ("espeak", voice)
@@ -59,7 +67,8 @@ async def test_hq_tier_uses_kokoro_and_records_metrics(tts_service: TTSService) 
 
 
 async def test_hq_request_in_a_language_the_hq_voice_lacks_is_served_fast_with_a_notice(
-        tts_service: TTSService) -> None:
+    tts_service: TTSService,
+) -> None:
     utt = await tts_service.synthesize("안녕하세요.", tier=Tier.HQ)
     assert utt.engine == "espeak" and utt.mode is Tier.FAST
     assert utt.notice is not None and "does not speak 'ko'" in utt.notice
@@ -74,17 +83,20 @@ async def test_explicit_voice_and_language(tts_service: TTSService) -> None:
         await tts_service.synthesize("Hello.", voice="piper:en_US-joe-medium", language="ko")
 
 
-@pytest.mark.parametrize(("text", "code"), [
-    ("", "EMPTY_TEXT"),
-    ("   \n\t ", "EMPTY_TEXT"),
-    ("x" * 4001, "TEXT_TOO_LONG"),
-    ("Hello\x00 world", "CONTROL_CHARACTERS"),
-    ("Ring \x07 the bell", "CONTROL_CHARACTERS"),
-    ("<speak>Hello <break time='1s'/> world</speak>", "MARKUP_NOT_SUPPORTED"),
-    ("Hello <prosody rate='slow'>world</prosody>", "MARKUP_NOT_SUPPORTED"),
-    ("Tom &amp; Jerry", "MARKUP_NOT_SUPPORTED"),
-    ("😀 👋 !!!", "NOTHING_TO_SPEAK"),
-])
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("", "EMPTY_TEXT"),
+        ("   \n\t ", "EMPTY_TEXT"),
+        ("x" * 4001, "TEXT_TOO_LONG"),
+        ("Hello\x00 world", "CONTROL_CHARACTERS"),
+        ("Ring \x07 the bell", "CONTROL_CHARACTERS"),
+        ("<speak>Hello <break time='1s'/> world</speak>", "MARKUP_NOT_SUPPORTED"),
+        ("Hello <prosody rate='slow'>world</prosody>", "MARKUP_NOT_SUPPORTED"),
+        ("Tom &amp; Jerry", "MARKUP_NOT_SUPPORTED"),
+        ("😀 👋 !!!", "NOTHING_TO_SPEAK"),
+    ],
+)
 async def test_bad_text_is_refused_with_a_clear_code(tts_service: TTSService, text: str, code: str) -> None:
     with pytest.raises(InvalidTextError) as info:
         await tts_service.synthesize(text)
@@ -107,7 +119,8 @@ async def test_unknown_voice_language_and_bad_speed(tts_service: TTSService) -> 
 
 
 async def test_text_arriving_token_by_token_is_spoken_before_the_rest_arrives(
-        tts_service: TTSService) -> None:
+    tts_service: TTSService,
+) -> None:
     first_audio = asyncio.Event()
 
     async def llm() -> AsyncIterator[str]:
@@ -161,8 +174,9 @@ class Counting:
     def unload(self) -> None:
         self.inner.unload()
 
-    def synthesize(self, text: str, voice: Voice, *, language: str, speed: float,
-                   reference: Reference | None = None) -> Iterator[FloatAudio]:
+    def synthesize(
+        self, text: str, voice: Voice, *, language: str, speed: float, reference: Reference | None = None
+    ) -> Iterator[FloatAudio]:
         self.calls += 1
         yield from self.inner.synthesize(text, voice, language=language, speed=speed)
 
@@ -208,8 +222,9 @@ class Broken:
     def unload(self) -> None:
         return None
 
-    def synthesize(self, text: str, voice: Voice, *, language: str, speed: float,
-                   reference: Reference | None = None) -> Iterator[FloatAudio]:
+    def synthesize(
+        self, text: str, voice: Voice, *, language: str, speed: float, reference: Reference | None = None
+    ) -> Iterator[FloatAudio]:
         self.attempts += 1
         raise RuntimeError("decoder produced NaN")
 
@@ -268,8 +283,7 @@ async def test_hq_short_of_memory_degrades_to_fast_mode_without_counting_as_a_fa
 
 
 async def test_hq_disabled_is_served_fast_with_a_notice() -> None:
-    service = TTSService(packaged_config(hq_enabled=False, fast_engine="espeak"),
-                         {"espeak": EspeakEngine()})
+    service = TTSService(packaged_config(hq_enabled=False, fast_engine="espeak"), {"espeak": EspeakEngine()})
     await service.start()
     utt = await service.synthesize("Hello.", tier=Tier.HQ)
     assert utt.notice == "the HQ tier is disabled; served by the fast tier"
@@ -284,14 +298,16 @@ async def test_a_profile_on_an_engine_that_cannot_clone_gets_the_closest_stock_v
     config = packaged_config(fast_engine="espeak")
     assert config.kokoro_model is not None and config.kokoro_voices is not None
     # Two contrasting stock voices keep the test short (each is synthesized once to embed it).
-    kokoro = KokoroEngine(config.kokoro_model, config.kokoro_voices, config.kokoro_vocab,
-                          voice_names=("jf_alpha", "jm_kumo"))
+    kokoro = KokoroEngine(
+        config.kokoro_model, config.kokoro_voices, config.kokoro_vocab, voice_names=("jf_alpha", "jm_kumo")
+    )
     service = TTSService(config, {"espeak": EspeakEngine(), "kokoro": kokoro})
     await service.start()
     male = next(v for v in kokoro.voices() if v.name == "jm_kumo")
     async with service.manager.lease("kokoro"):
-        clip = np.concatenate(list(kokoro.synthesize("I would like a table for two tonight.", male,
-                                                     language="en", speed=1.0)))
+        clip = np.concatenate(
+            list(kokoro.synthesize("I would like a table for two tonight.", male, language="en", speed=1.0))
+        )
     embedding = await asyncio.to_thread(ResemblyzerEmbedder(), clip, kokoro.sample_rate)
     profile = Reference(clip, kokoro.sample_rate, "", tuple(float(x) for x in embedding))
     utt = await service.synthesize("Nice to meet you.", tier=Tier.HQ, reference=profile)

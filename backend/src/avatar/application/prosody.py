@@ -265,8 +265,14 @@ def build_report(session_id: uuid.UUID, scores: Sequence[ProsodyScore]) -> Proso
     """Order a session's scores and compute each score's trend over the reliable ones."""
     ordered = sorted(scores, key=lambda s: s.analyzed_at)
     points = [
-        ProsodyPoint(i, s.transcription_id, s.analyzed_at.isoformat(),
-                     {name: getattr(s, name) for name in SCORE_NAMES}, s.reliable, s.reason)
+        ProsodyPoint(
+            i,
+            s.transcription_id,
+            s.analyzed_at.isoformat(),
+            {name: getattr(s, name) for name in SCORE_NAMES},
+            s.reliable,
+            s.reason,
+        )
         for i, s in enumerate(ordered, start=1)
     ]
     reliable = [p for p in points if p.reliable]
@@ -307,6 +313,7 @@ async def get_score(uow: UnitOfWorkFactory, transcription_id: uuid.UUID) -> Pros
     async with uow() as tx:
         score = await tx.prosody.get_for_transcription(transcription_id)
     if score is None:
-        raise NotFoundError(f"no prosody analysis for transcription {transcription_id} (yet)",
-                            code="PROSODY_NOT_FOUND")
+        raise NotFoundError(
+            f"no prosody analysis for transcription {transcription_id} (yet)", code="PROSODY_NOT_FOUND"
+        )
     return score

@@ -335,8 +335,9 @@ class VoiceProfileService:
             "clipping_ratio": round(clip.clipping_ratio, 6),
             "transcript_source": source,
         }
-        wav_url = await self._store.put(original_key(profile_id), pcm16_wav(clip.pcm, clip.sample_rate),
-                                        "audio/wav")
+        wav_url = await self._store.put(
+            original_key(profile_id), pcm16_wav(clip.pcm, clip.sample_rate), "audio/wav"
+        )
         try:
             document = {
                 "profile_id": str(profile_id),
@@ -488,4 +489,3 @@ async def voice_reference(
         embedding=profile.embedding,
         profile_id=str(pid),
     )
-

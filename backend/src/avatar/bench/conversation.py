@@ -33,7 +33,8 @@ CHUNK_MS = 100
 CAPACITY_NOTE = (
     "The clients run in the server's process and event loop (one interpreter, 2 shared cores), so "
     "at high session counts part of the overhead is the clients' own work (JSON and base64 of every "
-    "audio chunk both ways); `server e2e` is the orchestrator's own end of speech -> first audio.")
+    "audio chunk both ways); `server e2e` is the orchestrator's own end of speech -> first audio."
+)
 
 
 def _harness() -> Any:
@@ -83,7 +84,7 @@ async def _speak_and_wait(client: Any, pcm: bytes, timeout_s: float) -> TurnResu
     next_at = loop.time()
     speech_end = next_at
     for i, start in enumerate(starts):
-        await client.send_audio(pcm[start:start + step], 16000, timestamp=i * CHUNK_MS)
+        await client.send_audio(pcm[start : start + step], 16000, timestamp=i * CHUNK_MS)
         speech_end = loop.time()
         next_at += CHUNK_MS / 1000.0
         if i < len(starts) - 1:
@@ -114,8 +115,9 @@ async def _speak_and_wait(client: Any, pcm: bytes, timeout_s: float) -> TurnResu
         await asyncio.gather(mic, return_exceptions=True)
 
 
-async def _conversation(harness: Any, base: str, clips: Sequence[bytes], tally: Tally,
-                        timeout_s: float) -> None:
+async def _conversation(
+    harness: Any, base: str, clips: Sequence[bytes], tally: Tally, timeout_s: float
+) -> None:
     """One session, one turn per clip (the history grows as in a real conversation)."""
     created = await harness.create_session(base)
     async with harness.Client.connect(created["ws_url"]) as client:
@@ -130,8 +132,9 @@ async def _conversation(harness: Any, base: str, clips: Sequence[bytes], tally: 
 
 def _tone(ms: int, sr: int = 16000) -> bytes:
     n = sr * ms // 1000
-    return b"".join(int(6000 * math.sin(2 * math.pi * 200 * i / sr)).to_bytes(2, "little", signed=True)
-                    for i in range(n))
+    return b"".join(
+        int(6000 * math.sin(2 * math.pi * 200 * i / sr)).to_bytes(2, "little", signed=True) for i in range(n)
+    )
 
 
 async def _capacity(levels: Sequence[int]) -> list[tuple[int, Tally]]:
@@ -151,8 +154,9 @@ async def _capacity(levels: Sequence[int]) -> list[tuple[int, Tally]]:
     for n in levels:
         settings = Settings(environment="test")
         settings.conversation.max_sessions = n + 1
-        container = fake_container(settings, recognizer=EnergyGatedRecognizer(utterance_ms=1000),
-                                   clock=SystemClock())
+        container = fake_container(
+            settings, recognizer=EnergyGatedRecognizer(utterance_ms=1000), clock=SystemClock()
+        )
         tally = Tally()
         async with harness.running_server(create_app(settings, container)) as base:
             await asyncio.gather(*[_conversation(harness, base, [pcm], tally, 60) for _ in range(n)])
@@ -196,10 +200,12 @@ def _real_section(tally: Tally) -> str:
     rows = [_row("voice-to-voice (client)", tally.totals())]
     rows += [_row(stage, tally.stage(stage)) for stage in REPORTED]
     rows.append(_row("orchestration overhead", tally.overheads()))
-    text = (f"Voice-to-voice latency over {len(tally.turns)} turns with real models (LibriVox speech "
-            "streamed at real time, then microphone silence; end of speech -> first reply audio chunk "
-            "at the client), ms. Stages from the turn records; overhead = total - (endpoint + "
-            "asr_final + first_clause + tts_first_chunk); `e2e` is the server's own view.\n\n")
+    text = (
+        f"Voice-to-voice latency over {len(tally.turns)} turns with real models (LibriVox speech "
+        "streamed at real time, then microphone silence; end of speech -> first reply audio chunk "
+        "at the client), ms. Stages from the turn records; overhead = total - (endpoint + "
+        "asr_final + first_clause + tts_first_chunk); `e2e` is the server's own view.\n\n"
+    )
     text += table(["measure", "n", "median", "P50", "P95"], rows)
     if tally.failed:
         text += f"\n\nFailed turns: {len(tally.failed)} ({'; '.join(sorted(set(tally.failed)))[:300]})."
@@ -211,15 +217,38 @@ def _capacity_section(capacity: list[tuple[int, Tally]]) -> str:
     rows = []
     for n, tally in capacity:
         totals = tally.totals()
-        rows.append([n, percentile(totals, 50), percentile(totals, 95), percentile(totals, 95) - base_p95,
-                     median(tally.stage("e2e")), median(tally.stage("llm_ttft")),
-                     median(tally.overheads()), len(tally.failed)])
-    return ("Capacity with instant fake engines (real clock; every session streams 1 s of audio at "
-            "real time concurrently, then microphone silence; end of speech -> first reply audio at "
-            "the client), ms:\n\n"
-            + table(["sessions", "P50", "P95", "added P95 vs 1", "server e2e median", "llm_ttft median",
-                     "overhead median", "failed"], rows)
-            + "\n\n" + CAPACITY_NOTE)
+        rows.append(
+            [
+                n,
+                percentile(totals, 50),
+                percentile(totals, 95),
+                percentile(totals, 95) - base_p95,
+                median(tally.stage("e2e")),
+                median(tally.stage("llm_ttft")),
+                median(tally.overheads()),
+                len(tally.failed),
+            ]
+        )
+    return (
+        "Capacity with instant fake engines (real clock; every session streams 1 s of audio at "
+        "real time concurrently, then microphone silence; end of speech -> first reply audio at "
+        "the client), ms:\n\n"
+        + table(
+            [
+                "sessions",
+                "P50",
+                "P95",
+                "added P95 vs 1",
+                "server e2e median",
+                "llm_ttft median",
+                "overhead median",
+                "failed",
+            ],
+            rows,
+        )
+        + "\n\n"
+        + CAPACITY_NOTE
+    )
 
 
 def main(settings: Settings, quick: bool) -> int:

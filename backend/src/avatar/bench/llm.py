@@ -41,8 +41,9 @@ async def _run(settings: Settings, rounds: int) -> dict[str, list[float]]:
             first = clause = last = 0.0
             text = ""
             tokens = 0
-            async for delta in model.stream_chat([system, ChatMessage("user", prompt)], max_tokens=64,
-                                                 temperature=0.7):
+            async for delta in model.stream_chat(
+                [system, ChatMessage("user", prompt)], max_tokens=64, temperature=0.7
+            ):
                 now = time.perf_counter()
                 if not tokens:
                     first = now - start
@@ -63,12 +64,24 @@ def main(settings: Settings, quick: bool) -> int:
     settings.llm.port = 0  # a free port: never collide with a running instance
     figures = asyncio.run(_run(settings, rounds))
     rows = [
-        ["time to first token (s)", median(figures["ttft"]), percentile(figures["ttft"], 50),
-         percentile(figures["ttft"], 95)],
-        ["time to first clause (s)", median(figures["clause"]), percentile(figures["clause"], 50),
-         percentile(figures["clause"], 95)],
-        ["tokens per second", median(figures["tps"]), percentile(figures["tps"], 50),
-         percentile(figures["tps"], 95)],
+        [
+            "time to first token (s)",
+            median(figures["ttft"]),
+            percentile(figures["ttft"], 50),
+            percentile(figures["ttft"], 95),
+        ],
+        [
+            "time to first clause (s)",
+            median(figures["clause"]),
+            percentile(figures["clause"], 50),
+            percentile(figures["clause"], 95),
+        ],
+        [
+            "tokens per second",
+            median(figures["tps"]),
+            percentile(figures["tps"], 50),
+            percentile(figures["tps"], 95),
+        ],
     ]
     body = (
         f"Model `{settings.llm.model}` ({settings.llm.placement.value}), {rounds} replies of at most 64 "

@@ -103,7 +103,7 @@ async def _with_analyses(
 def main(settings: Settings, quick: bool) -> int:
     audio, source = ten_seconds_of_speech()
     runs = 3 if quick else 10
-    analyze(audio[:RATE * 2], RATE)  # load the libraries once, outside the timings
+    analyze(audio[: RATE * 2], RATE)  # load the libraries once, outside the timings
     full, praat = [], []
     for _ in range(runs):
         t = time.perf_counter()
@@ -112,8 +112,9 @@ def main(settings: Settings, quick: bool) -> int:
         t = time.perf_counter()
         analyze(audio, RATE, egemaps=False)
         praat.append((time.perf_counter() - t) * 1000.0)
-    print(f"analysis of 10 s ({source}): full median {median(full):.0f} ms, "
-          f"Praat only {median(praat):.0f} ms")
+    print(
+        f"analysis of 10 s ({source}): full median {median(full):.0f} ms, Praat only {median(praat):.0f} ms"
+    )
 
     workers = max(1, settings.prosody.workers)
     replies = 5 if quick else 20
@@ -129,29 +130,55 @@ def main(settings: Settings, quick: bool) -> int:
         p50 = percentile(totals, 50)
         if kind is None:
             baseline_p50 = p50
-        rows.append([label, p50, percentile(totals, 95), percentile(gaps, 50), percentile(gaps, 95),
-                     p50 / baseline_p50, done])
-        print(f"{label}: reply P50 {p50:.1f} ms, P95 {percentile(totals, 95):.1f} ms, "
-              f"token gap P95 {percentile(gaps, 95):.1f} ms, analyses during replies {done}")
+        rows.append(
+            [
+                label,
+                p50,
+                percentile(totals, 95),
+                percentile(gaps, 50),
+                percentile(gaps, 95),
+                p50 / baseline_p50,
+                done,
+            ]
+        )
+        print(
+            f"{label}: reply P50 {p50:.1f} ms, P95 {percentile(totals, 95):.1f} ms, "
+            f"token gap P95 {percentile(gaps, 95):.1f} ms, analyses during replies {done}"
+        )
 
-    body = "\n".join([
-        f"Audio: 10 s of {source}, 16 kHz. {runs} runs each; machine: {machine()}.",
-        "",
-        table(["analysis of 10 s", "median ms", "P95 ms", "real-time factor"], [
-            ["Praat + eGeMAPSv02 (full)", median(full), percentile(full, 95), median(full) / 10000.0],
-            ["Praat only", median(praat), percentile(praat, 95), median(praat) / 10000.0],
-        ]),
-        "",
-        f"Reply latency: a simulated reply stream ({TOKENS} tokens, 10 ms wait + ~1 ms Python work each; "
-        f"{replies} replies per row) on the event loop while 10 s analyses run back to back "
-        f"(`settings.prosody.workers` = {workers}).",
-        "",
-        table(["condition", "reply P50 ms", "reply P95 ms", "token gap P50 ms", "token gap P95 ms",
-               "P50 vs none", "analyses done"], rows),
-        "",
-        "Worker processes keep Praat (which holds the GIL while it computes) off the interpreter that "
-        "streams replies; the thread row shows what running it in-process would cost. On a machine "
-        "with few cores the remaining difference is CPU contention between processes.",
-    ])
+    body = "\n".join(
+        [
+            f"Audio: 10 s of {source}, 16 kHz. {runs} runs each; machine: {machine()}.",
+            "",
+            table(
+                ["analysis of 10 s", "median ms", "P95 ms", "real-time factor"],
+                [
+                    ["Praat + eGeMAPSv02 (full)", median(full), percentile(full, 95), median(full) / 10000.0],
+                    ["Praat only", median(praat), percentile(praat, 95), median(praat) / 10000.0],
+                ],
+            ),
+            "",
+            f"Reply latency: a simulated reply stream ({TOKENS} tokens, 10 ms wait + ~1 ms Python work each; "
+            f"{replies} replies per row) on the event loop while 10 s analyses run back to back "
+            f"(`settings.prosody.workers` = {workers}).",
+            "",
+            table(
+                [
+                    "condition",
+                    "reply P50 ms",
+                    "reply P95 ms",
+                    "token gap P50 ms",
+                    "token gap P95 ms",
+                    "P50 vs none",
+                    "analyses done",
+                ],
+                rows,
+            ),
+            "",
+            "Worker processes keep Praat (which holds the GIL while it computes) off the interpreter that "
+            "streams replies; the thread row shows what running it in-process would cost. On a machine "
+            "with few cores the remaining difference is CPU contention between processes.",
+        ]
+    )
     write_section("prosody", body)
     return 0

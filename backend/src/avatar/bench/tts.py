@@ -114,8 +114,11 @@ async def _run(settings: Settings, quick: bool) -> str:
             ratios.append(ttfa / baseline)
 
         rtf_rows = []
-        for engine, tier, voice in (("piper", Tier.FAST, None), ("espeak", Tier.FAST, "espeak:en-us"),
-                                    ("kokoro", Tier.HQ, None)):
+        for engine, tier, voice in (
+            ("piper", Tier.FAST, None),
+            ("espeak", Tier.FAST, "espeak:en-us"),
+            ("kokoro", Tier.HQ, None),
+        ):
             rtfs = []
             for text in replies:
                 utt = await service.synthesize(text, tier=tier, voice=voice)
@@ -141,29 +144,58 @@ async def _run(settings: Settings, quick: bool) -> str:
 
     latency = table(
         ["measure", "n", "median s", "P50 s", "P95 s"],
-        [("service: first clause complete -> first audio", len(ours), median(ours), percentile(ours, 50),
-          percentile(ours, 95)),
-         ("raw Piper on the same clause -> first chunk", len(base), median(base), percentile(base, 50),
-          percentile(base, 95)),
-         ("ratio service / raw Piper", len(ratios), median(ratios), percentile(ratios, 50),
-          percentile(ratios, 95))],
+        [
+            (
+                "service: first clause complete -> first audio",
+                len(ours),
+                median(ours),
+                percentile(ours, 50),
+                percentile(ours, 95),
+            ),
+            (
+                "raw Piper on the same clause -> first chunk",
+                len(base),
+                median(base),
+                percentile(base, 50),
+                percentile(base, 95),
+            ),
+            (
+                "ratio service / raw Piper",
+                len(ratios),
+                median(ratios),
+                percentile(ratios, 50),
+                percentile(ratios, 95),
+            ),
+        ],
     )
     rtf = table(["engine", "utterances", "RTF median", "RTF P95"], rtf_rows)
-    hq = table(["measure", "n", "median s", "P95 s"],
-               [("Kokoro cold load", 1, load_s, load_s),
-                ("HQ pass (whole reply, model loaded)", len(hq_total), median(hq_total),
-                 percentile(hq_total, 95))])
+    hq = table(
+        ["measure", "n", "median s", "P95 s"],
+        [
+            ("Kokoro cold load", 1, load_s, load_s),
+            (
+                "HQ pass (whole reply, model loaded)",
+                len(hq_total),
+                median(hq_total),
+                percentile(hq_total, 95),
+            ),
+        ],
+    )
     mode = "quick" if quick else "full"
     load = os.getloadavg()[0]
-    notes = (f"Load average {load:.1f} during the run (shared cores: read ratios, not single values). "
-             "The service's first-audio time starts at the token that completes the first clause "
-             "(for an ASCII full stop, the token after it); the baseline is raw Piper on that clause with "
-             "a warm model, so the ratio is what chunking, threads and queues add. Kokoro runs on CPU here "
-             "(int8); production HQ is CosyVoice on GPU, not measurable on this machine.")
-    return (f"Mode: {mode}, {len(replies)} two-sentence replies streamed token by token (~200 tokens/s).\n\n"
-            f"{notes}\n\n"
-            f"### First audio\n\n{latency}\n\n### Real-time factor (synthesis time / audio time)\n\n{rtf}\n\n"
-            f"### HQ pass\n\n{hq}\n")
+    notes = (
+        f"Load average {load:.1f} during the run (shared cores: read ratios, not single values). "
+        "The service's first-audio time starts at the token that completes the first clause "
+        "(for an ASCII full stop, the token after it); the baseline is raw Piper on that clause with "
+        "a warm model, so the ratio is what chunking, threads and queues add. Kokoro runs on CPU here "
+        "(int8); production HQ is CosyVoice on GPU, not measurable on this machine."
+    )
+    return (
+        f"Mode: {mode}, {len(replies)} two-sentence replies streamed token by token (~200 tokens/s).\n\n"
+        f"{notes}\n\n"
+        f"### First audio\n\n{latency}\n\n### Real-time factor (synthesis time / audio time)\n\n{rtf}\n\n"
+        f"### HQ pass\n\n{hq}\n"
+    )
 
 
 def main(settings: Settings, quick: bool) -> int:

@@ -49,8 +49,9 @@ def _speech(seconds: float, clips: list[Audio]) -> Audio:
 
 
 def _espeak(voice: str, pitch: int, text: str) -> Audio:
-    out = subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "--stdout", text],
-                         capture_output=True, check=True)
+    out = subprocess.run(
+        ["espeak-ng", "-v", voice, "-p", str(pitch), "--stdout", text], capture_output=True, check=True
+    )
     data, rate = sf.read(io.BytesIO(out.stdout), dtype="float32")
     return np.asarray(data, dtype=np.float32), int(rate)
 
@@ -95,8 +96,9 @@ async def _run(settings: Settings, quick: bool) -> str:
             t = time.perf_counter()
             await _embed(encoder, audio)
             times.append((time.perf_counter() - t) * 1000.0)
-        embed_rows.append([f"{seconds:.0f} s", median(times), percentile(times, 95),
-                           median(times) / (seconds * 1000.0)])
+        embed_rows.append(
+            [f"{seconds:.0f} s", median(times), percentile(times, 95), median(times) / (seconds * 1000.0)]
+        )
         print(f"embed {seconds:.0f} s: median {median(times):.0f} ms, P95 {percentile(times, 95):.0f} ms")
 
     decoder = VoiceSampleDecoder()
@@ -125,22 +127,25 @@ async def _run(settings: Settings, quick: bool) -> str:
     correct = 0
     for name in speakers:
         same = float(first[name] @ second[name])
-        other_name, other = max(((o, float(first[o] @ second[name])) for o in speakers if o != name),
-                                key=lambda pair: pair[1])
+        other_name, other = max(
+            ((o, float(first[o] @ second[name])) for o in speakers if o != name), key=lambda pair: pair[1]
+        )
         correct += same > other
         sep_rows.append([name, same, f"{other:.3f} ({other_name})", same - other])
         print(f"{name}: same {same:.3f}, closest other {other:.3f} ({other_name})")
 
-    return "\n\n".join([
-        f"Speaker encoder cold start (model load + first 5 s clip): **{cold_ms:.0f} ms**. "
-        f"Embedding time per clip ({runs} runs each; RTF = median / clip length):",
-        table(["clip", "median ms", "P95 ms", "RTF"], embed_rows),
-        "Decoding and measuring one 10 s upload (`VoiceSampleDecoder`, libsndfile / FFmpeg):",
-        table(["format", "KiB", "median ms", "P95 ms"], decode_rows),
-        f"Separation (cosine of GE2E embeddings, second clip of each speaker vs. every first clip): "
-        f"the same speaker ranked first for **{correct}/{len(speakers)}** speakers.",
-        table(["speaker", "same speaker", "closest other speaker", "margin"], sep_rows),
-    ])
+    return "\n\n".join(
+        [
+            f"Speaker encoder cold start (model load + first 5 s clip): **{cold_ms:.0f} ms**. "
+            f"Embedding time per clip ({runs} runs each; RTF = median / clip length):",
+            table(["clip", "median ms", "P95 ms", "RTF"], embed_rows),
+            "Decoding and measuring one 10 s upload (`VoiceSampleDecoder`, libsndfile / FFmpeg):",
+            table(["format", "KiB", "median ms", "P95 ms"], decode_rows),
+            f"Separation (cosine of GE2E embeddings, second clip of each speaker vs. every first clip): "
+            f"the same speaker ranked first for **{correct}/{len(speakers)}** speakers.",
+            table(["speaker", "same speaker", "closest other speaker", "margin"], sep_rows),
+        ]
+    )
 
 
 def main(settings: Settings, quick: bool) -> int:

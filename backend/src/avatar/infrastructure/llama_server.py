@@ -61,9 +61,23 @@ async def start_llama_server(
     port = port or free_port(host)
     threads = n_threads or max(1, min(4, os.cpu_count() or 1))
     cmd = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host", host,
-        "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(threads),
-        "--model_alias", alias, "--verbose", "False",
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(model_path),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--n_ctx",
+        str(n_ctx),
+        "--n_threads",
+        str(threads),
+        "--model_alias",
+        alias,
+        "--verbose",
+        "False",
     ]
     fd, name = tempfile.mkstemp(prefix="llama-server-", suffix=".log")
     log_path = Path(name)

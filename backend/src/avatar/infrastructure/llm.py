@@ -31,11 +31,13 @@ from avatar.settings import Placement, Settings
 log = logging.getLogger(__name__)
 
 LLM_TTFT = Histogram(
-    "llm_ttft_seconds", "Time from a chat request to its first streamed token (retries included)",
+    "llm_ttft_seconds",
+    "Time from a chat request to its first streamed token (retries included)",
     buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0),
 )
 LLM_TOKENS_PER_SECOND = Histogram(
-    "llm_tokens_per_second", "Streaming speed of a reply after its first token",
+    "llm_tokens_per_second",
+    "Streaming speed of a reply after its first token",
     buckets=(5, 10, 20, 40, 60, 80, 100, 150, 200, 300, 500),
 )
 LLM_QUEUE = Gauge("llm_request_queue_length", "Chat requests waiting for their first token")
@@ -47,8 +49,15 @@ _MAX_RETRY_AFTER_S = 2.0
 class _AttemptError(ChatModelError):
     """One failed attempt; says whether another attempt could help."""
 
-    def __init__(self, kind: ChatErrorKind, message: str, *, retryable: bool = True,
-                 retry_after: float | None = None, partial: bool = False) -> None:
+    def __init__(
+        self,
+        kind: ChatErrorKind,
+        message: str,
+        *,
+        retryable: bool = True,
+        retry_after: float | None = None,
+        partial: bool = False,
+    ) -> None:
         super().__init__(kind, message, partial=partial)
         self.retryable = retryable
         self.retry_after = retry_after
@@ -60,11 +69,17 @@ def _status_error(status: int, body: bytes, headers: httpx.Headers) -> _AttemptE
         retry_after = None
         with contextlib.suppress(TypeError, ValueError):
             retry_after = float(headers.get("retry-after", ""))
-        return _AttemptError(ChatErrorKind.RATE_LIMITED, f"the chat model is rate limited (429): {snippet}",
-                             retry_after=retry_after)
+        return _AttemptError(
+            ChatErrorKind.RATE_LIMITED,
+            f"the chat model is rate limited (429): {snippet}",
+            retry_after=retry_after,
+        )
     # A 4xx other than 429 (bad key, unknown model, prompt too long) will fail the same way again.
-    return _AttemptError(ChatErrorKind.BAD_RESPONSE, f"the chat model answered HTTP {status}: {snippet}",
-                         retryable=status >= 500)
+    return _AttemptError(
+        ChatErrorKind.BAD_RESPONSE,
+        f"the chat model answered HTTP {status}: {snippet}",
+        retryable=status >= 500,
+    )
 
 
 def _parse_event(line: str) -> tuple[str | None, bool]:
@@ -149,8 +164,12 @@ class OpenAIChatModel:
         self._max_retries = max_retries
         self._backoff_s = backoff_s
         self._name = name
-        self.breaker = CircuitBreaker(failure_threshold=breaker_failures, recovery_timeout=breaker_recovery_s,
-                                      expected_exception=ChatModelError, name=f"{name}-{id(self):x}")
+        self.breaker = CircuitBreaker(
+            failure_threshold=breaker_failures,
+            recovery_timeout=breaker_recovery_s,
+            expected_exception=ChatModelError,
+            name=f"{name}-{id(self):x}",
+        )
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(stream_timeout_s, connect=first_token_timeout_s),
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
@@ -165,8 +184,11 @@ class OpenAIChatModel:
         await self._client.aclose()
 
     async def health(self) -> ComponentHealth:
-        extra: dict[str, object] = {"base_url": self.base_url, "model": self.model,
-                                    "breaker": str(self.breaker.state)}
+        extra: dict[str, object] = {
+            "base_url": self.base_url,
+            "model": self.model,
+            "breaker": str(self.breaker.state),
+        }
         try:
             response = await self._client.get(f"{self.base_url}/models", headers=self._headers(), timeout=2.0)
         except httpx.HTTPError as exc:
@@ -215,12 +237,16 @@ class OpenAIChatModel:
                 except StopAsyncIteration:
                     break
                 except httpx.TimeoutException as exc:
-                    stalled = _AttemptError(ChatErrorKind.TIMEOUT, "the chat model stalled mid-reply",
-                                            partial=True)
+                    stalled = _AttemptError(
+                        ChatErrorKind.TIMEOUT, "the chat model stalled mid-reply", partial=True
+                    )
                     raise self._count_error(stalled) from exc
                 except httpx.HTTPError as exc:
-                    broke = _AttemptError(ChatErrorKind.BAD_RESPONSE,
-                                          f"the reply stream broke: {type(exc).__name__}", partial=True)
+                    broke = _AttemptError(
+                        ChatErrorKind.BAD_RESPONSE,
+                        f"the reply stream broke: {type(exc).__name__}",
+                        partial=True,
+                    )
                     raise self._count_error(broke) from exc
                 try:
                     text, finished = _parse_event(line)
@@ -289,8 +315,9 @@ class OpenAIChatModel:
                 if "text/event-stream" not in ctype:
                     body = (await response.aread())[:80]
                     got = ctype or "no content type"
-                    raise _AttemptError(ChatErrorKind.BAD_RESPONSE,
-                                        f"expected an event stream, got {got}: {body!r}")
+                    raise _AttemptError(
+                        ChatErrorKind.BAD_RESPONSE, f"expected an event stream, got {got}: {body!r}"
+                    )
                 lines = response.aiter_lines()
                 async for line in lines:
                     text, finished = _parse_event(line)
@@ -304,13 +331,15 @@ class OpenAIChatModel:
                 raise
             connect_failed = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
             if isinstance(exc, TimeoutError | httpx.TimeoutException) and not connect_failed:
-                raise _AttemptError(ChatErrorKind.TIMEOUT,
-                                    f"no first token within {self._first_token_timeout_s:g} s") from exc
+                raise _AttemptError(
+                    ChatErrorKind.TIMEOUT, f"no first token within {self._first_token_timeout_s:g} s"
+                ) from exc
             if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
                 raise _AttemptError(ChatErrorKind.REFUSED, f"cannot connect to {self.base_url}") from exc
             if isinstance(exc, httpx.HTTPError):
-                raise _AttemptError(ChatErrorKind.BAD_RESPONSE,
-                                    f"broken response: {type(exc).__name__}: {exc}") from exc
+                raise _AttemptError(
+                    ChatErrorKind.BAD_RESPONSE, f"broken response: {type(exc).__name__}: {exc}"
+                ) from exc
             raise
 
 
@@ -353,9 +382,13 @@ async def build_chat_model(settings: Settings, stack: contextlib.AsyncExitStack)
         base_url = server.base_url
         tokenizer = await asyncio.to_thread(gguf_tokenizer, model_path)
     model = OpenAIChatModel(
-        base_url, cfg.model, cfg.api_key.get_secret_value(),
-        first_token_timeout_s=cfg.first_token_timeout_s, max_retries=cfg.max_retries,
-        breaker_failures=cfg.breaker_failures, breaker_recovery_s=cfg.breaker_recovery_s,
+        base_url,
+        cfg.model,
+        cfg.api_key.get_secret_value(),
+        first_token_timeout_s=cfg.first_token_timeout_s,
+        max_retries=cfg.max_retries,
+        breaker_failures=cfg.breaker_failures,
+        breaker_recovery_s=cfg.breaker_recovery_s,
         tokenizer=tokenizer,
     )
     stack.push_async_callback(model.aclose)

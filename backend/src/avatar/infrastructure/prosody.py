@@ -28,8 +28,9 @@ def _check_pcm(pcm: bytes, sample_rate: int) -> None:
     if len(pcm) % 2:
         raise InvalidInputError("PCM16 audio must have an even number of bytes", code="INVALID_AUDIO")
     if sample_rate < MIN_SAMPLE_RATE:
-        raise InvalidInputError(f"sample rate {sample_rate} Hz is too low for prosody analysis",
-                                code="UNSUPPORTED_SAMPLE_RATE")
+        raise InvalidInputError(
+            f"sample rate {sample_rate} Hz is too low for prosody analysis", code="UNSUPPORTED_SAMPLE_RATE"
+        )
 
 
 def _to_result(analysis: Analysis) -> ProsodyResult:
@@ -64,8 +65,12 @@ class EmbeddedProsodyAnalyzer:
 
     async def health(self) -> ComponentHealth:
         e = self.engine
-        return ComponentHealth("prosody", True, f"embedded, {e.workers} {e.executor_kind} worker(s)",
-                               {"pending": e.pending, "loaded": e.ready})
+        return ComponentHealth(
+            "prosody",
+            True,
+            f"embedded, {e.workers} {e.executor_kind} worker(s)",
+            {"pending": e.pending, "loaded": e.ready},
+        )
 
 
 class HttpProsodyAnalyzer:
@@ -87,7 +92,8 @@ class HttpProsodyAnalyzer:
         data = {"baseline": json.dumps(dict(baseline))} if baseline else {}
         try:
             response = await self._client.post(
-                "/analyze", files={"file": ("utterance.wav", pcm16_to_wav(pcm, sample_rate), "audio/wav")},
+                "/analyze",
+                files={"file": ("utterance.wav", pcm16_to_wav(pcm, sample_rate), "audio/wav")},
                 data=data,
             )
         except httpx.HTTPError as exc:
@@ -96,8 +102,9 @@ class HttpProsodyAnalyzer:
         if response.status_code == 503:
             raise CapacityError(self._message(body, "the prosody service is busy"))
         if 400 <= response.status_code < 500:
-            raise InvalidInputError(self._message(body, "the prosody service refused the audio"),
-                                    code="INVALID_AUDIO")
+            raise InvalidInputError(
+                self._message(body, "the prosody service refused the audio"), code="INVALID_AUDIO"
+            )
         if response.status_code != 200:
             raise DependencyError(f"prosody service answered {response.status_code}")
         scores = body["scores"]
@@ -132,8 +139,12 @@ class HttpProsodyAnalyzer:
             return ComponentHealth("prosody", False, f"unreachable at {self.base_url}: {exc}")
         ok = response.status_code == 200 and body.get("status") == "ok"
         status = body.get("status", response.status_code)
-        return ComponentHealth("prosody", ok, f"remote {self.base_url}: {status}",
-                               {k: v for k, v in body.items() if k != "status"})
+        return ComponentHealth(
+            "prosody",
+            ok,
+            f"remote {self.base_url}: {status}",
+            {k: v for k, v in body.items() if k != "status"},
+        )
 
 
 async def build_prosody_analyzer(
@@ -144,13 +155,15 @@ async def build_prosody_analyzer(
         remote = HttpProsodyAnalyzer(settings.prosody.url)
         stack.push_async_callback(remote.aclose)
         return remote
-    engine = ProsodyEngine(settings.prosody.workers, executor=executor,
-                           max_pending=max(16, 4 * settings.prosody.workers))
+    engine = ProsodyEngine(
+        settings.prosody.workers, executor=executor, max_pending=max(16, 4 * settings.prosody.workers)
+    )
     stack.push_async_callback(engine.aclose)
     return EmbeddedProsodyAnalyzer(engine)
 
 
 def create_service_app(settings: Settings) -> FastAPI:
     """The prosody service (``avatar serve prosody``, port 8005) configured from ``settings``."""
-    return create_app(ServiceConfig(workers=settings.prosody.workers,
-                                    max_pending=max(16, 4 * settings.prosody.workers)))
+    return create_app(
+        ServiceConfig(workers=settings.prosody.workers, max_pending=max(16, 4 * settings.prosody.workers))
+    )

@@ -55,14 +55,22 @@ def service_config(settings: Settings, tiers: tuple[Tier, ...] = (Tier.FAST, Tie
             return None
 
     return ServiceConfig(
-        fast_engine=tts.fast_engine, hq_engine=tts.hq_engine, fallback_engine=tts.fallback_engine,
-        hq_enabled=tts.hq_enabled, default_voice=tts.default_voice, max_input_chars=tts.max_input_chars,
-        memory_budget_mb=float(tts.memory_budget_mb), idle_unload_s=tts.idle_unload_s,
+        fast_engine=tts.fast_engine,
+        hq_engine=tts.hq_engine,
+        fallback_engine=tts.fallback_engine,
+        hq_enabled=tts.hq_enabled,
+        default_voice=tts.default_voice,
+        max_input_chars=tts.max_input_chars,
+        memory_budget_mb=float(tts.memory_budget_mb),
+        idle_unload_s=tts.idle_unload_s,
         piper_model=path("piper-en_US-joe-medium", "en_US-joe-medium.onnx"),
-        kokoro_model=path("kokoro-82m-int8"), kokoro_voices=path("kokoro-voices-ja", "voices_ja.npz"),
+        kokoro_model=path("kokoro-82m-int8"),
+        kokoro_voices=path("kokoro-voices-ja", "voices_ja.npz"),
         kokoro_vocab=path("kokoro-voices-ja", "vocab.json"),
-        f5_model_dir=tts.f5_model_dir, cosyvoice_model_dir=tts.cosyvoice_model_dir,
-        voice_cache=settings.data_dir / "tts" / "stock_voice_embeddings.json", tiers=tiers,
+        f5_model_dir=tts.f5_model_dir,
+        cosyvoice_model_dir=tts.cosyvoice_model_dir,
+        voice_cache=settings.data_dir / "tts" / "stock_voice_embeddings.json",
+        tiers=tiers,
     )
 
 
@@ -110,8 +118,9 @@ class _EmbeddedStream:
         seq = 0
         try:
             async for audio in self._utt.chunks():
-                chunk = AudioChunk(float_to_pcm16(audio), self._utt.sample_rate, timestamp_ms=elapsed,
-                                   sequence=seq)
+                chunk = AudioChunk(
+                    float_to_pcm16(audio), self._utt.sample_rate, timestamp_ms=elapsed, sequence=seq
+                )
                 elapsed += round(chunk.duration_ms)
                 seq += 1
                 yield chunk
@@ -137,24 +146,33 @@ class EmbeddedSynthesizer:
     async def synthesize(self, request: SynthesisRequest) -> SynthesisStream:
         tier = Tier.HQ if request.mode is TTSMode.HQ else self._tier
         try:
-            utt = await self._service.synthesize(request.text, tier=tier, voice=request.voice,
-                                                 language=request.language, speed=request.speed,
-                                                 reference=_reference(request.reference))
+            utt = await self._service.synthesize(
+                request.text,
+                tier=tier,
+                voice=request.voice,
+                language=request.language,
+                speed=request.speed,
+                reference=_reference(request.reference),
+            )
         except TTSError as exc:
             raise domain_error(exc) from exc
         return _EmbeddedStream(utt)
 
     async def voices(self) -> list[VoiceInfo]:
-        return [VoiceInfo(v.voice_id, v.name, v.languages, TTSMode(v.tier.value), v.engine, v.can_clone)
-                for v in self._service.voices() if v.tier is self._tier]
+        return [
+            VoiceInfo(v.voice_id, v.name, v.languages, TTSMode(v.tier.value), v.engine, v.can_clone)
+            for v in self._service.voices()
+            if v.tier is self._tier
+        ]
 
     async def health(self) -> ComponentHealth:
         try:
             info = await self._service.health()
         except Exception as exc:  # a health check never raises
             return ComponentHealth(f"tts_{self._tier.value}", False, f"{type(exc).__name__}: {exc}")
-        return ComponentHealth(f"tts_{self._tier.value}", bool(info["ok"]),
-                               f"breaker {info['hq_breaker']}", extra=info)
+        return ComponentHealth(
+            f"tts_{self._tier.value}", bool(info["ok"]), f"breaker {info['hq_breaker']}", extra=info
+        )
 
 
 class _RemoteStream:
@@ -218,10 +236,14 @@ class RemoteSynthesizer:
 
     async def synthesize(self, request: SynthesisRequest) -> SynthesisStream:
         tier = Tier.HQ if request.mode is TTSMode.HQ else self._tier
-        body: dict[str, Any] = {"model": "tts-1-hd" if tier is Tier.HQ else "tts-1",
-                                "input": request.text, "voice": request.voice or "default",
-                                "response_format": "pcm",
-                                "speed": request.speed, "language": request.language}
+        body: dict[str, Any] = {
+            "model": "tts-1-hd" if tier is Tier.HQ else "tts-1",
+            "input": request.text,
+            "voice": request.voice or "default",
+            "response_format": "pcm",
+            "speed": request.speed,
+            "language": request.language,
+        }
         if request.reference is not None:
             ref = request.reference
             body["reference_audio"] = base64.b64encode(pcm16_to_wav(ref.pcm, ref.sample_rate)).decode()
@@ -230,7 +252,8 @@ class RemoteSynthesizer:
         stack = contextlib.AsyncExitStack()
         try:
             response = await stack.enter_async_context(
-                self._client.stream("POST", f"{self._url}/v1/audio/speech", json=body))
+                self._client.stream("POST", f"{self._url}/v1/audio/speech", json=body)
+            )
             if response.status_code >= 400:
                 await response.aread()
                 raise _remote_error(response)
@@ -248,9 +271,18 @@ class RemoteSynthesizer:
             resp.raise_for_status()
         except httpx.HTTPError as exc:
             raise DependencyError(f"the TTS service at {self._url} is unreachable: {exc}") from exc
-        return [VoiceInfo(v["id"], v["name"], tuple(v["languages"]), TTSMode(v["tier"]), v["engine"],
-                          bool(v["can_clone"]))
-                for v in resp.json()["voices"] if v["tier"] == self._tier.value]
+        return [
+            VoiceInfo(
+                v["id"],
+                v["name"],
+                tuple(v["languages"]),
+                TTSMode(v["tier"]),
+                v["engine"],
+                bool(v["can_clone"]),
+            )
+            for v in resp.json()["voices"]
+            if v["tier"] == self._tier.value
+        ]
 
     async def health(self) -> ComponentHealth:
         name = f"tts_{self._tier.value}"
@@ -283,8 +315,10 @@ async def build_synthesizers(
     if settings.tts.placement is Placement.REMOTE:
         client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0))
         stack.push_async_callback(client.aclose)
-        return (RemoteSynthesizer(settings.tts.fast_url, Tier.FAST, client),
-                RemoteSynthesizer(settings.tts.hq_url, Tier.HQ, client))
+        return (
+            RemoteSynthesizer(settings.tts.fast_url, Tier.FAST, client),
+            RemoteSynthesizer(settings.tts.hq_url, Tier.HQ, client),
+        )
     service = TTSService(service_config(settings))
     await service.start()
     stack.push_async_callback(service.aclose)
@@ -297,4 +331,3 @@ def create_service_app(settings: Settings, tier: TierName = "both") -> FastAPI:
 
     tiers = {"fast": (Tier.FAST,), "hq": (Tier.HQ,), "both": (Tier.FAST, Tier.HQ)}[tier]
     return create_app(TTSService(service_config(settings, tiers)), title=f"AVATAR TTS ({tier})")
-

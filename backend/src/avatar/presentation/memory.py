@@ -20,8 +20,11 @@ router = APIRouter(prefix="/api/v1/memory", tags=["memory"])
 def brain_config(settings: Settings) -> BrainConfig:
     llm = settings.llm
     return BrainConfig(
-        context_tokens=llm.n_ctx, max_reply_tokens=llm.max_tokens, temperature=llm.temperature,
-        history_keep_tokens=llm.history_keep_tokens, summarize_at_tokens=llm.history_summarize_at_tokens,
+        context_tokens=llm.n_ctx,
+        max_reply_tokens=llm.max_tokens,
+        temperature=llm.temperature,
+        history_keep_tokens=llm.history_keep_tokens,
+        summarize_at_tokens=llm.history_summarize_at_tokens,
         memory_top_k=llm.memory_top_k,
     )
 
@@ -68,6 +71,10 @@ async def search_memory(
         hits = await tx.memories.search(vector, limit=limit, session_id=session_id)
     return MemorySearchPublic(
         query=query,
-        hits=[MemoryHitPublic(session_id=h.session_id, turn_id=h.turn_id, role=h.role, text=h.text,
-                              score=h.score) for h in hits],
+        hits=[
+            MemoryHitPublic(
+                session_id=h.session_id, turn_id=h.turn_id, role=h.role, text=h.text, score=h.score
+            )
+            for h in hits
+        ],
     )

@@ -49,13 +49,21 @@ class ProsodyScorePublic(BaseModel):
 
     @classmethod
     def of(cls, score: ProsodyScore) -> ProsodyScorePublic:
-        features = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                    for k, v in score.features.items()}
-        return cls(score_id=score.score_id, transcription_id=score.transcription_id,
-                   scores=ScoresPublic(confidence=score.confidence, stability=score.stability,
-                                       affability=score.affability),
-                   reliable=score.reliable, reason=score.reason, features=features,
-                   analyzed_at=score.analyzed_at)
+        features = {
+            k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in score.features.items()
+        }
+        return cls(
+            score_id=score.score_id,
+            transcription_id=score.transcription_id,
+            scores=ScoresPublic(
+                confidence=score.confidence, stability=score.stability, affability=score.affability
+            ),
+            reliable=score.reliable,
+            reason=score.reason,
+            features=features,
+            analyzed_at=score.analyzed_at,
+        )
 
 
 class ProsodyPointPublic(BaseModel):
@@ -88,12 +96,27 @@ class ProsodyReportPublic(BaseModel):
             session_id=report.session_id,
             utterances=report.utterances,
             reliable_utterances=report.reliable_utterances,
-            points=[ProsodyPointPublic(index=p.index, transcription_id=p.transcription_id,
-                                       analyzed_at=p.analyzed_at, scores=ScoresPublic(**p.scores),
-                                       reliable=p.reliable, reason=p.reason) for p in report.points],
-            trends={name: ScoreTrendPublic(mean=t.mean, first=t.first, last=t.last,
-                                           slope_per_utterance=t.slope_per_utterance, direction=t.direction)
-                    for name, t in report.trends.items()},
+            points=[
+                ProsodyPointPublic(
+                    index=p.index,
+                    transcription_id=p.transcription_id,
+                    analyzed_at=p.analyzed_at,
+                    scores=ScoresPublic(**p.scores),
+                    reliable=p.reliable,
+                    reason=p.reason,
+                )
+                for p in report.points
+            ],
+            trends={
+                name: ScoreTrendPublic(
+                    mean=t.mean,
+                    first=t.first,
+                    last=t.last,
+                    slope_per_utterance=t.slope_per_utterance,
+                    direction=t.direction,
+                )
+                for name, t in report.trends.items()
+            },
         )
 
 
@@ -142,7 +165,12 @@ async def startup(app: FastAPI, container: Container) -> None:
     if not settings.enabled:
         log.info("prosody analysis is disabled")
         return
-    handler = ProsodyAnalysisHandler(container.prosody, container.uow, container.object_store,
-                                     _ContainerNotifier(container), container.clock)
+    handler = ProsodyAnalysisHandler(
+        container.prosody,
+        container.uow,
+        container.object_store,
+        _ContainerNotifier(container),
+        container.clock,
+    )
     app.state.prosody_handler = handler
     container.queue.subscribe(PROSODY_TOPIC, handler, concurrency=max(1, settings.workers))

@@ -67,10 +67,12 @@ CLOSE_TOO_LARGE = 1009
 FLOOD_BURST_MS = 3000.0
 
 _BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 3.5, 5.0, 7.5, 10.0, 20.0)
-E2E_LATENCY = Histogram("conversation_e2e_latency_seconds",
-                        "End of user speech to the first reply audio sent", buckets=_BUCKETS)
-STAGE_LATENCY = Histogram("conversation_stage_latency_seconds", "Latency of each pipeline stage",
-                          ["stage"], buckets=_BUCKETS)
+E2E_LATENCY = Histogram(
+    "conversation_e2e_latency_seconds", "End of user speech to the first reply audio sent", buckets=_BUCKETS
+)
+STAGE_LATENCY = Histogram(
+    "conversation_stage_latency_seconds", "Latency of each pipeline stage", ["stage"], buckets=_BUCKETS
+)
 ACTIVE_SESSIONS = Gauge("active_sessions_count", "Live conversation sessions (connected or in grace)")
 WS_CONNECTIONS = Gauge("websocket_connections_active", "Open conversation WebSockets")
 WRITE_FAILURES = Counter("conversation_write_failures_total", "Writes given up after retries", ["what"])
@@ -123,33 +125,64 @@ def build_deps(container: Container, reply_engine: Any | None = None) -> Convers
 
         llm = settings.llm
         reply_engine = BrainReplyEngine(
-            container.chat_model, container.text_embedder, container.uow, load_persona(llm.persona_file),
-            BrainConfig(context_tokens=llm.n_ctx, max_reply_tokens=llm.max_tokens,
-                        temperature=llm.temperature, history_keep_tokens=llm.history_keep_tokens,
-                        summarize_at_tokens=llm.history_summarize_at_tokens, memory_top_k=llm.memory_top_k))
-    config = ConversationConfig(language=settings.asr.language,
-                                default_tts_mode=TTSMode(settings.conversation.default_tts_mode),
-                                hq_enabled=settings.tts.hq_enabled,
-                                write_retries=settings.database.write_retries)
-    return ConversationDeps(recognizer=container.recognizer, replies=reply_engine,
-                            fast_tts=container.fast_tts,
-                            clock=container.clock, object_store=container.object_store, queue=container.queue,
-                            uow=container.uow, metrics=PrometheusMetrics(), chunker_factory=_chunker,
-                            config=config, voice_resolver=resolve_voice)
+            container.chat_model,
+            container.text_embedder,
+            container.uow,
+            load_persona(llm.persona_file),
+            BrainConfig(
+                context_tokens=llm.n_ctx,
+                max_reply_tokens=llm.max_tokens,
+                temperature=llm.temperature,
+                history_keep_tokens=llm.history_keep_tokens,
+                summarize_at_tokens=llm.history_summarize_at_tokens,
+                memory_top_k=llm.memory_top_k,
+            ),
+        )
+    config = ConversationConfig(
+        language=settings.asr.language,
+        default_tts_mode=TTSMode(settings.conversation.default_tts_mode),
+        hq_enabled=settings.tts.hq_enabled,
+        write_retries=settings.database.write_retries,
+    )
+    return ConversationDeps(
+        recognizer=container.recognizer,
+        replies=reply_engine,
+        fast_tts=container.fast_tts,
+        clock=container.clock,
+        object_store=container.object_store,
+        queue=container.queue,
+        uow=container.uow,
+        metrics=PrometheusMetrics(),
+        chunker_factory=_chunker,
+        config=config,
+        voice_resolver=resolve_voice,
+    )
 
 
 async def startup(app: FastAPI, container: Container) -> None:
     """Build the session manager, register it as the client notifier, subscribe the HQ pass."""
     settings = container.settings
     deps = build_deps(container, container.extras.get("reply_engine"))
-    manager = SessionManager(deps, max_sessions=settings.conversation.max_sessions,
-                             grace_s=settings.security.reconnect_grace_s, state_store=_state_store(container))
+    manager = SessionManager(
+        deps,
+        max_sessions=settings.conversation.max_sessions,
+        grace_s=settings.security.reconnect_grace_s,
+        state_store=_state_store(container),
+    )
     app.state.sessions = manager
     container.extras["notifier"] = manager
     container.extras["session_manager"] = manager
-    container.queue.subscribe(HQ_TOPIC, make_hq_handler(
-        hq_tts=container.hq_tts, object_store=container.object_store, uow=container.uow, notifier=manager,
-        clock=container.clock, voice_resolver=deps.voice_resolver))
+    container.queue.subscribe(
+        HQ_TOPIC,
+        make_hq_handler(
+            hq_tts=container.hq_tts,
+            object_store=container.object_store,
+            uow=container.uow,
+            notifier=manager,
+            clock=container.clock,
+            voice_resolver=deps.voice_resolver,
+        ),
+    )
 
 
 async def shutdown(app: FastAPI) -> None:
@@ -235,8 +268,9 @@ class _Connection:
             data: bytes | None = frame.get("bytes")
             size = len(text.encode()) if text is not None else len(data or b"")
             if size > max_bytes:
-                await self.ws.send_text(_error("FRAME_TOO_LARGE",
-                                               f"a frame of {size} bytes exceeds the {max_bytes}-byte limit"))
+                await self.ws.send_text(
+                    _error("FRAME_TOO_LARGE", f"a frame of {size} bytes exceeds the {max_bytes}-byte limit")
+                )
                 await self.close(CLOSE_TOO_LARGE, "frame too large")
                 return
             if data is not None:
@@ -251,12 +285,14 @@ class _Connection:
             await self.ws.send_text(_error("INVALID_JSON", f"the message is not JSON: {exc.msg}"))
             return
         if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
-            await self.ws.send_text(_error("INVALID_MESSAGE",
-                                           "a message must be a JSON object with a \"type\""))
+            await self.ws.send_text(
+                _error("INVALID_MESSAGE", 'a message must be a JSON object with a "type"')
+            )
             return
         if raw["type"] not in CLIENT_TYPES:
-            await self.ws.send_text(_error("UNKNOWN_MESSAGE_TYPE",
-                                           f"unknown message type {raw['type']!r}; see docs/protocol.md"))
+            await self.ws.send_text(
+                _error("UNKNOWN_MESSAGE_TYPE", f"unknown message type {raw['type']!r}; see docs/protocol.md")
+            )
             return
         try:
             message = CLIENT_MESSAGE.validate_python(raw)
@@ -286,21 +322,29 @@ class _Connection:
     async def _audio(self, pcm: bytes, sample_rate: int, timestamp: float | None) -> None:
         if sample_rate not in SUPPORTED_SAMPLE_RATES:
             rates = ", ".join(str(r) for r in sorted(SUPPORTED_SAMPLE_RATES))
-            await self.ws.send_text(_error("UNSUPPORTED_SAMPLE_RATE",
-                                           f"sample rate {sample_rate} Hz is not supported "
-                                           f"(use one of {rates})"))
+            await self.ws.send_text(
+                _error(
+                    "UNSUPPORTED_SAMPLE_RATE",
+                    f"sample rate {sample_rate} Hz is not supported (use one of {rates})",
+                )
+            )
             return
         if not pcm or len(pcm) % 2:
-            await self.ws.send_text(_error("INVALID_AUDIO",
-                                           "audio must be PCM16 mono: a non-empty, even number of bytes"))
+            await self.ws.send_text(
+                _error("INVALID_AUDIO", "audio must be PCM16 mono: a non-empty, even number of bytes")
+            )
             return
         self.sample_rate = sample_rate
         chunk = AudioChunk(pcm=pcm, sample_rate=sample_rate, timestamp_ms=int(timestamp or 0))
         if not self.flood.admit(chunk.duration_ms):
             if self.flood.should_report():
-                await self.ws.send_text(_error(
-                    "AUDIO_FLOOD", f"audio arrives faster than {self.flood.speedup:g}x real time; "
-                                   "chunks are dropped until the stream slows down"))
+                await self.ws.send_text(
+                    _error(
+                        "AUDIO_FLOOD",
+                        f"audio arrives faster than {self.flood.speedup:g}x real time; "
+                        "chunks are dropped until the stream slows down",
+                    )
+                )
             return
         await self.session.push_audio(chunk)
 

@@ -20,8 +20,9 @@ class SessionCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    metadata: dict[str, Any] = Field(default_factory=dict,
-                                     description="Free-form labels kept with the session")
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="Free-form labels kept with the session"
+    )
 
 
 class SessionCreated(BaseModel):
@@ -130,4 +131,5 @@ ClientMessage = Annotated[
 ]
 CLIENT_MESSAGE = TypeAdapter[ClientMessage](ClientMessage)
 CLIENT_TYPES = frozenset(
-    {"audio_chunk", "end_of_utterance", "set_tts_mode", "interrupt", "text_input", "ping"})
+    {"audio_chunk", "end_of_utterance", "set_tts_mode", "interrupt", "text_input", "ping"}
+)

@@ -47,7 +47,7 @@ def parse_session_id(raw: str) -> uuid.UUID:
 def object_key(url: str) -> str | None:
     """The object-store key inside a stored URL (``s3://bucket/key``, ``file:///root/key``)."""
     positions = [url.find(p) for p in _KEY_PREFIXES if p in url]
-    return url[min(positions):] if positions else None
+    return url[min(positions) :] if positions else None
 
 
 async def presign(store: ObjectStore, url: str | None) -> str | None:
@@ -58,10 +58,14 @@ async def presign(store: ObjectStore, url: str | None) -> str | None:
 
 
 def _public(session: Session, manager: SessionManager | None) -> SessionPublic:
-    return SessionPublic(session_id=session.session_id, status=session.status.value,
-                         start_time=session.start_time, end_time=session.end_time,
-                         metadata=dict(session.metadata),
-                         live=manager is not None and manager.is_live(session.session_id))
+    return SessionPublic(
+        session_id=session.session_id,
+        status=session.status.value,
+        start_time=session.start_time,
+        end_time=session.end_time,
+        metadata=dict(session.metadata),
+        live=manager is not None and manager.is_live(session.session_id),
+    )
 
 
 def ws_url_for(request: Request, public_url: str | None, session_id: uuid.UUID, token: str) -> str:
@@ -72,8 +76,12 @@ def ws_url_for(request: Request, public_url: str | None, session_id: uuid.UUID, 
 
 
 @router.post("", status_code=201, response_model=SessionCreated)
-async def create_session(request: Request, container: ContainerDep, settings: SettingsDep,
-                         body: Annotated[SessionCreate | None, Body()] = None) -> SessionCreated:
+async def create_session(
+    request: Request,
+    container: ContainerDep,
+    settings: SettingsDep,
+    body: Annotated[SessionCreate | None, Body()] = None,
+) -> SessionCreated:
     """Create a conversation; refused with 503 ``BUSY`` when the server is at its session limit."""
     manager = _manager(request)
     if manager is not None:
@@ -85,14 +93,18 @@ async def create_session(request: Request, container: ContainerDep, settings: Se
     ttl = settings.security.session_token_ttl_s
     now = time.time()
     token = issue_token(settings.security.secret_key.get_secret_value(), session.session_id, now, ttl)
-    return SessionCreated(session_id=session.session_id, token=token,
-                          ws_url=ws_url_for(request, settings.server.public_url, session.session_id, token),
-                          expires_at=datetime.fromtimestamp(int(now) + ttl, UTC))
+    return SessionCreated(
+        session_id=session.session_id,
+        token=token,
+        ws_url=ws_url_for(request, settings.server.public_url, session.session_id, token),
+        expires_at=datetime.fromtimestamp(int(now) + ttl, UTC),
+    )
 
 
 @router.get("", response_model=SessionList)
-async def list_sessions(request: Request, container: ContainerDep,
-                        limit: Annotated[int, Query(ge=1, le=200)] = 50) -> SessionList:
+async def list_sessions(
+    request: Request, container: ContainerDep, limit: Annotated[int, Query(ge=1, le=200)] = 50
+) -> SessionList:
     """The most recent sessions (newest first), for the history view."""
     async with container.uow() as tx:
         sessions = await tx.sessions.list_recent(limit)
@@ -122,24 +134,51 @@ async def list_turns(session_id: str, container: ContainerDep) -> TurnList:
         rows = []
         for turn in turns:
             tr_id = transcription_id_for(turn.turn_id)
-            rows.append((turn, await tx.transcriptions.get(tr_id), await tx.transcriptions.audio_url(tr_id),
-                         await tx.synthesized.list_for_turn(turn.turn_id)))
+            rows.append(
+                (
+                    turn,
+                    await tx.transcriptions.get(tr_id),
+                    await tx.transcriptions.audio_url(tr_id),
+                    await tx.synthesized.list_for_turn(turn.turn_id),
+                )
+            )
     out = []
     for turn, transcription, input_url, audios in rows:
         tr = None
         if transcription is not None:
             tr = TranscriptionPublic(
-                transcription_id=transcription.transcription_id, text=transcription.text,
-                confidence=transcription.confidence, language=transcription.language,
-                low_confidence=transcription.low_confidence, latency_ms=transcription.latency_ms,
-                audio_url=await presign(store, input_url))
-        audio = [AudioPublic(audio_id=a.audio_id, mode=a.mode.value,
-                             url=await presign(store, a.audio_url) or "",
-                             duration_sec=a.duration_sec, synthesis_time_ms=a.synthesis_time_ms,
-                             engine=a.engine, voice=a.voice) for a in audios]
-        out.append(TurnPublic(
-            turn_id=turn.turn_id, turn_number=turn.turn_number, user_input=turn.user_input,
-            ai_response=turn.ai_response, emotion=turn.emotion.value, interrupted=turn.interrupted,
-            stage_latency_ms=dict(turn.stage_latency_ms), created_at=turn.created_at, transcription=tr,
-            audio=audio))
+                transcription_id=transcription.transcription_id,
+                text=transcription.text,
+                confidence=transcription.confidence,
+                language=transcription.language,
+                low_confidence=transcription.low_confidence,
+                latency_ms=transcription.latency_ms,
+                audio_url=await presign(store, input_url),
+            )
+        audio = [
+            AudioPublic(
+                audio_id=a.audio_id,
+                mode=a.mode.value,
+                url=await presign(store, a.audio_url) or "",
+                duration_sec=a.duration_sec,
+                synthesis_time_ms=a.synthesis_time_ms,
+                engine=a.engine,
+                voice=a.voice,
+            )
+            for a in audios
+        ]
+        out.append(
+            TurnPublic(
+                turn_id=turn.turn_id,
+                turn_number=turn.turn_number,
+                user_input=turn.user_input,
+                ai_response=turn.ai_response,
+                emotion=turn.emotion.value,
+                interrupted=turn.interrupted,
+                stage_latency_ms=dict(turn.stage_latency_ms),
+                created_at=turn.created_at,
+                transcription=tr,
+                audio=audio,
+            )
+        )
     return TurnList(session_id=sid, turns=out)

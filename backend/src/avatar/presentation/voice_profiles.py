@@ -136,8 +136,9 @@ async def search_similar_voices(
         hits = await service.search(data, limit)
     except VoiceSampleError as exc:
         return _sample_error(exc)
-    results = [SimilarVoicePublic(profile=VoiceProfilePublic.of(h.profile), similarity=h.similarity)
-               for h in hits]
+    results = [
+        SimilarVoicePublic(profile=VoiceProfilePublic.of(h.profile), similarity=h.similarity) for h in hits
+    ]
     return SimilarVoices(results=results)
 
 

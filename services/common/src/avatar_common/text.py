@@ -17,7 +17,8 @@ import unicodedata
 
 #: Marks that end a sentence (always a cut).
 SENTENCE_END = frozenset(  # . ! ? and CJK full stops, ellipsis
-    ".!?\u3002\uff01\uff1f\u2026\u203c\u2047\u2048\u2049")
+    ".!?\u3002\uff01\uff1f\u2026\u203c\u2047\u2048\u2049"
+)
 #: Marks that end a clause (a cut once the chunk is long enough).
 CLAUSE_END = frozenset(",;:\uff0c\u3001\uff1b\uff1a\u2014")
 _FULL_WIDTH = frozenset("\u3002\uff01\uff1f\uff0c\u3001\uff1b\uff1a\u2026")
@@ -26,9 +27,47 @@ _CLOSERS = frozenset("\"')]}\u00bb\u201d\u2019\u300d\u300f\uff09\u3011\u3009\u30
 
 ABBREVIATIONS = frozenset(
     {
-        "mr", "mrs", "ms", "dr", "prof", "st", "sr", "jr", "vs", "etc", "e.g", "i.e", "inc", "ltd",
-        "co", "corp", "no", "fig", "approx", "a.m", "p.m", "u.s", "u.k", "dept", "est", "mt", "ave",
-        "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "cf", "al",
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "st",
+        "sr",
+        "jr",
+        "vs",
+        "etc",
+        "e.g",
+        "i.e",
+        "inc",
+        "ltd",
+        "co",
+        "corp",
+        "no",
+        "fig",
+        "approx",
+        "a.m",
+        "p.m",
+        "u.s",
+        "u.k",
+        "dept",
+        "est",
+        "mt",
+        "ave",
+        "jan",
+        "feb",
+        "mar",
+        "apr",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "sept",
+        "oct",
+        "nov",
+        "dec",
+        "cf",
+        "al",
     }
 )
 
@@ -121,8 +160,9 @@ class ClauseChunker:
         max_words: A Latin-script chunk without punctuation is cut at a space after this many words.
     """
 
-    def __init__(self, *, cjk_min: int = 10, cjk_max: int = 15, min_words: int = 3,
-                 max_words: int = 40) -> None:
+    def __init__(
+        self, *, cjk_min: int = 10, cjk_max: int = 15, min_words: int = 3, max_words: int = 40
+    ) -> None:
         if not 0 < cjk_min <= cjk_max or not 0 < min_words <= max_words:
             raise ValueError("chunk limits must be positive and min <= max")
         self._cjk_min = cjk_min

@@ -73,8 +73,18 @@ class Analysis:
 
 def _unreliable(reason: str, features: Features, duration_s: float, started: float) -> Analysis:
     neutral = neutral_scores(reason)
-    return Analysis(neutral.confidence, neutral.stability, neutral.affability, features, False, reason,
-                    neutral.explanation, False, duration_s, (time.perf_counter() - started) * 1000.0)
+    return Analysis(
+        neutral.confidence,
+        neutral.stability,
+        neutral.affability,
+        features,
+        False,
+        reason,
+        neutral.explanation,
+        False,
+        duration_s,
+        (time.perf_counter() - started) * 1000.0,
+    )
 
 
 def analyze(
@@ -124,9 +134,18 @@ def analyze(
     if clipped:
         return _unreliable("clipped", features, duration_s, started)
     scores = compute_scores(features, baseline)
-    return Analysis(scores.confidence, scores.stability, scores.affability, features, True, None,
-                    scores.explanation, bool(baseline), duration_s,
-                    (time.perf_counter() - started) * 1000.0)
+    return Analysis(
+        scores.confidence,
+        scores.stability,
+        scores.affability,
+        features,
+        True,
+        None,
+        scores.explanation,
+        bool(baseline),
+        duration_s,
+        (time.perf_counter() - started) * 1000.0,
+    )
 
 
 def _warm_up() -> None:

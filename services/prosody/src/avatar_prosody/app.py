@@ -141,16 +141,26 @@ class _Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.latency = Histogram(
-            "prosody_analysis_seconds", "Wall time of one analysis (queueing for a worker included)",
-            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0), registry=self.registry)
+            "prosody_analysis_seconds",
+            "Wall time of one analysis (queueing for a worker included)",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
+            registry=self.registry,
+        )
         self.audio = Histogram(
-            "prosody_audio_seconds", "Length of the analyzed audio",
-            buckets=(0.5, 1, 2, 5, 10, 20, 40, 60), registry=self.registry)
+            "prosody_audio_seconds",
+            "Length of the analyzed audio",
+            buckets=(0.5, 1, 2, 5, 10, 20, 40, 60),
+            registry=self.registry,
+        )
         self.results = Counter(
-            "prosody_analyses", "Analyses by outcome (reliable, an unreliable reason, or rejected)",
-            ["outcome"], registry=self.registry)
-        self.pending = Gauge("prosody_pending", "Analyses running or waiting for a worker",
-                             registry=self.registry)
+            "prosody_analyses",
+            "Analyses by outcome (reliable, an unreliable reason, or rejected)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.pending = Gauge(
+            "prosody_pending", "Analyses running or waiting for a worker", registry=self.registry
+        )
 
 
 def create_app(config: ServiceConfig | None = None) -> FastAPI:
@@ -178,9 +188,13 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok" if engine.ready else "starting", "workers": engine.workers,
-                "executor": engine.executor_kind, "pending": engine.pending,
-                "max_pending": engine.max_pending}
+        return {
+            "status": "ok" if engine.ready else "starting",
+            "workers": engine.workers,
+            "executor": engine.executor_kind,
+            "pending": engine.pending,
+            "max_pending": engine.max_pending,
+        }
 
     @app.get("/metrics")
     async def metrics_endpoint() -> Response:

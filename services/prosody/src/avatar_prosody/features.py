@@ -83,7 +83,8 @@ def _runs(mask: npt.NDArray[np.bool_]) -> list[tuple[int, int]]:
 
 def _syllable_nuclei(intensity: FloatArray, threshold: float, voiced: npt.NDArray[np.bool_]) -> int:
     peaks = [
-        i for i in range(1, len(intensity) - 1)
+        i
+        for i in range(1, len(intensity) - 1)
         if intensity[i] >= intensity[i - 1] and intensity[i] > intensity[i + 1] and intensity[i] > threshold
     ]
     count = 0
@@ -108,8 +109,9 @@ def praat_features(samples: npt.NDArray[np.float32], sample_rate: int) -> Featur
     sound = parselmouth.Sound(samples.astype(np.float64), sampling_frequency=float(sample_rate))
     features: Features = {}
 
-    pitch = sound.to_pitch_ac(time_step=FRAME_STEP_S, pitch_floor=PITCH_FLOOR_HZ,
-                              pitch_ceiling=PITCH_CEILING_HZ)
+    pitch = sound.to_pitch_ac(
+        time_step=FRAME_STEP_S, pitch_floor=PITCH_FLOOR_HZ, pitch_ceiling=PITCH_CEILING_HZ
+    )
     f0 = np.asarray(pitch.selected_array["frequency"], dtype=np.float64)
     pitch_times = np.asarray(pitch.xs(), dtype=np.float64)
     voiced_f0 = f0[f0 > 0]
@@ -126,8 +128,15 @@ def praat_features(samples: npt.NDArray[np.float32], sample_rate: int) -> Featur
             f0_sd_st=float(st.std()),
         )
     else:
-        for key in ("f0_mean_hz", "f0_median_hz", "f0_p5_hz", "f0_p95_hz", "f0_range_st", "f0_mean_st",
-                    "f0_sd_st"):
+        for key in (
+            "f0_mean_hz",
+            "f0_median_hz",
+            "f0_p5_hz",
+            "f0_p95_hz",
+            "f0_range_st",
+            "f0_mean_st",
+            "f0_sd_st",
+        ):
             features[key] = None
     features["voiced_duration_s"] = float(voiced_f0.size * FRAME_STEP_S)
 

@@ -38,11 +38,23 @@ from avatar_tts.service import TTSService, Utterance
 log = logging.getLogger(__name__)
 
 AudioFormat = Literal["wav", "pcm", "mp3", "opus", "flac"]
-MEDIA_TYPES = {"wav": "audio/wav", "pcm": "audio/pcm", "mp3": "audio/mpeg", "opus": "audio/ogg",
-               "flac": "audio/flac"}
+MEDIA_TYPES = {
+    "wav": "audio/wav",
+    "pcm": "audio/pcm",
+    "mp3": "audio/mpeg",
+    "opus": "audio/ogg",
+    "flac": "audio/flac",
+}
 #: OpenAI model names and our own, to the tier they ask for.
-MODEL_TIERS = {"tts-1": Tier.FAST, "gpt-4o-mini-tts": Tier.FAST, "tts-fast": Tier.FAST, "fast": Tier.FAST,
-               "tts-1-hd": Tier.HQ, "tts-hq": Tier.HQ, "hq": Tier.HQ}
+MODEL_TIERS = {
+    "tts-1": Tier.FAST,
+    "gpt-4o-mini-tts": Tier.FAST,
+    "tts-fast": Tier.FAST,
+    "fast": Tier.FAST,
+    "tts-1-hd": Tier.HQ,
+    "tts-hq": Tier.HQ,
+    "hq": Tier.HQ,
+}
 MAX_REFERENCE_BYTES = 8 * 1024 * 1024
 
 
@@ -73,8 +85,10 @@ def _tier_for(service: TTSService, model: str) -> Tier:
     engine = service.engines.get(key)
     if engine is not None:
         return engine.tier
-    raise UnknownModelError(f"unknown model {model!r}; use tts-1 (fast), tts-1-hd (HQ) or an engine name "
-                            f"({', '.join(sorted(service.engines))})")
+    raise UnknownModelError(
+        f"unknown model {model!r}; use tts-1 (fast), tts-1-hd (HQ) or an engine name "
+        f"({', '.join(sorted(service.engines))})"
+    )
 
 
 def _reference(body: SpeechCreate) -> Reference | None:
@@ -134,7 +148,7 @@ class Mp3StreamEncoder:
         data = np.concatenate([self._pending, np.clip(samples, -1.0, 1.0).astype(np.float32)])
         size = int(self._ctx.frame_size)
         whole = len(data) // size * size
-        out = b"".join(self._frames(data[i:i + size]) for i in range(0, whole, size))
+        out = b"".join(self._frames(data[i : i + size]) for i in range(0, whole, size))
         self._pending = data[whole:]
         return out
 
@@ -196,20 +210,43 @@ def create_app(service: TTSService, *, title: str = "AVATAR TTS") -> FastAPI:
     async def speech(body: SpeechCreate) -> Response:
         tier = _tier_for(service, body.model)
         voice = None if body.voice in ("default", "auto", "") else body.voice
-        utt = await service.synthesize(body.input, tier=tier, voice=voice, language=body.language,
-                                       speed=body.speed, reference=_reference(body))
-        headers = {"X-Sample-Rate": str(utt.sample_rate), "X-TTS-Engine": utt.engine,
-                   "X-TTS-Voice": _header_safe(utt.voice), "X-TTS-Mode": utt.mode.value}
+        utt = await service.synthesize(
+            body.input,
+            tier=tier,
+            voice=voice,
+            language=body.language,
+            speed=body.speed,
+            reference=_reference(body),
+        )
+        headers = {
+            "X-Sample-Rate": str(utt.sample_rate),
+            "X-TTS-Engine": utt.engine,
+            "X-TTS-Voice": _header_safe(utt.voice),
+            "X-TTS-Mode": utt.mode.value,
+        }
         if utt.notice:
             headers["X-TTS-Notice"] = _header_safe(utt.notice)
-        return StreamingResponse(_encode_stream(utt, body.response_format),
-                                 media_type=MEDIA_TYPES[body.response_format], headers=headers)
+        return StreamingResponse(
+            _encode_stream(utt, body.response_format),
+            media_type=MEDIA_TYPES[body.response_format],
+            headers=headers,
+        )
 
     @app.get("/v1/voices")
     async def voices() -> dict[str, list[dict[str, Any]]]:
-        return {"voices": [{"id": v.voice_id, "name": v.name, "engine": v.engine,
-                            "languages": list(v.languages), "tier": v.tier.value,
-                            "can_clone": v.can_clone} for v in service.voices()]}
+        return {
+            "voices": [
+                {
+                    "id": v.voice_id,
+                    "name": v.name,
+                    "engine": v.engine,
+                    "languages": list(v.languages),
+                    "tier": v.tier.value,
+                    "can_clone": v.can_clone,
+                }
+                for v in service.voices()
+            ]
+        }
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -228,8 +265,12 @@ def create_app(service: TTSService, *, title: str = "AVATAR TTS") -> FastAPI:
             while True:
                 start = await ws.receive_json()
                 if not isinstance(start, dict) or start.get("type") != "start":
-                    await ws.send_json({"type": "error", **error_body(
-                        "INVALID_MESSAGE", "send {\"type\": \"start\", ...} first")["error"]})
+                    await ws.send_json(
+                        {
+                            "type": "error",
+                            **error_body("INVALID_MESSAGE", 'send {"type": "start", ...} first')["error"],
+                        }
+                    )
                     continue
                 await _stream_one(ws, service, start)
         except WebSocketDisconnect:
@@ -262,8 +303,12 @@ async def _stream_one(ws: WebSocket, service: TTSService, start: dict[str, Any])
                     await utt.aclose()  # barge-in: stop synthesis now, not after the next clause
                 return
             else:
-                await ws.send_json({"type": "error", **error_body(
-                    "INVALID_MESSAGE", "expected {\"type\": \"text\"|\"end\"|\"cancel\"}")["error"]})
+                await ws.send_json(
+                    {
+                        "type": "error",
+                        **error_body("INVALID_MESSAGE", 'expected {"type": "text"|"end"|"cancel"}')["error"],
+                    }
+                )
 
     utt: Utterance | None = None
     read_task = asyncio.create_task(reader())
@@ -271,9 +316,15 @@ async def _stream_one(ws: WebSocket, service: TTSService, start: dict[str, Any])
         tier = _tier_for(service, str(start.get("model", "tts-1")))
         speed = float(start.get("speed", 1.0))
         voice = start.get("voice") or None
-        synth = asyncio.create_task(service.synthesize(
-            pieces=text(), tier=tier, voice=voice if voice != "default" else None,
-            language=start.get("language"), speed=speed))
+        synth = asyncio.create_task(
+            service.synthesize(
+                pieces=text(),
+                tier=tier,
+                voice=voice if voice != "default" else None,
+                language=start.get("language"),
+                speed=speed,
+            )
+        )
         done, _ = await asyncio.wait({synth, read_task}, return_when=asyncio.FIRST_COMPLETED)
         if synth not in done:
             synth.cancel()
@@ -283,8 +334,16 @@ async def _stream_one(ws: WebSocket, service: TTSService, start: dict[str, Any])
             await ws.send_json({"type": "cancelled"})
             return
         utt = synth.result()
-        await ws.send_json({"type": "start", "sample_rate": utt.sample_rate, "engine": utt.engine,
-                            "voice": utt.voice, "mode": utt.mode.value, "notice": utt.notice})
+        await ws.send_json(
+            {
+                "type": "start",
+                "sample_rate": utt.sample_rate,
+                "engine": utt.engine,
+                "voice": utt.voice,
+                "mode": utt.mode.value,
+                "notice": utt.notice,
+            }
+        )
         audio_s = 0.0
         async for audio in utt.chunks():
             if cancelled.is_set():
@@ -307,4 +366,3 @@ async def _stream_one(ws: WebSocket, service: TTSService, start: dict[str, Any])
             read_task.cancel()
         with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
             await read_task
-

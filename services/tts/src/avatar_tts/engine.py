@@ -81,13 +81,26 @@ class Engine(Protocol):
 
     def unload(self) -> None: ...
 
-    def synthesize(self, text: str, voice: Voice, *, language: str, speed: float,
-                   reference: Reference | None = None) -> Iterator[FloatAudio]: ...
+    def synthesize(
+        self, text: str, voice: Voice, *, language: str, speed: float, reference: Reference | None = None
+    ) -> Iterator[FloatAudio]: ...
 
 
-_LANGUAGE_ALIASES = {"cmn": "zh", "zh-cn": "zh", "zh-tw": "zh", "zh-hans": "zh", "zh-hant": "zh",
-                     "jp": "ja", "kr": "ko", "kor": "ko",
-                     "en-us": "en", "en-gb": "en", "eng": "en", "jpn": "ja", "zho": "zh"}
+_LANGUAGE_ALIASES = {
+    "cmn": "zh",
+    "zh-cn": "zh",
+    "zh-tw": "zh",
+    "zh-hans": "zh",
+    "zh-hant": "zh",
+    "jp": "ja",
+    "kr": "ko",
+    "kor": "ko",
+    "en-us": "en",
+    "en-gb": "en",
+    "eng": "en",
+    "jpn": "ja",
+    "zho": "zh",
+}
 
 
 def normalize_language(code: str) -> str:

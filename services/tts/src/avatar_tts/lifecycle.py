@@ -67,8 +67,15 @@ class ModelManager:
         clock: Monotonic time source.
     """
 
-    def __init__(self, budget_mb: float, idle_unload_s: float, *, probe: MemoryProbe = process_memory_mb,
-                 on_load: LoadObserver | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        budget_mb: float,
+        idle_unload_s: float,
+        *,
+        probe: MemoryProbe = process_memory_mb,
+        on_load: LoadObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._budget = budget_mb
         self._idle = idle_unload_s
         self._probe = probe
@@ -81,8 +88,16 @@ class ModelManager:
         #: Recent (what, model) events: loaded, evicted, idle, shutdown.
         self.events: collections.deque[tuple[str, str]] = collections.deque(maxlen=200)
 
-    def register(self, name: str, *, load: Callable[[], None], unload: Callable[[], None],
-                 resident: bool, estimate_mb: float, mode: str) -> None:
+    def register(
+        self,
+        name: str,
+        *,
+        load: Callable[[], None],
+        unload: Callable[[], None],
+        resident: bool,
+        estimate_mb: float,
+        mode: str,
+    ) -> None:
         """Add a model (not loaded yet). ``mode`` labels its load-time metric (fast|hq)."""
         if name in self._models:
             raise ValueError(f"model {name!r} is already registered")
@@ -98,8 +113,16 @@ class ModelManager:
         return sum(m.size_mb for m in self._models.values() if m.loaded)
 
     def status(self) -> dict[str, dict[str, object]]:
-        return {m.name: {"loaded": m.loaded, "resident": m.resident, "in_use": m.users,
-                         "size_mb": round(m.size_mb, 1), "mode": m.mode} for m in self._models.values()}
+        return {
+            m.name: {
+                "loaded": m.loaded,
+                "resident": m.resident,
+                "in_use": m.users,
+                "size_mb": round(m.size_mb, 1),
+                "mode": m.mode,
+            }
+            for m in self._models.values()
+        }
 
     async def start(self) -> None:
         """Load resident models and start the idle reaper."""
@@ -158,14 +181,16 @@ class ModelManager:
                 raise
             except Exception as exc:
                 raise EngineUnavailableError(
-                    f"the {model.name} model failed to load: {type(exc).__name__}: {exc}") from exc
+                    f"the {model.name} model failed to load: {type(exc).__name__}: {exc}"
+                ) from exc
 
     async def _make_room(self, model: _Model) -> None:
         need = model.size_mb
         if need > self._budget:
             raise MemoryShortError(
                 f"the {model.name} model needs about {need:.0f} MB, "
-                f"more than the {self._budget:.0f} MB budget")
+                f"more than the {self._budget:.0f} MB budget"
+            )
         idle = (m for m in self._models.values() if m.loaded and not m.resident and m.users == 0)
         candidates = sorted(idle, key=lambda m: m.last_used)
         while self.used_mb() + need > self._budget and candidates:
@@ -175,7 +200,8 @@ class ModelManager:
             raise MemoryShortError(
                 f"not enough memory for the {model.name} model ({need:.0f} MB needed, "
                 f"{self._budget - self.used_mb():.0f} MB of {self._budget:.0f} MB free; models in use: "
-                f"{', '.join(m.name for m in self._models.values() if m.users) or 'none'})")
+                f"{', '.join(m.name for m in self._models.values() if m.users) or 'none'})"
+            )
 
     async def _load(self, model: _Model) -> None:
         try:
@@ -209,8 +235,12 @@ class ModelManager:
         done = []
         async with self._lock:
             for model in self._models.values():
-                if (model.loaded and not model.resident and model.users == 0
-                        and now - model.last_used >= self._idle):
+                if (
+                    model.loaded
+                    and not model.resident
+                    and model.users == 0
+                    and now - model.last_used >= self._idle
+                ):
                     await self._unload(model, "idle")
                     done.append(model.name)
         return done

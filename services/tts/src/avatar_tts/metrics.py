@@ -15,13 +15,27 @@ class TTSMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        self.latency = Histogram("tts_synthesis_latency_seconds",
-                                 "Time from request to the first audio chunk", ["mode"],
-                                 buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.load = Histogram("tts_model_load_seconds", "Time to load a TTS model", ["mode"],
-                              buckets=LOAD_BUCKETS, registry=self.registry)
-        self.rtf = Histogram("tts_rtf", "Real-time factor of one utterance", ["mode"],
-                             buckets=RTF_BUCKETS, registry=self.registry)
+        self.latency = Histogram(
+            "tts_synthesis_latency_seconds",
+            "Time from request to the first audio chunk",
+            ["mode"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.load = Histogram(
+            "tts_model_load_seconds",
+            "Time to load a TTS model",
+            ["mode"],
+            buckets=LOAD_BUCKETS,
+            registry=self.registry,
+        )
+        self.rtf = Histogram(
+            "tts_rtf",
+            "Real-time factor of one utterance",
+            ["mode"],
+            buckets=RTF_BUCKETS,
+            registry=self.registry,
+        )
 
     def observe_load(self, mode: str, seconds: float) -> None:
         self.load.labels(mode=mode).observe(seconds)

@@ -59,19 +59,25 @@ def validate_text(text: str, max_chars: int, *, piece: bool = False) -> str:
     if not stripped and not piece:
         raise InvalidTextError("the text is empty: send at least one word to speak", code="EMPTY_TEXT")
     if len(text) > max_chars:
-        raise InvalidTextError(f"the text has {len(text)} characters; the limit is {max_chars} "
-                               "(split it into several requests)", code="TEXT_TOO_LONG")
+        raise InvalidTextError(
+            f"the text has {len(text)} characters; the limit is {max_chars} (split it into several requests)",
+            code="TEXT_TOO_LONG",
+        )
     bad = [ch for ch in text if unicodedata.category(ch) == "Cc" and ch not in _ALLOWED_CONTROL]
     if bad:
         shown = ", ".join(sorted({repr(c) for c in bad}))
-        raise InvalidTextError(f"the text contains control characters ({shown}); send plain text",
-                               code="CONTROL_CHARACTERS")
+        raise InvalidTextError(
+            f"the text contains control characters ({shown}); send plain text", code="CONTROL_CHARACTERS"
+        )
     if _MARKUP.search(text):
-        raise InvalidTextError("SSML and other markup are not supported: send plain text without tags",
-                               code="MARKUP_NOT_SUPPORTED")
+        raise InvalidTextError(
+            "SSML and other markup are not supported: send plain text without tags",
+            code="MARKUP_NOT_SUPPORTED",
+        )
     if not piece and not has_words(speakable(stripped)):
-        raise InvalidTextError("the text has nothing to pronounce (no letters or digits)",
-                               code="NOTHING_TO_SPEAK")
+        raise InvalidTextError(
+            "the text has nothing to pronounce (no letters or digits)", code="NOTHING_TO_SPEAK"
+        )
     return stripped
 
 
@@ -168,8 +174,9 @@ class _TextSource:
                 continue
             self._seen += len(piece)
             if self._seen > self._max:
-                raise InvalidTextError(f"the text exceeds the {self._max}-character limit",
-                                       code="TEXT_TOO_LONG")
+                raise InvalidTextError(
+                    f"the text exceeds the {self._max}-character limit", code="TEXT_TOO_LONG"
+                )
             validate_text(piece, self._max, piece=True)
             self._ready.extend(self._chunker.feed(piece))
         clause = self._ready.pop(0)
@@ -181,9 +188,19 @@ class Utterance:
     """One utterance being synthesized; satisfies the backend's ``SynthesisStream`` shape
     except that chunks are float32 arrays at :attr:`sample_rate`."""
 
-    def __init__(self, service: TTSService, plan: Plan, source: _TextSource, lease: contextlib.AsyncExitStack,
-                 *, requested: Tier, speed: float, started: float, first: list[FloatAudio] | None = None,
-                 synth_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        service: TTSService,
+        plan: Plan,
+        source: _TextSource,
+        lease: contextlib.AsyncExitStack,
+        *,
+        requested: Tier,
+        speed: float,
+        started: float,
+        first: list[FloatAudio] | None = None,
+        synth_seconds: float = 0.0,
+    ) -> None:
         self._service = service
         self.plan = plan
         self.requested = requested
@@ -245,7 +262,8 @@ class Utterance:
                     await self._emit(audio)
             if self.audio_seconds > 0:
                 self._service.metrics.rtf.labels(mode=self.mode.value).observe(
-                    self.synth_seconds / self.audio_seconds)
+                    self.synth_seconds / self.audio_seconds
+                )
             await self._queue.put(_END)
         except asyncio.CancelledError:
             raise
@@ -287,24 +305,40 @@ class Utterance:
 class TTSService:
     """Both tiers' engines, their model lifetimes, voice choice and the HQ fallback."""
 
-    def __init__(self, config: ServiceConfig, engines: dict[str, Engine] | None = None, *,
-                 embedder: Embedder | None = None, probe: MemoryProbe = process_memory_mb,
-                 metrics: TTSMetrics | None = None) -> None:
+    def __init__(
+        self,
+        config: ServiceConfig,
+        engines: dict[str, Engine] | None = None,
+        *,
+        embedder: Embedder | None = None,
+        probe: MemoryProbe = process_memory_mb,
+        metrics: TTSMetrics | None = None,
+    ) -> None:
         self.config = config
         self.engines = engines if engines is not None else build_engines(config)
         self.metrics = metrics or TTSMetrics()
-        self.manager = ModelManager(config.memory_budget_mb, config.idle_unload_s, probe=probe,
-                                    on_load=self.metrics.observe_load)
-        self.breaker = CircuitBreaker(failure_threshold=config.breaker_failures,
-                                      recovery_timeout=config.breaker_recovery_s,
-                                      expected_exception=_is_engine_failure, name="tts-hq")
+        self.manager = ModelManager(
+            config.memory_budget_mb, config.idle_unload_s, probe=probe, on_load=self.metrics.observe_load
+        )
+        self.breaker = CircuitBreaker(
+            failure_threshold=config.breaker_failures,
+            recovery_timeout=config.breaker_recovery_s,
+            expected_exception=_is_engine_failure,
+            name="tts-hq",
+        )
         self._slots = asyncio.Semaphore(max(1, config.max_concurrency))
         self._embedder = embedder
         self._matcher: VoiceMatcher | None = None
         for name, engine in self.engines.items():
             resident = engine.tier is Tier.FAST
-            self.manager.register(name, load=engine.load, unload=engine.unload, resident=resident,
-                                  estimate_mb=engine.estimate_mb, mode=engine.tier.value)
+            self.manager.register(
+                name,
+                load=engine.load,
+                unload=engine.unload,
+                resident=resident,
+                estimate_mb=engine.estimate_mb,
+                mode=engine.tier.value,
+            )
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -317,8 +351,11 @@ class TTSService:
 
     # -- voices ----------------------------------------------------------------------------------
     def _tier_engines(self, tier: Tier) -> list[str]:
-        names = [self.config.fast_engine, self.config.fallback_engine] if tier is Tier.FAST else [
-            self.config.hq_engine]
+        names = (
+            [self.config.fast_engine, self.config.fallback_engine]
+            if tier is Tier.FAST
+            else [self.config.hq_engine]
+        )
         return [n for n in dict.fromkeys(names) if n in self.engines]
 
     def voices(self) -> list[Voice]:
@@ -351,8 +388,15 @@ class TTSService:
         return voices[0] if voices else None
 
     # -- planning --------------------------------------------------------------------------------
-    def plan(self, tier: Tier, *, voice: str | None, language: str | None, text: str,
-             reference: Reference | None = None) -> Plan:
+    def plan(
+        self,
+        tier: Tier,
+        *,
+        voice: str | None,
+        language: str | None,
+        text: str,
+        reference: Reference | None = None,
+    ) -> Plan:
         """Choose engine and voice for a request (no model is loaded here)."""
         lang = normalize_language(language) if language else None
         if voice and voice not in ("default", "auto"):
@@ -363,7 +407,8 @@ class TTSService:
                 lang = detected if detected in chosen.languages else chosen.languages[0]
             elif lang not in chosen.languages:
                 raise UnsupportedLanguageError(
-                    f"voice {chosen.voice_id} speaks {', '.join(chosen.languages)}, not {lang!r}")
+                    f"voice {chosen.voice_id} speaks {', '.join(chosen.languages)}, not {lang!r}"
+                )
             notice = None
             if reference is not None and not engine.can_clone:
                 notice = f"voice {chosen.voice_id} was asked for explicitly; the reference clip is not used"
@@ -396,9 +441,18 @@ class TTSService:
         except Exception as exc:  # matching is a nicety: fall back to the default voice, say so
             log.warning("stock voice matching failed: %s", exc)
             return _with_notice(plan, f"{prefix}; speaking with stock voice {plan.voice.voice_id}")
-        return Plan(plan.engine, voice, plan.language, plan.tier, None,
-                    _join(plan.notice, f"{prefix}; speaking with stock voice {voice.voice_id}, "
-                                       f"the closest to the profile (cosine similarity {score:.2f})"))
+        return Plan(
+            plan.engine,
+            voice,
+            plan.language,
+            plan.tier,
+            None,
+            _join(
+                plan.notice,
+                f"{prefix}; speaking with stock voice {voice.voice_id}, "
+                f"the closest to the profile (cosine similarity {score:.2f})",
+            ),
+        )
 
     def _voice_matcher(self) -> VoiceMatcher:
         if self._matcher is None:
@@ -416,15 +470,17 @@ class TTSService:
         return np.concatenate(parts), engine.sample_rate
 
     # -- synthesis -------------------------------------------------------------------------------
-    async def run_engine(self, plan: Plan, text: str, speed: float,
-                         cancel: threading.Event) -> tuple[list[FloatAudio], float]:
+    async def run_engine(
+        self, plan: Plan, text: str, speed: float, cancel: threading.Event
+    ) -> tuple[list[FloatAudio], float]:
         """Synthesize one clause in a worker thread (bounded); returns arrays and seconds spent."""
 
         def work() -> tuple[list[FloatAudio], float]:
             start = time.perf_counter()
             out: list[FloatAudio] = []
             gen: Iterator[FloatAudio] = plan.engine.synthesize(
-                text, plan.voice, language=plan.language, speed=speed, reference=plan.reference)
+                text, plan.voice, language=plan.language, speed=speed, reference=plan.reference
+            )
             for audio in gen:
                 out.append(audio)
                 if cancel.is_set():
@@ -434,9 +490,17 @@ class TTSService:
         async with self._slots:
             return await asyncio.to_thread(work)
 
-    async def synthesize(self, text: str | None = None, *, pieces: AsyncIterator[str] | None = None,
-                         tier: Tier = Tier.FAST, voice: str | None = None, language: str | None = None,
-                         speed: float = 1.0, reference: Reference | None = None) -> Utterance:
+    async def synthesize(
+        self,
+        text: str | None = None,
+        *,
+        pieces: AsyncIterator[str] | None = None,
+        tier: Tier = Tier.FAST,
+        voice: str | None = None,
+        language: str | None = None,
+        speed: float = 1.0,
+        reference: Reference | None = None,
+    ) -> Utterance:
         """Start an utterance from a whole ``text`` or from ``pieces`` arriving over time.
 
         Raises:
@@ -461,18 +525,33 @@ class TTSService:
             raise InvalidTextError("the text is empty: send at least one word to speak", code="EMPTY_TEXT")
         source.push_back(first_clause)
         if tier is Tier.HQ and not self.config.hq_enabled:
-            fast = self.plan(Tier.FAST, voice=voice, language=language, text=first_clause,
-                             reference=reference)
-            return await self._start(_with_notice(fast, "the HQ tier is disabled; served by the fast tier"),
-                                     source, speed, started, requested=tier)
+            fast = self.plan(
+                Tier.FAST, voice=voice, language=language, text=first_clause, reference=reference
+            )
+            return await self._start(
+                _with_notice(fast, "the HQ tier is disabled; served by the fast tier"),
+                source,
+                speed,
+                started,
+                requested=tier,
+            )
         plan = self.plan(tier, voice=voice, language=language, text=first_clause, reference=reference)
         if plan.tier is Tier.HQ:
             return await self._start_hq(plan, source, speed, started, text_sample=first_clause)
         return await self._start(plan, source, speed, started, requested=tier)
 
-    async def _start(self, plan: Plan, source: _TextSource, speed: float, started: float, *,
-                     requested: Tier, first: list[FloatAudio] | None = None, synth_seconds: float = 0.0,
-                     lease: contextlib.AsyncExitStack | None = None) -> Utterance:
+    async def _start(
+        self,
+        plan: Plan,
+        source: _TextSource,
+        speed: float,
+        started: float,
+        *,
+        requested: Tier,
+        first: list[FloatAudio] | None = None,
+        synth_seconds: float = 0.0,
+        lease: contextlib.AsyncExitStack | None = None,
+    ) -> Utterance:
         if lease is None:
             lease = contextlib.AsyncExitStack()
             try:
@@ -482,15 +561,27 @@ class TTSService:
             except BaseException:
                 await lease.aclose()
                 raise
-        return Utterance(self, plan, source, lease, requested=requested, speed=speed, started=started,
-                         first=first, synth_seconds=synth_seconds)
+        return Utterance(
+            self,
+            plan,
+            source,
+            lease,
+            requested=requested,
+            speed=speed,
+            started=started,
+            first=first,
+            synth_seconds=synth_seconds,
+        )
 
-    async def _start_hq(self, plan: Plan, source: _TextSource, speed: float, started: float, *,
-                        text_sample: str) -> Utterance:
+    async def _start_hq(
+        self, plan: Plan, source: _TextSource, speed: float, started: float, *, text_sample: str
+    ) -> Utterance:
         reason: str | None = None
         if self.breaker.opened:
-            reason = (f"HQ model unavailable for now (failed {self.breaker.failure_count} times in a row); "
-                      f"served by the fast tier, retrying in {max(0, self.breaker.open_remaining)} s")
+            reason = (
+                f"HQ model unavailable for now (failed {self.breaker.failure_count} times in a row); "
+                f"served by the fast tier, retrying in {max(0, self.breaker.open_remaining)} s"
+            )
         if reason is None:
             lease = contextlib.AsyncExitStack()
             clause: str | None = None
@@ -505,10 +596,19 @@ class TTSService:
                     arrays: list[FloatAudio] = []
                     seconds = 0.0
                     if clause is not None:
-                        arrays, seconds = await self.run_engine(plan, speakable(clause), speed,
-                                                                threading.Event())
-                return await self._start(plan, source, speed, started, requested=Tier.HQ, first=arrays,
-                                         synth_seconds=seconds, lease=lease)
+                        arrays, seconds = await self.run_engine(
+                            plan, speakable(clause), speed, threading.Event()
+                        )
+                return await self._start(
+                    plan,
+                    source,
+                    speed,
+                    started,
+                    requested=Tier.HQ,
+                    first=arrays,
+                    synth_seconds=seconds,
+                    lease=lease,
+                )
             except MemoryShortError as exc:
                 await lease.aclose()
                 reason = f"busy, switched to fast mode ({exc.message})"
@@ -518,18 +618,28 @@ class TTSService:
             except Exception as exc:
                 await lease.aclose()
                 log.warning("HQ synthesis failed, degrading to fast: %s", exc)
-                reason = (f"HQ model unavailable for now ({type(exc).__name__}: {_short(exc)}); "
-                          "served by the fast tier")
+                reason = (
+                    f"HQ model unavailable for now ({type(exc).__name__}: {_short(exc)}); "
+                    "served by the fast tier"
+                )
                 if clause is not None:
                     source.push_back(clause)
-        fast = self.plan(Tier.FAST, voice=None, language=plan.language, text=text_sample,
-                         reference=plan.reference or plan.match)
+        fast = self.plan(
+            Tier.FAST,
+            voice=None,
+            language=plan.language,
+            text=text_sample,
+            reference=plan.reference or plan.match,
+        )
         return await self._start(_with_notice(fast, reason), source, speed, started, requested=Tier.HQ)
 
     async def health(self) -> dict[str, Any]:
         return {
-            "ok": bool(self._tier_engines(Tier.FAST) if Tier.FAST in self.config.tiers
-                       else self._tier_engines(Tier.HQ)),
+            "ok": bool(
+                self._tier_engines(Tier.FAST)
+                if Tier.FAST in self.config.tiers
+                else self._tier_engines(Tier.HQ)
+            ),
             "tiers": [t.value for t in self.config.tiers],
             "engines": {n: {"tier": e.tier.value, "can_clone": e.can_clone} for n, e in self.engines.items()},
             "models": self.manager.status(),
@@ -556,5 +666,6 @@ def _is_engine_failure(_exc_type: type[BaseException], exc: BaseException) -> bo
     """What counts against the HQ breaker: engine and load failures, not bad input or a full budget."""
     if not isinstance(exc, Exception):  # cancellation (a caller gone) says nothing about the engine
         return False
-    return not isinstance(exc, (InvalidTextError, UnsupportedLanguageError, UnknownVoiceError,
-                                MemoryShortError))
+    return not isinstance(
+        exc, (InvalidTextError, UnsupportedLanguageError, UnknownVoiceError, MemoryShortError)
+    )

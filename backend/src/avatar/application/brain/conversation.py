@@ -167,10 +167,16 @@ class ConversationBrain:
             if turn.turn_number <= brain._covered:
                 continue
             reply = strip_markup(turn.ai_response)
-            brain._turns.append(HistoryTurn(
-                turn.turn_number, turn.user_input, reply, brain._turn_tokens(turn.user_input, reply),
-                turn.turn_id, remembered=True,
-            ))
+            brain._turns.append(
+                HistoryTurn(
+                    turn.turn_number,
+                    turn.user_input,
+                    reply,
+                    brain._turn_tokens(turn.user_input, reply),
+                    turn.turn_id,
+                    remembered=True,
+                )
+            )
         last = max((t.turn_number for t in turns), default=0)
         brain._next_number = max(last, brain._covered) + 1
         return brain
@@ -325,9 +331,12 @@ class ConversationBrain:
         if with_summary and self._summary:
             parts.append("Summary of the conversation so far:\n" + self._summary)
         if memories:
-            parts.append("Things you remember from earlier conversations:\n"
-                         + "\n".join(f"- {'the user said' if m.role == 'user' else 'you said'}: {m.text}"
-                                     for m in memories))
+            parts.append(
+                "Things you remember from earlier conversations:\n"
+                + "\n".join(
+                    f"- {'the user said' if m.role == 'user' else 'you said'}: {m.text}" for m in memories
+                )
+            )
         return "\n\n".join(parts)
 
     def _prompt(self, user_text: str, language: str | None, memories: list[MemoryHit]) -> list[ChatMessage]:
@@ -340,7 +349,10 @@ class ConversationBrain:
         example_cost = sum(self._chat.count_tokens(m.content) + _MESSAGE_OVERHEAD for m in examples)
         # Shed optional context (memories, then examples, then the summary) until the prompt fits.
         for mem_n, use_examples, with_summary in (
-            (len(memories), True, True), (0, True, True), (0, False, True), (0, False, False)
+            (len(memories), True, True),
+            (0, True, True),
+            (0, False, True),
+            (0, False, False),
         ):
             system = self._system(language, memories[:mem_n], with_summary)
             fixed = self._chat.count_tokens(system) + _MESSAGE_OVERHEAD + user_cost
@@ -433,14 +445,18 @@ class ConversationBrain:
         )
         previous = f"Summary so far:\n{self._summary}\n\n" if self._summary else ""
         messages = [
-            ChatMessage("system", "You summarize conversations. Write a short factual summary in plain "
-                                  "sentences: who said what, names, facts and wishes to remember."),
+            ChatMessage(
+                "system",
+                "You summarize conversations. Write a short factual summary in plain "
+                "sentences: who said what, names, facts and wishes to remember.",
+            ),
             ChatMessage("user", f"{previous}New part of the conversation:\n{transcript}\n\nSummary:"),
         ]
         parts: list[str] = []
         try:
-            stream = self._chat.stream_chat(messages, max_tokens=self._config.summary_max_tokens,
-                                            temperature=0.2)
+            stream = self._chat.stream_chat(
+                messages, max_tokens=self._config.summary_max_tokens, temperature=0.2
+            )
             async with _closing(stream):
                 async for delta in stream:
                     parts.append(delta)

@@ -88,8 +88,10 @@ def parse_persona(text: str, source: str = "persona.toml") -> Persona:
         raise InvalidInputError(f"{source}: persona.system_prompt must be a non-empty string")
     examples = []
     for i, ex in enumerate(data.get("examples", [])):
-        if not isinstance(ex, dict) or not isinstance(ex.get("user"), str) or not isinstance(
-            ex.get("assistant"), str
+        if (
+            not isinstance(ex, dict)
+            or not isinstance(ex.get("user"), str)
+            or not isinstance(ex.get("assistant"), str)
         ):
             raise InvalidInputError(f"{source}: examples[{i}] needs string fields user and assistant")
         if not ex["assistant"].lstrip().startswith("["):

@@ -31,15 +31,69 @@ _CLAUSE_END = re.compile("[.!?\u3002\uff01\uff1f\\n]|[,\uff0c\u3001;](?=\\s)")
 _HEAD_LIMIT = 64
 
 _KEYWORDS: dict[Emotion, tuple[str, ...]] = {
-    Emotion.EXCITED: ("can't wait", "so excited", "excited", "amazing", "awesome", "incredible", "yay",
-                      "신나", "대박", "ワクワク", "太棒"),
-    Emotion.HAPPY: ("glad", "happy", "great", "nice", "love", "wonderful", "congrat", "thank", ":)",
-                    "좋아", "기뻐", "반가", "嬉し", "楽し", "开心", "高兴"),
-    Emotion.SAD: ("sorry", "sad", "unfortunately", "miss you", "oh no", "lonely", "cry",
-                  "미안", "슬퍼", "슬프", "悲し", "ごめん", "难过", "抱歉"),
+    Emotion.EXCITED: (
+        "can't wait",
+        "so excited",
+        "excited",
+        "amazing",
+        "awesome",
+        "incredible",
+        "yay",
+        "신나",
+        "대박",
+        "ワクワク",
+        "太棒",
+    ),
+    Emotion.HAPPY: (
+        "glad",
+        "happy",
+        "great",
+        "nice",
+        "love",
+        "wonderful",
+        "congrat",
+        "thank",
+        ":)",
+        "좋아",
+        "기뻐",
+        "반가",
+        "嬉し",
+        "楽し",
+        "开心",
+        "高兴",
+    ),
+    Emotion.SAD: (
+        "sorry",
+        "sad",
+        "unfortunately",
+        "miss you",
+        "oh no",
+        "lonely",
+        "cry",
+        "미안",
+        "슬퍼",
+        "슬프",
+        "悲し",
+        "ごめん",
+        "难过",
+        "抱歉",
+    ),
     Emotion.ANGRY: ("angry", "annoying", "unacceptable", "furious", "how dare", "화나", "짜증", "怒", "生气"),
-    Emotion.SURPRISED: ("wow", "really?", "no way", "whoa", "surpris", "what?!", "unbelievable",
-                        "헐", "정말?", "진짜?", "えっ", "本当", "真的吗"),
+    Emotion.SURPRISED: (
+        "wow",
+        "really?",
+        "no way",
+        "whoa",
+        "surpris",
+        "what?!",
+        "unbelievable",
+        "헐",
+        "정말?",
+        "진짜?",
+        "えっ",
+        "本当",
+        "真的吗",
+    ),
 }
 
 
@@ -108,13 +162,12 @@ class ReplyParser:
         while self._pending:
             lowered = self._pending.lower()
             if self._in_think:
-                idx, tag = min(((lowered.find(t), t) for t in _CLOSE_THINK if t in lowered),
-                               default=(-1, ""))
+                idx, tag = min(((lowered.find(t), t) for t in _CLOSE_THINK if t in lowered), default=(-1, ""))
                 if idx < 0:
                     keep = 0 if final else _partial_suffix(self._pending, _CLOSE_THINK)
-                    self._pending = self._pending[len(self._pending) - keep:] if keep else ""
+                    self._pending = self._pending[len(self._pending) - keep :] if keep else ""
                     break
-                self._pending = self._pending[idx + len(tag):]
+                self._pending = self._pending[idx + len(tag) :]
                 self._in_think = False
                 continue
             hits = [(lowered.find(t), t) for t in _ALL_THINK if t in lowered]
@@ -126,7 +179,7 @@ class ReplyParser:
                 break
             idx, tag = min(hits)
             before = self._pending[:idx]
-            self._pending = self._pending[idx + len(tag):]
+            self._pending = self._pending[idx + len(tag) :]
             if tag in _OPEN_THINK:
                 out.append(before)
                 self._in_think = True
@@ -162,10 +215,16 @@ class ReplyParser:
         match = _LEAD_TAG.match(head)
         if match:
             label = match.group(1) or match.group(2) or ""
-            rest = head[match.end():]
+            rest = head[match.end() :]
             known = Emotion.parse(label, default=None) if label else None
             if known is not None and label.strip().lower() in {e.value for e in Emotion} | {
-                "joy", "glad", "upset", "mad", "surprise", "calm", "excitement"
+                "joy",
+                "glad",
+                "upset",
+                "mad",
+                "surprise",
+                "calm",
+                "excitement",
             }:
                 self.tagged = True
                 return known, rest
@@ -180,7 +239,7 @@ class ReplyParser:
             garbled = re.match(r"^[\[(<*]+\s*([A-Za-z]*)\s*[:\])>*]*\s*", head)
             assert garbled is not None
             word = garbled.group(1).lower()
-            head = head[garbled.end():]
+            head = head[garbled.end() :]
             for emotion in Emotion:
                 if len(word) >= 3 and emotion.value.startswith(word):
                     self.tagged = True

@@ -22,8 +22,14 @@ class BrainReplyEngine:
     """Keeps each live session's brain; a session this process has not seen is restored from
     the stored turns and summary (reconnect on another replica)."""
 
-    def __init__(self, chat_model: ChatModel, embedder: TextEmbedder, uow: UnitOfWorkFactory,
-                 persona: Persona, config: BrainConfig | None = None) -> None:
+    def __init__(
+        self,
+        chat_model: ChatModel,
+        embedder: TextEmbedder,
+        uow: UnitOfWorkFactory,
+        persona: Persona,
+        config: BrainConfig | None = None,
+    ) -> None:
         self._chat = chat_model
         self._embedder = embedder
         self._uow = uow
@@ -34,21 +40,29 @@ class BrainReplyEngine:
     def brain(self, session_id: uuid.UUID) -> ConversationBrain:
         brain = self._brains.get(session_id)
         if brain is None:
-            brain = ConversationBrain(session_id, self._chat, self._embedder, self._uow, self._persona,
-                                      self._config)
+            brain = ConversationBrain(
+                session_id, self._chat, self._embedder, self._uow, self._persona, self._config
+            )
             self._brains[session_id] = brain
         return brain
 
-    async def reply(self, session_id: uuid.UUID, user_text: str, *, turn_id: uuid.UUID | None = None,
-                    turn_number: int | None = None) -> AsyncIterator[ReplyEvent]:
+    async def reply(
+        self,
+        session_id: uuid.UUID,
+        user_text: str,
+        *,
+        turn_id: uuid.UUID | None = None,
+        turn_number: int | None = None,
+    ) -> AsyncIterator[ReplyEvent]:
         async for event in self.brain(session_id).reply(user_text, turn_id=turn_id, turn_number=turn_number):
             if isinstance(event, EmotionDecided):
                 yield ReplyEmotion(event.emotion)
             elif isinstance(event, TextDelta):
                 yield ReplyText(event.text)
 
-    async def settle(self, session_id: uuid.UUID, user_text: str, heard_reply: str, *,
-                     interrupted: bool) -> None:
+    async def settle(
+        self, session_id: uuid.UUID, user_text: str, heard_reply: str, *, interrupted: bool
+    ) -> None:
         brain = self._brains.get(session_id)
         if brain is not None and interrupted:
             brain.record_interrupted(heard_reply)
@@ -57,7 +71,8 @@ class BrainReplyEngine:
         if session_id in self._brains:
             return
         self._brains[session_id] = await ConversationBrain.restore(
-            session_id, self._chat, self._embedder, self._uow, self._persona, self._config)
+            session_id, self._chat, self._embedder, self._uow, self._persona, self._config
+        )
 
     async def forget(self, session_id: uuid.UUID) -> None:
         brain = self._brains.pop(session_id, None)

@@ -31,9 +31,15 @@ def _uuid(payload: Mapping[str, Any], key: str, *, required: bool = True) -> uui
         raise InvalidInputError(f"tts.hq task has an invalid {key}: {raw!r}") from exc
 
 
-def make_hq_handler(*, hq_tts: SpeechSynthesizer, object_store: ObjectStore, uow: UnitOfWorkFactory,
-                    notifier: ClientNotifier, clock: Clock,
-                    voice_resolver: VoiceResolver | None = None) -> TaskHandler:
+def make_hq_handler(
+    *,
+    hq_tts: SpeechSynthesizer,
+    object_store: ObjectStore,
+    uow: UnitOfWorkFactory,
+    notifier: ClientNotifier,
+    clock: Clock,
+    voice_resolver: VoiceResolver | None = None,
+) -> TaskHandler:
     """A queue handler: synthesize, store ``synthesized/hq/{turn_id}_hq_{ts}.wav``, record the row,
     tell the client ``hq_ready`` with a presigned URL (or ``notice`` ``HQ_UNAVAILABLE`` on failure)."""
 
@@ -46,8 +52,13 @@ def make_hq_handler(*, hq_tts: SpeechSynthesizer, object_store: ObjectStore, uow
             return
         profile_id = _uuid(payload, "voice_profile_id", required=False)
         reference = await voice_resolver(profile_id) if profile_id and voice_resolver else None
-        request = SynthesisRequest(text=text, mode=TTSMode.HQ, voice=payload.get("voice"),
-                                   language=payload.get("language"), reference=reference)
+        request = SynthesisRequest(
+            text=text,
+            mode=TTSMode.HQ,
+            voice=payload.get("voice"),
+            language=payload.get("language"),
+            reference=reference,
+        )
         started = clock.monotonic()
         try:
             stream = await hq_tts.synthesize(request)
@@ -57,9 +68,15 @@ def make_hq_handler(*, hq_tts: SpeechSynthesizer, object_store: ObjectStore, uow
                 await stream.aclose()
         except Exception as exc:
             log.warning("HQ synthesis of turn %s failed: %s", turn_id, exc)
-            await notifier.notify(session_id, {"type": "notice", "code": "HQ_UNAVAILABLE",
-                                               "message": f"HQ audio is unavailable for now: {exc}",
-                                               "turn_id": str(turn_id)})
+            await notifier.notify(
+                session_id,
+                {
+                    "type": "notice",
+                    "code": "HQ_UNAVAILABLE",
+                    "message": f"HQ audio is unavailable for now: {exc}",
+                    "turn_id": str(turn_id),
+                },
+            )
             raise
         if not pcm:
             return
@@ -68,14 +85,26 @@ def make_hq_handler(*, hq_tts: SpeechSynthesizer, object_store: ObjectStore, uow
         url = await object_store.put(key, wav_bytes(pcm, rate), "audio/wav")
         duration_s = len(pcm) / 2 / rate
         async with uow() as tx:
-            await tx.synthesized.add(SynthesizedAudio(
-                audio_id=new_id(), turn_id=turn_id, mode=TTSMode.HQ, audio_url=url, duration_sec=duration_s,
-                synthesis_time_ms=elapsed_ms, voice_profile_id=profile_id, engine=stream.engine,
-                voice=stream.voice))
+            await tx.synthesized.add(
+                SynthesizedAudio(
+                    audio_id=new_id(),
+                    turn_id=turn_id,
+                    mode=TTSMode.HQ,
+                    audio_url=url,
+                    duration_sec=duration_s,
+                    synthesis_time_ms=elapsed_ms,
+                    voice_profile_id=profile_id,
+                    engine=stream.engine,
+                    voice=stream.voice,
+                )
+            )
             await tx.commit()
-        message: dict[str, Any] = {"type": "hq_ready", "turn_id": str(turn_id),
-                                   "url": await object_store.presigned_url(key),
-                                   "duration_ms": round(duration_s * 1000.0, 1)}
+        message: dict[str, Any] = {
+            "type": "hq_ready",
+            "turn_id": str(turn_id),
+            "url": await object_store.presigned_url(key),
+            "duration_ms": round(duration_s * 1000.0, 1),
+        }
         if stream.notice:
             message["notice"] = stream.notice
         await notifier.notify(session_id, message)

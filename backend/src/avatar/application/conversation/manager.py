@@ -41,8 +41,14 @@ class SessionManager:
     or a restart).
     """
 
-    def __init__(self, deps: ConversationDeps, *, max_sessions: int, grace_s: float,
-                 state_store: SessionStateStore | None = None) -> None:
+    def __init__(
+        self,
+        deps: ConversationDeps,
+        *,
+        max_sessions: int,
+        grace_s: float,
+        state_store: SessionStateStore | None = None,
+    ) -> None:
         self.deps = deps
         self.max_sessions = max_sessions
         self.grace_s = grace_s
@@ -65,10 +71,12 @@ class SessionManager:
         """Raise :class:`CapacityError` when no new session can be admitted now."""
         if self.active_count >= self.max_sessions:
             raise CapacityError(
-                f"the server is at its limit of {self.max_sessions} concurrent sessions; try again shortly")
+                f"the server is at its limit of {self.max_sessions} concurrent sessions; try again shortly"
+            )
 
-    async def attach(self, session_id: uuid.UUID, connection: object,
-                     token: str | None = None) -> tuple[ConversationSession, bool, object | None]:
+    async def attach(
+        self, session_id: uuid.UUID, connection: object, token: str | None = None
+    ) -> tuple[ConversationSession, bool, object | None]:
         """Bind ``connection`` to the session, creating or resuming it.
 
         Args:
@@ -115,8 +123,9 @@ class SessionManager:
             await session.start()
         finally:
             self._reserved -= 1
-        self._live[session_id] = _Live(session, connection,
-                                       token_hash=token_hash or (state.token_hash if state else ""))
+        self._live[session_id] = _Live(
+            session, connection, token_hash=token_hash or (state.token_hash if state else "")
+        )
         if self.state_store is not None:
             # Every later change (a turn, a voice choice) is written through the session's own
             # background writer: retried, reported if lasting, never on the audio path.
@@ -188,9 +197,14 @@ class SessionManager:
         extra = state.extra
         turns = extra.get("turn_count", "0")
         return ConversationSession(
-            session_id, self.deps, turn_count=int(turns) if turns.isdigit() else 0,
-            tts_mode=state.tts_mode, voice=state.voice, voice_profile_id=state.voice_profile_id,
-            language=extra.get("language") or None)
+            session_id,
+            self.deps,
+            turn_count=int(turns) if turns.isdigit() else 0,
+            tts_mode=state.tts_mode,
+            voice=state.voice,
+            voice_profile_id=state.voice_profile_id,
+            language=extra.get("language") or None,
+        )
 
     async def _load_state(self, session_id: uuid.UUID) -> ResumableSession | None:
         if self.state_store is None:
@@ -221,9 +235,14 @@ class SessionManager:
             return
         session = live.session
         state = ResumableSession(
-            session_id=session.session_id, token_hash=live.token_hash, tts_mode=session.tts_mode,
-            voice=session.voice, voice_profile_id=session.voice_profile_id, last_seen=self.deps.clock.now(),
-            extra=session.snapshot())
+            session_id=session.session_id,
+            token_hash=live.token_hash,
+            tts_mode=session.tts_mode,
+            voice=session.voice,
+            voice_profile_id=session.voice_profile_id,
+            last_seen=self.deps.clock.now(),
+            extra=session.snapshot(),
+        )
         await self.state_store.save(state, timedelta(seconds=ttl_s or self.grace_s + 3600.0))
 
     async def _save_state(self, live: _Live, ttl_s: float | None = None) -> None:

@@ -37,11 +37,18 @@ class ReplyEngine(Protocol):
     actually heard through :meth:`settle`, which is called exactly once per reply.
     """
 
-    def reply(self, session_id: uuid.UUID, user_text: str, *, turn_id: uuid.UUID | None = None,
-              turn_number: int | None = None) -> AsyncIterator[ReplyEvent]: ...
+    def reply(
+        self,
+        session_id: uuid.UUID,
+        user_text: str,
+        *,
+        turn_id: uuid.UUID | None = None,
+        turn_number: int | None = None,
+    ) -> AsyncIterator[ReplyEvent]: ...
 
-    async def settle(self, session_id: uuid.UUID, user_text: str, heard_reply: str, *,
-                     interrupted: bool) -> None: ...
+    async def settle(
+        self, session_id: uuid.UUID, user_text: str, heard_reply: str, *, interrupted: bool
+    ) -> None: ...
 
     async def restore(self, session_id: uuid.UUID, turns: Sequence[ConversationTurn]) -> None:
         """Rebuild a session's history (resume on another replica or after a restart)."""

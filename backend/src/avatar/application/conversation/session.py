@@ -197,9 +197,17 @@ class _Reply:
 class ConversationSession:
     """The pipeline of one conversation; outlives a connection (reconnect) until closed."""
 
-    def __init__(self, session_id: uuid.UUID, deps: ConversationDeps, *, turn_count: int = 0,
-                 tts_mode: TTSMode | None = None, voice: str | None = None,
-                 voice_profile_id: uuid.UUID | None = None, language: str | None = None) -> None:
+    def __init__(
+        self,
+        session_id: uuid.UUID,
+        deps: ConversationDeps,
+        *,
+        turn_count: int = 0,
+        tts_mode: TTSMode | None = None,
+        voice: str | None = None,
+        voice_profile_id: uuid.UUID | None = None,
+        language: str | None = None,
+    ) -> None:
         self.session_id = session_id
         self.deps = deps
         cfg = deps.config
@@ -210,8 +218,12 @@ class ConversationSession:
         self.turn_count = turn_count
         self.phase = Phase.LISTENING
         self.outbox = Outbox(cfg.outbox_limit)
-        self.writer = BackgroundWriter(retries=cfg.write_retries, backoff_s=cfg.write_backoff_s,
-                                       on_failure=self._write_failed, name=f"writer-{session_id}")
+        self.writer = BackgroundWriter(
+            retries=cfg.write_retries,
+            backoff_s=cfg.write_backoff_s,
+            on_failure=self._write_failed,
+            name=f"writer-{session_id}",
+        )
         self._stream: RecognitionStream | None = None
         self._listener: asyncio.Task[None] | None = None
         self._reply: _Reply | None = None
@@ -264,12 +276,14 @@ class ConversationSession:
 
     async def text_input(self, text: str) -> None:
         """A typed message: handled as a final transcript without audio."""
-        transcription = Transcription(text=text.strip(), is_final=True, confidence=1.0,
-                                      language=self.language)
+        transcription = Transcription(
+            text=text.strip(), is_final=True, confidence=1.0, language=self.language
+        )
         await self._on_final(transcription, b"", self.deps.clock.monotonic())
 
-    async def set_tts_mode(self, mode: TTSMode, voice: str | None = None,
-                           voice_profile_id: uuid.UUID | None = None) -> None:
+    async def set_tts_mode(
+        self, mode: TTSMode, voice: str | None = None, voice_profile_id: uuid.UUID | None = None
+    ) -> None:
         self.tts_mode = mode
         if voice is not None:
             self.voice = voice or None
@@ -280,15 +294,21 @@ class ConversationSession:
                 self._reference = await self.deps.voice_resolver(voice_profile_id)
                 if self._reference is None:
                     self.voice_profile_id = None
-                    self._error("VOICE_PROFILE_NOT_FOUND",
-                                f"voice profile {voice_profile_id} does not exist; the default voice is used")
+                    self._error(
+                        "VOICE_PROFILE_NOT_FOUND",
+                        f"voice profile {voice_profile_id} does not exist; the default voice is used",
+                    )
         self.outbox.send(self.state_message())
         self._state_changed()
 
     def state_message(self, *, resumed: bool = False) -> Message:
         return {
-            "type": "session_state", "session_id": str(self.session_id), "state": self.phase.value,
-            "resumed": resumed, "turns": self.turn_count, "tts_mode": self.tts_mode.value,
+            "type": "session_state",
+            "session_id": str(self.session_id),
+            "state": self.phase.value,
+            "resumed": resumed,
+            "turns": self.turn_count,
+            "tts_mode": self.tts_mode.value,
             "voice": self.voice,
             "voice_profile_id": str(self.voice_profile_id) if self.voice_profile_id else None,
         }
@@ -329,36 +349,52 @@ class ConversationSession:
             tr = event.transcription
             if tr.text:
                 self._partials.append(tr.text)
-            self.outbox.send({"type": "transcription_partial", "text": tr.text, "confidence": tr.confidence,
-                              "is_final": False, "language": tr.language})
+            self.outbox.send(
+                {
+                    "type": "transcription_partial",
+                    "text": tr.text,
+                    "confidence": tr.confidence,
+                    "is_final": False,
+                    "language": tr.language,
+                }
+            )
         elif kind is TranscriptEventKind.FINAL and event.transcription is not None:
             tr = event.transcription
             # Stream time from the end of speech to this result (wall time for a live client, whose
             # audio keeps arriving during the decode) minus the decode itself: the endpoint wait.
             since_speech_end = event.stream_time_ms - tr.audio_end_ms if tr.audio_end_ms > 0 else 0.0
             endpoint_ms = since_speech_end - tr.latency_ms if since_speech_end > 0 else 0.0
-            await self._on_final(tr, event.utterance_pcm, self.deps.clock.monotonic(),
-                                 endpoint_ms=max(0.0, endpoint_ms))
+            await self._on_final(
+                tr, event.utterance_pcm, self.deps.clock.monotonic(), endpoint_ms=max(0.0, endpoint_ms)
+            )
         elif kind is TranscriptEventKind.ERROR and event.error_code == "NO_SPEECH":
             # Push-to-talk released with nothing said: nothing failed, the client is just told.
-            self.outbox.send({"type": "notice", "code": "NO_SPEECH",
-                              "message": event.message or "no speech was heard"})
+            self.outbox.send(
+                {"type": "notice", "code": "NO_SPEECH", "message": event.message or "no speech was heard"}
+            )
         elif kind is TranscriptEventKind.ERROR:
             self._error(event.error_code or "ASR_FAILED", event.message or "speech recognition failed")
 
-    async def _on_final(self, transcription: Transcription, pcm: bytes, t_final: float, *,
-                        endpoint_ms: float = 0.0) -> None:
+    async def _on_final(
+        self, transcription: Transcription, pcm: bytes, t_final: float, *, endpoint_ms: float = 0.0
+    ) -> None:
         async with self._lock:  # one turn starts at a time
             partials, self._partials = self._partials, []
             text = transcription.text.strip()
             turn_id = new_id()
             transcription = replace(transcription, transcription_id=transcription_id_for(turn_id))
-            self.outbox.send({
-                "type": "transcription_final", "transcription_id": str(transcription.transcription_id),
-                "text": text, "confidence": transcription.confidence, "is_final": True,
-                "language": transcription.language, "low_confidence": transcription.low_confidence,
-                "latency_ms": round(transcription.latency_ms, 1),
-            })
+            self.outbox.send(
+                {
+                    "type": "transcription_final",
+                    "transcription_id": str(transcription.transcription_id),
+                    "text": text,
+                    "confidence": transcription.confidence,
+                    "is_final": True,
+                    "language": transcription.language,
+                    "low_confidence": transcription.low_confidence,
+                    "latency_ms": round(transcription.latency_ms, 1),
+                }
+            )
             if not text:
                 return
             await self._barge_in()
@@ -366,18 +402,28 @@ class ConversationSession:
             if previous is not None:
                 await self._settle(previous)
             self.turn_count += 1
-            turn = ConversationTurn(turn_id=turn_id, session_id=self.session_id, turn_number=self.turn_count,
-                                    user_input=text, created_at=self.deps.clock.now())
-            reply = _Reply(turn=turn, transcription=transcription, t_final=t_final,
-                           asr_ms=endpoint_ms + transcription.latency_ms,
-                           voice_profile_id=self.voice_profile_id)
+            turn = ConversationTurn(
+                turn_id=turn_id,
+                session_id=self.session_id,
+                turn_number=self.turn_count,
+                user_input=text,
+                created_at=self.deps.clock.now(),
+            )
+            reply = _Reply(
+                turn=turn,
+                transcription=transcription,
+                t_final=t_final,
+                asr_ms=endpoint_ms + transcription.latency_ms,
+                voice_profile_id=self.voice_profile_id,
+            )
             reply.stages["endpoint"] = round(endpoint_ms, 2)
             reply.stages["asr_final"] = round(transcription.latency_ms, 2)
             self._reply = reply
             self._persist_input(reply, pcm, partials)
             self._state_changed()
-            self.outbox.send({"type": "turn_started", "turn_id": reply.turn_key,
-                              "turn_number": turn.turn_number})
+            self.outbox.send(
+                {"type": "turn_started", "turn_id": reply.turn_key, "turn_number": turn.turn_number}
+            )
             reply.task = asyncio.create_task(self._run_reply(reply), name=f"reply-{turn_id}")
 
     # --- the reply ------------------------------------------------------------------------
@@ -398,8 +444,12 @@ class ConversationSession:
         self._set_phase(Phase.THINKING)
         chunker = self.deps.chunker_factory()
         clock = self.deps.clock
-        events = self.deps.replies.reply(self.session_id, reply.turn.user_input, turn_id=reply.turn.turn_id,
-                                         turn_number=reply.turn.turn_number)
+        events = self.deps.replies.reply(
+            self.session_id,
+            reply.turn.user_input,
+            turn_id=reply.turn.turn_id,
+            turn_number=reply.turn.turn_number,
+        )
         try:
             async for event in events:
                 if isinstance(event, ReplyEmotion):
@@ -445,8 +495,13 @@ class ConversationSession:
                 continue
             clause = _Clause(text)
             reply.clauses.append(clause)
-            request = SynthesisRequest(text=text, mode=TTSMode.FAST, voice=self.voice, language=self.language,
-                                       reference=self._reference)
+            request = SynthesisRequest(
+                text=text,
+                mode=TTSMode.FAST,
+                voice=self.voice,
+                language=self.language,
+                reference=self._reference,
+            )
             t_request = clock.monotonic()
             try:
                 stream = await self.deps.fast_tts.synthesize(request)
@@ -492,11 +547,18 @@ class ConversationSession:
             reply.pcm += chunk.pcm
         clause.duration_ms += chunk.duration_ms
         reply.audio_ms += chunk.duration_ms
-        self.outbox.send({
-            "type": "audio_chunk", "turn_id": reply.turn_key, "pcm": chunk.pcm, "sr": chunk.sample_rate,
-            "mode": TTSMode.FAST.value, "seq": reply.seq, "duration_ms": round(chunk.duration_ms, 1),
-            "text": clause.text,
-        })
+        self.outbox.send(
+            {
+                "type": "audio_chunk",
+                "turn_id": reply.turn_key,
+                "pcm": chunk.pcm,
+                "sr": chunk.sample_rate,
+                "mode": TTSMode.FAST.value,
+                "seq": reply.seq,
+                "duration_ms": round(chunk.duration_ms, 1),
+                "text": clause.text,
+            }
+        )
         reply.seq += 1
 
     def _complete(self, reply: _Reply) -> None:
@@ -506,22 +568,41 @@ class ConversationSession:
         reply.turn.stage_latency_ms = dict(reply.stages)
         self._persist_reply(reply)
         if not text:
-            self.outbox.send({"type": "notice", "code": "EMPTY_REPLY", "turn_id": reply.turn_key,
-                              "message": "the model finished without a speakable reply; please say it again"})
-        self.outbox.send({"type": "turn_completed", "turn_id": reply.turn_key, "text": text,
-                          "emotion": reply.emotion.value, "interrupted": False,
-                          "latency_ms": {k: round(v, 1) for k, v in reply.stages.items()}})
+            self.outbox.send(
+                {
+                    "type": "notice",
+                    "code": "EMPTY_REPLY",
+                    "turn_id": reply.turn_key,
+                    "message": "the model finished without a speakable reply; please say it again",
+                }
+            )
+        self.outbox.send(
+            {
+                "type": "turn_completed",
+                "turn_id": reply.turn_key,
+                "text": text,
+                "emotion": reply.emotion.value,
+                "interrupted": False,
+                "latency_ms": {k: round(v, 1) for k, v in reply.stages.items()},
+            }
+        )
         if text and self.tts_mode is TTSMode.HQ and self.deps.config.hq_enabled:
-            payload = {"session_id": str(self.session_id), "turn_id": reply.turn_key, "text": text,
-                       "voice": self.voice, "language": self.language,
-                       "voice_profile_id": str(reply.voice_profile_id) if reply.voice_profile_id else None}
+            payload = {
+                "session_id": str(self.session_id),
+                "turn_id": reply.turn_key,
+                "text": text,
+                "voice": self.voice,
+                "language": self.language,
+                "voice_profile_id": str(reply.voice_profile_id) if reply.voice_profile_id else None,
+            }
             self.writer.submit("queue the HQ synthesis", lambda: self._publish(HQ_TOPIC, payload))
         self._set_phase(Phase.LISTENING)
 
     # --- barge-in -------------------------------------------------------------------------
 
-    async def _barge_in(self, *, heard_text: str | None = None, played_ms: float | None = None,
-                        explicit: bool = False) -> bool:
+    async def _barge_in(
+        self, *, heard_text: str | None = None, played_ms: float | None = None, explicit: bool = False
+    ) -> bool:
         reply = self._reply
         if reply is None or reply.settled or reply.interrupted:
             return False
@@ -541,9 +622,16 @@ class ConversationSession:
         reply.turn.complete(heard, reply.emotion, interrupted=True)
         reply.turn.stage_latency_ms = dict(reply.stages)
         self.outbox.send({"type": "interrupted", "turn_id": reply.turn_key, "heard_text": heard})
-        self.outbox.send({"type": "turn_completed", "turn_id": reply.turn_key, "text": heard,
-                          "emotion": reply.emotion.value, "interrupted": True,
-                          "latency_ms": {k: round(v, 1) for k, v in reply.stages.items()}})
+        self.outbox.send(
+            {
+                "type": "turn_completed",
+                "turn_id": reply.turn_key,
+                "text": heard,
+                "emotion": reply.emotion.value,
+                "interrupted": True,
+                "latency_ms": {k: round(v, 1) for k, v in reply.stages.items()},
+            }
+        )
         self.deps.metrics.interrupted()
         self._persist_reply(reply)
         self._set_phase(Phase.LISTENING)
@@ -578,8 +666,9 @@ class ConversationSession:
             return
         reply.settled = True
         try:
-            await self.deps.replies.settle(self.session_id, reply.turn.user_input, reply.turn.ai_response,
-                                           interrupted=reply.interrupted)
+            await self.deps.replies.settle(
+                self.session_id, reply.turn.user_input, reply.turn.ai_response, interrupted=reply.interrupted
+            )
         except Exception:
             log.exception("session %s: could not record the reply in the history", self.session_id)
 
@@ -614,13 +703,21 @@ class ConversationSession:
 
         self.writer.submit(f"turn {turn.turn_number} transcription row", add_transcription)
         if pcm:
+
             async def request_prosody() -> None:
                 if "key" not in audio:
                     return  # the upload failed loudly already; nothing to analyze
-                await self._publish(PROSODY_TOPIC, {
-                    "session_id": str(self.session_id), "turn_id": str(turn.turn_id),
-                    "transcription_id": str(transcription.transcription_id), "audio_key": audio["key"],
-                    "audio_url": audio["url"], "sample_rate": ASR_SAMPLE_RATE})
+                await self._publish(
+                    PROSODY_TOPIC,
+                    {
+                        "session_id": str(self.session_id),
+                        "turn_id": str(turn.turn_id),
+                        "transcription_id": str(transcription.transcription_id),
+                        "audio_key": audio["key"],
+                        "audio_url": audio["url"],
+                        "sample_rate": ASR_SAMPLE_RATE,
+                    },
+                )
 
             self.writer.submit(f"turn {turn.turn_number} prosody request", request_prosody)
 
@@ -639,11 +736,17 @@ class ConversationSession:
         reply.fast_stored = True
         key = synthesized_key(turn.turn_id, TTSMode.FAST, self.deps.clock.now())
         data = wav_bytes(bytes(reply.pcm), reply.sample_rate)
-        row = SynthesizedAudio(audio_id=new_id(), turn_id=turn.turn_id, mode=TTSMode.FAST, audio_url="",
-                               duration_sec=len(reply.pcm) / 2 / reply.sample_rate,
-                               synthesis_time_ms=reply.tts_time_s * 1000.0,
-                               voice_profile_id=reply.voice_profile_id, engine=reply.engine,
-                               voice=reply.voice)
+        row = SynthesizedAudio(
+            audio_id=new_id(),
+            turn_id=turn.turn_id,
+            mode=TTSMode.FAST,
+            audio_url="",
+            duration_sec=len(reply.pcm) / 2 / reply.sample_rate,
+            synthesis_time_ms=reply.tts_time_s * 1000.0,
+            voice_profile_id=reply.voice_profile_id,
+            engine=reply.engine,
+            voice=reply.voice,
+        )
 
         async def store_fast() -> None:
             url = await self.deps.object_store.put(key, data, "audio/wav")

@@ -27,8 +27,9 @@ class BackgroundWriter:
     ``on_failure`` is awaited (log + client ``error`` event + metric) and the next job runs.
     """
 
-    def __init__(self, *, retries: int, backoff_s: float, on_failure: FailureHandler,
-                 name: str = "writer") -> None:
+    def __init__(
+        self, *, retries: int, backoff_s: float, on_failure: FailureHandler, name: str = "writer"
+    ) -> None:
         self._retries = max(0, retries)
         self._backoff_s = backoff_s
         self._on_failure = on_failure
@@ -85,8 +86,14 @@ class BackgroundWriter:
                 await job.op()
             except Exception as exc:
                 if attempt < self._retries:
-                    log.warning("%s: %s failed (attempt %d/%d): %s", self._name, job.what, attempt + 1,
-                                self._retries + 1, exc)
+                    log.warning(
+                        "%s: %s failed (attempt %d/%d): %s",
+                        self._name,
+                        job.what,
+                        attempt + 1,
+                        self._retries + 1,
+                        exc,
+                    )
                     await asyncio.sleep(delay)
                     delay *= 2
                     continue

@@ -34,9 +34,14 @@ class CosyVoiceEngine:
     can_clone = True
     estimate_mb = 4000.0
 
-    def __init__(self, model_dir: Path, *, fp16: bool = False,
-                 languages: tuple[str, ...] = ("zh", "en", "ja", "ko"),
-                 import_module: Callable[[str], ModuleType] = importlib.import_module) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        fp16: bool = False,
+        languages: tuple[str, ...] = ("zh", "en", "ja", "ko"),
+        import_module: Callable[[str], ModuleType] = importlib.import_module,
+    ) -> None:
         self._dir = model_dir
         self._fp16 = fp16
         self._languages = languages
@@ -59,7 +64,8 @@ class CosyVoiceEngine:
             mod = self._import("cosyvoice.cli.cosyvoice")
         except ImportError as exc:
             raise EngineUnavailableError(
-                "the cosyvoice package is not installed (install CosyVoice from its repository)") from exc
+                "the cosyvoice package is not installed (install CosyVoice from its repository)"
+            ) from exc
         auto = getattr(mod, "AutoModel", None)
         if auto is not None:
             self._model = auto(model_dir=str(self._dir))
@@ -70,8 +76,9 @@ class CosyVoiceEngine:
     def unload(self) -> None:
         self._model = None
 
-    def _zero_shot(self, model: Any, text: str, transcript: str, wav: Path, samples: FloatAudio,
-                   speed: float) -> Iterator[FloatAudio]:
+    def _zero_shot(
+        self, model: Any, text: str, transcript: str, wav: Path, samples: FloatAudio, speed: float
+    ) -> Iterator[FloatAudio]:
         params = inspect.signature(model.inference_zero_shot).parameters
         prompt: object
         if "prompt_wav" in params:
@@ -83,8 +90,9 @@ class CosyVoiceEngine:
         for item in model.inference_zero_shot(text, transcript, prompt, stream=False, speed=speed):
             yield to_numpy(item["tts_speech"])
 
-    def synthesize(self, text: str, voice: Voice, *, language: str, speed: float,
-                   reference: Reference | None = None) -> Iterator[FloatAudio]:
+    def synthesize(
+        self, text: str, voice: Voice, *, language: str, speed: float, reference: Reference | None = None
+    ) -> Iterator[FloatAudio]:
         model = self._model
         if model is None:
             raise EngineUnavailableError("the CosyVoice model is not loaded")
@@ -106,7 +114,9 @@ class CosyVoiceEngine:
                 return
             speakers = list(model.list_available_spks()) if hasattr(model, "list_available_spks") else []
             if not speakers:
-                raise EngineUnavailableError("CosyVoice has no stock voice: put default_voice.wav and "
-                                             f"default_voice.txt in {self._dir}")
+                raise EngineUnavailableError(
+                    "CosyVoice has no stock voice: put default_voice.wav and "
+                    f"default_voice.txt in {self._dir}"
+                )
             for item in model.inference_sft(text, speakers[0], stream=False, speed=speed):
                 yield to_numpy(item["tts_speech"])

@@ -36,8 +36,9 @@ class EspeakEngine:
     def voices(self) -> list[Voice]:
         if self._voices is None:
             try:
-                out = subprocess.run([self._path(), "--voices"], capture_output=True, text=True,
-                                     check=True, timeout=10).stdout
+                out = subprocess.run(
+                    [self._path(), "--voices"], capture_output=True, text=True, check=True, timeout=10
+                ).stdout
             except (EngineUnavailableError, subprocess.SubprocessError, OSError):
                 out = ""
             names: dict[str, str] = {}
@@ -47,8 +48,10 @@ class EspeakEngine:
                     names.setdefault(parts[1], normalize_language(parts[1]))
             for lang, name in PREFERRED.items():
                 names.setdefault(name, lang)
-            self._voices = [Voice(f"espeak:{name}", name, self.name, (lang,), self.tier)
-                            for name, lang in sorted(names.items())]
+            self._voices = [
+                Voice(f"espeak:{name}", name, self.name, (lang,), self.tier)
+                for name, lang in sorted(names.items())
+            ]
         return self._voices
 
     def voice_for(self, language: str) -> Voice | None:
@@ -65,12 +68,18 @@ class EspeakEngine:
     def unload(self) -> None:
         return None
 
-    def synthesize(self, text: str, voice: Voice, *, language: str, speed: float,
-                   reference: Reference | None = None) -> Iterator[FloatAudio]:
+    def synthesize(
+        self, text: str, voice: Voice, *, language: str, speed: float, reference: Reference | None = None
+    ) -> Iterator[FloatAudio]:
         wpm = max(80, min(450, round(175 * speed)))
         # Text goes through stdin, never the command line (no option injection).
-        proc = subprocess.run([self._path(), "-v", voice.name, "-s", str(wpm), "-b", "1", "--stdout"],
-                              input=text.encode("utf-8"), capture_output=True, timeout=60, check=False)
+        proc = subprocess.run(
+            [self._path(), "-v", voice.name, "-s", str(wpm), "-b", "1", "--stdout"],
+            input=text.encode("utf-8"),
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
         if proc.returncode != 0 or not proc.stdout:
             raise EngineUnavailableError(f"espeak-ng failed: {proc.stderr.decode(errors='replace').strip()}")
         decoded = decode_audio(proc.stdout)

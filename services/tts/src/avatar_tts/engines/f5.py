@@ -34,9 +34,15 @@ class F5Engine:
     can_clone = True
     estimate_mb = 1500.0
 
-    def __init__(self, model_dir: Path, *, model: str = "F5TTS_v1_Base", device: str | None = None,
-                 languages: tuple[str, ...] = ("en", "zh"),
-                 import_module: Callable[[str], ModuleType] = importlib.import_module) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        model: str = "F5TTS_v1_Base",
+        device: str | None = None,
+        languages: tuple[str, ...] = ("en", "zh"),
+        import_module: Callable[[str], ModuleType] = importlib.import_module,
+    ) -> None:
         self._dir = model_dir
         self._model = model
         self._device = device
@@ -83,8 +89,9 @@ class F5Engine:
     def unload(self) -> None:
         self._tts = None
 
-    def synthesize(self, text: str, voice: Voice, *, language: str, speed: float,
-                   reference: Reference | None = None) -> Iterator[FloatAudio]:
+    def synthesize(
+        self, text: str, voice: Voice, *, language: str, speed: float, reference: Reference | None = None
+    ) -> Iterator[FloatAudio]:
         tts = self._tts
         if tts is None:
             raise EngineUnavailableError("the F5-TTS model is not loaded")
@@ -93,15 +100,22 @@ class F5Engine:
                 # F5 would transcribe the clip with a Whisper model fetched from the hub.
                 raise InvalidTextError("cloning with F5-TTS needs the reference clip's transcript")
             with reference_file(reference) as path, self._lock:
-                wav, _sr, _spec = tts.infer(ref_file=str(path), ref_text=reference.transcript,
-                                            gen_text=text, speed=speed, show_info=_quiet)
+                wav, _sr, _spec = tts.infer(
+                    ref_file=str(path),
+                    ref_text=reference.transcript,
+                    gen_text=text,
+                    speed=speed,
+                    show_info=_quiet,
+                )
             yield to_numpy(wav)
             return
         stock = default_reference(self._dir)
         if stock is None:
             raise EngineUnavailableError(
-                f"F5-TTS has no stock voice: put default_voice.wav and default_voice.txt in {self._dir}")
+                f"F5-TTS has no stock voice: put default_voice.wav and default_voice.txt in {self._dir}"
+            )
         with self._lock:
-            wav, _sr, _spec = tts.infer(ref_file=str(stock[0]), ref_text=stock[1], gen_text=text,
-                                        speed=speed, show_info=_quiet)
+            wav, _sr, _spec = tts.infer(
+                ref_file=str(stock[0]), ref_text=stock[1], gen_text=text, speed=speed, show_info=_quiet
+            )
         yield to_numpy(wav)

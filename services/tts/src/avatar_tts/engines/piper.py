@@ -54,8 +54,9 @@ class PiperEngine:
     def unload(self) -> None:
         self._voice = None
 
-    def synthesize(self, text: str, voice: Voice, *, language: str, speed: float,
-                   reference: Reference | None = None) -> Iterator[FloatAudio]:
+    def synthesize(
+        self, text: str, voice: Voice, *, language: str, speed: float, reference: Reference | None = None
+    ) -> Iterator[FloatAudio]:
         from piper import SynthesisConfig
 
         model = self._voice
