@@ -38,7 +38,8 @@ from avatar.infrastructure.database import (
 )
 from avatar.infrastructure.database import tables as t
 from avatar.settings import DatabaseSettings, Placement, Settings
-from tests.support.servers import PostgresServer, free_port, fresh_database
+from tests.support.net import free_port
+from tests.support.servers import PostgresServer, fresh_database
 
 NOW = datetime(2025, 11, 22, 12, 0, tzinfo=UTC)
 

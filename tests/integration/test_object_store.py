@@ -28,7 +28,8 @@ from avatar.infrastructure.object_store import (
 from avatar.presentation import objects
 from avatar.presentation.errors import install_error_handlers
 from avatar.settings import ObjectStoreSettings, SecuritySettings, Settings
-from tests.support.servers import S3Server, free_port
+from tests.support.net import free_port
+from tests.support.servers import S3Server
 
 SESSION = uuid.UUID("11111111-1111-4111-8111-111111111111")
 TURN = uuid.UUID("22222222-2222-4222-8222-222222222222")

@@ -22,7 +22,7 @@ from avatar.infrastructure.session_state import (
     build_session_state_store,
 )
 from avatar.settings import QueueSettings, RedisSettings, Settings
-from tests.support.servers import free_port
+from tests.support.net import free_port
 
 NOW = datetime(2025, 11, 22, 9, 0, tzinfo=UTC)
 

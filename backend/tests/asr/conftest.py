@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
-import uvicorn
 
 from avatar.application.ports.asr import SpeechRecognizer
 from avatar.infrastructure.asr import build_recognizer, create_service_app
 from avatar.settings import ASRSettings, Environment, Settings
-from tests.support.servers import free_port
+from tests.support.net import free_port, serve_in_thread
 
 
 def asr_settings(**asr: object) -> Settings:
@@ -31,17 +28,5 @@ async def embedded_recognizer() -> AsyncIterator[SpeechRecognizer]:
 def asr_service_url() -> Iterator[str]:
     """`avatar serve asr`'s app (built from Settings) under uvicorn on a free loopback port."""
     port = free_port()
-    app = create_service_app(asr_settings(port=port))
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio")
-    )
-    thread = threading.Thread(target=server.run, name="asr-service", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the ASR service did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
+    with serve_in_thread(create_service_app(asr_settings(port=port)), port) as url:
+        yield url

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
-import uvicorn
 
 from avatar.application.ports.tts import SpeechSynthesizer, SynthesisRequest, VoiceReference
 from avatar.domain.errors import DependencyError, InvalidInputError, NotFoundError
 from avatar.domain.models import AudioChunk, TTSMode
 from avatar.infrastructure.tts import build_synthesizers, create_service_app
 from avatar.settings import Placement, Settings
-from tests.support.servers import free_port
+from tests.support.net import free_port, serve_in_thread
 
 Pair = tuple[SpeechSynthesizer, SpeechSynthesizer]
 
@@ -97,21 +94,9 @@ async def test_embedded_voices_and_health(embedded: Pair) -> None:
 
 @pytest.fixture(scope="module")
 def remote_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
     app = create_service_app(_settings(tmp_path_factory.mktemp("tts-remote")), "fast")
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, name="tts-service", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the TTS service did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
+    with serve_in_thread(app) as url:
+        yield url
 
 
 async def test_remote_synthesizer_against_the_real_service(remote_url: str, tmp_path: Path) -> None:

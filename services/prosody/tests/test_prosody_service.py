@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 
 from avatar_common.audio import encode_audio, encode_wav, float_to_pcm16
 from avatar_prosody.app import ServiceConfig, create_app
 from avatar_prosody.synth import synthetic_voice
 from tests.support.audio import SpeechClip
+from tests.support.net import running_server
 
 RATE = 16000
 
@@ -177,39 +176,22 @@ async def test_metrics_record_latency_and_outcomes(client: httpx.AsyncClient) ->
     assert 'prosody_analyses_total{outcome="reliable"}' in after
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_real_server_with_worker_processes(librivox: list[SpeechClip]) -> None:
-    port = _free_port()
     app = create_app(ServiceConfig(workers=2, executor="process"))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
-            for _ in range(600):
-                if server.started:
-                    break
-                await asyncio.sleep(0.1)
-            health = (await c.get("/health")).json()
-            assert health == {
-                "status": "ok",
-                "workers": 2,
-                "executor": "process",
-                "pending": 0,
-                "max_pending": 16,
-            }
-            wavs = [encode_wav(clip.samples, clip.sample_rate) for clip in librivox[:3]]
-            replies = await asyncio.gather(
-                *(c.post("/analyze", files={"file": ("u.wav", w, "audio/wav")}) for w in wavs)
-            )
-            for r in replies:
-                assert r.status_code == 200, r.text
-                assert r.json()["reliable"] is True
-                assert 60 <= r.json()["features"]["f0_mean_hz"] <= 400
-    finally:
-        server.should_exit = True
-        await task
+    async with running_server(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as c:
+        health = (await c.get("/health")).json()
+        assert health == {
+            "status": "ok",
+            "workers": 2,
+            "executor": "process",
+            "pending": 0,
+            "max_pending": 16,
+        }
+        wavs = [encode_wav(clip.samples, clip.sample_rate) for clip in librivox[:3]]
+        replies = await asyncio.gather(
+            *(c.post("/analyze", files={"file": ("u.wav", w, "audio/wav")}) for w in wavs)
+        )
+        for r in replies:
+            assert r.status_code == 200, r.text
+            assert r.json()["reliable"] is True
+            assert 60 <= r.json()["features"]["f0_mean_hz"] <= 400

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
-import uvicorn
 
 from avatar_common.modelstore import Manifest
 from avatar_tts.app import create_app
 from avatar_tts.service import ServiceConfig, TTSService
-from tests.support.servers import free_port
+from tests.support.net import serve_in_thread
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -52,34 +49,9 @@ class RunningServer:
     service: TTSService
 
 
-def serve(app_service: TTSService) -> tuple[uvicorn.Server, threading.Thread, str]:
-    """The real app under uvicorn on a free loopback port, in a thread with its own event loop."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(app_service),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            ws="websockets-sansio",
-            lifespan="on",
-        )
-    )
-    thread = threading.Thread(target=server.run, name="tts-uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the TTS server did not start")
-        time.sleep(0.05)
-    return server, thread, f"http://127.0.0.1:{port}"
-
-
 @pytest.fixture(scope="session")
 def tts_server() -> Iterator[RunningServer]:
     # Its own service: asyncio primitives belong to the server thread's loop, not the tests' loop.
     service = TTSService(packaged_config())
-    server, thread, url = serve(service)
-    yield RunningServer(url, service)
-    server.should_exit = True
-    thread.join(timeout=30)
+    with serve_in_thread(create_app(service)) as url:
+        yield RunningServer(url, service)
