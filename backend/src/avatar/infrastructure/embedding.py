@@ -55,6 +55,12 @@ class UseTextEmbedder:
 
 
 async def build_text_embedder(settings: Settings, stack: contextlib.AsyncExitStack) -> TextEmbedder:
-    """The packaged multilingual USE encoder (loaded lazily, on first use)."""
+    """The packaged multilingual USE encoder, loaded now (off the loop).
+
+    Loading at start-up rather than on first use keeps the first turn's memory recall inside its
+    short timeout (a cold load takes longer than the recall may wait).
+    """
     del settings, stack  # nothing to configure or release
-    return UseTextEmbedder()
+    embedder = UseTextEmbedder()
+    await embedder.warm_up()
+    return embedder
