@@ -203,6 +203,7 @@ def _doctor_checks(settings: Settings) -> list[Check]:
                 "" if free else f"stop what uses {host}:{port} or set another port",
             )
         )
+    checks += _remote_checks(settings)
     usage = shutil.disk_usage(
         settings.data_dir.parent if not settings.data_dir.exists() else settings.data_dir
     )
@@ -215,6 +216,35 @@ def _doctor_checks(settings: Settings) -> list[Check]:
             "" if free_gb > 2.0 else "free some disk space (audio and the database live in var/)",
         )
     )
+    return checks
+
+
+def _remote_checks(settings: Settings) -> list[Check]:
+    """Reachability of every component the settings place on the network (compose placement)."""
+    import httpx
+
+    from avatar.settings import Placement
+
+    targets: list[tuple[str, str, str]] = []
+    if settings.asr.placement is Placement.REMOTE:
+        targets.append(("asr service", f"{settings.asr.url}/health", "avatar serve asr"))
+    if settings.tts.placement is Placement.REMOTE:
+        targets.append(
+            ("tts fast service", f"{settings.tts.fast_url}/health", "avatar serve tts --tier fast")
+        )
+        targets.append(("tts hq service", f"{settings.tts.hq_url}/health", "avatar serve tts --tier hq"))
+    if settings.prosody.placement is Placement.REMOTE:
+        targets.append(("prosody service", f"{settings.prosody.url}/health", "avatar serve prosody"))
+    if settings.llm.placement is Placement.REMOTE:
+        targets.append(("llm endpoint", f"{settings.llm.base_url.rstrip('/')}/models", "start vLLM"))
+    checks = []
+    for name, url, how in targets:
+        try:
+            response = httpx.get(url, timeout=3.0)
+            ok, detail = response.status_code < 500, f"{url}: HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            ok, detail = False, f"{url}: {type(exc).__name__}"
+        checks.append(Check(name, ok, detail, "" if ok else f"{how}, or correct the URL in the settings"))
     return checks
 
 

@@ -65,3 +65,17 @@ def test_invalid_configuration_is_a_clear_error() -> None:
 def test_unknown_choices_are_refused(args: list[str]) -> None:
     out = _avatar(*args)
     assert out.returncode == 2 and "Invalid value" in out.stderr
+
+
+def test_doctor_checks_remote_components_and_says_how_to_start_them() -> None:
+    closed = _free_port()
+    env = {
+        "AVATAR_SERVER__PORT": str(_free_port()),
+        "AVATAR_LLM__PORT": str(_free_port()),
+        "AVATAR_ASR__PLACEMENT": "remote",
+        "AVATAR_ASR__URL": f"http://127.0.0.1:{closed}",
+    }
+    out = _avatar("doctor", env=env)
+    assert out.returncode != 0
+    assert f"[FAIL] asr service: http://127.0.0.1:{closed}/health: ConnectError" in out.stdout
+    assert "fix: avatar serve asr, or correct the URL in the settings" in out.stdout
