@@ -4,31 +4,13 @@
 //
 // Env: AVATAR_URL (base URL), AVATAR_WAV (16-bit PCM WAV), AVATAR_ARTIFACTS (screenshot folder),
 //      CHROMIUM (default /usr/bin/chromium), AVATAR_E2E_TIMEOUT_MS (per step, default 240000).
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { e2eEnv, launchChromium } from './browser.mjs';
 
-const base = process.env.AVATAR_URL;
-const wav = process.env.AVATAR_WAV;
-const artifacts = process.env.AVATAR_ARTIFACTS ?? 'test-artifacts';
+const { base, wav, artifacts } = e2eEnv();
 const timeout = Number(process.env.AVATAR_E2E_TIMEOUT_MS ?? 240000);
-if (!base || !wav) {
-  console.error('AVATAR_URL and AVATAR_WAV are required');
-  process.exit(2);
-}
-mkdirSync(artifacts, { recursive: true });
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
-    `--use-file-for-fake-audio-capture=${wav}%noloop`,
-    '--autoplay-policy=no-user-gesture-required',
-  ],
-});
+const browser = await launchChromium(wav, { noloop: true });
 const result = { ok: false, steps: [], console: [] };
 const step = (name) => {
   result.steps.push(name);

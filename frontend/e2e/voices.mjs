@@ -5,31 +5,13 @@
 //
 // Env: AVATAR_URL, AVATAR_WAV (16-bit PCM WAV for the fake mic), AVATAR_RECORD_MS (how long to record),
 //      AVATAR_ARTIFACTS (screenshot folder), CHROMIUM (default /usr/bin/chromium).
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { e2eEnv, launchChromium } from './browser.mjs';
 
-const base = process.env.AVATAR_URL;
-const wav = process.env.AVATAR_WAV;
+const { base, wav, artifacts } = e2eEnv();
 const recordMs = Number(process.env.AVATAR_RECORD_MS ?? 7000);
-const artifacts = process.env.AVATAR_ARTIFACTS ?? 'test-artifacts';
-if (!base || !wav) {
-  console.error('AVATAR_URL and AVATAR_WAV are required');
-  process.exit(2);
-}
-mkdirSync(artifacts, { recursive: true });
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
-    `--use-file-for-fake-audio-capture=${wav}`,
-    '--autoplay-policy=no-user-gesture-required',
-  ],
-});
+const browser = await launchChromium(wav);
 const result = { ok: false, steps: [], console: [] };
 const step = (name) => {
   result.steps.push(name);
