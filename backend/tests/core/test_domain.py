@@ -98,3 +98,16 @@ def test_tts_task_as_hq_keeps_text_and_gets_new_id() -> None:
     task = TTSTask(uuid.uuid4(), uuid.uuid4(), "Hello.", TTSMode.FAST, voice="joe")
     hq = task.as_hq()
     assert hq.mode is TTSMode.HQ and hq.text == task.text and hq.task_id != task.task_id
+
+
+def test_wav_round_trip_and_corrupt_audio() -> None:
+    from avatar.domain.errors import InvalidInputError
+    from avatar.domain.wav import pcm16_wav, wav_pcm16
+
+    pcm = bytes(range(256)) * 4
+    data = pcm16_wav(pcm, 22050)
+    assert data[:4] == b"RIFF" and data[8:12] == b"WAVE"
+    assert wav_pcm16(data) == (pcm, 22050)
+    with pytest.raises(InvalidInputError) as info:
+        wav_pcm16(b"RIFF\x00\x00junk")
+    assert info.value.code == "CORRUPT_AUDIO"

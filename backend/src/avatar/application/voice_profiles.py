@@ -11,11 +11,9 @@ decoded sample) and ``voice_profiles/{profile_id}/metadata.json``.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import logging
 import uuid
-import wave
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -28,6 +26,7 @@ from avatar.application.ports.tts import SpeechSynthesizer, SynthesisRequest, Vo
 from avatar.domain.errors import AvatarError, DependencyError, InvalidInputError, NotFoundError
 from avatar.domain.models import TTSMode, VoiceProfile, new_id
 from avatar.domain.storage_keys import voice_profile_key, voice_profile_prefix
+from avatar.domain.wav import pcm16_wav, wav_pcm16
 
 log = logging.getLogger(__name__)
 
@@ -191,32 +190,6 @@ def parse_profile_id(raw: uuid.UUID | str) -> uuid.UUID:
         return uuid.UUID(str(raw))
     except ValueError as exc:
         raise InvalidInputError(f"{raw!r} is not a valid voice profile id", code="INVALID_ID") from exc
-
-
-def pcm16_wav(pcm: bytes, sample_rate: int) -> bytes:
-    """Mono 16-bit WAV bytes around raw PCM16."""
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sample_rate)
-        w.writeframes(pcm)
-    return buf.getvalue()
-
-
-def wav_pcm16(data: bytes) -> tuple[bytes, int]:
-    """Read a mono 16-bit WAV written by :func:`pcm16_wav`.
-
-    Raises:
-        InvalidInputError: the bytes are not a mono 16-bit WAV.
-    """
-    try:
-        with wave.open(io.BytesIO(data), "rb") as w:
-            if w.getnchannels() != 1 or w.getsampwidth() != 2:
-                raise InvalidInputError("stored voice sample is not mono 16-bit", code="CORRUPT_SAMPLE")
-            return w.readframes(w.getnframes()), w.getframerate()
-    except (wave.Error, EOFError) as exc:
-        raise InvalidInputError(f"stored voice sample is unreadable: {exc}", code="CORRUPT_SAMPLE") from exc
 
 
 def _clean_text(value: str | None, field: str, limit: int, *, required: bool) -> str:

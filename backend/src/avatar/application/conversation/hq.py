@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from avatar.application.conversation.ports import VoiceResolver
-from avatar.application.conversation.session import collect, wav_bytes
+from avatar.application.conversation.session import collect
 from avatar.application.ports.clock import Clock
 from avatar.application.ports.notify import ClientNotifier
 from avatar.application.ports.queue import TaskHandler
@@ -17,6 +17,7 @@ from avatar.application.ports.tts import SpeechSynthesizer, SynthesisRequest
 from avatar.domain.errors import InvalidInputError
 from avatar.domain.models import SynthesizedAudio, TTSMode, new_id
 from avatar.domain.storage_keys import synthesized_key
+from avatar.domain.wav import pcm16_wav
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def make_hq_handler(
             return
         elapsed_ms = (clock.monotonic() - started) * 1000.0
         key = synthesized_key(turn_id, TTSMode.HQ, clock.now())
-        url = await object_store.put(key, wav_bytes(pcm, rate), "audio/wav")
+        url = await object_store.put(key, pcm16_wav(pcm, rate), "audio/wav")
         duration_s = len(pcm) / 2 / rate
         async with uow() as tx:
             await tx.synthesized.add(

@@ -12,10 +12,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
-import io
 import logging
 import uuid
-import wave
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -49,6 +47,7 @@ from avatar.domain.models import (
     new_id,
 )
 from avatar.domain.storage_keys import raw_input_key, synthesized_key
+from avatar.domain.wav import pcm16_wav
 
 log = logging.getLogger(__name__)
 
@@ -63,17 +62,6 @@ ASR_SAMPLE_RATE = 16000
 def transcription_id_for(turn_id: uuid.UUID) -> uuid.UUID:
     """The id of a turn's transcription: derived from the turn so either finds the other."""
     return uuid.uuid5(turn_id, "transcription")
-
-
-def wav_bytes(pcm: bytes, sample_rate: int) -> bytes:
-    """PCM16 mono as a WAV file."""
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sample_rate)
-        w.writeframes(pcm)
-    return buf.getvalue()
 
 
 class Phase(enum.StrEnum):
@@ -688,7 +676,7 @@ class ConversationSession:
         audio: dict[str, str] = {}
         if pcm:
             key = raw_input_key(self.session_id, turn.turn_id, self.deps.clock.now())
-            data = wav_bytes(pcm, ASR_SAMPLE_RATE)
+            data = pcm16_wav(pcm, ASR_SAMPLE_RATE)
 
             async def upload() -> None:
                 audio["url"] = await self.deps.object_store.put(key, data, "audio/wav")
@@ -735,7 +723,7 @@ class ConversationSession:
             return
         reply.fast_stored = True
         key = synthesized_key(turn.turn_id, TTSMode.FAST, self.deps.clock.now())
-        data = wav_bytes(bytes(reply.pcm), reply.sample_rate)
+        data = pcm16_wav(bytes(reply.pcm), reply.sample_rate)
         row = SynthesizedAudio(
             audio_id=new_id(),
             turn_id=turn.turn_id,
