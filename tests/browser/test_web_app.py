@@ -6,9 +6,6 @@ Screenshots are kept in ``test-artifacts/``."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
 import re
 import subprocess
 from collections.abc import AsyncIterator
@@ -19,7 +16,7 @@ import pytest_asyncio
 
 from avatar.bootstrap import build_container
 from avatar.presentation.app import create_app
-from tests.browser.support import ARTIFACTS, CHROMIUM, FRONTEND
+from tests.browser.support import ARTIFACTS, run_browser_script
 from tests.e2e.harness import running_server
 from tests.e2e.test_conversation import e2e_settings
 from tests.support.audio import SpeechClip
@@ -66,31 +63,10 @@ async def server(
 async def test_talk_in_the_browser(server: str, speech_wav: tuple[Path, SpeechClip]) -> None:
     wav, clip = speech_wav
     env = {
-        **os.environ,
         "AVATAR_URL": server,
         "AVATAR_WAV": str(wav),
-        "AVATAR_ARTIFACTS": str(ARTIFACTS),
-        "CHROMIUM": str(CHROMIUM),
     }
-    # the server runs in this event loop, so the browser script must be awaited, not blocked on
-    proc = await asyncio.create_subprocess_exec(
-        "node",
-        "e2e/talk.mjs",
-        cwd=FRONTEND,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=900)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    lines = stdout.decode().strip().splitlines()
-    assert lines, f"the browser script printed nothing; stderr:\n{stderr.decode()[-3000:]}"
-    result = json.loads(lines[-1])
-    assert result["ok"], f"{result.get('error')}\nsteps: {result['steps']}\nconsole: {result['console']}"
+    result = await run_browser_script("talk.mjs", env, timeout_s=900)
 
     heard = _words(result["transcript"])
     expected = _words(clip.transcript)

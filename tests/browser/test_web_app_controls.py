@@ -4,9 +4,6 @@ resume and a typed turn (frontend/e2e/controls.mjs). Quick; the real-model run i
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,7 +13,7 @@ import pytest_asyncio
 
 from avatar.presentation.app import create_app
 from avatar.settings import Settings
-from tests.browser.support import ARTIFACTS, CHROMIUM, FRONTEND
+from tests.browser.support import run_browser_script
 from tests.e2e.harness import running_server
 from tests.fakes import FakeChatModel, FakeRecognizer, fake_container
 from tests.support.audio import SpeechClip
@@ -49,25 +46,10 @@ async def fake_server(built_app: Path) -> AsyncIterator[str]:
 
 async def test_controls_in_the_browser(fake_server: str, librivox: list[SpeechClip]) -> None:
     env = {
-        **os.environ,
         "AVATAR_URL": fake_server,
         "AVATAR_WAV": str(librivox[0].path),
-        "AVATAR_ARTIFACTS": str(ARTIFACTS),
-        "CHROMIUM": str(CHROMIUM),
     }
-    proc = await asyncio.create_subprocess_exec(
-        "node",
-        "e2e/controls.mjs",
-        cwd=FRONTEND,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=300)
-    lines = stdout.decode().strip().splitlines()
-    assert lines, f"the browser script printed nothing; stderr:\n{stderr.decode()[-3000:]}"
-    result = json.loads(lines[-1])
-    assert result["ok"], f"{result.get('error')}\nsteps: {result['steps']}\nconsole: {result['console']}"
+    result = await run_browser_script("controls.mjs", env, timeout_s=300)
 
     assert "hello there" in result["pttTranscript"]
     assert result["playedAfterStop"] == 0  # nothing plays after the stop button

@@ -4,8 +4,6 @@ pick it for the conversation, delete; then no row and no object is left (real Po
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import shutil
 import subprocess
@@ -20,6 +18,7 @@ from sqlalchemy import text
 
 from avatar.presentation.app import create_app
 from backend.tests.voice_profiles.stack import RealParts, real_parts
+from tests.browser.support import run_browser_script
 from tests.e2e.harness import running_server
 from tests.support.audio import SpeechClip
 from tests.support.servers import S3Server
@@ -71,32 +70,11 @@ async def server(
 
 async def _run_page(base: str, wav: Path) -> dict[str, Any]:
     env = {
-        **os.environ,
         "AVATAR_URL": base,
         "AVATAR_WAV": str(wav),
         "AVATAR_RECORD_MS": "8000",
-        "AVATAR_ARTIFACTS": str(ARTIFACTS),
-        "CHROMIUM": str(CHROMIUM),
     }
-    # the server runs in this event loop: await the browser script, never block on it
-    proc = await asyncio.create_subprocess_exec(
-        "node",
-        "e2e/voices.mjs",
-        cwd=FRONTEND,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=600)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    lines = stdout.decode().strip().splitlines()
-    assert lines, f"the browser script printed nothing; stderr:\n{stderr.decode()[-3000:]}"
-    result: dict[str, Any] = json.loads(lines[-1])
-    assert result["ok"], f"{result.get('error')}\nsteps: {result['steps']}\nconsole: {result['console']}"
+    result: dict[str, Any] = await run_browser_script("voices.mjs", env, timeout_s=600)
     return result
 
 
