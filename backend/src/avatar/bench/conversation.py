@@ -15,6 +15,7 @@ event-loop waits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import sys
 import tempfile
@@ -130,6 +131,111 @@ async def _conversation(
                 return
 
 
+@dataclass
+class BargeIn:
+    """How fast a reply stops: ``interrupt`` message -> ``interrupted`` ack (the stop button), and
+    the person speaking over the reply -> ``interrupted`` (VAD onset included)."""
+
+    button_ms: list[float] = field(default_factory=list)
+    speech_ms: list[float] = field(default_factory=list)
+    late_chunks: int = 0
+    failed: list[str] = field(default_factory=list)
+
+
+async def _until_first_reply_audio(client: Any, pcm: bytes, timeout_s: float) -> str:
+    loop = asyncio.get_running_loop()
+    step = 16000 * CHUNK_MS // 1000 * 2
+    for i, start in enumerate(range(0, len(pcm), step)):
+        await client.send_audio(pcm[start : start + step], 16000, timestamp=i * CHUNK_MS)
+        await asyncio.sleep(CHUNK_MS / 1000.0)
+    turn_id: str | None = None
+    deadline = loop.time() + timeout_s
+    silence = bytes(step)
+    while loop.time() < deadline:
+        try:
+            message = await asyncio.wait_for(client.recv(), CHUNK_MS / 1000.0)
+        except TimeoutError:
+            await client.send_audio(silence)
+            continue
+        if message["type"] == "turn_started":
+            turn_id = message["turn_id"]
+        elif message["type"] == "audio_chunk" and turn_id and message.get("turn_id") == turn_id:
+            return turn_id
+        elif message["type"] == "turn_completed" and message.get("turn_id") == turn_id:
+            raise RuntimeError("the reply ended before it could be interrupted")
+    raise TimeoutError("no reply audio")
+
+
+async def _await_interrupted(client: Any, turn_id: str, started: float, out: list[float]) -> int:
+    """Time until the ack; then count reply chunks of that turn still arriving for 1 s."""
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(10):
+        while True:
+            message = await client.recv()
+            if message["type"] == "interrupted" and message.get("turn_id") == turn_id:
+                out.append((loop.time() - started) * 1000.0)
+                break
+    late = 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(1.0):
+            while True:
+                message = await client.recv()
+                late += message["type"] == "audio_chunk" and message.get("turn_id") == turn_id
+    return late
+
+
+async def _barge_in(harness: Any, base: str, clips: Sequence[bytes], trials: int) -> BargeIn:
+    result = BargeIn()
+    loop = asyncio.get_running_loop()
+    step = 16000 * CHUNK_MS // 1000 * 2
+    for trial in range(trials):
+        created = await harness.create_session(base)
+        try:
+            async with harness.Client.connect(created["ws_url"]) as client:
+                await client.until_type("session_state")
+                turn_id = await _until_first_reply_audio(client, clips[trial % len(clips)], 120)
+                if trial % 2 == 0:  # the stop button
+                    started = loop.time()
+                    await client.send({"type": "interrupt"})
+                    result.late_chunks += await _await_interrupted(client, turn_id, started, result.button_ms)
+                else:  # speaking over the reply, at real time
+                    other = clips[(trial + 1) % len(clips)]
+                    started = loop.time()
+
+                    async def speak(pcm: bytes = other) -> None:
+                        for start in range(0, len(pcm), step):
+                            await client.send_audio(pcm[start : start + step])
+                            await asyncio.sleep(CHUNK_MS / 1000.0)
+
+                    speaker = asyncio.create_task(speak())
+                    try:
+                        result.late_chunks += await _await_interrupted(
+                            client, turn_id, started, result.speech_ms
+                        )
+                    finally:
+                        speaker.cancel()
+                        await asyncio.gather(speaker, return_exceptions=True)
+        except Exception as exc:
+            result.failed.append(f"{type(exc).__name__}: {exc}")
+    return result
+
+
+def _barge_in_section(b: BargeIn) -> str:
+    rows = [_row("stop button: interrupt -> interrupted", b.button_ms)]
+    rows.append(_row("speaking over the reply -> interrupted", b.speech_ms))
+    text = (
+        "Barge-in with real models, ms (each trial: a spoken turn, then at the first reply audio "
+        "either the stop button or the person speaking again at real time; the second includes the "
+        "VAD's speech onset):\n\n" + table(["measure", "n", "median", "P50", "P95"], rows)
+    )
+    text += (
+        f"\n\nReply audio chunks of the interrupted turn that still arrived after the ack: {b.late_chunks}."
+    )
+    if b.failed:
+        text += f" Failed trials: {len(b.failed)} ({'; '.join(sorted(set(b.failed)))[:300]})."
+    return text
+
+
 def _tone(ms: int, sr: int = 16000) -> bytes:
     n = sr * ms // 1000
     return b"".join(
@@ -164,7 +270,7 @@ async def _capacity(levels: Sequence[int]) -> list[tuple[int, Tally]]:
     return rows
 
 
-async def _real(settings: Settings, turns: int, per_session: int) -> Tally:
+async def _real(settings: Settings, turns: int, per_session: int, barge_trials: int) -> tuple[Tally, BargeIn]:
     from avatar.bootstrap import build_container
     from avatar.presentation.app import create_app
 
@@ -187,9 +293,10 @@ async def _real(settings: Settings, turns: int, per_session: int) -> Tally:
             for first in range(0, turns, per_session):
                 batch = [clips[i % len(clips)] for i in range(first, min(turns, first + per_session))]
                 await _conversation(harness, base, batch, tally, 180)
+            barge = await _barge_in(harness, base, clips, barge_trials)
     finally:
         await container.aclose()
-    return tally
+    return tally, barge
 
 
 def _row(name: str, values: Sequence[float]) -> list[object]:
@@ -256,12 +363,14 @@ def main(settings: Settings, quick: bool) -> int:
     levels = (1, 5, 10) if quick else (1, 5, 10, 20)
     parts = []
     try:
-        tally = asyncio.run(_real(settings, turns, per_session=5))
+        tally, barge = asyncio.run(_real(settings, turns, per_session=5, barge_trials=6 if quick else 10))
     except Exception as exc:
         print(f"voice-to-voice with real models skipped: {type(exc).__name__}: {exc}")
         parts.append(f"Voice-to-voice with real models: not measured ({type(exc).__name__}: {exc}).")
     else:
         parts.append(_real_section(tally))
+        print(parts[-1])
+        parts.append(_barge_in_section(barge))
         print(parts[-1])
     parts.append(_capacity_section(asyncio.run(_capacity(levels))))
     print(parts[-1])
