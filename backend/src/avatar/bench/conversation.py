@@ -138,6 +138,8 @@ class BargeIn:
 
     button_ms: list[float] = field(default_factory=list)
     speech_ms: list[float] = field(default_factory=list)
+    #: The server's ``speech_started`` (VAD onset decided) -> ``interrupted``: the reaction itself.
+    reaction_ms: list[float] = field(default_factory=list)
     late_chunks: int = 0
     failed: list[str] = field(default_factory=list)
 
@@ -166,14 +168,23 @@ async def _until_first_reply_audio(client: Any, pcm: bytes, timeout_s: float) ->
     raise TimeoutError("no reply audio")
 
 
-async def _await_interrupted(client: Any, turn_id: str, started: float, out: list[float]) -> int:
-    """Time until the ack; then count reply chunks of that turn still arriving for 1 s."""
+async def _await_interrupted(
+    client: Any, turn_id: str, started: float, out: list[float], reaction: list[float] | None = None
+) -> int:
+    """Time until the ack (and from ``speech_started`` to it, into ``reaction``); then count reply
+    chunks of that turn still arriving for 1 s."""
     loop = asyncio.get_running_loop()
+    onset: float | None = None
     async with asyncio.timeout(10):
         while True:
             message = await client.recv()
+            if message["type"] == "speech_started" and onset is None:
+                onset = loop.time()
             if message["type"] == "interrupted" and message.get("turn_id") == turn_id:
-                out.append((loop.time() - started) * 1000.0)
+                now = loop.time()
+                out.append((now - started) * 1000.0)
+                if reaction is not None and onset is not None:
+                    reaction.append((now - onset) * 1000.0)
                 break
     late = 0
     with contextlib.suppress(TimeoutError):
@@ -210,7 +221,7 @@ async def _barge_in(harness: Any, base: str, clips: Sequence[bytes], trials: int
                     speaker = asyncio.create_task(speak())
                     try:
                         result.late_chunks += await _await_interrupted(
-                            client, turn_id, started, result.speech_ms
+                            client, turn_id, started, result.speech_ms, result.reaction_ms
                         )
                     finally:
                         speaker.cancel()
@@ -223,10 +234,12 @@ async def _barge_in(harness: Any, base: str, clips: Sequence[bytes], trials: int
 def _barge_in_section(b: BargeIn) -> str:
     rows = [_row("stop button: interrupt -> interrupted", b.button_ms)]
     rows.append(_row("speaking over the reply -> interrupted", b.speech_ms))
+    rows.append(_row("server speech_started -> interrupted", b.reaction_ms))
     text = (
         "Barge-in with real models, ms (each trial: a spoken turn, then at the first reply audio "
         "either the stop button or the person speaking again at real time; the second includes the "
-        "VAD's speech onset):\n\n" + table(["measure", "n", "median", "P50", "P95"], rows)
+        "clip's leading silence and the VAD's speech onset (min_speech_ms), the third is the "
+        "reaction once the VAD has decided):\n\n" + table(["measure", "n", "median", "P50", "P95"], rows)
     )
     text += (
         f"\n\nReply audio chunks of the interrupted turn that still arrived after the ack: {b.late_chunks}."
