@@ -296,6 +296,11 @@ async def test_embedded_worker_processes_through_the_port(librivox: list[SpeechC
         assert (relative.confidence, relative.stability, relative.affability) == (50.0, 50.0, 50.0)
         health = await port.health()
         assert health.ok and health.extra["loaded"] is True
+        # In-process, the analyses are counted where the orchestrator exports them.
+        registry = getattr(port, "metrics_registry", None)
+        assert registry is not None
+        assert registry.get_sample_value("prosody_analyses_total", {"outcome": "reliable"}) == 2.0
+        assert registry.get_sample_value("prosody_analysis_seconds_count") == 2.0
 
 
 async def test_real_database(module_database_url: str, analyzer: EmbeddedProsodyAnalyzer) -> None:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
 from avatar.application.ports.common import ComponentHealth
 from avatar.application.ports.prosody import ProsodyResult
@@ -20,6 +22,7 @@ from avatar.settings import Placement, Settings
 from avatar_common.audio import pcm16_to_float, pcm16_to_wav
 from avatar_prosody.analyzer import Analysis, BusyError, ExecutorKind, ProsodyEngine
 from avatar_prosody.app import ServiceConfig, create_app
+from avatar_prosody.metrics import ProsodyMetrics
 
 MIN_SAMPLE_RATE = 8000
 
@@ -50,17 +53,26 @@ class EmbeddedProsodyAnalyzer:
 
     def __init__(self, engine: ProsodyEngine) -> None:
         self.engine = engine
+        self.metrics = ProsodyMetrics()
+
+    @property
+    def metrics_registry(self) -> CollectorRegistry:
+        """The engine's Prometheus registry, exported by the orchestrator's ``/api/v1/metrics``."""
+        self.metrics.pending.set(self.engine.pending)
+        return self.metrics.registry
 
     async def analyze(
         self, pcm: bytes, sample_rate: int, *, baseline: Mapping[str, float] | None = None
     ) -> ProsodyResult:
         _check_pcm(pcm, sample_rate)
+        started = time.perf_counter()
         try:
             analysis = await self.engine.analyze(pcm16_to_float(pcm), sample_rate, baseline)
         except BusyError as exc:
             raise CapacityError(str(exc)) from exc
         except ValueError as exc:
             raise InvalidInputError(str(exc), code="INVALID_AUDIO") from exc
+        self.metrics.observe(analysis, time.perf_counter() - started)
         return _to_result(analysis)
 
     async def health(self) -> ComponentHealth:

@@ -24,16 +24,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
     generate_latest,
 )
 from starlette.datastructures import UploadFile
 
 from avatar_common.audio import AudioDecodeError, decode_audio, pcm16_to_float
 from avatar_prosody.analyzer import Analysis, BusyError, ExecutorKind, ProsodyEngine
+from avatar_prosody.metrics import ProsodyMetrics
 
 log = logging.getLogger(__name__)
 
@@ -137,36 +134,10 @@ def _decode(data: bytes, content_type: str, sample_rate: str | None, max_seconds
     return decoded.samples, decoded.sample_rate
 
 
-class _Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.latency = Histogram(
-            "prosody_analysis_seconds",
-            "Wall time of one analysis (queueing for a worker included)",
-            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
-            registry=self.registry,
-        )
-        self.audio = Histogram(
-            "prosody_audio_seconds",
-            "Length of the analyzed audio",
-            buckets=(0.5, 1, 2, 5, 10, 20, 40, 60),
-            registry=self.registry,
-        )
-        self.results = Counter(
-            "prosody_analyses",
-            "Analyses by outcome (reliable, an unreliable reason, or rejected)",
-            ["outcome"],
-            registry=self.registry,
-        )
-        self.pending = Gauge(
-            "prosody_pending", "Analyses running or waiting for a worker", registry=self.registry
-        )
-
-
 def create_app(config: ServiceConfig | None = None) -> FastAPI:
     """Build the service; the worker pool starts in the lifespan and stops with it."""
     cfg = config or ServiceConfig()
-    metrics = _Metrics()
+    metrics = ProsodyMetrics()
     engine = ProsodyEngine(cfg.workers, executor=cfg.executor, max_pending=cfg.max_pending)
 
     @asynccontextmanager
@@ -235,10 +206,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
             raise RequestError(503, "BUSY", str(exc)) from exc
         except ValueError as exc:
             raise RequestError(422, "INVALID_AUDIO", str(exc)) from exc
-        metrics.latency.observe(time.perf_counter() - started)
-        metrics.audio.observe(result.duration_s)
-        outcome = "reliable" if result.reliable else (result.reason or "unreliable")
-        metrics.results.labels(outcome=outcome).inc()
+        metrics.observe(result, time.perf_counter() - started)
         return JSONResponse(analysis_body(result))
 
     return app
