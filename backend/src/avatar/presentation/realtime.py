@@ -121,22 +121,15 @@ def build_deps(container: Container, reply_engine: Any | None = None) -> Convers
             return None
 
     if reply_engine is None:
-        from avatar.application.brain import BrainConfig, load_persona
+        from avatar.application.brain import load_persona
+        from avatar.presentation.memory import brain_config
 
-        llm = settings.llm
         reply_engine = BrainReplyEngine(
             container.chat_model,
             container.text_embedder,
             container.uow,
-            load_persona(llm.persona_file),
-            BrainConfig(
-                context_tokens=llm.n_ctx,
-                max_reply_tokens=llm.max_tokens,
-                temperature=llm.temperature,
-                history_keep_tokens=llm.history_keep_tokens,
-                summarize_at_tokens=llm.history_summarize_at_tokens,
-                memory_top_k=llm.memory_top_k,
-            ),
+            load_persona(settings.llm.persona_file),
+            brain_config(settings),
         )
     config = ConversationConfig(
         language=settings.asr.language,
