@@ -63,19 +63,40 @@ async def _stop_workers(workers: list[_Worker], grace_s: float) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-class InProcessTaskQueue:
+class _Subscriptions:
+    """Handler registration and worker shutdown shared by both queues."""
+
+    def __init__(self, stop_grace_s: float) -> None:
+        self._stop_grace_s = stop_grace_s
+        self._topics: dict[str, _Topic] = {}
+        self._started = False
+
+    def subscribe(self, topic: str, handler: TaskHandler, *, concurrency: int = 1) -> None:
+        if self._started:
+            raise RuntimeError("subscribe() must be called before start()")
+        if topic in self._topics:
+            raise ValueError(f"{topic} already has a handler")
+        self._topics[topic] = _Topic(handler, max(1, concurrency))
+
+    async def stop(self) -> None:
+        workers = [w for topic in self._topics.values() for w in topic.workers]
+        await _stop_workers(workers, self._stop_grace_s)
+        for topic in self._topics.values():
+            topic.workers.clear()
+        self._started = False
+
+
+class InProcessTaskQueue(_Subscriptions):
     """Bounded ``asyncio.Queue`` per topic with ``concurrency`` worker tasks each (embedded placement)."""
 
     def __init__(
         self, max_pending: int = 1000, *, retry_delay_s: float = 0.2, stop_grace_s: float = 5.0
     ) -> None:
+        super().__init__(stop_grace_s)
         self._max_pending = max_pending
         self._retry_delay_s = retry_delay_s
-        self._stop_grace_s = stop_grace_s
         self._queues: dict[str, asyncio.Queue[tuple[str, str]]] = {}
-        self._topics: dict[str, _Topic] = {}
         self._in_flight: dict[str, int] = {}
-        self._started = False
 
     def _queue(self, topic: str) -> asyncio.Queue[tuple[str, str]]:
         if topic not in self._queues:
@@ -89,13 +110,6 @@ class InProcessTaskQueue:
         except asyncio.QueueFull as exc:
             raise CapacityError(f"the {topic} queue is full ({self._max_pending} tasks waiting)") from exc
         return task_id
-
-    def subscribe(self, topic: str, handler: TaskHandler, *, concurrency: int = 1) -> None:
-        if self._started:
-            raise RuntimeError("subscribe() must be called before start()")
-        if topic in self._topics:
-            raise ValueError(f"{topic} already has a handler")
-        self._topics[topic] = _Topic(handler, max(1, concurrency))
 
     async def start(self) -> None:
         if self._started:
@@ -136,13 +150,6 @@ class InProcessTaskQueue:
                 )
                 await asyncio.sleep(self._retry_delay_s * attempt)
 
-    async def stop(self) -> None:
-        workers = [w for topic in self._topics.values() for w in topic.workers]
-        await _stop_workers(workers, self._stop_grace_s)
-        for topic in self._topics.values():
-            topic.workers.clear()
-        self._started = False
-
     async def pending(self, topic: str) -> int:
         return self._queue(topic).qsize() + self._in_flight.get(topic, 0)
 
@@ -151,7 +158,7 @@ class InProcessTaskQueue:
         await self._queue(topic).join()
 
 
-class RedisTaskQueue:
+class RedisTaskQueue(_Subscriptions):
     """Redis streams with one consumer group per topic (compose placement).
 
     Each orchestrator replica is a consumer. A task is acknowledged (and deleted) only after its
@@ -174,16 +181,14 @@ class RedisTaskQueue:
         stop_grace_s: float = 5.0,
         consumer: str | None = None,
     ) -> None:
+        super().__init__(stop_grace_s)
         self._redis = client
         self._namespace = namespace
         self._max_pending = max_pending
         self._claim_idle_ms = claim_idle_ms
         self._max_deliveries = max_deliveries
         self._block_ms = block_ms
-        self._stop_grace_s = stop_grace_s
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self._topics: dict[str, _Topic] = {}
-        self._started = False
 
     def stream(self, topic: str) -> str:
         return f"{self._namespace}:tasks:{topic}"
@@ -203,13 +208,6 @@ class RedisTaskQueue:
             log.error("could not queue a %s task: %s", topic, exc)
             raise DependencyError(f"task queue unavailable: {exc}") from exc
         return task_id.decode() if isinstance(task_id, bytes) else str(task_id)
-
-    def subscribe(self, topic: str, handler: TaskHandler, *, concurrency: int = 1) -> None:
-        if self._started:
-            raise RuntimeError("subscribe() must be called before start()")
-        if topic in self._topics:
-            raise ValueError(f"{topic} already has a handler")
-        self._topics[topic] = _Topic(handler, max(1, concurrency))
 
     async def start(self) -> None:
         from redis.exceptions import ResponseError
@@ -296,13 +294,6 @@ class RedisTaskQueue:
             pipe.xack(key, self.GROUP, entry_id)
             pipe.xdel(key, entry_id)
             await pipe.execute()
-
-    async def stop(self) -> None:
-        workers = [w for topic in self._topics.values() for w in topic.workers]
-        await _stop_workers(workers, self._stop_grace_s)
-        for topic in self._topics.values():
-            topic.workers.clear()
-        self._started = False
 
     async def pending(self, topic: str) -> int:
         return int(await self._redis.xlen(self.stream(topic)))
