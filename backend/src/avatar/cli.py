@@ -8,10 +8,19 @@ import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import click
 
-from avatar.settings import Settings
+from avatar.settings import (
+    ASR_PORT,
+    LOOPBACK,
+    ORCHESTRATOR_PORT,
+    PROSODY_PORT,
+    TTS_FAST_PORT,
+    TTS_HQ_PORT,
+    Settings,
+)
 
 SERVICE_NAMES = ("orchestrator", "asr", "tts", "prosody")
 BENCHMARKS = ("asr", "tts", "llm", "prosody", "conversation", "voice_profiles")
@@ -31,8 +40,8 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--host", default=None, help="Interface to bind (default from settings: 127.0.0.1).")
-@click.option("--port", type=int, default=None, help="Port (default 8000).")
+@click.option("--host", default=None, help="Interface to bind (default: AVATAR_SERVER__HOST).")
+@click.option("--port", type=int, default=None, help="Port (default: AVATAR_SERVER__PORT).")
 def up(host: str | None, port: int | None) -> None:
     """Run the embedded default: the whole product in one process tree, one URL."""
     import uvicorn
@@ -56,18 +65,23 @@ def up(host: str | None, port: int | None) -> None:
     )
 
 
-@main.command()
+@main.command(
+    help=(
+        f"Run one component alone on its port (default orchestrator {ORCHESTRATOR_PORT}, "
+        f"tts {TTS_FAST_PORT}/{TTS_HQ_PORT}, asr {ASR_PORT}, prosody {PROSODY_PORT})."
+    )
+)
 @click.argument("component", type=click.Choice(SERVICE_NAMES))
 @click.option(
     "--tier",
     type=click.Choice(["fast", "hq", "both"]),
     default="both",
-    help="For tts: serve the fast tier (8002), the HQ tier (8003) or both.",
+    help=f"For tts: serve the fast tier ({TTS_FAST_PORT}), the HQ tier ({TTS_HQ_PORT}) or both.",
 )
-@click.option("--host", default="127.0.0.1")
+@click.option("--host", default=LOOPBACK, show_default=True)
 @click.option("--port", type=int, default=None, help="Override the component's default port.")
 def serve(component: str, tier: str, host: str, port: int | None) -> None:
-    """Run one component alone on its port (orchestrator 8000, tts 8002/8003, asr 8004, prosody 8005)."""
+    """Run one component alone on its port (help text above: the ports are the settings' defaults)."""
     import uvicorn
 
     settings = _settings()
@@ -93,6 +107,37 @@ def serve(component: str, tier: str, host: str, port: int | None) -> None:
         default_port = settings.prosody.port
     click.echo(f"serving {component} on http://{host}:{port or default_port}", err=True)
     uvicorn.run(app, host=host, port=port or default_port, log_level="info")
+
+
+@main.group()
+def config() -> None:
+    """Inspect the configuration (the ``AVATAR_*`` settings)."""
+
+
+@config.command("docs")
+@click.option("--check", is_flag=True, help="Fail if the page is stale instead of writing it.")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Page to write or check (default: docs/configuration.md of the repository).",
+)
+def config_docs(check: bool, output: Path | None) -> None:
+    """Generate docs/configuration.md from the settings model (every variable, type, default)."""
+    from avatar import settings_docs
+
+    path = output or settings_docs.DOCS_PATH
+    if check:
+        problem = settings_docs.check(path)
+        if problem:
+            raise click.ClickException(problem)
+        click.echo(f"{path} is up to date")
+        return
+    try:
+        settings_docs.write(path)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"wrote {path}")
 
 
 @main.group()

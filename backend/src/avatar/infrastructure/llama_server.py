@@ -17,11 +17,12 @@ from pathlib import Path
 import httpx
 
 from avatar.domain.errors import DependencyError
+from avatar.settings import LOOPBACK, LLMSettings, default_of
 
 log = logging.getLogger(__name__)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
+def free_port(host: str = LOOPBACK) -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
@@ -44,9 +45,9 @@ class LlamaServer:
 async def start_llama_server(
     model_path: Path,
     *,
-    host: str = "127.0.0.1",
+    host: str = LOOPBACK,
     port: int | None = None,
-    n_ctx: int = 8192,
+    n_ctx: int = default_of(LLMSettings, "n_ctx"),
     n_threads: int | None = None,
     alias: str = "local",
     ready_timeout_s: float = 60.0,

@@ -26,7 +26,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from avatar.application.ports.common import ComponentHealth
 from avatar.application.ports.llm import ChatErrorKind, ChatMessage, ChatModel, ChatModelError
-from avatar.settings import Placement, Settings
+from avatar.settings import LLMSettings, Placement, Settings, default_of
 
 log = logging.getLogger(__name__)
 
@@ -148,10 +148,10 @@ class OpenAIChatModel:
         model: str,
         api_key: str = "",
         *,
-        first_token_timeout_s: float = 5.0,
-        max_retries: int = 3,
-        breaker_failures: int = 5,
-        breaker_recovery_s: float = 30.0,
+        first_token_timeout_s: float = default_of(LLMSettings, "first_token_timeout_s"),
+        max_retries: int = default_of(LLMSettings, "max_retries"),
+        breaker_failures: int = default_of(LLMSettings, "breaker_failures"),
+        breaker_recovery_s: float = default_of(LLMSettings, "breaker_recovery_s"),
         stream_timeout_s: float = 30.0,
         backoff_s: float = 0.25,
         tokenizer: Callable[[str], int] | None = None,

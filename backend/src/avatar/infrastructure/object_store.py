@@ -26,7 +26,7 @@ from urllib.parse import quote
 from avatar.application.ports.common import ComponentHealth
 from avatar.domain.errors import DependencyError, InvalidInputError, NotFoundError
 from avatar.domain.storage_keys import validate_key
-from avatar.settings import Settings
+from avatar.settings import ObjectStoreSettings, Settings, default_of
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ class S3ObjectStore:
         bucket: str,
         *,
         secure: bool = False,
-        region: str = "us-east-1",
+        region: str = default_of(ObjectStoreSettings, "region"),
         retries: int = 3,
         base_delay_s: float = 0.1,
         timeout_s: float = 10.0,

@@ -159,6 +159,12 @@ class HttpProsodyAnalyzer:
         )
 
 
+def service_config(settings: Settings) -> ServiceConfig:
+    """Map the ``prosody`` settings group onto the service's config (admission grows with the pool)."""
+    workers = settings.prosody.workers
+    return ServiceConfig(workers=workers, max_pending=max(ServiceConfig().max_pending, 4 * workers))
+
+
 async def build_prosody_analyzer(
     settings: Settings, stack: contextlib.AsyncExitStack, *, executor: ExecutorKind = "process"
 ) -> EmbeddedProsodyAnalyzer | HttpProsodyAnalyzer:
@@ -167,15 +173,12 @@ async def build_prosody_analyzer(
         remote = HttpProsodyAnalyzer(settings.prosody.url)
         stack.push_async_callback(remote.aclose)
         return remote
-    engine = ProsodyEngine(
-        settings.prosody.workers, executor=executor, max_pending=max(16, 4 * settings.prosody.workers)
-    )
+    config = service_config(settings)
+    engine = ProsodyEngine(config.workers, executor=executor, max_pending=config.max_pending)
     stack.push_async_callback(engine.aclose)
     return EmbeddedProsodyAnalyzer(engine)
 
 
 def create_service_app(settings: Settings) -> FastAPI:
-    """The prosody service (``avatar serve prosody``, port 8005) configured from ``settings``."""
-    return create_app(
-        ServiceConfig(workers=settings.prosody.workers, max_pending=max(16, 4 * settings.prosody.workers))
-    )
+    """The prosody service (``avatar serve prosody`` on ``settings.prosody.port``), from ``settings``."""
+    return create_app(service_config(settings))

@@ -20,7 +20,7 @@ from typing import Any
 
 from avatar.application.ports.queue import TaskHandler
 from avatar.domain.errors import CapacityError, DependencyError, InvalidInputError
-from avatar.settings import Settings
+from avatar.settings import QueueSettings, Settings, default_of
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,11 @@ class InProcessTaskQueue(_Subscriptions):
     """Bounded ``asyncio.Queue`` per topic with ``concurrency`` worker tasks each (embedded placement)."""
 
     def __init__(
-        self, max_pending: int = 1000, *, retry_delay_s: float = 0.2, stop_grace_s: float = 5.0
+        self,
+        max_pending: int = default_of(QueueSettings, "max_pending"),
+        *,
+        retry_delay_s: float = 0.2,
+        stop_grace_s: float = 5.0,
     ) -> None:
         super().__init__(stop_grace_s)
         self._max_pending = max_pending
@@ -174,7 +178,7 @@ class RedisTaskQueue(_Subscriptions):
         client: Any,
         *,
         namespace: str = "avatar",
-        max_pending: int = 1000,
+        max_pending: int = default_of(QueueSettings, "max_pending"),
         claim_idle_ms: int = 30_000,
         max_deliveries: int = MAX_ATTEMPTS,
         block_ms: int = 1000,

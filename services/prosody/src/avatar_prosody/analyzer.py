@@ -19,12 +19,13 @@ import multiprocessing
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from avatar_common.audio import clipping_ratio, resample, rms_dbfs
+from avatar_prosody.config import ExecutorKind as ExecutorKind  # callers import it from here
+from avatar_prosody.config import ServiceConfig
 from avatar_prosody.features import Features, egemaps_functionals, praat_features
 from avatar_prosody.scoring import compute_scores, neutral_scores
 
@@ -159,7 +160,8 @@ class BusyError(RuntimeError):
     """More analyses are waiting than the pool accepts."""
 
 
-ExecutorKind = Literal["process", "thread"]
+#: The service's defaults (pool size, executor, admission) are declared once, in its config.
+_DEFAULTS = ServiceConfig()
 
 
 class ProsodyEngine:
@@ -172,7 +174,11 @@ class ProsodyEngine:
     """
 
     def __init__(
-        self, workers: int = 1, *, executor: ExecutorKind = "process", max_pending: int = 16
+        self,
+        workers: int = _DEFAULTS.workers,
+        *,
+        executor: ExecutorKind = _DEFAULTS.executor,
+        max_pending: int = _DEFAULTS.max_pending,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")

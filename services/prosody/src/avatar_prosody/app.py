@@ -16,7 +16,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,33 +28,13 @@ from prometheus_client import (
 from starlette.datastructures import UploadFile
 
 from avatar_common.audio import AudioDecodeError, decode_audio, pcm16_to_float
-from avatar_prosody.analyzer import Analysis, BusyError, ExecutorKind, ProsodyEngine
+from avatar_prosody.analyzer import Analysis, BusyError, ProsodyEngine
+from avatar_prosody.config import ServiceConfig as ServiceConfig
 from avatar_prosody.metrics import ProsodyMetrics
 
 log = logging.getLogger(__name__)
 
 RAW_PCM_TYPES = ("audio/l16", "audio/pcm", "audio/x-pcm", "application/octet-stream")
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceConfig:
-    """Settings of the prosody service.
-
-    Attributes:
-        workers: Analyses run at once (worker processes or threads).
-        executor: ``process`` (default; keeps Praat's GIL off the server) or ``thread``.
-        max_pending: Analyses admitted at once (running + waiting) before answering 503.
-        max_seconds: Longest audio accepted.
-        max_bytes: Largest request body accepted.
-        warm_up: Load the libraries in every worker at start-up.
-    """
-
-    workers: int = 1
-    executor: ExecutorKind = "process"
-    max_pending: int = 16
-    max_seconds: float = 60.0
-    max_bytes: int = 20 * 1024 * 1024
-    warm_up: bool = True
 
 
 class RequestError(Exception):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -10,14 +9,9 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from avatar_tts.config import Tier as Tier  # the engines import it from here
+
 FloatAudio = npt.NDArray[np.float32]
-
-
-class Tier(enum.StrEnum):
-    """``fast`` streams at once; ``hq`` is the on-demand high-quality pass."""
-
-    FAST = "fast"
-    HQ = "hq"
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,13 +23,13 @@ import time
 import unicodedata
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from circuitbreaker import CircuitBreaker
 
 from avatar_common.text import ClauseChunker, detect_language, has_words, speakable
+from avatar_tts.config import ServiceConfig as ServiceConfig
 from avatar_tts.engine import Engine, FloatAudio, Reference, Tier, Voice, normalize_language
 from avatar_tts.errors import (
     InvalidTextError,
@@ -79,33 +79,6 @@ def validate_text(text: str, max_chars: int, *, piece: bool = False) -> str:
             "the text has nothing to pronounce (no letters or digits)", code="NOTHING_TO_SPEAK"
         )
     return stripped
-
-
-@dataclass
-class ServiceConfig:
-    """What a :class:`TTSService` is built from (the backend maps its settings into this)."""
-
-    fast_engine: str = "piper"
-    hq_engine: str = "kokoro"
-    fallback_engine: str = "espeak"
-    hq_enabled: bool = True
-    default_voice: str | None = None
-    max_input_chars: int = 4000
-    memory_budget_mb: float = 4096.0
-    idle_unload_s: float = 300.0
-    breaker_failures: int = 5
-    breaker_recovery_s: float = 30.0
-    max_concurrency: int = 2
-    piper_model: Path | None = None
-    kokoro_model: Path | None = None
-    kokoro_voices: Path | None = None
-    kokoro_vocab: Path | None = None
-    f5_model_dir: Path | None = None
-    cosyvoice_model_dir: Path | None = None
-    device: str | None = None
-    voice_cache: Path | None = None
-    #: Which tiers this instance serves (``fast``, ``hq`` or both); the other is not loaded.
-    tiers: tuple[Tier, ...] = (Tier.FAST, Tier.HQ)
 
 
 def build_engines(config: ServiceConfig) -> dict[str, Engine]:

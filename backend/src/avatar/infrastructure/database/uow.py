@@ -22,6 +22,7 @@ from avatar.infrastructure.database.repositories import (
 )
 from avatar.infrastructure.database.retry import RetryPolicy
 from avatar.infrastructure.database.transaction import Transaction
+from avatar.settings import DatabaseSettings, default_of
 
 
 class SqlUnitOfWork:
@@ -96,7 +97,11 @@ class SqlUnitOfWorkFactory:
 
 
 def create_engine(
-    url: str, *, pool_size: int = 10, connect_timeout_s: float = 5.0, command_timeout_s: float = 30.0
+    url: str,
+    *,
+    pool_size: int = default_of(DatabaseSettings, "pool_size"),
+    connect_timeout_s: float = 5.0,
+    command_timeout_s: float = 30.0,
 ) -> AsyncEngine:
     """An asyncpg engine; ``pool_pre_ping`` swaps out connections a database restart killed."""
     connect_args: dict[str, Any] = {"timeout": connect_timeout_s, "command_timeout": command_timeout_s}
