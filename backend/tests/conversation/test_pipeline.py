@@ -162,7 +162,7 @@ async def test_a_turn_streams_in_order_and_is_persisted() -> None:
     row = tables.transcriptions[transcription_id_for(turn_id)]
     assert row[0] == turn_id and row[1].text == "hello there" and row[3] == ["hello"]
     assert row[2] is not None and "raw_inputs/2026/01/01/" in row[2]
-    # DESIGN §5 layout, timestamps in epoch milliseconds (2026-01-01T00:00:00Z on the fake clock)
+    # docs/design-notes.md §5 layout, timestamps in epoch ms (2026-01-01T00:00:00Z on the fake clock)
     raw_key = f"raw_inputs/2026/01/01/{session.session_id}_{turn_id}_1767225600000.wav"
     assert raw_key in rig.store.objects
     fast = [a for a in tables.synthesized.values() if a.turn_id == turn_id]

@@ -1,4 +1,4 @@
-/** REST client for the orchestrator (docs/protocol.md, DESIGN §6). */
+/** REST client for the orchestrator (docs/protocol.md, docs/design-notes.md §6). */
 
 export interface SessionCreated {
   session_id: string;

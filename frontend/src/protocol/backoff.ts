@@ -1,4 +1,4 @@
-/** Reconnect delays: exponential backoff with full jitter and a cap (DESIGN §9). */
+/** Reconnect delays: exponential backoff with full jitter and a cap (docs/design-notes.md §9). */
 export interface BackoffOptions {
   baseMs?: number;
   maxMs?: number;

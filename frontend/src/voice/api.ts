@@ -1,4 +1,4 @@
-/** Typed client for the voice-profile REST API (`/api/v1/voice-profiles`, DESIGN §4, §6). */
+/** Typed client for the voice-profile REST API (`/api/v1/voice-profiles`, docs/design-notes.md §4, §6). */
 
 export interface VoiceProfile {
   profile_id: string;

@@ -1,4 +1,6 @@
-"""Voice profiles: upload a voice sample, embed it, search by it, speak with it (DESIGN §4, §5, §6).
+"""Voice profiles: upload a voice sample, embed it, search by it, speak with it.
+
+The flow is docs/design-notes.md §4 (data: §5, API: §6).
 
 The use cases work on PCM16 mono audio. Decoding an upload and measuring it (loudness, clipping)
 is number crunching done by an :class:`AudioClipDecoder` adapter; the *policy* (which formats,
@@ -30,7 +32,7 @@ from avatar.domain.wav import pcm16_wav, wav_pcm16
 
 log = logging.getLogger(__name__)
 
-#: Container formats a voice sample may come in (DESIGN §4).
+#: Container formats a voice sample may come in (docs/design-notes.md §4).
 ACCEPTED_FORMATS = ("wav", "flac", "mp3", "ogg", "opus", "webm")
 
 
@@ -122,7 +124,7 @@ class AudioClipDecoder(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class VoiceSampleLimits:
-    """What a usable voice sample looks like (DESIGN §4: 5-30 s)."""
+    """What a usable voice sample looks like (docs/design-notes.md §4: 5-30 s)."""
 
     min_seconds: float = 5.0
     max_seconds: float = 30.0

@@ -1,4 +1,7 @@
-"""Errors the domain and the use cases raise; each carries a stable code for clients (DESIGN §6)."""
+"""Errors the domain and the use cases raise; each carries a stable code for clients.
+
+The error shape clients see is in docs/design-notes.md §6 and docs/protocol.md.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Domain entities and value objects in the design's ubiquitous language (DESIGN §2, §5).
+"""Domain entities and value objects in the design's ubiquitous language (docs/design-notes.md §2, §5).
 
 Pure data and pure logic: nothing here performs I/O or knows about a framework.
 """
@@ -29,7 +29,7 @@ class TTSMode(enum.StrEnum):
 
 
 class Emotion(enum.StrEnum):
-    """The emotion a reply is spoken and shown with (DESIGN §11)."""
+    """The emotion a reply is spoken and shown with (docs/design-notes.md §11)."""
 
     HAPPY = "happy"
     SAD = "sad"
@@ -67,7 +67,7 @@ class Emotion(enum.StrEnum):
 
 
 def new_id() -> uuid.UUID:
-    """A fresh random identifier (UUID4, unrelated to any real identity, DESIGN §8)."""
+    """A fresh random identifier (UUID4, unrelated to any real identity, docs/design-notes.md §8)."""
     return uuid.uuid4()
 
 
@@ -131,7 +131,8 @@ class Transcription:
         confidence: 0..1, from the decoder's token probabilities.
         language: Detected or fixed ISO 639-1 code.
         latency_ms: Time from the audio it covers being available to this result.
-        low_confidence: Set when the result is kept but should be shown as uncertain (DESIGN §9).
+        low_confidence: Set when the result is kept but should be shown as uncertain
+            (docs/design-notes.md §9).
         words: Word timings, when the engine produced them.
         segments: Segment timings.
         audio_start_ms: Stream time where the utterance started.
@@ -157,7 +158,7 @@ class Transcription:
 
 @dataclass(slots=True)
 class Session:
-    """One conversation with a person; owns many turns (DESIGN §5 ``sessions``)."""
+    """One conversation with a person; owns many turns (docs/design-notes.md §5 ``sessions``)."""
 
     session_id: uuid.UUID
     start_time: datetime
@@ -184,7 +185,7 @@ class Session:
 
 @dataclass(slots=True)
 class ConversationTurn:
-    """One user input and the AI's reply (DESIGN §5 ``conversation_turns``).
+    """One user input and the AI's reply (docs/design-notes.md §5 ``conversation_turns``).
 
     ``ai_response`` holds only what the person actually heard when the reply was interrupted.
     ``stage_latency_ms`` records each pipeline stage (asr_final, llm_ttft, tts_first_chunk, ...).
@@ -212,7 +213,7 @@ class ConversationTurn:
 
 @dataclass(frozen=True, slots=True)
 class ProsodyScore:
-    """How the person spoke in one utterance, each score 0..100 (DESIGN §5 ``prosody_scores``).
+    """How the person spoke in one utterance, each score 0..100 (docs/design-notes.md §5 ``prosody_scores``).
 
     ``reliable`` is false (with ``reason``) for audio too short, silent, clipped or non-speech.
     """
@@ -236,7 +237,7 @@ class ProsodyScore:
 
 @dataclass(frozen=True, slots=True)
 class VoiceProfile:
-    """An uploaded voice sample and its speaker embedding (DESIGN §4, §5 ``voice_profiles``)."""
+    """An uploaded voice sample and its speaker embedding (docs/design-notes.md §4, §5 ``voice_profiles``)."""
 
     profile_id: uuid.UUID
     name: str
@@ -260,7 +261,7 @@ class VoiceProfile:
 
 @dataclass(frozen=True, slots=True)
 class TTSTask:
-    """A request to speak ``text`` in one tier (DESIGN §2 ``TTSTask``)."""
+    """A request to speak ``text`` in one tier (docs/design-notes.md §2 ``TTSTask``)."""
 
     task_id: uuid.UUID
     turn_id: uuid.UUID
@@ -276,7 +277,7 @@ class TTSTask:
 
 @dataclass(frozen=True, slots=True)
 class SynthesizedAudio:
-    """A stored synthesis result (DESIGN §5 ``synthesized_audios``)."""
+    """A stored synthesis result (docs/design-notes.md §5 ``synthesized_audios``)."""
 
     audio_id: uuid.UUID
     turn_id: uuid.UUID

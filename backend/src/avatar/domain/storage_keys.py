@@ -1,4 +1,4 @@
-"""Object keys in the audio bucket (DESIGN §5 layout), and the rule every key must follow.
+"""Object keys in the audio bucket (docs/design-notes.md §5 layout), and the rule every key must follow.
 
 ``raw_inputs/YYYY/MM/DD/{session_id}_{turn_id}_{ts}.wav``, ``voice_profiles/{profile_id}/original.wav``
 + ``metadata.json``, ``synthesized/{fast|hq}/{turn_id}_{mode}_{ts}.wav``, ``backups/``. ``ts`` is the

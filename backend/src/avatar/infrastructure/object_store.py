@@ -1,9 +1,10 @@
 """Object stores for audio (the ``ObjectStore`` port): a directory when embedded, S3/MinIO in compose.
 
 Both keep every blocking call (disk or HTTP) off the event loop and bound how many run at once.
-Presigned URLs are valid for one hour by default (DESIGN §5, §8): the S3 store signs them with the
-S3 credentials; the filesystem store signs ``/api/v1/objects/{key}?expires=..&sig=..`` with an
-HMAC of the server secret, served by :mod:`avatar.presentation.objects`.
+Presigned URLs are valid for one hour by default (docs/design-notes.md §5, §8): the S3 store signs
+them with the S3 credentials; the filesystem store signs
+``/api/v1/objects/{key}?expires=..&sig=..`` with an HMAC of the server secret, served by
+:mod:`avatar.presentation.objects`.
 """
 
 from __future__ import annotations

@@ -28,7 +28,8 @@ from avatar.presentation.schemas import (
 
 router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
 
-#: Key prefixes of the object layout (DESIGN §5); a stored URL is mapped back to its key by them.
+#: Key prefixes of the object layout (docs/design-notes.md §5); a stored URL is mapped back to its key
+#: by them.
 _KEY_PREFIXES = (RAW_INPUTS, SYNTHESIZED, VOICE_PROFILES)
 
 

@@ -1,4 +1,7 @@
-"""``/api/v1/voice-profiles``: upload, list, get, delete, preview and similar-voice search (DESIGN §4, §6)."""
+"""``/api/v1/voice-profiles``: upload, list, get, delete, preview and similar-voice search.
+
+The flow and the API are in docs/design-notes.md §4 and §6.
+"""
 
 from __future__ import annotations
 

@@ -81,7 +81,10 @@ class Recognition:
 
 
 def is_low_confidence(text: str, confidence: float, threshold: float) -> bool:
-    """A result with text whose confidence is under the threshold is kept but flagged (DESIGN §9)."""
+    """A result with text whose confidence is under the threshold is kept but flagged.
+
+    See docs/design-notes.md §9 (noisy audio).
+    """
     return bool(text.strip()) and confidence < threshold
 
 

@@ -1,8 +1,8 @@
 """Streaming text chunking for speech synthesis: sentences and clauses in ko, zh, ja and en.
 
-The chunker cuts text where a speaker would pause, so that synthesis can start on the first
-clause while the rest of the text (often an LLM token stream) is still arriving (DESIGN §1
-"chunking and queuing"). CJK chunks aim at 10-15 characters, cut at punctuation; Latin text is
+The chunker cuts text where a speaker would pause, so that synthesis can start on the first clause
+while the rest of the text (often an LLM token stream) is still arriving ("chunking and queuing",
+docs/design-notes.md §1). CJK chunks aim at 10-15 characters, cut at punctuation; Latin text is
 cut at sentence ends and, once a clause has a few words, at clause punctuation.
 
 An ASCII mark (``.``, ``,``, ``?``) only ends a chunk when whitespace follows it, which keeps

@@ -11,7 +11,7 @@ For each score ``s`` with terms ``(feature f_i, weight w_i, center c_i, spread d
 is ``None`` (absolute pitch, which depends on the speaker) count only against a baseline. The
 spread ``d_i`` is a fixed typical within-speaker variation, not the session's own standard
 deviation: over the handful of utterances of a session that estimate is too noisy and would make
-scores jump (DESIGN §9, "unstable scores").
+scores jump (docs/design-notes.md §9, "unstable scores").
 
 * **confidence**: louder (+0.30), wider pitch range (+0.25), faster speech (+0.20), fewer pauses
   (-0.25).

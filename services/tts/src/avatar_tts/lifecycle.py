@@ -1,9 +1,10 @@
 """Model lifecycle: resident and on-demand models, load on first use, LRU eviction, idle unload.
 
-DESIGN §1 "on-demand loading": VRAM is scarce, so an on-demand model (the HQ engine) is loaded
-when first needed, unloaded after ``idle_unload_s`` without use, and evicted least-recently-used
-first when loading another would exceed the memory budget. Resident models are loaded at start
-and never evicted. A model in use (a lease is held) is never unloaded under its user.
+"On-demand loading" (docs/design-notes.md §1): VRAM is scarce, so an on-demand model (the HQ
+engine) is loaded when first needed, unloaded after ``idle_unload_s`` without use, and evicted
+least-recently-used first when loading another would exceed the memory budget. Resident models are
+loaded at start and never evicted. A model in use (a lease is held) is never unloaded under its
+user.
 
 Memory is measured, not guessed: the growth of CUDA memory (``torch.cuda.memory_allocated``)
 when torch sees a GPU, otherwise of the process RSS (psutil), across each load. Before a model

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the TTS service (DESIGN §7), in a registry per service instance."""
+"""Prometheus metrics of the TTS service (docs/design-notes.md §7), in a registry per service instance."""
 
 from __future__ import annotations
 

@@ -5,10 +5,10 @@ becomes an :class:`Utterance`: a producer task synthesizes clause after clause (
 threads, a bounded number at a time) into a small queue that the caller drains; ``aclose``
 cancels it between clauses (barge-in).
 
-"Fast then HQ" (DESIGN §1, §9): the HQ tier loads its model on demand and synthesizes the first
-clause before the stream is handed back, inside a circuit breaker (5 failures open it for 30 s).
-If the engine fails, the breaker is open, or memory is short, the utterance is served by the fast
-tier instead and its ``notice`` says why.
+"Fast then HQ" (docs/design-notes.md §1, §9): the HQ tier loads its model on demand and
+synthesizes the first clause before the stream is handed back, inside a circuit breaker (5
+failures open it for 30 s). If the engine fails, the breaker is open, or memory is short, the
+utterance is served by the fast tier instead and its ``notice`` says why.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Session-state port: what a reconnecting client needs to resume its session (DESIGN §9).
+"""Session-state port: what a reconnecting client needs to resume its session (docs/design-notes.md §9).
 
 Kept for the reconnect grace period only. In compose the state lives in Redis, so any
 orchestrator replica can resume a session another replica started.

@@ -1,4 +1,7 @@
-"""Persistence ports: the object store for audio, repositories and the unit of work (DESIGN §5)."""
+"""Persistence ports: the object store for audio, repositories and the unit of work.
+
+The tables and the object layout are in docs/design-notes.md §5.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Repositories over the §5 tables: map domain dataclasses to rows and back (no ORM identity map)."""
+"""Repositories over the tables (docs/design-notes.md §5): map domain dataclasses to rows and back.
+
+No ORM identity map.
+"""
 
 from __future__ import annotations
 
