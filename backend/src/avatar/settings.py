@@ -4,10 +4,21 @@ Environment variables use ``__`` between levels: ``AVATAR_LLM__BASE_URL``, ``AVA
 Nothing here opens a connection or loads a model; :mod:`avatar.bootstrap` does that.
 
 Every field carries a ``description``; ``docs/configuration.md`` is generated from this model
-(``avatar config docs``) and a test fails when it is stale. Each default is written once: a knob
-that a model service or a use case also takes (``ASRConfig``, the TTS and prosody ``ServiceConfig``,
-``BrainConfig``, ``ConversationConfig``) takes its default from that class, the lower layer, with
-:func:`_shared`; the generated page names the class.
+(``avatar config docs``) and a test fails when it is stale.
+
+Each default is written once, in the lowest layer that needs it:
+
+* A knob a model service also takes (``avatar_asr.config.ASRConfig``, the TTS and prosody
+  ``ServiceConfig``) is declared by the service, which cannot import ``avatar``; the field here takes
+  it with :func:`_shared`, and ``infrastructure/*.service_config`` passes every value back.
+* A knob a use case also takes (``BrainConfig``, ``ConversationConfig``) is declared by the
+  application layer, which cannot import this module either; same mechanism.
+* Everything else is declared here; adapters' constructor defaults refer to it with
+  :func:`default_of`, and the command line with the ``*_PORT`` constants.
+
+One default stays in two places: ``hq_enabled`` of ``ConversationConfig`` and of the TTS
+``ServiceConfig`` (the use case and the service may not import each other); a test checks that they
+agree. The generated page names the class a shared default comes from.
 """
 
 from __future__ import annotations
