@@ -30,6 +30,7 @@ from avatar.application.conversation import (
 from avatar.application.ports.asr import TranscriptEvent, TranscriptEventKind
 from avatar.domain.errors import CapacityError, NotFoundError
 from avatar.domain.models import AudioChunk, Session, Transcription, TTSMode
+from avatar.presentation.wire import to_wire
 from avatar.settings import Settings
 from avatar_common.text import ClauseChunker
 from tests.fakes import (
@@ -107,7 +108,7 @@ class Rig:
 
         async def pump() -> None:
             while True:
-                message = await session.outbox.get()
+                message = to_wire(await session.outbox.get())
                 self.messages.append(message)
                 if done(message):
                     return
@@ -292,7 +293,7 @@ async def test_a_lasting_database_failure_is_reported_loudly() -> None:
     await rig.until(session, is_type("turn_completed"))
     await session.writer.drain()
     while len(session.outbox):
-        rig.messages.append(await session.outbox.get())
+        rig.messages.append(to_wire(await session.outbox.get()))
     errors = [m for m in rig.messages if m["type"] == "error"]
     assert errors and all(e["code"] == "PERSISTENCE_FAILED" for e in errors)
     assert any("turn 1 row" in e["message"] for e in errors)
@@ -406,7 +407,8 @@ async def test_another_replica_resumes_from_the_shared_redis_state(
         assert not replica_b.is_live(sid)
         second, resumed, _ = await replica_b.attach(sid, object(), token)
         assert resumed and second is not first
-        assert (second.tts_mode, second.voice, second.turn_count) == (TTSMode.HQ, "amy", 1)
+        context = second.context
+        assert (context.tts_mode, context.voice, context.turn_count) == (TTSMode.HQ, "amy", 1)
         rig.messages = []
         await second.push_audio(tone(1000))
         messages = await rig.until(second, lambda m: m["type"] == "turn_completed")
@@ -508,7 +510,7 @@ async def test_an_unknown_voice_profile_is_an_error_and_the_default_voice_stays(
     errors = [m for m in messages if m["type"] == "error"]
     assert [e["code"] for e in errors] == ["VOICE_PROFILE_NOT_FOUND"]
     assert rig.tts.requests and all(r.reference is None for r in rig.tts.requests)
-    assert session.voice_profile_id is None
+    assert session.context.voice_profile_id is None
 
 
 async def test_push_to_talk_with_nothing_said_is_a_notice_not_an_error() -> None:

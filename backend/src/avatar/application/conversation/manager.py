@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from avatar.application.conversation.events import ServerMessage
 from avatar.application.conversation.session import ConversationDeps, ConversationSession
 from avatar.application.conversation.tokens import TokenError
 from avatar.application.ports.session_state import ResumableSession, SessionStateStore, hash_token
@@ -115,10 +115,10 @@ class SessionManager:
             if state is not None and state.token_hash and token and not state.accepts(token):
                 raise TokenError("the session token does not belong to this session")
             session = self._new_session(session_id, state)
-            resumed = state is not None or session.turn_count > 0
+            resumed = state is not None or session.context.turn_count > 0
             if resumed:
                 turns = await self._load_turns(session_id)
-                session.turn_count = max(session.turn_count, len(turns))
+                session.context.turn_count = max(session.context.turn_count, len(turns))
                 await self.deps.replies.restore(session_id, turns)
             await session.start()
         finally:
@@ -175,13 +175,13 @@ class SessionManager:
                 live.grace.cancel()
             await self.close(session_id)
 
-    async def notify(self, session_id: uuid.UUID, message: Mapping[str, Any]) -> None:
+    async def notify(self, session_id: uuid.UUID, message: ServerMessage) -> None:
         """Deliver a background message (hq_ready, prosody_analysis) to the session's client."""
         live = self._live.get(session_id)
         if live is None:
-            log.info("session %s is not live here; dropped %s", session_id, message.get("type"))
+            log.info("session %s is not live here; dropped %s", session_id, message.type)
             return
-        live.session.outbox.send(dict(message))
+        live.session.outbox.send(message)
 
     async def save_state(self, session_id: uuid.UUID) -> None:
         """Write the live session's resumable state (after a change the client made)."""
@@ -233,15 +233,15 @@ class SessionManager:
         live = self._live.get(session_id)
         if self.state_store is None or live is None:
             return
-        session = live.session
+        context = live.session.context
         state = ResumableSession(
-            session_id=session.session_id,
+            session_id=context.session_id,
             token_hash=live.token_hash,
-            tts_mode=session.tts_mode,
-            voice=session.voice,
-            voice_profile_id=session.voice_profile_id,
+            tts_mode=context.tts_mode,
+            voice=context.voice,
+            voice_profile_id=context.voice_profile_id,
             last_seen=self.deps.clock.now(),
-            extra=session.snapshot(),
+            extra=context.snapshot(),
         )
         await self.state_store.save(state, timedelta(seconds=ttl_s or self.grace_s + 3600.0))
 
