@@ -299,8 +299,12 @@ def protocol_json_schema() -> dict[str, Any]:
     for name, title in (("server", "ServerMessage"), ("client", "ClientMessage")):
         union = schema["properties"][name]
         union.pop("discriminator", None)
-        defs[title] = {"title": title, **union}
+        defs[title] = {**union, "title": title}
         schema["properties"][name] = {"$ref": f"#/$defs/{title}"}
+    for definition in defs.values():
+        # A property's title would become a TypeScript type of its own ("Sr", "Type1" ...).
+        for prop in definition.get("properties", {}).values():
+            prop.pop("title", None)
     schema["title"] = "Protocol"
     schema["description"] = "AVATAR realtime protocol v1 (docs/protocol.md); generated, do not edit."
     schema["additionalProperties"] = False
