@@ -3,6 +3,7 @@
 from avatar.application.brain import EmotionDecided, ReplyEnded, TextDelta
 from avatar.application.conversation.brain_engine import BrainReplyEngine
 from avatar.application.conversation.context import SessionContext
+from avatar.application.conversation.deps import ConversationConfig, ConversationDeps
 from avatar.application.conversation.events import Phase, ServerMessage
 from avatar.application.conversation.hq import make_hq_handler
 from avatar.application.conversation.manager import SessionEndedError, SessionManager
@@ -12,12 +13,7 @@ from avatar.application.conversation.playout import Clause, Playout
 from avatar.application.conversation.ports import ReplyEngine, ReplyEvent, TextChunker, VoiceResolver
 from avatar.application.conversation.recorder import HQ_TOPIC, PROSODY_TOPIC, TurnRecorder
 from avatar.application.conversation.reply import Reply, ReplyState
-from avatar.application.conversation.session import (
-    ConversationConfig,
-    ConversationDeps,
-    ConversationSession,
-    transcription_id_for,
-)
+from avatar.application.conversation.session import ConversationSession, transcription_id_for
 from avatar.application.conversation.tokens import TokenError, issue_token, verify_token
 from avatar.application.conversation.writer import BackgroundWriter
 

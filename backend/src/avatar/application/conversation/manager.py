@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from avatar.application.conversation.deps import ConversationDeps
 from avatar.application.conversation.events import ServerMessage
-from avatar.application.conversation.session import ConversationDeps, ConversationSession
+from avatar.application.conversation.session import ConversationSession
 from avatar.application.conversation.tokens import TokenError
 from avatar.application.ports.session_state import ResumableSession, SessionStateStore, hash_token
 from avatar.domain.errors import AvatarError, CapacityError, NotFoundError

@@ -5,13 +5,11 @@ prosody and HQ requests on the task queue (docs/architecture.md)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from avatar.application.conversation.writer import BackgroundWriter
-from avatar.application.ports.clock import Clock
-from avatar.application.ports.queue import TaskQueue
-from avatar.application.ports.storage import ObjectStore, UnitOfWorkFactory
 from avatar.domain.models import (
     AudioChunk,
     ConversationTurn,
@@ -22,6 +20,9 @@ from avatar.domain.models import (
 )
 from avatar.domain.storage_keys import raw_input_key, synthesized_key
 from avatar.domain.wav import pcm16_wav
+
+if TYPE_CHECKING:
+    from avatar.application.conversation.deps import ConversationDeps
 
 PROSODY_TOPIC = "prosody.analyze"
 HQ_TOPIC = "tts.hq"
@@ -60,24 +61,30 @@ class HQRequest:
 
 
 class TurnRecorder:
-    """Queues every write of one session on its writer; nothing here is awaited by a reply."""
+    """Queues every write of one session on its own writer; nothing here is awaited by a reply.
+    A write that still fails after the retries is counted and reported to the client
+    (``PERSISTENCE_FAILED``) through ``report``; the conversation goes on."""
 
     def __init__(
-        self,
-        session_id: uuid.UUID,
-        writer: BackgroundWriter,
-        *,
-        uow: UnitOfWorkFactory,
-        object_store: ObjectStore,
-        queue: TaskQueue,
-        clock: Clock,
+        self, session_id: uuid.UUID, deps: ConversationDeps, *, report: Callable[[str, str], None]
     ) -> None:
         self.session_id = session_id
-        self.writer = writer
-        self._uow = uow
-        self._store = object_store
-        self._queue = queue
-        self._clock = clock
+        self._uow = deps.uow
+        self._store = deps.object_store
+        self._queue = deps.queue
+        self._clock = deps.clock
+        self._metrics = deps.metrics
+        self._report = report
+        self.writer = BackgroundWriter(
+            retries=deps.config.write_retries,
+            backoff_s=deps.config.write_backoff_s,
+            on_failure=self._write_failed,
+            name=f"writer-{session_id}",
+        )
+
+    async def _write_failed(self, what: str, exc: BaseException) -> None:
+        self._metrics.write_failed(what.split(" ")[-1] if what else "write")
+        self._report("PERSISTENCE_FAILED", f"could not save {what} after retries: {exc}")
 
     def record_input(
         self, turn: ConversationTurn, transcription: Transcription, pcm: bytes, partials: list[str]

@@ -13,10 +13,10 @@ import asyncio
 import enum
 import logging
 import uuid
-from dataclasses import dataclass
 from typing import Protocol
 
 from avatar.application.brain import EmotionDecided, ReplyEnded
+from avatar.application.conversation.deps import ConversationDeps
 from avatar.application.conversation.events import (
     AudioChunkMsg,
     EmotionMsg,
@@ -29,10 +29,8 @@ from avatar.application.conversation.events import (
 )
 from avatar.application.conversation.metrics import ConversationMetrics
 from avatar.application.conversation.playout import Clause, Playout
-from avatar.application.conversation.ports import ReplyEngine, TextChunker
 from avatar.application.conversation.recorder import HQRequest, ReplyAudio, TurnRecorder
-from avatar.application.ports.clock import Clock
-from avatar.application.ports.tts import SpeechSynthesizer, SynthesisRequest, VoiceReference
+from avatar.application.ports.tts import SynthesisRequest, VoiceReference
 from avatar.domain.errors import AvatarError
 from avatar.domain.models import AudioChunk, ConversationTurn, Emotion, Transcription, TTSMode
 
@@ -59,6 +57,7 @@ class ReplyHost(Protocol):
 
     session_id: uuid.UUID
     voice: str | None
+    voice_profile_id: uuid.UUID | None
     language: str | None
     tts_mode: TTSMode
 
@@ -74,16 +73,35 @@ class ReplyHost(Protocol):
     def notice(self, code: str, message: str) -> None: ...
 
 
-@dataclass(frozen=True)
-class ReplyTools:
-    """The shared adapters a reply uses (a slice of ``ConversationDeps``)."""
+class StageTimes:
+    """A reply's stage latencies (docs/protocol.md ``latency_ms``), also observed as metrics."""
 
-    replies: ReplyEngine
-    fast_tts: SpeechSynthesizer
-    clock: Clock
-    metrics: ConversationMetrics
-    chunker: TextChunker
-    hq_enabled: bool
+    def __init__(
+        self, metrics: ConversationMetrics, t_final: float, endpoint_ms: float, asr_ms: float
+    ) -> None:
+        self.metrics = metrics
+        self.t_final = t_final
+        #: End of speech -> final transcript: the endpoint wait plus the final decode.
+        self.speech_to_final_s = (endpoint_ms + asr_ms) / 1000.0
+        self.ms: dict[str, float] = {"endpoint": round(endpoint_ms, 2), "asr_final": round(asr_ms, 2)}
+
+    def mark(self, name: str, seconds: float) -> None:
+        self.ms[name] = round(seconds * 1000.0, 2)
+        self.metrics.observe_stage(name, seconds)
+
+    def since_final(self, name: str, now: float) -> None:
+        """``name`` happened at ``now``: its stage is the time since the final transcript (once)."""
+        if name not in self.ms:
+            self.mark(name, now - self.t_final)
+
+    def first_audio(self, now: float, t_request: float) -> None:
+        self.mark("tts_first_chunk", now - t_request)
+        e2e = self.speech_to_final_s + (now - self.t_final)
+        self.mark("e2e", e2e)
+        self.metrics.observe_e2e(e2e)
+
+    def rounded(self) -> dict[str, float]:
+        return {k: round(v, 1) for k, v in self.ms.items()}
 
 
 class Reply:
@@ -97,34 +115,24 @@ class Reply:
         t_final: float,
         endpoint_ms: float,
         host: ReplyHost,
-        tools: ReplyTools,
+        deps: ConversationDeps,
         recorder: TurnRecorder,
-        voice_profile_id: uuid.UUID | None,
     ) -> None:
         self.turn = turn
+        self.turn_id = turn.turn_id
         self.transcription = transcription
-        self.t_final = t_final
-        #: End of speech -> final transcript: the endpoint wait plus the final decode.
-        self.asr_ms = endpoint_ms + transcription.latency_ms
         self.host = host
-        self.tools = tools
+        self.deps = deps
         self.recorder = recorder
         self.state = ReplyState.THINKING
         self.emotion = Emotion.NEUTRAL
         self.emotion_sent = False
         self.text_parts: list[str] = []
         self.playout = Playout()
-        self.audio = ReplyAudio(voice_profile_id=voice_profile_id)
+        self.audio = ReplyAudio(voice_profile_id=host.voice_profile_id)
         self.seq = 0
-        self.stages: dict[str, float] = {
-            "endpoint": round(endpoint_ms, 2),
-            "asr_final": round(transcription.latency_ms, 2),
-        }
+        self.stages = StageTimes(deps.metrics, t_final, endpoint_ms, transcription.latency_ms)
         self.task: asyncio.Task[None] | None = None
-
-    @property
-    def turn_id(self) -> uuid.UUID:
-        return self.turn.turn_id
 
     @property
     def running(self) -> bool:
@@ -145,8 +153,8 @@ class Reply:
 
     async def _think(self, clauses: asyncio.Queue[str | None]) -> None:
         self.host.set_phase(Phase.THINKING)
-        chunker, clock = self.tools.chunker, self.tools.clock
-        events = self.tools.replies.reply(
+        chunker, clock = self.deps.chunker_factory(), self.deps.clock
+        events = self.deps.replies.reply(
             self.host.session_id,
             self.turn.user_input,
             turn_id=self.turn_id,
@@ -161,7 +169,7 @@ class Reply:
                     self._ended(event)
                 elif event.text:
                     if not self.text_parts:
-                        self._stage("llm_ttft", clock.monotonic() - self.t_final)
+                        self.stages.since_final("llm_ttft", clock.monotonic())
                         self._send_emotion()
                     self.text_parts.append(event.text)
                     self.host.send(LlmTokenMsg(turn_id=self.turn_id, token=event.text))
@@ -195,8 +203,7 @@ class Reply:
     def _queue_clause(self, clauses: asyncio.Queue[str | None], clause: str) -> None:
         if not clause.strip():
             return
-        if "first_clause" not in self.stages:
-            self._stage("first_clause", self.tools.clock.monotonic() - self.t_final)
+        self.stages.since_final("first_clause", self.deps.clock.monotonic())
         clauses.put_nowait(clause)
 
     # --- speaking -------------------------------------------------------------------------
@@ -213,13 +220,13 @@ class Reply:
                 self.host.error("TTS_FAILED", f"speech synthesis failed: {exc}")
 
     async def _speak_clause(self, text: str) -> None:
-        clock, host = self.tools.clock, self.host
+        clock, host = self.deps.clock, self.host
         clause = self.playout.start_clause(text)
         request = SynthesisRequest(
             text=text, mode=TTSMode.FAST, voice=host.voice, language=host.language, reference=host.reference
         )
         t_request = clock.monotonic()
-        stream = await self.tools.fast_tts.synthesize(request)
+        stream = await self.deps.fast_tts.synthesize(request)
         self.audio.engine, self.audio.voice = stream.engine, stream.voice
         if stream.notice:
             host.notice("VOICE_SUBSTITUTED", stream.notice)
@@ -240,10 +247,9 @@ class Reply:
             await stream.aclose()
 
     def _send_audio(self, clause: Clause, chunk: AudioChunk, t_request: float) -> None:
-        now = self.tools.clock.monotonic()
+        now = self.deps.clock.monotonic()
         if self.playout.sent(clause, chunk.duration_ms, now):
-            self._stage("tts_first_chunk", now - t_request)
-            self._stage("e2e", self.asr_ms / 1000.0 + (now - self.t_final), e2e=True)
+            self.stages.first_audio(now, t_request)
             if self.state is ReplyState.THINKING:
                 self.state = ReplyState.SPEAKING
             self.host.set_phase(Phase.SPEAKING)
@@ -267,7 +273,7 @@ class Reply:
         self.state = ReplyState.COMPLETED
         text = "".join(self.text_parts).strip()
         self.turn.complete(text, self.emotion)
-        self.turn.stage_latency_ms = dict(self.stages)
+        self.turn.stage_latency_ms = dict(self.stages.ms)
         self.recorder.record_reply(self.turn, self.audio)
         if not text:
             self.host.send(
@@ -279,7 +285,7 @@ class Reply:
             )
         self.host.send(self._completed_message(text, interrupted=False))
         host = self.host
-        if text and host.tts_mode is TTSMode.HQ and self.tools.hq_enabled:
+        if text and host.tts_mode is TTSMode.HQ and self.deps.config.hq_enabled:
             self.recorder.request_hq(
                 HQRequest(self.turn_id, text, host.voice, host.language, self.audio.voice_profile_id)
             )
@@ -294,9 +300,9 @@ class Reply:
             return True
         if not self.playout.started:
             return False
-        return explicit or self.playout.left_ms(self.tools.clock.monotonic()) > 0
+        return explicit or self.playout.left_ms(self.deps.clock.monotonic()) > 0
 
-    async def interrupt(self, timeout_s: float, heard_text: str | None, played_ms: float | None) -> None:
+    async def interrupt(self, heard_text: str | None, played_ms: float | None) -> None:
         """Stop the reply and report it once; the caller checked :meth:`interruptible`.
 
         The state is claimed before the first await, so a second barge-in arriving meanwhile (the
@@ -306,15 +312,15 @@ class Reply:
         self.state = ReplyState.INTERRUPTED
         if self.task is not None and not self.task.done():
             self.task.cancel()
-            done, _ = await asyncio.wait({self.task}, timeout=timeout_s)
+            done, _ = await asyncio.wait({self.task}, timeout=self.deps.config.barge_in_timeout_s)
             if not done:
                 log.warning("session %s: reply still winding down after barge-in", self.host.session_id)
-        heard = self.playout.heard_text(self.tools.clock.monotonic(), heard_text, played_ms)
+        heard = self.playout.heard_text(self.deps.clock.monotonic(), heard_text, played_ms)
         self.turn.complete(heard, self.emotion, interrupted=True)
-        self.turn.stage_latency_ms = dict(self.stages)
+        self.turn.stage_latency_ms = dict(self.stages.ms)
         self.host.send(InterruptedMsg(turn_id=self.turn_id, heard_text=heard))
         self.host.send(self._completed_message(heard, interrupted=True))
-        self.tools.metrics.interrupted()
+        self.deps.metrics.interrupted()
         self.recorder.record_reply(self.turn, self.audio)
         self.host.set_phase(Phase.LISTENING)
 
@@ -325,7 +331,7 @@ class Reply:
         interrupted = self.state is ReplyState.INTERRUPTED
         self.state = ReplyState.SETTLED
         try:
-            await self.tools.replies.settle(
+            await self.deps.replies.settle(
                 self.host.session_id, self.turn.user_input, self.turn.ai_response, interrupted=interrupted
             )
         except Exception:
@@ -339,14 +345,8 @@ class Reply:
             text=text,
             emotion=self.emotion,
             interrupted=interrupted,
-            latency_ms={k: round(v, 1) for k, v in self.stages.items()},
+            latency_ms=self.stages.rounded(),
         )
-
-    def _stage(self, name: str, seconds: float, *, e2e: bool = False) -> None:
-        self.stages[name] = round(seconds * 1000.0, 2)
-        self.tools.metrics.observe_stage(name, seconds)
-        if e2e:
-            self.tools.metrics.observe_e2e(seconds)
 
     def _send_emotion(self) -> None:
         if self.emotion_sent:

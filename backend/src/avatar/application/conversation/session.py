@@ -12,9 +12,10 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from avatar.application.conversation.context import SessionContext
+from avatar.application.conversation.deps import ConversationDeps
 from avatar.application.conversation.events import (
     NoticeMsg,
     SpeechStartedMsg,
@@ -22,22 +23,14 @@ from avatar.application.conversation.events import (
     TranscriptionPartialMsg,
     TurnStartedMsg,
 )
-from avatar.application.conversation.metrics import ConversationMetrics
 from avatar.application.conversation.outbox import Outbox
-from avatar.application.conversation.ports import ReplyEngine, TextChunker, VoiceResolver
 from avatar.application.conversation.recorder import TurnRecorder
-from avatar.application.conversation.reply import Reply, ReplyTools
-from avatar.application.conversation.writer import BackgroundWriter
+from avatar.application.conversation.reply import Reply
 from avatar.application.ports.asr import (
     RecognitionStream,
-    SpeechRecognizer,
     TranscriptEvent,
     TranscriptEventKind,
 )
-from avatar.application.ports.clock import Clock
-from avatar.application.ports.queue import TaskQueue
-from avatar.application.ports.storage import ObjectStore, UnitOfWorkFactory
-from avatar.application.ports.tts import SpeechSynthesizer
 from avatar.domain.errors import AvatarError
 from avatar.domain.models import AudioChunk, ConversationTurn, Transcription, TTSMode, new_id
 
@@ -47,38 +40,6 @@ log = logging.getLogger(__name__)
 def transcription_id_for(turn_id: uuid.UUID) -> uuid.UUID:
     """The id of a turn's transcription: derived from the turn so either finds the other."""
     return uuid.uuid5(turn_id, "transcription")
-
-
-@dataclass
-class ConversationConfig:
-    """Per-deployment knobs of the pipeline (from ``Settings``)."""
-
-    language: str | None = None
-    default_tts_mode: TTSMode = TTSMode.FAST
-    hq_enabled: bool = True
-    write_retries: int = 3
-    write_backoff_s: float = 0.2
-    #: How long barge-in waits for the reply task to wind down before acknowledging anyway.
-    barge_in_timeout_s: float = 0.2
-    #: Queued messages past which reply audio is shed (control messages are always kept).
-    outbox_limit: int = 500
-
-
-@dataclass
-class ConversationDeps:
-    """Adapters a session uses (shared by every session of a process)."""
-
-    recognizer: SpeechRecognizer
-    replies: ReplyEngine
-    fast_tts: SpeechSynthesizer
-    clock: Clock
-    object_store: ObjectStore
-    queue: TaskQueue
-    uow: UnitOfWorkFactory
-    metrics: ConversationMetrics
-    chunker_factory: Callable[[], TextChunker]
-    config: ConversationConfig = field(default_factory=ConversationConfig)
-    voice_resolver: VoiceResolver | None = None
 
 
 class ConversationSession:
@@ -108,20 +69,8 @@ class ConversationSession:
             language=language or cfg.language,
             turn_count=turn_count,
         )
-        self.writer = BackgroundWriter(
-            retries=cfg.write_retries,
-            backoff_s=cfg.write_backoff_s,
-            on_failure=self._write_failed,
-            name=f"writer-{session_id}",
-        )
-        self.recorder = TurnRecorder(
-            session_id,
-            self.writer,
-            uow=deps.uow,
-            object_store=deps.object_store,
-            queue=deps.queue,
-            clock=deps.clock,
-        )
+        self.recorder = TurnRecorder(session_id, deps, report=self.context.error)
+        self.writer = self.recorder.writer
         self._stream: RecognitionStream | None = None
         self._listener: asyncio.Task[None] | None = None
         self._reply: Reply | None = None
@@ -261,31 +210,16 @@ class ConversationSession:
         self, turn_id: uuid.UUID, text: str, tr: Transcription, t_final: float, endpoint_ms: float
     ) -> Reply:
         self.context.turn_count += 1
-        deps = self.deps
-        turn = ConversationTurn(
-            turn_id=turn_id,
-            session_id=self.session_id,
-            turn_number=self.context.turn_count,
-            user_input=text,
-            created_at=deps.clock.now(),
-        )
-        tools = ReplyTools(
-            replies=deps.replies,
-            fast_tts=deps.fast_tts,
-            clock=deps.clock,
-            metrics=deps.metrics,
-            chunker=deps.chunker_factory(),
-            hq_enabled=deps.config.hq_enabled,
-        )
+        number, now = self.context.turn_count, self.deps.clock.now()
+        turn = ConversationTurn(turn_id, self.session_id, number, user_input=text, created_at=now)
         return Reply(
             turn,
             tr,
             t_final=t_final,
             endpoint_ms=endpoint_ms,
             host=self.context,
-            tools=tools,
+            deps=self.deps,
             recorder=self.recorder,
-            voice_profile_id=self.context.voice_profile_id,
         )
 
     # --- barge-in -------------------------------------------------------------------------
@@ -297,15 +231,11 @@ class ConversationSession:
         reply = self._reply
         if reply is None or not reply.interruptible(explicit=explicit):
             return False
-        await reply.interrupt(self.deps.config.barge_in_timeout_s, heard_text, played_ms)
+        await reply.interrupt(heard_text, played_ms)
         self.outbox.discard_audio(reply.turn_id)
         return True
 
     # --- persistence ----------------------------------------------------------------------
-
-    async def _write_failed(self, what: str, exc: BaseException) -> None:
-        self.deps.metrics.write_failed(what.split(" ")[-1] if what else "write")
-        self.context.error("PERSISTENCE_FAILED", f"could not save {what} after retries: {exc}")
 
     def _state_changed(self) -> None:
         hook = self.on_state_change
