@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from avatar.application.conversation.events import (
     CLIENT_MODELS,
@@ -22,6 +23,7 @@ from avatar.application.conversation.events import (
     message_type,
     protocol_json_schema,
 )
+from avatar.cli import main
 from avatar.domain.models import TTSMode
 from avatar.presentation.wire import encode, to_wire
 
@@ -117,3 +119,12 @@ def test_the_serializer_writes_audio_as_standard_base64_and_reads_back() -> None
     assert wire == to_wire(message) and wire["type"] == "audio_chunk"
     assert base64.b64decode(wire["data"], validate=True) == pcm
     assert SERVER_MESSAGE.validate_python({**wire, "data": pcm}) == message
+
+
+def test_the_cli_prints_the_committed_schema(tmp_path: Path) -> None:
+    out = CliRunner().invoke(main, ["protocol", "schema"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output) == json.loads(SCHEMA.read_text(encoding="utf-8"))
+    target = tmp_path / "schema.json"
+    assert CliRunner().invoke(main, ["protocol", "schema", "-o", str(target)]).exit_code == 0
+    assert target.read_text(encoding="utf-8") == SCHEMA.read_text(encoding="utf-8")

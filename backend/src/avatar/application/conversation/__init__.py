@@ -6,12 +6,13 @@ from avatar.application.conversation.context import SessionContext
 from avatar.application.conversation.deps import ConversationConfig, ConversationDeps
 from avatar.application.conversation.events import Phase, ServerMessage
 from avatar.application.conversation.hq import make_hq_handler
-from avatar.application.conversation.manager import SessionEndedError, SessionManager
+from avatar.application.conversation.manager import SessionManager
 from avatar.application.conversation.metrics import STAGES, ConversationMetrics, NullMetrics
 from avatar.application.conversation.outbox import Outbox
 from avatar.application.conversation.playout import Clause, Playout
 from avatar.application.conversation.ports import ReplyEngine, ReplyEvent, TextChunker, VoiceResolver
 from avatar.application.conversation.recorder import HQ_TOPIC, PROSODY_TOPIC, TurnRecorder
+from avatar.application.conversation.records import SessionEndedError, SessionRecords
 from avatar.application.conversation.reply import Reply, ReplyState
 from avatar.application.conversation.session import ConversationSession, transcription_id_for
 from avatar.application.conversation.tokens import TokenError, issue_token, verify_token
@@ -42,6 +43,7 @@ __all__ = [
     "SessionContext",
     "SessionEndedError",
     "SessionManager",
+    "SessionRecords",
     "TextChunker",
     "TextDelta",
     "TokenError",
