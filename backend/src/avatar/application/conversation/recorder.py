@@ -1,6 +1,6 @@
 """What a conversation leaves behind, written off the audio path through a session's
 :class:`BackgroundWriter`: turn and transcription rows, the input and reply audio, and the
-prosody and HQ requests on the task queue (docs/architecture.md)."""
+prosody and HQ requests on the task queue."""
 
 from __future__ import annotations
 

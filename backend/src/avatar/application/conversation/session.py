@@ -1,4 +1,4 @@
-"""One live conversation: recognition -> reply -> speech, with barge-in (docs/architecture.md).
+"""One live conversation: recognition -> reply -> speech, with barge-in (docs/protocol.md).
 
 The listener task consumes the recognition stream and routes its events; each final transcript
 starts a turn whose :class:`Reply` runs in its own task. Only one reply runs at a time: speech (or
