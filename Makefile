@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test setup setup-test lint typecheck doctor bench clean
+.PHONY: run test setup setup-test lint typecheck doctor bench clean protocol
 
 run: setup
 	$(BIN)/avatar up
@@ -29,6 +29,11 @@ doctor:
 
 bench: setup
 	$(BIN)/avatar bench all
+
+# The web app's protocol types from the backend's models (docs/protocol.md).
+protocol:
+	$(BIN)/avatar protocol schema -o frontend/src/protocol/protocol.schema.json
+	cd frontend && npm run --silent gen:protocol
 
 clean:
 	rm -rf var/ models/cache/ frontend/dist/

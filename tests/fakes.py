@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
+from avatar.application.conversation.events import ServerMessage
 from avatar.application.ports.asr import TranscriptEvent, TranscriptEventKind
 from avatar.application.ports.common import ComponentHealth
 from avatar.application.ports.llm import ChatMessage
@@ -37,6 +38,7 @@ from avatar.domain.models import (
     TTSMode,
     VoiceProfile,
 )
+from avatar.presentation.wire import to_wire
 from avatar.settings import Settings
 
 # --- clock ----------------------------------------------------------------------------------
@@ -662,11 +664,13 @@ class FakeTaskQueue:
 
 
 class FakeNotifier:
+    """Keeps each notification as the client would decode it (a JSON object)."""
+
     def __init__(self) -> None:
         self.sent: list[tuple[uuid.UUID, dict[str, Any]]] = []
 
-    async def notify(self, session_id: uuid.UUID, message: Mapping[str, Any]) -> None:
-        self.sent.append((session_id, dict(message)))
+    async def notify(self, session_id: uuid.UUID, message: ServerMessage) -> None:
+        self.sent.append((session_id, dict(to_wire(message))))
 
 
 # --- a whole container ------------------------------------------------------------------------
@@ -704,6 +708,7 @@ class RecordingConversationMetrics:
         self.active: list[int] = []
         self.write_failures: list[str] = []
         self.interruptions = 0
+        self.shed_chunks = 0
 
     def observe_stage(self, stage: str, seconds: float) -> None:
         self.stages.append((stage, seconds))
@@ -719,6 +724,9 @@ class RecordingConversationMetrics:
 
     def interrupted(self) -> None:
         self.interruptions += 1
+
+    def audio_shed(self, chunks: int) -> None:
+        self.shed_chunks += chunks
 
 
 # --- conversation (capacity benchmark: a fake recognizer with a crude VAD) ---------------------

@@ -322,3 +322,31 @@ def bench(name: str, quick: bool) -> None:
         code = run(settings, quick)
         if code:
             sys.exit(code)
+
+
+@main.group()
+def protocol() -> None:
+    """The realtime protocol's message types (docs/protocol.md)."""
+
+
+@protocol.command("schema")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write to this file instead of standard output.",
+)
+def protocol_schema(output: str | None) -> None:
+    """Print the JSON Schema of every protocol message (the input of the web app's generated types:
+    `npm run gen:protocol` in frontend/)."""
+    import json
+
+    from avatar.application.conversation.events import protocol_json_schema
+
+    text = json.dumps(protocol_json_schema(), indent=2, sort_keys=False) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(text)

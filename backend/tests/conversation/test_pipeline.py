@@ -28,8 +28,10 @@ from avatar.application.conversation import (
     verify_token,
 )
 from avatar.application.ports.asr import TranscriptEvent, TranscriptEventKind
+from avatar.application.ports.llm import ChatErrorKind, ChatModelError
 from avatar.domain.errors import CapacityError, NotFoundError
 from avatar.domain.models import AudioChunk, Session, Transcription, TTSMode
+from avatar.presentation.wire import to_wire
 from avatar.settings import Settings
 from avatar_common.text import ClauseChunker
 from tests.fakes import (
@@ -107,7 +109,7 @@ class Rig:
 
         async def pump() -> None:
             while True:
-                message = await session.outbox.get()
+                message = to_wire(await session.outbox.get())
                 self.messages.append(message)
                 if done(message):
                     return
@@ -292,7 +294,7 @@ async def test_a_lasting_database_failure_is_reported_loudly() -> None:
     await rig.until(session, is_type("turn_completed"))
     await session.writer.drain()
     while len(session.outbox):
-        rig.messages.append(await session.outbox.get())
+        rig.messages.append(to_wire(await session.outbox.get()))
     errors = [m for m in rig.messages if m["type"] == "error"]
     assert errors and all(e["code"] == "PERSISTENCE_FAILED" for e in errors)
     assert any("turn 1 row" in e["message"] for e in errors)
@@ -406,7 +408,8 @@ async def test_another_replica_resumes_from_the_shared_redis_state(
         assert not replica_b.is_live(sid)
         second, resumed, _ = await replica_b.attach(sid, object(), token)
         assert resumed and second is not first
-        assert (second.tts_mode, second.voice, second.turn_count) == (TTSMode.HQ, "amy", 1)
+        context = second.context
+        assert (context.tts_mode, context.voice, context.turn_count) == (TTSMode.HQ, "amy", 1)
         rig.messages = []
         await second.push_audio(tone(1000))
         messages = await rig.until(second, lambda m: m["type"] == "turn_completed")
@@ -508,7 +511,7 @@ async def test_an_unknown_voice_profile_is_an_error_and_the_default_voice_stays(
     errors = [m for m in messages if m["type"] == "error"]
     assert [e["code"] for e in errors] == ["VOICE_PROFILE_NOT_FOUND"]
     assert rig.tts.requests and all(r.reference is None for r in rig.tts.requests)
-    assert session.voice_profile_id is None
+    assert session.context.voice_profile_id is None
 
 
 async def test_push_to_talk_with_nothing_said_is_a_notice_not_an_error() -> None:
@@ -518,3 +521,72 @@ async def test_push_to_talk_with_nothing_said_is_a_notice_not_an_error() -> None
     messages = await rig.until(session, is_type("notice"))
     assert messages[-1] == {"type": "notice", "code": "NO_SPEECH", "message": "no speech was heard"}
     assert not [m for m in messages if m["type"] == "error"]
+
+
+async def drain(rig: Rig, session: ConversationSession, settle_s: float = 0.3) -> list[Message]:
+    """Everything the session sends until it has been quiet for ``settle_s``."""
+    while True:
+        try:
+            rig.messages.append(to_wire(await asyncio.wait_for(session.outbox.get(), settle_s)))
+        except TimeoutError:
+            return rig.messages
+
+
+async def test_speech_and_the_client_interrupt_at_once_interrupt_the_reply_once() -> None:
+    # The web app sends `interrupt` when its own VAD hears speech; the server's VAD hears the same
+    # speech: both reach the session together and must be reported as one interruption.
+    rig = Rig(token_delay_s=0.05)
+    session = await rig.session()
+    await session.push_audio(tone(1000))
+    await rig.until(session, is_type("audio_chunk"))
+    results = await asyncio.gather(session.push_audio(tone(300)), session.interrupt(heard_text="Hello"))
+    assert results[1] is True
+    messages = await drain(rig, session)
+    interrupted = [m for m in messages if m["type"] == "interrupted"]
+    completed = [m for m in messages if m["type"] == "turn_completed"]
+    assert len(interrupted) == 1 and interrupted[0]["heard_text"] == "Hello"
+    assert len(completed) == 1 and completed[0]["interrupted"] is True
+    assert rig.metrics.interruptions == 1
+    # a second stop press for the same reply does nothing either
+    assert await session.interrupt() is False
+    await session.aclose()
+    (turn,) = rig.db.tables.turns.values()
+    assert turn.interrupted and turn.ai_response == "Hello"
+
+
+async def test_server_vad_and_client_interrupt_race_the_other_way_round() -> None:
+    rig = Rig(token_delay_s=0.05)
+    session = await rig.session()
+    await session.push_audio(tone(1000))
+    await rig.until(session, is_type("audio_chunk"))
+    speech = TranscriptEvent(TranscriptEventKind.SPEECH_STARTED, stream_time_ms=1.0)
+    await asyncio.gather(session._on_event(speech), session.interrupt(played_ms=0))
+    messages = await drain(rig, session)
+    assert [m["type"] for m in messages].count("interrupted") == 1
+    assert rig.metrics.interruptions == 1
+    await session.aclose()
+
+
+async def test_the_fallback_reply_for_an_unreachable_model_is_announced() -> None:
+    rig = Rig()
+    rig.chat.fail_with = ChatModelError(ChatErrorKind.REFUSED, "connection refused")
+    session = await rig.session()
+    await session.text_input("are you there?")
+    messages = await rig.until(session, is_type("turn_completed"))
+    started = next(m for m in messages if m["type"] == "turn_started")
+    notices = [m for m in messages if m["type"] == "notice" and m["code"] == "LLM_UNAVAILABLE"]
+    assert len(notices) == 1 and notices[0]["turn_id"] == started["turn_id"]
+    assert "refused" in str(notices[0]["message"])
+    # the fallback is spoken
+    assert messages[-1]["text"] and any(m["type"] == "audio_chunk" for m in messages)
+    assert not any(m["type"] == "error" for m in messages)
+    await session.aclose()
+
+
+async def test_a_normal_reply_has_no_unavailable_notice() -> None:
+    rig = Rig()
+    session = await rig.session()
+    await session.text_input("hi")
+    messages = await rig.until(session, is_type("turn_completed"))
+    assert not any(m["type"] == "notice" for m in messages)
+    await session.aclose()

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import math
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -197,3 +198,50 @@ async def test_reconnect_resumes_the_session() -> None:
         assert state is not None and state.accepts(created["token"]) and state.extra["turn_count"] == "2"
         brain_history = container.chat_model.calls[-1]  # type: ignore[attr-defined]
         assert any("remember me" in m.content for m in brain_history)
+
+
+def _shed_total(metrics_text: str) -> float:
+    for line in metrics_text.splitlines():
+        if line.startswith("conversation_audio_shed_chunks_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
+async def test_a_client_that_stops_reading_loses_only_reply_audio() -> None:
+    # A long reply (~60 ms of fake audio per character: about a minute of speech) to a client that
+    # stops reading once it starts: the server's socket backs up, its outbox passes the limit and
+    # sheds audio, but every control message still arrives, in order, after the client reads again.
+    words = [f"word{i}," if i % 12 == 11 else f"word{i}" for i in range(160)]
+    reply = "[happy] " + " ".join(words) + "."
+    settings = _settings()
+    container = fake_container(settings, chat_model=FakeChatModel((reply,)))
+    app = create_app(settings, container)
+    async with running_server(app) as base:
+        app.state.sessions.deps.config.outbox_limit = 40
+        async with httpx.AsyncClient(base_url=base) as http:
+            shed_before = _shed_total((await http.get("/api/v1/metrics")).text)
+        created = await create_session(base)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        sock.connect(("127.0.0.1", int(base.rsplit(":", 1)[1])))
+        async with websockets.connect(created["ws_url"], sock=sock, max_size=None, max_queue=2) as conn:
+            client = Client(conn)
+            await client.until_type("session_state")
+            await client.send({"type": "text_input", "text": "tell me a long story"})
+            started = await client.until_type("turn_started")
+            await asyncio.sleep(4.0)  # not reading: the reply is produced meanwhile
+            done = await client.until_type("turn_completed")
+        async with httpx.AsyncClient(base_url=base) as http:
+            shed_after = _shed_total((await http.get("/api/v1/metrics")).text)
+    turn_id = started["turn_id"]
+    assert done["turn_id"] == turn_id and done["interrupted"] is False
+    tokens = "".join(m["token"] for m in client.of("llm_token"))
+    assert tokens.strip() == reply.removeprefix("[happy] ")  # every token arrived
+    notices = [m for m in client.of("notice") if m["code"] == "AUDIO_SHED"]
+    assert len(notices) == 1 and notices[0]["turn_id"] == turn_id
+    seqs = [m["seq"] for m in client.of("audio_chunk")]
+    assert seqs == sorted(seqs) and len(seqs) < seqs[-1] + 1  # in order, with chunks missing
+    assert shed_after - shed_before == seqs[-1] + 1 - len(seqs)
+    kinds = [m["type"] for m in client.messages]
+    assert kinds.index("turn_completed") > kinds.index("notice")
+    assert kinds.count("session_state") >= 3  # connect, speaking, listening: none lost

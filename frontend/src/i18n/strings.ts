@@ -87,6 +87,8 @@ const en = {
   notice_HQ_DEGRADED: 'HQ model unavailable for now; using fast mode.',
   notice_LOW_CONFIDENCE: 'Background noise may reduce accuracy.',
   notice_RESUMED: 'Reconnected: the session was resumed.',
+  notice_LLM_UNAVAILABLE: 'The language model is unreachable; a standard reply was given.',
+  notice_AUDIO_SHED: 'The connection is slow: parts of the spoken reply were skipped.',
 } as const;
 
 export type StringKey = keyof typeof en;
@@ -177,6 +179,8 @@ const ko: Partial<Record<StringKey, string>> = {
   notice_HQ_DEGRADED: '지금은 고품질 모델을 쓸 수 없어 빠른 모드를 사용합니다.',
   notice_LOW_CONFIDENCE: '배경 소음으로 정확도가 낮을 수 있습니다.',
   notice_RESUMED: '다시 연결되어 세션이 복원되었습니다.',
+  notice_LLM_UNAVAILABLE: '언어 모델에 연결할 수 없어 기본 답변을 드렸습니다.',
+  notice_AUDIO_SHED: '연결이 느려 음성 답변의 일부를 건너뛰었습니다.',
 };
 
 const tables: Record<Lang, Partial<Record<StringKey, string>>> = { en, ko };

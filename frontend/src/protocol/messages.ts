@@ -1,101 +1,20 @@
 /** Protocol v1 message types (docs/protocol.md) and validation of what the server sends. */
 
+import type { Emotion, Phase, ServerMessage, TTSMode } from './generated';
+
+// The message types are generated from the backend's models (generated.ts, `make protocol`);
+// this module re-exports them under the names the app uses and validates what the server sends.
+export type {
+  AudioChunkMsg, ClientMessage, Emotion, EmotionMsg, ErrorMsg, HeartbeatMsg, HqReadyMsg, InterruptedMsg,
+  LlmTokenMsg, NoticeMsg, PongMsg, ProsodyAnalysisMsg, ServerMessage, SessionStateMsg, SpeechStartedMsg,
+  TranscriptionFinalMsg, TranscriptionPartialMsg, TurnCompletedMsg, TurnStartedMsg,
+} from './generated';
+export type TtsMode = TTSMode;
+export type ConversationState = Phase;
+
 export const PROTOCOL_VERSION = 1;
 
-export const EMOTIONS = ['happy', 'sad', 'angry', 'surprised', 'neutral', 'excited'] as const;
-export type Emotion = (typeof EMOTIONS)[number];
-export type TtsMode = 'fast' | 'hq';
-export type ConversationState = 'listening' | 'thinking' | 'speaking';
-
-export interface SessionStateMsg {
-  type: 'session_state';
-  session_id: string;
-  state: ConversationState;
-  resumed: boolean;
-  turns: number;
-  tts_mode: TtsMode;
-  voice: string | null;
-  protocol_version: number;
-}
-export interface SpeechStartedMsg { type: 'speech_started'; timestamp: number }
-export interface TranscriptionPartialMsg {
-  type: 'transcription_partial';
-  text: string;
-  confidence: number;
-  is_final: false;
-  language: string | null;
-}
-export interface TranscriptionFinalMsg {
-  type: 'transcription_final';
-  transcription_id: string;
-  text: string;
-  confidence: number;
-  is_final: true;
-  language: string | null;
-  low_confidence: boolean;
-  latency_ms: number;
-}
-export interface TurnStartedMsg { type: 'turn_started'; turn_id: string; turn_number: number }
-export interface EmotionMsg { type: 'emotion'; turn_id: string; emotion: Emotion }
-export interface LlmTokenMsg { type: 'llm_token'; turn_id: string; token: string }
-export interface AudioChunkMsg {
-  type: 'audio_chunk';
-  turn_id: string;
-  data: string;
-  sr: number;
-  mode: TtsMode;
-  seq: number;
-  duration_ms: number;
-  text: string;
-}
-export interface TurnCompletedMsg {
-  type: 'turn_completed';
-  turn_id: string;
-  text: string;
-  emotion: Emotion;
-  interrupted: boolean;
-  latency_ms: Record<string, number>;
-}
-export interface InterruptedMsg { type: 'interrupted'; turn_id: string; heard_text: string }
-export interface HqReadyMsg { type: 'hq_ready'; turn_id: string; url: string; duration_ms: number }
-export interface ProsodyAnalysisMsg {
-  type: 'prosody_analysis';
-  transcription_id: string;
-  scores: { confidence: number; stability: number; affability: number };
-  reliable: boolean;
-  reason: string | null;
-}
-export interface NoticeMsg { type: 'notice'; code: string; message: string }
-export interface ErrorMsg { type: 'error'; code: string; message: string; trace_id: string | null }
-export interface PongMsg { type: 'pong'; t: number }
-/** Server keep-alive (sent by the orchestrator; not in the v1 table). */
-export interface HeartbeatMsg { type: 'heartbeat'; t: number }
-
-export type ServerMessage =
-  | SessionStateMsg
-  | SpeechStartedMsg
-  | TranscriptionPartialMsg
-  | TranscriptionFinalMsg
-  | TurnStartedMsg
-  | EmotionMsg
-  | LlmTokenMsg
-  | AudioChunkMsg
-  | TurnCompletedMsg
-  | InterruptedMsg
-  | HqReadyMsg
-  | ProsodyAnalysisMsg
-  | NoticeMsg
-  | ErrorMsg
-  | PongMsg
-  | HeartbeatMsg;
-
-export type ClientMessage =
-  | { type: 'audio_chunk'; data: string; sr: number; timestamp: number }
-  | { type: 'end_of_utterance' }
-  | { type: 'set_tts_mode'; mode: TtsMode; voice?: string; voice_profile_id?: string }
-  | { type: 'interrupt'; heard_text?: string; played_ms?: number }
-  | { type: 'text_input'; text: string }
-  | { type: 'ping'; t: number };
+export const EMOTIONS = ['happy', 'sad', 'angry', 'surprised', 'neutral', 'excited'] as const satisfies readonly Emotion[];
 
 /** Thrown for a frame that is not a valid v1 server message; `reason` says what is wrong. */
 export class ProtocolError extends Error {
@@ -163,7 +82,7 @@ export function parseServerMessage(raw: string): ServerMessage {
       return {
         type, state, session_id: str(o, 'session_id'), resumed: bool(o, 'resumed'),
         turns: num(o, 'turns', 0), tts_mode: mode(o, 'tts_mode'), voice: optStr(o, 'voice'),
-        protocol_version: num(o, 'protocol_version', PROTOCOL_VERSION),
+        voice_profile_id: optStr(o, 'voice_profile_id'), protocol_version: num(o, 'protocol_version', PROTOCOL_VERSION),
       };
     }
     case 'speech_started':
@@ -206,7 +125,10 @@ export function parseServerMessage(raw: string): ServerMessage {
     case 'interrupted':
       return { type, turn_id: str(o, 'turn_id'), heard_text: optStr(o, 'heard_text') ?? '' };
     case 'hq_ready':
-      return { type, turn_id: str(o, 'turn_id'), url: str(o, 'url'), duration_ms: num(o, 'duration_ms', 0) };
+      return {
+        type, turn_id: str(o, 'turn_id'), url: str(o, 'url'), duration_ms: num(o, 'duration_ms', 0),
+        notice: optStr(o, 'notice'),
+      };
     case 'prosody_analysis': {
       const s = o.scores;
       if (!s || typeof s !== 'object') throw new ProtocolError('prosody_analysis.scores must be an object');
@@ -218,9 +140,9 @@ export function parseServerMessage(raw: string): ServerMessage {
       };
     }
     case 'notice':
-      return { type, code: str(o, 'code'), message: str(o, 'message') };
+      return { type, code: str(o, 'code'), message: str(o, 'message'), turn_id: optStr(o, 'turn_id') };
     case 'error':
-      return { type, code: str(o, 'code'), message: str(o, 'message'), trace_id: optStr(o, 'trace_id') };
+      return { type, code: str(o, 'code'), message: str(o, 'message'), trace_id: optStr(o, 'trace_id') ?? '' };
     case 'pong':
     case 'heartbeat':
       return { type, t: num(o, 't', 0) };

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from avatar.application.conversation.events import ProsodyAnalysisMsg, ProsodyScores
 from avatar.application.ports.clock import Clock
 from avatar.application.ports.notify import ClientNotifier
 from avatar.application.ports.prosody import ProsodyAnalyzer, ProsodyResult
@@ -121,15 +122,16 @@ def speaker_baseline(earlier: Sequence[ProsodyScore]) -> dict[str, float] | None
     return means or None
 
 
-def analysis_message(score: ProsodyScore) -> dict[str, Any]:
+def analysis_message(score: ProsodyScore) -> ProsodyAnalysisMsg:
     """The ``prosody_analysis`` protocol message for a stored score (docs/protocol.md)."""
-    return {
-        "type": "prosody_analysis",
-        "transcription_id": str(score.transcription_id),
-        "scores": {name: getattr(score, name) for name in SCORE_NAMES},
-        "reliable": score.reliable,
-        "reason": score.reason,
-    }
+    return ProsodyAnalysisMsg(
+        transcription_id=score.transcription_id,
+        scores=ProsodyScores(
+            confidence=score.confidence, stability=score.stability, affability=score.affability
+        ),
+        reliable=score.reliable,
+        reason=score.reason,
+    )
 
 
 class ProsodyAnalysisHandler:

@@ -7,13 +7,12 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel
 
+from avatar.application.conversation.events import ServerMessage
 from avatar.application.ports.notify import ClientNotifier
 from avatar.application.prosody import (
     PROSODY_TOPIC,
@@ -151,10 +150,10 @@ class _ContainerNotifier:
     def __init__(self, container: Container) -> None:
         self.container = container
 
-    async def notify(self, session_id: uuid.UUID, message: Mapping[str, Any]) -> None:
+    async def notify(self, session_id: uuid.UUID, message: ServerMessage) -> None:
         notifier: ClientNotifier | None = self.container.extras.get("notifier")
         if notifier is None:
-            log.info("no client notifier: %s for session %s not pushed", message.get("type"), session_id)
+            log.info("no client notifier: %s for session %s not pushed", message.type, session_id)
             return
         await notifier.notify(session_id, message)
 

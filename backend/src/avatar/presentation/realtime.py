@@ -35,23 +35,26 @@ from avatar.application.conversation import (
     make_hq_handler,
     verify_token,
 )
+from avatar.application.conversation.events import (
+    CLIENT_MESSAGE,
+    CLIENT_TYPES,
+    SUPPORTED_SAMPLE_RATES,
+    AudioChunkIn,
+    EndOfUtteranceIn,
+    HeartbeatMsg,
+    InterruptIn,
+    PingIn,
+    PongMsg,
+    SetTTSModeIn,
+    TextInputIn,
+)
 from avatar.application.ports.session_state import SessionStateStore
 from avatar.application.ports.tts import VoiceReference
 from avatar.bootstrap import Container
 from avatar.domain.errors import CapacityError, NotFoundError
 from avatar.domain.models import AudioChunk, TTSMode
-from avatar.presentation.schemas import (
-    CLIENT_MESSAGE,
-    CLIENT_TYPES,
-    PROTOCOL_VERSION,
-    SUPPORTED_SAMPLE_RATES,
-    AudioChunkIn,
-    EndOfUtteranceIn,
-    InterruptIn,
-    PingIn,
-    SetTTSModeIn,
-    TextInputIn,
-)
+from avatar.presentation.wire import encode
+from avatar.presentation.wire import error as _error
 from avatar.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -77,6 +80,9 @@ ACTIVE_SESSIONS = Gauge("active_sessions_count", "Live conversation sessions (co
 WS_CONNECTIONS = Gauge("websocket_connections_active", "Open conversation WebSockets")
 WRITE_FAILURES = Counter("conversation_write_failures_total", "Writes given up after retries", ["what"])
 INTERRUPTIONS = Counter("conversation_interruptions_total", "Replies interrupted by barge-in")
+AUDIO_SHED = Counter(
+    "conversation_audio_shed_chunks_total", "Reply audio chunks dropped for a client that reads too slowly"
+)
 
 
 class PrometheusMetrics:
@@ -94,6 +100,9 @@ class PrometheusMetrics:
 
     def interrupted(self) -> None:
         INTERRUPTIONS.inc()
+
+    def audio_shed(self, chunks: int) -> None:
+        AUDIO_SHED.inc(chunks)
 
 
 def _chunker() -> TextChunker:
@@ -184,17 +193,6 @@ async def shutdown(app: FastAPI) -> None:
         await manager.aclose()
 
 
-def _encode(message: dict[str, Any]) -> str:
-    pcm = message.pop("pcm", None)
-    if isinstance(pcm, bytes | bytearray):
-        message["data"] = base64.b64encode(pcm).decode("ascii")
-    return json.dumps(message)
-
-
-def _error(code: str, message: str) -> str:
-    return json.dumps({"type": "error", "code": code, "message": message, "trace_id": str(uuid.uuid4())})
-
-
 class _FloodGuard:
     """Refuses audio arriving faster than ``speedup`` x real time (after a small burst)."""
 
@@ -243,13 +241,13 @@ class _Connection:
         outbox = self.session.outbox
         while True:
             message = await outbox.get()
-            await self.ws.send_text(_encode(dict(message)))
+            await self.ws.send_text(encode(message))
 
     async def heartbeat_loop(self) -> None:
         interval = self.settings.conversation.heartbeat_s
         while True:
             await asyncio.sleep(interval)
-            self.session.outbox.send({"type": "heartbeat", "t": time.time() * 1000.0})
+            self.session.outbox.send(HeartbeatMsg(t=time.time() * 1000.0))
 
     async def receive_loop(self) -> None:
         max_bytes = self.settings.conversation.max_frame_bytes
@@ -302,7 +300,7 @@ class _Connection:
                 return
             await self._audio(pcm, message.sr, message.timestamp)
         elif isinstance(message, SetTTSModeIn):
-            await session.set_tts_mode(TTSMode(message.mode), message.voice, message.voice_profile_id)
+            await session.set_tts_mode(message.mode, message.voice, message.voice_profile_id)
         elif isinstance(message, InterruptIn):
             await session.interrupt(message.heard_text, message.played_ms)
         elif isinstance(message, TextInputIn):
@@ -310,7 +308,7 @@ class _Connection:
         elif isinstance(message, EndOfUtteranceIn):
             await session.end_utterance()
         elif isinstance(message, PingIn):
-            await self.ws.send_text(json.dumps({"type": "pong", "t": message.t}))
+            await self.ws.send_text(encode(PongMsg(t=message.t)))
 
     async def _audio(self, pcm: bytes, sample_rate: int, timestamp: float | None) -> None:
         if sample_rate not in SUPPORTED_SAMPLE_RATES:
@@ -381,10 +379,8 @@ async def conversation(websocket: WebSocket, session_id: str) -> None:
     conn = _Connection(websocket, session, settings)
     holder["connection"] = conn
     WS_CONNECTIONS.inc()
-    state = session.state_message(resumed=resumed)
-    state["protocol_version"] = PROTOCOL_VERSION
     try:
-        await websocket.send_text(json.dumps(state))
+        await websocket.send_text(encode(session.context.state_message(resumed=resumed)))
         conn.tasks = [asyncio.create_task(conn.send_loop()), asyncio.create_task(conn.heartbeat_loop())]
         await conn.receive_loop()
     except WebSocketDisconnect:

@@ -1,16 +1,15 @@
-"""Pydantic models of the REST bodies and of the WebSocket messages a client sends (docs/protocol.md)."""
+"""Pydantic models of the REST bodies (the WebSocket messages are in
+``avatar.application.conversation.events``, docs/protocol.md)."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field
 
-PROTOCOL_VERSION = 1
-#: Sample rates a client may declare for its microphone audio.
-SUPPORTED_SAMPLE_RATES = frozenset({8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000})
+from avatar.application.conversation.events import PROTOCOL_VERSION
 
 # --- REST -----------------------------------------------------------------------------------
 
@@ -82,54 +81,3 @@ class TurnPublic(BaseModel):
 class TurnList(BaseModel):
     session_id: uuid.UUID
     turns: list[TurnPublic]
-
-
-# --- WebSocket, client -> server --------------------------------------------------------------
-
-
-class _ClientMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class AudioChunkIn(_ClientMessage):
-    type: Literal["audio_chunk"]
-    data: str = Field(description="base64 PCM16 mono little-endian")
-    sr: int = 16000
-    timestamp: float | None = None
-
-
-class EndOfUtteranceIn(_ClientMessage):
-    type: Literal["end_of_utterance"]
-
-
-class SetTTSModeIn(_ClientMessage):
-    type: Literal["set_tts_mode"]
-    mode: Literal["fast", "hq"]
-    voice: str | None = None
-    voice_profile_id: uuid.UUID | None = None
-
-
-class InterruptIn(_ClientMessage):
-    type: Literal["interrupt"]
-    heard_text: str | None = Field(default=None, max_length=8000)
-    played_ms: float | None = Field(default=None, ge=0)
-
-
-class TextInputIn(_ClientMessage):
-    type: Literal["text_input"]
-    text: str = Field(min_length=1, max_length=4000)
-
-
-class PingIn(_ClientMessage):
-    type: Literal["ping"]
-    t: float | None = None
-
-
-ClientMessage = Annotated[
-    AudioChunkIn | EndOfUtteranceIn | SetTTSModeIn | InterruptIn | TextInputIn | PingIn,
-    Field(discriminator="type"),
-]
-CLIENT_MESSAGE = TypeAdapter[ClientMessage](ClientMessage)
-CLIENT_TYPES = frozenset(
-    {"audio_chunk", "end_of_utterance", "set_tts_mode", "interrupt", "text_input", "ping"}
-)

@@ -5,14 +5,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Sequence
 
-from avatar.application.brain import (
-    BrainConfig,
-    ConversationBrain,
-    EmotionDecided,
-    Persona,
-    TextDelta,
-)
-from avatar.application.conversation.ports import ReplyEmotion, ReplyEvent, ReplyText
+from avatar.application.brain import BrainConfig, ConversationBrain, Persona
+from avatar.application.conversation.ports import ReplyEvent
 from avatar.application.ports.llm import ChatModel, TextEmbedder
 from avatar.application.ports.storage import UnitOfWorkFactory
 from avatar.domain.models import ConversationTurn
@@ -54,11 +48,12 @@ class BrainReplyEngine:
         turn_id: uuid.UUID | None = None,
         turn_number: int | None = None,
     ) -> AsyncIterator[ReplyEvent]:
-        async for event in self.brain(session_id).reply(user_text, turn_id=turn_id, turn_number=turn_number):
-            if isinstance(event, EmotionDecided):
-                yield ReplyEmotion(event.emotion)
-            elif isinstance(event, TextDelta):
-                yield ReplyText(event.text)
+        events = self.brain(session_id).reply(user_text, turn_id=turn_id, turn_number=turn_number)
+        try:
+            async for event in events:
+                yield event
+        finally:
+            await events.aclose()
 
     async def settle(
         self, session_id: uuid.UUID, user_text: str, heard_reply: str, *, interrupted: bool

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from avatar.application.conversation.events import HqReadyMsg, NoticeMsg
 from avatar.application.conversation.ports import VoiceResolver
-from avatar.application.conversation.session import collect
 from avatar.application.ports.clock import Clock
 from avatar.application.ports.notify import ClientNotifier
 from avatar.application.ports.queue import TaskHandler
 from avatar.application.ports.storage import ObjectStore, UnitOfWorkFactory
 from avatar.application.ports.tts import SpeechSynthesizer, SynthesisRequest
 from avatar.domain.errors import InvalidInputError
-from avatar.domain.models import SynthesizedAudio, TTSMode, new_id
+from avatar.domain.models import AudioChunk, SynthesizedAudio, TTSMode, new_id
 from avatar.domain.storage_keys import synthesized_key
 from avatar.domain.wav import pcm16_wav
 
@@ -71,12 +71,9 @@ def make_hq_handler(
             log.warning("HQ synthesis of turn %s failed: %s", turn_id, exc)
             await notifier.notify(
                 session_id,
-                {
-                    "type": "notice",
-                    "code": "HQ_UNAVAILABLE",
-                    "message": f"HQ audio is unavailable for now: {exc}",
-                    "turn_id": str(turn_id),
-                },
+                NoticeMsg(
+                    code="HQ_UNAVAILABLE", message=f"HQ audio is unavailable for now: {exc}", turn_id=turn_id
+                ),
             )
             raise
         if not pcm:
@@ -100,14 +97,24 @@ def make_hq_handler(
                 )
             )
             await tx.commit()
-        message: dict[str, Any] = {
-            "type": "hq_ready",
-            "turn_id": str(turn_id),
-            "url": await object_store.presigned_url(key),
-            "duration_ms": round(duration_s * 1000.0, 1),
-        }
-        if stream.notice:
-            message["notice"] = stream.notice
+        message = HqReadyMsg(
+            turn_id=turn_id,
+            url=await object_store.presigned_url(key),
+            duration_ms=round(duration_s * 1000.0, 1),
+            notice=stream.notice or None,
+        )
         await notifier.notify(session_id, message)
 
     return handle
+
+
+async def collect(iterator: AsyncIterator[AudioChunk]) -> tuple[bytes, int]:
+    """All of a synthesis stream's audio as one PCM16 buffer and its sample rate."""
+    pcm = bytearray()
+    rate = 0
+    async for chunk in iterator:
+        if not rate:
+            rate = chunk.sample_rate
+        if chunk.sample_rate == rate:
+            pcm += chunk.pcm
+    return bytes(pcm), rate

@@ -5,22 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
 
-from avatar.application.conversation.session import ConversationDeps, ConversationSession
+from avatar.application.conversation.deps import ConversationDeps
+from avatar.application.conversation.events import ServerMessage
+from avatar.application.conversation.records import SessionRecords
+from avatar.application.conversation.session import ConversationSession
 from avatar.application.conversation.tokens import TokenError
 from avatar.application.ports.session_state import ResumableSession, SessionStateStore, hash_token
-from avatar.domain.errors import AvatarError, CapacityError, NotFoundError
-from avatar.domain.models import Session
+from avatar.domain.errors import CapacityError
 
 log = logging.getLogger(__name__)
-
-
-class SessionEndedError(AvatarError):
-    code = "SESSION_ENDED"
 
 
 @dataclass
@@ -53,6 +48,7 @@ class SessionManager:
         self.max_sessions = max_sessions
         self.grace_s = grace_s
         self.state_store = state_store
+        self.records = SessionRecords(deps.uow, deps.clock, state_store, grace_s)
         self._live: dict[uuid.UUID, _Live] = {}
         self._reserved = 0
 
@@ -105,20 +101,20 @@ class SessionManager:
             live.session.outbox.attached = True
             live.token_hash = live.token_hash or token_hash
             return live.session, True, previous
-        await self._load_record(session_id)
+        await self.records.load_record(session_id)
         if session_id in self._live:  # attached by a concurrent connect meanwhile
             return await self.attach(session_id, connection, token)
         self.check_capacity()
         self._reserved += 1  # held across the awaits below so two connects cannot both pass
         try:
-            state = await self._load_state(session_id)
+            state = await self.records.load_state(session_id)
             if state is not None and state.token_hash and token and not state.accepts(token):
                 raise TokenError("the session token does not belong to this session")
             session = self._new_session(session_id, state)
-            resumed = state is not None or session.turn_count > 0
+            resumed = state is not None or session.context.turn_count > 0
             if resumed:
-                turns = await self._load_turns(session_id)
-                session.turn_count = max(session.turn_count, len(turns))
+                turns = await self.records.load_turns(session_id)
+                session.context.turn_count = max(session.context.turn_count, len(turns))
                 await self.deps.replies.restore(session_id, turns)
             await session.start()
         finally:
@@ -132,7 +128,7 @@ class SessionManager:
             session.on_state_change = lambda: self._store_state(session_id)
         session.outbox.attached = True
         self.deps.metrics.set_active_sessions(self.active_count)
-        await self._save_state(self._live[session_id])
+        await self.records.save_state(session.context, self._live[session_id].token_hash)
         return session, resumed, None
 
     def detach(self, session_id: uuid.UUID, connection: object) -> None:
@@ -147,7 +143,7 @@ class SessionManager:
     async def _expire(self, session_id: uuid.UUID) -> None:
         live = self._live.get(session_id)
         if live is not None:
-            await self._save_state(live, ttl_s=self.grace_s + 1.0)
+            await self.records.save_state(live.session.context, live.token_hash, ttl_s=self.grace_s + 1.0)
         await asyncio.sleep(self.grace_s)
         await self.close(session_id, delete_state=True)
 
@@ -159,13 +155,9 @@ class SessionManager:
         self.deps.metrics.set_active_sessions(self.active_count)
         await live.session.aclose()
         await self.deps.replies.forget(session_id)
-        if delete_state and self.state_store is not None:
-            try:
-                await self.state_store.delete(session_id)
-            except Exception:
-                log.exception("session %s: could not delete its state", session_id)
         if delete_state:
-            await self._mark_ended(session_id)
+            await self.records.delete_state(session_id)
+            await self.records.mark_ended(session_id)
 
     async def aclose(self) -> None:
         """Close every live session (shutdown); states are kept so another replica can resume."""
@@ -175,19 +167,19 @@ class SessionManager:
                 live.grace.cancel()
             await self.close(session_id)
 
-    async def notify(self, session_id: uuid.UUID, message: Mapping[str, Any]) -> None:
+    async def notify(self, session_id: uuid.UUID, message: ServerMessage) -> None:
         """Deliver a background message (hq_ready, prosody_analysis) to the session's client."""
         live = self._live.get(session_id)
         if live is None:
-            log.info("session %s is not live here; dropped %s", session_id, message.get("type"))
+            log.info("session %s is not live here; dropped %s", session_id, message.type)
             return
-        live.session.outbox.send(dict(message))
+        live.session.outbox.send(message)
 
     async def save_state(self, session_id: uuid.UUID) -> None:
         """Write the live session's resumable state (after a change the client made)."""
         live = self._live.get(session_id)
         if live is not None:
-            await self._save_state(live)
+            await self.records.save_state(live.session.context, live.token_hash)
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -206,59 +198,7 @@ class SessionManager:
             language=extra.get("language") or None,
         )
 
-    async def _load_state(self, session_id: uuid.UUID) -> ResumableSession | None:
-        if self.state_store is None:
-            return None
-        try:
-            return await self.state_store.load(session_id)
-        except Exception:
-            # The stored turns still rebuild the history; only the client's choices are lost.
-            log.exception("session %s: could not load its state; resuming from the stored turns", session_id)
-            return None
-
-    async def _load_record(self, session_id: uuid.UUID) -> Session:
-        async with self.deps.uow() as tx:
-            record = await tx.sessions.get(session_id)
-        if record is None:
-            raise NotFoundError(f"session {session_id} does not exist: create one with POST /api/v1/sessions")
-        if not record.is_active:
-            raise SessionEndedError(f"session {session_id} has ended: create a new session")
-        return record
-
-    async def _load_turns(self, session_id: uuid.UUID) -> list[Any]:
-        async with self.deps.uow() as tx:
-            return list(await tx.turns.list_for_session(session_id))
-
-    async def _store_state(self, session_id: uuid.UUID, ttl_s: float | None = None) -> None:
+    async def _store_state(self, session_id: uuid.UUID) -> None:
         live = self._live.get(session_id)
-        if self.state_store is None or live is None:
-            return
-        session = live.session
-        state = ResumableSession(
-            session_id=session.session_id,
-            token_hash=live.token_hash,
-            tts_mode=session.tts_mode,
-            voice=session.voice,
-            voice_profile_id=session.voice_profile_id,
-            last_seen=self.deps.clock.now(),
-            extra=session.snapshot(),
-        )
-        await self.state_store.save(state, timedelta(seconds=ttl_s or self.grace_s + 3600.0))
-
-    async def _save_state(self, live: _Live, ttl_s: float | None = None) -> None:
-        session = live.session
-        try:
-            await self._store_state(session.session_id, ttl_s)
-        except Exception:
-            log.exception("session %s: could not save its state", session.session_id)
-
-    async def _mark_ended(self, session_id: uuid.UUID) -> None:
-        try:
-            async with self.deps.uow() as tx:
-                record = await tx.sessions.get(session_id)
-                if record is not None:
-                    record.end(self.deps.clock.now())
-                    await tx.sessions.update(record)
-                    await tx.commit()
-        except Exception:
-            log.exception("session %s: could not mark it ended", session_id)
+        if live is not None:
+            await self.records.store_state(live.session.context, live.token_hash)

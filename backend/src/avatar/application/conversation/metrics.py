@@ -25,6 +25,10 @@ class ConversationMetrics(Protocol):
 
     def interrupted(self) -> None: ...
 
+    def audio_shed(self, chunks: int) -> None:
+        """Reply audio chunks dropped for a client that reads too slowly."""
+        ...
+
 
 class NullMetrics:
     """Records nothing (tests and benchmarks that read turn records instead)."""
@@ -42,4 +46,7 @@ class NullMetrics:
         pass
 
     def interrupted(self) -> None:
+        pass
+
+    def audio_shed(self, chunks: int) -> None:
         pass

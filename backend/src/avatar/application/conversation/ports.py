@@ -6,28 +6,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
+from avatar.application.brain import BrainEvent
 from avatar.application.ports.tts import VoiceReference
-from avatar.domain.models import ConversationTurn, Emotion
+from avatar.domain.models import ConversationTurn
 
-
-@dataclass(frozen=True, slots=True)
-class ReplyEmotion:
-    """The emotion the reply will be spoken with; arrives before any text."""
-
-    emotion: Emotion
-
-
-@dataclass(frozen=True, slots=True)
-class ReplyText:
-    """A piece of the reply's speakable text, in order."""
-
-    text: str
-
-
-ReplyEvent = ReplyEmotion | ReplyText
+#: The reply events are the brain's own (one vocabulary): ``EmotionDecided`` first, then
+#: ``TextDelta`` pieces, then ``ReplyEnded`` (which says whether the persona's fallback answered).
+ReplyEvent = BrainEvent
 
 
 class ReplyEngine(Protocol):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:  # the port names the protocol's message type only; no import cycle at run time
+    from avatar.application.conversation.events import ServerMessage
 
 
 class ClientNotifier(Protocol):
@@ -15,4 +17,4 @@ class ClientNotifier(Protocol):
     reconnects (bounded), never raises.
     """
 
-    async def notify(self, session_id: uuid.UUID, message: Mapping[str, Any]) -> None: ...
+    async def notify(self, session_id: uuid.UUID, message: ServerMessage) -> None: ...

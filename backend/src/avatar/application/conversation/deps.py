@@ -1,0 +1,47 @@
+"""What a conversation session is built from: the deployment's knobs and the shared adapters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from avatar.application.conversation.metrics import ConversationMetrics
+from avatar.application.conversation.ports import ReplyEngine, TextChunker, VoiceResolver
+from avatar.application.ports.asr import SpeechRecognizer
+from avatar.application.ports.clock import Clock
+from avatar.application.ports.queue import TaskQueue
+from avatar.application.ports.storage import ObjectStore, UnitOfWorkFactory
+from avatar.application.ports.tts import SpeechSynthesizer
+from avatar.domain.models import TTSMode
+
+
+@dataclass
+class ConversationConfig:
+    """Per-deployment knobs of the pipeline (from ``Settings``)."""
+
+    language: str | None = None
+    default_tts_mode: TTSMode = TTSMode.FAST
+    hq_enabled: bool = True
+    write_retries: int = 3
+    write_backoff_s: float = 0.2
+    #: How long barge-in waits for the reply task to wind down before acknowledging anyway.
+    barge_in_timeout_s: float = 0.2
+    #: Queued messages past which reply audio is shed (control messages are always kept).
+    outbox_limit: int = 500
+
+
+@dataclass
+class ConversationDeps:
+    """Adapters a session uses (shared by every session of a process)."""
+
+    recognizer: SpeechRecognizer
+    replies: ReplyEngine
+    fast_tts: SpeechSynthesizer
+    clock: Clock
+    object_store: ObjectStore
+    queue: TaskQueue
+    uow: UnitOfWorkFactory
+    metrics: ConversationMetrics
+    chunker_factory: Callable[[], TextChunker]
+    config: ConversationConfig = field(default_factory=ConversationConfig)
+    voice_resolver: VoiceResolver | None = None

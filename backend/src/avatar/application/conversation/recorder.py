@@ -1,0 +1,188 @@
+"""What a conversation leaves behind, written off the audio path through a session's
+:class:`BackgroundWriter`: turn and transcription rows, the input and reply audio, and the
+prosody and HQ requests on the task queue."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from avatar.application.conversation.writer import BackgroundWriter
+from avatar.domain.models import (
+    AudioChunk,
+    ConversationTurn,
+    SynthesizedAudio,
+    Transcription,
+    TTSMode,
+    new_id,
+)
+from avatar.domain.storage_keys import raw_input_key, synthesized_key
+from avatar.domain.wav import pcm16_wav
+
+if TYPE_CHECKING:
+    from avatar.application.conversation.deps import ConversationDeps
+
+PROSODY_TOPIC = "prosody.analyze"
+HQ_TOPIC = "tts.hq"
+#: Sample rate of ``TranscriptEvent.utterance_pcm`` (the recognizer's contract).
+ASR_SAMPLE_RATE = 16000
+
+
+@dataclass
+class ReplyAudio:
+    """The fast voice's audio of one reply, kept to be stored once the reply ends."""
+
+    voice_profile_id: uuid.UUID | None = None
+    pcm: bytearray = field(default_factory=bytearray)
+    sample_rate: int | None = None
+    tts_time_s: float = 0.0
+    engine: str = ""
+    voice: str = ""
+    stored: bool = False
+
+    def add(self, chunk: AudioChunk) -> None:
+        if self.sample_rate is None:
+            self.sample_rate = chunk.sample_rate
+        if chunk.sample_rate == self.sample_rate:
+            self.pcm += chunk.pcm
+
+
+@dataclass(frozen=True)
+class HQRequest:
+    """What the HQ pass needs to speak a finished turn again in the high-quality voice."""
+
+    turn_id: uuid.UUID
+    text: str
+    voice: str | None
+    language: str | None
+    voice_profile_id: uuid.UUID | None
+
+
+class TurnRecorder:
+    """Queues every write of one session on its own writer; nothing here is awaited by a reply.
+    A write that still fails after the retries is counted and reported to the client
+    (``PERSISTENCE_FAILED``) through ``report``; the conversation goes on."""
+
+    def __init__(
+        self, session_id: uuid.UUID, deps: ConversationDeps, *, report: Callable[[str, str], None]
+    ) -> None:
+        self.session_id = session_id
+        self._uow = deps.uow
+        self._store = deps.object_store
+        self._queue = deps.queue
+        self._clock = deps.clock
+        self._metrics = deps.metrics
+        self._report = report
+        self.writer = BackgroundWriter(
+            retries=deps.config.write_retries,
+            backoff_s=deps.config.write_backoff_s,
+            on_failure=self._write_failed,
+            name=f"writer-{session_id}",
+        )
+
+    async def _write_failed(self, what: str, exc: BaseException) -> None:
+        self._metrics.write_failed(what.split(" ")[-1] if what else "write")
+        self._report("PERSISTENCE_FAILED", f"could not save {what} after retries: {exc}")
+
+    def record_input(
+        self, turn: ConversationTurn, transcription: Transcription, pcm: bytes, partials: list[str]
+    ) -> None:
+        """The turn row, the utterance's audio and transcription, and the prosody request."""
+        turn = replace(turn)
+        uow = self._uow
+
+        async def add_turn() -> None:
+            async with uow() as tx:
+                await tx.turns.add(turn)
+                await tx.commit()
+
+        self.writer.submit(f"turn {turn.turn_number} row", add_turn)
+        audio: dict[str, str] = {}
+        if pcm:
+            key = raw_input_key(self.session_id, turn.turn_id, self._clock.now())
+            data = pcm16_wav(pcm, ASR_SAMPLE_RATE)
+
+            async def upload() -> None:
+                audio["url"] = await self._store.put(key, data, "audio/wav")
+                audio["key"] = key
+
+            self.writer.submit(f"turn {turn.turn_number} input audio", upload)
+
+        async def add_transcription() -> None:
+            async with uow() as tx:
+                await tx.transcriptions.add(turn.turn_id, transcription, audio.get("url"), partials)
+                await tx.commit()
+
+        self.writer.submit(f"turn {turn.turn_number} transcription row", add_transcription)
+        if pcm:
+
+            async def request_prosody() -> None:
+                if "key" not in audio:
+                    return  # the upload failed loudly already; nothing to analyze
+                await self._queue.publish(
+                    PROSODY_TOPIC,
+                    {
+                        "session_id": str(self.session_id),
+                        "turn_id": str(turn.turn_id),
+                        "transcription_id": str(transcription.transcription_id),
+                        "audio_key": audio["key"],
+                        "audio_url": audio["url"],
+                        "sample_rate": ASR_SAMPLE_RATE,
+                    },
+                )
+
+            self.writer.submit(f"turn {turn.turn_number} prosody request", request_prosody)
+
+    def record_reply(self, turn: ConversationTurn, audio: ReplyAudio) -> None:
+        """The turn's reply (text, emotion, stages) and, once, the fast voice's audio."""
+        turn = replace(turn, stage_latency_ms=dict(turn.stage_latency_ms))
+        uow = self._uow
+
+        async def update_turn() -> None:
+            async with uow() as tx:
+                await tx.turns.update(turn)
+                await tx.commit()
+
+        self.writer.submit(f"turn {turn.turn_number} reply", update_turn)
+        if audio.stored or not audio.pcm or audio.sample_rate is None:
+            return
+        audio.stored = True
+        key = synthesized_key(turn.turn_id, TTSMode.FAST, self._clock.now())
+        data = pcm16_wav(bytes(audio.pcm), audio.sample_rate)
+        row = SynthesizedAudio(
+            audio_id=new_id(),
+            turn_id=turn.turn_id,
+            mode=TTSMode.FAST,
+            audio_url="",
+            duration_sec=len(audio.pcm) / 2 / audio.sample_rate,
+            synthesis_time_ms=audio.tts_time_s * 1000.0,
+            voice_profile_id=audio.voice_profile_id,
+            engine=audio.engine,
+            voice=audio.voice,
+        )
+
+        async def store_fast() -> None:
+            url = await self._store.put(key, data, "audio/wav")
+            async with uow() as tx:
+                await tx.synthesized.add(replace(row, audio_url=url))
+                await tx.commit()
+
+        self.writer.submit(f"turn {turn.turn_number} fast audio", store_fast)
+
+    def request_hq(self, request: HQRequest) -> None:
+        """Queue the HQ pass of a finished turn (its ``hq_ready`` reaches the client later)."""
+        payload: dict[str, Any] = {
+            "session_id": str(self.session_id),
+            "turn_id": str(request.turn_id),
+            "text": request.text,
+            "voice": request.voice,
+            "language": request.language,
+            "voice_profile_id": str(request.voice_profile_id) if request.voice_profile_id else None,
+        }
+
+        async def publish() -> None:
+            await self._queue.publish(HQ_TOPIC, payload)
+
+        self.writer.submit("queue the HQ synthesis", publish)
