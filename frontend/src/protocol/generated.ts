@@ -38,7 +38,7 @@ export type Phase = 'listening' | 'thinking' | 'speaking';
  */
 export type TTSMode = 'fast' | 'hq';
 /**
- * The emotion a reply is spoken and shown with (DESIGN §11).
+ * The emotion a reply is spoken and shown with (docs/design-notes.md §11).
  *
  * This interface was referenced by `Protocol`'s JSON-Schema
  * via the `definition` "Emotion".
