@@ -37,6 +37,7 @@ from avatar.domain.models import (
     TTSMode,
     VoiceProfile,
 )
+from avatar.infrastructure.speaker import VoiceSampleDecoder
 from avatar.settings import Settings
 
 # --- clock ----------------------------------------------------------------------------------
@@ -687,6 +688,8 @@ def fake_container(settings: Settings | None = None, **overrides: Any) -> Contai
         "uow": FakeDatabase(),
         "object_store": FakeObjectStore(),
         "queue": FakeTaskQueue(),
+        "sample_decoder": VoiceSampleDecoder(),
+        "metrics": RecordingConversationMetrics(),
     }
     parts.update(overrides)
     return Container(**parts)

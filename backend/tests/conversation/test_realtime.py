@@ -170,8 +170,8 @@ async def test_refused_connections_say_why(base: str, case: str) -> None:
 
 async def test_reconnect_resumes_the_session() -> None:
     settings = _settings(max_sessions=1)
-    container = fake_container(settings)
-    container.extras["session_state"] = InMemorySessionStateStore()
+    state_store = InMemorySessionStateStore()
+    container = fake_container(settings, session_state=state_store)
     async with running_server(create_app(settings, container)) as base:
         created = await create_session(base)
         async with Client.connect(created["ws_url"]) as client:
@@ -193,7 +193,7 @@ async def test_reconnect_resumes_the_session() -> None:
                 assert closed.value.rcvd is not None and closed.value.rcvd.code == 4409
                 await newer.send({"type": "text_input", "text": "what did I say?"})
                 await newer.until_type("turn_completed")
-        state = await container.extras["session_state"].load(uuid.UUID(created["session_id"]))
+        state = await state_store.load(uuid.UUID(created["session_id"]))
         assert state is not None and state.accepts(created["token"]) and state.extra["turn_count"] == "2"
         brain_history = container.chat_model.calls[-1]  # type: ignore[attr-defined]
         assert any("remember me" in m.content for m in brain_history)

@@ -13,8 +13,6 @@ from avatar.application.conversation.ports import (
     VoiceResolver,
 )
 from avatar.application.conversation.session import (
-    HQ_TOPIC,
-    PROSODY_TOPIC,
     ConversationConfig,
     ConversationDeps,
     ConversationSession,
@@ -24,6 +22,7 @@ from avatar.application.conversation.session import (
 )
 from avatar.application.conversation.tokens import TokenError, issue_token, verify_token
 from avatar.application.conversation.writer import BackgroundWriter
+from avatar.application.tasks import HQ_TOPIC, PROSODY_TOPIC, HQTask, ProsodyTask
 
 __all__ = [
     "HQ_TOPIC",
@@ -35,9 +34,11 @@ __all__ = [
     "ConversationDeps",
     "ConversationMetrics",
     "ConversationSession",
+    "HQTask",
     "NullMetrics",
     "Outbox",
     "Phase",
+    "ProsodyTask",
     "ReplyEmotion",
     "ReplyEngine",
     "ReplyEvent",

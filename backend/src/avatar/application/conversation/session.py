@@ -36,6 +36,7 @@ from avatar.application.ports.clock import Clock
 from avatar.application.ports.queue import TaskQueue
 from avatar.application.ports.storage import ObjectStore, UnitOfWorkFactory
 from avatar.application.ports.tts import SpeechSynthesizer, SynthesisRequest, VoiceReference
+from avatar.application.tasks import HQTask, ProsodyTask, QueueTask, enqueue
 from avatar.domain.errors import AvatarError
 from avatar.domain.models import (
     AudioChunk,
@@ -53,8 +54,6 @@ log = logging.getLogger(__name__)
 
 Message = dict[str, Any]
 
-PROSODY_TOPIC = "prosody.analyze"
-HQ_TOPIC = "tts.hq"
 #: Sample rate of ``TranscriptEvent.utterance_pcm`` (the recognizer's contract).
 ASR_SAMPLE_RATE = 16000
 
@@ -77,8 +76,6 @@ class ConversationConfig:
     language: str | None = None
     default_tts_mode: TTSMode = TTSMode.FAST
     hq_enabled: bool = True
-    write_retries: int = 3
-    write_backoff_s: float = 0.2
     #: How long barge-in waits for the reply task to wind down before acknowledging anyway.
     barge_in_timeout_s: float = 0.2
     #: Messages kept for a disconnected client (audio is never kept: it would play late).
@@ -206,12 +203,7 @@ class ConversationSession:
         self.turn_count = turn_count
         self.phase = Phase.LISTENING
         self.outbox = Outbox(cfg.outbox_limit)
-        self.writer = BackgroundWriter(
-            retries=cfg.write_retries,
-            backoff_s=cfg.write_backoff_s,
-            on_failure=self._write_failed,
-            name=f"writer-{session_id}",
-        )
+        self.writer = BackgroundWriter(on_failure=self._write_failed, name=f"writer-{session_id}")
         self._stream: RecognitionStream | None = None
         self._listener: asyncio.Task[None] | None = None
         self._reply: _Reply | None = None
@@ -575,15 +567,15 @@ class ConversationSession:
             }
         )
         if text and self.tts_mode is TTSMode.HQ and self.deps.config.hq_enabled:
-            payload = {
-                "session_id": str(self.session_id),
-                "turn_id": reply.turn_key,
-                "text": text,
-                "voice": self.voice,
-                "language": self.language,
-                "voice_profile_id": str(reply.voice_profile_id) if reply.voice_profile_id else None,
-            }
-            self.writer.submit("queue the HQ synthesis", lambda: self._publish(HQ_TOPIC, payload))
+            task = HQTask(
+                session_id=self.session_id,
+                turn_id=reply.turn.turn_id,
+                text=text,
+                voice=self.voice,
+                language=self.language,
+                voice_profile_id=reply.voice_profile_id,
+            )
+            self.writer.submit("queue the HQ synthesis", lambda: self._enqueue(task))
         self._set_phase(Phase.LISTENING)
 
     # --- barge-in -------------------------------------------------------------------------
@@ -695,16 +687,15 @@ class ConversationSession:
             async def request_prosody() -> None:
                 if "key" not in audio:
                     return  # the upload failed loudly already; nothing to analyze
-                await self._publish(
-                    PROSODY_TOPIC,
-                    {
-                        "session_id": str(self.session_id),
-                        "turn_id": str(turn.turn_id),
-                        "transcription_id": str(transcription.transcription_id),
-                        "audio_key": audio["key"],
-                        "audio_url": audio["url"],
-                        "sample_rate": ASR_SAMPLE_RATE,
-                    },
+                await self._enqueue(
+                    ProsodyTask(
+                        session_id=self.session_id,
+                        transcription_id=transcription.transcription_id,
+                        audio_key=audio["key"],
+                        sample_rate=ASR_SAMPLE_RATE,
+                        turn_id=turn.turn_id,
+                        audio_url=audio["url"],
+                    )
                 )
 
             self.writer.submit(f"turn {turn.turn_number} prosody request", request_prosody)
@@ -744,8 +735,8 @@ class ConversationSession:
 
         self.writer.submit(f"turn {turn.turn_number} fast audio", store_fast)
 
-    async def _publish(self, topic: str, payload: dict[str, Any]) -> None:
-        await self.deps.queue.publish(topic, payload)
+    async def _enqueue(self, task: QueueTask) -> None:
+        await enqueue(self.deps.queue, task)
 
     async def _write_failed(self, what: str, exc: BaseException) -> None:
         self.deps.metrics.write_failed(what.split(" ")[-1] if what else "write")
