@@ -176,6 +176,51 @@ async def build_container(settings: Settings) -> Container:
     return container
 
 
+def build_instant_container(
+    settings: Settings, *, utterance_ms: float = 1000.0, silence_rms: float = 200.0
+) -> Container:
+    """A container of the instant engine set (``avatar.infrastructure.instant``): no models, storage
+    in memory, this process's real clock, task queue and metrics. ``avatar bench conversation``
+    measures the orchestrator's own capacity with it.
+
+    Args:
+        settings: The configuration (the queue bound, the conversation limits).
+        utterance_ms: Non-silent audio after which the recognizer ends an utterance.
+        silence_rms: Chunks quieter than this RMS neither start nor extend an utterance.
+    """
+    from avatar.infrastructure.clock import SystemClock
+    from avatar.infrastructure.instant import (
+        InMemoryDatabase,
+        InMemoryObjectStore,
+        InstantChatModel,
+        InstantProsodyAnalyzer,
+        InstantRecognizer,
+        InstantSpeakerEncoder,
+        InstantSynthesizer,
+        InstantTextEmbedder,
+    )
+    from avatar.infrastructure.metrics import PrometheusConversationMetrics
+    from avatar.infrastructure.queue import InProcessTaskQueue
+    from avatar.infrastructure.speaker import VoiceSampleDecoder
+
+    return Container(
+        settings=settings,
+        clock=SystemClock(),
+        recognizer=InstantRecognizer(utterance_ms=utterance_ms, silence_rms=silence_rms),
+        chat_model=InstantChatModel(),
+        text_embedder=InstantTextEmbedder(),
+        fast_tts=InstantSynthesizer(TTSMode.FAST),
+        hq_tts=InstantSynthesizer(TTSMode.HQ),
+        speaker_encoder=InstantSpeakerEncoder(),
+        prosody=InstantProsodyAnalyzer(),
+        uow=InMemoryDatabase(),
+        object_store=InMemoryObjectStore(),
+        queue=InProcessTaskQueue(settings.queue.max_pending),
+        sample_decoder=VoiceSampleDecoder(),
+        metrics=PrometheusConversationMetrics(),
+    )
+
+
 def brain_config(settings: Settings) -> BrainConfig:
     """The brain's budgets from ``settings.llm``."""
     llm = settings.llm
