@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import pytest_asyncio
-from sqlalchemy import inspect, text
+from sqlalchemy import event, inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from avatar.application.conversation import BackgroundWriter
 from avatar.domain.errors import DependencyError, DomainError, InvalidInputError
 from avatar.domain.models import (
     ConversationTurn,
@@ -424,6 +425,77 @@ async def test_a_dead_database_is_retried_then_reported_loudly(caplog: pytest.Lo
     assert err.value.code == "DEPENDENCY_UNAVAILABLE"
     assert [r.levelname for r in caplog.records] == ["WARNING", "WARNING", "ERROR"]
     assert not health.ok
+
+
+# ------------------------------------------------- one retry layer: the background writer over the SQL UoW
+
+
+class _Failures:
+    """What the background writer reported (it runs each write once and reports a failure)."""
+
+    def __init__(self) -> None:
+        self.reported: list[tuple[str, BaseException]] = []
+
+    async def __call__(self, what: str, exc: BaseException) -> None:
+        self.reported.append((what, exc))
+
+
+async def test_a_rejected_write_is_tried_once_and_reported_at_once(uow_factory: SqlUnitOfWorkFactory) -> None:
+    session, _, _ = await _session_with_turn(uow_factory)
+    clash = ConversationTurn(turn_id=new_id(), session_id=session.session_id, turn_number=1, user_input="x")
+    inserts: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.startswith("INSERT INTO conversation_turns"):
+            inserts.append(statement)
+
+    async def add_clash() -> None:
+        async with uow_factory() as uow:
+            await uow.turns.add(clash)
+            await uow.commit()
+
+    failures = _Failures()
+    writer = BackgroundWriter(on_failure=failures, name="writer-test")
+    event.listen(uow_factory.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        writer.submit("turn 1 row", add_clash)
+        await writer.drain()
+    finally:
+        event.remove(uow_factory.engine.sync_engine, "before_cursor_execute", count)
+        await writer.aclose()
+    assert len(inserts) == 1  # neither the transaction nor the writer tried the rejected row again
+    [(what, exc)] = failures.reported
+    assert what == "turn 1 row" and isinstance(exc, InvalidInputError) and exc.code == "CONFLICT"
+    assert writer.failed == 1 and writer.completed == 0
+
+
+async def test_a_lasting_outage_is_retried_a_bounded_number_of_times_in_one_layer() -> None:
+    engine = create_engine(
+        f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/avatar", connect_timeout_s=1.0
+    )
+    factory = SqlUnitOfWorkFactory(engine, policy=RetryPolicy(retries=2, base_delay_s=0.01))
+    connects: list[object] = []
+
+    def count(*args: object) -> None:
+        connects.append(args)
+
+    async def add_session() -> None:
+        async with factory() as uow:
+            await uow.sessions.add(Session.start(NOW))
+            await uow.commit()
+
+    failures = _Failures()
+    writer = BackgroundWriter(on_failure=failures, name="writer-test")
+    event.listen(engine.sync_engine, "do_connect", count)
+    try:
+        writer.submit("session row", add_session)
+        await writer.drain()
+    finally:
+        await writer.aclose()
+        await factory.aclose()
+    assert len(connects) == 3  # 1 + RetryPolicy.retries, not multiplied by a second layer
+    [(what, exc)] = failures.reported
+    assert what == "session row" and isinstance(exc, DependencyError) and "after 3 attempts" in exc.message
 
 
 # ------------------------------------------------------------------------------------ placements

@@ -128,9 +128,8 @@ async def test_s3_presigned_url_downloads_with_plain_http(s3_store: S3ObjectStor
 
 async def test_s3_outage_is_retried_then_reported(caplog: pytest.LogCaptureFixture) -> None:
     store = S3ObjectStore.connect(
-        f"127.0.0.1:{free_port()}", "k", "s", "avatar-audio", retries=2, timeout_s=1.0
+        f"127.0.0.1:{free_port()}", "k", "s", "avatar-audio", retries=2, base_delay_s=0.01, timeout_s=1.0
     )
-    store._base_delay_s = 0.01
     with caplog.at_level(logging.WARNING, logger="avatar.infrastructure.object_store"):
         with pytest.raises(DependencyError) as err:
             await store.put("raw_inputs/a.wav", b"x")

@@ -1,28 +1,46 @@
-"""Composition root: the one place that turns a :class:`Settings` into running adapters.
+"""Composition root: the one place that turns a :class:`Settings` into running adapters and services.
 
 Nothing is built at import time. :func:`build_container` chooses each adapter from the settings
-(embedded default or the compose/production placement) and :meth:`Container.aclose` releases
-whatever was started (subprocesses, pools, workers), in reverse order.
+(embedded default or the compose/production placement); :func:`build_services` builds the use
+cases over a container's adapters and subscribes the queue handlers; :func:`running` does both
+around an app's life and releases everything (subprocesses, pools, workers) in reverse order.
+Tests put fakes or real adapters into a :class:`Container` and go through the same functions.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
+from avatar.application.brain import BrainConfig, BrainDeps, MemorySearch, load_persona
+from avatar.application.conversation import (
+    BrainReplyEngine,
+    ConversationConfig,
+    ConversationDeps,
+    ConversationMetrics,
+    ReplyEngine,
+    SessionManager,
+    make_hq_handler,
+)
 from avatar.application.ports.asr import SpeechRecognizer
 from avatar.application.ports.clock import Clock
 from avatar.application.ports.common import ComponentHealth
 from avatar.application.ports.llm import ChatModel, TextEmbedder
+from avatar.application.ports.notify import ClientNotifier
 from avatar.application.ports.prosody import ProsodyAnalyzer
-from avatar.application.ports.queue import TaskQueue
+from avatar.application.ports.queue import TaskHandler, TaskQueue
+from avatar.application.ports.session_state import SessionStateStore
 from avatar.application.ports.speaker import SpeakerEncoder
 from avatar.application.ports.storage import ObjectStore, UnitOfWorkFactory
 from avatar.application.ports.tts import SpeechSynthesizer
+from avatar.application.prosody import ProsodyAnalysisHandler
+from avatar.application.tasks import HQ_TOPIC, PROSODY_TOPIC
+from avatar.application.voice_profiles import AudioClipDecoder, StoredVoiceResolver, VoiceProfileService
+from avatar.domain.models import TTSMode
 from avatar.settings import Settings
+from avatar_common.text import ClauseChunker
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +65,13 @@ class Container:
     uow: UnitOfWorkFactory
     object_store: ObjectStore
     queue: TaskQueue
-    #: Extra adapters keyed by name (e.g. the session-state store) for capabilities added later.
-    extras: dict[str, Any] = field(default_factory=dict)
+    sample_decoder: AudioClipDecoder
+    metrics: ConversationMetrics
+    #: Where resumable session state is kept (Redis in compose, so any replica can resume).
+    session_state: SessionStateStore | None = None
+    #: Who tells clients about background results (``hq_ready``, ``prosody_analysis``); ``None``
+    #: means this process's session manager, which forwards to the session's connection.
+    notifier: ClientNotifier | None = None
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list, repr=False)
 
     def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
@@ -74,9 +97,8 @@ class Container:
             ("database", self.uow.health),
             ("object_store", self.object_store.health),
         ]
-        state = self.extras.get("session_state")
-        if state is not None:
-            checks.append(("session_state", state.health))
+        if self.session_state is not None:
+            checks.append(("session_state", self.session_state.health))
         results = []
         for name, check in checks:
             try:
@@ -84,6 +106,23 @@ class Container:
             except Exception as exc:  # a health check must never take the endpoint down
                 results.append(ComponentHealth(name=name, ok=False, detail=f"{type(exc).__name__}: {exc}"))
         return results
+
+
+@dataclass
+class Services:
+    """The use cases the routes and sockets call, built over one :class:`Container`."""
+
+    replies: ReplyEngine
+    sessions: SessionManager
+    voice_profiles: VoiceProfileService
+    memory: MemorySearch
+    hq_handler: TaskHandler
+    #: ``None`` when prosody analysis is disabled.
+    prosody_handler: ProsodyAnalysisHandler | None
+
+    async def aclose(self) -> None:
+        """End every live session (replies stopped, writes flushed)."""
+        await self.sessions.aclose()
 
 
 async def build_container(settings: Settings) -> Container:
@@ -97,11 +136,12 @@ async def build_container(settings: Settings) -> Container:
     from avatar.infrastructure.database import build_unit_of_work_factory
     from avatar.infrastructure.embedding import build_text_embedder
     from avatar.infrastructure.llm import build_chat_model
+    from avatar.infrastructure.metrics import PrometheusConversationMetrics
     from avatar.infrastructure.object_store import build_object_store
     from avatar.infrastructure.prosody import build_prosody_analyzer
     from avatar.infrastructure.queue import build_task_queue
     from avatar.infrastructure.session_state import build_session_state_store
-    from avatar.infrastructure.speaker import build_speaker_encoder
+    from avatar.infrastructure.speaker import VoiceSampleDecoder, build_speaker_encoder
     from avatar.infrastructure.tts import build_synthesizers
 
     stack = contextlib.AsyncExitStack()
@@ -125,10 +165,181 @@ async def build_container(settings: Settings) -> Container:
             uow=uow,
             object_store=object_store,
             queue=queue,
+            sample_decoder=VoiceSampleDecoder(),
+            metrics=PrometheusConversationMetrics(),
+            session_state=await build_session_state_store(settings, stack),
         )
-        container.extras["session_state"] = await build_session_state_store(settings, stack)
     except BaseException:
         await stack.aclose()
         raise
     container.on_close(stack.aclose)
     return container
+
+
+def build_instant_container(
+    settings: Settings, *, utterance_ms: float = 1000.0, silence_rms: float = 200.0
+) -> Container:
+    """A container of the instant engine set (``avatar.infrastructure.instant``): no models, storage
+    in memory, this process's real clock, task queue and metrics. ``avatar bench conversation``
+    measures the orchestrator's own capacity with it.
+
+    Args:
+        settings: The configuration (the queue bound, the conversation limits).
+        utterance_ms: Non-silent audio after which the recognizer ends an utterance.
+        silence_rms: Chunks quieter than this RMS neither start nor extend an utterance.
+    """
+    from avatar.infrastructure.clock import SystemClock
+    from avatar.infrastructure.instant import (
+        InMemoryDatabase,
+        InMemoryObjectStore,
+        InstantChatModel,
+        InstantProsodyAnalyzer,
+        InstantRecognizer,
+        InstantSpeakerEncoder,
+        InstantSynthesizer,
+        InstantTextEmbedder,
+    )
+    from avatar.infrastructure.metrics import PrometheusConversationMetrics
+    from avatar.infrastructure.queue import InProcessTaskQueue
+    from avatar.infrastructure.speaker import VoiceSampleDecoder
+
+    return Container(
+        settings=settings,
+        clock=SystemClock(),
+        recognizer=InstantRecognizer(utterance_ms=utterance_ms, silence_rms=silence_rms),
+        chat_model=InstantChatModel(),
+        text_embedder=InstantTextEmbedder(),
+        fast_tts=InstantSynthesizer(TTSMode.FAST),
+        hq_tts=InstantSynthesizer(TTSMode.HQ),
+        speaker_encoder=InstantSpeakerEncoder(),
+        prosody=InstantProsodyAnalyzer(),
+        uow=InMemoryDatabase(),
+        object_store=InMemoryObjectStore(),
+        queue=InProcessTaskQueue(settings.queue.max_pending),
+        sample_decoder=VoiceSampleDecoder(),
+        metrics=PrometheusConversationMetrics(),
+    )
+
+
+def brain_config(settings: Settings) -> BrainConfig:
+    """The brain's budgets from ``settings.llm``."""
+    llm = settings.llm
+    return BrainConfig(
+        context_tokens=llm.n_ctx,
+        max_reply_tokens=llm.max_tokens,
+        temperature=llm.temperature,
+        history_keep_tokens=llm.history_keep_tokens,
+        summarize_at_tokens=llm.history_summarize_at_tokens,
+        memory_top_k=llm.memory_top_k,
+    )
+
+
+def brain_deps(container: Container) -> BrainDeps:
+    """What every session's brain shares; loading the persona fails start-up with the file's path."""
+    settings = container.settings
+    return BrainDeps(
+        chat_model=container.chat_model,
+        embedder=container.text_embedder,
+        uow=container.uow,
+        persona=load_persona(settings.llm.persona_file),
+        config=brain_config(settings),
+    )
+
+
+def conversation_deps(container: Container, replies: ReplyEngine) -> ConversationDeps:
+    """The conversation pipeline's dependencies (shared by every session of the process)."""
+    settings = container.settings
+    config = ConversationConfig(
+        language=settings.asr.language,
+        default_tts_mode=TTSMode(settings.conversation.default_tts_mode),
+        hq_enabled=settings.tts.hq_enabled,
+    )
+    return ConversationDeps(
+        recognizer=container.recognizer,
+        replies=replies,
+        fast_tts=container.fast_tts,
+        clock=container.clock,
+        object_store=container.object_store,
+        queue=container.queue,
+        uow=container.uow,
+        metrics=container.metrics,
+        chunker_factory=ClauseChunker,
+        config=config,
+        voice_resolver=StoredVoiceResolver(container.uow, container.object_store),
+    )
+
+
+def build_services(container: Container) -> Services:
+    """Build the use cases over ``container`` and subscribe the queue handlers (HQ pass, prosody);
+    call it before the queue starts."""
+    settings = container.settings
+    replies = BrainReplyEngine(brain_deps(container))
+    deps = conversation_deps(container, replies)
+    sessions = SessionManager(
+        deps,
+        max_sessions=settings.conversation.max_sessions,
+        grace_s=settings.security.reconnect_grace_s,
+        state_store=container.session_state,
+    )
+    to_clients: ClientNotifier = container.notifier or sessions
+    hq_handler = make_hq_handler(
+        hq_tts=container.hq_tts,
+        object_store=container.object_store,
+        uow=container.uow,
+        notifier=to_clients,
+        clock=container.clock,
+        voice_resolver=deps.voice_resolver,
+    )
+    container.queue.subscribe(HQ_TOPIC, hq_handler)
+    prosody_handler = None
+    if settings.prosody.enabled:
+        prosody_handler = ProsodyAnalysisHandler(
+            container.prosody, container.uow, container.object_store, to_clients, container.clock
+        )
+        container.queue.subscribe(
+            PROSODY_TOPIC, prosody_handler, concurrency=max(1, settings.prosody.workers)
+        )
+    else:
+        log.info("prosody analysis is disabled")
+    voice_profiles = VoiceProfileService(
+        uow=container.uow,
+        object_store=container.object_store,
+        encoder=container.speaker_encoder,
+        recognizer=container.recognizer,
+        fast_tts=container.fast_tts,
+        hq_tts=container.hq_tts,
+        decoder=container.sample_decoder,
+        clock=container.clock,
+    )
+    return Services(
+        replies=replies,
+        sessions=sessions,
+        voice_profiles=voice_profiles,
+        memory=MemorySearch(container.text_embedder, container.uow),
+        hq_handler=hq_handler,
+        prosody_handler=prosody_handler,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(
+    settings: Settings, container: Container | None = None
+) -> AsyncIterator[tuple[Container, Services]]:
+    """Everything an app needs for its life: the container (built from ``settings`` when not
+    given, and then closed at the end), the services, and the started task queue."""
+    owned = container is None
+    c = container if container is not None else await build_container(settings)
+    try:
+        services = build_services(c)
+        await c.queue.start()
+        try:
+            yield c, services
+        finally:
+            await c.queue.stop()
+            try:
+                await services.aclose()
+            except Exception:
+                log.exception("error while ending the live sessions")
+    finally:
+        if owned:
+            await c.aclose()

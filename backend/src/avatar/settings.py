@@ -402,10 +402,12 @@ class DatabaseSettings(BaseModel):
     pool_size: int = Field(
         default=10, description="Connections kept in the pool (as many more may open under load)."
     )
-    write_retries: int = _shared(
-        ConversationConfig,
-        "write_retries",
-        "Retries of a background write (turn rows, audio rows) before it is given up and logged.",
+    write_retries: int = Field(
+        default=3,
+        description=(
+            "Retries of a transient database error inside one transaction (the only retry layer "
+            "for database writes; errors that are not transient fail at once)."
+        ),
     )
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from avatar.application.brain import load_persona
+from avatar.application.brain import BrainDeps, load_persona
 from avatar.application.conversation import (
     HQ_TOPIC,
     PROSODY_TOPIC,
@@ -78,7 +78,7 @@ class Rig:
         self.queue = FakeTaskQueue()
         self.metrics = RecordingConversationMetrics()
         self.engine = BrainReplyEngine(
-            self.chat, FakeTextEmbedder(), self.db, load_persona(Settings().llm.persona_file)
+            BrainDeps(self.chat, FakeTextEmbedder(), self.db, load_persona(Settings().llm.persona_file))
         )
         self.deps = ConversationDeps(
             recognizer=self.recognizer,
@@ -90,7 +90,7 @@ class Rig:
             uow=self.db,
             metrics=self.metrics,
             chunker_factory=ClauseChunker,
-            config=ConversationConfig(write_backoff_s=0.001),
+            config=ConversationConfig(),
         )
         self.messages: list[Message] = []
 
@@ -274,16 +274,26 @@ async def test_one_reply_at_a_time() -> None:
     await session.aclose()
 
 
-async def test_a_storage_blip_is_retried() -> None:
+async def test_a_failed_upload_is_reported_at_once_not_retried_by_the_writer() -> None:
+    # Retries belong to the adapter (the S3 store retries its own blips); the writer runs a write
+    # once, so a put that fails once is reported even though a second try would have worked.
     rig = Rig()
-    rig.store.fail_puts = 2
+    rig.store.fail_puts = 1
     session = await rig.session()
     await session.push_audio(tone(1000))
     await rig.until(session, is_type("turn_completed"))
+    await session.writer.drain()
+    while len(session.outbox):
+        rig.messages.append(to_wire(await session.outbox.get()))
     await session.aclose()
-    assert any(k.startswith("raw_inputs/") for k in rig.store.objects)
-    assert not any(m["type"] == "error" for m in rig.messages)
-    assert rig.metrics.write_failures == []
+    errors = [m for m in rig.messages if m["type"] == "error"]
+    assert [e["code"] for e in errors] == ["PERSISTENCE_FAILED"]
+    assert "turn 1 input audio" in errors[0]["message"]
+    assert not any(k.startswith("raw_inputs/") for k in rig.store.objects)
+    assert any(k.startswith("synthesized/fast/") for k in rig.store.objects)  # the next write ran
+    assert rig.metrics.write_failures == ["audio"]
+    assert session.writer.failed == 1
+    assert not [p for topic, p in rig.queue.published if topic == PROSODY_TOPIC]
 
 
 async def test_a_lasting_database_failure_is_reported_loudly() -> None:
@@ -375,7 +385,7 @@ async def test_another_replica_resumes_from_the_shared_redis_state(
     deps_b = replace(
         rig.deps,
         replies=BrainReplyEngine(
-            rig.chat, FakeTextEmbedder(), rig.db, load_persona(Settings().llm.persona_file)
+            BrainDeps(rig.chat, FakeTextEmbedder(), rig.db, load_persona(Settings().llm.persona_file))
         ),
     )
     clients = [redis_client(redis_url), redis_client(redis_url)]
@@ -458,15 +468,15 @@ async def test_a_model_reply_without_speakable_text_is_answered_with_the_fallbac
 async def _voice_rig(notice: str | None) -> tuple[Rig, uuid.UUID]:
     """A rig whose voice resolver is the orchestrator's real wiring, with one stored profile."""
     from avatar.application.voice_profiles import original_key
+    from avatar.bootstrap import conversation_deps
     from avatar.domain.models import VoiceProfile
-    from avatar.presentation.realtime import build_deps
     from avatar_common.audio import pcm16_to_wav
     from tests.fakes import fake_container
 
     rig = Rig()
     rig.tts.notice = notice
     container = fake_container(Settings(_env_file=None), uow=rig.db, object_store=rig.store, fast_tts=rig.tts)
-    rig.deps.voice_resolver = build_deps(container, reply_engine=rig.engine).voice_resolver
+    rig.deps.voice_resolver = conversation_deps(container, rig.engine).voice_resolver
     profile_id = uuid.uuid4()
     embedding = tuple([1.0] + [0.0] * 255)
     async with rig.db() as tx:

@@ -18,6 +18,7 @@ import pytest_asyncio
 import websockets
 
 from avatar.application.conversation import issue_token
+from avatar.infrastructure.metrics import PrometheusConversationMetrics
 from avatar.infrastructure.session_state import InMemorySessionStateStore
 from avatar.presentation.app import create_app
 from avatar.settings import Settings
@@ -171,8 +172,8 @@ async def test_refused_connections_say_why(base: str, case: str) -> None:
 
 async def test_reconnect_resumes_the_session() -> None:
     settings = _settings(max_sessions=1)
-    container = fake_container(settings)
-    container.extras["session_state"] = InMemorySessionStateStore()
+    state_store = InMemorySessionStateStore()
+    container = fake_container(settings, session_state=state_store)
     async with running_server(create_app(settings, container)) as base:
         created = await create_session(base)
         async with Client.connect(created["ws_url"]) as client:
@@ -194,8 +195,8 @@ async def test_reconnect_resumes_the_session() -> None:
                 assert closed.value.rcvd is not None and closed.value.rcvd.code == 4409
                 await newer.send({"type": "text_input", "text": "what did I say?"})
                 await newer.until_type("turn_completed")
-        state = await container.extras["session_state"].load(uuid.UUID(created["session_id"]))
-        assert state is not None and state.accepts(created["token"]) and state.extra["turn_count"] == "2"
+        stored = await state_store.load(uuid.UUID(created["session_id"]))
+        assert stored is not None and stored.accepts(created["token"]) and stored.extra["turn_count"] == "2"
         brain_history = container.chat_model.calls[-1]  # type: ignore[attr-defined]
         assert any("remember me" in m.content for m in brain_history)
 
@@ -214,10 +215,13 @@ async def test_a_client_that_stops_reading_loses_only_reply_audio() -> None:
     words = [f"word{i}," if i % 12 == 11 else f"word{i}" for i in range(160)]
     reply = "[happy] " + " ".join(words) + "."
     settings = _settings()
-    container = fake_container(settings, chat_model=FakeChatModel((reply,)))
+    # the real Prometheus adapter, so the shed counter is read back from /api/v1/metrics
+    container = fake_container(
+        settings, chat_model=FakeChatModel((reply,)), metrics=PrometheusConversationMetrics()
+    )
     app = create_app(settings, container)
     async with running_server(app) as base:
-        app.state.sessions.deps.config.outbox_limit = 40
+        app.state.services.sessions.deps.config.outbox_limit = 40
         async with httpx.AsyncClient(base_url=base) as http:
             shed_before = _shed_total((await http.get("/api/v1/metrics")).text)
         created = await create_session(base)

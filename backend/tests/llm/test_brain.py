@@ -10,6 +10,7 @@ import pytest
 
 from avatar.application.brain import (
     BrainConfig,
+    BrainDeps,
     BrainEvent,
     ConversationBrain,
     EmotionDecided,
@@ -38,7 +39,9 @@ TINY = BrainConfig(
 def make(
     chat: FakeChatModel, db: FakeDatabase, config: BrainConfig = TINY, session_id: uuid.UUID | None = None
 ) -> ConversationBrain:
-    return ConversationBrain(session_id or uuid.uuid4(), chat, FakeTextEmbedder(), db, PERSONA, config)
+    return ConversationBrain(
+        session_id or uuid.uuid4(), BrainDeps(chat, FakeTextEmbedder(), db, PERSONA, config)
+    )
 
 
 async def converse(brain: ConversationBrain, db: FakeDatabase, text: str) -> list[BrainEvent]:
@@ -136,7 +139,9 @@ async def test_summary_in_background_persisted_and_restored() -> None:
     assert saved == (brain.summary, brain.covered_turns) and brain.covered_turns >= 1
     assert all(t.number > brain.covered_turns for t in brain.history)
 
-    again = await ConversationBrain.restore(brain.session_id, chat, FakeTextEmbedder(), db, PERSONA, TINY)
+    again = await ConversationBrain.restore(
+        brain.session_id, BrainDeps(chat, FakeTextEmbedder(), db, PERSONA, TINY)
+    )
     assert again.summary == brain.summary
     assert [t.number for t in again.history] == [t.number for t in brain.history]
     [_ async for _ in again.reply("What is my dog's name?")]

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import SecretStr
 
-from avatar.application.brain import BrainConfig, ConversationBrain, ReplyEnded, load_persona
+from avatar.application.brain import BrainConfig, BrainDeps, ConversationBrain, ReplyEnded, load_persona
 from avatar.application.ports.llm import TextEmbedder
 from avatar.application.ports.storage import UnitOfWorkFactory
 from avatar.domain.models import ConversationTurn, Session
@@ -72,7 +72,7 @@ async def test_summary_and_memories_persist_in_postgres_and_survive_a_restart(
         await tx.sessions.add(session)
         await tx.commit()
     try:
-        brain = ConversationBrain(session.session_id, chat, embedder, uow, PERSONA, CONFIG)
+        brain = ConversationBrain(session.session_id, BrainDeps(chat, embedder, uow, PERSONA, CONFIG))
         for text in (
             "My cat is called Tofu and she sleeps all day.",
             "I work as a nurse at night.",
@@ -92,7 +92,9 @@ async def test_summary_and_memories_persist_in_postgres_and_survive_a_restart(
             hits = await tx.memories.search(query, limit=3, session_id=session.session_id)
         assert hits and "Tofu" in hits[0].text
 
-        restarted = await ConversationBrain.restore(session.session_id, chat, embedder, uow, PERSONA, CONFIG)
+        restarted = await ConversationBrain.restore(
+            session.session_id, BrainDeps(chat, embedder, uow, PERSONA, CONFIG)
+        )
         assert restarted.summary == brain.summary and restarted.covered_turns == brain.covered_turns
         assert [t.number for t in restarted.history] == [t.number for t in brain.history]
         end = await _turn(restarted, uow, "What is my cat called?")

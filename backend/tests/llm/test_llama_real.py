@@ -13,6 +13,7 @@ import pytest
 
 from avatar.application.brain import (
     BrainConfig,
+    BrainDeps,
     ConversationBrain,
     EmotionDecided,
     ReplyEnded,
@@ -77,7 +78,7 @@ async def turn(brain: ConversationBrain, db: FakeDatabase, text: str) -> ReplyEn
 
 async def test_replies_stream_with_emotion_summary_and_restart(chat: OpenAIChatModel) -> None:
     db = FakeDatabase()
-    brain = ConversationBrain(uuid.uuid4(), chat, FakeTextEmbedder(), db, PERSONA, CONFIG)
+    brain = ConversationBrain(uuid.uuid4(), BrainDeps(chat, FakeTextEmbedder(), db, PERSONA, CONFIG))
     for text in (
         "Hi Hana! My name is Mina and I love painting.",
         "I have a cat called Tofu.",
@@ -91,7 +92,7 @@ async def test_replies_stream_with_emotion_summary_and_restart(chat: OpenAIChatM
     assert db.tables.summaries[brain.session_id] == (brain.summary, brain.covered_turns)
 
     restarted = await ConversationBrain.restore(
-        brain.session_id, chat, FakeTextEmbedder(), db, PERSONA, CONFIG
+        brain.session_id, BrainDeps(chat, FakeTextEmbedder(), db, PERSONA, CONFIG)
     )
     assert restarted.summary == brain.summary
     window = [(t.number, t.assistant) for t in brain.history]
@@ -101,7 +102,9 @@ async def test_replies_stream_with_emotion_summary_and_restart(chat: OpenAIChatM
 
 
 async def test_barge_in_history_over_the_real_model(chat: OpenAIChatModel) -> None:
-    brain = ConversationBrain(uuid.uuid4(), chat, FakeTextEmbedder(), FakeDatabase(), PERSONA, CONFIG)
+    brain = ConversationBrain(
+        uuid.uuid4(), BrainDeps(chat, FakeTextEmbedder(), FakeDatabase(), PERSONA, CONFIG)
+    )
     stream = brain.reply("Tell me a long story about a dragon.")
     heard = ""
     async for event in stream:

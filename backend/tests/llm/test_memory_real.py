@@ -8,7 +8,7 @@ import uuid
 import httpx
 import pytest
 
-from avatar.application.brain import ConversationBrain, ReplyEnded, load_persona
+from avatar.application.brain import BrainDeps, ConversationBrain, ReplyEnded, load_persona
 from avatar.infrastructure.embedding import UseTextEmbedder
 from avatar.presentation.app import create_app
 from avatar.settings import REPO_ROOT, Settings
@@ -39,13 +39,13 @@ async def test_embeddings_are_unit_vectors_of_512(embedder: UseTextEmbedder) -> 
 async def test_korean_query_recalls_english_memory_into_the_prompt(embedder: UseTextEmbedder) -> None:
     db = FakeDatabase()
     chat = FakeChatModel(["[happy] Nice!"])
-    past = ConversationBrain(uuid.uuid4(), chat, embedder, db, PERSONA)
+    past = ConversationBrain(uuid.uuid4(), BrainDeps(chat, embedder, db, PERSONA))
     for text in MEMORIES:
         [_ async for _ in past.reply(text)]
     await past.aclose()
     assert len(db.tables.memories) == 2 * len(MEMORIES)
 
-    now = ConversationBrain(uuid.uuid4(), chat, embedder, db, PERSONA)
+    now = ConversationBrain(uuid.uuid4(), BrainDeps(chat, embedder, db, PERSONA))
     events = [e async for e in now.reply("내가 제일 좋아하는 음식이 뭐였지?")]  # what was my favourite food?
     assert isinstance(events[-1], ReplyEnded)
     system = chat.calls[-1][0].content
@@ -85,4 +85,3 @@ async def test_memory_search_endpoint(embedder: UseTextEmbedder) -> None:
                 bad = await client.get("/api/v1/memory/search", params=params)
                 assert bad.status_code == 422
                 assert bad.json()["error"]["code"] == "INVALID_INPUT"
-        assert "brain_factory" in container.extras

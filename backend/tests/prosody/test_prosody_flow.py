@@ -16,13 +16,8 @@ import pytest
 
 from avatar.application.ports.prosody import ProsodyAnalyzer
 from avatar.application.ports.storage import UnitOfWorkFactory
-from avatar.application.prosody import (
-    MIN_BASELINE_UTTERANCES,
-    PROSODY_TOPIC,
-    ProsodyAnalysisHandler,
-    ProsodyRequest,
-    build_report,
-)
+from avatar.application.prosody import MIN_BASELINE_UTTERANCES, ProsodyAnalysisHandler, build_report
+from avatar.application.tasks import PROSODY_TOPIC, ProsodyTask
 from avatar.bootstrap import Container
 from avatar.domain.models import ConversationTurn, ProsodyScore, Session, Transcription
 from avatar.infrastructure.prosody import EmbeddedProsodyAnalyzer, build_prosody_analyzer
@@ -105,12 +100,11 @@ async def test_queue_to_database_to_client_push_and_report(
     analyzer: EmbeddedProsodyAnalyzer, librivox: list[SpeechClip]
 ) -> None:
     db, store, queue, notifier = FakeDatabase(), FakeObjectStore(), FakeTaskQueue(), FakeNotifier()
-    container = fake_container(prosody=analyzer, uow=db, object_store=store, queue=queue)
+    # The notifier stands in for the session manager's, to record the pushes.
+    container = fake_container(prosody=analyzer, uow=db, object_store=store, queue=queue, notifier=notifier)
     session_id = uuid.uuid4()
     clips = librivox[:3]
     async with running_app(container) as client:
-        # Replaces the conversation feature's notifier, registered at start-up, to record the pushes.
-        container.extras["notifier"] = notifier
         ids = []
         for number, clip in enumerate(clips, start=1):
             tid = await seed_utterance(factory(db), session_id, number)
@@ -183,7 +177,7 @@ async def test_bad_audio_is_stored_unreliable_with_its_reason(analyzer: Embedded
     # Raw PCM (not WAV) of garbage bytes is analyzed as sound and found not to be speech.
     tid = await seed_utterance(factory(db), session_id, 99)
     await store.put("raw_inputs/garbage.pcm", rng.bytes(RATE * 4))
-    score = await handler.handle(ProsodyRequest(session_id, tid, "raw_inputs/garbage.pcm", RATE))
+    score = await handler.handle(ProsodyTask(session_id, tid, "raw_inputs/garbage.pcm", RATE))
     assert (score.reliable, score.reason) == (False, "non_speech")
     # Unreliable utterances never feed the baseline or the trend.
     report = build_report(session_id, await stored(factory(db), session_id))

@@ -1,11 +1,11 @@
 """Prosody use cases: analyze each final utterance off the response path, and report per session.
 
-:class:`ProsodyAnalysisHandler` is the task-queue handler for :data:`PROSODY_TOPIC`. For one
-payload ``{session_id, transcription_id, audio_key | audio_url, sample_rate}`` it loads the
-utterance audio from the object store, builds the speaker's baseline from the session's earlier
-reliable scores, analyzes, stores one :class:`ProsodyScore` and pushes ``prosody_analysis`` to the
-client. Every transcription gets exactly one stored result: audio that is missing or unreadable is
-stored as unreliable with its reason, while an unavailable analyzer or database raises so that the
+:class:`ProsodyAnalysisHandler` is the task-queue handler for
+:class:`~avatar.application.tasks.ProsodyTask`. For one task it loads the utterance audio from the
+object store, builds the speaker's baseline from the session's earlier reliable scores, analyzes,
+stores one :class:`ProsodyScore` and pushes ``prosody_analysis`` to the client. Every
+transcription gets exactly one stored result: audio that is missing or unreadable is stored as
+unreliable with its reason, while an unavailable analyzer or database raises so that the
 queue delivers the task again.
 """
 
@@ -25,12 +25,12 @@ from avatar.application.ports.clock import Clock
 from avatar.application.ports.notify import ClientNotifier
 from avatar.application.ports.prosody import ProsodyAnalyzer, ProsodyResult
 from avatar.application.ports.storage import ObjectStore, UnitOfWorkFactory
+from avatar.application.tasks import ProsodyTask
 from avatar.domain.errors import InvalidInputError, NotFoundError
 from avatar.domain.models import ProsodyScore, new_id
 
 log = logging.getLogger(__name__)
 
-PROSODY_TOPIC = "prosody.analyze"
 #: Earlier reliable utterances needed before scores become relative to the speaker's own baseline.
 MIN_BASELINE_UTTERANCES = 2
 #: The baseline is the mean over at most this many most recent reliable utterances.
@@ -40,44 +40,6 @@ SCORE_NAMES = ("confidence", "stability", "affability")
 _RAW_ONLY_PREFIX = "egemaps."
 #: A trend steeper than this many points per utterance is "rising" or "falling".
 TREND_THRESHOLD = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class ProsodyRequest:
-    """One ``prosody.analyze`` task."""
-
-    session_id: uuid.UUID
-    transcription_id: uuid.UUID
-    audio_key: str
-    sample_rate: int
-
-    @classmethod
-    def parse(cls, payload: Mapping[str, Any]) -> ProsodyRequest:
-        """Read a task payload.
-
-        Raises:
-            InvalidInputError: for a missing or malformed field.
-        """
-        try:
-            session_id = uuid.UUID(str(payload["session_id"]))
-            transcription_id = uuid.UUID(str(payload["transcription_id"]))
-            sample_rate = int(payload.get("sample_rate", 16000))
-        except (KeyError, ValueError, TypeError) as exc:
-            raise InvalidInputError(f"malformed prosody task: {exc!r}") from exc
-        key = payload.get("audio_key") or _key_from_url(str(payload.get("audio_url") or ""))
-        if not key:
-            raise InvalidInputError("a prosody task needs audio_key or an s3:// audio_url")
-        if sample_rate <= 0:
-            raise InvalidInputError("sample_rate must be positive")
-        return cls(session_id, transcription_id, str(key), sample_rate)
-
-
-def _key_from_url(url: str) -> str | None:
-    """The object key of an ``s3://bucket/key`` URL (other schemes carry no portable key)."""
-    if url.startswith("s3://"):
-        _bucket, _, key = url.removeprefix("s3://").partition("/")
-        return key or None
-    return None
 
 
 def decode_pcm16(data: bytes, sample_rate: int) -> tuple[bytes, int]:
@@ -135,7 +97,7 @@ def analysis_message(score: ProsodyScore) -> ProsodyAnalysisMsg:
 
 
 class ProsodyAnalysisHandler:
-    """The queue handler for :data:`PROSODY_TOPIC` (call it with the payload)."""
+    """The queue handler for :class:`ProsodyTask` (call it with the payload)."""
 
     def __init__(
         self,
@@ -153,14 +115,14 @@ class ProsodyAnalysisHandler:
 
     async def __call__(self, payload: dict[str, Any]) -> None:
         try:
-            request = ProsodyRequest.parse(payload)
+            request = ProsodyTask.from_payload(payload)
         except InvalidInputError as exc:
             # Redelivering a malformed task cannot help: drop it loudly.
             log.error("dropping prosody task: %s", exc.message)
             return
         await self.handle(request)
 
-    async def handle(self, request: ProsodyRequest) -> ProsodyScore:
+    async def handle(self, request: ProsodyTask) -> ProsodyScore:
         """Analyze, store and push one utterance; a repeated task re-sends the stored result."""
         async with self.uow() as tx:
             existing = await tx.prosody.get_for_transcription(request.transcription_id)
@@ -190,7 +152,7 @@ class ProsodyAnalysisHandler:
         await self.notifier.notify(request.session_id, analysis_message(score))
         return score
 
-    async def _analyze(self, request: ProsodyRequest, baseline: Mapping[str, float] | None) -> ProsodyResult:
+    async def _analyze(self, request: ProsodyTask, baseline: Mapping[str, float] | None) -> ProsodyResult:
         try:
             data = await self.object_store.get(request.audio_key)
         except NotFoundError:

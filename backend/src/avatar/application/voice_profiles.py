@@ -464,3 +464,18 @@ async def voice_reference(
         embedding=profile.embedding,
         profile_id=str(pid),
     )
+
+
+class StoredVoiceResolver:
+    """The conversation's voice resolver over stored profiles: the cloning reference of a profile,
+    or ``None`` when the profile or its sample is gone (the reply is then spoken in a stock voice)."""
+
+    def __init__(self, uow_factory: UnitOfWorkFactory, object_store: ObjectStore) -> None:
+        self._uow = uow_factory
+        self._store = object_store
+
+    async def __call__(self, profile_id: uuid.UUID) -> VoiceReference | None:
+        try:
+            return await voice_reference(self._uow, self._store, profile_id)
+        except NotFoundError:
+            return None

@@ -16,42 +16,22 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import re
 import resource
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 
+from avatar.bench.live import free_port
 from avatar.bench.report import median, percentile, table, write_section
+from avatar.bench.speech import load_librivox
 from avatar.settings import Settings
 from avatar_asr.stream import StreamObserver
 
-LIBRIVOX_DIR = Path("/usr/share/pocketsphinx/test/data/librivox")
-
 
 def _clips() -> list[tuple[str, np.ndarray, str]]:
-    listing = LIBRIVOX_DIR / "transcription"
-    if not listing.exists():
-        return []
-    clips = []
-    for line in listing.read_text().splitlines():
-        m = re.match(r"<s>\s*(.*?)\s*</s>\s*\((.+)\)", line.strip())
-        if m:
-            data, _rate = sf.read(LIBRIVOX_DIR / f"{m.group(2)}.wav", dtype="float32")
-            clips.append((m.group(2), np.asarray(data, dtype=np.float32), m.group(1)))
-    return clips
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return [(c.name, c.samples, c.transcript) for c in load_librivox()]
 
 
 def _peak_rss_mb() -> float:
@@ -68,7 +48,7 @@ def _service_rtf(service: object, clips: list[tuple[str, np.ndarray, str]], reps
     from avatar_common.audio import encode_wav
 
     assert isinstance(service, ASRService)
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(service.config, service=service), host="127.0.0.1", port=port, log_level="warning"

@@ -1,5 +1,6 @@
-"""``avatar bench conversation``: voice-to-voice latency with real models, and capacity with
-instant fake engines, both through a real uvicorn server and real WebSocket clients.
+"""``avatar bench conversation``: voice-to-voice latency with real models, and capacity with the
+instant engine set (``avatar.infrastructure.instant``), both through a real uvicorn server and
+real WebSocket clients.
 
 Voice-to-voice = end of the user's speech (the client sends its last speech chunk) -> the first
 reply audio chunk read by the client. The client streams like a microphone: speech in 100 ms
@@ -17,15 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from avatar.bench import live
 from avatar.bench.report import median, percentile, table, write_section
-from avatar.settings import REPO_ROOT, Settings
+from avatar.settings import Settings
 
 #: Stages that add up to the voice-to-voice path (``llm_ttft`` lies inside ``first_clause``).
 PATH_STAGES = ("endpoint", "asr_final", "first_clause", "tts_first_chunk")
@@ -36,13 +36,6 @@ CAPACITY_NOTE = (
     "at high session counts part of the overhead is the clients' own work (JSON and base64 of every "
     "audio chunk both ways); `server e2e` is the orchestrator's own end of speech -> first audio."
 )
-
-
-def _harness() -> Any:
-    sys.path.insert(0, str(REPO_ROOT))
-    from tests.e2e import harness
-
-    return harness
 
 
 @dataclass
@@ -70,14 +63,14 @@ class Tally:
         return [t.overhead_ms for t in self.turns]
 
 
-async def _microphone_silence(client: Any) -> None:
+async def _microphone_silence(client: live.Client) -> None:
     silence = bytes(16000 * CHUNK_MS // 1000 * 2)
     while True:
         await asyncio.sleep(CHUNK_MS / 1000.0)
         await client.send_audio(silence)
 
 
-async def _speak_and_wait(client: Any, pcm: bytes, timeout_s: float) -> TurnResult:
+async def _speak_and_wait(client: live.Client, pcm: bytes, timeout_s: float) -> TurnResult:
     """Stream one utterance at real time, keep the microphone open, time the first reply audio."""
     loop = asyncio.get_running_loop()
     step = 16000 * CHUNK_MS // 1000 * 2
@@ -116,12 +109,10 @@ async def _speak_and_wait(client: Any, pcm: bytes, timeout_s: float) -> TurnResu
         await asyncio.gather(mic, return_exceptions=True)
 
 
-async def _conversation(
-    harness: Any, base: str, clips: Sequence[bytes], tally: Tally, timeout_s: float
-) -> None:
+async def _conversation(base: str, clips: Sequence[bytes], tally: Tally, timeout_s: float) -> None:
     """One session, one turn per clip (the history grows as in a real conversation)."""
-    created = await harness.create_session(base)
-    async with harness.Client.connect(created["ws_url"]) as client:
+    created = await live.create_session(base)
+    async with live.Client.connect(created["ws_url"]) as client:
         await client.until_type("session_state")
         for pcm in clips:
             try:
@@ -144,7 +135,7 @@ class BargeIn:
     failed: list[str] = field(default_factory=list)
 
 
-async def _until_first_reply_audio(client: Any, pcm: bytes, timeout_s: float) -> str:
+async def _until_first_reply_audio(client: live.Client, pcm: bytes, timeout_s: float) -> str:
     loop = asyncio.get_running_loop()
     step = 16000 * CHUNK_MS // 1000 * 2
     for i, start in enumerate(range(0, len(pcm), step)):
@@ -169,7 +160,7 @@ async def _until_first_reply_audio(client: Any, pcm: bytes, timeout_s: float) ->
 
 
 async def _await_interrupted(
-    client: Any, turn_id: str, started: float, out: list[float], reaction: list[float] | None = None
+    client: live.Client, turn_id: str, started: float, out: list[float], reaction: list[float] | None = None
 ) -> int:
     """Time until the ack (and from ``speech_started`` to it, into ``reaction``); then count reply
     chunks of that turn still arriving for 1 s."""
@@ -195,14 +186,14 @@ async def _await_interrupted(
     return late
 
 
-async def _barge_in(harness: Any, base: str, clips: Sequence[bytes], trials: int) -> BargeIn:
+async def _barge_in(base: str, clips: Sequence[bytes], trials: int) -> BargeIn:
     result = BargeIn()
     loop = asyncio.get_running_loop()
     step = 16000 * CHUNK_MS // 1000 * 2
     for trial in range(trials):
-        created = await harness.create_session(base)
+        created = await live.create_session(base)
         try:
-            async with harness.Client.connect(created["ws_url"]) as client:
+            async with live.Client.connect(created["ws_url"]) as client:
                 await client.until_type("session_state")
                 turn_id = await _until_first_reply_audio(client, clips[trial % len(clips)], 120)
                 if trial % 2 == 0:  # the stop button
@@ -259,36 +250,30 @@ def _tone(ms: int, sr: int = 16000) -> bytes:
 async def _capacity(levels: Sequence[int]) -> list[tuple[int, Tally]]:
     """Every session streams 1 s of tone + microphone silence at real time, concurrently.
 
-    The fake recognizer ignores silence (a crude VAD) and endpoints after 1 s of tone, so the
+    The instant recognizer ignores silence (a crude VAD) and endpoints after 1 s of tone, so the
     endpoint wait is zero and what is measured is the orchestrator itself under load.
     """
-    from avatar.infrastructure.clock import SystemClock
+    from avatar.bootstrap import build_instant_container
     from avatar.presentation.app import create_app
-
-    harness = _harness()
-    from tests.fakes import EnergyGatedRecognizer, fake_container
 
     rows = []
     pcm = _tone(1000)
     for n in levels:
         settings = Settings(environment="test")
         settings.conversation.max_sessions = n + 1
-        container = fake_container(
-            settings, recognizer=EnergyGatedRecognizer(utterance_ms=1000), clock=SystemClock()
-        )
+        container = build_instant_container(settings, utterance_ms=1000)
         tally = Tally()
-        async with harness.running_server(create_app(settings, container)) as base:
-            await asyncio.gather(*[_conversation(harness, base, [pcm], tally, 60) for _ in range(n)])
+        async with live.running_server(create_app(settings, container)) as base:
+            await asyncio.gather(*[_conversation(base, [pcm], tally, 60) for _ in range(n)])
+        await container.aclose()
         rows.append((n, tally))
     return rows
 
 
 async def _real(settings: Settings, turns: int, per_session: int, barge_trials: int) -> tuple[Tally, BargeIn]:
+    from avatar.bench.speech import load_librivox
     from avatar.bootstrap import build_container
     from avatar.presentation.app import create_app
-
-    harness = _harness()
-    from tests.support.audio import load_librivox
 
     clips = [c.pcm for c in load_librivox()]
     if not clips:
@@ -302,11 +287,11 @@ async def _real(settings: Settings, turns: int, per_session: int, barge_trials: 
     container = await build_container(settings)
     tally = Tally()
     try:
-        async with harness.running_server(create_app(settings, container)) as base:
+        async with live.running_server(create_app(settings, container)) as base:
             for first in range(0, turns, per_session):
                 batch = [clips[i % len(clips)] for i in range(first, min(turns, first + per_session))]
-                await _conversation(harness, base, batch, tally, 180)
-            barge = await _barge_in(harness, base, clips, barge_trials)
+                await _conversation(base, batch, tally, 180)
+            barge = await _barge_in(base, clips, barge_trials)
     finally:
         await container.aclose()
     return tally, barge
@@ -350,7 +335,7 @@ def _capacity_section(capacity: list[tuple[int, Tally]]) -> str:
             ]
         )
     return (
-        "Capacity with instant fake engines (real clock; every session streams 1 s of audio at "
+        "Capacity with the instant engine set (real clock; every session streams 1 s of audio at "
         "real time concurrently, then microphone silence; end of speech -> first reply audio at "
         "the client), ms:\n\n"
         + table(

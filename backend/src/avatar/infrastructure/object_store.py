@@ -27,6 +27,7 @@ from urllib.parse import quote
 from avatar.application.ports.common import ComponentHealth
 from avatar.domain.errors import DependencyError, InvalidInputError, NotFoundError
 from avatar.domain.storage_keys import validate_key
+from avatar.infrastructure.retry import RetryPolicy, call_with_retries
 from avatar.settings import ObjectStoreSettings, Settings, default_of
 
 log = logging.getLogger(__name__)
@@ -216,8 +217,7 @@ class S3ObjectStore:
     ) -> None:
         self._client = client
         self.bucket = bucket
-        self._retries = retries
-        self._base_delay_s = base_delay_s
+        self._policy = RetryPolicy(retries=retries, base_delay_s=base_delay_s)
         self._limit = asyncio.Semaphore(max_concurrency)
         self._http: Any = None
 
@@ -272,31 +272,18 @@ class S3ObjectStore:
         return isinstance(exc, OSError | urllib3.exceptions.HTTPError)
 
     async def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        attempt = 0
-        while True:
-            try:
-                async with self._limit:
-                    return await asyncio.to_thread(fn, *args, **kwargs)
-            except Exception as exc:
-                if not self._transient(exc):
-                    raise
-                if attempt >= self._retries:
-                    log.error("object store %s failed after %d attempts: %s", what, attempt + 1, exc)
-                    raise DependencyError(
-                        f"object store unavailable: {what} failed after {attempt + 1} attempts "
-                        f"({type(exc).__name__}: {exc})"
-                    ) from exc
-                delay = min(2.0, self._base_delay_s * 2**attempt)
-                log.warning(
-                    "object store %s failed (%s); retry %d/%d in %.2fs",
-                    what,
-                    exc,
-                    attempt + 1,
-                    self._retries,
-                    delay,
-                )
-                attempt += 1
-                await asyncio.sleep(delay)
+        async def once() -> T:
+            async with self._limit:
+                return await asyncio.to_thread(fn, *args, **kwargs)
+
+        return await call_with_retries(
+            once,
+            policy=self._policy,
+            is_transient=self._transient,
+            what=what,
+            dependency="object store",
+            log=log,
+        )
 
     async def ensure_bucket(self) -> None:
         if await self._call("bucket check", self._client.bucket_exists, self.bucket):

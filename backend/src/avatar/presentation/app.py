@@ -1,49 +1,32 @@
 """The orchestrator's ASGI application: ``create_app(settings, container)``.
 
-Each feature module in :data:`FEATURES` exposes ``router`` and may expose
-``async def startup(app, container)`` (build its use cases into ``app.state``, subscribe queue
-handlers) and ``async def shutdown(app)``. Handlers are subscribed before the task queue starts.
+The routes are plain imports; what they call is built by the composition root
+(:func:`avatar.bootstrap.running`) when the app starts and released when it stops.
 """
 
 from __future__ import annotations
 
-import importlib
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from types import ModuleType
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from avatar import __version__
-from avatar.bootstrap import Container, build_container
+from avatar.bootstrap import Container, running
+from avatar.presentation import health, memory, objects, prosody, realtime, sessions, voice_profiles
 from avatar.presentation.errors import install_error_handlers
 from avatar.settings import Settings
 
-log = logging.getLogger(__name__)
-
-FEATURES = (
-    "avatar.presentation.health",
-    "avatar.presentation.sessions",
-    "avatar.presentation.realtime",
-    "avatar.presentation.voice_profiles",
-    "avatar.presentation.prosody",
-    "avatar.presentation.memory",
-    "avatar.presentation.objects",
+ROUTERS = (
+    health.router,
+    sessions.router,
+    realtime.router,
+    voice_profiles.router,
+    prosody.router,
+    memory.router,
+    objects.router,
 )
-
-
-def _features() -> list[ModuleType]:
-    modules = []
-    for name in FEATURES:
-        try:
-            modules.append(importlib.import_module(name))
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            log.debug("feature %s is not present", name)
-    return modules
 
 
 def create_app(settings: Settings, container: Container | None = None) -> FastAPI:
@@ -54,39 +37,19 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
         container: Adapters to use; when omitted they are built from ``settings`` at start-up
             (and closed at shutdown). Tests pass a container of fakes or real adapters.
     """
-    features = _features()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        owned = container is None
-        c = container if container is not None else await build_container(settings)
-        app.state.container = c
-        started: list[ModuleType] = []
-        try:
-            for feature in features:
-                startup = getattr(feature, "startup", None)
-                if startup is not None:
-                    await startup(app, c)
-                started.append(feature)
-            await c.queue.start()
+        async with running(settings, container) as (built, services):
+            app.state.container = built
+            app.state.services = services
             yield
-        finally:
-            await c.queue.stop()
-            for feature in reversed(started):
-                shutdown = getattr(feature, "shutdown", None)
-                if shutdown is not None:
-                    try:
-                        await shutdown(app)
-                    except Exception:
-                        log.exception("error shutting down %s", feature.__name__)
-            if owned:
-                await c.aclose()
 
     app = FastAPI(title="AVATAR orchestrator", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     install_error_handlers(app)
-    for feature in features:
-        app.include_router(feature.router)
+    for router in ROUTERS:
+        app.include_router(router)
     dist = settings.server.frontend_dist
     if (dist / "index.html").exists():
         app.mount("/", StaticFiles(directory=dist, html=True), name="frontend")

@@ -1,4 +1,4 @@
-"""FastAPI dependency aliases (``ContainerDep``, ``SettingsDep``)."""
+"""FastAPI dependency aliases (``ContainerDep``, ``ServicesDep``, ``SettingsDep``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from avatar.bootstrap import Container
+from avatar.bootstrap import Container, Services
 from avatar.settings import Settings
 
 
@@ -15,10 +15,16 @@ def get_container(request: Request) -> Container:
     return container
 
 
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
 def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
 ContainerDep = Annotated[Container, Depends(get_container)]
+ServicesDep = Annotated[Services, Depends(get_services)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -1,32 +1,21 @@
-"""Prosody REST (``GET /api/v1/prosody/{transcription_id}``, ``GET /api/v1/sessions/{id}/prosody``)
-and the start-up hook that subscribes the analysis handler to the task queue.
+"""Prosody REST: ``GET /api/v1/prosody/{transcription_id}`` and ``GET /api/v1/sessions/{id}/prosody``.
+
+The analysis itself runs as a queue handler, wired by the composition root (``avatar.bootstrap``).
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import uuid
 from datetime import datetime
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter
 from pydantic import BaseModel
 
-from avatar.application.conversation.events import ServerMessage
-from avatar.application.ports.notify import ClientNotifier
-from avatar.application.prosody import (
-    PROSODY_TOPIC,
-    ProsodyAnalysisHandler,
-    ProsodyReport,
-    get_score,
-    session_report,
-)
-from avatar.bootstrap import Container
+from avatar.application.prosody import ProsodyReport, get_score, session_report
 from avatar.domain.errors import InvalidInputError
 from avatar.domain.models import ProsodyScore
 from avatar.presentation.deps import ContainerDep
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["prosody"])
 
@@ -138,38 +127,3 @@ async def prosody_report(session_id: str, container: ContainerDep) -> ProsodyRep
     """Every analyzed utterance of a session in order, and each score's trend."""
     report = await session_report(container.uow, _uuid(session_id, "session id"))
     return ProsodyReportPublic.of(report)
-
-
-class _ContainerNotifier:
-    """Forwards to ``container.extras["notifier"]`` as found at delivery time.
-
-    The conversation feature registers the real notifier in its own start-up; looking it up per
-    message keeps this feature independent of start-up order. Without one, messages are logged.
-    """
-
-    def __init__(self, container: Container) -> None:
-        self.container = container
-
-    async def notify(self, session_id: uuid.UUID, message: ServerMessage) -> None:
-        notifier: ClientNotifier | None = self.container.extras.get("notifier")
-        if notifier is None:
-            log.info("no client notifier: %s for session %s not pushed", message.type, session_id)
-            return
-        await notifier.notify(session_id, message)
-
-
-async def startup(app: FastAPI, container: Container) -> None:
-    """Subscribe the analysis handler (``settings.prosody.workers`` at once) when prosody is enabled."""
-    settings = container.settings.prosody
-    if not settings.enabled:
-        log.info("prosody analysis is disabled")
-        return
-    handler = ProsodyAnalysisHandler(
-        container.prosody,
-        container.uow,
-        container.object_store,
-        _ContainerNotifier(container),
-        container.clock,
-    )
-    app.state.prosody_handler = handler
-    container.queue.subscribe(PROSODY_TOPIC, handler, concurrency=max(1, settings.workers))

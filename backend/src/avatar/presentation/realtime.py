@@ -15,24 +15,16 @@ import json
 import logging
 import time
 import uuid
-from typing import Any
 
-from fastapi import APIRouter, FastAPI, WebSocket
-from prometheus_client import Counter, Gauge, Histogram
+from fastapi import APIRouter, WebSocket
+from prometheus_client import Gauge
 from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from avatar.application.conversation import (
-    HQ_TOPIC,
-    BrainReplyEngine,
-    ConversationConfig,
-    ConversationDeps,
     ConversationSession,
     SessionEndedError,
-    SessionManager,
-    TextChunker,
     TokenError,
-    make_hq_handler,
     verify_token,
 )
 from avatar.application.conversation.events import (
@@ -48,11 +40,9 @@ from avatar.application.conversation.events import (
     SetTTSModeIn,
     TextInputIn,
 )
-from avatar.application.ports.session_state import SessionStateStore
-from avatar.application.ports.tts import VoiceReference
-from avatar.bootstrap import Container
+from avatar.bootstrap import Services
 from avatar.domain.errors import CapacityError, NotFoundError
-from avatar.domain.models import AudioChunk, TTSMode
+from avatar.domain.models import AudioChunk
 from avatar.presentation.wire import encode
 from avatar.presentation.wire import error as _error
 from avatar.settings import Settings
@@ -69,128 +59,7 @@ CLOSE_TOO_LARGE = 1009
 #: Audio a client may send ahead of real time before the flood limit applies.
 FLOOD_BURST_MS = 3000.0
 
-_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 3.5, 5.0, 7.5, 10.0, 20.0)
-E2E_LATENCY = Histogram(
-    "conversation_e2e_latency_seconds", "End of user speech to the first reply audio sent", buckets=_BUCKETS
-)
-STAGE_LATENCY = Histogram(
-    "conversation_stage_latency_seconds", "Latency of each pipeline stage", ["stage"], buckets=_BUCKETS
-)
-ACTIVE_SESSIONS = Gauge("active_sessions_count", "Live conversation sessions (connected or in grace)")
 WS_CONNECTIONS = Gauge("websocket_connections_active", "Open conversation WebSockets")
-WRITE_FAILURES = Counter("conversation_write_failures_total", "Writes given up after retries", ["what"])
-INTERRUPTIONS = Counter("conversation_interruptions_total", "Replies interrupted by barge-in")
-AUDIO_SHED = Counter(
-    "conversation_audio_shed_chunks_total", "Reply audio chunks dropped for a client that reads too slowly"
-)
-
-
-class PrometheusMetrics:
-    def observe_stage(self, stage: str, seconds: float) -> None:
-        STAGE_LATENCY.labels(stage=stage).observe(seconds)
-
-    def observe_e2e(self, seconds: float) -> None:
-        E2E_LATENCY.observe(seconds)
-
-    def set_active_sessions(self, count: int) -> None:
-        ACTIVE_SESSIONS.set(count)
-
-    def write_failed(self, what: str) -> None:
-        WRITE_FAILURES.labels(what=what).inc()
-
-    def interrupted(self) -> None:
-        INTERRUPTIONS.inc()
-
-    def audio_shed(self, chunks: int) -> None:
-        AUDIO_SHED.inc(chunks)
-
-
-def _chunker() -> TextChunker:
-    from avatar_common.text import ClauseChunker
-
-    return ClauseChunker()
-
-
-def _state_store(container: Container) -> SessionStateStore | None:
-    """The store ``build_container`` registers (Redis in compose, so any replica can resume)."""
-    store: SessionStateStore | None = container.extras.get("session_state")
-    return store
-
-
-def build_deps(container: Container, reply_engine: Any | None = None) -> ConversationDeps:
-    """Wire the pipeline's dependencies from a container (also used by tests and the benchmark)."""
-    settings = container.settings
-
-    async def resolve_voice(profile_id: uuid.UUID) -> VoiceReference | None:
-        from avatar.application.voice_profiles import voice_reference
-
-        try:
-            return await voice_reference(container.uow, container.object_store, profile_id)
-        except NotFoundError:
-            return None
-
-    if reply_engine is None:
-        from avatar.application.brain import load_persona
-        from avatar.presentation.memory import brain_config
-
-        reply_engine = BrainReplyEngine(
-            container.chat_model,
-            container.text_embedder,
-            container.uow,
-            load_persona(settings.llm.persona_file),
-            brain_config(settings),
-        )
-    config = ConversationConfig(
-        language=settings.asr.language,
-        default_tts_mode=TTSMode(settings.conversation.default_tts_mode),
-        hq_enabled=settings.tts.hq_enabled,
-        write_retries=settings.database.write_retries,
-    )
-    return ConversationDeps(
-        recognizer=container.recognizer,
-        replies=reply_engine,
-        fast_tts=container.fast_tts,
-        clock=container.clock,
-        object_store=container.object_store,
-        queue=container.queue,
-        uow=container.uow,
-        metrics=PrometheusMetrics(),
-        chunker_factory=_chunker,
-        config=config,
-        voice_resolver=resolve_voice,
-    )
-
-
-async def startup(app: FastAPI, container: Container) -> None:
-    """Build the session manager, register it as the client notifier, subscribe the HQ pass."""
-    settings = container.settings
-    deps = build_deps(container, container.extras.get("reply_engine"))
-    manager = SessionManager(
-        deps,
-        max_sessions=settings.conversation.max_sessions,
-        grace_s=settings.security.reconnect_grace_s,
-        state_store=_state_store(container),
-    )
-    app.state.sessions = manager
-    container.extras["notifier"] = manager
-    container.extras["session_manager"] = manager
-    container.queue.subscribe(
-        HQ_TOPIC,
-        make_hq_handler(
-            hq_tts=container.hq_tts,
-            object_store=container.object_store,
-            uow=container.uow,
-            notifier=manager,
-            clock=container.clock,
-            voice_resolver=deps.voice_resolver,
-        ),
-    )
-
-
-async def shutdown(app: FastAPI) -> None:
-    manager: SessionManager | None = getattr(app.state, "sessions", None)
-    if manager is not None:
-        await manager.aclose()
 
 
 class _FloodGuard:
@@ -346,7 +215,8 @@ async def conversation(websocket: WebSocket, session_id: str) -> None:
     await websocket.accept()
     app = websocket.app
     settings: Settings = app.state.settings
-    manager: SessionManager = app.state.sessions
+    services: Services = app.state.services
+    manager = services.sessions
     try:
         sid = uuid.UUID(session_id)
     except ValueError:

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Body, Query, Request
 
 from avatar.application.conversation import SessionManager, issue_token, transcription_id_for
 from avatar.application.ports.storage import ObjectStore
+from avatar.bootstrap import Services
 from avatar.domain.errors import InvalidInputError, NotFoundError
 from avatar.domain.models import Session
 from avatar.domain.storage_keys import RAW_INPUTS, SYNTHESIZED, VOICE_PROFILES
@@ -33,9 +34,9 @@ router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
 _KEY_PREFIXES = (RAW_INPUTS, SYNTHESIZED, VOICE_PROFILES)
 
 
-def _manager(request: Request) -> SessionManager | None:
-    manager: SessionManager | None = getattr(request.app.state, "sessions", None)
-    return manager
+def _manager(request: Request) -> SessionManager:
+    services: Services = request.app.state.services
+    return services.sessions
 
 
 def parse_session_id(raw: str) -> uuid.UUID:
@@ -58,14 +59,14 @@ async def presign(store: ObjectStore, url: str | None) -> str | None:
     return await store.presigned_url(key) if key else None
 
 
-def _public(session: Session, manager: SessionManager | None) -> SessionPublic:
+def _public(session: Session, manager: SessionManager) -> SessionPublic:
     return SessionPublic(
         session_id=session.session_id,
         status=session.status.value,
         start_time=session.start_time,
         end_time=session.end_time,
         metadata=dict(session.metadata),
-        live=manager is not None and manager.is_live(session.session_id),
+        live=manager.is_live(session.session_id),
     )
 
 
@@ -84,9 +85,7 @@ async def create_session(
     body: Annotated[SessionCreate | None, Body()] = None,
 ) -> SessionCreated:
     """Create a conversation; refused with 503 ``BUSY`` when the server is at its session limit."""
-    manager = _manager(request)
-    if manager is not None:
-        manager.check_capacity()
+    _manager(request).check_capacity()
     session = Session.start(container.clock.now(), (body.metadata if body else None))
     async with container.uow() as tx:
         await tx.sessions.add(session)

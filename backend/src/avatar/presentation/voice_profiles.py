@@ -10,12 +10,11 @@ from datetime import datetime
 from typing import Annotated, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from avatar.application.voice_profiles import (
-    AudioClipDecoder,
     ClippedSampleError,
     SampleTooLargeError,
     SampleTooLongError,
@@ -25,7 +24,7 @@ from avatar.application.voice_profiles import (
     VoiceProfileService,
     VoiceSampleError,
 )
-from avatar.bootstrap import Container
+from avatar.bootstrap import Services
 from avatar.domain.models import TTSMode, VoiceProfile
 from avatar.presentation.errors import error_body
 
@@ -91,8 +90,8 @@ class VoiceProfileDeleted(BaseModel):
 
 
 def get_service(request: Request) -> VoiceProfileService:
-    service: VoiceProfileService = request.app.state.voice_profiles
-    return service
+    services: Services = request.app.state.services
+    return services.voice_profiles
 
 
 ServiceDep = Annotated[VoiceProfileService, Depends(get_service)]
@@ -180,31 +179,3 @@ async def preview_voice_profile(profile_id: uuid.UUID, body: PreviewRequest, ser
     if preview.notice:
         headers["X-Voice-Notice"] = quote(preview.notice, safe=" -_.,:;/()'")
     return Response(preview.wav, media_type="audio/wav", headers=headers)
-
-
-def build_service(container: Container, decoder: AudioClipDecoder | None = None) -> VoiceProfileService:
-    """The use cases over the container's adapters.
-
-    The sample decoder is an infrastructure adapter the container does not carry; it is taken from
-    ``container.extras["voice_sample_decoder"]`` when a test put one there, else built here.
-    """
-    if decoder is None:
-        decoder = container.extras.get("voice_sample_decoder")
-    if decoder is None:
-        from avatar.infrastructure.speaker import VoiceSampleDecoder
-
-        decoder = VoiceSampleDecoder()
-    return VoiceProfileService(
-        uow=container.uow,
-        object_store=container.object_store,
-        encoder=container.speaker_encoder,
-        recognizer=container.recognizer,
-        fast_tts=container.fast_tts,
-        hq_tts=container.hq_tts,
-        decoder=decoder,
-        clock=container.clock,
-    )
-
-
-async def startup(app: FastAPI, container: Container) -> None:
-    app.state.voice_profiles = build_service(container)

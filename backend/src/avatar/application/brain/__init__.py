@@ -2,14 +2,15 @@
 
 from avatar.application.brain.conversation import (
     BrainConfig,
+    BrainDeps,
     BrainEvent,
-    BrainFactory,
     ConversationBrain,
     EmotionDecided,
     HistoryTurn,
     ReplyEnded,
     TextDelta,
 )
+from avatar.application.brain.memory import MemorySearch
 from avatar.application.brain.persona import (
     Persona,
     PersonaExample,
@@ -21,11 +22,12 @@ from avatar.application.brain.reply_parser import ReplyParser, guess_emotion, st
 
 __all__ = [
     "BrainConfig",
+    "BrainDeps",
     "BrainEvent",
-    "BrainFactory",
     "ConversationBrain",
     "EmotionDecided",
     "HistoryTurn",
+    "MemorySearch",
     "Persona",
     "PersonaExample",
     "ReplyEnded",

@@ -20,7 +20,7 @@ import re
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from avatar.application.brain.persona import Persona, detect_language, language_name
@@ -107,6 +107,17 @@ class BrainConfig:
             raise InvalidInputError("max_reply_tokens leaves no room for a prompt in the model context")
 
 
+@dataclass(frozen=True, slots=True)
+class BrainDeps:
+    """What every session's brain shares: the model, the embedder, storage, persona and budgets."""
+
+    chat_model: ChatModel
+    embedder: TextEmbedder
+    uow: UnitOfWorkFactory
+    persona: Persona
+    config: BrainConfig = field(default_factory=BrainConfig)
+
+
 @dataclass(slots=True)
 class HistoryTurn:
     """One exchange in the sliding window."""
@@ -122,21 +133,13 @@ class HistoryTurn:
 class ConversationBrain:
     """Replies for one session. Not safe for concurrent ``reply()`` calls (one turn at a time)."""
 
-    def __init__(
-        self,
-        session_id: uuid.UUID,
-        chat_model: ChatModel,
-        embedder: TextEmbedder,
-        uow: UnitOfWorkFactory,
-        persona: Persona,
-        config: BrainConfig | None = None,
-    ) -> None:
+    def __init__(self, session_id: uuid.UUID, deps: BrainDeps) -> None:
         self.session_id = session_id
-        self._chat = chat_model
-        self._embedder = embedder
-        self._uow = uow
-        self._persona = persona
-        self._config = config or BrainConfig()
+        self._chat = deps.chat_model
+        self._embedder = deps.embedder
+        self._uow = deps.uow
+        self._persona = deps.persona
+        self._config = deps.config
         self._turns: list[HistoryTurn] = []
         self._summary = ""
         self._covered = 0
@@ -147,18 +150,10 @@ class ConversationBrain:
         self.summaries_written = 0
 
     @classmethod
-    async def restore(
-        cls,
-        session_id: uuid.UUID,
-        chat_model: ChatModel,
-        embedder: TextEmbedder,
-        uow: UnitOfWorkFactory,
-        persona: Persona,
-        config: BrainConfig | None = None,
-    ) -> ConversationBrain:
+    async def restore(cls, session_id: uuid.UUID, deps: BrainDeps) -> ConversationBrain:
         """A brain with the session's saved summary and the persisted turns it does not cover."""
-        brain = cls(session_id, chat_model, embedder, uow, persona, config)
-        async with uow() as tx:
+        brain = cls(session_id, deps)
+        async with deps.uow() as tx:
             saved = await tx.summaries.load(session_id)
             turns = await tx.turns.list_for_session(session_id)
         if saved is not None:
@@ -484,19 +479,3 @@ class ConversationBrain:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-
-@dataclass(frozen=True, slots=True)
-class BrainFactory:
-    """Builds (restores) the brain of a session from the shared adapters."""
-
-    chat_model: ChatModel
-    embedder: TextEmbedder
-    uow: UnitOfWorkFactory
-    persona: Persona
-    config: BrainConfig
-
-    async def __call__(self, session_id: uuid.UUID) -> ConversationBrain:
-        return await ConversationBrain.restore(
-            session_id, self.chat_model, self.embedder, self.uow, self.persona, self.config
-        )

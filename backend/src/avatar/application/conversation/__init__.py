@@ -11,12 +11,13 @@ from avatar.application.conversation.metrics import STAGES, ConversationMetrics,
 from avatar.application.conversation.outbox import Outbox
 from avatar.application.conversation.playout import Clause, Playout
 from avatar.application.conversation.ports import ReplyEngine, ReplyEvent, TextChunker, VoiceResolver
-from avatar.application.conversation.recorder import HQ_TOPIC, PROSODY_TOPIC, TurnRecorder
+from avatar.application.conversation.recorder import TurnRecorder
 from avatar.application.conversation.records import SessionEndedError, SessionRecords
 from avatar.application.conversation.reply import Reply, ReplyState
 from avatar.application.conversation.session import ConversationSession, transcription_id_for
 from avatar.application.conversation.tokens import TokenError, issue_token, verify_token
 from avatar.application.conversation.writer import BackgroundWriter
+from avatar.application.tasks import HQ_TOPIC, PROSODY_TOPIC, HQTask, ProsodyTask
 
 __all__ = [
     "HQ_TOPIC",
@@ -30,10 +31,12 @@ __all__ = [
     "ConversationMetrics",
     "ConversationSession",
     "EmotionDecided",
+    "HQTask",
     "NullMetrics",
     "Outbox",
     "Phase",
     "Playout",
+    "ProsodyTask",
     "Reply",
     "ReplyEnded",
     "ReplyEngine",

@@ -5,10 +5,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Sequence
 
-from avatar.application.brain import BrainConfig, ConversationBrain, Persona
+from avatar.application.brain import BrainDeps, ConversationBrain
 from avatar.application.conversation.ports import ReplyEvent
-from avatar.application.ports.llm import ChatModel, TextEmbedder
-from avatar.application.ports.storage import UnitOfWorkFactory
 from avatar.domain.models import ConversationTurn
 
 
@@ -16,27 +14,14 @@ class BrainReplyEngine:
     """Keeps each live session's brain; a session this process has not seen is restored from
     the stored turns and summary (reconnect on another replica)."""
 
-    def __init__(
-        self,
-        chat_model: ChatModel,
-        embedder: TextEmbedder,
-        uow: UnitOfWorkFactory,
-        persona: Persona,
-        config: BrainConfig | None = None,
-    ) -> None:
-        self._chat = chat_model
-        self._embedder = embedder
-        self._uow = uow
-        self._persona = persona
-        self._config = config
+    def __init__(self, deps: BrainDeps) -> None:
+        self._deps = deps
         self._brains: dict[uuid.UUID, ConversationBrain] = {}
 
     def brain(self, session_id: uuid.UUID) -> ConversationBrain:
         brain = self._brains.get(session_id)
         if brain is None:
-            brain = ConversationBrain(
-                session_id, self._chat, self._embedder, self._uow, self._persona, self._config
-            )
+            brain = ConversationBrain(session_id, self._deps)
             self._brains[session_id] = brain
         return brain
 
@@ -65,9 +50,7 @@ class BrainReplyEngine:
     async def restore(self, session_id: uuid.UUID, turns: Sequence[ConversationTurn]) -> None:
         if session_id in self._brains:
             return
-        self._brains[session_id] = await ConversationBrain.restore(
-            session_id, self._chat, self._embedder, self._uow, self._persona, self._config
-        )
+        self._brains[session_id] = await ConversationBrain.restore(session_id, self._deps)
 
     async def forget(self, session_id: uuid.UUID) -> None:
         brain = self._brains.pop(session_id, None)

@@ -22,8 +22,6 @@ class ConversationConfig:
     language: str | None = None
     default_tts_mode: TTSMode = TTSMode.FAST
     hq_enabled: bool = True
-    write_retries: int = 3
-    write_backoff_s: float = 0.2
     #: How long barge-in waits for the reply task to wind down before acknowledging anyway.
     barge_in_timeout_s: float = 0.2
     #: Queued messages past which reply audio is shed (control messages are always kept).

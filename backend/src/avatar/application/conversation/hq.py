@@ -1,10 +1,10 @@
-"""The background HQ pass (topic ``tts.hq``): the whole reply in the high-quality voice."""
+"""The background HQ pass (:class:`~avatar.application.tasks.HQTask`): the whole reply in the
+high-quality voice."""
 
 from __future__ import annotations
 
 import logging
-import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 from avatar.application.conversation.events import HqReadyMsg, NoticeMsg
@@ -14,22 +14,13 @@ from avatar.application.ports.notify import ClientNotifier
 from avatar.application.ports.queue import TaskHandler
 from avatar.application.ports.storage import ObjectStore, UnitOfWorkFactory
 from avatar.application.ports.tts import SpeechSynthesizer, SynthesisRequest
+from avatar.application.tasks import HQTask
 from avatar.domain.errors import InvalidInputError
 from avatar.domain.models import AudioChunk, SynthesizedAudio, TTSMode, new_id
 from avatar.domain.storage_keys import synthesized_key
 from avatar.domain.wav import pcm16_wav
 
 log = logging.getLogger(__name__)
-
-
-def _uuid(payload: Mapping[str, Any], key: str, *, required: bool = True) -> uuid.UUID | None:
-    raw = payload.get(key)
-    if raw is None and not required:
-        return None
-    try:
-        return uuid.UUID(str(raw))
-    except ValueError as exc:
-        raise InvalidInputError(f"tts.hq task has an invalid {key}: {raw!r}") from exc
 
 
 def make_hq_handler(
@@ -45,20 +36,19 @@ def make_hq_handler(
     tell the client ``hq_ready`` with a presigned URL (or ``notice`` ``HQ_UNAVAILABLE`` on failure)."""
 
     async def handle(payload: dict[str, Any]) -> None:
-        session_id = _uuid(payload, "session_id")
-        turn_id = _uuid(payload, "turn_id")
-        assert session_id is not None and turn_id is not None
-        text = str(payload.get("text") or "").strip()
+        try:
+            task = HQTask.from_payload(payload)
+        except InvalidInputError as exc:
+            # Redelivering a malformed task cannot help: drop it loudly.
+            log.error("dropping HQ task: %s", exc.message)
+            return
+        text = task.text.strip()
         if not text:
             return
-        profile_id = _uuid(payload, "voice_profile_id", required=False)
+        session_id, turn_id, profile_id = task.session_id, task.turn_id, task.voice_profile_id
         reference = await voice_resolver(profile_id) if profile_id and voice_resolver else None
         request = SynthesisRequest(
-            text=text,
-            mode=TTSMode.HQ,
-            voice=payload.get("voice"),
-            language=payload.get("language"),
-            reference=reference,
+            text=text, mode=TTSMode.HQ, voice=task.voice, language=task.language, reference=reference
         )
         started = clock.monotonic()
         try:

@@ -7,9 +7,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from avatar.application.conversation.writer import BackgroundWriter
+from avatar.application.tasks import HQTask, ProsodyTask, enqueue
 from avatar.domain.models import (
     AudioChunk,
     ConversationTurn,
@@ -24,8 +25,6 @@ from avatar.domain.wav import pcm16_wav
 if TYPE_CHECKING:
     from avatar.application.conversation.deps import ConversationDeps
 
-PROSODY_TOPIC = "prosody.analyze"
-HQ_TOPIC = "tts.hq"
 #: Sample rate of ``TranscriptEvent.utterance_pcm`` (the recognizer's contract).
 ASR_SAMPLE_RATE = 16000
 
@@ -49,20 +48,9 @@ class ReplyAudio:
             self.pcm += chunk.pcm
 
 
-@dataclass(frozen=True)
-class HQRequest:
-    """What the HQ pass needs to speak a finished turn again in the high-quality voice."""
-
-    turn_id: uuid.UUID
-    text: str
-    voice: str | None
-    language: str | None
-    voice_profile_id: uuid.UUID | None
-
-
 class TurnRecorder:
     """Queues every write of one session on its own writer; nothing here is awaited by a reply.
-    A write that still fails after the retries is counted and reported to the client
+    A write that fails (each store retries transient errors itself) is counted and reported to the client
     (``PERSISTENCE_FAILED``) through ``report``; the conversation goes on."""
 
     def __init__(
@@ -76,15 +64,13 @@ class TurnRecorder:
         self._metrics = deps.metrics
         self._report = report
         self.writer = BackgroundWriter(
-            retries=deps.config.write_retries,
-            backoff_s=deps.config.write_backoff_s,
             on_failure=self._write_failed,
             name=f"writer-{session_id}",
         )
 
     async def _write_failed(self, what: str, exc: BaseException) -> None:
         self._metrics.write_failed(what.split(" ")[-1] if what else "write")
-        self._report("PERSISTENCE_FAILED", f"could not save {what} after retries: {exc}")
+        self._report("PERSISTENCE_FAILED", f"could not save {what}: {exc}")
 
     def record_input(
         self, turn: ConversationTurn, transcription: Transcription, pcm: bytes, partials: list[str]
@@ -121,17 +107,15 @@ class TurnRecorder:
             async def request_prosody() -> None:
                 if "key" not in audio:
                     return  # the upload failed loudly already; nothing to analyze
-                await self._queue.publish(
-                    PROSODY_TOPIC,
-                    {
-                        "session_id": str(self.session_id),
-                        "turn_id": str(turn.turn_id),
-                        "transcription_id": str(transcription.transcription_id),
-                        "audio_key": audio["key"],
-                        "audio_url": audio["url"],
-                        "sample_rate": ASR_SAMPLE_RATE,
-                    },
+                task = ProsodyTask(
+                    session_id=self.session_id,
+                    transcription_id=transcription.transcription_id,
+                    audio_key=audio["key"],
+                    sample_rate=ASR_SAMPLE_RATE,
+                    turn_id=turn.turn_id,
+                    audio_url=audio["url"],
                 )
+                await enqueue(self._queue, task)
 
             self.writer.submit(f"turn {turn.turn_number} prosody request", request_prosody)
 
@@ -171,18 +155,18 @@ class TurnRecorder:
 
         self.writer.submit(f"turn {turn.turn_number} fast audio", store_fast)
 
-    def request_hq(self, request: HQRequest) -> None:
+    def request_hq(
+        self,
+        turn_id: uuid.UUID,
+        text: str,
+        voice: str | None,
+        language: str | None,
+        voice_profile_id: uuid.UUID | None,
+    ) -> None:
         """Queue the HQ pass of a finished turn (its ``hq_ready`` reaches the client later)."""
-        payload: dict[str, Any] = {
-            "session_id": str(self.session_id),
-            "turn_id": str(request.turn_id),
-            "text": request.text,
-            "voice": request.voice,
-            "language": request.language,
-            "voice_profile_id": str(request.voice_profile_id) if request.voice_profile_id else None,
-        }
+        task = HQTask(self.session_id, turn_id, text, voice, language, voice_profile_id)
 
         async def publish() -> None:
-            await self._queue.publish(HQ_TOPIC, payload)
+            await enqueue(self._queue, task)
 
         self.writer.submit("queue the HQ synthesis", publish)

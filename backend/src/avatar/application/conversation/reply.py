@@ -29,7 +29,7 @@ from avatar.application.conversation.events import (
 )
 from avatar.application.conversation.metrics import ConversationMetrics
 from avatar.application.conversation.playout import Clause, Playout
-from avatar.application.conversation.recorder import HQRequest, ReplyAudio, TurnRecorder
+from avatar.application.conversation.recorder import ReplyAudio, TurnRecorder
 from avatar.application.ports.tts import SynthesisRequest, VoiceReference
 from avatar.domain.errors import AvatarError
 from avatar.domain.models import AudioChunk, ConversationTurn, Emotion, Transcription, TTSMode
@@ -287,7 +287,7 @@ class Reply:
         host = self.host
         if text and host.tts_mode is TTSMode.HQ and self.deps.config.hq_enabled:
             self.recorder.request_hq(
-                HQRequest(self.turn_id, text, host.voice, host.language, self.audio.voice_profile_id)
+                self.turn_id, text, host.voice, host.language, self.audio.voice_profile_id
             )
         host.set_phase(Phase.LISTENING)
 

@@ -1,4 +1,11 @@
-"""Background persistence: writes leave the audio path at once and are retried, then reported."""
+"""Background persistence: writes leave the audio path at once; a failed write is reported at once.
+
+One retry policy per write: the adapter that talks to the store retries what it can tell is
+transient (the database transaction replays on a fresh connection, the S3 store re-sends, the
+Redis client reconnects) and raises when that is spent or when the failure is permanent. The
+writer does not retry on top of that: a second layer multiplied the attempts (up to 16 for one
+database write) and retried errors the adapter had deliberately refused to retry (a rejected row).
+"""
 
 from __future__ import annotations
 
@@ -23,15 +30,11 @@ class BackgroundWriter:
     """A FIFO of write operations run by one worker task, so a session's writes keep their order
     (the turn row before its transcription) while the pipeline never waits for storage.
 
-    A failing operation is retried ``retries`` times with exponential backoff; after that
-    ``on_failure`` is awaited (log + client ``error`` event + metric) and the next job runs.
+    Each operation runs once (its adapter has already retried what was worth retrying); when it
+    raises, ``on_failure`` is awaited (log + client ``error`` event + metric) and the next job runs.
     """
 
-    def __init__(
-        self, *, retries: int, backoff_s: float, on_failure: FailureHandler, name: str = "writer"
-    ) -> None:
-        self._retries = max(0, retries)
-        self._backoff_s = backoff_s
+    def __init__(self, *, on_failure: FailureHandler, name: str = "writer") -> None:
         self._on_failure = on_failure
         self._name = name
         self._jobs: asyncio.Queue[_Job | None] = asyncio.Queue()
@@ -80,29 +83,14 @@ class BackgroundWriter:
                 self._jobs.task_done()
 
     async def _attempt(self, job: _Job) -> None:
-        delay = self._backoff_s
-        for attempt in range(self._retries + 1):
+        try:
+            await job.op()
+        except Exception as exc:
+            self.failed += 1
+            log.error("%s: %s failed: %s", self._name, job.what, exc)
             try:
-                await job.op()
-            except Exception as exc:
-                if attempt < self._retries:
-                    log.warning(
-                        "%s: %s failed (attempt %d/%d): %s",
-                        self._name,
-                        job.what,
-                        attempt + 1,
-                        self._retries + 1,
-                        exc,
-                    )
-                    await asyncio.sleep(delay)
-                    delay *= 2
-                    continue
-                self.failed += 1
-                log.error("%s: %s failed after %d attempts: %s", self._name, job.what, attempt + 1, exc)
-                try:
-                    await self._on_failure(job.what, exc)
-                except Exception:  # the report itself must not stop the writer
-                    log.exception("%s: failure handler raised", self._name)
-                return
-            self.completed += 1
+                await self._on_failure(job.what, exc)
+            except Exception:  # the report itself must not stop the writer
+                log.exception("%s: failure handler raised", self._name)
             return
+        self.completed += 1

@@ -1,27 +1,18 @@
-"""Which database failures are worth retrying, and the backoff between attempts."""
+"""Which database failures are worth retrying (the backoff is :mod:`avatar.infrastructure.retry`'s)."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 
 from sqlalchemy import exc as sa_exc
+
+from avatar.infrastructure.retry import RetryPolicy
+
+__all__ = ["RetryPolicy", "is_transient"]
 
 # Connection exceptions (class 08), serialization failures and deadlocks, server shutting down or
 # starting, too many connections: a new attempt on a fresh connection may well succeed.
 _TRANSIENT_SQLSTATES = {"40001", "40P01", "57P01", "57P02", "57P03", "53300", "53400"}
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """``retries`` further attempts after the first, sleeping ``base_delay_s * 2**n`` (capped) between."""
-
-    retries: int = 3
-    base_delay_s: float = 0.1
-    max_delay_s: float = 2.0
-
-    def delay(self, attempt: int) -> float:
-        return float(min(self.max_delay_s, self.base_delay_s * (2**attempt)))
 
 
 def _sqlstate(exc: BaseException) -> str | None:

@@ -3,14 +3,15 @@
 Each unit of work holds one connection. Every write statement it executes is remembered; when a
 statement or the commit fails with a transient error, the connection is discarded, a fresh one is
 opened after a backoff, the remembered writes are replayed and the failed step is tried again.
-After ``RetryPolicy.retries`` failed attempts a :class:`DependencyError` is raised and logged:
-nothing is silently dropped. (A commit whose acknowledgement was lost may already have been
-applied; its replay then fails on a unique key and is reported, not duplicated.)
+After ``RetryPolicy.retries`` retries a :class:`DependencyError` is raised and logged: nothing is
+silently dropped. A permanent failure (a rejected statement) is raised at once. This is the only
+retry layer for database work: callers above it do not retry again. (A commit whose
+acknowledgement was lost may already have been applied; its replay then fails on a unique key and
+is reported, not duplicated.)
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ from sqlalchemy.sql import Executable
 
 from avatar.domain.errors import DependencyError, InvalidInputError
 from avatar.infrastructure.database.retry import RetryPolicy, is_transient
+from avatar.infrastructure.retry import call_with_retries
 
 log = logging.getLogger(__name__)
 
@@ -66,39 +68,34 @@ class Transaction:
         await _close(conn)
 
     async def _attempt(self, step: Callable[[AsyncConnection], Awaitable[T]], what: str) -> T:
-        attempt = 0
-        while True:
+        async def once() -> T:
             try:
-                conn = await self._connection()
-                return await step(conn)
+                return await step(await self._connection())
             except Exception as exc:
-                if not is_transient(exc):
-                    # Like PostgreSQL itself: a rejected statement aborts the whole unit of work.
-                    await self.rollback()
-                    translated = _translate(exc, what)
-                    if translated is exc:
-                        raise
-                    raise translated from exc
-                await self._discard()
-                self._broken = True
-                if attempt >= self._policy.retries:
-                    log.error("database %s failed after %d attempts: %s", what, attempt + 1, exc)
-                    raise DependencyError(
-                        f"database unavailable: {what} failed after {attempt + 1} attempts "
-                        f"({type(exc).__name__}: {exc})"
-                    ) from exc
-                delay = self._policy.delay(attempt)
-                log.warning(
-                    "database %s failed (%s: %s); retry %d/%d in %.2fs",
-                    what,
-                    type(exc).__name__,
-                    exc,
-                    attempt + 1,
-                    self._policy.retries,
-                    delay,
-                )
-                attempt += 1
-                await asyncio.sleep(delay)
+                if is_transient(exc):
+                    # The next attempt gets a fresh connection and replays the writes so far.
+                    await self._discard()
+                    self._broken = True
+                raise
+
+        try:
+            return await call_with_retries(
+                once,
+                policy=self._policy,
+                is_transient=is_transient,
+                what=what,
+                dependency="database",
+                log=log,
+            )
+        except DependencyError:
+            raise  # a transient failure outlasted the retries (already logged)
+        except Exception as exc:
+            # Permanent: like PostgreSQL itself, a rejected statement aborts the whole unit of work.
+            await self.rollback()
+            translated = _translate(exc, what)
+            if translated is exc:
+                raise
+            raise translated from exc
 
     async def _connection(self) -> AsyncConnection:
         if self._conn is not None:

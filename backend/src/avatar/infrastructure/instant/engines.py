@@ -1,0 +1,278 @@
+"""The instant engines (see the package docstring): speech, language and voice with no models."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+
+from avatar.application.ports.asr import TranscriptEvent, TranscriptEventKind
+from avatar.application.ports.common import ComponentHealth
+from avatar.application.ports.llm import ChatMessage
+from avatar.application.ports.prosody import ProsodyResult
+from avatar.application.ports.tts import SynthesisRequest, VoiceInfo
+from avatar.domain.models import AudioChunk, Transcription, TTSMode
+
+NO_SPEECH_MESSAGE = "no speech was heard"
+
+# --- speech recognition ---------------------------------------------------------------------
+
+
+class InstantRecognitionStream:
+    """Endpoints on a fixed rule: after ``utterance_ms`` of audio it emits SPEECH_STARTED, one
+    PARTIAL and a FINAL with the recognizer's next scripted text.
+
+    With a ``silence_rms`` threshold, quieter chunks neither start nor extend an utterance (a
+    crude VAD), so a client that keeps streaming its silent microphone after speaking does not
+    start a new utterance, and barge in on the reply, as it would without one.
+    """
+
+    def __init__(self, owner: InstantRecognizer, language: str | None) -> None:
+        self.owner = owner
+        self.language = language
+        self._queue: asyncio.Queue[TranscriptEvent | None] = asyncio.Queue()
+        self._audio_ms = 0.0
+        self._pcm = bytearray()
+        self._started = False
+        self.closed = False
+
+    def _is_silence(self, chunk: AudioChunk) -> bool:
+        threshold = self.owner.silence_rms
+        if threshold is None:
+            return False
+        samples = memoryview(chunk.pcm).cast("h")
+        rms = math.sqrt(sum(s * s for s in samples) / len(samples)) if len(samples) else 0.0
+        return rms < threshold
+
+    async def push_audio(self, chunk: AudioChunk) -> None:
+        if self._is_silence(chunk):
+            return
+        self._audio_ms += chunk.duration_ms
+        self._pcm += chunk.pcm
+        if not self._started:
+            self._started = True
+            await self._queue.put(
+                TranscriptEvent(TranscriptEventKind.SPEECH_STARTED, stream_time_ms=self._audio_ms)
+            )
+        if self._audio_ms >= self.owner.utterance_ms:
+            await self._finish()
+
+    async def _finish(self) -> None:
+        text = self.owner.next_text()
+        await self._queue.put(
+            TranscriptEvent(
+                TranscriptEventKind.PARTIAL,
+                Transcription(text=text.split(" ")[0], is_final=False, confidence=0.5),
+            )
+        )
+        await self._queue.put(
+            TranscriptEvent(
+                TranscriptEventKind.FINAL,
+                Transcription(text=text, is_final=True, confidence=0.9, language=self.language or "en"),
+                utterance_pcm=bytes(self._pcm),
+            )
+        )
+        self._audio_ms = 0.0
+        self._pcm = bytearray()
+        self._started = False
+
+    async def end_input(self) -> None:
+        if self._started:
+            await self._finish()
+        else:  # as the real engine: a push-to-talk release with nothing said
+            kind, code = TranscriptEventKind.ERROR, "NO_SPEECH"
+            await self._queue.put(TranscriptEvent(kind, error_code=code, message=NO_SPEECH_MESSAGE))
+
+    async def aclose(self) -> None:
+        self.closed = True
+        await self._queue.put(None)
+
+    async def events(self) -> AsyncIterator[TranscriptEvent]:
+        while True:
+            event = await self._queue.get()
+            if event is None:
+                return
+            yield event
+
+
+class InstantRecognizer:
+    """Satisfies ``SpeechRecognizer``: the texts are said in turn, one per utterance."""
+
+    def __init__(
+        self,
+        texts: Sequence[str] = ("hello there",),
+        utterance_ms: float = 1000.0,
+        silence_rms: float | None = None,
+    ) -> None:
+        self.texts = list(texts)
+        self.utterance_ms = utterance_ms
+        self.silence_rms = silence_rms
+        self._next = 0
+
+    def next_text(self) -> str:
+        text = self.texts[self._next % len(self.texts)]
+        self._next += 1
+        return text
+
+    async def open_stream(self, *, language: str | None = None) -> InstantRecognitionStream:
+        return InstantRecognitionStream(self, language)
+
+    async def transcribe(
+        self, pcm: bytes, sample_rate: int, *, language: str | None = None, prompt: str | None = None
+    ) -> Transcription:
+        return Transcription(text=self.next_text(), is_final=True, confidence=0.9, language=language or "en")
+
+    async def health(self) -> ComponentHealth:
+        return ComponentHealth("asr", True, "instant")
+
+
+# --- chat model and embeddings ------------------------------------------------------------------
+
+
+class InstantChatModel:
+    """Satisfies ``ChatModel``: streams the replies in turn, word by word (after ``token_delay_s``
+    each, to stand in for a model's speed)."""
+
+    def __init__(
+        self, replies: Sequence[str] = ("[happy] Hello! Nice to meet you.",), token_delay_s: float = 0.0
+    ) -> None:
+        self.replies = list(replies)
+        self.token_delay_s = token_delay_s
+        #: Replies abandoned part-way (the listener barged in).
+        self.cancelled = 0
+        self._next = 0
+
+    async def stream_chat(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> AsyncGenerator[str, None]:
+        reply = self.replies[self._next % len(self.replies)]
+        self._next += 1
+        words = reply.split(" ")
+        try:
+            for i, word in enumerate(words):
+                if self.token_delay_s:
+                    await asyncio.sleep(self.token_delay_s)
+                yield word if i == 0 else " " + word
+        except (asyncio.CancelledError, GeneratorExit):
+            self.cancelled += 1
+            raise
+
+    def count_tokens(self, text: str) -> int:
+        return max(1, len(text) // 4) if text else 0
+
+    async def health(self) -> ComponentHealth:
+        return ComponentHealth("llm", True, "instant")
+
+
+class InstantTextEmbedder:
+    """Satisfies ``TextEmbedder``: a bag-of-words hashing embedder, so texts sharing words are
+    close (deterministic; no meaning across languages)."""
+
+    def __init__(self, dim: int = 512) -> None:
+        self._dim = dim
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        out = []
+        for text in texts:
+            vec = [0.0] * self._dim
+            for word in text.lower().split():
+                h = int(hashlib.sha256(word.strip(".,!?").encode()).hexdigest(), 16)
+                vec[h % self._dim] += 1.0
+            norm = math.sqrt(sum(v * v for v in vec)) or 1.0
+            out.append([v / norm for v in vec])
+        return out
+
+
+# --- speech synthesis -------------------------------------------------------------------------
+
+
+@dataclass
+class InstantSynthesisStream:
+    """~60 ms of a 220 Hz tone per character of the text, in ``chunk_ms`` pieces."""
+
+    request: SynthesisRequest
+    sample_rate: int = 16000
+    engine: str = "instant"
+    voice: str = "instant-voice"
+    notice: str | None = None
+    chunk_ms: int = 100
+    delay_s: float = 0.0
+    closed: bool = False
+
+    async def chunks(self) -> AsyncIterator[AudioChunk]:
+        total = max(1, len(self.request.text)) * 60 * self.sample_rate // 1000
+        per = self.chunk_ms * self.sample_rate // 1000
+        seq = 0
+        for start in range(0, total, per):
+            if self.closed:
+                return
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+            n = min(per, total - start)
+            samples = [
+                int(8000 * math.sin(2 * math.pi * 220 * (start + i) / self.sample_rate)) for i in range(n)
+            ]
+            pcm = b"".join(s.to_bytes(2, "little", signed=True) for s in samples)
+            yield AudioChunk(pcm=pcm, sample_rate=self.sample_rate, sequence=seq)
+            seq += 1
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+class InstantSynthesizer:
+    """Satisfies ``SpeechSynthesizer`` for one tier (each chunk after ``delay_s``)."""
+
+    def __init__(self, mode: TTSMode = TTSMode.FAST, *, delay_s: float = 0.0) -> None:
+        self.mode = mode
+        self.delay_s = delay_s
+
+    async def synthesize(self, request: SynthesisRequest) -> InstantSynthesisStream:
+        return InstantSynthesisStream(request, delay_s=self.delay_s)
+
+    async def voices(self) -> list[VoiceInfo]:
+        return [VoiceInfo("instant-voice", "Instant", ("en",), self.mode, "instant")]
+
+    async def health(self) -> ComponentHealth:
+        return ComponentHealth(f"tts_{self.mode.value}", True, "instant")
+
+
+class InstantSpeakerEncoder:
+    """Satisfies ``SpeakerEncoder``: a clip's vector is a hash of its bytes (same clip, same vector)."""
+
+    @property
+    def dim(self) -> int:
+        return 256
+
+    async def embed(self, pcm: bytes, sample_rate: int) -> tuple[float, ...]:
+        seed = hashlib.sha256(pcm[:4096] + sample_rate.to_bytes(4, "little")).digest()
+        raw = [((seed[i % len(seed)] + i) % 97) / 97.0 - 0.5 for i in range(256)]
+        norm = math.sqrt(sum(v * v for v in raw)) or 1.0
+        return tuple(v / norm for v in raw)
+
+
+class InstantProsodyAnalyzer:
+    """Satisfies ``ProsodyAnalyzer``: fixed scores; clips under 0.5 s are unreliable (too short)."""
+
+    async def analyze(
+        self, pcm: bytes, sample_rate: int, *, baseline: Mapping[str, float] | None = None
+    ) -> ProsodyResult:
+        duration = len(pcm) / 2 / sample_rate
+        if duration < 0.5:
+            return ProsodyResult(
+                50.0, 50.0, 50.0, {"duration_s": duration}, reliable=False, reason="too_short"
+            )
+        return ProsodyResult(70.0, 60.0, 65.0, {"duration_s": duration, "f0_mean_hz": 180.0})
+
+    async def health(self) -> ComponentHealth:
+        return ComponentHealth("prosody", True, "instant")

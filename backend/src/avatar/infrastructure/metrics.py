@@ -1,0 +1,45 @@
+"""The conversation pipeline's measurements as Prometheus metrics (served on ``/api/v1/metrics``).
+
+The metric objects are module-level because ``prometheus_client`` registers each name once per
+process; every :class:`PrometheusConversationMetrics` writes to the same series.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 3.5, 5.0, 7.5, 10.0, 20.0)
+E2E_LATENCY = Histogram(
+    "conversation_e2e_latency_seconds", "End of user speech to the first reply audio sent", buckets=_BUCKETS
+)
+STAGE_LATENCY = Histogram(
+    "conversation_stage_latency_seconds", "Latency of each pipeline stage", ["stage"], buckets=_BUCKETS
+)
+ACTIVE_SESSIONS = Gauge("active_sessions_count", "Live conversation sessions (connected or in grace)")
+WRITE_FAILURES = Counter("conversation_write_failures_total", "Background writes that failed", ["what"])
+INTERRUPTIONS = Counter("conversation_interruptions_total", "Replies interrupted by barge-in")
+AUDIO_SHED = Counter(
+    "conversation_audio_shed_chunks_total", "Reply audio chunks dropped for a client that reads too slowly"
+)
+
+
+class PrometheusConversationMetrics:
+    """Satisfies ``avatar.application.conversation.ConversationMetrics``."""
+
+    def observe_stage(self, stage: str, seconds: float) -> None:
+        STAGE_LATENCY.labels(stage=stage).observe(seconds)
+
+    def observe_e2e(self, seconds: float) -> None:
+        E2E_LATENCY.observe(seconds)
+
+    def set_active_sessions(self, count: int) -> None:
+        ACTIVE_SESSIONS.set(count)
+
+    def write_failed(self, what: str) -> None:
+        WRITE_FAILURES.labels(what=what).inc()
+
+    def interrupted(self) -> None:
+        INTERRUPTIONS.inc()
+
+    def audio_shed(self, chunks: int) -> None:
+        AUDIO_SHED.inc(chunks)
