@@ -38,6 +38,10 @@ class ServerSettings(BaseModel):
     )
     cors_origins: list[str] = Field(default_factory=list)
     frontend_dist: Path = REPO_ROOT / "frontend" / "dist"
+    #: On SIGTERM, how long replies in flight may run before the server closes its sockets.
+    drain_timeout_s: float = 20.0
+    #: ``Retry-After`` (seconds) of the refusals sent while draining.
+    drain_retry_after_s: int = 5
 
 
 class SecuritySettings(BaseModel):

@@ -7,6 +7,7 @@ handlers) and ``async def shutdown(app)``. Handlers are subscribed before the ta
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 
 from avatar import __version__
 from avatar.bootstrap import Container, build_container
+from avatar.presentation.drain import Drain, DrainMiddleware
 from avatar.presentation.errors import install_error_handlers
 from avatar.settings import Settings
 
@@ -62,15 +64,19 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
         c = container if container is not None else await build_container(settings)
         app.state.container = c
         started: list[ModuleType] = []
+        restore_sigterm = drain.install_signal_handler(asyncio.get_running_loop())
         try:
             for feature in features:
                 startup = getattr(feature, "startup", None)
                 if startup is not None:
                     await startup(app, c)
                 started.append(feature)
+            drain.sessions = getattr(app.state, "sessions", None)
             await c.queue.start()
             yield
         finally:
+            restore_sigterm()
+            await drain.aclose()
             await c.queue.stop()
             for feature in reversed(started):
                 shutdown = getattr(feature, "shutdown", None)
@@ -82,8 +88,12 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
             if owned:
                 await c.aclose()
 
+    # Graceful drain on SIGTERM (docs/deploy.md): readiness 503, new sessions refused, replies finish.
+    drain = Drain(settings.server.drain_timeout_s, settings.server.drain_retry_after_s)
     app = FastAPI(title="AVATAR orchestrator", version=__version__, lifespan=lifespan)
     app.state.settings = settings
+    app.state.drain = drain
+    app.add_middleware(DrainMiddleware, drain=drain)
     install_error_handlers(app)
     for feature in features:
         app.include_router(feature.router)
