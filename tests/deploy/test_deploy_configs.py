@@ -201,3 +201,19 @@ def test_promtool_rejects_a_broken_query(tmp_path: Path) -> None:
     )
     out = subprocess.run([_tool("promtool"), "check", "rules", str(rules)], capture_output=True, text=True)
     assert out.returncode != 0
+
+
+def test_orchestrator_image_carries_the_web_app_where_settings_look() -> None:
+    """On Kubernetes the orchestrator serves the web app itself (no nginx): the image must hold the
+    built frontend at Settings.server.frontend_dist, relative to the image's working directory."""
+    from avatar.settings import REPO_ROOT, Settings
+
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    stages = dict(re.findall(r"^FROM \S+ AS (\S+)\n(.*?)(?=^FROM |\Z)", dockerfile, re.S | re.M))
+    assert "npm run build" in stages["frontend"]
+    (workdir,) = re.findall(r"^WORKDIR (\S+)", stages["base"], re.M)
+    (copied,) = re.findall(r"^COPY --from=frontend \S+ (\S+)", stages["orchestrator"], re.M)
+    expected = Settings().server.frontend_dist.relative_to(REPO_ROOT)
+    assert Path(workdir, copied) == Path(workdir) / expected
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert "**/node_modules" in ignored and "models/cache" in ignored
