@@ -60,7 +60,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
 
 
 async def _until_draining(http: httpx.AsyncClient) -> httpx.Response:
-    for _ in range(100):
+    for _ in range(250):
         ready = await http.get("/api/v1/health/ready")
         if ready.status_code == 503:
             return ready
