@@ -38,10 +38,16 @@ class ServerSettings(BaseModel):
     )
     cors_origins: list[str] = Field(default_factory=list)
     frontend_dist: Path = REPO_ROOT / "frontend" / "dist"
-    #: On SIGTERM, how long replies in flight may run before the server closes its sockets.
-    drain_timeout_s: float = 20.0
-    #: ``Retry-After`` (seconds) of the refusals sent while draining.
-    drain_retry_after_s: int = 5
+    drain_timeout_s: float = Field(
+        default=20.0,
+        description=(
+            "On SIGTERM, how long replies in flight may still run before the server closes its "
+            "sockets (docs/deploy.md, graceful drain). Keep it below the pod's grace period."
+        ),
+    )
+    drain_retry_after_s: int = Field(
+        default=5, description="`Retry-After` (seconds) of the refusals a draining server sends."
+    )
 
 
 class SecuritySettings(BaseModel):
