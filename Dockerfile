@@ -1,4 +1,12 @@
-# Images for the compose placement. The orchestrator image also serves asr and prosody.
+# Images for the compose and Kubernetes placements (docs/deploy.md). The orchestrator image also
+# serves asr and prosody, and the web app (on Kubernetes there is no nginx to serve frontend/dist).
+FROM node:22-bookworm-slim AS frontend
+WORKDIR /frontend
+COPY frontend/package.json frontend/package-lock.json ./
+RUN npm ci
+COPY frontend/ ./
+RUN npm run build
+
 FROM python:3.11-slim-bookworm AS base
 RUN apt-get update && apt-get install -y --no-install-recommends espeak-ng ffmpeg libsndfile1 curl \
     && rm -rf /var/lib/apt/lists/*
@@ -15,6 +23,8 @@ RUN pip install --no-cache-dir --no-deps -e services/common -e services/asr -e s
     -e services/prosody -e backend
 
 FROM base AS orchestrator
+# where Settings.server.frontend_dist points (REPO_ROOT/frontend/dist); the app serves it at /
+COPY --from=frontend /frontend/dist frontend/dist
 EXPOSE 8000 8004 8005
 CMD ["avatar", "serve", "orchestrator", "--host", "0.0.0.0"]
 

@@ -121,6 +121,16 @@ class ServerSettings(BaseModel):
         default=REPO_ROOT / "frontend" / "dist",
         description="Directory of the built web app, served at `/` when it exists.",
     )
+    drain_timeout_s: float = Field(
+        default=20.0,
+        description=(
+            "On SIGTERM, how long replies in flight may still run before the server closes its "
+            "sockets (docs/deploy.md, graceful drain). Keep it below the pod's grace period."
+        ),
+    )
+    drain_retry_after_s: int = Field(
+        default=5, description="`Retry-After` (seconds) of the refusals a draining server sends."
+    )
 
 
 class SecuritySettings(BaseModel):

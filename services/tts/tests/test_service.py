@@ -64,6 +64,14 @@ async def test_hq_tier_uses_kokoro_and_records_metrics(tts_service: TTSService) 
     assert 'tts_model_load_seconds_count{mode="hq"} 1.0' in text
     assert 'tts_synthesis_latency_seconds_count{mode="hq"}' in text
     assert 'tts_rtf_count{mode="hq"}' in text
+    # the model manager's memory accounting, read at scrape time
+    registry = tts_service.metrics.registry
+    size_mb = tts_service.manager.status()["kokoro"]["size_mb"]
+    assert isinstance(size_mb, float) and size_mb > 0
+    memory = registry.get_sample_value("tts_model_memory_bytes", {"model": "kokoro", "mode": "hq"})
+    assert memory == pytest.approx(size_mb * 1e6, rel=0.01)
+    assert registry.get_sample_value("tts_model_loaded", {"model": "kokoro", "mode": "hq"}) == 1.0
+    assert registry.get_sample_value("tts_memory_budget_bytes") == 4096 * 1e6
 
 
 async def test_hq_request_in_a_language_the_hq_voice_lacks_is_served_fast_with_a_notice(

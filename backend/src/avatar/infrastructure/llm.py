@@ -42,6 +42,8 @@ LLM_TOKENS_PER_SECOND = Histogram(
 )
 LLM_QUEUE = Gauge("llm_request_queue_length", "Chat requests waiting for their first token")
 LLM_ERRORS = Counter("llm_errors_total", "Failed chat attempts by kind", ["kind"])
+for _kind in ChatErrorKind:  # every kind is exported from the start (0), so its panel has a series
+    LLM_ERRORS.labels(_kind.value)
 
 _MAX_RETRY_AFTER_S = 2.0
 

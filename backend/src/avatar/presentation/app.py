@@ -6,6 +6,7 @@ The routes are plain imports; what they call is built by the composition root
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from avatar import __version__
 from avatar.bootstrap import Container, running
 from avatar.presentation import health, memory, objects, prosody, realtime, sessions, voice_profiles
+from avatar.presentation.drain import Drain, DrainMiddleware
 from avatar.presentation.errors import install_error_handlers
 from avatar.settings import Settings
 
@@ -43,10 +45,20 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
         async with running(settings, container) as (built, services):
             app.state.container = built
             app.state.services = services
-            yield
+            drain.sessions = services.sessions
+            restore_sigterm = drain.install_signal_handler(asyncio.get_running_loop())
+            try:
+                yield
+            finally:
+                restore_sigterm()
+                await drain.aclose()
 
+    # Graceful drain on SIGTERM (docs/deploy.md): readiness 503, new sessions refused, replies finish.
+    drain = Drain(settings.server.drain_timeout_s, settings.server.drain_retry_after_s)
     app = FastAPI(title="AVATAR orchestrator", version=__version__, lifespan=lifespan)
     app.state.settings = settings
+    app.state.drain = drain
+    app.add_middleware(DrainMiddleware, drain=drain)
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

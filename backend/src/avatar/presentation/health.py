@@ -1,13 +1,15 @@
-"""``GET /api/v1/health``: each dependency's status; ``GET /api/v1/metrics``: Prometheus."""
+"""``GET /api/v1/health``: each dependency's status; ``/api/v1/health/live`` and ``/ready``: the
+cheap probes of a Kubernetes pod (docs/deploy.md); ``GET /api/v1/metrics``: Prometheus."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 from avatar import __version__
 from avatar.presentation.deps import ContainerDep
+from avatar.presentation.drain import Drain
 
 router = APIRouter(tags=["operations"])
 
@@ -22,6 +24,26 @@ async def health(container: ContainerDep) -> JSONResponse:
         "services": {c.name: {"ok": c.ok, "detail": c.detail, **c.extra} for c in checks},
     }
     return JSONResponse(body, status_code=200 if ok else 503)
+
+
+@router.get("/api/v1/health/live")
+async def live() -> JSONResponse:
+    """Liveness: the event loop answers. Checks no dependency (a slow one must not get the pod
+    restarted); ``/api/v1/health`` is the full check."""
+    return JSONResponse({"status": "alive", "version": __version__})
+
+
+@router.get("/api/v1/health/ready")
+async def ready(request: Request) -> JSONResponse:
+    """Readiness: 200 while this replica admits sessions, 503 with ``Retry-After`` while it drains."""
+    drain: Drain = request.app.state.drain
+    if drain.draining:
+        return JSONResponse(
+            {"status": "draining", "replies_in_flight": drain.replies_in_flight()},
+            status_code=503,
+            headers={"Retry-After": str(drain.retry_after_s)},
+        )
+    return JSONResponse({"status": "ready"})
 
 
 @router.get("/api/v1/metrics")

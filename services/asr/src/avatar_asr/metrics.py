@@ -9,10 +9,11 @@ from avatar_asr.stream import StreamObserver
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 _RTF_BUCKETS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0)
+_CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 
 
 class ASRMetrics(StreamObserver):
-    """``asr_rtf``, partial/final latency, VAD speech ratio, active streams, queue depth."""
+    """``asr_rtf``, partial/final latency, confidence, VAD speech ratio, active streams, queue depth."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -28,6 +29,13 @@ class ASRMetrics(StreamObserver):
             "Delay from the audio being available to the result",
             ["kind"],
             buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.confidence = Histogram(
+            "asr_confidence",
+            "Confidence (geometric mean token probability) of each decoded result",
+            ["kind"],
+            buckets=_CONFIDENCE_BUCKETS,
             registry=self.registry,
         )
         self.vad_frame_count = Counter(
@@ -55,6 +63,8 @@ class ASRMetrics(StreamObserver):
     def decoded(self, kind: str, recognition: Recognition) -> None:
         if recognition.duration > 0:
             self.rtf.labels(kind).observe(recognition.decode_s / recognition.duration)
+        if recognition.text:
+            self.confidence.labels(kind).observe(recognition.confidence)
         if recognition.filtered:
             self.filtered.inc(len(recognition.filtered))
         if kind == "final" and recognition.low_confidence:

@@ -110,6 +110,10 @@ class ModelManager:
     def loaded(self) -> list[str]:
         return [m.name for m in self._models.values() if m.loaded]
 
+    @property
+    def budget_mb(self) -> float:
+        return self._budget
+
     def used_mb(self) -> float:
         return sum(m.size_mb for m in self._models.values() if m.loaded)
 

@@ -293,6 +293,7 @@ class TTSService:
         self.manager = ModelManager(
             config.memory_budget_mb, config.idle_unload_s, probe=probe, on_load=self.metrics.observe_load
         )
+        self.metrics.watch_models(self.manager)
         self.breaker = CircuitBreaker(
             failure_threshold=config.breaker_failures,
             recovery_timeout=config.breaker_recovery_s,
