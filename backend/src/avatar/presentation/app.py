@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from avatar import __version__
-from avatar.bootstrap import Container, build_container
+from avatar.bootstrap import Container, build_container, resolve_secrets
 from avatar.presentation.errors import install_error_handlers
 from avatar.settings import Settings
 
@@ -59,6 +59,7 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = container is None
+        resolve_secrets(settings)
         c = container if container is not None else await build_container(settings)
         app.state.container = c
         started: list[ModuleType] = []
