@@ -106,9 +106,9 @@ def models() -> None:
 
 
 def _manifest(settings: Settings):  # type: ignore[no-untyped-def]
-    from avatar_common.modelstore import Manifest
+    from avatar.infrastructure.models import model_manifest
 
-    return Manifest.load(settings.models.manifest, settings.models.cache_dir)
+    return model_manifest(settings, verify=False)  # prepare/verify hash every file themselves
 
 
 @models.command("prepare")
