@@ -15,7 +15,6 @@ import httpx
 import pytest
 import pytest_asyncio
 import websockets
-
 from pydantic import SecretStr
 
 from avatar.application.conversation import issue_token

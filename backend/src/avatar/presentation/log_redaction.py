@@ -12,7 +12,6 @@ import copy
 import logging
 import re
 from typing import Any
-from urllib.parse import parse_qsl, quote
 
 #: Query parameters whose values are safe to log.
 SAFE_QUERY_KEYS = frozenset({"v", "limit", "offset", "expires", "mode", "tier", "q_len"})
@@ -20,11 +19,19 @@ REDACTED = "[redacted]"
 _QUERY = re.compile(r"(?P<path>/[^\s?\"']*)\?(?P<query>[^\s\"']*)")
 
 
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,40}")
+
+
 def _redact_query(query: str) -> str:
-    pairs = parse_qsl(query, keep_blank_values=True)
-    if not pairs:
-        return REDACTED if query else query
-    return "&".join(f"{quote(k, safe='')}={v if k in SAFE_QUERY_KEYS else REDACTED}" for k, v in pairs)
+    """Each ``name=value``: the value kept only for safe names; anything not of that shape hidden."""
+    parts = []
+    for part in query.split("&"):
+        name, eq, value = part.partition("=")
+        if not eq or not _NAME.fullmatch(name):
+            parts.append(REDACTED)  # a bare value (``?TOKEN``) may itself be the secret
+        else:
+            parts.append(f"{name}={value if name in SAFE_QUERY_KEYS else REDACTED}")
+    return "&".join(parts)
 
 
 def redact_urls(text: str) -> str:

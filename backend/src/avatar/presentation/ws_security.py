@@ -131,7 +131,11 @@ async def accept_checked(websocket: WebSocket, policy: WebSocketPolicy) -> bool:
     Returns whether the socket was accepted. The ``avatar.v1`` subprotocol is selected when the
     client offered it (browsers require the server to pick one of the offered protocols).
     """
-    reason = policy.refusal(websocket.headers.get("host"), websocket.headers.get("origin"))
+    hosts, origins = websocket.headers.getlist("host"), websocket.headers.getlist("origin")
+    if len(hosts) > 1 or len(origins) > 1:
+        reason: str | None = "the handshake repeats the Host or Origin header"
+    else:
+        reason = policy.refusal(hosts[0] if hosts else None, origins[0] if origins else None)
     if reason is not None:
         if "websocket.http.response" in websocket.scope.get("extensions", {}):
             await websocket.send_denial_response(
