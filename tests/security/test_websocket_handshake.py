@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
+from websockets.typing import Origin, Subprotocol
 
 from avatar.presentation.ws_security import WebSocketPolicy
+from avatar.settings import Settings
 from tests.e2e.harness import create_session
 from tests.security.conftest import orchestrator, security_settings
 
@@ -32,15 +34,15 @@ async def _session_state(ws: websockets.ClientConnection) -> dict[str, object]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path):  # type: ignore[no-untyped-def]
+def settings(tmp_path: Path) -> Settings:
     return security_settings(tmp_path / "var", allowed_origins=["https://app.example.org"])
 
 
-async def test_cross_site_origin_is_refused_before_the_socket_opens(settings) -> None:  # type: ignore[no-untyped-def]
+async def test_cross_site_origin_is_refused_before_the_socket_opens(settings: Settings) -> None:
     async with orchestrator(settings) as base:
         created = await create_session(base)
         with pytest.raises(InvalidStatus) as refused:
-            async with websockets.connect(created["ws_url"], origin="https://evil.example"):
+            async with websockets.connect(created["ws_url"], origin=Origin("https://evil.example")):
                 pass
         assert refused.value.response.status_code == 403
         body = json.loads(refused.value.response.body or b"{}")
@@ -48,11 +50,11 @@ async def test_cross_site_origin_is_refused_before_the_socket_opens(settings) ->
         assert "evil.example" in body["error"]["message"]
         for bad in ("null", "file://", "https://127.0.0.1.evil.example"):
             with pytest.raises(InvalidStatus):
-                async with websockets.connect(created["ws_url"], origin=bad):  # type: ignore[arg-type]
+                async with websockets.connect(created["ws_url"], origin=Origin(bad)):
                     pass
 
 
-async def test_a_rebound_host_name_is_refused(settings) -> None:  # type: ignore[no-untyped-def]
+async def test_a_rebound_host_name_is_refused(settings: Settings) -> None:
     async with orchestrator(settings) as base:
         created = await create_session(base)
         port = int(base.rsplit(":", 1)[1])
@@ -71,42 +73,42 @@ async def test_a_rebound_host_name_is_refused(settings) -> None:  # type: ignore
                 pass
 
 
-async def test_own_origin_listed_origins_and_non_browsers_are_let_in(settings) -> None:  # type: ignore[no-untyped-def]
+async def test_own_origin_listed_origins_and_non_browsers_are_let_in(settings: Settings) -> None:
     async with orchestrator(settings) as base:
         port = base.rsplit(":", 1)[1]
-        for origin in (f"http://127.0.0.1:{port}", "https://app.example.org", None):
+        for origin in (Origin(f"http://127.0.0.1:{port}"), Origin("https://app.example.org"), None):
             created = await create_session(base)
-            async with websockets.connect(created["ws_url"], origin=origin) as ws:  # type: ignore[arg-type]
+            async with websockets.connect(created["ws_url"], origin=origin) as ws:
                 assert (await _session_state(ws))["resumed"] is False
         # localhost is one of the server's own names, and its page is same-origin.
         created = await create_session(base)
         url = created["ws_url"].replace("127.0.0.1", "localhost")
-        async with websockets.connect(url, origin=f"http://localhost:{port}") as ws:  # type: ignore[arg-type]
+        async with websockets.connect(url, origin=Origin(f"http://localhost:{port}")) as ws:
             assert (await _session_state(ws))["resumed"] is False
 
 
-async def test_the_token_travels_in_the_subprotocol_header(settings) -> None:  # type: ignore[no-untyped-def]
+async def test_the_token_travels_in_the_subprotocol_header(settings: Settings) -> None:
     async with orchestrator(settings) as base:
         created = await create_session(base)
         url = _socket_url(base, created["session_id"])
         assert "token" not in url
         async with websockets.connect(
             url,
-            subprotocols=["avatar.v1", f"avatar.token.{created['token']}"],  # type: ignore[list-item]
+            subprotocols=[Subprotocol("avatar.v1"), Subprotocol(f"avatar.token.{created['token']}")],
         ) as ws:
             assert ws.subprotocol == "avatar.v1"  # the token is never echoed back
             assert (await _session_state(ws))["protocol_version"] == 1
         other = await create_session(base)
         async with websockets.connect(
             _socket_url(base, other["session_id"]),
-            subprotocols=["avatar.v1", f"avatar.token.{created['token']}"],  # type: ignore[list-item]
+            subprotocols=[Subprotocol("avatar.v1"), Subprotocol(f"avatar.token.{created['token']}")],
         ) as ws:
             with pytest.raises(websockets.ConnectionClosed) as closed:
                 await ws.recv()
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
 
 
-async def test_the_token_travels_in_the_first_message(settings) -> None:  # type: ignore[no-untyped-def]
+async def test_the_token_travels_in_the_first_message(settings: Settings) -> None:
     async with orchestrator(settings) as base:
         created = await create_session(base)
         async with websockets.connect(_socket_url(base, created["session_id"])) as ws:

@@ -233,8 +233,10 @@ class Envelope:
         kid = blob[5:start].decode("ascii", errors="replace")
         return kid, blob[start : start + _WRAPPED_BYTES], blob[start + _WRAPPED_BYTES :]
 
-    def key_id_of(self, blob: bytes) -> str:
-        return self._split(blob)[0]
+    @staticmethod
+    def key_id_of(blob: bytes) -> str:
+        """The id of the master key that wraps a sealed value's data key."""
+        return Envelope._split(blob)[0]
 
     def _unwrap(self, kid: str, wrapped: bytes) -> bytes:
         master = self.keyring.get(kid)
