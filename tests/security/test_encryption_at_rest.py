@@ -1,4 +1,4 @@
-"""Finding F3 (docs/security.md): voices and transcripts sat on disk in the clear.
+"""Finding F6 (docs/security.md): voices and transcripts sat on disk in the clear.
 
 Real speech (a LibriVox utterance and its transcript) is stored through the real adapters: the
 filesystem store, the S3 store against ``rclone serve s3`` (whose files are read straight from its

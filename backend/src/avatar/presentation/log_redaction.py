@@ -1,4 +1,4 @@
-"""Keep tokens and signatures out of the server logs (docs/security.md, finding F6).
+"""Keep tokens and signatures out of the server logs (docs/security.md, finding F1).
 
 Uvicorn logs every request line and every WebSocket handshake with its query string, which held
 session tokens (``/ws/{id}?token=...``) and presigned-URL signatures (``?sig=...``). The filter
