@@ -241,7 +241,7 @@ def test_avatar_keys_rotate_rewraps_every_data_key(
     legacy_key = voice_profile_key(uuid.uuid4())
 
     async def scenario() -> None:
-        async with fresh_database(postgres_server) as url:
+        async with contextlib.AsyncExitStack() as stack, fresh_database(postgres_server) as url:
             for name, value in {
                 "AVATAR_DATA_DIR": str(tmp_path / "var"),
                 "AVATAR_DATABASE__PLACEMENT": "remote",
@@ -250,9 +250,9 @@ def test_avatar_keys_rotate_rewraps_every_data_key(
             }.items():
                 monkeypatch.setenv(name, value)
             await _write_conversation(Settings(_env_file=None), clip)
-            async with _store(Settings(_env_file=None)) as store:
-                await store.put(key, wav, "audio/wav")
-                await store.inner.put(legacy_key, wav)  # written before encryption existed
+            serving = await stack.enter_async_context(_store(Settings(_env_file=None)))  # a live server's
+            await serving.put(key, wav, "audio/wav")
+            await serving.inner.put(legacy_key, wav)  # written before encryption existed
             before = _key_ids(await _raw_columns(url), tmp_path / "objects" / "raw_inputs")
             assert len(before) == 1
             engine = create_async_engine(url)  # and a row written before encryption existed
@@ -266,6 +266,11 @@ def test_avatar_keys_rotate_rewraps_every_data_key(
             assert keyring["active"] in result.output and len(keyring["keys"]) == 2
             after = _key_ids(await _raw_columns(url), tmp_path / "objects")
             assert after == {keyring["active"]}  # every object and value, the legacy one included
+            # The server that was running during the rotation seals new audio under the new key.
+            fresh = raw_input_key(uuid.uuid4(), uuid.uuid4(), NOW)
+            await serving.put(fresh, wav, "audio/wav")
+            assert Envelope.key_id_of((tmp_path / "objects" / fresh).read_bytes()) == keyring["active"]
+            assert await serving.get(key) == wav
 
             # The old master key can now be destroyed: everything still opens with the new one.
             keyring["keys"] = {keyring["active"]: keyring["keys"][keyring["active"]]}

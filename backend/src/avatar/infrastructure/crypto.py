@@ -101,8 +101,9 @@ def read_private(path: Path) -> str:
 class Keyring:
     """Master keys by id; one is active (used to wrap new data keys).
 
-    A keyring kept in a file (the embedded default) is re-read when a value names a key it does not
-    know, so a running server picks up a rotation made by ``avatar keys rotate`` in another process.
+    A keyring kept in a file (the embedded default) is re-read when the file changes or a value
+    names a key it does not know, so a running server picks up a rotation made by
+    ``avatar keys rotate`` in another process (new values are then sealed under the new key).
     """
 
     def __init__(self, keys: dict[str, bytes], active: str, source: Path | None = None) -> None:
@@ -115,6 +116,15 @@ class Keyring:
         self._active = active
         self.source = source
         self._lock = threading.Lock()
+        self._stamp = self._file_stamp()
+
+    def _file_stamp(self) -> int:
+        if self.source is None:
+            return 0
+        try:
+            return self.source.stat().st_mtime_ns
+        except OSError:
+            return 0
 
     @classmethod
     def from_keys(cls, keys: Iterable[bytes]) -> Keyring:
@@ -159,6 +169,8 @@ class Keyring:
         return list(self._keys)
 
     def active_key(self) -> tuple[str, bytes]:
+        if self.source is not None and self._file_stamp() != self._stamp:
+            self.reload()
         return self._active, self._keys[self._active]
 
     def get(self, kid: str) -> bytes:
@@ -177,8 +189,9 @@ class Keyring:
         if self.source is None:
             return
         with self._lock:
+            stamp = self._file_stamp()
             keys, active = self._parse(read_private(self.source), self.source)
-            self._keys, self._active = keys, active
+            self._keys, self._active, self._stamp = keys, active, stamp
 
     def rotate_file(self) -> str:
         """Add a new random key to a file keyring and make it active; returns its id."""
@@ -193,7 +206,7 @@ class Keyring:
             kid = key_id(key)
             keys[kid] = key
             write_private(self.source, self._dump(keys, kid), exclusive=False)
-            self._keys, self._active = keys, kid
+            self._keys, self._active, self._stamp = keys, kid, self._file_stamp()
         return kid
 
 
