@@ -189,7 +189,7 @@ async def test_build_object_store_by_kind(tmp_path: Path, s3_server: S3Server, s
             access_key=s3_server.access_key,
             secret_key=s3_server.secret_key,
             bucket=s3_bucket,
-        )
+        ),
     )
     async with contextlib.AsyncExitStack() as stack:
         fs = await build_object_store(fs_settings, stack)
