@@ -368,6 +368,8 @@ async def _authenticate(
         return None
     try:
         token = await receive_token(websocket)
+        if token is None:
+            raise TokenError("no session token arrived (docs/protocol.md, Authentication)")
         verify_token(settings.security.signing_keys(), sid, token, time.time())
     except AuthMessageError as exc:
         await websocket.close(CLOSE_TOKEN, str(exc)[:120])
@@ -375,7 +377,6 @@ async def _authenticate(
     except TokenError as exc:
         await websocket.close(CLOSE_TOKEN, exc.message[:120])
         return None
-    assert token is not None  # verify_token refuses a missing one
     return sid, token
 
 

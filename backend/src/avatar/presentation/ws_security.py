@@ -36,7 +36,7 @@ from avatar.settings import Settings
 SUBPROTOCOL = "avatar.v1"
 TOKEN_PROTOCOL_PREFIX = "avatar.token."
 #: How long a client that sent no token in the handshake has to send its ``auth`` message.
-AUTH_TIMEOUT_S = 10.0
+AUTH_TIMEOUT_S = 5.0
 MAX_TOKEN_CHARS = 512
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 _ANY_ADDRESS = frozenset({"", "0.0.0.0", "::"})
