@@ -129,3 +129,16 @@ def test_verification_is_cached_by_file_identity(
     with pytest.raises(ModelIntegrityError):
         model_manifest(settings).path("vad-copy")  # the change is still noticed (ctime/inode)
     assert len(hashed) == 2
+
+
+def test_a_broken_production_manifest_or_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.json"
+    with pytest.raises(modelstore.ModelError, match="nowhere.json is unreadable"):
+        model_manifest(Settings(_env_file=None, models={"production_manifests": [missing]}))
+    model = tmp_path / "m.bin"
+    model.write_bytes(b"weights")
+    manifest = _production_manifest(tmp_path, "gone", "llm", {"m.bin": model})
+    model.unlink()
+    settings = Settings(_env_file=None, models={"production_manifests": [manifest], "cache_dir": tmp_path})
+    with pytest.raises(modelstore.ModelError, match=r"gone/m\.bin: missing"):
+        model_manifest(settings).path("gone")

@@ -142,3 +142,32 @@ def test_a_configured_key_is_used_as_given(tmp_path: Path) -> None:
     resolve_signing_keys(settings)
     assert settings.security.signing_keys() == ["configured-" + "x" * 30]
     assert not (tmp_path / "var" / "secrets").exists()
+
+
+@pytest.mark.parametrize(
+    ("master_key", "message"),
+    [("not base64 at all!", "must be base64"), (base64.b64encode(bytes(16)).decode(), "must be 32 bytes")],
+)
+def test_a_malformed_master_key_is_refused_with_the_reason(master_key: str, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Settings(_env_file=None, security={"master_key": master_key})
+
+
+def test_damaged_key_files_say_what_to_do(tmp_path: Path) -> None:
+    from avatar.infrastructure.crypto import DecryptionError
+    from avatar.infrastructure.secrets import MASTER_FILE, SecretsError, load_keyring
+
+    secrets_dir = tmp_path / "var" / "secrets"
+    secrets_dir.mkdir(parents=True)
+    (secrets_dir / SIGNING_FILE).write_text("{not json")
+    with pytest.raises(SecretsError, match="delete it to make a new one"):
+        resolve_signing_keys(security_settings(tmp_path / "var"))
+    (secrets_dir / MASTER_FILE).write_text('{"version": 1}')
+    with pytest.raises(DecryptionError, match="unreadable"):
+        load_keyring(security_settings(tmp_path / "var"))
+    (secrets_dir / MASTER_FILE).unlink()
+    (secrets_dir / SIGNING_FILE).unlink()
+    resolve_signing_keys(security_settings(tmp_path / "var"))
+    (secrets_dir / SIGNING_FILE).chmod(0o644)  # loosened by hand: tightened again on the next read
+    resolve_signing_keys(security_settings(tmp_path / "var"))
+    assert stat.S_IMODE((secrets_dir / SIGNING_FILE).stat().st_mode) == 0o600
