@@ -133,7 +133,7 @@ def test_verification_is_cached_by_file_identity(
 
 def test_a_broken_production_manifest_or_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.json"
-    with pytest.raises(modelstore.ModelError, match="nowhere.json is unreadable"):
+    with pytest.raises(modelstore.ModelError, match=r"nowhere\.json is unreadable"):
         model_manifest(Settings(_env_file=None, models={"production_manifests": [missing]}))
     model = tmp_path / "m.bin"
     model.write_bytes(b"weights")
