@@ -8,7 +8,7 @@ import { bytesToPcm16, base64ToBytes, pcm16ToFloat } from './audio/pcm';
 import { PlaybackQueue, type PlaybackContextLike } from './audio/playback';
 import { LevelVad } from './audio/vad';
 import { ApiClient, ApiError } from './protocol/api';
-import { type ConnectionStatus, RealtimeConnection, sessionSocketUrl } from './protocol/connection';
+import { type ConnectionStatus, RealtimeConnection, sessionSocketProtocols, sessionSocketUrl } from './protocol/connection';
 import type { ConversationState, Emotion, ServerMessage, TtsMode } from './protocol/messages';
 
 export type InputMode = 'handsfree' | 'ptt';
@@ -131,10 +131,11 @@ export class Conversation {
     this.update({ ...initial, inputMode: this.snap.inputMode, ttsMode: this.snap.ttsMode, voice: this.snap.voice,
       voiceProfileId: this.snap.voiceProfileId, bargeIn: this.snap.bargeIn, problems: this.snap.problems,
       sessionId: created.session_id, playedChunks: this.snap.playedChunks });
-    const url = sessionSocketUrl(window.location, created.session_id, created.token);
+    const url = sessionSocketUrl(window.location, created.session_id);
     this.conn?.close();
     this.conn = new RealtimeConnection({
       url,
+      protocols: sessionSocketProtocols(created.token),
       onMessage: (m) => this.onMessage(m),
       onStatus: (status, d) => {
         this.update({ connection: status, closeCode: d.code ?? null, reconnectAttempt: d.attempt ?? 0 });

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Backoff } from '../src/protocol/backoff';
 import {
-  type ConnectionStatus, RealtimeConnection, sessionSocketUrl, type SocketLike, type Timers,
+  type ConnectionStatus, RealtimeConnection, sessionSocketProtocols, sessionSocketUrl, type SocketLike, type Timers,
 } from '../src/protocol/connection';
 import { parseServerMessage, ProtocolError, type ServerMessage } from '../src/protocol/messages';
 
@@ -247,10 +247,27 @@ describe('RealtimeConnection', () => {
 });
 
 describe('sessionSocketUrl', () => {
-  it('builds a same-origin ws/wss URL with the token escaped', () => {
-    expect(sessionSocketUrl({ protocol: 'http:', host: 'localhost:8000' }, 'abc', 't/k+n')).toBe(
-      'ws://localhost:8000/ws/abc?token=t%2Fk%2Bn&v=1',
-    );
-    expect(sessionSocketUrl({ protocol: 'https:', host: 'avatar.example' }, 'abc', 'x')).toBe('wss://avatar.example/ws/abc?token=x&v=1');
+  it('builds a same-origin ws/wss URL without the token', () => {
+    expect(sessionSocketUrl({ protocol: 'http:', host: 'localhost:8000' }, 'abc')).toBe('ws://localhost:8000/ws/abc?v=1');
+    expect(sessionSocketUrl({ protocol: 'https:', host: 'avatar.example' }, 'abc')).toBe('wss://avatar.example/ws/abc?v=1');
+  });
+
+  it('carries the token in the subprotocols, offered to every socket it opens', () => {
+    expect(sessionSocketProtocols('1700000000.n0nce-_.m4c')).toEqual(['avatar.v1', 'avatar.token.1700000000.n0nce-_.m4c']);
+    expect(() => sessionSocketProtocols('a b')).toThrow();
+    const offered: Array<string[] | undefined> = [];
+    const conn = new RealtimeConnection({
+      url: 'ws://h/ws/s1?v=1',
+      protocols: sessionSocketProtocols('tok'),
+      onMessage: () => undefined,
+      onStatus: () => undefined,
+      createSocket: (url, protocols) => {
+        offered.push(protocols);
+        return new FakeSocket(url);
+      },
+      timers: new FakeTimers(),
+    });
+    conn.connect();
+    expect(offered).toEqual([['avatar.v1', 'avatar.token.tok']]);
   });
 });

@@ -218,7 +218,7 @@ async def test_bad_input_gets_clear_errors_and_other_sessions_go_on(stack: tuple
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
         root = base.replace("http", "ws")
         sid = created["session_id"]
-        secret = settings.security.secret_key.get_secret_value()
+        secret = settings.security.signing_keys()[0]  # generated into the data dir at start-up
         unknown = uuid.uuid4()
         for url, close_code in [
             (f"{root}/ws/{unknown}?token={issue_token(secret, unknown, time.time(), 60)}", 4404),

@@ -20,6 +20,7 @@ from avatar.domain.errors import DependencyError, DomainError, InvalidInputError
 from avatar.domain.models import TTSMode
 from avatar.domain.storage_keys import raw_input_key, synthesized_key, voice_profile_key, voice_profile_prefix
 from avatar.infrastructure.object_store import (
+    EncryptingObjectStore,
     FilesystemObjectStore,
     S3ObjectStore,
     UrlSigner,
@@ -177,24 +178,32 @@ async def test_build_object_store_by_kind(tmp_path: Path, s3_server: S3Server, s
     fs_settings = Settings(
         object_store=ObjectStoreSettings(kind="filesystem", root=tmp_path / "var" / "objects"),
         security=SecuritySettings(secret_key="s3cret"),
+        data_dir=tmp_path / "var",
     )
     s3_settings = Settings(
+        data_dir=tmp_path / "var",
         object_store=ObjectStoreSettings(
             kind="s3",
             endpoint=s3_server.endpoint,
             access_key=s3_server.access_key,
             secret_key=s3_server.secret_key,
             bucket=s3_bucket,
-        )
+        ),
     )
     async with contextlib.AsyncExitStack() as stack:
         fs = await build_object_store(fs_settings, stack)
         s3 = await build_object_store(s3_settings, stack)
-        assert isinstance(fs, FilesystemObjectStore)
-        assert isinstance(s3, S3ObjectStore)
+        # Both are wrapped in the encrypting store (docs/security.md); the tests in
+        # tests/security/test_encryption_at_rest.py check what reaches the disk and the bucket.
+        assert isinstance(fs, EncryptingObjectStore) and isinstance(fs.inner, FilesystemObjectStore)
+        assert isinstance(s3, EncryptingObjectStore) and isinstance(s3.inner, S3ObjectStore)
         assert (await fs.health()).ok
         assert (await s3.health()).ok  # the bucket was created
         assert (s3_server.root / s3_bucket).is_dir()
         assert (await fs.presigned_url("backups/x.json")).startswith(
+            "/api/v1/objects/backups/x.json?expires="
+        )
+        # The bucket only holds ciphertext, so S3 downloads also go through the decrypting route.
+        assert (await s3.presigned_url("backups/x.json")).startswith(
             "/api/v1/objects/backups/x.json?expires="
         )

@@ -125,6 +125,16 @@ class Services:
         await self.sessions.aclose()
 
 
+def resolve_secrets(settings: Settings) -> None:
+    """Fill in the signing key (generated into the data directory when unset in development).
+
+    Idempotent; production settings without a key never get here (``Settings`` refuses them).
+    """
+    from avatar.infrastructure.secrets import resolve_signing_keys
+
+    resolve_signing_keys(settings)
+
+
 async def build_container(settings: Settings) -> Container:
     """Build and start every adapter the settings ask for.
 
@@ -140,14 +150,17 @@ async def build_container(settings: Settings) -> Container:
     from avatar.infrastructure.object_store import build_object_store
     from avatar.infrastructure.prosody import build_prosody_analyzer
     from avatar.infrastructure.queue import build_task_queue
+    from avatar.infrastructure.secrets import load_keyring
     from avatar.infrastructure.session_state import build_session_state_store
     from avatar.infrastructure.speaker import VoiceSampleDecoder, build_speaker_encoder
     from avatar.infrastructure.tts import build_synthesizers
 
     stack = contextlib.AsyncExitStack()
     try:
-        uow = await build_unit_of_work_factory(settings, stack)
-        object_store = await build_object_store(settings, stack)
+        resolve_secrets(settings)
+        keyring = load_keyring(settings)
+        uow = await build_unit_of_work_factory(settings, stack, keyring)
+        object_store = await build_object_store(settings, stack, keyring)
         queue = await build_task_queue(settings, stack)
         chat_model = await build_chat_model(settings, stack)
         recognizer = await build_recognizer(settings, stack)
@@ -328,6 +341,7 @@ async def running(
     """Everything an app needs for its life: the container (built from ``settings`` when not
     given, and then closed at the end), the services, and the started task queue."""
     owned = container is None
+    resolve_secrets(settings)  # tokens are signed with these even when the adapters are given
     c = container if container is not None else await build_container(settings)
     try:
         services = build_services(c)

@@ -53,6 +53,8 @@ def up(host: str | None, port: int | None) -> None:
         settings.server.host = host
     if port:
         settings.server.port = port
+    from avatar.presentation.log_redaction import uvicorn_log_config
+
     app = create_app(settings)
     url = settings.public_base_url()
     click.echo(f"AVATAR is starting: open {url}/ in a browser (API docs at {url}/docs)", err=True)
@@ -61,6 +63,7 @@ def up(host: str | None, port: int | None) -> None:
         host=settings.server.host,
         port=settings.server.port,
         log_level="info",
+        log_config=uvicorn_log_config(),
         ws_max_size=settings.conversation.max_frame_bytes,
     )
 
@@ -105,8 +108,10 @@ def serve(component: str, tier: str, host: str, port: int | None) -> None:
 
         app = prosody_app(settings)
         default_port = settings.prosody.port
+    from avatar.presentation.log_redaction import uvicorn_log_config
+
     click.echo(f"serving {component} on http://{host}:{port or default_port}", err=True)
-    uvicorn.run(app, host=host, port=port or default_port, log_level="info")
+    uvicorn.run(app, host=host, port=port or default_port, log_level="info", log_config=uvicorn_log_config())
 
 
 @main.group()
@@ -146,9 +151,9 @@ def models() -> None:
 
 
 def _manifest(settings: Settings):  # type: ignore[no-untyped-def]
-    from avatar_common.modelstore import Manifest
+    from avatar.infrastructure.models import model_manifest
 
-    return Manifest.load(settings.models.manifest, settings.models.cache_dir)
+    return model_manifest(settings, verify=False)  # prepare/verify hash every file themselves
 
 
 @models.command("prepare")
@@ -177,6 +182,62 @@ def models_verify(quick: bool) -> None:
         click.echo(f"  [{'ok' if r.ok else 'FAIL'}] {r.artifact}/{r.file}: {r.detail}")
     if bad:
         raise click.ClickException(f"{len(bad)} model file(s) failed verification")
+
+
+@main.group()
+def keys() -> None:
+    """Manage the signing key and the master keys of encryption at rest (docs/security.md)."""
+
+
+@keys.command("generate")
+def keys_generate() -> None:
+    """Print a new random master key (for AVATAR_SECURITY__MASTER_KEY)."""
+    import base64
+
+    from avatar.infrastructure.crypto import generate_key, key_id
+
+    key = generate_key()
+    click.echo(base64.b64encode(key).decode())
+    click.echo(f"key id {key_id(key)}", err=True)
+
+
+@keys.command("rotate")
+@click.option(
+    "--signing",
+    is_flag=True,
+    help="Rotate the signing key of tokens and object URLs instead (the old one stays valid a while).",
+)
+@click.option(
+    "--rewrap-only",
+    is_flag=True,
+    help="Do not make a new master key; only re-wrap everything under the active one.",
+)
+def keys_rotate(signing: bool, rewrap_only: bool) -> None:
+    """Make a new master key active and re-wrap every stored data key (objects and text columns).
+
+    With the keys in the data directory (the embedded default) the new key is generated there and a
+    running server picks it up. With AVATAR_SECURITY__MASTER_KEY set, set the new key there, move the
+    old one to AVATAR_SECURITY__PREVIOUS_MASTER_KEYS and run this with --rewrap-only.
+    Safe to run again after an interruption: what is already re-wrapped is skipped.
+    """
+    import asyncio
+
+    from avatar.infrastructure.key_rotation import rotate_master_key
+    from avatar.infrastructure.secrets import SecretsError, rotate_signing_key
+
+    settings = _settings()
+    try:
+        if signing:
+            path = rotate_signing_key(settings)
+            click.echo(f"new signing key in {path}; restart the server to sign with it")
+            return
+        report = asyncio.run(rotate_master_key(settings, new_key=not rewrap_only))
+    except (SecretsError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    for line in report.lines():
+        click.echo(f"  {line}")
+    if report.failed:
+        raise click.ClickException(f"{len(report.failed)} value(s) could not be re-wrapped")
 
 
 @dataclass

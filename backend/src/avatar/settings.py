@@ -23,13 +23,15 @@ agree. The generated page names the class a shared default comes from.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import enum
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from avatar.application.brain import BrainConfig
@@ -39,7 +41,11 @@ from avatar_prosody.config import ServiceConfig as ProsodyServiceConfig
 from avatar_tts.config import ServiceConfig as TTSServiceConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
+#: The S3 credential placeholder of the compose examples; refused outside development (docs/security.md).
 DEFAULT_SECRET = "change-me"
+#: Signing keys known to be public (old defaults and examples); refused everywhere.
+PUBLIC_SECRETS = frozenset({DEFAULT_SECRET, "secret", "changeme"})
+MIN_SECRET_CHARS = 16
 
 #: The loopback address every component binds to and is reached on in the embedded default.
 LOOPBACK = "127.0.0.1"
@@ -133,14 +139,61 @@ class ServerSettings(BaseModel):
     )
 
 
-class SecuritySettings(BaseModel):
-    """Secrets and lifetimes of the tokens the orchestrator issues."""
+def _decode_master_key(value: str) -> bytes:
+    try:
+        text = value.strip().replace("-", "+").replace("_", "/")
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("a master key must be base64 (generate one with `avatar keys generate`)") from exc
+    if len(raw) != 32:
+        raise ValueError(f"a master key must be 32 bytes (AES-256), got {len(raw)}")
+    return raw
 
-    secret_key: SecretStr = Field(
-        default=SecretStr(DEFAULT_SECRET),
+
+class SecuritySettings(BaseModel):
+    """Keys and token lifetimes (docs/security.md)."""
+
+    secret_key: SecretStr | None = Field(
+        default=None,
         description=(
-            "Key that signs session tokens and the filesystem store's presigned URLs. The default is "
-            "refused outside development and test."
+            "Key that signs session tokens and object URLs. Unset in development: a random key is "
+            "generated on first start and kept in <data_dir>/secrets (mode 0600). Required in production."
+        ),
+    )
+    previous_secret_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description=(
+            "Signing keys retired by a rotation, still accepted for verification (never for signing) "
+            "until the tokens and URLs they signed expire; remove them after session_token_ttl_s."
+        ),
+    )
+    master_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Base64 of 32 random bytes: the master key that wraps the data keys of encrypted audio and "
+            "text (AES-256-GCM envelope encryption). Unset in development: generated into "
+            "<data_dir>/secrets/master_keys.json. Required in production."
+        ),
+    )
+    previous_master_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description=(
+            "Master keys replaced by master_key, still used to unwrap data keys until "
+            "`avatar keys rotate` has re-wrapped everything under master_key."
+        ),
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Extra browser origins (scheme://host[:port]) allowed to open WebSockets, besides the "
+            "app's own origin and server.public_url."
+        ),
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Extra Host names the server answers WebSocket upgrades for, besides localhost, "
+            "127.0.0.1, ::1, server.host and the host of server.public_url."
         ),
     )
     session_token_ttl_s: int = Field(
@@ -153,6 +206,44 @@ class SecuritySettings(BaseModel):
         ),
     )
 
+    @field_validator("master_key", "previous_master_keys")
+    @classmethod
+    def _master_keys_are_aes256(cls, value: SecretStr | list[SecretStr] | None) -> object:
+        for key in value if isinstance(value, list) else [value] if value is not None else []:
+            _decode_master_key(key.get_secret_value())
+        return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_not_public(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            text = value.get_secret_value()
+            if text in PUBLIC_SECRETS:
+                raise ValueError(
+                    "security.secret_key is a published placeholder: anyone could mint session tokens "
+                    "with it; set a private random value (or leave it unset in development)"
+                )
+        return value
+
+    def signing_keys(self) -> list[str]:
+        """The current signing key first, then the retired ones still accepted for verification."""
+        if self.secret_key is None:
+            raise RuntimeError(
+                "no signing key: the composition root (avatar.bootstrap.resolve_secrets) sets one at start-up"
+            )
+        return [
+            self.secret_key.get_secret_value(),
+            *(k.get_secret_value() for k in self.previous_secret_keys),
+        ]
+
+    def master_keys(self) -> list[bytes]:
+        """The configured master keys, active one first (empty when they are kept in the data directory)."""
+        if self.master_key is None:
+            return []
+        return [
+            _decode_master_key(k.get_secret_value()) for k in [self.master_key, *self.previous_master_keys]
+        ]
+
 
 class ModelSettings(BaseModel):
     """Where prepared model files live (``avatar models prepare`` fills ``cache_dir``)."""
@@ -164,6 +255,21 @@ class ModelSettings(BaseModel):
     manifest: Path = Field(
         default=REPO_ROOT / "models" / "manifest.json",
         description="Manifest listing every packaged model file with its sha256.",
+    )
+    production_manifests: list[Path] = Field(
+        default_factory=list,
+        description=(
+            "Manifests of model files outside the packaged set (a production Whisper directory, a "
+            "GGUF, F5/CosyVoice weights), in the models/manifest.json format with `path` sources "
+            "(relative to the manifest). A listed file is checked against its sha256 when it loads."
+        ),
+    )
+    verify_on_load: bool = Field(
+        default=True,
+        description=(
+            "Check every manifest-listed model file's sha256 when it loads (cached by size and "
+            "mtime, so unchanged files are hashed once); a mismatch refuses to load."
+        ),
     )
 
 
@@ -535,8 +641,11 @@ class Settings(BaseSettings):
         if self.environment is Environment.DEVELOPMENT or self.environment is Environment.TEST:
             return self
         defaults = []
-        if self.security.secret_key.get_secret_value() == DEFAULT_SECRET:
-            defaults.append("AVATAR_SECURITY__SECRET_KEY")
+        key = self.security.secret_key
+        if key is None or len(key.get_secret_value()) < MIN_SECRET_CHARS:
+            defaults.append(f"AVATAR_SECURITY__SECRET_KEY (at least {MIN_SECRET_CHARS} random characters)")
+        if self.security.master_key is None:
+            defaults.append("AVATAR_SECURITY__MASTER_KEY")
         if (
             self.object_store.kind == "s3"
             and self.object_store.secret_key.get_secret_value() == DEFAULT_SECRET
@@ -544,7 +653,8 @@ class Settings(BaseSettings):
             defaults.append("AVATAR_OBJECT_STORE__SECRET_KEY")
         if defaults:
             raise ValueError(
-                f"default secrets are refused in {self.environment.value}: set {', '.join(defaults)}"
+                f"missing or default secrets are refused in {self.environment.value}: "
+                f"set {', '.join(defaults)} (see docs/security.md)"
             )
         return self
 

@@ -16,6 +16,7 @@ import httpx
 import pytest
 import pytest_asyncio
 import websockets
+from pydantic import SecretStr
 
 from avatar.application.conversation import issue_token
 from avatar.infrastructure.metrics import PrometheusConversationMetrics
@@ -37,7 +38,7 @@ def tone_pcm(ms: int, sr: int = 16000) -> bytes:
 
 def _settings(max_sessions: int = 50) -> Settings:
     settings = Settings(environment="test")
-    settings.security.secret_key = settings.security.secret_key.__class__(SECRET)
+    settings.security.secret_key = SecretStr(SECRET)
     settings.conversation.max_sessions = max_sessions
     settings.conversation.max_frame_bytes = 64 * 1024
     settings.security.reconnect_grace_s = 30

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,9 @@ def test_dotenv_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert s.asr.language == "ko" and s.queue.kind == "redis"
 
 
+MASTER = base64.b64encode(bytes(range(32))).decode()
+
+
 def test_production_refuses_default_secrets() -> None:
     with pytest.raises(ValidationError, match="AVATAR_SECURITY__SECRET_KEY"):
         Settings(_env_file=None, environment="production")
@@ -55,7 +59,7 @@ def test_production_refuses_default_s3_secret() -> None:
         Settings(
             _env_file=None,
             environment="production",
-            security={"secret_key": "a-real-secret"},
+            security={"secret_key": "a-real-secret-of-32-characters!!", "master_key": MASTER},
             object_store={"kind": "s3"},
         )
 
@@ -64,7 +68,7 @@ def test_production_accepts_real_secrets() -> None:
     s = Settings(
         _env_file=None,
         environment="production",
-        security={"secret_key": "a-real-secret"},
+        security={"secret_key": "a-real-secret-of-32-characters!!", "master_key": MASTER},
         object_store={"kind": "s3", "secret_key": "another-secret"},
     )
     assert s.environment is Environment.PRODUCTION

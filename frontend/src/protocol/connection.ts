@@ -1,6 +1,8 @@
 /**
  * One realtime WebSocket with automatic reconnect (exponential backoff) and session resume: the
  * same URL and token are reused, and the server answers with `session_state{resumed:true}`.
+ * The token travels in the `Sec-WebSocket-Protocol` header, never in the URL (docs/protocol.md,
+ * Authentication), so it stays out of access logs and browser history.
  */
 import { Backoff } from './backoff';
 import { type ClientMessage, parseServerMessage, ProtocolError, type ServerMessage } from './messages';
@@ -33,7 +35,9 @@ export interface ConnectionOptions {
   onMessage(msg: ServerMessage): void;
   onStatus(status: ConnectionStatus, detail: { code?: number; attempt?: number; delayMs?: number }): void;
   onProtocolError?(err: ProtocolError): void;
-  createSocket?: (url: string) => SocketLike;
+  /** Subprotocols to offer (`sessionSocketProtocols(token)` carries the session token). */
+  protocols?: string[];
+  createSocket?: (url: string, protocols?: string[]) => SocketLike;
   timers?: Timers;
   backoff?: Backoff;
   heartbeatMs?: number;
@@ -59,12 +63,13 @@ export class RealtimeConnection {
   private readonly pending: string[] = [];
   private readonly timers: Timers;
   private readonly backoff: Backoff;
-  private readonly createSocket: (url: string) => SocketLike;
+  private readonly createSocket: (url: string, protocols?: string[]) => SocketLike;
 
   constructor(private readonly opts: ConnectionOptions) {
     this.timers = opts.timers ?? defaultTimers;
     this.backoff = opts.backoff ?? new Backoff();
-    this.createSocket = opts.createSocket ?? ((url) => new WebSocket(url) as unknown as SocketLike);
+    this.createSocket =
+      opts.createSocket ?? ((url, protocols) => new WebSocket(url, protocols) as unknown as SocketLike);
   }
 
   get state(): ConnectionStatus {
@@ -87,7 +92,7 @@ export class RealtimeConnection {
 
   private open(isRetry: boolean): void {
     this.setStatus(isRetry ? 'reconnecting' : 'connecting', { attempt: this.backoff.attempts });
-    const ws = this.createSocket(this.opts.url);
+    const ws = this.createSocket(this.opts.url, this.opts.protocols);
     ws.binaryType = 'arraybuffer';
     this.socket = ws;
     ws.onopen = () => {
@@ -180,12 +185,20 @@ export class RealtimeConnection {
   }
 }
 
-/** The same-origin WebSocket URL of a session (works behind nginx and the Vite proxy alike). */
-export function sessionSocketUrl(
-  loc: { protocol: string; host: string },
-  sessionId: string,
-  token: string,
-): string {
+/** The protocol version the server selects when a client offers it. */
+export const SUBPROTOCOL = 'avatar.v1';
+
+/**
+ * The same-origin WebSocket URL of a session (works behind nginx and the Vite proxy alike). It
+ * carries no token: pass `sessionSocketProtocols(token)` as the socket's protocols.
+ */
+export function sessionSocketUrl(loc: { protocol: string; host: string }, sessionId: string): string {
   const scheme = loc.protocol === 'https:' ? 'wss' : 'ws';
-  return `${scheme}://${loc.host}/ws/${encodeURIComponent(sessionId)}?token=${encodeURIComponent(token)}&v=1`;
+  return `${scheme}://${loc.host}/ws/${encodeURIComponent(sessionId)}?v=1`;
+}
+
+/** The subprotocols that authenticate a session's socket: `avatar.v1` and `avatar.token.<token>`. */
+export function sessionSocketProtocols(token: string): string[] {
+  if (!/^[A-Za-z0-9._~-]+$/.test(token)) throw new Error('the session token has characters a subprotocol cannot carry');
+  return [SUBPROTOCOL, `avatar.token.${token}`];
 }

@@ -68,16 +68,19 @@ _SIZE_NAMES = frozenset(
 
 def service_config(settings: Settings) -> ASRConfig:
     """Map ``Settings.asr`` onto the service's configuration, resolving packaged model files."""
+    from avatar.infrastructure.models import check_model_path, model_manifest
     from avatar_asr.config import ASRConfig
-    from avatar_common.modelstore import Manifest
 
     cfg = settings.asr
-    manifest = Manifest.load(settings.models.manifest, settings.models.cache_dir)
+    manifest = model_manifest(settings)
     names = {a.name for a in manifest.artifacts}
     if cfg.model in names:
-        model = str(manifest.artifact_dir(cfg.model))
-    elif cfg.model in _SIZE_NAMES or Path(cfg.model).is_dir():
-        model = cfg.model  # a size name faster-whisper resolves (production) or a model directory
+        model = str(manifest.artifact_dir(cfg.model))  # checked against the manifest (docs/security.md)
+    elif Path(cfg.model).is_dir():
+        check_model_path(settings, Path(cfg.model))  # checked if a production manifest lists it
+        model = cfg.model
+    elif cfg.model in _SIZE_NAMES:
+        model = cfg.model  # a size name faster-whisper resolves (production)
     else:
         raise InvalidInputError(
             f"AVATAR_ASR__MODEL={cfg.model!r} is neither a manifest artifact, a Whisper size name nor a "

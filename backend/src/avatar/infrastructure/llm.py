@@ -358,11 +358,13 @@ def gguf_tokenizer(model_path: Path) -> Callable[[str], int]:
 
 
 def embedded_model_path(settings: Settings) -> Path:
-    if settings.llm.gguf_path is not None:
-        return settings.llm.gguf_path
-    from avatar_common.modelstore import Manifest
+    """The GGUF to serve, checked against the model manifests first (docs/security.md)."""
+    from avatar.infrastructure.models import check_model_path, model_manifest
 
-    return Manifest.load(settings.models.manifest, settings.models.cache_dir).path("smollm2-135m-instruct")
+    if settings.llm.gguf_path is not None:
+        check_model_path(settings, settings.llm.gguf_path)
+        return settings.llm.gguf_path
+    return model_manifest(settings).path("smollm2-135m-instruct")
 
 
 async def build_chat_model(settings: Settings, stack: contextlib.AsyncExitStack) -> ChatModel:

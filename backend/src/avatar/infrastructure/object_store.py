@@ -1,9 +1,11 @@
 """Object stores for audio (the ``ObjectStore`` port): a directory when embedded, S3/MinIO in compose.
 
 Both keep every blocking call (disk or HTTP) off the event loop and bound how many run at once.
-Presigned URLs are valid for one hour by default (docs/design-notes.md §5, §8): the S3 store signs
-them with the S3 credentials; the filesystem store signs
-``/api/v1/objects/{key}?expires=..&sig=..`` with an HMAC of the server secret, served by
+:func:`build_object_store` wraps either in :class:`EncryptingObjectStore`: every object is sealed
+with AES-256-GCM under its own data key (:mod:`avatar.infrastructure.crypto`, docs/security.md), so
+neither the disk nor the bucket ever holds playable audio. Downloads therefore go through the app:
+presigned URLs are ``/api/v1/objects/{key}?expires=..&sig=..`` signed with an HMAC of the server's
+signing key (valid one hour by default, docs/design-notes.md §5, §8), served and decrypted by
 :mod:`avatar.presentation.objects`.
 """
 
@@ -18,7 +20,8 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,6 +30,7 @@ from urllib.parse import quote
 from avatar.application.ports.common import ComponentHealth
 from avatar.domain.errors import DependencyError, InvalidInputError, NotFoundError
 from avatar.domain.storage_keys import validate_key
+from avatar.infrastructure.crypto import DecryptionError, Envelope, Keyring
 from avatar.infrastructure.retry import RetryPolicy, call_with_retries
 from avatar.settings import ObjectStoreSettings, Settings, default_of
 
@@ -53,19 +57,27 @@ def _expiry_seconds(expires: timedelta) -> int:
 
 
 class UrlSigner:
-    """HMAC-SHA256 signatures for ``(key, expires)`` pairs (expires = Unix seconds)."""
+    """HMAC-SHA256 signatures for ``(key, expires)`` pairs (expires = Unix seconds).
 
-    def __init__(self, secret: bytes) -> None:
-        if not secret:
+    Signs with ``secret``; also accepts signatures made with ``previous`` keys (a rotation's grace).
+    """
+
+    def __init__(self, secret: bytes, previous: Sequence[bytes] = ()) -> None:
+        if not secret or not all(previous):
             raise ValueError("a signing secret is required")
         self._secret = secret
+        self._accepted = [secret, *previous]
+
+    @staticmethod
+    def _sign(secret: bytes, key: str, expires: int) -> str:
+        return hmac.new(secret, f"{key}\n{expires}".encode(), hashlib.sha256).hexdigest()
 
     def sign(self, key: str, expires: int) -> str:
-        return hmac.new(self._secret, f"{key}\n{expires}".encode(), hashlib.sha256).hexdigest()
+        return self._sign(self._secret, key, expires)
 
     def verify(self, key: str, expires: int, signature: str, now: float | None = None) -> None:
         """Raise ``InvalidInputError`` (code ``URL_EXPIRED`` or ``BAD_SIGNATURE``) unless valid."""
-        if not hmac.compare_digest(self.sign(key, expires), signature):
+        if not any(hmac.compare_digest(self._sign(k, key, expires), signature) for k in self._accepted):
             raise InvalidInputError("the object URL signature is invalid", code="BAD_SIGNATURE")
         if expires < (time.time() if now is None else now):
             raise InvalidInputError("the object URL has expired; ask for a new one", code="URL_EXPIRED")
@@ -385,17 +397,123 @@ class S3ObjectStore:
         )
 
 
+class EncryptingObjectStore:
+    """Seals every object before it reaches the inner store and opens it on the way back.
+
+    The object's key is bound into the seal (associated data), so ciphertext copied to another key
+    does not open. Objects written before encryption existed (no ``AVE1`` header) are still read as
+    they are; ``avatar keys rotate`` seals them. Presigned URLs point at the app's download route,
+    which decrypts (the bucket only ever holds ciphertext).
+    """
+
+    def __init__(
+        self,
+        inner: FilesystemObjectStore | S3ObjectStore,
+        envelope: Envelope,
+        signer: UrlSigner,
+        *,
+        base_url: str = "",
+    ) -> None:
+        self.inner = inner
+        self.envelope = envelope
+        self.signer = signer
+        self._base_url = base_url.rstrip("/")
+
+    async def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+        validate_key(key)
+        sealed = await asyncio.to_thread(self.envelope.seal, data, key.encode())
+        return await self.inner.put(key, sealed, "application/octet-stream")
+
+    async def get(self, key: str) -> bytes:
+        blob = await self.inner.get(key)
+        if not Envelope.is_sealed(blob):
+            return blob
+        return await asyncio.to_thread(self.envelope.open, blob, key.encode())
+
+    async def exists(self, key: str) -> bool:
+        return await self.inner.exists(key)
+
+    async def delete(self, key: str) -> None:
+        await self.inner.delete(key)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        return await self.inner.delete_prefix(prefix)
+
+    async def list_keys(self, prefix: str) -> list[str]:
+        return await self.inner.list_keys(prefix)
+
+    async def presigned_url(self, key: str, expires: timedelta = timedelta(hours=1)) -> str:
+        validate_key(key)
+        deadline = int(time.time()) + _expiry_seconds(expires)
+        sig = self.signer.sign(key, deadline)
+        return f"{self._base_url}{OBJECTS_ROUTE}{quote(key)}?expires={deadline}&sig={sig}"
+
+    def verify_signature(self, key: str, expires: int, signature: str) -> None:
+        """Check a presigned URL's parts (used by ``GET /api/v1/objects/{key}``)."""
+        validate_key(key)
+        self.signer.verify(key, expires, signature)
+
+    async def health(self) -> ComponentHealth:
+        health = await self.inner.health()
+        health.extra["encrypted"] = True
+        health.extra["master_key_id"] = self.envelope.keyring.active_id
+        return health
+
+    async def rewrap_all(self, prefix: str = "") -> RewrapReport:
+        """Re-wrap every object's data key under the active master key; seal plaintext objects.
+
+        Idempotent and resumable: objects already under the active key are left untouched.
+        """
+        report = RewrapReport()
+        for key in await self.inner.list_keys(prefix):
+            blob = await self.inner.get(key)
+            if Envelope.is_sealed(blob):
+                try:
+                    new = await asyncio.to_thread(self.envelope.rewrap, blob)
+                except DecryptionError as exc:
+                    report.failed.append(f"{key}: {exc.message}")
+                    continue
+                if new is None:
+                    report.unchanged += 1
+                    continue
+                report.rewrapped += 1
+            else:
+                new = await asyncio.to_thread(self.envelope.seal, blob, key.encode())
+                report.sealed += 1
+            await self.inner.put(key, new, "application/octet-stream")
+        return report
+
+
+@dataclass
+class RewrapReport:
+    """What a key rotation did to the stored objects (or rows)."""
+
+    rewrapped: int = 0
+    sealed: int = 0
+    unchanged: int = 0
+    failed: list[str] = field(default_factory=list)
+
+
 async def build_object_store(
-    settings: Settings, stack: contextlib.AsyncExitStack
-) -> FilesystemObjectStore | S3ObjectStore:
+    settings: Settings, stack: contextlib.AsyncExitStack, keyring: Keyring | None = None
+) -> EncryptingObjectStore:
     """The store ``settings.object_store.kind`` asks for, ready to use (root or bucket created).
 
-    The filesystem store's presigned URLs are relative (``/api/v1/objects/...``) unless
+    Wrapped in :class:`EncryptingObjectStore` with ``keyring`` (resolved from the settings when
+    omitted). Presigned URLs are relative (``/api/v1/objects/...``) unless
     ``settings.server.public_url`` is set, so they work behind any proxy in front of the app.
     """
+    from avatar.infrastructure.secrets import load_keyring, resolve_signing_keys
+
+    resolve_signing_keys(settings)
+    keys = [k.encode() for k in settings.security.signing_keys()]
+    signer = UrlSigner(keys[0], keys[1:])
+    base_url = settings.server.public_url or ""
+    envelope = Envelope(keyring or load_keyring(settings))
     cfg = settings.object_store
+    inner: FilesystemObjectStore | S3ObjectStore
     if cfg.kind == "s3":
-        store = S3ObjectStore.connect(
+        s3 = S3ObjectStore.connect(
             cfg.endpoint,
             cfg.access_key.get_secret_value(),
             cfg.secret_key.get_secret_value(),
@@ -403,10 +521,11 @@ async def build_object_store(
             secure=cfg.secure,
             region=cfg.region,
         )
-        stack.callback(store.close)
-        await store.ensure_bucket()
-        return store
-    root = cfg.root
-    await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
-    signer = UrlSigner(settings.security.secret_key.get_secret_value().encode())
-    return FilesystemObjectStore(root, signer, base_url=settings.server.public_url or "")
+        stack.callback(s3.close)
+        await s3.ensure_bucket()
+        inner = s3
+    else:
+        root = cfg.root
+        await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
+        inner = FilesystemObjectStore(root, signer, base_url=base_url)
+    return EncryptingObjectStore(inner, envelope, signer, base_url=base_url)

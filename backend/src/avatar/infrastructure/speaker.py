@@ -31,7 +31,7 @@ from avatar_common.audio import (
     resample,
     rms_dbfs,
 )
-from avatar_common.modelstore import Manifest, ModelError
+from avatar_common.modelstore import ModelError, ModelIntegrityError
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +153,12 @@ class VoiceSampleDecoder:
 
 
 def _weights_path(settings: Settings) -> Path | None:
+    from avatar.infrastructure.models import model_manifest
+
     try:
-        return Manifest.load(settings.models.manifest, settings.models.cache_dir).path("resemblyzer-ge2e")
+        return model_manifest(settings).path("resemblyzer-ge2e")
+    except ModelIntegrityError:
+        raise  # a modified weights file must not fall back to loading the same file unchecked
     except (ModelError, OSError, KeyError) as exc:
         log.warning("resemblyzer weights not resolved through the manifest (%s); using the wheel's", exc)
         return None

@@ -43,14 +43,20 @@ TierName = Literal["fast", "hq", "both"]
 
 def service_config(settings: Settings, tiers: tuple[Tier, ...] = (Tier.FAST, Tier.HQ)) -> ServiceConfig:
     """Map the ``tts`` settings group (and the model manifest) into the service's config."""
-    from avatar_common.modelstore import Manifest, ModelError
+    from avatar.infrastructure.models import check_model_path, model_manifest
+    from avatar_common.modelstore import ModelError, ModelIntegrityError
 
     tts = settings.tts
-    manifest = Manifest.load(settings.models.manifest, settings.models.cache_dir)
+    manifest = model_manifest(settings)
+    for model_dir in (tts.f5_model_dir, tts.cosyvoice_model_dir):
+        if model_dir is not None:
+            check_model_path(settings, model_dir)
 
     def path(artifact: str, name: str | None = None) -> Any:
         try:
             return manifest.path(artifact, name)
+        except ModelIntegrityError:
+            raise  # a modified model file is refused, never skipped
         except ModelError:
             return None
 

@@ -1,7 +1,8 @@
-"""``GET /api/v1/objects/{key}?expires=..&sig=..``: presigned downloads for the filesystem object store.
+"""``GET /api/v1/objects/{key}?expires=..&sig=..``: presigned downloads, decrypted on the way out.
 
-Only the embedded placement serves objects itself; with S3/MinIO the presigned URLs point at the
-bucket and this route answers 404.
+Objects are encrypted at rest in either store (docs/security.md), so every presigned URL points
+here: the signature (an HMAC of the key and expiry with the server's signing key) authorizes the
+download and the store opens the sealed object. A store that cannot check signatures answers 404.
 """
 
 from __future__ import annotations

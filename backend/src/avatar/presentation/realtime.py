@@ -45,6 +45,12 @@ from avatar.domain.errors import CapacityError, NotFoundError
 from avatar.domain.models import AudioChunk
 from avatar.presentation.wire import encode
 from avatar.presentation.wire import error as _error
+from avatar.presentation.ws_security import (
+    AuthMessageError,
+    WebSocketPolicy,
+    accept_checked,
+    receive_token,
+)
 from avatar.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -209,25 +215,52 @@ class _Connection:
         await self.session.push_audio(chunk)
 
 
+# --- handshake and authentication (docs/security.md; checks in presentation/ws_security.py) -----
+
+
+async def _authenticate(
+    websocket: WebSocket, session_id: str, settings: Settings
+) -> tuple[uuid.UUID, str] | None:
+    """Check Host/Origin, accept, and verify the session token; None once the socket is refused.
+
+    The token comes from the ``Sec-WebSocket-Protocol`` header, a first ``auth`` message, or the
+    deprecated ``?token=`` query parameter (docs/protocol.md, Authentication).
+    """
+    if not await accept_checked(websocket, WebSocketPolicy.from_settings(settings)):
+        return None
+    try:
+        sid = uuid.UUID(session_id)
+    except ValueError:
+        await websocket.close(CLOSE_NOT_FOUND, "the session id is not a UUID")
+        return None
+    try:
+        token = await receive_token(websocket)
+        if token is None:
+            raise TokenError("no session token arrived (docs/protocol.md, Authentication)")
+        verify_token(settings.security.signing_keys(), sid, token, time.time())
+    except AuthMessageError as exc:
+        await websocket.close(CLOSE_TOKEN, str(exc)[:120])
+        return None
+    except TokenError as exc:
+        await websocket.close(CLOSE_TOKEN, exc.message[:120])
+        return None
+    return sid, token
+
+
 @router.websocket("/ws/{session_id}")
 async def conversation(websocket: WebSocket, session_id: str) -> None:
     """The realtime conversation (see docs/protocol.md)."""
-    await websocket.accept()
     app = websocket.app
     settings: Settings = app.state.settings
     services: Services = app.state.services
     manager = services.sessions
     try:
-        sid = uuid.UUID(session_id)
-    except ValueError:
-        await websocket.close(CLOSE_NOT_FOUND, "the session id is not a UUID")
+        authenticated = await _authenticate(websocket, session_id, settings)
+    except WebSocketDisconnect:
         return
-    token = websocket.query_params.get("token")
-    try:
-        verify_token(settings.security.secret_key.get_secret_value(), sid, token, time.time())
-    except TokenError as exc:
-        await websocket.close(CLOSE_TOKEN, exc.message[:120])
+    if authenticated is None:
         return
+    sid, token = authenticated
     holder: dict[str, _Connection] = {}
     try:
         session, resumed, previous = await manager.attach(sid, holder, token)

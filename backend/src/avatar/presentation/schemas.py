@@ -26,8 +26,18 @@ class SessionCreate(BaseModel):
 
 class SessionCreated(BaseModel):
     session_id: uuid.UUID
-    ws_url: str = Field(description="WebSocket URL including the token")
-    token: str = Field(description="Bearer token for /ws/{session_id}?token=...")
+    ws_url: str = Field(
+        description=(
+            "WebSocket URL with the token in its query (deprecated form, kept for old clients); "
+            "prefer /ws/{session_id}?v=1 with the token as a subprotocol (docs/protocol.md)"
+        )
+    )
+    token: str = Field(
+        description=(
+            "Session token: send it as the subprotocol avatar.token.<token> (with avatar.v1), "
+            'or as the first message {"type": "auth", "token": ...}'
+        )
+    )
     expires_at: datetime
     protocol_version: int = PROTOCOL_VERSION
 

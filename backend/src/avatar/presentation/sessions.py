@@ -92,7 +92,7 @@ async def create_session(
         await tx.commit()
     ttl = settings.security.session_token_ttl_s
     now = time.time()
-    token = issue_token(settings.security.secret_key.get_secret_value(), session.session_id, now, ttl)
+    token = issue_token(settings.security.signing_keys(), session.session_id, now, ttl)
     return SessionCreated(
         session_id=session.session_id,
         token=token,

@@ -15,6 +15,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from avatar.domain.errors import DependencyError
+from avatar.infrastructure.crypto import Envelope, Keyring
+from avatar.infrastructure.database.encrypted import attach_envelope
 from avatar.infrastructure.database.retry import RetryPolicy, is_transient
 from avatar.infrastructure.database.uow import SqlUnitOfWork, SqlUnitOfWorkFactory, create_engine
 from avatar.settings import Placement, Settings
@@ -49,10 +51,15 @@ async def wait_until_reachable(engine: AsyncEngine, *, timeout_s: float = 30.0) 
 
 
 async def build_unit_of_work_factory(
-    settings: Settings, stack: contextlib.AsyncExitStack
+    settings: Settings, stack: contextlib.AsyncExitStack, keyring: Keyring | None = None
 ) -> SqlUnitOfWorkFactory:
-    """Start or connect to PostgreSQL, migrate it to ``head``, and return the unit-of-work factory."""
+    """Start or connect to PostgreSQL, migrate it to ``head``, and return the unit-of-work factory.
+
+    The engine encrypts the text columns that hold what people said with ``keyring`` (resolved
+    from the settings when omitted; docs/security.md).
+    """
     from avatar.infrastructure.database import migrate
+    from avatar.infrastructure.secrets import load_keyring
 
     db = settings.database
     if db.placement is Placement.EMBEDDED:
@@ -64,6 +71,7 @@ async def build_unit_of_work_factory(
     else:
         url = db.url.get_secret_value()
     engine = create_engine(url, pool_size=db.pool_size)
+    attach_envelope(engine, Envelope(keyring or load_keyring(settings)))
     stack.push_async_callback(engine.dispose)
     await wait_until_reachable(engine)
     try:

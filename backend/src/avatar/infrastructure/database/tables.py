@@ -1,7 +1,8 @@
 """Table definitions (SQLAlchemy Core) mirroring the Alembic migrations in ``db/migrations``.
 
 The migrations are the source of truth for the schema; these definitions are what the repositories
-query with. ``tests/integration/test_database.py`` checks that the two agree.
+query with. ``tests/integration/test_database.py`` checks that the two agree. Columns holding what
+people said are :class:`EncryptedText` (sealed at rest, docs/security.md); in SQL they are ``text``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+from avatar.infrastructure.database.encrypted import EncryptedJSON, EncryptedText
 
 SPEAKER_DIM = 256
 TEXT_EMBEDDING_DIM = 512
@@ -61,8 +64,8 @@ conversation_turns = Table(
         nullable=False,
     ),
     Column("turn_number", Integer, nullable=False),
-    Column("user_input", Text, nullable=False, server_default=""),
-    Column("ai_response", Text, nullable=False, server_default=""),
+    Column("user_input", EncryptedText("conversation_turns.user_input"), nullable=False, server_default=""),
+    Column("ai_response", EncryptedText("conversation_turns.ai_response"), nullable=False, server_default=""),
     Column("emotion", Text, nullable=False, server_default="neutral"),
     Column("interrupted", Boolean, nullable=False, server_default="false"),
     Column("stage_latency_ms", JSONB, nullable=False, server_default=_EMPTY_JSON),
@@ -81,8 +84,13 @@ transcriptions = Table(
         ForeignKey("conversation_turns.turn_id", ondelete="CASCADE"),
         nullable=False,
     ),
-    Column("final_text", Text, nullable=False),
-    Column("partial_results", JSONB, nullable=False, server_default=_EMPTY_LIST),
+    Column("final_text", EncryptedText("transcriptions.final_text"), nullable=False),
+    Column(
+        "partial_results",
+        EncryptedJSON("transcriptions.partial_results"),
+        nullable=False,
+        server_default=_EMPTY_LIST,
+    ),
     Column("confidence", Float, nullable=False),
     Column("latency_ms", Float, nullable=False, server_default="0"),
     Column("audio_url", Text),
@@ -124,7 +132,7 @@ voice_profiles = Table(
     Column("embedding", Vector(SPEAKER_DIM), nullable=False),
     Column("duration_sec", Float, nullable=False),
     Column("sample_rate", Integer, nullable=False),
-    Column("transcript", Text, nullable=False, server_default=""),
+    Column("transcript", EncryptedText("voice_profiles.transcript"), nullable=False, server_default=""),
     Column("metadata", JSONB, nullable=False, server_default=_EMPTY_JSON),
     _now(),
 )
@@ -175,7 +183,7 @@ memories = Table(
     ),
     Column("turn_id", UUID(as_uuid=True), ForeignKey("conversation_turns.turn_id", ondelete="CASCADE")),
     Column("role", Text, nullable=False),
-    Column("text", Text, nullable=False),
+    Column("text", EncryptedText("memories.text"), nullable=False),
     Column("embedding", Vector(TEXT_EMBEDDING_DIM), nullable=False),
     _now(),
 )
@@ -189,7 +197,7 @@ conversation_summaries = Table(
         ForeignKey("sessions.session_id", ondelete="CASCADE"),
         primary_key=True,
     ),
-    Column("summary", Text, nullable=False),
+    Column("summary", EncryptedText("conversation_summaries.summary"), nullable=False),
     Column("covered_turns", Integer, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
