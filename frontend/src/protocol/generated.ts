@@ -49,7 +49,7 @@ export type Emotion = 'happy' | 'sad' | 'angry' | 'surprised' | 'neutral' | 'exc
  * via the `definition` "ClientMessage".
  */
 export type ClientMessage =
-  AudioChunkIn | EndOfUtteranceIn | SetTTSModeIn | InterruptIn | TextInputIn | PingIn;
+  AudioChunkIn | EndOfUtteranceIn | SetTTSModeIn | InterruptIn | TextInputIn | PingIn | AuthIn;
 
 /**
  * AVATAR realtime protocol v1 (docs/protocol.md); generated, do not edit.
@@ -294,4 +294,15 @@ export interface TextInputIn {
 export interface PingIn {
   type: 'ping';
   t?: number | null;
+}
+/**
+ * The session token, as the very first frame when the handshake carried none (docs/protocol.md,
+ * Authentication); later ``auth`` messages are refused.
+ *
+ * This interface was referenced by `Protocol`'s JSON-Schema
+ * via the `definition` "AuthIn".
+ */
+export interface AuthIn {
+  type: 'auth';
+  token: string;
 }

@@ -32,6 +32,7 @@ from avatar.application.conversation.events import (
     CLIENT_TYPES,
     SUPPORTED_SAMPLE_RATES,
     AudioChunkIn,
+    AuthIn,
     EndOfUtteranceIn,
     HeartbeatMsg,
     InterruptIn,
@@ -184,6 +185,13 @@ class _Connection:
             await session.end_utterance()
         elif isinstance(message, PingIn):
             await self.ws.send_text(encode(PongMsg(t=message.t)))
+        elif isinstance(message, AuthIn):
+            await self.ws.send_text(
+                _error(
+                    "INVALID_MESSAGE",
+                    "auth is only accepted as the first frame; this socket is authenticated",
+                )
+            )
 
     async def _audio(self, pcm: bytes, sample_rate: int, timestamp: float | None) -> None:
         if sample_rate not in SUPPORTED_SAMPLE_RATES:

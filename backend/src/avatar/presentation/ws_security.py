@@ -22,14 +22,14 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from typing import Literal
 from urllib.parse import urlsplit
 
 from fastapi import WebSocket
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect
 
+from avatar.application.conversation.events import AuthIn
 from avatar.presentation.errors import error_body
 from avatar.settings import Settings
 
@@ -37,16 +37,8 @@ SUBPROTOCOL = "avatar.v1"
 TOKEN_PROTOCOL_PREFIX = "avatar.token."
 #: How long a client that sent no token in the handshake has to send its ``auth`` message.
 AUTH_TIMEOUT_S = 5.0
-MAX_TOKEN_CHARS = 512
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 _ANY_ADDRESS = frozenset({"", "0.0.0.0", "::"})
-
-
-class AuthIn(BaseModel):
-    """The optional first client message carrying the session token."""
-
-    type: Literal["auth"]
-    token: str = Field(min_length=1, max_length=MAX_TOKEN_CHARS)
 
 
 def _hostname(netloc: str) -> str:

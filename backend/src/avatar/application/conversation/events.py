@@ -94,8 +94,20 @@ class PingIn(_ClientMessage):
     t: float | None = None
 
 
+#: Longest session token accepted in an ``auth`` message.
+MAX_TOKEN_CHARS = 512
+
+
+class AuthIn(_ClientMessage):
+    """The session token, as the very first frame when the handshake carried none (docs/protocol.md,
+    Authentication); later ``auth`` messages are refused."""
+
+    type: Literal["auth"]
+    token: str = Field(min_length=1, max_length=MAX_TOKEN_CHARS)
+
+
 ClientMessage = Annotated[
-    AudioChunkIn | EndOfUtteranceIn | SetTTSModeIn | InterruptIn | TextInputIn | PingIn,
+    AudioChunkIn | EndOfUtteranceIn | SetTTSModeIn | InterruptIn | TextInputIn | PingIn | AuthIn,
     Field(discriminator="type"),
 ]
 CLIENT_MESSAGE = TypeAdapter[ClientMessage](ClientMessage)
@@ -106,6 +118,7 @@ CLIENT_MODELS: tuple[type[_ClientMessage], ...] = (
     InterruptIn,
     TextInputIn,
     PingIn,
+    AuthIn,
 )
 CLIENT_TYPES = frozenset(message_type(m) for m in CLIENT_MODELS)
 
