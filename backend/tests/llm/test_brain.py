@@ -189,7 +189,31 @@ async def test_memories_are_stored_and_recalled_in_a_later_session() -> None:
     assert roles == ["assistant", "user"]
     second = make(chat, db)
     [_ async for _ in second.reply("what is my favourite food")]
-    assert "spicy tteokbokki" in chat.calls[-1][0].content
+    *_, recalled, question = chat.calls[-1]
+    assert recalled.role == "system" and "spicy tteokbokki" in recalled.content
+    assert question.content == "what is my favourite food"
+    assert "spicy tteokbokki" not in chat.calls[-1][0].content  # the prompt's head stays stable
+
+
+async def test_the_prompt_head_is_byte_stable_while_recalled_memories_change() -> None:
+    # The model server reuses its prompt cache only for an identical prefix: the persona, the
+    # examples and the history must come first and unchanged; what changes per turn goes last.
+    chat = FakeChatModel(["[happy] Noted!"])
+    db = FakeDatabase()
+    earlier = make(chat, db)
+    for text in ("I play the cello", "My sister lives in Busan", "I am learning Korean"):
+        await converse(earlier, db, text)
+    await earlier.aclose()
+    brain = make(chat, db)
+    prompts = []
+    for text in ("tell me about music", "where does my family live", "what language am I learning"):
+        await converse(brain, db, text)
+        prompts.append(chat.calls[-1])
+    recalled = [[m.content for m in p if m.role == "system"][1:] for p in prompts]
+    assert sum(bool(r) for r in recalled) >= 2 and len({tuple(r) for r in recalled}) > 1  # they differ
+    for before, after in zip(prompts, prompts[1:], strict=False):
+        head = [m for m in before if not m.content.startswith("Things you remember")][:-1]
+        assert after[: len(head)] == head  # the previous prompt (less its tail) is a prefix
 
 
 async def test_bad_input_and_bad_persona_are_clear_errors(tmp_path: Path) -> None:

@@ -318,21 +318,26 @@ class ConversationBrain:
             count += self._chat.count_tokens(assistant) + _MESSAGE_OVERHEAD
         return count
 
-    def _system(self, language: str | None, memories: list[MemoryHit], with_summary: bool) -> str:
+    def _system(self, language: str | None, with_summary: bool) -> str:
+        """The stable head of every prompt: it changes only when the summary does, so the model
+        server's prompt cache reuses its work turn after turn (docs/architecture.md, "Prompt")."""
         parts = [self._persona.system_message()]
         name = language_name(language)
         if name:
             parts.append(f"The user is writing in {name}; reply in {name}.")
         if with_summary and self._summary:
             parts.append("Summary of the conversation so far:\n" + self._summary)
-        if memories:
-            parts.append(
-                "Things you remember from earlier conversations:\n"
-                + "\n".join(
-                    f"- {'the user said' if m.role == 'user' else 'you said'}: {m.text}" for m in memories
-                )
-            )
         return "\n\n".join(parts)
+
+    @staticmethod
+    def _recalled(memories: list[MemoryHit]) -> ChatMessage | None:
+        """This turn's recalled memories, placed after the history (they change every turn)."""
+        if not memories:
+            return None
+        lines = "\n".join(
+            f"- {'the user said' if m.role == 'user' else 'you said'}: {m.text}" for m in memories
+        )
+        return ChatMessage("system", "Things you remember from earlier conversations:\n" + lines)
 
     def _prompt(self, user_text: str, language: str | None, memories: list[MemoryHit]) -> list[ChatMessage]:
         cfg = self._config
@@ -349,8 +354,11 @@ class ConversationBrain:
             (0, False, True),
             (0, False, False),
         ):
-            system = self._system(language, memories[:mem_n], with_summary)
+            system = self._system(language, with_summary)
+            recalled = self._recalled(memories[:mem_n])
             fixed = self._chat.count_tokens(system) + _MESSAGE_OVERHEAD + user_cost
+            if recalled is not None:
+                fixed += self._chat.count_tokens(recalled.content) + _MESSAGE_OVERHEAD
             fixed += example_cost if use_examples else 0
             if fixed <= budget:
                 break
@@ -367,7 +375,8 @@ class ConversationBrain:
                 pair.append(ChatMessage("assistant", turn.assistant))
             history = pair + history
         shots = examples if use_examples else []
-        return [ChatMessage("system", system), *shots, *history, ChatMessage("user", user_text)]
+        tail = [recalled] if recalled is not None else []
+        return [ChatMessage("system", system), *shots, *history, *tail, ChatMessage("user", user_text)]
 
     # --- long-term memory ---------------------------------------------------------------------
 
