@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 from pathlib import Path
 
@@ -211,7 +212,7 @@ async def test_the_prompt_head_is_byte_stable_while_recalled_memories_change() -
         prompts.append(chat.calls[-1])
     recalled = [[m.content for m in p if m.role == "system"][1:] for p in prompts]
     assert sum(bool(r) for r in recalled) >= 2 and len({tuple(r) for r in recalled}) > 1  # they differ
-    for before, after in zip(prompts, prompts[1:], strict=False):
+    for before, after in itertools.pairwise(prompts):
         head = [m for m in before if not m.content.startswith("Things you remember")][:-1]
         assert after[: len(head)] == head  # the previous prompt (less its tail) is a prefix
 
