@@ -32,6 +32,9 @@ T = TypeVar("T")
 
 PRIORITY_FINAL = 0
 PRIORITY_PARTIAL = 1
+#: Whisper's temperature fallback (what OpenAI's ``temperature=0`` means): a decode that loops or is
+#: unsure is retried at the next temperature.
+TEMPERATURE_FALLBACK = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,16 +230,20 @@ class WhisperEngine:
         *,
         language: str | None = None,
         prompt: str | None = None,
-        temperature: float = 0.0,
+        temperature: float | tuple[float, ...] = 0.0,
         word_timestamps: bool = True,
-        clip_timestamps: list[float] | None = None,
+        condition_on_previous_text: bool = False,
     ) -> Recognition:
-        """Decode 16 kHz mono audio synchronously (call through :meth:`run`)."""
+        """Decode 16 kHz mono audio synchronously (call through :meth:`run`).
+
+        Args:
+            prompt: Text that came before this audio (context; Whisper's ``initial_prompt``).
+            temperature: One temperature, or a fallback sequence (:data:`TEMPERATURE_FALLBACK`).
+            condition_on_previous_text: Within this audio, each 30 s window sees the text of the
+                windows before it (for long audio).
+        """
         self.load()
         started = time.perf_counter()
-        kwargs: dict[str, Any] = {}
-        if clip_timestamps:
-            kwargs["clip_timestamps"] = clip_timestamps
         segments_iter, info = self._model.transcribe(
             samples,
             language=language,
@@ -244,9 +251,8 @@ class WhisperEngine:
             temperature=temperature,
             beam_size=self.config.beam_size,
             word_timestamps=word_timestamps,
-            condition_on_previous_text=False,
+            condition_on_previous_text=condition_on_previous_text,
             vad_filter=False,
-            **kwargs,
         )
         raw = list(segments_iter)
         kept: list[Segment] = []

@@ -21,6 +21,7 @@ import concurrent.futures
 import contextlib
 import enum
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -50,6 +51,10 @@ from avatar_common.audio import pcm16_to_float, resample
 
 log = logging.getLogger(__name__)
 
+#: A final's prompt holds the text of earlier finals that ended at most this long before it began
+#: (a person pausing mid-thought), up to ``CONTEXT_CHARS`` (Whisper keeps ~220 prompt tokens).
+CONTEXT_GAP_S = 3.0
+CONTEXT_CHARS = 400
 MIN_STREAM_RATE = 8000
 MAX_STREAM_RATE = 48000
 
@@ -172,6 +177,9 @@ class RecognitionSession:
         self._last_partial_text = ""
         self._spec: concurrent.futures.Future[Recognition] | None = None
         self._final_chain: asyncio.Task[None] | None = None
+        # The finals decoded so far (start, end, decode), read by decode jobs for their context.
+        self._history: deque[tuple[int, int, concurrent.futures.Future[Recognition]]] = deque(maxlen=8)
+        self._history_lock = threading.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._ended = False
         self._closed = False
@@ -328,13 +336,42 @@ class RecognitionSession:
                 pass
 
     # -- decodes ------------------------------------------------------------------------------
-    def _decode_fn(self, audio: FloatAudio, *, words: bool) -> Callable[[], Recognition]:
+    def _decode_fn(
+        self, audio: FloatAudio, *, words: bool, context_before: int | None = None
+    ) -> Callable[[], Recognition]:
+        """A decode job; with ``context_before`` (a final) the prompt is the text of the finals just
+        before that position, read when the job runs, so a final queued behind the previous one sees
+        its text."""
         language = self.language
 
         def run() -> Recognition:
-            return self._engine.recognize(audio, language=language, word_timestamps=words)
+            prompt = self._context(context_before) if context_before is not None else None
+            return self._engine.recognize(audio, language=language, prompt=prompt, word_timestamps=words)
 
         return run
+
+    def _context(self, start: int) -> str:
+        """Text of this stream's finals that end shortly before ``start`` (each within
+        ``CONTEXT_GAP_S`` of the next), at most ``CONTEXT_CHARS`` of it: an utterance cut off by a
+        pause is decoded as the continuation it is. Runs on a worker thread."""
+        with self._history_lock:
+            history = list(self._history)
+        texts: list[str] = []
+        horizon = start - int(CONTEXT_GAP_S * SAMPLE_RATE)
+        chars = 0
+        for begin, end, future in reversed(history):
+            if end > start:
+                continue
+            if end < horizon or not future.done() or future.cancelled() or future.exception() is not None:
+                break
+            text = future.result().text
+            if text:
+                texts.append(text)
+                chars += len(text) + 1
+            if chars >= CONTEXT_CHARS:
+                break
+            horizon = begin - int(CONTEXT_GAP_S * SAMPLE_RATE)
+        return " ".join(reversed(texts))[-CONTEXT_CHARS:].strip()
 
     def _start_partial(self, start: int, end: int) -> None:
         audio = self._tape.slice(start, end)
@@ -384,7 +421,9 @@ class RecognitionSession:
     def _start_speculation(self, start: int, end: int) -> None:
         audio = self._tape.slice(start, end)
         try:
-            self._spec = self._engine.submit(self._decode_fn(audio, words=True), PRIORITY_FINAL)
+            self._spec = self._engine.submit(
+                self._decode_fn(audio, words=True, context_before=start), PRIORITY_FINAL
+            )
         except ASRError:
             self._ep.speculation_refused()  # the endpoint will try again (and report BUSY if it must)
             return
@@ -408,9 +447,14 @@ class RecognitionSession:
         error: ASRError | None = None
         if future is None:
             try:
-                future = self._engine.submit(self._decode_fn(audio, words=True), PRIORITY_FINAL)
+                future = self._engine.submit(
+                    self._decode_fn(audio, words=True, context_before=decision.start), PRIORITY_FINAL
+                )
             except ASRError as exc:
                 error = exc
+        if future is not None:
+            with self._history_lock:
+                self._history.append((decision.start, decision.end, future))
         previous = self._final_chain
         self._final_chain = self._spawn(
             self._deliver_final(
