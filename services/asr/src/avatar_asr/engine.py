@@ -43,6 +43,7 @@ class Word:
     start: float
     end: float
     probability: float
+    spaced: bool = True  # Whisper's text has a space before it ("ill" "-disposed": False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,7 @@ class Segment:
     end: float
     avg_logprob: float
     no_speech_prob: float
+    words: tuple[Word, ...] = ()  # when word timings were asked for
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,39 @@ class Recognition:
     low_confidence: bool
     filtered: tuple[str, ...] = ()
     decode_s: float = 0.0
+
+
+def since(rec: Recognition, boundary: float, origin: float, duration: float, threshold: float) -> Recognition:
+    """The words of ``rec`` (decoded with word timings) centred after ``boundary``, with times from
+    ``origin`` on and ``duration`` seconds long: the new part of audio decoded behind its context."""
+
+    def shift(w: Word) -> Word:
+        return Word(w.word, max(0.0, w.start - origin), max(0.0, w.end - origin), w.probability, w.spaced)
+
+    segments: list[Segment] = []
+    for seg in rec.segments:
+        kept = tuple(shift(w) for w in seg.words if (w.start + w.end) / 2 >= boundary)
+        if kept:
+            text = "".join((" " if w.spaced else "") + w.word for w in kept).strip()
+            segments.append(
+                Segment(text, kept[0].start, kept[-1].end, seg.avg_logprob, seg.no_speech_prob, kept)
+            )
+    weight = sum(len(s.words) for s in segments)
+    confidence = math.exp(sum(s.avg_logprob * len(s.words) for s in segments) / weight) if weight else 0.0
+    confidence = min(1.0, max(0.0, confidence))
+    text = "".join((" " if s.words[0].spaced else "") + s.text for s in segments).strip()
+    return Recognition(
+        text=text,
+        confidence=confidence,
+        language=rec.language,
+        language_probability=rec.language_probability,
+        segments=tuple(segments),
+        words=tuple(w for s in segments for w in s.words),
+        duration=duration,
+        low_confidence=is_low_confidence(text, confidence, threshold),
+        filtered=rec.filtered,
+        decode_s=rec.decode_s,
+    )
 
 
 def is_low_confidence(text: str, confidence: float, threshold: float) -> bool:
@@ -266,6 +301,10 @@ class WhisperEngine:
                 if s.text.strip():
                     dropped.append(s.text.strip())
                 continue
+            seg_words = tuple(
+                Word(w.word.strip(), float(w.start), float(w.end), float(w.probability), w.word[:1].isspace())
+                for w in s.words or ()
+            )
             kept.append(
                 Segment(
                     s.text.strip(),
@@ -273,13 +312,13 @@ class WhisperEngine:
                     float(s.end),
                     evidence.avg_logprob,
                     evidence.no_speech_prob,
+                    seg_words,
                 )
             )
             n_tokens = max(1, len(s.tokens))
             logprob_sum += evidence.avg_logprob * n_tokens
             weight += n_tokens
-            for w in s.words or ():
-                words.append(Word(w.word.strip(), float(w.start), float(w.end), float(w.probability)))
+            words.extend(seg_words)
         confidence = math.exp(logprob_sum / weight) if weight else 0.0
         confidence = min(1.0, max(0.0, confidence))
         text = " ".join(seg.text for seg in kept).strip()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from avatar_asr.config import SAMPLE_RATE, ASRConfig
-from avatar_asr.engine import PRIORITY_FINAL, TEMPERATURE_FALLBACK, Recognition, WhisperEngine
+from avatar_asr.engine import PRIORITY_FINAL, TEMPERATURE_FALLBACK, Recognition, WhisperEngine, Word
 from avatar_asr.errors import ASRError, BusyError
 from avatar_asr.layout import SpeechLayout
 from avatar_asr.stream import RecognitionSession, StreamObserver
@@ -223,15 +223,19 @@ def _silent(duration: float, language: str | None) -> Recognition:
 
 def _restore(rec: Recognition, layout: SpeechLayout) -> Recognition:
     """``rec`` of the shortened clip with its times on the original's clock."""
+
+    def word(w: Word) -> Word:
+        return dataclasses.replace(w, start=layout.to_source(w.start), end=layout.to_source(w.end, end=True))
+
+    segments = tuple(
+        dataclasses.replace(
+            s,
+            start=layout.to_source(s.start),
+            end=layout.to_source(s.end, end=True),
+            words=tuple(word(w) for w in s.words),
+        )
+        for s in rec.segments
+    )
     return dataclasses.replace(
-        rec,
-        segments=tuple(
-            dataclasses.replace(s, start=layout.to_source(s.start), end=layout.to_source(s.end, end=True))
-            for s in rec.segments
-        ),
-        words=tuple(
-            dataclasses.replace(w, start=layout.to_source(w.start), end=layout.to_source(w.end, end=True))
-            for w in rec.words
-        ),
-        duration=layout.duration,
+        rec, segments=segments, words=tuple(w for s in segments for w in s.words), duration=layout.duration
     )

@@ -44,7 +44,7 @@ from avatar_asr.endpointing import (
     UtteranceClosed,
     UtteranceOpened,
 )
-from avatar_asr.engine import PRIORITY_FINAL, PRIORITY_PARTIAL, Recognition, WhisperEngine
+from avatar_asr.engine import PRIORITY_FINAL, PRIORITY_PARTIAL, Recognition, WhisperEngine, since
 from avatar_asr.errors import ASRError
 from avatar_asr.vad import FRAME, FloatAudio, SileroVAD, VADState
 from avatar_common.audio import pcm16_to_float, resample
@@ -55,6 +55,10 @@ log = logging.getLogger(__name__)
 #: (a person pausing mid-thought), up to ``CONTEXT_CHARS`` (Whisper keeps ~220 prompt tokens).
 CONTEXT_GAP_S = 3.0
 CONTEXT_CHARS = 400
+#: At most this much audio of earlier utterances is decoded with a final, and only after a pause of
+#: at least ``MIN_CONTEXT_PAUSE_S`` (an utterance cut at the length limit has none: it gets text only).
+CONTEXT_AUDIO_S = 10.0
+MIN_CONTEXT_PAUSE_S = 0.3
 MIN_STREAM_RATE = 8000
 MAX_STREAM_RATE = 48000
 
@@ -110,6 +114,16 @@ class StreamObserver:
         """The VAD classified ``total`` frames, ``speech`` of them as speech."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Final:
+    """One utterance's final decode, kept as context for the next ones."""
+
+    start: int
+    end: int
+    speech_end: int
+    decode: concurrent.futures.Future[Recognition]
+
+
 class AudioTape:
     """The stream's recent 16 kHz audio, addressed by absolute sample position (old audio trimmed)."""
 
@@ -117,6 +131,10 @@ class AudioTape:
         self._chunks: deque[FloatAudio] = deque()
         self._base = 0  # position of the first sample held
         self._held = 0
+
+    @property
+    def start(self) -> int:
+        return self._base
 
     @property
     def end(self) -> int:
@@ -178,7 +196,7 @@ class RecognitionSession:
         self._spec: concurrent.futures.Future[Recognition] | None = None
         self._final_chain: asyncio.Task[None] | None = None
         # The finals decoded so far (start, end, decode), read by decode jobs for their context.
-        self._history: deque[tuple[int, int, concurrent.futures.Future[Recognition]]] = deque(maxlen=8)
+        self._history: deque[_Final] = deque(maxlen=8)
         self._history_lock = threading.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._ended = False
@@ -248,7 +266,8 @@ class RecognitionSession:
                 if self._ep.speech_end != self._speech_end_seen:
                     self._speech_end_seen = self._ep.speech_end
                     self._speech_end_wall = time.perf_counter()
-            self._tape.trim(self._ep.retain_from)
+            # Keep recent audio too: the context of the next final (see _final_fn).
+            self._tape.trim(min(self._ep.retain_from, self._ep.position - int(CONTEXT_AUDIO_S * SAMPLE_RATE)))
             self._frames_total += n
             self._speech_frames_total += speech
             self._observer.vad_frames(speech, n)
@@ -336,33 +355,88 @@ class RecognitionSession:
                 pass
 
     # -- decodes ------------------------------------------------------------------------------
-    def _decode_fn(
-        self, audio: FloatAudio, *, words: bool, context_before: int | None = None
-    ) -> Callable[[], Recognition]:
-        """A decode job; with ``context_before`` (a final) the prompt is the text of the finals just
-        before that position, read when the job runs, so a final queued behind the previous one sees
-        its text."""
+    def _decode_fn(self, audio: FloatAudio) -> Callable[[], Recognition]:
+        """A partial's decode job."""
         language = self.language
 
         def run() -> Recognition:
-            prompt = self._context(context_before) if context_before is not None else None
-            return self._engine.recognize(audio, language=language, prompt=prompt, word_timestamps=words)
+            return self._engine.recognize(audio, language=language, word_timestamps=False)
 
         return run
 
+    def _final_fn(self, start: int, end: int) -> Callable[[], Recognition]:
+        """The final decode of ``[start, end)``, in the context of what came just before.
+
+        When an earlier utterance of this stream ended by a pause of at most ``CONTEXT_GAP_S``, its
+        audio (up to ``CONTEXT_AUDIO_S``) is decoded with this one and only the words after the
+        pause are kept: a sentence cut by a pause is decoded as the whole it is. Either way the
+        prompt is the text of the finals before the decoded audio, read when the job runs (a final
+        queued behind the previous one sees its text).
+        """
+        language = self.language
+        threshold = self._cfg.low_confidence_threshold
+        context = self._audio_context(start)
+        own = self._tape.slice(start, end)
+        audio = self._tape.slice(context[0], end) if context else own
+
+        def alone() -> Recognition:
+            return self._engine.recognize(own, language=language, prompt=self._context(start))
+
+        def run() -> Recognition:
+            if context is None:
+                return alone()
+            ctx_start, boundary = context
+            rec = self._engine.recognize(audio, language=language, prompt=self._context(ctx_start))
+            new = since(
+                rec,
+                (boundary - ctx_start) / SAMPLE_RATE,
+                (start - ctx_start) / SAMPLE_RATE,
+                (end - start) / SAMPLE_RATE,
+                threshold,
+            )
+            return new if new.text else alone()
+
+        return run
+
+    def _audio_context(self, start: int) -> tuple[int, int] | None:
+        """(context start, boundary) for a final beginning at ``start``, or None when no earlier
+        utterance ended by a short pause just before it (see :meth:`_final_fn`)."""
+        with self._history_lock:
+            history = list(self._history)
+        if not history:
+            return None
+        last = history[-1]
+        gap = start - last.speech_end
+        if not MIN_CONTEXT_PAUSE_S * SAMPLE_RATE <= gap <= CONTEXT_GAP_S * SAMPLE_RATE:
+            return None  # long ago, or cut mid-speech at the length limit
+        earliest = max(start - int(CONTEXT_AUDIO_S * SAMPLE_RATE), self._tape.start)
+        ctx_start: int | None = None
+        for entry in reversed(history):
+            if entry.start < earliest:
+                break
+            ctx_start = entry.start
+        if ctx_start is None:
+            return None
+        return ctx_start, (last.speech_end + start) // 2
+
     def _context(self, start: int) -> str:
         """Text of this stream's finals that end shortly before ``start`` (each within
-        ``CONTEXT_GAP_S`` of the next), at most ``CONTEXT_CHARS`` of it: an utterance cut off by a
-        pause is decoded as the continuation it is. Runs on a worker thread."""
+        ``CONTEXT_GAP_S`` of the next), at most ``CONTEXT_CHARS`` of it. Runs on a worker thread."""
         with self._history_lock:
             history = list(self._history)
         texts: list[str] = []
         horizon = start - int(CONTEXT_GAP_S * SAMPLE_RATE)
         chars = 0
-        for begin, end, future in reversed(history):
-            if end > start:
+        for entry in reversed(history):
+            if entry.end > start:
                 continue
-            if end < horizon or not future.done() or future.cancelled() or future.exception() is not None:
+            future = entry.decode
+            if (
+                entry.end < horizon
+                or not future.done()
+                or future.cancelled()
+                or future.exception() is not None
+            ):
                 break
             text = future.result().text
             if text:
@@ -370,13 +444,13 @@ class RecognitionSession:
                 chars += len(text) + 1
             if chars >= CONTEXT_CHARS:
                 break
-            horizon = begin - int(CONTEXT_GAP_S * SAMPLE_RATE)
+            horizon = entry.start - int(CONTEXT_GAP_S * SAMPLE_RATE)
         return " ".join(reversed(texts))[-CONTEXT_CHARS:].strip()
 
     def _start_partial(self, start: int, end: int) -> None:
         audio = self._tape.slice(start, end)
         try:
-            future = self._engine.submit(self._decode_fn(audio, words=False), PRIORITY_PARTIAL)
+            future = self._engine.submit(self._decode_fn(audio), PRIORITY_PARTIAL)
         except ASRError:
             self._ep.partial_finished()  # partials are best effort: skip one when the queue is full
             return
@@ -419,11 +493,8 @@ class RecognitionSession:
         )
 
     def _start_speculation(self, start: int, end: int) -> None:
-        audio = self._tape.slice(start, end)
         try:
-            self._spec = self._engine.submit(
-                self._decode_fn(audio, words=True, context_before=start), PRIORITY_FINAL
-            )
+            self._spec = self._engine.submit(self._final_fn(start, end), PRIORITY_FINAL)
         except ASRError:
             self._ep.speculation_refused()  # the endpoint will try again (and report BUSY if it must)
             return
@@ -447,14 +518,12 @@ class RecognitionSession:
         error: ASRError | None = None
         if future is None:
             try:
-                future = self._engine.submit(
-                    self._decode_fn(audio, words=True, context_before=decision.start), PRIORITY_FINAL
-                )
+                future = self._engine.submit(self._final_fn(decision.start, decision.end), PRIORITY_FINAL)
             except ASRError as exc:
                 error = exc
         if future is not None:
             with self._history_lock:
-                self._history.append((decision.start, decision.end, future))
+                self._history.append(_Final(decision.start, decision.end, decision.speech_end, future))
         previous = self._final_chain
         self._final_chain = self._spawn(
             self._deliver_final(
