@@ -1,11 +1,15 @@
-"""The pure arithmetic behind context decoding: the shortened upload clip and the new words of a
-final decoded behind its context. No model."""
+"""The pure parts of decoding in context: the shortened upload clip, a stream's tape and history of
+finals, and the new words of a final decoded behind its context. No model."""
 
 from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
 
 import numpy as np
 import pytest
 
+from avatar_asr.context import CONTEXT_AUDIO_S, MAX_DECODE_S, AudioContext, AudioTape, FinalHistory, PastFinal
 from avatar_asr.engine import Recognition, Segment, Word, since
 from avatar_asr.layout import Span, SpeechLayout
 from avatar_asr.vad import SpeechRegion
@@ -88,3 +92,54 @@ def test_since_with_nothing_after_the_boundary_is_empty() -> None:
     new = since(_decode(), boundary=3.4, origin=3.4, duration=0.1, threshold=0.45)
     assert new.text == "" and new.segments == () and new.words == () and new.confidence == 0.0
     assert not new.low_confidence
+
+
+def _final(start_s: float, end_s: float, text: str | None, speech_end_s: float | None = None) -> PastFinal:
+    """A past final with its decode done (``text``) or still running (None)."""
+    decode: concurrent.futures.Future[Recognition] = concurrent.futures.Future()
+    if text is not None:
+        decode.set_result(dataclasses.replace(_decode(), text=text))
+    at = round(16000 * (end_s - 0.2 if speech_end_s is None else speech_end_s))
+    return PastFinal(round(16000 * start_s), round(16000 * end_s), at, decode)
+
+
+def test_the_prompt_is_the_chain_of_finals_just_before() -> None:
+    history = FinalHistory()
+    history.add(_final(0.0, 2.0, "Long ago."))  # 5 s before the next: not part of the thought
+    history.add(_final(7.0, 9.0, "And Mr. John Dashwood had then"))
+    history.add(_final(10.0, 12.0, "leisure to consider how much"))
+    assert history.prompt(13 * 16000) == "And Mr. John Dashwood had then leisure to consider how much"
+    assert history.prompt(20 * 16000) == ""  # 8 s after the last: a new thought
+    history.add(_final(13.0, 14.0, None))  # still decoding: nothing before it is used either
+    assert history.prompt(15 * 16000) == ""
+
+
+def test_the_audio_context_reaches_back_over_short_pauses_only() -> None:
+    history = FinalHistory()
+    history.add(_final(1.0, 4.0, "a", speech_end_s=3.8))
+    history.add(_final(5.0, 8.0, "b", speech_end_s=7.8))
+    boundary = round((7.8 + 9.0) / 2 * 16000)
+    assert history.audio_context(9 * 16000, 11 * 16000, available_from=0) == AudioContext(16000, boundary)
+    # Only what the tape still holds, and the whole decode within one Whisper window.
+    assert history.audio_context(9 * 16000, 11 * 16000, available_from=3 * 16000) == AudioContext(
+        5 * 16000, boundary
+    )
+    assert MAX_DECODE_S == 28.0 and CONTEXT_AUDIO_S == 20.0
+    assert history.audio_context(9 * 16000, 31 * 16000, available_from=0) == AudioContext(5 * 16000, boundary)
+    assert history.audio_context(9 * 16000, 35 * 16000, available_from=0) is None
+    history.add(_final(9.0, 19.5, "c", speech_end_s=19.5))
+    # Cut at the length limit (no pause since the last speech): text only, no audio context.
+    assert history.audio_context(int(19.5 * 16000), 22 * 16000, available_from=0) is None
+    # Long after: none.
+    assert history.audio_context(30 * 16000, 32 * 16000, available_from=0) is None
+
+
+def test_the_tape_slices_by_absolute_position_after_trimming() -> None:
+    tape = AudioTape()
+    for i in range(5):
+        tape.append(np.full(1000, i, np.float32))
+    tape.trim(2500)  # whole chunks only: the third chunk (2000-3000) stays
+    assert tape.start == 2000 and tape.end == 5000
+    assert list(tape.slice(2900, 3100)) == [2.0] * 100 + [3.0] * 100
+    assert len(tape.slice(0, 2100)) == 100  # clipped to what is held
+    assert len(tape.slice(6000, 7000)) == 0

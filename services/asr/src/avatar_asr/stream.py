@@ -21,15 +21,14 @@ import concurrent.futures
 import contextlib
 import enum
 import logging
-import threading
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from avatar_asr.config import SAMPLE_RATE, ASRConfig
+from avatar_asr.context import CONTEXT_AUDIO_S, AudioTape, FinalHistory, PastFinal
 from avatar_asr.endpointing import (
     CancelReason,
     Decision,
@@ -51,14 +50,6 @@ from avatar_common.audio import pcm16_to_float, resample
 
 log = logging.getLogger(__name__)
 
-#: A final's prompt holds the text of earlier finals that ended at most this long before it began
-#: (a person pausing mid-thought), up to ``CONTEXT_CHARS`` (Whisper keeps ~220 prompt tokens).
-CONTEXT_GAP_S = 3.0
-CONTEXT_CHARS = 400
-#: At most this much audio of earlier utterances is decoded with a final, and only after a pause of
-#: at least ``MIN_CONTEXT_PAUSE_S`` (an utterance cut at the length limit has none: it gets text only).
-CONTEXT_AUDIO_S = 10.0
-MIN_CONTEXT_PAUSE_S = 0.3
 MIN_STREAM_RATE = 8000
 MAX_STREAM_RATE = 48000
 
@@ -114,52 +105,6 @@ class StreamObserver:
         """The VAD classified ``total`` frames, ``speech`` of them as speech."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Final:
-    """One utterance's final decode, kept as context for the next ones."""
-
-    start: int
-    end: int
-    speech_end: int
-    decode: concurrent.futures.Future[Recognition]
-
-
-class AudioTape:
-    """The stream's recent 16 kHz audio, addressed by absolute sample position (old audio trimmed)."""
-
-    def __init__(self) -> None:
-        self._chunks: deque[FloatAudio] = deque()
-        self._base = 0  # position of the first sample held
-        self._held = 0
-
-    @property
-    def start(self) -> int:
-        return self._base
-
-    @property
-    def end(self) -> int:
-        return self._base + self._held
-
-    def append(self, samples: FloatAudio) -> None:
-        self._chunks.append(samples)
-        self._held += len(samples)
-
-    def trim(self, keep_from: int) -> None:
-        """Forget whole chunks that end at or before ``keep_from``."""
-        while self._chunks and self._base + len(self._chunks[0]) <= keep_from:
-            self._base += len(self._chunks[0])
-            self._held -= len(self._chunks[0])
-            self._chunks.popleft()
-
-    def slice(self, start: int, end: int) -> FloatAudio:
-        """Samples ``[start, end)``; positions outside what is held are clipped."""
-        if not self._chunks:
-            return np.zeros(0, np.float32)
-        audio = np.concatenate(self._chunks)
-        a, b = max(0, start - self._base), max(0, min(self._held, end - self._base))
-        return audio[a:b] if a < b else np.zeros(0, np.float32)
-
-
 class RecognitionSession:
     """A live stream: push PCM16 audio, iterate :class:`StreamEvent` s until ``END``.
 
@@ -195,9 +140,7 @@ class RecognitionSession:
         self._last_partial_text = ""
         self._spec: concurrent.futures.Future[Recognition] | None = None
         self._final_chain: asyncio.Task[None] | None = None
-        # The finals decoded so far (start, end, decode), read by decode jobs for their context.
-        self._history: deque[_Final] = deque(maxlen=8)
-        self._history_lock = threading.Lock()
+        self._history = FinalHistory()
         self._tasks: set[asyncio.Task[None]] = set()
         self._ended = False
         self._closed = False
@@ -367,85 +310,35 @@ class RecognitionSession:
     def _final_fn(self, start: int, end: int) -> Callable[[], Recognition]:
         """The final decode of ``[start, end)``, in the context of what came just before.
 
-        When an earlier utterance of this stream ended by a pause of at most ``CONTEXT_GAP_S``, its
-        audio (up to ``CONTEXT_AUDIO_S``) is decoded with this one and only the words after the
-        pause are kept: a sentence cut by a pause is decoded as the whole it is. Either way the
-        prompt is the text of the finals before the decoded audio, read when the job runs (a final
-        queued behind the previous one sees its text).
+        When an earlier utterance of this stream ended by a short pause (``context.py``), its audio
+        is decoded with this one and only the words after the pause are kept: a sentence cut by a
+        pause is decoded as the whole it is. The prompt is the text of the finals before the decoded
+        audio, read when the job runs (a final queued behind the previous one sees its text).
         """
         language = self.language
         threshold = self._cfg.low_confidence_threshold
-        context = self._audio_context(start)
+        history = self._history
+        context = history.audio_context(start, end, self._tape.start)
         own = self._tape.slice(start, end)
-        audio = self._tape.slice(context[0], end) if context else own
+        audio = self._tape.slice(context.start, end) if context else own
 
         def alone() -> Recognition:
-            return self._engine.recognize(own, language=language, prompt=self._context(start))
+            return self._engine.recognize(own, language=language, prompt=history.prompt(start))
 
         def run() -> Recognition:
             if context is None:
                 return alone()
-            ctx_start, boundary = context
-            rec = self._engine.recognize(audio, language=language, prompt=self._context(ctx_start))
+            rec = self._engine.recognize(audio, language=language, prompt=history.prompt(context.start))
             new = since(
                 rec,
-                (boundary - ctx_start) / SAMPLE_RATE,
-                (start - ctx_start) / SAMPLE_RATE,
+                (context.boundary - context.start) / SAMPLE_RATE,
+                (start - context.start) / SAMPLE_RATE,
                 (end - start) / SAMPLE_RATE,
                 threshold,
             )
             return new if new.text else alone()
 
         return run
-
-    def _audio_context(self, start: int) -> tuple[int, int] | None:
-        """(context start, boundary) for a final beginning at ``start``, or None when no earlier
-        utterance ended by a short pause just before it (see :meth:`_final_fn`)."""
-        with self._history_lock:
-            history = list(self._history)
-        if not history:
-            return None
-        last = history[-1]
-        gap = start - last.speech_end
-        if not MIN_CONTEXT_PAUSE_S * SAMPLE_RATE <= gap <= CONTEXT_GAP_S * SAMPLE_RATE:
-            return None  # long ago, or cut mid-speech at the length limit
-        earliest = max(start - int(CONTEXT_AUDIO_S * SAMPLE_RATE), self._tape.start)
-        ctx_start: int | None = None
-        for entry in reversed(history):
-            if entry.start < earliest:
-                break
-            ctx_start = entry.start
-        if ctx_start is None:
-            return None
-        return ctx_start, (last.speech_end + start) // 2
-
-    def _context(self, start: int) -> str:
-        """Text of this stream's finals that end shortly before ``start`` (each within
-        ``CONTEXT_GAP_S`` of the next), at most ``CONTEXT_CHARS`` of it. Runs on a worker thread."""
-        with self._history_lock:
-            history = list(self._history)
-        texts: list[str] = []
-        horizon = start - int(CONTEXT_GAP_S * SAMPLE_RATE)
-        chars = 0
-        for entry in reversed(history):
-            if entry.end > start:
-                continue
-            future = entry.decode
-            if (
-                entry.end < horizon
-                or not future.done()
-                or future.cancelled()
-                or future.exception() is not None
-            ):
-                break
-            text = future.result().text
-            if text:
-                texts.append(text)
-                chars += len(text) + 1
-            if chars >= CONTEXT_CHARS:
-                break
-            horizon = entry.start - int(CONTEXT_GAP_S * SAMPLE_RATE)
-        return " ".join(reversed(texts))[-CONTEXT_CHARS:].strip()
 
     def _start_partial(self, start: int, end: int) -> None:
         audio = self._tape.slice(start, end)
@@ -522,8 +415,7 @@ class RecognitionSession:
             except ASRError as exc:
                 error = exc
         if future is not None:
-            with self._history_lock:
-                self._history.append(_Final(decision.start, decision.end, decision.speech_end, future))
+            self._history.add(PastFinal(decision.start, decision.end, decision.speech_end, future))
         previous = self._final_chain
         self._final_chain = self._spawn(
             self._deliver_final(
