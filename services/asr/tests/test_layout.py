@@ -9,7 +9,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from avatar_asr.context import CONTEXT_AUDIO_S, MAX_DECODE_S, AudioContext, AudioTape, FinalHistory, PastFinal
+from avatar_asr.context import MAX_DECODE_S, AudioContext, AudioTape, FinalHistory, PastFinal
 from avatar_asr.engine import Recognition, Segment, Word, since
 from avatar_asr.layout import Span, SpeechLayout
 from avatar_asr.vad import SpeechRegion
@@ -124,7 +124,7 @@ def test_the_audio_context_reaches_back_over_short_pauses_only() -> None:
     assert history.audio_context(9 * 16000, 11 * 16000, available_from=3 * 16000) == AudioContext(
         5 * 16000, boundary
     )
-    assert MAX_DECODE_S == 28.0 and CONTEXT_AUDIO_S == 20.0
+    assert MAX_DECODE_S == 28.0 and history.audio_s == 20.0
     assert history.audio_context(9 * 16000, 31 * 16000, available_from=0) == AudioContext(5 * 16000, boundary)
     assert history.audio_context(9 * 16000, 35 * 16000, available_from=0) is None
     history.add(_final(9.0, 19.5, "c", speech_end_s=19.5))
@@ -132,6 +132,10 @@ def test_the_audio_context_reaches_back_over_short_pauses_only() -> None:
     assert history.audio_context(int(19.5 * 16000), 22 * 16000, available_from=0) is None
     # Long after: none.
     assert history.audio_context(30 * 16000, 32 * 16000, available_from=0) is None
+    text_only = FinalHistory(audio_s=0.0)
+    text_only.add(_final(1.0, 4.0, "a", speech_end_s=3.8))
+    assert text_only.audio_context(5 * 16000, 7 * 16000, available_from=0) is None
+    assert text_only.prompt(5 * 16000) == "a"
 
 
 def test_the_tape_slices_by_absolute_position_after_trimming() -> None:

@@ -19,16 +19,12 @@ from avatar_asr.config import SAMPLE_RATE
 from avatar_asr.engine import Recognition
 from avatar_asr.vad import FloatAudio
 
-#: Earlier finals count as context when each ended at most this long before the next began (a person
-#: pausing mid-thought, not the previous turn of a conversation).
-CONTEXT_GAP_S = 3.0
 #: The prompt holds at most this much earlier text (Whisper keeps ~220 prompt tokens).
 CONTEXT_CHARS = 400
-#: At most this much earlier audio is decoded again with a final, and the whole within one Whisper
-#: window (30 s) ...
-CONTEXT_AUDIO_S = 20.0
+#: A final and its context fit in one Whisper window (30 s) ...
 MAX_DECODE_S = 28.0
-#: ... and only after a real pause: an utterance cut at the length limit gets the text alone.
+#: ... and audio context is used only after a real pause: an utterance cut at the length limit gets
+#: the text alone.
 MIN_CONTEXT_PAUSE_S = 0.3
 
 
@@ -96,10 +92,14 @@ class AudioContext:
 class FinalHistory:
     """The last finals of one stream, and the context a new final gets from them."""
 
-    def __init__(self, keep: int = 8) -> None:
+    def __init__(self, *, gap_s: float = 3.0, audio_s: float = 20.0, keep: int = 8) -> None:
+        """``gap_s``: earlier finals count as context when each ended at most this long before the
+        next began (a person pausing mid-thought, not the previous turn of a conversation);
+        ``audio_s``: at most this much earlier audio is decoded again with a final (0: text only)."""
         self._finals: deque[PastFinal] = deque(maxlen=keep)
         self._lock = threading.Lock()
-        self._gap = int(CONTEXT_GAP_S * SAMPLE_RATE)
+        self._gap = int(gap_s * SAMPLE_RATE)
+        self.audio_s = audio_s
 
     def add(self, final: PastFinal) -> None:
         with self._lock:
@@ -122,14 +122,14 @@ class FinalHistory:
 
     def audio_context(self, start: int, end: int, available_from: int) -> AudioContext | None:
         """Where to begin decoding a final of ``[start, end)``: the earliest utterance of the chain
-        before it that began within ``CONTEXT_AUDIO_S`` and ``MAX_DECODE_S`` of ``end`` (and is
+        before it that began within ``audio_s`` and ``MAX_DECODE_S`` of ``end`` (and is
         still held from ``available_from``); None when none did or the last one ended without a real
         pause."""
         chain = self._chain(start)
-        if not chain or start - chain[0].speech_end < MIN_CONTEXT_PAUSE_S * SAMPLE_RATE:
+        if not chain or start - chain[0].speech_end < MIN_CONTEXT_PAUSE_S * SAMPLE_RATE or self.audio_s <= 0:
             return None
         earliest = max(
-            start - int(CONTEXT_AUDIO_S * SAMPLE_RATE), end - int(MAX_DECODE_S * SAMPLE_RATE), available_from
+            start - int(self.audio_s * SAMPLE_RATE), end - int(MAX_DECODE_S * SAMPLE_RATE), available_from
         )
         begins = [f.start for f in chain if f.start >= earliest]
         if not begins or begins[0] != chain[0].start:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from avatar_asr.config import SAMPLE_RATE, ASRConfig
-from avatar_asr.context import CONTEXT_AUDIO_S, AudioTape, FinalHistory, PastFinal
+from avatar_asr.context import AudioTape, FinalHistory, PastFinal
 from avatar_asr.endpointing import (
     CancelReason,
     Decision,
@@ -140,7 +140,7 @@ class RecognitionSession:
         self._last_partial_text = ""
         self._spec: concurrent.futures.Future[Recognition] | None = None
         self._final_chain: asyncio.Task[None] | None = None
-        self._history = FinalHistory()
+        self._history = FinalHistory(gap_s=config.context_gap_s, audio_s=config.context_audio_s)
         self._tasks: set[asyncio.Task[None]] = set()
         self._ended = False
         self._closed = False
@@ -210,7 +210,9 @@ class RecognitionSession:
                     self._speech_end_seen = self._ep.speech_end
                     self._speech_end_wall = time.perf_counter()
             # Keep recent audio too: the context of the next final (see _final_fn).
-            self._tape.trim(min(self._ep.retain_from, self._ep.position - int(CONTEXT_AUDIO_S * SAMPLE_RATE)))
+            self._tape.trim(
+                min(self._ep.retain_from, self._ep.position - int(self._history.audio_s * SAMPLE_RATE))
+            )
             self._frames_total += n
             self._speech_frames_total += speech
             self._observer.vad_frames(speech, n)
