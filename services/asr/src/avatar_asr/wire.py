@@ -50,10 +50,6 @@ class ErrorBody(_Wire):
         return cls(error=ErrorDetail(message=message, type=kind, param=param, code=code))
 
 
-def error_body(code: str, message: str, *, status: int = 400) -> dict[str, object]:
-    return ErrorBody.of(code, message, status=status).model_dump()
-
-
 # -- recognition results -----------------------------------------------------------------------
 class WordOut(_Wire):
     word: str
