@@ -407,6 +407,10 @@ class RemoteSpeechRecognizer:
             except (ValueError, KeyError, TypeError):
                 code, message = "ASR_FAILED", response.text[:300]
             raise _to_avatar_error(code, message, response.status_code)
+        if response.headers.get("x-avatar-notice") == "NO_SPEECH":
+            # The service answers silence with an empty 200 (as OpenAI clients expect); the port's
+            # callers are told as before.
+            raise InvalidInputError("no speech was detected in the audio", code="NO_SPEECH")
         body = response.json()
         return Transcription(
             text=str(body["text"]),

@@ -35,6 +35,10 @@ class ASRConfig:
         max_upload_bytes: Largest upload accepted by the transcription endpoint.
         max_chunk_s: Longest single chunk a stream accepts.
         max_streams: Streams that may be open at once.
+        context_gap_s: A stream's final is decoded in the context of earlier finals that ended at
+            most this long before it (each before the next); see ``services/asr/README.md``.
+        context_audio_s: At most this much of their audio is decoded again with it (0: only their
+            text, as the prompt); it costs decode time, about 1 s more per final on a small CPU.
     """
 
     model: str
@@ -57,4 +61,6 @@ class ASRConfig:
     max_upload_bytes: int = 64 * 1024 * 1024
     max_chunk_s: float = 30.0
     max_streams: int = 16
+    context_gap_s: float = 3.0
+    context_audio_s: float = 20.0
     model_name: str = "whisper-base"

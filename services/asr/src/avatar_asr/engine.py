@@ -32,6 +32,9 @@ T = TypeVar("T")
 
 PRIORITY_FINAL = 0
 PRIORITY_PARTIAL = 1
+#: Whisper's temperature fallback (what OpenAI's ``temperature=0`` means): a decode that loops or is
+#: unsure is retried at the next temperature.
+TEMPERATURE_FALLBACK = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,7 @@ class Word:
     start: float
     end: float
     probability: float
+    spaced: bool = True  # Whisper's text has a space before it ("ill" "-disposed": False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,7 @@ class Segment:
     end: float
     avg_logprob: float
     no_speech_prob: float
+    words: tuple[Word, ...] = ()  # when word timings were asked for
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +83,39 @@ class Recognition:
     low_confidence: bool
     filtered: tuple[str, ...] = ()
     decode_s: float = 0.0
+
+
+def since(rec: Recognition, boundary: float, origin: float, duration: float, threshold: float) -> Recognition:
+    """The words of ``rec`` (decoded with word timings) centred after ``boundary``, with times from
+    ``origin`` on and ``duration`` seconds long: the new part of audio decoded behind its context."""
+
+    def shift(w: Word) -> Word:
+        return Word(w.word, max(0.0, w.start - origin), max(0.0, w.end - origin), w.probability, w.spaced)
+
+    segments: list[Segment] = []
+    for seg in rec.segments:
+        kept = tuple(shift(w) for w in seg.words if (w.start + w.end) / 2 >= boundary)
+        if kept:
+            text = "".join((" " if w.spaced else "") + w.word for w in kept).strip()
+            segments.append(
+                Segment(text, kept[0].start, kept[-1].end, seg.avg_logprob, seg.no_speech_prob, kept)
+            )
+    weight = sum(len(s.words) for s in segments)
+    confidence = math.exp(sum(s.avg_logprob * len(s.words) for s in segments) / weight) if weight else 0.0
+    confidence = min(1.0, max(0.0, confidence))
+    text = "".join((" " if s.words[0].spaced else "") + s.text for s in segments).strip()
+    return Recognition(
+        text=text,
+        confidence=confidence,
+        language=rec.language,
+        language_probability=rec.language_probability,
+        segments=tuple(segments),
+        words=tuple(w for s in segments for w in s.words),
+        duration=duration,
+        low_confidence=is_low_confidence(text, confidence, threshold),
+        filtered=rec.filtered,
+        decode_s=rec.decode_s,
+    )
 
 
 def is_low_confidence(text: str, confidence: float, threshold: float) -> bool:
@@ -230,16 +268,20 @@ class WhisperEngine:
         *,
         language: str | None = None,
         prompt: str | None = None,
-        temperature: float = 0.0,
+        temperature: float | tuple[float, ...] = 0.0,
         word_timestamps: bool = True,
-        clip_timestamps: list[float] | None = None,
+        condition_on_previous_text: bool = False,
     ) -> Recognition:
-        """Decode 16 kHz mono audio synchronously (call through :meth:`run`)."""
+        """Decode 16 kHz mono audio synchronously (call through :meth:`run`).
+
+        Args:
+            prompt: Text that came before this audio (context; Whisper's ``initial_prompt``).
+            temperature: One temperature, or a fallback sequence (:data:`TEMPERATURE_FALLBACK`).
+            condition_on_previous_text: Within this audio, each 30 s window sees the text of the
+                windows before it (for long audio).
+        """
         self.load()
         started = time.perf_counter()
-        kwargs: dict[str, Any] = {}
-        if clip_timestamps:
-            kwargs["clip_timestamps"] = clip_timestamps
         segments_iter, info = self._model.transcribe(
             samples,
             language=language,
@@ -247,9 +289,8 @@ class WhisperEngine:
             temperature=temperature,
             beam_size=self.config.beam_size,
             word_timestamps=word_timestamps,
-            condition_on_previous_text=False,
+            condition_on_previous_text=condition_on_previous_text,
             vad_filter=False,
-            **kwargs,
         )
         raw = list(segments_iter)
         kept: list[Segment] = []
@@ -263,6 +304,10 @@ class WhisperEngine:
                 if s.text.strip():
                     dropped.append(s.text.strip())
                 continue
+            seg_words = tuple(
+                Word(w.word.strip(), float(w.start), float(w.end), float(w.probability), w.word[:1].isspace())
+                for w in s.words or ()
+            )
             kept.append(
                 Segment(
                     s.text.strip(),
@@ -270,13 +315,13 @@ class WhisperEngine:
                     float(s.end),
                     evidence.avg_logprob,
                     evidence.no_speech_prob,
+                    seg_words,
                 )
             )
             n_tokens = max(1, len(s.tokens))
             logprob_sum += evidence.avg_logprob * n_tokens
             weight += n_tokens
-            for w in s.words or ():
-                words.append(Word(w.word.strip(), float(w.start), float(w.end), float(w.probability)))
+            words.extend(seg_words)
         confidence = math.exp(logprob_sum / weight) if weight else 0.0
         confidence = min(1.0, max(0.0, confidence))
         text = " ".join(seg.text for seg in kept).strip()

@@ -6,20 +6,27 @@ Used in-process by the orchestrator (embedded placement) and by this package's F
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from dataclasses import dataclass
 
 import numpy as np
 
 from avatar_asr.config import SAMPLE_RATE, ASRConfig
-from avatar_asr.engine import PRIORITY_FINAL, Recognition, WhisperEngine
+from avatar_asr.engine import PRIORITY_FINAL, TEMPERATURE_FALLBACK, Recognition, WhisperEngine, Word
 from avatar_asr.errors import ASRError, BusyError
+from avatar_asr.layout import SpeechLayout
 from avatar_asr.stream import RecognitionSession, StreamObserver
 from avatar_asr.vad import FloatAudio, SileroVAD, SpeechRegion
 from avatar_common.audio import AudioDecodeError, decode_audio, resample
 
 #: Containers accepted for upload (as reported by libsndfile / FFmpeg).
 ACCEPTED_CONTAINERS = frozenset({"wav", "wave", "flac", "ogg", "opus", "mp3", "webm", "matroska"})
+#: Pauses up to this long stay in the audio Whisper decodes; longer ones shrink to the VAD's padding.
+FILE_MAX_GAP_S = 1.0
+#: Shortest speech region a file keeps: short answers ("No.") are words too; Whisper and the
+#: hallucination filter judge what the VAD let through.
+FILE_MIN_SPEECH_MS = 120
 MIN_FILE_RATE = 4000
 MAX_FILE_RATE = 192000
 
@@ -42,6 +49,7 @@ class FileTranscription:
     source_format: str
     source_rate: int
     source_channels: int
+    notice: str | None = None  # ``NO_SPEECH`` when nothing was said
 
 
 class ASRService:
@@ -126,7 +134,8 @@ class ASRService:
     async def transcribe_file(
         self, data: bytes, *, language: str | None = None, prompt: str | None = None, temperature: float = 0.0
     ) -> FileTranscription:
-        """Decode, VAD and transcribe an uploaded file."""
+        """Decode, VAD and transcribe an uploaded file; no speech is an empty result with ``notice``
+        ``NO_SPEECH`` (not an error: an OpenAI client expects an empty transcript)."""
         samples, fmt, rate, channels = await asyncio.to_thread(self.decode_file, data)
         return await self._transcribe(samples, language, prompt, temperature, fmt, rate, channels)
 
@@ -149,7 +158,10 @@ class ASRService:
             )
         raw = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
         samples = resample(raw, sample_rate, SAMPLE_RATE)
-        return await self._transcribe(samples, language, prompt, 0.0, "pcm", sample_rate, 1)
+        result = await self._transcribe(samples, language, prompt, 0.0, "pcm", sample_rate, 1)
+        if result.notice == "NO_SPEECH":
+            raise ASRError("NO_SPEECH", "no speech was detected in the audio", 422)
+        return result
 
     async def _transcribe(
         self,
@@ -161,27 +173,69 @@ class ASRService:
         rate: int,
         channels: int,
     ) -> FileTranscription:
+        """The VAD skips the silence; Whisper decodes all the speech at once, in context (``layout.py``)."""
         cfg = self.config
-        regions = await asyncio.to_thread(
-            self.vad.speech_regions, samples, threshold=cfg.vad_threshold, min_speech_ms=cfg.min_speech_ms
-        )
-        if not regions:
-            raise ASRError("NO_SPEECH", "no speech was detected in the audio", 422)
-        speech_s = sum(r.end - r.start for r in regions)
-        self.observer.vad_frames(int(speech_s * 1000), max(1, int(len(samples) / SAMPLE_RATE * 1000)))
-        clips = [t for r in regions for t in (round(r.start, 3), round(r.end, 3))]
+        duration = len(samples) / SAMPLE_RATE
         lang = language or cfg.language
+        regions = await asyncio.to_thread(
+            self.vad.speech_regions,
+            samples,
+            threshold=cfg.vad_threshold,
+            min_speech_ms=min(cfg.min_speech_ms, FILE_MIN_SPEECH_MS),
+        )
+        speech_s = sum(r.end - r.start for r in regions)
+        self.observer.vad_frames(int(speech_s * 1000), max(1, int(duration * 1000)))
+        if not regions:
+            return FileTranscription(
+                _silent(duration, lang), (), duration, fmt, rate, channels, notice="NO_SPEECH"
+            )
+        layout = SpeechLayout.of(regions, duration, max_gap_s=FILE_MAX_GAP_S)
+        audio = layout.compact(samples)
 
         def run() -> Recognition:
             return self.engine.recognize(
-                samples,
+                audio,
                 language=lang,
                 prompt=prompt,
-                temperature=temperature,
+                temperature=TEMPERATURE_FALLBACK if temperature == 0.0 else temperature,
                 word_timestamps=True,
-                clip_timestamps=clips,
+                condition_on_previous_text=True,
             )
 
-        rec = await self.engine.run(run, PRIORITY_FINAL)
+        rec = _restore(await self.engine.run(run, PRIORITY_FINAL), layout)
         self.observer.decoded("final", rec)
-        return FileTranscription(rec, tuple(regions), len(samples) / SAMPLE_RATE, fmt, rate, channels)
+        notice = None if rec.text else "NO_SPEECH"
+        return FileTranscription(rec, tuple(regions), duration, fmt, rate, channels, notice=notice)
+
+
+def _silent(duration: float, language: str | None) -> Recognition:
+    return Recognition(
+        text="",
+        confidence=0.0,
+        language=language,
+        language_probability=1.0 if language else 0.0,
+        segments=(),
+        words=(),
+        duration=duration,
+        low_confidence=False,
+    )
+
+
+def _restore(rec: Recognition, layout: SpeechLayout) -> Recognition:
+    """``rec`` of the shortened clip with its times on the original's clock."""
+
+    def word(w: Word) -> Word:
+        return dataclasses.replace(w, start=layout.to_source(w.start), end=layout.to_source(w.end, end=True))
+
+    segments = tuple(
+        dataclasses.replace(
+            s,
+            start=layout.to_source(s.start),
+            end=layout.to_source(s.end, end=True),
+            words=tuple(word(w) for w in s.words),
+        )
+        for s in rec.segments
+    )
+    return dataclasses.replace(
+        rec, segments=segments, words=tuple(w for s in segments for w in s.words), duration=layout.duration
+    )

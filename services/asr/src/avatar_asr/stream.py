@@ -22,24 +22,36 @@ import contextlib
 import enum
 import logging
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from avatar_asr.config import SAMPLE_RATE, ASRConfig
-from avatar_asr.engine import PRIORITY_FINAL, PRIORITY_PARTIAL, Recognition, WhisperEngine
+from avatar_asr.context import AudioTape, FinalHistory, PastFinal
+from avatar_asr.endpointing import (
+    CancelReason,
+    Decision,
+    Endpoint,
+    Endpointer,
+    EndpointingConfig,
+    NoSpeech,
+    PartialDue,
+    SpeculationCancelled,
+    SpeculationStarted,
+    SpeechStarted,
+    UtteranceClosed,
+    UtteranceOpened,
+)
+from avatar_asr.engine import PRIORITY_FINAL, PRIORITY_PARTIAL, Recognition, WhisperEngine, since
 from avatar_asr.errors import ASRError
-from avatar_asr.vad import FRAME, FRAME_MS, FloatAudio, SileroVAD, VADState
+from avatar_asr.vad import FRAME, FloatAudio, SileroVAD, VADState
 from avatar_common.audio import pcm16_to_float, resample
 
 log = logging.getLogger(__name__)
 
 MIN_STREAM_RATE = 8000
 MAX_STREAM_RATE = 48000
-_PREROLL_MS = 300.0
-_TAIL_PAD_MS = 200.0
 
 
 class EventKind(enum.StrEnum):
@@ -93,14 +105,12 @@ class StreamObserver:
         """The VAD classified ``total`` frames, ``speech`` of them as speech."""
 
 
-@dataclass(slots=True)
-class _Speculation:
-    future: concurrent.futures.Future[Recognition]
-    end_sample: int
-
-
 class RecognitionSession:
-    """A live stream: push PCM16 audio, iterate :class:`StreamEvent` s until ``END``."""
+    """A live stream: push PCM16 audio, iterate :class:`StreamEvent` s until ``END``.
+
+    Endpointing is :class:`~avatar_asr.endpointing.Endpointer` (pure); this class feeds it VAD
+    probabilities and carries out its decisions: decodes, event delivery, cancellation.
+    """
 
     def __init__(
         self,
@@ -122,23 +132,15 @@ class RecognitionSession:
         self._push_lock = asyncio.Lock()
         self._vad_state = VADState()
         self._pending = np.zeros(0, np.float32)
-        self._total = 0  # 16 kHz samples framed so far
-        self._preroll: deque[FloatAudio] = deque(maxlen=max(1, int(_PREROLL_MS / FRAME_MS)))
-        self._utt: list[FloatAudio] = []
-        self._utt_start = 0
-        self._in_speech = False
-        self._confirmed = False
-        self._speech_frames = 0
-        self._silence_frames = 0
-        self._speech_end = 0
+        self._tape = AudioTape()
+        self._ep = Endpointer(EndpointingConfig.from_asr(config))
+        self._speech_end_seen = 0
         self._speech_end_wall = 0.0
         self._generation = 0
-        self._heard_since_flush = False
-        self._partial_task: asyncio.Task[None] | None = None
-        self._last_partial_len = 0
         self._last_partial_text = ""
-        self._spec: _Speculation | None = None
+        self._spec: concurrent.futures.Future[Recognition] | None = None
         self._final_chain: asyncio.Task[None] | None = None
+        self._history = FinalHistory(gap_s=config.context_gap_s, audio_s=config.context_audio_s)
         self._tasks: set[asyncio.Task[None]] = set()
         self._ended = False
         self._closed = False
@@ -155,11 +157,7 @@ class RecognitionSession:
         try:
             samples = self._validate(pcm, sample_rate, channels)
         except ASRError as exc:
-            self._put(
-                StreamEvent(
-                    EventKind.ERROR, code=exc.code, message=exc.message, stream_time_ms=self._ms(self._total)
-                )
-            )
+            self._put(self._error(exc.code, exc.message))
             return
         await self.push_samples(samples)
 
@@ -202,11 +200,19 @@ class RecognitionSession:
             frames = data[: n * FRAME].reshape(n, FRAME)
             # The VAD is cheap (~0.3 ms a frame) but still a native call: keep it off the event loop.
             probs = await asyncio.to_thread(self._vad.process_frames, self._vad_state, frames)
+            self._tape.append(frames.reshape(-1))
             speech = 0
-            for frame, p in zip(frames, probs, strict=True):
-                self._total += FRAME
+            for p in probs:
                 speech += p >= self._cfg.vad_threshold
-                self._on_frame(frame, p)
+                for decision in self._ep.feed(p):
+                    self._apply(decision)
+                if self._ep.speech_end != self._speech_end_seen:
+                    self._speech_end_seen = self._ep.speech_end
+                    self._speech_end_wall = time.perf_counter()
+            # Keep recent audio too: the context of the next final (see _final_fn).
+            self._tape.trim(
+                min(self._ep.retain_from, self._ep.position - int(self._history.audio_s * SAMPLE_RATE))
+            )
             self._frames_total += n
             self._speech_frames_total += speech
             self._observer.vad_frames(speech, n)
@@ -219,20 +225,8 @@ class RecognitionSession:
         async with self._push_lock:
             if self._closed:
                 return
-            if self._in_speech and self._confirmed:
-                self._endpoint()
-            elif not self._heard_since_flush:
-                self._put(
-                    StreamEvent(
-                        EventKind.ERROR,
-                        code="NO_SPEECH",
-                        message="no speech was detected in the audio",
-                        stream_time_ms=self._ms(self._total),
-                    )
-                )
-            if self._in_speech:
-                self._reset_utterance()
-            self._heard_since_flush = False
+            for decision in self._ep.flush():
+                self._apply(decision)
         chain = self._final_chain
         if chain is not None:
             with contextlib.suppress(asyncio.CancelledError):
@@ -244,7 +238,7 @@ class RecognitionSession:
             return
         await self.flush()
         self._ended = True
-        self._put(StreamEvent(EventKind.END, stream_time_ms=self._ms(self._total)))
+        self._put(StreamEvent(EventKind.END, stream_time_ms=self._ms(self._ep.position)))
 
     async def aclose(self) -> None:
         """Cancel outstanding work and end the event iterator."""
@@ -259,7 +253,7 @@ class RecognitionSession:
                 await task
         if not self._ended:
             self._ended = True
-            self._put(StreamEvent(EventKind.END, stream_time_ms=self._ms(self._total)))
+            self._put(StreamEvent(EventKind.END, stream_time_ms=self._ms(self._ep.position)))
         if self._on_close is not None:
             self._on_close()
             self._on_close = None
@@ -276,106 +270,93 @@ class RecognitionSession:
     def speech_ratio(self) -> float:
         return self._speech_frames_total / self._frames_total if self._frames_total else 0.0
 
-    # -- the endpointing state machine ---------------------------------------------------------
-    def _on_frame(self, frame: FloatAudio, p: float) -> None:
-        cfg = self._cfg
-        if not self._in_speech:
-            self._preroll.append(frame)
-            if p >= cfg.vad_threshold:
-                self._in_speech = True
-                self._utt = list(self._preroll)
-                self._utt_start = self._total - FRAME * len(self._utt)
-                self._speech_frames = 1
-                self._silence_frames = 0
-                self._mark_speech()
-            return
-        self._utt.append(frame)
-        if p >= max(cfg.vad_threshold - 0.15, 0.01):
-            if self._silence_frames and self._spec is not None:
-                self._cancel_speculation()  # speech resumed: the speculative final is stale
-                self.speculations_cancelled += 1
-            self._silence_frames = 0
-            self._speech_frames += 1
-            self._mark_speech()
-        else:
-            self._silence_frames += 1
-        if not self._confirmed and self._speech_frames * FRAME_MS >= cfg.min_speech_ms:
-            self._confirmed = True
-            self._heard_since_flush = True
-            self._put_after_finals(
-                StreamEvent(
-                    EventKind.SPEECH_STARTED,
-                    stream_time_ms=self._ms(self._total),
-                    audio_start_ms=self._ms(self._utt_start),
-                ),
-                self._generation,
-            )
-        silence_ms = self._silence_frames * FRAME_MS
-        if silence_ms >= cfg.min_silence_ms:
-            if self._confirmed:
-                self._endpoint()
-            self._reset_utterance()
-            return
-        if self._confirmed and len(self._utt) * FRAME >= cfg.max_utterance_s * SAMPLE_RATE:
-            self._endpoint()
-            self._reset_utterance()
-            return
-        if not self._confirmed:
-            return
-        if silence_ms >= cfg.speculative_silence_ms and self._spec is None:
-            self._start_speculation()
-        elif self._silence_frames == 0:
-            self._maybe_partial()
-
-    def _mark_speech(self) -> None:
-        self._speech_end = self._total
-        self._speech_end_wall = time.perf_counter()
-
-    def _reset_utterance(self) -> None:
-        self._cancel_speculation()
-        self._in_speech = False
-        self._confirmed = False
-        self._utt = []
-        self._speech_frames = 0
-        self._silence_frames = 0
-        self._last_partial_len = 0
-        self._last_partial_text = ""
-        self._generation += 1
-
-    def _utterance_audio(self) -> FloatAudio:
-        """The utterance up to shortly after the last speech frame (trailing silence trimmed)."""
-        audio = np.concatenate(self._utt) if self._utt else np.zeros(0, np.float32)
-        keep = self._speech_end - self._utt_start + int(_TAIL_PAD_MS * SAMPLE_RATE / 1000)
-        return audio[: max(0, min(len(audio), keep))]
+    # -- carrying out the endpointer's decisions ------------------------------------------------
+    def _apply(self, decision: Decision) -> None:
+        match decision:
+            case SpeechStarted(start=start):
+                self._put_after_finals(
+                    StreamEvent(
+                        EventKind.SPEECH_STARTED,
+                        stream_time_ms=self._ms(self._ep.position),
+                        audio_start_ms=self._ms(start),
+                    ),
+                    self._generation,
+                )
+            case PartialDue(start=start, end=end):
+                self._start_partial(start, end)
+            case SpeculationStarted(start=start, end=end):
+                self._start_speculation(start, end)
+            case SpeculationCancelled(reason=reason):
+                self._cancel_speculation()
+                self.speculations_cancelled += reason is CancelReason.SPEECH_RESUMED
+            case Endpoint():
+                self._endpoint(decision)
+            case UtteranceClosed():
+                self._generation += 1
+                self._last_partial_text = ""
+            case NoSpeech():
+                self._put(self._error("NO_SPEECH", "no speech was detected in the audio"))
+            case UtteranceOpened():
+                pass
 
     # -- decodes ------------------------------------------------------------------------------
-    def _decode_fn(self, audio: FloatAudio, *, words: bool) -> Callable[[], Recognition]:
+    def _decode_fn(self, audio: FloatAudio) -> Callable[[], Recognition]:
+        """A partial's decode job."""
         language = self.language
 
         def run() -> Recognition:
-            return self._engine.recognize(audio, language=language, word_timestamps=words)
+            return self._engine.recognize(audio, language=language, word_timestamps=False)
 
         return run
 
-    def _maybe_partial(self) -> None:
-        if self._partial_task is not None and not self._partial_task.done():
-            return
-        length = len(self._utt) * FRAME
-        if length - self._last_partial_len < self._cfg.partial_interval_ms * SAMPLE_RATE / 1000:
-            return
-        self._last_partial_len = length
-        audio = np.concatenate(self._utt)
+    def _final_fn(self, start: int, end: int) -> Callable[[], Recognition]:
+        """The final decode of ``[start, end)``, in the context of what came just before.
+
+        When an earlier utterance of this stream ended by a short pause (``context.py``), its audio
+        is decoded with this one and only the words after the pause are kept: a sentence cut by a
+        pause is decoded as the whole it is. The prompt is the text of the finals before the decoded
+        audio, read when the job runs (a final queued behind the previous one sees its text).
+        """
+        language = self.language
+        threshold = self._cfg.low_confidence_threshold
+        history = self._history
+        context = history.audio_context(start, end, self._tape.start)
+        own = self._tape.slice(start, end)
+        audio = self._tape.slice(context.start, end) if context else own
+
+        def alone() -> Recognition:
+            return self._engine.recognize(own, language=language, prompt=history.prompt(start))
+
+        def run() -> Recognition:
+            if context is None:
+                return alone()
+            rec = self._engine.recognize(audio, language=language, prompt=history.prompt(context.start))
+            new = since(
+                rec,
+                (context.boundary - context.start) / SAMPLE_RATE,
+                (start - context.start) / SAMPLE_RATE,
+                (end - start) / SAMPLE_RATE,
+                threshold,
+            )
+            return new if new.text else alone()
+
+        return run
+
+    def _start_partial(self, start: int, end: int) -> None:
+        audio = self._tape.slice(start, end)
         try:
-            future = self._engine.submit(self._decode_fn(audio, words=False), PRIORITY_PARTIAL)
+            future = self._engine.submit(self._decode_fn(audio), PRIORITY_PARTIAL)
         except ASRError:
-            return  # partials are best effort: skip one when the queue is full
-        self._partial_task = self._spawn(self._deliver_partial(future, self._generation, len(audio)))
+            self._ep.partial_finished()  # partials are best effort: skip one when the queue is full
+            return
+        task = self._spawn(self._deliver_partial(future, self._generation, start))
+        task.add_done_callback(lambda _task: self._ep.partial_finished())
 
     async def _deliver_partial(
-        self, future: concurrent.futures.Future[Recognition], generation: int, n_samples: int
+        self, future: concurrent.futures.Future[Recognition], generation: int, start: int
     ) -> None:
         snapshot_wall = time.perf_counter()
-        snapshot_end = self._total
+        snapshot_end = self._ep.position
         try:
             rec = await asyncio.wrap_future(future)
         except ASRError:
@@ -398,50 +379,56 @@ class RecognitionSession:
             StreamEvent(
                 EventKind.PARTIAL,
                 rec,
-                stream_time_ms=self._ms(self._total),
-                audio_start_ms=self._ms(self._utt_start),
+                stream_time_ms=self._ms(self._ep.position),
+                audio_start_ms=self._ms(start),
                 audio_end_ms=self._ms(snapshot_end),
                 latency_ms=1000 * latency,
             ),
             generation,
         )
 
-    def _start_speculation(self) -> None:
-        audio = self._utterance_audio()
+    def _start_speculation(self, start: int, end: int) -> None:
         try:
-            future = self._engine.submit(self._decode_fn(audio, words=True), PRIORITY_FINAL)
+            self._spec = self._engine.submit(self._final_fn(start, end), PRIORITY_FINAL)
         except ASRError:
-            return  # the endpoint will try again (and report BUSY if it must)
-        self._spec = _Speculation(future, self._speech_end)
+            self._ep.speculation_refused()  # the endpoint will try again (and report BUSY if it must)
+            return
         self.speculations_started += 1
 
     def _cancel_speculation(self) -> None:
         if self._spec is not None:
-            self._spec.future.cancel()  # a job already running finishes; its result is ignored
+            self._spec.cancel()  # a job already running finishes; its result is ignored
             self._spec = None
 
-    def _endpoint(self) -> None:
+    def _endpoint(self, decision: Endpoint) -> None:
         """The utterance ended: hand its final decode (speculative if still valid) to the chain."""
         decided_wall = time.perf_counter()
-        audio = self._utterance_audio()
-        # Speech resuming cancels the speculation, so one still here covers exactly this utterance.
-        spec = self._spec if self._spec is not None and self._spec.end_sample == self._speech_end else None
-        self._spec = None  # ownership passes to the final task
-        if spec is not None:
+        audio = self._tape.slice(decision.start, decision.end)
+        future = self._spec if decision.use_speculation else None
+        if future is None:
+            self._cancel_speculation()
+        else:
+            self._spec = None  # ownership passes to the final task
             self.speculations_used += 1
-        future: concurrent.futures.Future[Recognition] | None = spec.future if spec else None
         error: ASRError | None = None
         if future is None:
             try:
-                future = self._engine.submit(self._decode_fn(audio, words=True), PRIORITY_FINAL)
+                future = self._engine.submit(self._final_fn(decision.start, decision.end), PRIORITY_FINAL)
             except ASRError as exc:
                 error = exc
-        start_ms = self._ms(self._utt_start)
-        end_ms = self._ms(self._utt_start + len(audio))
+        if future is not None:
+            self._history.add(PastFinal(decision.start, decision.end, decision.speech_end, future))
         previous = self._final_chain
         self._final_chain = self._spawn(
             self._deliver_final(
-                previous, future, error, audio, start_ms, end_ms, decided_wall, self._speech_end_wall
+                previous,
+                future,
+                error,
+                audio,
+                self._ms(decision.start),
+                self._ms(decision.start + len(audio)),
+                decided_wall,
+                self._speech_end_wall,
             )
         )
 
@@ -461,14 +448,7 @@ class RecognitionSession:
                 await previous
         if future is None:
             assert error is not None
-            self._put(
-                StreamEvent(
-                    EventKind.ERROR,
-                    code=error.code,
-                    message=error.message,
-                    stream_time_ms=self._ms(self._total),
-                )
-            )
+            self._put(self._error(error.code, error.message))
             return
         try:
             rec = await asyncio.wrap_future(future)
@@ -476,22 +456,11 @@ class RecognitionSession:
             future.cancel()
             raise
         except ASRError as exc:
-            self._put(
-                StreamEvent(
-                    EventKind.ERROR, code=exc.code, message=exc.message, stream_time_ms=self._ms(self._total)
-                )
-            )
+            self._put(self._error(exc.code, exc.message))
             return
         except Exception as exc:
             log.exception("final decode failed")
-            self._put(
-                StreamEvent(
-                    EventKind.ERROR,
-                    code="ASR_FAILED",
-                    message=f"recognition failed: {exc}",
-                    stream_time_ms=self._ms(self._total),
-                )
-            )
+            self._put(self._error("ASR_FAILED", f"recognition failed: {exc}"))
             return
         now = time.perf_counter()
         self._observer.decoded("final", rec)
@@ -500,7 +469,7 @@ class RecognitionSession:
             StreamEvent(
                 EventKind.FINAL,
                 rec,
-                stream_time_ms=self._ms(self._total),
+                stream_time_ms=self._ms(self._ep.position),
                 audio_start_ms=start_ms,
                 audio_end_ms=end_ms,
                 latency_ms=1000 * (now - decided_wall),
@@ -509,6 +478,7 @@ class RecognitionSession:
             )
         )
 
+    # -- plumbing -----------------------------------------------------------------------------
     # -- plumbing -----------------------------------------------------------------------------
     def _spawn(self, coro: object) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
@@ -530,6 +500,11 @@ class RecognitionSession:
                 self._put(event)
 
         self._spawn(later())
+
+    def _error(self, code: str, message: str) -> StreamEvent:
+        return StreamEvent(
+            EventKind.ERROR, code=code, message=message, stream_time_ms=self._ms(self._ep.position)
+        )
 
     def _put(self, event: StreamEvent) -> None:
         self._events.put_nowait(event)

@@ -1,0 +1,301 @@
+"""Endpointing as a pure state machine: one VAD probability per frame in, typed decisions out.
+
+No audio, no clock, no Whisper and no I/O: :class:`Endpointer` only counts frames and says what the
+stream should do now (an utterance opened, speech confirmed, a partial is due, start or cancel the
+speculative final, the endpoint). Positions are absolute 16 kHz sample indices since the stream opened,
+so the stream can slice its audio with them. The stream (``stream.py``) carries the decisions out and
+reports back the two things only it can know: a speculative decode was refused (queue full) and a
+partial decode finished.
+
+The rules (see ``services/asr/README.md``, "Latency design"):
+
+* a frame with probability >= ``threshold`` opens an utterance, which takes up to ``preroll_ms`` of
+  the idle audio before it (never audio of an earlier utterance);
+* inside an utterance a frame counts as speech when >= ``threshold - 0.15`` (hysteresis); the
+  utterance is *confirmed* (``SpeechStarted``) after ``min_speech_ms`` of speech frames;
+* ``min_silence_ms`` of silence ends it: an ``Endpoint`` when confirmed, otherwise it is dropped as a
+  blip; a confirmed utterance reaching ``max_utterance_s`` ends too;
+* after ``speculative_silence_ms`` of silence the final decode may start early
+  (``SpeculationStarted``); speech resuming cancels it; an ``Endpoint`` says whether the speculation
+  still covers exactly the utterance and can be used;
+* while speech arrives a ``PartialDue`` comes at most every ``partial_interval_ms`` of new audio and
+  never while the previous partial is still being decoded.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from avatar_asr.config import SAMPLE_RATE, ASRConfig
+
+#: Hysteresis: once inside an utterance a frame stays "speech" down to this much under the threshold.
+HYSTERESIS = 0.15
+#: Least "speech" probability inside an utterance, whatever the threshold.
+MIN_SPEECH_PROBABILITY = 0.01
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointingConfig:
+    """The endpointing rules' numbers (see the module docstring)."""
+
+    threshold: float = 0.5
+    min_speech_ms: float = 250.0
+    min_silence_ms: float = 500.0
+    speculative_silence_ms: float = 160.0
+    partial_interval_ms: float = 700.0
+    max_utterance_s: float = 20.0
+    preroll_ms: float = 300.0
+    tail_pad_ms: float = 200.0
+    frame_samples: int = 512
+    sample_rate: int = SAMPLE_RATE
+
+    @classmethod
+    def from_asr(cls, config: ASRConfig) -> EndpointingConfig:
+        return cls(
+            threshold=config.vad_threshold,
+            min_speech_ms=config.min_speech_ms,
+            min_silence_ms=config.min_silence_ms,
+            speculative_silence_ms=config.speculative_silence_ms,
+            partial_interval_ms=config.partial_interval_ms,
+            max_utterance_s=config.max_utterance_s,
+        )
+
+    @property
+    def frame_ms(self) -> float:
+        return 1000.0 * self.frame_samples / self.sample_rate
+
+    @property
+    def preroll_frames(self) -> int:
+        return max(1, int(self.preroll_ms / self.frame_ms))
+
+
+class CancelReason(enum.StrEnum):
+    SPEECH_RESUMED = "speech_resumed"
+    UTTERANCE_CLOSED = "utterance_closed"
+
+
+class EndReason(enum.StrEnum):
+    SILENCE = "silence"
+    MAX_LENGTH = "max_length"
+    FLUSH = "flush"
+
+
+@dataclass(frozen=True, slots=True)
+class UtteranceOpened:
+    """A speech frame opened a (not yet confirmed) utterance; ``start`` includes the pre-roll."""
+
+    start: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    """The utterance has enough speech to count (``at``: the position when that became true)."""
+
+    start: int
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class PartialDue:
+    """Decode ``[start, end)`` as a partial; call :meth:`Endpointer.partial_finished` when done."""
+
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpeculationStarted:
+    """Start the final decode of ``[start, end)`` now (``speech_end``: after the last speech frame)."""
+
+    start: int
+    end: int
+    speech_end: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpeculationCancelled:
+    """The speculative final is stale: cancel it (or ignore its result)."""
+
+    reason: CancelReason
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """The utterance ended: its final covers ``[start, end)``.
+
+    ``use_speculation``: the running speculative decode covers exactly this audio; use its result.
+    """
+
+    start: int
+    end: int
+    speech_end: int
+    reason: EndReason
+    use_speculation: bool
+
+
+@dataclass(frozen=True, slots=True)
+class UtteranceClosed:
+    """The utterance (confirmed or not) is over; the next speech frame opens a new one."""
+
+
+@dataclass(frozen=True, slots=True)
+class NoSpeech:
+    """A flush found nothing said since the previous flush."""
+
+
+Decision = (
+    UtteranceOpened
+    | SpeechStarted
+    | PartialDue
+    | SpeculationStarted
+    | SpeculationCancelled
+    | Endpoint
+    | UtteranceClosed
+    | NoSpeech
+)
+
+
+class Phase(enum.Enum):
+    IDLE = "idle"
+    PENDING = "pending"  # speech heard, not yet long enough to count
+    SPEAKING = "speaking"  # confirmed
+
+
+class Endpointer:
+    """The endpointing state of one stream (see the module docstring)."""
+
+    def __init__(self, config: EndpointingConfig) -> None:
+        self.config = config
+        self.phase = Phase.IDLE
+        self.position = 0  # samples framed so far
+        self.start = 0  # first sample of the open utterance
+        self.speech_end = 0  # sample after the latest speech frame
+        self._idle_frames = 0  # idle frames since the last utterance closed (the pre-roll pool)
+        self._speech_frames = 0
+        self._silence_frames = 0
+        self._speculation_end: int | None = None
+        self._partial_in_flight = False
+        self._last_partial_len = 0
+        self._heard_since_flush = False
+
+    # -- queries --------------------------------------------------------------------------------
+    @property
+    def in_utterance(self) -> bool:
+        return self.phase is not Phase.IDLE
+
+    @property
+    def speculating(self) -> bool:
+        return self._speculation_end is not None
+
+    @property
+    def retain_from(self) -> int:
+        """Audio before this position is no longer needed by any future decision."""
+        if self.in_utterance:
+            return self.start
+        return max(0, self.position - self.config.preroll_frames * self.config.frame_samples)
+
+    # -- input ----------------------------------------------------------------------------------
+    def feed(self, probability: float) -> list[Decision]:
+        """One frame's speech probability; the decisions it leads to, in order."""
+        cfg = self.config
+        self.position += cfg.frame_samples
+        if self.phase is Phase.IDLE:
+            self._idle_frames += 1
+            if probability < cfg.threshold:
+                return []
+            preroll = min(self._idle_frames, cfg.preroll_frames)
+            self.phase = Phase.PENDING
+            self.start = self.position - preroll * cfg.frame_samples
+            self._speech_frames, self._silence_frames = 1, 0
+            self.speech_end = self.position
+            return [UtteranceOpened(self.start)]
+        out: list[Decision] = []
+        if probability >= max(cfg.threshold - HYSTERESIS, MIN_SPEECH_PROBABILITY):
+            if self._silence_frames and self._speculation_end is not None:
+                out.append(self._cancel(CancelReason.SPEECH_RESUMED))
+            self._silence_frames = 0
+            self._speech_frames += 1
+            self.speech_end = self.position
+        else:
+            self._silence_frames += 1
+        if self.phase is Phase.PENDING and self._speech_frames * cfg.frame_ms >= cfg.min_speech_ms:
+            self.phase = Phase.SPEAKING
+            self._heard_since_flush = True
+            out.append(SpeechStarted(self.start, self.position))
+        silence_ms = self._silence_frames * cfg.frame_ms
+        if silence_ms >= cfg.min_silence_ms:
+            return out + self._close(EndReason.SILENCE)
+        if self.phase is not Phase.SPEAKING:
+            return out
+        if self.position - self.start >= cfg.max_utterance_s * cfg.sample_rate:
+            return out + self._close(EndReason.MAX_LENGTH)
+        if silence_ms >= cfg.speculative_silence_ms and self._speculation_end is None:
+            self._speculation_end = self.speech_end
+            out.append(SpeculationStarted(self.start, self._final_end(), self.speech_end))
+        elif self._silence_frames == 0:
+            out.extend(self._maybe_partial())
+        return out
+
+    def feed_all(self, probabilities: Sequence[float]) -> list[Decision]:
+        """:meth:`feed` for each probability in turn; every decision, in order."""
+        return [d for p in probabilities for d in self.feed(p)]
+
+    def flush(self) -> list[Decision]:
+        """Finalize now (push-to-talk released): the endpoint, or ``NoSpeech`` when nothing was said."""
+        out: list[Decision] = []
+        if self.phase is Phase.SPEAKING:
+            out.extend(self._close(EndReason.FLUSH))
+        else:
+            if not self._heard_since_flush:
+                out.append(NoSpeech())
+            if self.phase is Phase.PENDING:
+                out.extend(self._close(EndReason.FLUSH))
+        self._heard_since_flush = False
+        return out
+
+    # -- feedback from the stream ---------------------------------------------------------------
+    def speculation_refused(self) -> None:
+        """The speculative decode could not be queued; it is tried again on the next silent frame."""
+        self._speculation_end = None
+
+    def partial_finished(self) -> None:
+        """The partial decode asked for last is over (delivered, dropped or refused)."""
+        self._partial_in_flight = False
+
+    # -- internals ------------------------------------------------------------------------------
+    def _final_end(self) -> int:
+        pad = int(self.config.tail_pad_ms * self.config.sample_rate / 1000)
+        return min(self.position, self.speech_end + pad)
+
+    def _maybe_partial(self) -> list[Decision]:
+        if self._partial_in_flight:
+            return []
+        length = self.position - self.start
+        if length - self._last_partial_len < self.config.partial_interval_ms * self.config.sample_rate / 1000:
+            return []
+        self._last_partial_len = length
+        self._partial_in_flight = True
+        return [PartialDue(self.start, self.position)]
+
+    def _cancel(self, reason: CancelReason) -> SpeculationCancelled:
+        self._speculation_end = None
+        return SpeculationCancelled(reason)
+
+    def _close(self, reason: EndReason) -> list[Decision]:
+        out: list[Decision] = []
+        if self.phase is Phase.SPEAKING:
+            use = self._speculation_end is not None and self._speculation_end == self.speech_end
+            if self._speculation_end is not None and not use:
+                out.append(self._cancel(CancelReason.UTTERANCE_CLOSED))
+            self._speculation_end = None
+            out.append(Endpoint(self.start, self._final_end(), self.speech_end, reason, use))
+        elif self._speculation_end is not None:
+            out.append(self._cancel(CancelReason.UTTERANCE_CLOSED))
+        self.phase = Phase.IDLE
+        self._speech_frames = self._silence_frames = 0
+        self._last_partial_len = 0
+        self._idle_frames = 0
+        out.append(UtteranceClosed())
+        return out

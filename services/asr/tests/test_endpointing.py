@@ -1,0 +1,222 @@
+"""The endpointing state machine on synthetic VAD sequences: no audio, no Whisper, milliseconds."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from avatar_asr.endpointing import (
+    CancelReason,
+    Decision,
+    Endpoint,
+    Endpointer,
+    EndpointingConfig,
+    EndReason,
+    NoSpeech,
+    PartialDue,
+    SpeculationCancelled,
+    SpeculationStarted,
+    SpeechStarted,
+    UtteranceClosed,
+    UtteranceOpened,
+)
+
+CFG = EndpointingConfig()  # the service's defaults: 0.5, 250 / 500 / 160 / 700 ms, 20 s, 32 ms frames
+FRAME = CFG.frame_samples
+TAIL_PAD = int(CFG.tail_pad_ms * CFG.sample_rate / 1000)
+
+
+def frames(ms: float, p: float) -> list[float]:
+    """``ms`` of frames with speech probability ``p``."""
+    return [p] * math.ceil(ms / CFG.frame_ms)
+
+
+def feed(ep: Endpointer, *parts: list[float]) -> list[tuple[int, Decision]]:
+    """Every decision with the frame index (from 0) of the frame that caused it."""
+    out: list[tuple[int, Decision]] = []
+    for p in (p for part in parts for p in part):
+        decisions = ep.feed(p)
+        out.extend((ep.position // FRAME - 1, d) for d in decisions)
+    return out
+
+
+def of(decisions: list[tuple[int, Decision]], kind: type) -> list[tuple[int, Decision]]:
+    return [(i, d) for i, d in decisions if isinstance(d, kind)]
+
+
+def test_silence_decides_nothing_and_a_flush_reports_no_speech() -> None:
+    ep = Endpointer(CFG)
+    assert feed(ep, frames(3000, 0.02), frames(1000, 0.45)) == []
+    assert ep.flush() == [NoSpeech()]
+    assert not ep.in_utterance
+
+
+def test_one_utterance_from_onset_to_endpoint() -> None:
+    ep = Endpointer(CFG)
+    got = feed(ep, frames(1024, 0.0), frames(1600, 0.9), frames(800, 0.05))
+    speech_from = 32  # first speech frame (1024 ms of silence = 32 frames)
+    speech_to = speech_from + 50  # 1600 ms of speech
+    opened = of(got, UtteranceOpened)
+    assert opened == [(speech_from, UtteranceOpened((speech_from + 1 - 9) * FRAME))]  # 9 frames pre-roll
+    start = (speech_from + 1 - 9) * FRAME
+    (started,) = of(got, SpeechStarted)
+    assert started[0] == speech_from + 7  # 8 speech frames = 256 ms >= 250 ms
+    assert started[1] == SpeechStarted(start, (speech_from + 8) * FRAME)
+    partials = [d for _i, d in of(got, PartialDue)]
+    assert partials and all(isinstance(d, PartialDue) and d.start == start for d in partials)
+    (spec,) = of(got, SpeculationStarted)
+    assert spec[0] == speech_to + 4  # 5 silent frames = 160 ms
+    speech_end = (speech_to) * FRAME
+    # The speculation decodes what is there so far: 160 ms of the 200 ms tail.
+    assert spec[1] == SpeculationStarted(start, (spec[0] + 1) * FRAME, speech_end)
+    endpoint_at = speech_to + 15  # 16 silent frames = 512 ms >= 500 ms
+    assert [d for i, d in got if i == endpoint_at] == [
+        Endpoint(start, speech_end + TAIL_PAD, speech_end, EndReason.SILENCE, use_speculation=True),
+        UtteranceClosed(),
+    ]
+    assert not of(got, SpeculationCancelled)
+    assert not ep.in_utterance
+    assert ep.flush() == []  # something was said since the last flush, and it is already final
+
+
+def test_a_blip_shorter_than_min_speech_is_dropped_without_an_endpoint() -> None:
+    ep = Endpointer(CFG)
+    got = feed(ep, frames(500, 0.0), frames(160, 0.9), frames(600, 0.0))
+    assert [type(d) for _i, d in got] == [UtteranceOpened, UtteranceClosed]
+    assert ep.flush() == [NoSpeech()]
+
+
+def test_hysteresis_keeps_an_utterance_open_but_does_not_open_one() -> None:
+    ep = Endpointer(CFG)
+    assert feed(ep, frames(1000, 0.4)) == []  # under the threshold: not speech when idle
+    got = feed(ep, frames(300, 0.9), frames(2000, 0.4), frames(600, 0.0))
+    (endpoint,) = [d for _i, d in of(got, Endpoint)]
+    assert isinstance(endpoint, Endpoint)
+    # 0.4 >= 0.5 - 0.15: still speech inside the utterance, so it runs to the end of the 0.4 frames.
+    assert endpoint.speech_end == ep.position - math.ceil(600 / CFG.frame_ms) * FRAME
+
+
+def test_speech_resuming_cancels_the_speculation_and_one_final_covers_both_parts() -> None:
+    ep = Endpointer(CFG)
+    got = feed(ep, frames(1000, 0.9), frames(300, 0.0), frames(1000, 0.9), frames(700, 0.0))
+    assert [type(d) for _i, d in got if not isinstance(d, PartialDue)] == [
+        UtteranceOpened,
+        SpeechStarted,
+        SpeculationStarted,
+        SpeculationCancelled,
+        SpeculationStarted,
+        Endpoint,
+        UtteranceClosed,
+    ]
+    (cancel,) = [d for _i, d in of(got, SpeculationCancelled)]
+    assert cancel == SpeculationCancelled(CancelReason.SPEECH_RESUMED)
+    (endpoint,) = [d for _i, d in of(got, Endpoint)]
+    assert isinstance(endpoint, Endpoint) and endpoint.start == 0 and endpoint.use_speculation
+    second_spec = [d for _i, d in of(got, SpeculationStarted)][1]
+    assert isinstance(second_spec, SpeculationStarted) and second_spec.speech_end == endpoint.speech_end
+
+
+def test_a_refused_speculation_is_tried_again_on_the_next_silent_frame() -> None:
+    ep = Endpointer(CFG)
+    got = feed(ep, frames(1000, 0.9), frames(160, 0.0))
+    assert of(got, SpeculationStarted)
+    ep.speculation_refused()
+    retry = ep.feed(0.0)
+    assert len(retry) == 1 and isinstance(retry[0], SpeculationStarted)
+    assert ep.feed(0.0) == []  # one running: no second
+
+
+def test_the_endpoint_decodes_afresh_when_every_speculation_was_refused() -> None:
+    ep = Endpointer(CFG)
+    feed(ep, frames(1000, 0.9))
+    endpoints = []
+    for p in frames(600, 0.0):
+        for decision in ep.feed(p):
+            if isinstance(decision, SpeculationStarted):
+                ep.speculation_refused()  # the queue is full every time
+            if isinstance(decision, Endpoint):
+                endpoints.append(decision)
+    assert len(endpoints) == 1 and not endpoints[0].use_speculation
+
+
+def test_partials_are_paced_and_never_two_at_a_time() -> None:
+    ep = Endpointer(CFG)
+    got = feed(ep, frames(2000, 0.9))
+    (first,) = of(got, PartialDue)  # the first is still being decoded: no second one
+    interval = CFG.partial_interval_ms * CFG.sample_rate / 1000
+    assert first[1] == PartialDue(0, math.ceil(interval / FRAME) * FRAME)
+    ep.partial_finished()
+    assert [type(d) for d in ep.feed(0.9)] == [PartialDue]  # plenty of new audio since the first
+    ep.partial_finished()
+    assert of(feed(ep, frames(600, 0.9)), PartialDue) == []  # less than 700 ms since the last one
+    assert len(of(feed(ep, frames(200, 0.9)), PartialDue)) == 1
+
+
+def test_no_partial_while_silent() -> None:
+    ep = Endpointer(CFG)
+    feed(ep, frames(300, 0.9))
+    got = feed(ep, frames(150, 0.0))  # silence shorter than the speculation delay
+    assert of(got, PartialDue) == []
+
+
+def test_long_speech_is_cut_into_utterances_that_tile_the_audio() -> None:
+    cfg = EndpointingConfig(max_utterance_s=2.0)
+    ep = Endpointer(cfg)
+    got = feed(ep, frames(500, 0.0), frames(7000, 0.9), frames(700, 0.0))
+    endpoints = [d for _i, d in of(got, Endpoint)]
+    assert [e.reason for e in endpoints if isinstance(e, Endpoint)] == [
+        EndReason.MAX_LENGTH,
+        EndReason.MAX_LENGTH,
+        EndReason.MAX_LENGTH,
+        EndReason.SILENCE,
+    ]
+    opened = [d.start for _i, d in of(got, UtteranceOpened) if isinstance(d, UtteranceOpened)]
+    for i, endpoint in enumerate(endpoints):
+        assert isinstance(endpoint, Endpoint)
+        assert endpoint.start == opened[i]
+        assert endpoint.end - endpoint.start <= 2.0 * cfg.sample_rate + FRAME
+        if i:
+            # The next utterance begins where the previous one was cut: no audio from before the
+            # previous utterance is taken as its pre-roll, and none of it is decoded twice.
+            previous = endpoints[i - 1]
+            assert isinstance(previous, Endpoint) and endpoint.start == previous.end
+
+
+def test_flush_finalizes_the_utterance_in_progress() -> None:
+    ep = Endpointer(CFG)
+    feed(ep, frames(600, 0.9))
+    assert ep.in_utterance
+    decisions = ep.flush()
+    assert [type(d) for d in decisions] == [Endpoint, UtteranceClosed]
+    endpoint = decisions[0]
+    assert isinstance(endpoint, Endpoint) and endpoint.reason is EndReason.FLUSH
+    assert endpoint.end == ep.position and not endpoint.use_speculation
+    assert ep.flush() == [NoSpeech()]  # released again with nothing said
+
+
+def test_flush_with_only_a_blip_reports_no_speech_and_drops_it() -> None:
+    ep = Endpointer(CFG)
+    feed(ep, frames(100, 0.9))
+    assert ep.flush() == [NoSpeech(), UtteranceClosed()]
+    assert not ep.in_utterance
+
+
+def test_pre_roll_never_reaches_before_the_stream_or_the_previous_utterance() -> None:
+    ep = Endpointer(CFG)
+    (opened,) = [d for _i, d in feed(ep, [0.9]) if isinstance(d, UtteranceOpened)]
+    assert opened.start == 0
+    got = feed(ep, frames(600, 0.9), frames(600, 0.0))
+    ((closed_frame, _closed),) = of(got, UtteranceClosed)
+    closed_at = (closed_frame + 1) * FRAME
+    got = feed(ep, frames(64, 0.0), [0.9])
+    (reopened,) = [d for _i, d in got if isinstance(d, UtteranceOpened)]
+    assert reopened.start == closed_at  # fewer idle frames since the close than the 300 ms pre-roll
+    assert ep.retain_from == reopened.start
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.8])
+def test_the_threshold_is_respected(threshold: float) -> None:
+    ep = Endpointer(EndpointingConfig(threshold=threshold))
+    assert feed(ep, frames(500, threshold - 0.01)) == []
+    assert isinstance(ep.feed(threshold)[0], UtteranceOpened)
