@@ -94,12 +94,14 @@ class TTSSettings(BaseModel):
 class LLMSettings(BaseModel):
     #: ``embedded`` starts a llama.cpp OpenAI-compatible server subprocess; ``remote`` uses ``base_url``.
     placement: Placement = Placement.EMBEDDED
-    base_url: str = "http://127.0.0.1:8001/v1"
+    #: Not 8001: that is VTube Studio's API port, and both run on one streaming machine
+    #: (docs/avatar-control.md).
+    base_url: str = "http://127.0.0.1:8006/v1"
     model: str = "smollm2-135m-instruct"
     api_key: SecretStr = SecretStr("sk-local")
     gguf_path: Path | None = None
     n_ctx: int = 8192
-    port: int = 8001
+    port: int = 8006
     max_tokens: int = 200
     temperature: float = 0.7
     first_token_timeout_s: float = 5.0
