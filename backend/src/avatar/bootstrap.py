@@ -11,7 +11,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from avatar.application.ports.asr import SpeechRecognizer
 from avatar.application.ports.clock import Clock
@@ -23,6 +23,9 @@ from avatar.application.ports.speaker import SpeakerEncoder
 from avatar.application.ports.storage import ObjectStore, UnitOfWorkFactory
 from avatar.application.ports.tts import SpeechSynthesizer
 from avatar.settings import Settings
+
+if TYPE_CHECKING:
+    from avatar.application.avatar import AvatarHub
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +77,10 @@ class Container:
             ("database", self.uow.health),
             ("object_store", self.object_store.health),
         ]
-        state = self.extras.get("session_state")
-        if state is not None:
-            checks.append(("session_state", state.health))
+        for extra in ("session_state", "vtube_studio"):
+            adapter = self.extras.get(extra)
+            if adapter is not None:
+                checks.append((extra, adapter.health))
         results = []
         for name, check in checks:
             try:
@@ -132,3 +136,34 @@ async def build_container(settings: Settings) -> Container:
         raise
     container.on_close(stack.aclose)
     return container
+
+
+def avatar_hub(container: Container) -> AvatarHub:
+    """The avatar event hub of this process (docs/avatar-control.md), built on first use.
+
+    Reading ``config/avatar_poses.toml`` here makes a mistake in it stop the start-up with a
+    message naming the key. The conversation reports to the hub through
+    ``ConversationDeps.observer``; ``WS /ws/{id}/avatar`` and the VTube Studio bridge subscribe.
+    """
+    from avatar.application.avatar import AvatarHub, load_pose_config
+
+    hub: AvatarHub | None = container.extras.get("avatar_hub")
+    if hub is None:
+        hub = AvatarHub(load_pose_config(container.settings.vts.poses_file))
+        container.extras["avatar_hub"] = hub
+        container.on_close(hub.aclose)
+    return hub
+
+
+async def start_vtube_studio_bridge(container: Container) -> None:
+    """Start the VTube Studio bridge when ``AVATAR_VTS__ENABLED`` (stopped by ``aclose``)."""
+    settings = container.settings.vts
+    if not settings.enabled or "vtube_studio" in container.extras:
+        return
+    from avatar.infrastructure.vtube_studio import VTubeStudioBridge
+
+    hub = avatar_hub(container)
+    bridge = VTubeStudioBridge(settings, hub.subscribe_stage, hub.poses)
+    await bridge.start()
+    container.extras["vtube_studio"] = bridge
+    container.on_close(bridge.aclose)

@@ -160,6 +160,29 @@ class ConversationSettings(BaseModel):
     default_tts_mode: Literal["fast", "hq"] = "fast"
 
 
+class VTubeStudioSettings(BaseModel):
+    """The VTube Studio bridge (docs/avatar-control.md): a plugin client of its public API."""
+
+    enabled: bool = False
+    #: VTube Studio's API server; 8001 is its default (the embedded LLM server avoids it).
+    url: str = "ws://127.0.0.1:8001"
+    #: Emotion -> pose/hotkey mapping and idle motion; also used for the avatar control stream.
+    poses_file: Path = REPO_ROOT / "config" / "avatar_poses.toml"
+    #: Where the plugin token is kept after the streamer clicks "Allow" once.
+    token_file: Path = REPO_ROOT / "var" / "vtube_studio_token.txt"
+    plugin_name: str = "AVATAR companion"
+    plugin_developer: str = "AVATAR project"
+    #: Parameter injections per second (VTube Studio forgets a value after ~1 s without data).
+    rate_hz: float = Field(default=40.0, ge=30.0, le=120.0)
+    #: Extra delay between the server sending audio and the listener hearing it, in ms.
+    playback_delay_ms: float = Field(default=0.0, ge=0.0, le=2000.0)
+    reconnect_min_s: float = Field(default=0.5, gt=0.0)
+    reconnect_max_s: float = Field(default=15.0, gt=0.0)
+    request_timeout_s: float = Field(default=5.0, gt=0.0)
+    #: How long to wait for the streamer to click "Allow" in VTube Studio.
+    token_request_timeout_s: float = Field(default=120.0, gt=0.0)
+
+
 class Settings(BaseSettings):
     """The whole configuration; every adapter is built from one instance of this."""
 
@@ -181,6 +204,7 @@ class Settings(BaseSettings):
     queue: QueueSettings = QueueSettings()
     redis: RedisSettings = RedisSettings()
     conversation: ConversationSettings = ConversationSettings()
+    vts: VTubeStudioSettings = VTubeStudioSettings()
     data_dir: Path = REPO_ROOT / "var"
 
     @model_validator(mode="after")

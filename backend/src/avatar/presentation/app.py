@@ -27,6 +27,7 @@ FEATURES = (
     "avatar.presentation.health",
     "avatar.presentation.sessions",
     "avatar.presentation.realtime",
+    "avatar.presentation.avatar",
     "avatar.presentation.voice_profiles",
     "avatar.presentation.prosody",
     "avatar.presentation.memory",

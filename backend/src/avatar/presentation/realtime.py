@@ -37,7 +37,7 @@ from avatar.application.conversation import (
 )
 from avatar.application.ports.session_state import SessionStateStore
 from avatar.application.ports.tts import VoiceReference
-from avatar.bootstrap import Container
+from avatar.bootstrap import Container, avatar_hub
 from avatar.domain.errors import CapacityError, NotFoundError
 from avatar.domain.models import AudioChunk, TTSMode
 from avatar.presentation.schemas import (
@@ -149,6 +149,7 @@ def build_deps(container: Container, reply_engine: Any | None = None) -> Convers
         chunker_factory=_chunker,
         config=config,
         voice_resolver=resolve_voice,
+        observer=avatar_hub(container),
     )
 
 

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from avatar.application.avatar.hub import ConversationObserver
 from avatar.application.conversation.metrics import ConversationMetrics
 from avatar.application.conversation.ports import (
     ReplyEmotion,
@@ -100,6 +101,8 @@ class ConversationDeps:
     chunker_factory: Callable[[], TextChunker]
     config: ConversationConfig = field(default_factory=ConversationConfig)
     voice_resolver: VoiceResolver | None = None
+    #: Avatar hook (docs/avatar-control.md): told of phases, emotion, reply audio, barge-in.
+    observer: ConversationObserver | None = None
 
 
 class Outbox:
@@ -246,6 +249,7 @@ class ConversationSession:
         if self._reply is not None:
             await self._settle(self._reply)
         await self.writer.aclose()
+        self._observe(lambda o: o.session_closed(self.session_id))
 
     # --- client input ---------------------------------------------------------------------
 
@@ -547,6 +551,8 @@ class ConversationSession:
                 "text": clause.text,
             }
         )
+        seq = reply.seq
+        self._observe(lambda o: o.reply_audio(self.session_id, reply.turn.turn_id, seq, chunk))
         reply.seq += 1
 
     def _complete(self, reply: _Reply) -> None:
@@ -599,6 +605,7 @@ class ConversationSession:
             return False
         if not running and reply.first_audio_at is None:
             return False
+        self._observe(lambda o: o.reply_interrupted(self.session_id, reply.turn.turn_id))
         if running and reply.task is not None:
             reply.task.cancel()
             done, _ = await asyncio.wait({reply.task}, timeout=self.deps.config.barge_in_timeout_s)
@@ -769,11 +776,23 @@ class ConversationSession:
             return
         reply.emotion_sent = True
         self.outbox.send({"type": "emotion", "turn_id": reply.turn_key, "emotion": reply.emotion.value})
+        self._observe(lambda o: o.reply_emotion(self.session_id, reply.turn.turn_id, reply.emotion))
 
     def _set_phase(self, phase: Phase) -> None:
         if phase is not self.phase:
             self.phase = phase
             self.outbox.send(self.state_message())
+            self._observe(lambda o: o.phase_changed(self.session_id, phase.value))
+
+    def _observe(self, call: Callable[[ConversationObserver], None]) -> None:
+        """Tell the avatar observer (its methods return at once; a failure never ends the turn)."""
+        observer = self.deps.observer
+        if observer is None:
+            return
+        try:
+            call(observer)
+        except Exception:
+            log.exception("session %s: the avatar observer failed", self.session_id)
 
     def _notice(self, code: str, message: str) -> None:
         if code in self._notices_sent:

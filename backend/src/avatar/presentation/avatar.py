@@ -1,0 +1,138 @@
+"""``WS /ws/{session_id}/avatar``: the avatar control stream for any renderer (the web avatar,
+a Unity client, ...), authenticated with the session's token like ``/ws/{session_id}``.
+docs/avatar-control.md documents every message.
+
+The server sends events; the client may send ``{"type": "ping", "t": <number>}`` (answered with
+``pong``). Anything else gets an ``error`` event and the stream goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from typing import Literal
+
+from fastapi import APIRouter, FastAPI, WebSocket
+from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from avatar.application.avatar import ErrorEvent, Subscription
+from avatar.application.conversation import TokenError, verify_token
+from avatar.bootstrap import Container, avatar_hub, start_vtube_studio_bridge
+from avatar.settings import Settings
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["avatar"])
+
+CLOSE_TOKEN = 4401
+CLOSE_NOT_FOUND = 4404
+CLOSE_TOO_LARGE = 1009
+#: Client messages are tiny (ping); anything larger is refused.
+MAX_CLIENT_FRAME = 4096
+
+
+class PingIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["ping"]
+    t: float | None = None
+
+
+async def startup(app: FastAPI, container: Container) -> None:
+    """Build the hub (validates config/avatar_poses.toml) and start the VTube Studio bridge."""
+    app.state.avatar_hub = avatar_hub(container)
+    await start_vtube_studio_bridge(container)
+
+
+def _error(code: str, message: str) -> str:
+    return ErrorEvent(code=code, message=message).model_dump_json()
+
+
+async def _send_loop(websocket: WebSocket, sub: Subscription) -> None:
+    while (event := await sub.get()) is not None:
+        await websocket.send_text(event.model_dump_json())
+
+
+async def _receive_loop(websocket: WebSocket) -> None:
+    while True:
+        frame = await websocket.receive()
+        if frame["type"] == "websocket.disconnect":
+            return
+        text: str | None = frame.get("text")
+        if text is None:
+            await websocket.send_text(
+                _error("BINARY_NOT_ACCEPTED", "this stream takes JSON text messages only")
+            )
+            continue
+        if len(text.encode()) > MAX_CLIENT_FRAME:
+            await websocket.send_text(
+                _error("FRAME_TOO_LARGE", f"a message may be at most {MAX_CLIENT_FRAME} bytes")
+            )
+            await websocket.close(CLOSE_TOO_LARGE, "frame too large")
+            return
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            await websocket.send_text(_error("INVALID_JSON", f"the message is not JSON: {exc.msg}"))
+            continue
+        if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
+            await websocket.send_text(
+                _error("INVALID_MESSAGE", 'a message must be a JSON object with a "type"')
+            )
+            continue
+        if raw["type"] != "ping":
+            await websocket.send_text(
+                _error(
+                    "UNKNOWN_MESSAGE_TYPE",
+                    f"unknown message type {raw['type']!r}: this stream only takes ping "
+                    "(see docs/avatar-control.md)",
+                )
+            )
+            continue
+        try:
+            ping = PingIn.model_validate(raw)
+        except ValidationError as exc:
+            detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+            await websocket.send_text(_error("INVALID_MESSAGE", f"invalid ping: {detail}"))
+            continue
+        await websocket.send_text(json.dumps({"type": "pong", "t": ping.t}))
+
+
+@router.websocket("/ws/{session_id}/avatar")
+async def avatar_stream(websocket: WebSocket, session_id: str) -> None:
+    """Avatar events of one conversation (docs/avatar-control.md)."""
+    await websocket.accept()
+    settings: Settings = websocket.app.state.settings
+    try:
+        sid = uuid.UUID(session_id)
+    except ValueError:
+        await websocket.close(CLOSE_NOT_FOUND, "the session id is not a UUID")
+        return
+    try:
+        verify_token(
+            settings.security.secret_key.get_secret_value(),
+            sid,
+            websocket.query_params.get("token"),
+            time.time(),
+        )
+    except TokenError as exc:
+        await websocket.close(CLOSE_TOKEN, exc.message[:120])
+        return
+    sub = websocket.app.state.avatar_hub.subscribe(sid)
+    sender = asyncio.create_task(_send_loop(websocket, sub))
+    try:
+        await _receive_loop(websocket)
+    except WebSocketDisconnect:
+        pass
+    except Exception:
+        log.exception("avatar stream %s failed", sid)
+        if websocket.application_state is WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                await websocket.close(1011, "internal error")
+    finally:
+        sub.close()
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
