@@ -32,7 +32,14 @@ export function TalkPage({ convo, snap }: Props) {
       data-session-id={snap.sessionId ?? ''}
     >
       <div className="stage">
-        <Avatar emotion={snap.emotion} analyser={convo.analyser} speaking={snap.speaking} label={t('ai')} />
+        <Avatar
+          emotion={snap.emotion}
+          analyser={convo.analyser}
+          animator={snap.avatarLive ? convo.animator : null}
+          clock={convo.clock}
+          speaking={snap.speaking}
+          label={t('ai')}
+        />
         <div className="stage-status">
           <span className={`state-pill state-${snap.speaking ? 'speaking' : snap.state}`}>{stateLabel}</span>
           <span className="emotion-pill" data-testid="emotion">
