@@ -26,6 +26,7 @@ from avatar.settings import Settings
 
 if TYPE_CHECKING:
     from avatar.application.avatar import AvatarHub
+    from avatar.application.voice_style import StyledSynthesizer
 
 log = logging.getLogger(__name__)
 
@@ -167,3 +168,10 @@ async def start_vtube_studio_bridge(container: Container) -> None:
     await bridge.start()
     container.extras["vtube_studio"] = bridge
     container.on_close(bridge.aclose)
+
+
+def voice_styled(container: Container, synthesizer: SpeechSynthesizer) -> StyledSynthesizer:
+    """``synthesizer`` speaking each reply in its emotion's style from the persona file."""
+    from avatar.application.voice_style import StyledSynthesizer, load_voice_styles
+
+    return StyledSynthesizer(synthesizer, load_voice_styles(container.settings.llm.persona_file))

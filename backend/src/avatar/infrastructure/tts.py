@@ -153,6 +153,7 @@ class EmbeddedSynthesizer:
                 language=request.language,
                 speed=request.speed,
                 reference=_reference(request.reference),
+                pitch=request.pitch,
             )
         except TTSError as exc:
             raise domain_error(exc) from exc
@@ -242,6 +243,7 @@ class RemoteSynthesizer:
             "voice": request.voice or "default",
             "response_format": "pcm",
             "speed": request.speed,
+            "pitch": request.pitch,
             "language": request.language,
         }
         if request.reference is not None:

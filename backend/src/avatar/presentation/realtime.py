@@ -37,7 +37,7 @@ from avatar.application.conversation import (
 )
 from avatar.application.ports.session_state import SessionStateStore
 from avatar.application.ports.tts import VoiceReference
-from avatar.bootstrap import Container, avatar_hub
+from avatar.bootstrap import Container, avatar_hub, voice_styled
 from avatar.domain.errors import CapacityError, NotFoundError
 from avatar.domain.models import AudioChunk, TTSMode
 from avatar.presentation.schemas import (
@@ -140,7 +140,7 @@ def build_deps(container: Container, reply_engine: Any | None = None) -> Convers
     return ConversationDeps(
         recognizer=container.recognizer,
         replies=reply_engine,
-        fast_tts=container.fast_tts,
+        fast_tts=voice_styled(container, container.fast_tts),
         clock=container.clock,
         object_store=container.object_store,
         queue=container.queue,

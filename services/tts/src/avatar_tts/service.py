@@ -39,6 +39,7 @@ from avatar_tts.errors import (
 )
 from avatar_tts.lifecycle import MemoryProbe, ModelManager, process_memory_mb
 from avatar_tts.metrics import TTSMetrics
+from avatar_tts.pitch import MAX_PITCH, MIN_PITCH, shift_pitch
 from avatar_tts.voices import SAMPLE_TEXT, Embedder, VoiceMatcher
 
 log = logging.getLogger(__name__)
@@ -200,8 +201,10 @@ class Utterance:
         started: float,
         first: list[FloatAudio] | None = None,
         synth_seconds: float = 0.0,
+        pitch: float = 1.0,
     ) -> None:
         self._service = service
+        self._pitch = pitch
         self.plan = plan
         self.requested = requested
         self._source = source
@@ -239,6 +242,7 @@ class Utterance:
         return self.plan.tier
 
     async def _emit(self, audio: FloatAudio) -> None:
+        audio = shift_pitch(audio, self._pitch)
         if audio.size == 0:
             return
         if self.first_audio_at is None:
@@ -500,8 +504,12 @@ class TTSService:
         language: str | None = None,
         speed: float = 1.0,
         reference: Reference | None = None,
+        pitch: float = 1.0,
     ) -> Utterance:
         """Start an utterance from a whole ``text`` or from ``pieces`` arriving over time.
+
+        ``pitch`` (0.5..2.0) raises or lowers the voice by varispeed (:mod:`avatar_tts.pitch`):
+        the engine runs at ``speed / pitch`` so the duration still follows ``speed``.
 
         Raises:
             InvalidTextError, UnknownVoiceError, UnsupportedLanguageError: bad request.
@@ -510,6 +518,12 @@ class TTSService:
         started = time.perf_counter()
         if not 0.25 <= speed <= 4.0:
             raise InvalidTextError(f"speed must be within 0.25..4.0, got {speed}", code="INVALID_SPEED")
+        if not MIN_PITCH <= pitch <= MAX_PITCH:
+            raise InvalidTextError(
+                f"pitch must be within {MIN_PITCH}..{MAX_PITCH}, got {pitch}", code="INVALID_PITCH"
+            )
+        if pitch != 1.0:
+            speed = min(4.0, max(0.25, speed / pitch))
         if tier not in self.config.tiers:
             raise UnknownVoiceError(f"this instance does not serve the {tier.value} tier")
         if text is not None:
@@ -534,11 +548,12 @@ class TTSService:
                 speed,
                 started,
                 requested=tier,
+                pitch=pitch,
             )
         plan = self.plan(tier, voice=voice, language=language, text=first_clause, reference=reference)
         if plan.tier is Tier.HQ:
-            return await self._start_hq(plan, source, speed, started, text_sample=first_clause)
-        return await self._start(plan, source, speed, started, requested=tier)
+            return await self._start_hq(plan, source, speed, started, text_sample=first_clause, pitch=pitch)
+        return await self._start(plan, source, speed, started, requested=tier, pitch=pitch)
 
     async def _start(
         self,
@@ -551,6 +566,7 @@ class TTSService:
         first: list[FloatAudio] | None = None,
         synth_seconds: float = 0.0,
         lease: contextlib.AsyncExitStack | None = None,
+        pitch: float = 1.0,
     ) -> Utterance:
         if lease is None:
             lease = contextlib.AsyncExitStack()
@@ -571,10 +587,18 @@ class TTSService:
             started=started,
             first=first,
             synth_seconds=synth_seconds,
+            pitch=pitch,
         )
 
     async def _start_hq(
-        self, plan: Plan, source: _TextSource, speed: float, started: float, *, text_sample: str
+        self,
+        plan: Plan,
+        source: _TextSource,
+        speed: float,
+        started: float,
+        *,
+        text_sample: str,
+        pitch: float = 1.0,
     ) -> Utterance:
         reason: str | None = None
         if self.breaker.opened:
@@ -608,6 +632,7 @@ class TTSService:
                     first=arrays,
                     synth_seconds=seconds,
                     lease=lease,
+                    pitch=pitch,
                 )
             except MemoryShortError as exc:
                 await lease.aclose()
@@ -631,7 +656,9 @@ class TTSService:
             text=text_sample,
             reference=plan.reference or plan.match,
         )
-        return await self._start(_with_notice(fast, reason), source, speed, started, requested=Tier.HQ)
+        return await self._start(
+            _with_notice(fast, reason), source, speed, started, requested=Tier.HQ, pitch=pitch
+        )
 
     async def health(self) -> dict[str, Any]:
         return {

@@ -493,6 +493,7 @@ class ConversationSession:
                 voice=self.voice,
                 language=self.language,
                 reference=self._reference,
+                emotion=reply.emotion,
             )
             t_request = clock.monotonic()
             try:
