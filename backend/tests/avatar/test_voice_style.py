@@ -15,7 +15,7 @@ from avatar.application.voice_style import (
     parse_voice_styles,
 )
 from avatar.domain.errors import InvalidInputError
-from avatar.domain.models import Emotion
+from avatar.domain.models import Emotion, TTSMode
 from avatar.presentation.app import create_app
 from avatar.settings import REPO_ROOT, Settings
 from tests.e2e.harness import Client, create_session, running_server
@@ -64,9 +64,12 @@ async def test_requests_are_styled_by_their_emotion() -> None:
 
 async def test_a_turn_is_spoken_in_its_emotions_voice() -> None:
     settings = Settings(environment="test")
-    tts = FakeSynthesizer()
+    tts, hq = FakeSynthesizer(), FakeSynthesizer(TTSMode.HQ)
     container = fake_container(
-        settings, chat_model=FakeChatModel(("[excited] Wow, you did it! That is amazing.",)), fast_tts=tts
+        settings,
+        chat_model=FakeChatModel(("[excited] Wow, you did it! That is amazing.",)),
+        fast_tts=tts,
+        hq_tts=hq,
     )
     await container.queue.start()
     try:
@@ -74,10 +77,15 @@ async def test_a_turn_is_spoken_in_its_emotions_voice() -> None:
             created = await create_session(base)
             async with Client.connect(created["ws_url"]) as client:
                 await client.until_type("session_state")
+                await client.send({"type": "set_tts_mode", "mode": "hq"})
                 await client.send({"type": "text_input", "text": "I passed!"})
                 await client.until_type("turn_completed")
+                await client.until_type("hq_ready")
     finally:
         await container.queue.stop()
     expected = load_voice_styles(settings.llm.persona_file)[Emotion.EXCITED]
     assert tts.requests and all(r.emotion is Emotion.EXCITED for r in tts.requests)
     assert all(r.pitch == expected.pitch and r.speed == expected.speed for r in tts.requests)
+    # The HQ pass of the same turn is spoken in the same style.
+    (hq_request,) = hq.requests
+    assert hq_request.emotion is Emotion.EXCITED and hq_request.pitch == expected.pitch

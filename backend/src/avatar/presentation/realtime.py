@@ -169,7 +169,7 @@ async def startup(app: FastAPI, container: Container) -> None:
     container.queue.subscribe(
         HQ_TOPIC,
         make_hq_handler(
-            hq_tts=container.hq_tts,
+            hq_tts=voice_styled(container, container.hq_tts),
             object_store=container.object_store,
             uow=container.uow,
             notifier=manager,

@@ -15,7 +15,7 @@ from avatar.application.ports.queue import TaskHandler
 from avatar.application.ports.storage import ObjectStore, UnitOfWorkFactory
 from avatar.application.ports.tts import SpeechSynthesizer, SynthesisRequest
 from avatar.domain.errors import InvalidInputError
-from avatar.domain.models import SynthesizedAudio, TTSMode, new_id
+from avatar.domain.models import Emotion, SynthesizedAudio, TTSMode, new_id
 from avatar.domain.storage_keys import synthesized_key
 from avatar.domain.wav import pcm16_wav
 
@@ -59,6 +59,7 @@ def make_hq_handler(
             voice=payload.get("voice"),
             language=payload.get("language"),
             reference=reference,
+            emotion=Emotion.parse(payload.get("emotion")),
         )
         started = clock.monotonic()
         try:

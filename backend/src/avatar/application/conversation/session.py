@@ -589,6 +589,7 @@ class ConversationSession:
                 "voice": self.voice,
                 "language": self.language,
                 "voice_profile_id": str(reply.voice_profile_id) if reply.voice_profile_id else None,
+                "emotion": reply.emotion.value,
             }
             self.writer.submit("queue the HQ synthesis", lambda: self._publish(HQ_TOPIC, payload))
         self._set_phase(Phase.LISTENING)
