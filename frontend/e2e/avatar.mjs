@@ -50,6 +50,8 @@ try {
   await page.getByTestId('start').click();
   await page.waitForSelector('[data-testid="talk"][data-connection="open"]');
   await page.waitForSelector('[data-testid="avatar"][data-source="events"]');
+  await page.waitForSelector('[data-testid="vts-status"][data-state="running"]');
+  result.vts = await page.getByTestId('vts-status').innerText();
   await page.getByTestId('mic').click(); // microphone off: only the typed message goes in
   result.idle = await sample(page, 2500);
   step('idle motion sampled');

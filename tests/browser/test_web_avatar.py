@@ -74,4 +74,5 @@ async def test_the_web_avatar_follows_the_same_events_as_vtube_studio(
     assert max(s["mouth"] for s in after) == 0
     # VTube Studio (the stand-in) got the same reply's mouth through the bridge.
     assert any(v.get("AvatarMouthOpen", 0) > 0.5 for _, v in standin.injections)
+    assert result["vts"] == "VTube Studio: connected"  # the bridge's state, shown in the web app
     assert not [c for c in result["console"] if c.startswith("pageerror")]

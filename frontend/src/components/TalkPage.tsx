@@ -3,6 +3,7 @@ import type { Conversation, Snapshot } from '../conversation';
 import { useT } from '../i18n/context';
 import type { StringKey } from '../i18n/strings';
 import { Avatar } from './Avatar';
+import { VtsStatus } from './VtsStatus';
 
 interface Props {
   convo: Conversation;
@@ -45,6 +46,7 @@ export function TalkPage({ convo, snap }: Props) {
           <span className="emotion-pill" data-testid="emotion">
             {t('emotion')}: {t(`emotion_${snap.emotion}` as StringKey)}
           </span>
+          <VtsStatus api={convo.api} />
         </div>
       </div>
 
