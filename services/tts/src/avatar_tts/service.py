@@ -30,7 +30,17 @@ import numpy as np
 from circuitbreaker import CircuitBreaker
 
 from avatar_common.text import ClauseChunker, detect_language, has_words, speakable
-from avatar_tts.engine import Engine, FloatAudio, Reference, Tier, Voice, normalize_language
+from avatar_tts.engine import (
+    AlignedAudio,
+    Engine,
+    FloatAudio,
+    PhonemeSpan,
+    Reference,
+    Tier,
+    Voice,
+    audio_of,
+    normalize_language,
+)
 from avatar_tts.errors import (
     InvalidTextError,
     MemoryShortError,
@@ -199,7 +209,7 @@ class Utterance:
         requested: Tier,
         speed: float,
         started: float,
-        first: list[FloatAudio] | None = None,
+        first: list[FloatAudio | AlignedAudio] | None = None,
         synth_seconds: float = 0.0,
         pitch: float = 1.0,
     ) -> None:
@@ -241,16 +251,20 @@ class Utterance:
         """The tier that actually serves this utterance (``fast`` after a degraded HQ request)."""
         return self.plan.tier
 
-    async def _emit(self, audio: FloatAudio) -> None:
-        audio = shift_pitch(audio, self._pitch)
+    async def _emit(self, item: FloatAudio | AlignedAudio) -> None:
+        phonemes = item.phonemes if isinstance(item, AlignedAudio) else ()
+        audio = shift_pitch(audio_of(item), self._pitch)
         if audio.size == 0:
             return
+        if phonemes and self._pitch != 1.0:  # varispeed moves the phonemes with the audio
+            p = self._pitch
+            phonemes = tuple(PhonemeSpan(s.phoneme, s.start_s / p, s.end_s / p) for s in phonemes)
         if self.first_audio_at is None:
             self.first_audio_at = time.perf_counter()
             latency = self.first_audio_at - self._started
             self._service.metrics.latency.labels(mode=self.mode.value).observe(latency)
         self.audio_seconds += audio.size / self.sample_rate
-        await self._queue.put(audio)
+        await self._queue.put(AlignedAudio(audio, phonemes))
 
     async def _produce(self) -> None:
         try:
@@ -278,13 +292,18 @@ class Utterance:
 
     async def chunks(self) -> AsyncIterator[FloatAudio]:
         """Audio as it is synthesized; raises the TTS error that stopped it, if any."""
+        async for item in self.aligned_chunks():
+            yield item.audio
+
+    async def aligned_chunks(self) -> AsyncIterator[AlignedAudio]:
+        """:meth:`chunks` with the engine's phoneme timing, where it gives any."""
         while True:
             item = await self._queue.get()
             if item is _END:
                 return
             if isinstance(item, BaseException):
                 raise item
-            assert isinstance(item, np.ndarray)
+            assert isinstance(item, AlignedAudio)
             yield item
 
     async def aclose(self) -> None:
@@ -470,19 +489,19 @@ class TTSService:
         engine = self.engines[voice.engine]
         lang = voice.languages[0]
         text = SAMPLE_TEXT.get(lang, SAMPLE_TEXT["en"])
-        parts = list(engine.synthesize(text, voice, language=lang, speed=1.0))
+        parts = [audio_of(a) for a in engine.synthesize(text, voice, language=lang, speed=1.0)]
         return np.concatenate(parts), engine.sample_rate
 
     # -- synthesis -------------------------------------------------------------------------------
     async def run_engine(
         self, plan: Plan, text: str, speed: float, cancel: threading.Event
-    ) -> tuple[list[FloatAudio], float]:
+    ) -> tuple[list[FloatAudio | AlignedAudio], float]:
         """Synthesize one clause in a worker thread (bounded); returns arrays and seconds spent."""
 
-        def work() -> tuple[list[FloatAudio], float]:
+        def work() -> tuple[list[FloatAudio | AlignedAudio], float]:
             start = time.perf_counter()
-            out: list[FloatAudio] = []
-            gen: Iterator[FloatAudio] = plan.engine.synthesize(
+            out: list[FloatAudio | AlignedAudio] = []
+            gen: Iterator[FloatAudio | AlignedAudio] = plan.engine.synthesize(
                 text, plan.voice, language=plan.language, speed=speed, reference=plan.reference
             )
             for audio in gen:
@@ -563,7 +582,7 @@ class TTSService:
         started: float,
         *,
         requested: Tier,
-        first: list[FloatAudio] | None = None,
+        first: list[FloatAudio | AlignedAudio] | None = None,
         synth_seconds: float = 0.0,
         lease: contextlib.AsyncExitStack | None = None,
         pitch: float = 1.0,
@@ -617,7 +636,7 @@ class TTSService:
                     # The first clause is synthesized before answering, so that a failing engine is
                     # found out while the fast tier can still take over the whole utterance.
                     clause = await source.next()
-                    arrays: list[FloatAudio] = []
+                    arrays: list[FloatAudio | AlignedAudio] = []
                     seconds = 0.0
                     if clause is not None:
                         arrays, seconds = await self.run_engine(

@@ -240,6 +240,8 @@ class AvatarHub:
         channel = self._channel(session_id)
         if turn_id in channel.interrupted:
             return
+        if phonemes is None and chunk.phonemes:
+            phonemes = [PhonemeTiming(p.phoneme, p.start_ms, p.end_ms) for p in chunk.phonemes]
         # Real-time playback from the first chunk on (what the client's player does).
         now = time.monotonic()
         channel.playback_end = max(channel.playback_end, now) + chunk.duration_ms / 1000.0
