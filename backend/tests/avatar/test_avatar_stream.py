@@ -162,3 +162,23 @@ async def test_a_turn_drives_the_avatar_stream_in_step_with_the_audio(
         health = (await http.get("/api/v1/health")).json()["services"]["vtube_studio"]
     assert health["ok"] and health["state"] == "running" and health["authenticated"] is True
     assert health["connected"] and health["model_loaded"] and health["injections"] > 0
+
+
+async def test_the_stream_closes_when_the_conversation_ends() -> None:
+    settings = Settings(environment="test")
+    settings.security.reconnect_grace_s = 1  # the session ends 1 s after its socket goes
+    container = fake_container(settings)
+    await container.queue.start()
+    try:
+        async with running_server(create_app(settings, container)) as url:
+            created = await create_session(url)
+            async with websockets.connect(avatar_url(created)) as avatar_ws:
+                assert json.loads(await avatar_ws.recv())["type"] == "hello"
+                async with Client.connect(created["ws_url"]) as client:
+                    await client.until_type("session_state")
+                with pytest.raises(websockets.ConnectionClosed):
+                    while True:
+                        await asyncio.wait_for(avatar_ws.recv(), 10)
+                assert avatar_ws.close_code == 4410
+    finally:
+        await container.queue.stop()

@@ -30,6 +30,7 @@ router = APIRouter(tags=["avatar"])
 
 CLOSE_TOKEN = 4401
 CLOSE_NOT_FOUND = 4404
+CLOSE_ENDED = 4410
 CLOSE_TOO_LARGE = 1009
 #: Client messages are tiny (ping); anything larger is refused.
 MAX_CLIENT_FRAME = 4096
@@ -54,6 +55,9 @@ def _error(code: str, message: str) -> str:
 async def _send_loop(websocket: WebSocket, sub: Subscription) -> None:
     while (event := await sub.get()) is not None:
         await websocket.send_text(event.model_dump_json())
+    # The hub closed the subscription: the conversation has ended.
+    with contextlib.suppress(Exception):
+        await websocket.close(CLOSE_ENDED, "the session has ended")
 
 
 async def _receive_loop(websocket: WebSocket) -> None:
@@ -133,6 +137,6 @@ async def avatar_stream(websocket: WebSocket, session_id: str) -> None:
             with contextlib.suppress(Exception):
                 await websocket.close(1011, "internal error")
     finally:
-        sub.close()
         sender.cancel()
         await asyncio.gather(sender, return_exceptions=True)
+        sub.close()
