@@ -1,7 +1,7 @@
 /**
  * The browser's connection to `WS /ws/{session_id}/avatar`: events go to an AvatarAnimator;
  * reconnects with the same backoff as the conversation socket, and stops for good on a token or
- * session error (4401/4404).
+ * session error or the end of the conversation (4401/4404/4410).
  */
 import { Backoff } from '../protocol/backoff';
 import { type AvatarEvent, parseAvatarEvent } from './events';
@@ -39,7 +39,7 @@ export class AvatarStream {
     ws.onclose = (e: CloseEvent) => {
       this.open = false;
       this.opts.onStatus?.(false);
-      if (this.closed || e.code === 4401 || e.code === 4404) return;
+      if (this.closed || e.code === 4401 || e.code === 4404 || e.code === 4410) return;
       this.timer = setTimeout(() => this.connect(), this.backoff.next());
     };
   }
