@@ -7,6 +7,9 @@ import { type CapturedFrame, MicCapture } from './audio/capture';
 import { bytesToPcm16, base64ToBytes, pcm16ToFloat } from './audio/pcm';
 import { PlaybackQueue, type PlaybackContextLike } from './audio/playback';
 import { LevelVad } from './audio/vad';
+import { AvatarAnimator } from './avatar/animator';
+import { avatarSocketUrl } from './avatar/events';
+import { AvatarStream } from './avatar/stream';
 import { ApiClient, ApiError } from './protocol/api';
 import { type ConnectionStatus, RealtimeConnection, sessionSocketProtocols, sessionSocketUrl } from './protocol/connection';
 import type { ConversationState, Emotion, ServerMessage, TtsMode } from './protocol/messages';
@@ -54,6 +57,8 @@ export interface Snapshot {
   playedChunks: number;
   receivedChunks: number;
   speaking: boolean;
+  /** The avatar control stream is open: the face follows its events (docs/avatar-control.md). */
+  avatarLive: boolean;
   prosody: { confidence: number; stability: number; affability: number } | null;
 }
 
@@ -61,7 +66,7 @@ const initial: Snapshot = {
   connection: 'idle', closeCode: null, reconnectAttempt: 0, sessionId: null, resumed: false,
   state: 'listening', partial: '', turns: [], emotion: 'neutral', problems: [], micOn: false,
   inputMode: 'handsfree', pttActive: false, ttsMode: 'fast', voice: '', voiceProfileId: null,
-  bargeIn: true, playedChunks: 0, receivedChunks: 0, speaking: false, prosody: null,
+  bargeIn: true, playedChunks: 0, receivedChunks: 0, speaking: false, avatarLive: false, prosody: null,
 };
 
 let problemSeq = 0;
@@ -77,6 +82,9 @@ export class Conversation {
   /** Turns the user cut off: their late audio chunks are dropped, not played. */
   private readonly cutTurns = new Set<string>();
   analyser: AnalyserNode | null = null;
+  /** Face parameters from the avatar events, on the playback clock (`clock()`). */
+  readonly animator = new AvatarAnimator();
+  private avatarStream: AvatarStream | null = null;
 
   constructor(readonly api: ApiClient = new ApiClient('')) {}
 
@@ -150,8 +158,18 @@ export class Conversation {
       },
     });
     this.conn.connect();
+    this.avatarStream?.close();
+    this.avatarStream = new AvatarStream({
+      url: avatarSocketUrl(window.location, created.session_id, created.token),
+      onEvent: (e) => this.animator.apply(e, this.clock()),
+      onStatus: (open) => this.update({ avatarLive: open }),
+    });
+    this.avatarStream.connect();
     await this.startMic();
   }
+
+  /** Seconds on the playback clock: mouth frames and audio chunks share it. */
+  clock = (): number => this.outCtx?.currentTime ?? performance.now() / 1000;
 
   /** Diagnostics hooks (exposed on `window.__avatar` with `?debug=1`). */
   readonly debug = {
@@ -164,6 +182,9 @@ export class Conversation {
     await this.stopMic();
     this.conn?.close();
     this.conn = null;
+    this.avatarStream?.close();
+    this.avatarStream = null;
+    this.update({ avatarLive: false });
   }
 
   private ensureOutput(): void {
@@ -271,6 +292,7 @@ export class Conversation {
 
   private stopPlayback(): ReturnType<PlaybackQueue['stop']> | null {
     const r = this.queue?.stop() ?? null;
+    this.animator.stopTurn(r?.turnId ?? null);
     this.update({ speaking: false });
     return r;
   }
@@ -331,7 +353,8 @@ export class Conversation {
           this.problem('error', 'PROTOCOL', 'audio_chunk.data');
           break;
         }
-        this.queue.enqueue({ turnId: m.turn_id, samples, sampleRate: m.sr, text: m.text, mode: m.mode });
+        const start = this.queue.enqueue({ turnId: m.turn_id, samples, sampleRate: m.sr, text: m.text, mode: m.mode });
+        this.animator.chunkStarted(m.turn_id, m.seq, start);
         this.update((s) => ({ receivedChunks: s.receivedChunks + 1, speaking: true }));
         break;
       }

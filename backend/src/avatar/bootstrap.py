@@ -13,7 +13,9 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from avatar.application.avatar import AvatarHub, load_pose_config
 from avatar.application.brain import BrainConfig, BrainDeps, MemorySearch, load_persona
 from avatar.application.conversation import (
     BrainReplyEngine,
@@ -38,9 +40,13 @@ from avatar.application.ports.tts import SpeechSynthesizer
 from avatar.application.prosody import ProsodyAnalysisHandler
 from avatar.application.tasks import HQ_TOPIC, PROSODY_TOPIC
 from avatar.application.voice_profiles import AudioClipDecoder, StoredVoiceResolver, VoiceProfileService
+from avatar.application.voice_style import StyledSynthesizer, load_voice_styles
 from avatar.domain.models import TTSMode
 from avatar.settings import Settings
 from avatar_common.text import ClauseChunker
+
+if TYPE_CHECKING:
+    from avatar.infrastructure.vtube_studio import VTubeStudioBridge
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +78,8 @@ class Container:
     #: Who tells clients about background results (``hq_ready``, ``prosody_analysis``); ``None``
     #: means this process's session manager, which forwards to the session's connection.
     notifier: ClientNotifier | None = None
+    #: The VTube Studio bridge, once :func:`running` started it (``AVATAR_VTS__ENABLED``).
+    vtube_studio: VTubeStudioBridge | None = None
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list, repr=False)
 
     def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
@@ -99,6 +107,8 @@ class Container:
         ]
         if self.session_state is not None:
             checks.append(("session_state", self.session_state.health))
+        if self.vtube_studio is not None:
+            checks.append(("vtube_studio", self.vtube_studio.health))
         results = []
         for name, check in checks:
             try:
@@ -119,10 +129,15 @@ class Services:
     hq_handler: TaskHandler
     #: ``None`` when prosody analysis is disabled.
     prosody_handler: ProsodyAnalysisHandler | None
+    #: Avatar events for renderers (docs/avatar-control.md).
+    avatar_hub: AvatarHub
 
     async def aclose(self) -> None:
-        """End every live session (replies stopped, writes flushed)."""
-        await self.sessions.aclose()
+        """End every live session (replies stopped, writes flushed), then the avatar streams."""
+        try:
+            await self.sessions.aclose()
+        finally:
+            await self.avatar_hub.aclose()
 
 
 def resolve_secrets(settings: Settings) -> None:
@@ -259,7 +274,9 @@ def brain_deps(container: Container) -> BrainDeps:
     )
 
 
-def conversation_deps(container: Container, replies: ReplyEngine) -> ConversationDeps:
+def conversation_deps(
+    container: Container, replies: ReplyEngine, observer: AvatarHub | None = None
+) -> ConversationDeps:
     """The conversation pipeline's dependencies (shared by every session of the process)."""
     settings = container.settings
     config = ConversationConfig(
@@ -270,7 +287,7 @@ def conversation_deps(container: Container, replies: ReplyEngine) -> Conversatio
     return ConversationDeps(
         recognizer=container.recognizer,
         replies=replies,
-        fast_tts=container.fast_tts,
+        fast_tts=voice_styled(settings, container.fast_tts),
         clock=container.clock,
         object_store=container.object_store,
         queue=container.queue,
@@ -279,6 +296,7 @@ def conversation_deps(container: Container, replies: ReplyEngine) -> Conversatio
         chunker_factory=ClauseChunker,
         config=config,
         voice_resolver=StoredVoiceResolver(container.uow, container.object_store),
+        observer=observer,
     )
 
 
@@ -287,7 +305,8 @@ def build_services(container: Container) -> Services:
     call it before the queue starts."""
     settings = container.settings
     replies = BrainReplyEngine(brain_deps(container))
-    deps = conversation_deps(container, replies)
+    hub = avatar_hub(settings)
+    deps = conversation_deps(container, replies, hub)
     sessions = SessionManager(
         deps,
         max_sessions=settings.conversation.max_sessions,
@@ -296,7 +315,7 @@ def build_services(container: Container) -> Services:
     )
     to_clients: ClientNotifier = container.notifier or sessions
     hq_handler = make_hq_handler(
-        hq_tts=container.hq_tts,
+        hq_tts=voice_styled(settings, container.hq_tts),
         object_store=container.object_store,
         uow=container.uow,
         notifier=to_clients,
@@ -331,6 +350,7 @@ def build_services(container: Container) -> Services:
         memory=MemorySearch(container.text_embedder, container.uow),
         hq_handler=hq_handler,
         prosody_handler=prosody_handler,
+        avatar_hub=hub,
     )
 
 
@@ -345,6 +365,7 @@ async def running(
     c = container if container is not None else await build_container(settings)
     try:
         services = build_services(c)
+        await start_vtube_studio_bridge(c, services.avatar_hub)
         await c.queue.start()
         try:
             yield c, services
@@ -357,3 +378,29 @@ async def running(
     finally:
         if owned:
             await c.aclose()
+
+
+def avatar_hub(settings: Settings) -> AvatarHub:
+    """The avatar event hub (docs/avatar-control.md). Reading ``config/avatar_poses.toml`` here makes
+    a mistake in it stop the start-up with a message naming the key. The conversation reports to
+    the hub through ``ConversationDeps.observer``; ``WS /ws/{id}/avatar`` and the VTube Studio
+    bridge subscribe."""
+    return AvatarHub(load_pose_config(settings.vts.poses_file))
+
+
+async def start_vtube_studio_bridge(container: Container, hub: AvatarHub) -> None:
+    """Start the VTube Studio bridge when ``AVATAR_VTS__ENABLED`` (stopped by ``aclose``)."""
+    settings = container.settings.vts
+    if not settings.enabled or container.vtube_studio is not None:
+        return
+    from avatar.infrastructure.vtube_studio import VTubeStudioBridge
+
+    bridge = VTubeStudioBridge(settings, hub.subscribe_stage, hub.poses)
+    await bridge.start()
+    container.vtube_studio = bridge
+    container.on_close(bridge.aclose)
+
+
+def voice_styled(settings: Settings, synthesizer: SpeechSynthesizer) -> StyledSynthesizer:
+    """``synthesizer`` speaking each reply in its emotion's style from the persona file."""
+    return StyledSynthesizer(synthesizer, load_voice_styles(settings.llm.persona_file))

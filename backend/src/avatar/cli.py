@@ -310,6 +310,7 @@ def _doctor_checks(settings: Settings) -> list[Check]:
             )
         )
     checks += _remote_checks(settings)
+    checks += _avatar_checks(settings)
     usage = shutil.disk_usage(
         settings.data_dir.parent if not settings.data_dir.exists() else settings.data_dir
     )
@@ -322,6 +323,32 @@ def _doctor_checks(settings: Settings) -> list[Check]:
             "" if free_gb > 2.0 else "free some disk space (audio and the database live in var/)",
         )
     )
+    return checks
+
+
+def _avatar_checks(settings: Settings) -> list[Check]:
+    """The pose mapping file, and VTube Studio's API when the bridge is on (docs/avatar-control.md)."""
+    from urllib.parse import urlsplit
+
+    from avatar.application.avatar import PoseConfigError, load_pose_config
+
+    checks = []
+    path = settings.vts.poses_file
+    try:
+        load_pose_config(path)
+        checks.append(Check("avatar pose mapping", True, str(path)))
+    except PoseConfigError as exc:
+        checks.append(Check("avatar pose mapping", False, exc.message, "correct it (docs/avatar-control.md)"))
+    if settings.vts.enabled:
+        url = urlsplit(settings.vts.url)
+        host, port = url.hostname or "127.0.0.1", url.port or 8001
+        try:
+            with socket.create_connection((host, port), timeout=2.0):
+                ok, detail = True, f"{settings.vts.url}: listening"
+        except OSError as exc:
+            ok, detail = False, f"{settings.vts.url}: {exc.strerror or type(exc).__name__}"
+        fix = "start VTube Studio and switch on its API (Settings: Start API), or correct AVATAR_VTS__URL"
+        checks.append(Check("vtube studio", ok, detail, "" if ok else fix))
     return checks
 
 

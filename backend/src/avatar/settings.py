@@ -51,7 +51,9 @@ MIN_SECRET_CHARS = 16
 LOOPBACK = "127.0.0.1"
 #: Each component's port (the design's port plan); the default URLs are built from these.
 ORCHESTRATOR_PORT = 8000
-LLM_PORT = 8001
+#: Not 8001: that is VTube Studio's API port, and both run on one streaming machine
+#: (docs/avatar-control.md).
+LLM_PORT = 8006
 TTS_FAST_PORT = 8002
 TTS_HQ_PORT = 8003
 ASR_PORT = 8004
@@ -601,6 +603,55 @@ class ConversationSettings(BaseModel):
     )
 
 
+class VTubeStudioSettings(BaseModel):
+    """The VTube Studio bridge (docs/avatar-control.md): a plugin client of its public API."""
+
+    enabled: bool = Field(
+        default=False, description="Connect to VTube Studio and move its model with every reply."
+    )
+    url: str = Field(
+        default=f"ws://{LOOPBACK}:8001",
+        description="VTube Studio's API server; 8001 is its default (the embedded LLM server avoids it).",
+    )
+    poses_file: Path = Field(
+        default=REPO_ROOT / "config" / "avatar_poses.toml",
+        description=(
+            "Emotion -> pose/hotkey mapping and idle motion (also used by the avatar control stream); "
+            "validated at start."
+        ),
+    )
+    token_file: Path = Field(
+        default=REPO_ROOT / "var" / "vtube_studio_token.txt",
+        description="Where the plugin token is kept after the streamer clicks Allow once (mode 0600).",
+    )
+    plugin_name: str = Field(default="AVATAR companion", description="Plugin name shown in VTube Studio.")
+    plugin_developer: str = Field(
+        default="AVATAR project", description="Plugin developer shown in VTube Studio."
+    )
+    rate_hz: float = Field(
+        default=40.0,
+        ge=30.0,
+        le=120.0,
+        description="Parameter injections per second (VTube Studio forgets a value after ~1 s without data).",
+    )
+    playback_delay_ms: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=2000.0,
+        description="Extra delay between the server sending audio and the listener hearing it, in ms.",
+    )
+    reconnect_min_s: float = Field(default=0.5, gt=0.0, description="First reconnect delay (doubles).")
+    reconnect_max_s: float = Field(default=15.0, gt=0.0, description="Longest reconnect delay.")
+    request_timeout_s: float = Field(
+        default=5.0, gt=0.0, description="Seconds one API request may take before it counts as failed."
+    )
+    token_request_timeout_s: float = Field(
+        default=120.0,
+        gt=0.0,
+        description="How long to wait for the streamer to click Allow in VTube Studio.",
+    )
+
+
 class Settings(BaseSettings):
     """The whole configuration; every adapter is built from one instance of this."""
 
@@ -631,6 +682,7 @@ class Settings(BaseSettings):
     conversation: ConversationSettings = Field(
         default=ConversationSettings(), description=ConversationSettings.__doc__
     )
+    vts: VTubeStudioSettings = Field(default=VTubeStudioSettings(), description=VTubeStudioSettings.__doc__)
     data_dir: Path = Field(
         default=REPO_ROOT / "var",
         description="Directory of the orchestrator's own files (caches such as the TTS voice embeddings).",

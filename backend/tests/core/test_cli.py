@@ -79,3 +79,28 @@ def test_doctor_checks_remote_components_and_says_how_to_start_them() -> None:
     assert out.returncode != 0
     assert f"[FAIL] asr service: http://127.0.0.1:{closed}/health: ConnectError" in out.stdout
     assert "fix: avatar serve asr, or correct the URL in the settings" in out.stdout
+
+
+def test_doctor_checks_the_pose_mapping_and_vtube_studio(tmp_path: Path) -> None:
+    closed = _free_port()
+    poses = tmp_path / "poses.toml"
+    poses.write_text("[emotions.happy]\nparameters = { Nose = 1.0 }\n", encoding="utf-8")
+    env = {
+        "AVATAR_SERVER__PORT": str(_free_port()),
+        "AVATAR_LLM__PORT": str(_free_port()),
+        "AVATAR_VTS__ENABLED": "true",
+        "AVATAR_VTS__URL": f"ws://127.0.0.1:{closed}",
+        "AVATAR_VTS__POSES_FILE": str(poses),
+    }
+    out = _avatar("doctor", env=env)
+    assert out.returncode != 0
+    assert f"[FAIL] vtube studio: ws://127.0.0.1:{closed}: " in out.stdout
+    assert "fix: start VTube Studio and switch on its API" in out.stdout
+    assert "[FAIL] avatar pose mapping:" in out.stdout and "unknown parameter 'Nose'" in out.stdout
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        env["AVATAR_VTS__URL"] = f"ws://127.0.0.1:{listening.getsockname()[1]}"
+        del env["AVATAR_VTS__POSES_FILE"]
+        out = _avatar("doctor", env=env)
+    assert "[ok  ] vtube studio:" in out.stdout and "[ok  ] avatar pose mapping:" in out.stdout

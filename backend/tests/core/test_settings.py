@@ -27,14 +27,16 @@ def test_defaults_are_the_embedded_placement(monkeypatch: pytest.MonkeyPatch) ->
         8004,
         8005,
     )
+    # 8001 is VTube Studio's API port; the embedded LLM server must not take it (issue 18).
+    assert s.llm.port == 8006 and s.llm.base_url == "http://127.0.0.1:8006/v1"
 
 
 def test_nested_env_vars_override(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AVATAR_LLM__BASE_URL", "http://vllm:8001/v1")
+    monkeypatch.setenv("AVATAR_LLM__BASE_URL", "http://vllm:8006/v1")
     monkeypatch.setenv("AVATAR_LLM__PLACEMENT", "remote")
     monkeypatch.setenv("AVATAR_CONVERSATION__MAX_SESSIONS", "3")
     s = Settings(_env_file=None)
-    assert s.llm.base_url == "http://vllm:8001/v1"
+    assert s.llm.base_url == "http://vllm:8006/v1"
     assert s.llm.placement is Placement.REMOTE
     assert s.conversation.max_sessions == 3
 

@@ -3,6 +3,7 @@ import type { Conversation, Snapshot } from '../conversation';
 import { useT } from '../i18n/context';
 import type { StringKey } from '../i18n/strings';
 import { Avatar } from './Avatar';
+import { VtsStatus } from './VtsStatus';
 
 interface Props {
   convo: Conversation;
@@ -32,12 +33,20 @@ export function TalkPage({ convo, snap }: Props) {
       data-session-id={snap.sessionId ?? ''}
     >
       <div className="stage">
-        <Avatar emotion={snap.emotion} analyser={convo.analyser} speaking={snap.speaking} label={t('ai')} />
+        <Avatar
+          emotion={snap.emotion}
+          analyser={convo.analyser}
+          animator={snap.avatarLive ? convo.animator : null}
+          clock={convo.clock}
+          speaking={snap.speaking}
+          label={t('ai')}
+        />
         <div className="stage-status">
           <span className={`state-pill state-${snap.speaking ? 'speaking' : snap.state}`}>{stateLabel}</span>
           <span className="emotion-pill" data-testid="emotion">
             {t('emotion')}: {t(`emotion_${snap.emotion}` as StringKey)}
           </span>
+          <VtsStatus api={convo.api} />
         </div>
       </div>
 

@@ -116,8 +116,34 @@ export function parseProsody(body: unknown): ProsodyPoint[] {
   });
 }
 
+/** The VTube Studio bridge's state from `/api/v1/health` (docs/avatar-control.md). */
+export interface VtsStatus {
+  state: string;
+  connected: boolean;
+  authenticated: boolean;
+  modelLoaded: boolean;
+  lastError: string;
+}
+
 export class ApiClient {
   constructor(readonly base: string = '') {}
+
+  /** `null` when the bridge is not enabled; the health answer is read even when degraded (503). */
+  async vtubeStudio(): Promise<VtsStatus | null> {
+    let body: unknown;
+    try {
+      const res = await fetch(`${this.base}/api/v1/health`, { headers: { Accept: 'application/json' } });
+      body = await res.json();
+    } catch (err) {
+      throw new ApiError(0, 'NETWORK', err instanceof Error ? err.message : String(err));
+    }
+    const vts = ((body as Obj | null)?.services as Obj | undefined)?.vtube_studio as Obj | undefined;
+    if (!vts || typeof vts.state !== 'string') return null;
+    return {
+      state: vts.state, connected: vts.connected === true, authenticated: vts.authenticated === true,
+      modelLoaded: vts.model_loaded === true, lastError: typeof vts.last_error === 'string' ? vts.last_error : '',
+    };
+  }
 
   async createSession(): Promise<SessionCreated> {
     const body = (await request(this.base, '/api/v1/sessions', {

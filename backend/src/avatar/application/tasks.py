@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 from avatar.application.ports.queue import TaskQueue
 from avatar.domain.errors import InvalidInputError
+from avatar.domain.models import Emotion
 
 PROSODY_TOPIC = "prosody.analyze"
 HQ_TOPIC = "tts.hq"
@@ -138,6 +139,7 @@ class HQTask:
         voice: A stock voice name, if one was chosen.
         language: The reply's language, if known.
         voice_profile_id: A cloned voice to speak with, if one was chosen.
+        emotion: The reply's emotion (engines that can express it use it).
     """
 
     TOPIC: ClassVar[str] = HQ_TOPIC
@@ -148,11 +150,13 @@ class HQTask:
     voice: str | None = None
     language: str | None = None
     voice_profile_id: uuid.UUID | None = None
+    emotion: Emotion = Emotion.NEUTRAL
 
     def to_payload(self) -> dict[str, Any]:
         return {
             "session_id": str(self.session_id),
             "turn_id": str(self.turn_id),
+            "emotion": self.emotion.value,
             "text": self.text,
             "voice": self.voice,
             "language": self.language,
@@ -174,4 +178,5 @@ class HQTask:
             voice=_optional(payload, topic, "voice", _text),
             language=_optional(payload, topic, "language", _text),
             voice_profile_id=_optional(payload, topic, "voice_profile_id", _uuid),
+            emotion=Emotion.parse(_optional(payload, topic, "emotion", _text)),
         )

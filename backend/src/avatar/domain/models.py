@@ -72,6 +72,15 @@ def new_id() -> uuid.UUID:
 
 
 @dataclass(frozen=True, slots=True)
+class PhonemeMark:
+    """A phoneme of synthesized audio and where it sounds in its chunk, in ms from its start."""
+
+    phoneme: str
+    start_ms: float
+    end_ms: float
+
+
+@dataclass(frozen=True, slots=True)
 class AudioChunk:
     """A piece of PCM16 mono audio flowing through the pipeline.
 
@@ -80,12 +89,14 @@ class AudioChunk:
         sample_rate: Samples per second of ``pcm``.
         timestamp_ms: Client or stream time of the first sample, in milliseconds.
         sequence: Position of this chunk in its stream (0-based).
+        phonemes: Synthesized audio only: the TTS engine's phoneme timing, when it gives any.
     """
 
     pcm: bytes
     sample_rate: int
     timestamp_ms: int = 0
     sequence: int = 0
+    phonemes: tuple[PhonemeMark, ...] = ()
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0:

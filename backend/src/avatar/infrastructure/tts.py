@@ -25,7 +25,7 @@ from avatar.domain.errors import (
     InvalidInputError,
     NotFoundError,
 )
-from avatar.domain.models import AudioChunk, TTSMode
+from avatar.domain.models import AudioChunk, PhonemeMark, TTSMode
 from avatar.settings import Placement, Settings
 from avatar_common.audio import float_to_pcm16, pcm16_to_float, pcm16_to_wav
 from avatar_tts.engine import Reference, Tier
@@ -123,9 +123,15 @@ class _EmbeddedStream:
         elapsed = 0
         seq = 0
         try:
-            async for audio in self._utt.chunks():
+            async for item in self._utt.aligned_chunks():
                 chunk = AudioChunk(
-                    float_to_pcm16(audio), self._utt.sample_rate, timestamp_ms=elapsed, sequence=seq
+                    float_to_pcm16(item.audio),
+                    self._utt.sample_rate,
+                    timestamp_ms=elapsed,
+                    sequence=seq,
+                    phonemes=tuple(
+                        PhonemeMark(p.phoneme, p.start_s * 1000.0, p.end_s * 1000.0) for p in item.phonemes
+                    ),
                 )
                 elapsed += round(chunk.duration_ms)
                 seq += 1
@@ -159,6 +165,7 @@ class EmbeddedSynthesizer:
                 language=request.language,
                 speed=request.speed,
                 reference=_reference(request.reference),
+                pitch=request.pitch,
             )
         except TTSError as exc:
             raise domain_error(exc) from exc
@@ -248,6 +255,7 @@ class RemoteSynthesizer:
             "voice": request.voice or "default",
             "response_format": "pcm",
             "speed": request.speed,
+            "pitch": request.pitch,
             "language": request.language,
         }
         if request.reference is not None:

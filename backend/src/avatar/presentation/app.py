@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 
 from avatar import __version__
 from avatar.bootstrap import Container, running
-from avatar.presentation import health, memory, objects, prosody, realtime, sessions, voice_profiles
+from avatar.presentation import avatar, health, memory, objects, prosody, realtime, sessions, voice_profiles
 from avatar.presentation.drain import Drain, DrainMiddleware
 from avatar.presentation.errors import install_error_handlers
 from avatar.settings import Settings
@@ -24,6 +24,7 @@ ROUTERS = (
     health.router,
     sessions.router,
     realtime.router,
+    avatar.router,
     voice_profiles.router,
     prosody.router,
     memory.router,

@@ -14,7 +14,6 @@ import contextlib
 import json
 import logging
 import time
-import uuid
 
 from fastapi import APIRouter, WebSocket
 from prometheus_client import Gauge
@@ -25,7 +24,6 @@ from avatar.application.conversation import (
     ConversationSession,
     SessionEndedError,
     TokenError,
-    verify_token,
 )
 from avatar.application.conversation.events import (
     CLIENT_MESSAGE,
@@ -47,18 +45,15 @@ from avatar.domain.models import AudioChunk
 from avatar.presentation.wire import encode
 from avatar.presentation.wire import error as _error
 from avatar.presentation.ws_security import (
-    AuthMessageError,
-    WebSocketPolicy,
-    accept_checked,
-    receive_token,
+    CLOSE_NOT_FOUND,
+    CLOSE_TOKEN,
+    authenticate_session_socket,
 )
 from avatar.settings import Settings
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["realtime"])
 
-CLOSE_TOKEN = 4401
-CLOSE_NOT_FOUND = 4404
 CLOSE_REPLACED = 4409
 CLOSE_ENDED = 4410
 CLOSE_BUSY = 4429
@@ -223,38 +218,6 @@ class _Connection:
         await self.session.push_audio(chunk)
 
 
-# --- handshake and authentication (docs/security.md; checks in presentation/ws_security.py) -----
-
-
-async def _authenticate(
-    websocket: WebSocket, session_id: str, settings: Settings
-) -> tuple[uuid.UUID, str] | None:
-    """Check Host/Origin, accept, and verify the session token; None once the socket is refused.
-
-    The token comes from the ``Sec-WebSocket-Protocol`` header, a first ``auth`` message, or the
-    deprecated ``?token=`` query parameter (docs/protocol.md, Authentication).
-    """
-    if not await accept_checked(websocket, WebSocketPolicy.from_settings(settings)):
-        return None
-    try:
-        sid = uuid.UUID(session_id)
-    except ValueError:
-        await websocket.close(CLOSE_NOT_FOUND, "the session id is not a UUID")
-        return None
-    try:
-        token = await receive_token(websocket)
-        if token is None:
-            raise TokenError("no session token arrived (docs/protocol.md, Authentication)")
-        verify_token(settings.security.signing_keys(), sid, token, time.time())
-    except AuthMessageError as exc:
-        await websocket.close(CLOSE_TOKEN, str(exc)[:120])
-        return None
-    except TokenError as exc:
-        await websocket.close(CLOSE_TOKEN, exc.message[:120])
-        return None
-    return sid, token
-
-
 @router.websocket("/ws/{session_id}")
 async def conversation(websocket: WebSocket, session_id: str) -> None:
     """The realtime conversation (see docs/protocol.md)."""
@@ -263,7 +226,7 @@ async def conversation(websocket: WebSocket, session_id: str) -> None:
     services: Services = app.state.services
     manager = services.sessions
     try:
-        authenticated = await _authenticate(websocket, session_id, settings)
+        authenticated = await authenticate_session_socket(websocket, session_id, settings)
     except WebSocketDisconnect:
         return
     if authenticated is None:

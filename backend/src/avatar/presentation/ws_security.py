@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+import uuid
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -29,6 +31,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect
 
+from avatar.application.conversation import TokenError, verify_token
 from avatar.application.conversation.events import AuthIn
 from avatar.presentation.errors import error_body
 from avatar.settings import Settings
@@ -37,6 +40,9 @@ SUBPROTOCOL = "avatar.v1"
 TOKEN_PROTOCOL_PREFIX = "avatar.token."
 #: How long a client that sent no token in the handshake has to send its ``auth`` message.
 AUTH_TIMEOUT_S = 5.0
+#: Close codes of a refused session socket (docs/protocol.md).
+CLOSE_TOKEN = 4401
+CLOSE_NOT_FOUND = 4404
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 _ANY_ADDRESS = frozenset({"", "0.0.0.0", "::"})
 
@@ -173,3 +179,33 @@ async def receive_token(websocket: WebSocket, *, timeout_s: float = AUTH_TIMEOUT
             'the first message must be {"type": "auth", "token": "..."} when no token was sent '
             "in the Sec-WebSocket-Protocol header"
         ) from exc
+
+
+async def authenticate_session_socket(
+    websocket: WebSocket, session_id: str, settings: Settings
+) -> tuple[uuid.UUID, str] | None:
+    """Check Host/Origin, accept, and verify the session token; None once the socket is refused
+    (closed with 4404 for an id that is not a UUID, 4401 for a missing or bad token).
+
+    The token comes from the ``Sec-WebSocket-Protocol`` header, a first ``auth`` message, or the
+    deprecated ``?token=`` query parameter (docs/protocol.md, Authentication).
+    """
+    if not await accept_checked(websocket, WebSocketPolicy.from_settings(settings)):
+        return None
+    try:
+        sid = uuid.UUID(session_id)
+    except ValueError:
+        await websocket.close(CLOSE_NOT_FOUND, "the session id is not a UUID")
+        return None
+    try:
+        token = await receive_token(websocket)
+        if token is None:
+            raise TokenError("no session token arrived (docs/protocol.md, Authentication)")
+        verify_token(settings.security.signing_keys(), sid, token, time.time())
+    except AuthMessageError as exc:
+        await websocket.close(CLOSE_TOKEN, str(exc)[:120])
+        return None
+    except TokenError as exc:
+        await websocket.close(CLOSE_TOKEN, exc.message[:120])
+        return None
+    return sid, token

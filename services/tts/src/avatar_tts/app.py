@@ -68,6 +68,8 @@ class SpeechCreate(BaseModel):
     voice: str = "default"
     response_format: AudioFormat = "mp3"
     speed: float = Field(default=1.0, ge=0.25, le=4.0)
+    #: Voice pitch factor (varispeed, avatar_tts.pitch): the reply's emotion (docs/avatar-control.md).
+    pitch: float = Field(default=1.0, ge=0.5, le=2.0)
     language: str | None = None
     reference_audio: str | None = Field(default=None, description="base64 of a WAV/FLAC/MP3/... clip")
     reference_text: str = ""
@@ -217,6 +219,7 @@ def create_app(service: TTSService, *, title: str = "AVATAR TTS") -> FastAPI:
             language=body.language,
             speed=body.speed,
             reference=_reference(body),
+            pitch=body.pitch,
         )
         headers = {
             "X-Sample-Rate": str(utt.sample_rate),

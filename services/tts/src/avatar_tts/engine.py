@@ -36,6 +36,28 @@ class Voice:
 
 
 @dataclass(frozen=True, slots=True)
+class PhonemeSpan:
+    """One phoneme (IPA for the espeak-based voices) and where it sounds in its audio, in seconds."""
+
+    phoneme: str
+    start_s: float
+    end_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class AlignedAudio:
+    """Audio with the engine's phoneme timing (Piper gives it; it drives the avatar's vowels)."""
+
+    audio: FloatAudio
+    phonemes: tuple[PhonemeSpan, ...] = ()
+
+
+def audio_of(item: FloatAudio | AlignedAudio) -> FloatAudio:
+    """The samples of what an engine yielded, with or without phoneme timing."""
+    return item.audio if isinstance(item, AlignedAudio) else item
+
+
+@dataclass(frozen=True, slots=True)
 class Reference:
     """A reference clip for zero-shot cloning: mono float32 samples, their transcript, embedding."""
 
@@ -77,7 +99,7 @@ class Engine(Protocol):
 
     def synthesize(
         self, text: str, voice: Voice, *, language: str, speed: float, reference: Reference | None = None
-    ) -> Iterator[FloatAudio]: ...
+    ) -> Iterator[FloatAudio | AlignedAudio]: ...
 
 
 _LANGUAGE_ALIASES = {

@@ -30,7 +30,17 @@ from circuitbreaker import CircuitBreaker
 
 from avatar_common.text import ClauseChunker, detect_language, has_words, speakable
 from avatar_tts.config import ServiceConfig as ServiceConfig
-from avatar_tts.engine import Engine, FloatAudio, Reference, Tier, Voice, normalize_language
+from avatar_tts.engine import (
+    AlignedAudio,
+    Engine,
+    FloatAudio,
+    PhonemeSpan,
+    Reference,
+    Tier,
+    Voice,
+    audio_of,
+    normalize_language,
+)
 from avatar_tts.errors import (
     InvalidTextError,
     MemoryShortError,
@@ -39,6 +49,7 @@ from avatar_tts.errors import (
 )
 from avatar_tts.lifecycle import MemoryProbe, ModelManager, process_memory_mb
 from avatar_tts.metrics import TTSMetrics
+from avatar_tts.pitch import MAX_PITCH, MIN_PITCH, shift_pitch
 from avatar_tts.voices import SAMPLE_TEXT, Embedder, VoiceMatcher
 
 log = logging.getLogger(__name__)
@@ -171,10 +182,12 @@ class Utterance:
         requested: Tier,
         speed: float,
         started: float,
-        first: list[FloatAudio] | None = None,
+        first: list[FloatAudio | AlignedAudio] | None = None,
         synth_seconds: float = 0.0,
+        pitch: float = 1.0,
     ) -> None:
         self._service = service
+        self._pitch = pitch
         self.plan = plan
         self.requested = requested
         self._source = source
@@ -211,15 +224,20 @@ class Utterance:
         """The tier that actually serves this utterance (``fast`` after a degraded HQ request)."""
         return self.plan.tier
 
-    async def _emit(self, audio: FloatAudio) -> None:
+    async def _emit(self, item: FloatAudio | AlignedAudio) -> None:
+        phonemes = item.phonemes if isinstance(item, AlignedAudio) else ()
+        audio = shift_pitch(audio_of(item), self._pitch)
         if audio.size == 0:
             return
+        if phonemes and self._pitch != 1.0:  # varispeed moves the phonemes with the audio
+            p = self._pitch
+            phonemes = tuple(PhonemeSpan(s.phoneme, s.start_s / p, s.end_s / p) for s in phonemes)
         if self.first_audio_at is None:
             self.first_audio_at = time.perf_counter()
             latency = self.first_audio_at - self._started
             self._service.metrics.latency.labels(mode=self.mode.value).observe(latency)
         self.audio_seconds += audio.size / self.sample_rate
-        await self._queue.put(audio)
+        await self._queue.put(AlignedAudio(audio, phonemes))
 
     async def _produce(self) -> None:
         try:
@@ -247,13 +265,18 @@ class Utterance:
 
     async def chunks(self) -> AsyncIterator[FloatAudio]:
         """Audio as it is synthesized; raises the TTS error that stopped it, if any."""
+        async for item in self.aligned_chunks():
+            yield item.audio
+
+    async def aligned_chunks(self) -> AsyncIterator[AlignedAudio]:
+        """:meth:`chunks` with the engine's phoneme timing, where it gives any."""
         while True:
             item = await self._queue.get()
             if item is _END:
                 return
             if isinstance(item, BaseException):
                 raise item
-            assert isinstance(item, np.ndarray)
+            assert isinstance(item, AlignedAudio)
             yield item
 
     async def aclose(self) -> None:
@@ -440,19 +463,19 @@ class TTSService:
         engine = self.engines[voice.engine]
         lang = voice.languages[0]
         text = SAMPLE_TEXT.get(lang, SAMPLE_TEXT["en"])
-        parts = list(engine.synthesize(text, voice, language=lang, speed=1.0))
+        parts = [audio_of(a) for a in engine.synthesize(text, voice, language=lang, speed=1.0)]
         return np.concatenate(parts), engine.sample_rate
 
     # -- synthesis -------------------------------------------------------------------------------
     async def run_engine(
         self, plan: Plan, text: str, speed: float, cancel: threading.Event
-    ) -> tuple[list[FloatAudio], float]:
+    ) -> tuple[list[FloatAudio | AlignedAudio], float]:
         """Synthesize one clause in a worker thread (bounded); returns arrays and seconds spent."""
 
-        def work() -> tuple[list[FloatAudio], float]:
+        def work() -> tuple[list[FloatAudio | AlignedAudio], float]:
             start = time.perf_counter()
-            out: list[FloatAudio] = []
-            gen: Iterator[FloatAudio] = plan.engine.synthesize(
+            out: list[FloatAudio | AlignedAudio] = []
+            gen: Iterator[FloatAudio | AlignedAudio] = plan.engine.synthesize(
                 text, plan.voice, language=plan.language, speed=speed, reference=plan.reference
             )
             for audio in gen:
@@ -474,8 +497,12 @@ class TTSService:
         language: str | None = None,
         speed: float = 1.0,
         reference: Reference | None = None,
+        pitch: float = 1.0,
     ) -> Utterance:
         """Start an utterance from a whole ``text`` or from ``pieces`` arriving over time.
+
+        ``pitch`` (0.5..2.0) raises or lowers the voice by varispeed (:mod:`avatar_tts.pitch`):
+        the engine runs at ``speed / pitch`` so the duration still follows ``speed``.
 
         Raises:
             InvalidTextError, UnknownVoiceError, UnsupportedLanguageError: bad request.
@@ -484,6 +511,12 @@ class TTSService:
         started = time.perf_counter()
         if not 0.25 <= speed <= 4.0:
             raise InvalidTextError(f"speed must be within 0.25..4.0, got {speed}", code="INVALID_SPEED")
+        if not MIN_PITCH <= pitch <= MAX_PITCH:
+            raise InvalidTextError(
+                f"pitch must be within {MIN_PITCH}..{MAX_PITCH}, got {pitch}", code="INVALID_PITCH"
+            )
+        if pitch != 1.0:
+            speed = min(4.0, max(0.25, speed / pitch))
         if tier not in self.config.tiers:
             raise UnknownVoiceError(f"this instance does not serve the {tier.value} tier")
         if text is not None:
@@ -508,11 +541,12 @@ class TTSService:
                 speed,
                 started,
                 requested=tier,
+                pitch=pitch,
             )
         plan = self.plan(tier, voice=voice, language=language, text=first_clause, reference=reference)
         if plan.tier is Tier.HQ:
-            return await self._start_hq(plan, source, speed, started, text_sample=first_clause)
-        return await self._start(plan, source, speed, started, requested=tier)
+            return await self._start_hq(plan, source, speed, started, text_sample=first_clause, pitch=pitch)
+        return await self._start(plan, source, speed, started, requested=tier, pitch=pitch)
 
     async def _start(
         self,
@@ -522,9 +556,10 @@ class TTSService:
         started: float,
         *,
         requested: Tier,
-        first: list[FloatAudio] | None = None,
+        first: list[FloatAudio | AlignedAudio] | None = None,
         synth_seconds: float = 0.0,
         lease: contextlib.AsyncExitStack | None = None,
+        pitch: float = 1.0,
     ) -> Utterance:
         if lease is None:
             lease = contextlib.AsyncExitStack()
@@ -545,10 +580,18 @@ class TTSService:
             started=started,
             first=first,
             synth_seconds=synth_seconds,
+            pitch=pitch,
         )
 
     async def _start_hq(
-        self, plan: Plan, source: _TextSource, speed: float, started: float, *, text_sample: str
+        self,
+        plan: Plan,
+        source: _TextSource,
+        speed: float,
+        started: float,
+        *,
+        text_sample: str,
+        pitch: float = 1.0,
     ) -> Utterance:
         reason: str | None = None
         if self.breaker.opened:
@@ -567,7 +610,7 @@ class TTSService:
                     # The first clause is synthesized before answering, so that a failing engine is
                     # found out while the fast tier can still take over the whole utterance.
                     clause = await source.next()
-                    arrays: list[FloatAudio] = []
+                    arrays: list[FloatAudio | AlignedAudio] = []
                     seconds = 0.0
                     if clause is not None:
                         arrays, seconds = await self.run_engine(
@@ -582,6 +625,7 @@ class TTSService:
                     first=arrays,
                     synth_seconds=seconds,
                     lease=lease,
+                    pitch=pitch,
                 )
             except MemoryShortError as exc:
                 await lease.aclose()
@@ -605,7 +649,9 @@ class TTSService:
             text=text_sample,
             reference=plan.reference or plan.match,
         )
-        return await self._start(_with_notice(fast, reason), source, speed, started, requested=Tier.HQ)
+        return await self._start(
+            _with_notice(fast, reason), source, speed, started, requested=Tier.HQ, pitch=pitch
+        )
 
     async def health(self) -> dict[str, Any]:
         return {

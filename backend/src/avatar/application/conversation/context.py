@@ -4,13 +4,18 @@ the one way messages reach the client (its :class:`Outbox`). Replies use it as t
 
 from __future__ import annotations
 
+import logging
 import uuid
+from collections.abc import Callable
 
+from avatar.application.avatar.hub import ConversationObserver
 from avatar.application.conversation.events import ErrorMsg, NoticeMsg, Phase, ServerMessage, SessionStateMsg
 from avatar.application.conversation.outbox import Outbox
 from avatar.application.conversation.ports import VoiceResolver
 from avatar.application.ports.tts import VoiceReference
 from avatar.domain.models import TTSMode
+
+log = logging.getLogger(__name__)
 
 
 class SessionContext:
@@ -26,8 +31,10 @@ class SessionContext:
         voice_profile_id: uuid.UUID | None,
         language: str | None,
         turn_count: int,
+        observer: ConversationObserver | None = None,
     ) -> None:
         self.session_id = session_id
+        self._observer = observer
         self.outbox = outbox
         self.tts_mode = tts_mode
         self.voice = voice
@@ -92,6 +99,16 @@ class SessionContext:
         if phase is not self.phase:
             self.phase = phase
             self.outbox.send(self.state_message())
+            self.observe(lambda o: o.phase_changed(self.session_id, phase.value))
+
+    def observe(self, call: Callable[[ConversationObserver], None]) -> None:
+        """Tell the avatar observer (its methods return at once; a failure never ends the turn)."""
+        if self._observer is None:
+            return
+        try:
+            call(self._observer)
+        except Exception:
+            log.exception("session %s: the avatar observer failed", self.session_id)
 
     def notice(self, code: str, message: str) -> None:
         """A notice sent at most once per session (e.g. ``VOICE_SUBSTITUTED``)."""

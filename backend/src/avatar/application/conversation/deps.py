@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from avatar.application.avatar.hub import ConversationObserver
 from avatar.application.conversation.metrics import ConversationMetrics
 from avatar.application.conversation.ports import ReplyEngine, TextChunker, VoiceResolver
 from avatar.application.ports.asr import SpeechRecognizer
@@ -43,3 +44,5 @@ class ConversationDeps:
     chunker_factory: Callable[[], TextChunker]
     config: ConversationConfig = field(default_factory=ConversationConfig)
     voice_resolver: VoiceResolver | None = None
+    #: Avatar hook (docs/avatar-control.md): told of phases, emotion, reply audio, barge-in.
+    observer: ConversationObserver | None = None

@@ -48,7 +48,12 @@ def make_hq_handler(
         session_id, turn_id, profile_id = task.session_id, task.turn_id, task.voice_profile_id
         reference = await voice_resolver(profile_id) if profile_id and voice_resolver else None
         request = SynthesisRequest(
-            text=text, mode=TTSMode.HQ, voice=task.voice, language=task.language, reference=reference
+            text=text,
+            mode=TTSMode.HQ,
+            voice=task.voice,
+            language=task.language,
+            reference=reference,
+            emotion=task.emotion,
         )
         started = clock.monotonic()
         try:

@@ -14,6 +14,7 @@ from avatar.application.tasks import HQTask, ProsodyTask, enqueue
 from avatar.domain.models import (
     AudioChunk,
     ConversationTurn,
+    Emotion,
     SynthesizedAudio,
     Transcription,
     TTSMode,
@@ -162,9 +163,10 @@ class TurnRecorder:
         voice: str | None,
         language: str | None,
         voice_profile_id: uuid.UUID | None,
+        emotion: Emotion = Emotion.NEUTRAL,
     ) -> None:
         """Queue the HQ pass of a finished turn (its ``hq_ready`` reaches the client later)."""
-        task = HQTask(self.session_id, turn_id, text, voice, language, voice_profile_id)
+        task = HQTask(self.session_id, turn_id, text, voice, language, voice_profile_id, emotion)
 
         async def publish() -> None:
             await enqueue(self._queue, task)

@@ -13,8 +13,10 @@ import asyncio
 import enum
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Protocol
 
+from avatar.application.avatar.hub import ConversationObserver
 from avatar.application.brain import EmotionDecided, ReplyEnded
 from avatar.application.conversation.deps import ConversationDeps
 from avatar.application.conversation.events import (
@@ -71,6 +73,8 @@ class ReplyHost(Protocol):
     def error(self, code: str, message: str) -> None: ...
 
     def notice(self, code: str, message: str) -> None: ...
+
+    def observe(self, call: Callable[[ConversationObserver], None]) -> None: ...
 
 
 class StageTimes:
@@ -223,7 +227,12 @@ class Reply:
         clock, host = self.deps.clock, self.host
         clause = self.playout.start_clause(text)
         request = SynthesisRequest(
-            text=text, mode=TTSMode.FAST, voice=host.voice, language=host.language, reference=host.reference
+            text=text,
+            mode=TTSMode.FAST,
+            voice=host.voice,
+            language=host.language,
+            reference=host.reference,
+            emotion=self.emotion,
         )
         t_request = clock.monotonic()
         stream = await self.deps.fast_tts.synthesize(request)
@@ -265,6 +274,8 @@ class Reply:
                 text=clause.text,
             )
         )
+        seq, turn_id = self.seq, self.turn_id
+        self.host.observe(lambda o: o.reply_audio(self.host.session_id, turn_id, seq, chunk))
         self.seq += 1
 
     # --- the end --------------------------------------------------------------------------
@@ -287,7 +298,7 @@ class Reply:
         host = self.host
         if text and host.tts_mode is TTSMode.HQ and self.deps.config.hq_enabled:
             self.recorder.request_hq(
-                self.turn_id, text, host.voice, host.language, self.audio.voice_profile_id
+                self.turn_id, text, host.voice, host.language, self.audio.voice_profile_id, self.emotion
             )
         host.set_phase(Phase.LISTENING)
 
@@ -310,6 +321,7 @@ class Reply:
         interrupted and does nothing.
         """
         self.state = ReplyState.INTERRUPTED
+        self.host.observe(lambda o: o.reply_interrupted(self.host.session_id, self.turn_id))
         if self.task is not None and not self.task.done():
             self.task.cancel()
             done, _ = await asyncio.wait({self.task}, timeout=self.deps.config.barge_in_timeout_s)
@@ -353,3 +365,5 @@ class Reply:
             return
         self.emotion_sent = True
         self.host.send(EmotionMsg(turn_id=self.turn_id, emotion=self.emotion))
+        emotion = self.emotion
+        self.host.observe(lambda o: o.reply_emotion(self.host.session_id, self.turn_id, emotion))

@@ -68,6 +68,7 @@ class ConversationSession:
             voice_profile_id=voice_profile_id,
             language=language or cfg.language,
             turn_count=turn_count,
+            observer=deps.observer,
         )
         self.recorder = TurnRecorder(session_id, deps, report=self.context.error)
         self.writer = self.recorder.writer
@@ -102,6 +103,7 @@ class ConversationSession:
         if self._reply is not None:
             await self._reply.settle()
         await self.writer.aclose()
+        self.context.observe(lambda o: o.session_closed(self.session_id))
 
     @property
     def replying(self) -> bool:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from avatar.application.ports.common import ComponentHealth
-from avatar.domain.models import AudioChunk, TTSMode
+from avatar.domain.models import AudioChunk, Emotion, TTSMode
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +55,9 @@ class SynthesisRequest:
         language: ISO 639-1 code, or None to detect it from the script.
         speed: 0.25..4.0, 1.0 is the voice's natural rate.
         reference: A voice profile: cloned where the engine can, else the closest stock voice.
+        pitch: 0.5..2.0 frequency factor, 1.0 is the voice's own pitch.
+        emotion: The reply's emotion; the voice style for it (persona file) sets speed and pitch
+            (docs/avatar-control.md, "Emotion in the voice").
     """
 
     text: str
@@ -63,6 +66,8 @@ class SynthesisRequest:
     language: str | None = None
     speed: float = 1.0
     reference: VoiceReference | None = None
+    pitch: float = 1.0
+    emotion: Emotion | None = None
 
 
 class SynthesisStream(Protocol):

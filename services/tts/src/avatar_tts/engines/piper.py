@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from avatar_tts.engine import FloatAudio, Reference, Tier, Voice
+from avatar_tts.engine import AlignedAudio, PhonemeSpan, Reference, Tier, Voice
 from avatar_tts.errors import EngineUnavailableError
 
 
@@ -49,14 +49,16 @@ class PiperEngine:
             raise EngineUnavailableError(f"Piper voice model not found at {self._model_path}")
         from piper import PiperVoice
 
-        self._voice = PiperVoice.load(str(self._model_path))
+        # Phoneme timing for the avatar's vowels: the model is patched in memory to expose each
+        # phoneme's sample count (needs the onnx package; without it there is simply no timing).
+        self._voice = PiperVoice.load(str(self._model_path), include_alignments=True)
 
     def unload(self) -> None:
         self._voice = None
 
     def synthesize(
         self, text: str, voice: Voice, *, language: str, speed: float, reference: Reference | None = None
-    ) -> Iterator[FloatAudio]:
+    ) -> Iterator[AlignedAudio]:
         from piper import SynthesisConfig
 
         model = self._voice
@@ -65,5 +67,18 @@ class PiperEngine:
         config = SynthesisConfig(length_scale=1.0 / speed)
         # One ONNX session per voice: piper's phonemizer (espeak) holds global state.
         with self._lock:
-            for chunk in model.synthesize(text, config):
-                yield np.asarray(chunk.audio_float_array, dtype=np.float32)
+            for chunk in model.synthesize(text, config, include_alignments=True):
+                audio = np.asarray(chunk.audio_float_array, dtype=np.float32)
+                yield AlignedAudio(audio, _spans(chunk.phoneme_alignments, self._sample_rate))
+
+
+def _spans(alignments: list[Any] | None, sample_rate: int) -> tuple[PhonemeSpan, ...]:
+    """Piper's per-phoneme sample counts as start/end times."""
+    spans: list[PhonemeSpan] = []
+    position = 0
+    for item in alignments or ():
+        start = position
+        position += int(item.num_samples)
+        if item.phoneme.strip():
+            spans.append(PhonemeSpan(item.phoneme, start / sample_rate, position / sample_rate))
+    return tuple(spans)
