@@ -13,7 +13,7 @@ from avatar.application.ports.clock import Clock
 from avatar.application.ports.notify import ClientNotifier
 from avatar.application.ports.queue import TaskHandler
 from avatar.application.ports.storage import ObjectStore, UnitOfWorkFactory
-from avatar.application.ports.tts import SpeechSynthesizer, SynthesisRequest
+from avatar.application.ports.tts import SpeechSynthesizer, SynthesisRequest, SynthesisStream
 from avatar.application.tasks import HQTask
 from avatar.domain.errors import InvalidInputError
 from avatar.domain.models import AudioChunk, SynthesizedAudio, TTSMode, new_id
@@ -21,6 +21,98 @@ from avatar.domain.storage_keys import synthesized_key
 from avatar.domain.wav import pcm16_wav
 
 log = logging.getLogger(__name__)
+
+
+class HQPass:
+    """The queue handler of :data:`~avatar.application.tasks.HQ_TOPIC`: synthesize the reply in the
+    HQ voice, store ``synthesized/hq/{turn_id}_hq_{ts}.wav``, record the row, and tell the client
+    ``hq_ready`` with a presigned URL (or ``notice`` ``HQ_UNAVAILABLE`` when synthesis fails)."""
+
+    def __init__(
+        self,
+        *,
+        hq_tts: SpeechSynthesizer,
+        object_store: ObjectStore,
+        uow: UnitOfWorkFactory,
+        notifier: ClientNotifier,
+        clock: Clock,
+        voice_resolver: VoiceResolver | None = None,
+    ) -> None:
+        self._tts = hq_tts
+        self._store = object_store
+        self._uow = uow
+        self._notifier = notifier
+        self._clock = clock
+        self._resolve = voice_resolver
+
+    async def __call__(self, payload: dict[str, Any]) -> None:
+        try:
+            task = HQTask.from_payload(payload)
+        except InvalidInputError as exc:
+            # Redelivering a malformed task cannot help: drop it loudly.
+            log.error("dropping HQ task: %s", exc.message)
+            return
+        if not task.text.strip():
+            return
+        started = self._clock.monotonic()
+        pcm, rate, stream = await self._synthesize(task)
+        if pcm:
+            await self._store_and_tell(task, pcm, rate, stream, self._clock.monotonic() - started)
+
+    async def _synthesize(self, task: HQTask) -> tuple[bytes, int, SynthesisStream]:
+        """The whole reply's audio; a failure is told to the client and raised (for redelivery)."""
+        profile_id = task.voice_profile_id
+        reference = await self._resolve(profile_id) if profile_id and self._resolve else None
+        request = SynthesisRequest(
+            text=task.text.strip(),
+            mode=TTSMode.HQ,
+            voice=task.voice,
+            language=task.language,
+            reference=reference,
+            emotion=task.emotion,
+        )
+        try:
+            stream = await self._tts.synthesize(request)
+            try:
+                pcm, rate = await collect(stream.chunks())
+            finally:
+                await stream.aclose()
+        except Exception as exc:
+            log.warning("HQ synthesis of turn %s failed: %s", task.turn_id, exc)
+            notice = NoticeMsg(
+                code="HQ_UNAVAILABLE", message=f"HQ audio is unavailable for now: {exc}", turn_id=task.turn_id
+            )
+            await self._notifier.notify(task.session_id, notice)
+            raise
+        return pcm, rate, stream
+
+    async def _store_and_tell(
+        self, task: HQTask, pcm: bytes, rate: int, stream: SynthesisStream, elapsed_s: float
+    ) -> None:
+        key = synthesized_key(task.turn_id, TTSMode.HQ, self._clock.now())
+        url = await self._store.put(key, pcm16_wav(pcm, rate), "audio/wav")
+        duration_s = len(pcm) / 2 / rate
+        row = SynthesizedAudio(
+            audio_id=new_id(),
+            turn_id=task.turn_id,
+            mode=TTSMode.HQ,
+            audio_url=url,
+            duration_sec=duration_s,
+            synthesis_time_ms=elapsed_s * 1000.0,
+            voice_profile_id=task.voice_profile_id,
+            engine=stream.engine,
+            voice=stream.voice,
+        )
+        async with self._uow() as tx:
+            await tx.synthesized.add(row)
+            await tx.commit()
+        message = HqReadyMsg(
+            turn_id=task.turn_id,
+            url=await self._store.presigned_url(key),
+            duration_ms=round(duration_s * 1000.0, 1),
+            notice=stream.notice or None,
+        )
+        await self._notifier.notify(task.session_id, message)
 
 
 def make_hq_handler(
@@ -32,75 +124,15 @@ def make_hq_handler(
     clock: Clock,
     voice_resolver: VoiceResolver | None = None,
 ) -> TaskHandler:
-    """A queue handler: synthesize, store ``synthesized/hq/{turn_id}_hq_{ts}.wav``, record the row,
-    tell the client ``hq_ready`` with a presigned URL (or ``notice`` ``HQ_UNAVAILABLE`` on failure)."""
-
-    async def handle(payload: dict[str, Any]) -> None:
-        try:
-            task = HQTask.from_payload(payload)
-        except InvalidInputError as exc:
-            # Redelivering a malformed task cannot help: drop it loudly.
-            log.error("dropping HQ task: %s", exc.message)
-            return
-        text = task.text.strip()
-        if not text:
-            return
-        session_id, turn_id, profile_id = task.session_id, task.turn_id, task.voice_profile_id
-        reference = await voice_resolver(profile_id) if profile_id and voice_resolver else None
-        request = SynthesisRequest(
-            text=text,
-            mode=TTSMode.HQ,
-            voice=task.voice,
-            language=task.language,
-            reference=reference,
-            emotion=task.emotion,
-        )
-        started = clock.monotonic()
-        try:
-            stream = await hq_tts.synthesize(request)
-            try:
-                pcm, rate = await collect(stream.chunks())
-            finally:
-                await stream.aclose()
-        except Exception as exc:
-            log.warning("HQ synthesis of turn %s failed: %s", turn_id, exc)
-            await notifier.notify(
-                session_id,
-                NoticeMsg(
-                    code="HQ_UNAVAILABLE", message=f"HQ audio is unavailable for now: {exc}", turn_id=turn_id
-                ),
-            )
-            raise
-        if not pcm:
-            return
-        elapsed_ms = (clock.monotonic() - started) * 1000.0
-        key = synthesized_key(turn_id, TTSMode.HQ, clock.now())
-        url = await object_store.put(key, pcm16_wav(pcm, rate), "audio/wav")
-        duration_s = len(pcm) / 2 / rate
-        async with uow() as tx:
-            await tx.synthesized.add(
-                SynthesizedAudio(
-                    audio_id=new_id(),
-                    turn_id=turn_id,
-                    mode=TTSMode.HQ,
-                    audio_url=url,
-                    duration_sec=duration_s,
-                    synthesis_time_ms=elapsed_ms,
-                    voice_profile_id=profile_id,
-                    engine=stream.engine,
-                    voice=stream.voice,
-                )
-            )
-            await tx.commit()
-        message = HqReadyMsg(
-            turn_id=turn_id,
-            url=await object_store.presigned_url(key),
-            duration_ms=round(duration_s * 1000.0, 1),
-            notice=stream.notice or None,
-        )
-        await notifier.notify(session_id, message)
-
-    return handle
+    """The HQ pass as a queue handler (see :class:`HQPass`)."""
+    return HQPass(
+        hq_tts=hq_tts,
+        object_store=object_store,
+        uow=uow,
+        notifier=notifier,
+        clock=clock,
+        voice_resolver=voice_resolver,
+    )
 
 
 async def collect(iterator: AsyncIterator[AudioChunk]) -> tuple[bytes, int]:
