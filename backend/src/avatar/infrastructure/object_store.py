@@ -75,6 +75,12 @@ class UrlSigner:
     def sign(self, key: str, expires: int) -> str:
         return self._sign(self._secret, key, expires)
 
+    def url(self, base_url: str, key: str, expires: timedelta) -> str:
+        """``{base_url}/api/v1/objects/{key}?expires=..&sig=..`` valid for ``expires``."""
+        validate_key(key)
+        deadline = int(time.time()) + _expiry_seconds(expires)
+        return f"{base_url}{OBJECTS_ROUTE}{quote(key)}?expires={deadline}&sig={self.sign(key, deadline)}"
+
     def verify(self, key: str, expires: int, signature: str, now: float | None = None) -> None:
         """Raise ``InvalidInputError`` (code ``URL_EXPIRED`` or ``BAD_SIGNATURE``) unless valid."""
         if not any(hmac.compare_digest(self._sign(k, key, expires), signature) for k in self._accepted):
@@ -177,10 +183,7 @@ class FilesystemObjectStore:
         return sorted(keys)
 
     async def presigned_url(self, key: str, expires: timedelta = timedelta(hours=1)) -> str:
-        validate_key(key)
-        deadline = int(time.time()) + _expiry_seconds(expires)
-        sig = self.signer.sign(key, deadline)
-        return f"{self._base_url}{OBJECTS_ROUTE}{quote(key)}?expires={deadline}&sig={sig}"
+        return self.signer.url(self._base_url, key, expires)
 
     def verify_signature(self, key: str, expires: int, signature: str) -> None:
         """Check a presigned URL's parts (used by ``GET /api/v1/objects/{key}``)."""
@@ -443,10 +446,7 @@ class EncryptingObjectStore:
         return await self.inner.list_keys(prefix)
 
     async def presigned_url(self, key: str, expires: timedelta = timedelta(hours=1)) -> str:
-        validate_key(key)
-        deadline = int(time.time()) + _expiry_seconds(expires)
-        sig = self.signer.sign(key, deadline)
-        return f"{self._base_url}{OBJECTS_ROUTE}{quote(key)}?expires={deadline}&sig={sig}"
+        return self.signer.url(self._base_url, key, expires)
 
     def verify_signature(self, key: str, expires: int, signature: str) -> None:
         """Check a presigned URL's parts (used by ``GET /api/v1/objects/{key}``)."""

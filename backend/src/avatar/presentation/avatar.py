@@ -101,10 +101,7 @@ async def avatar_stream(websocket: WebSocket, session_id: str) -> None:
     token forms as ``/ws/{session_id}`` (docs/protocol.md, Authentication)."""
     settings: Settings = websocket.app.state.settings
     services: Services = websocket.app.state.services
-    try:
-        authenticated = await authenticate_session_socket(websocket, session_id, settings)
-    except WebSocketDisconnect:
-        return
+    authenticated = await authenticate_session_socket(websocket, session_id, settings)
     if authenticated is None:
         return
     sid, _token = authenticated

@@ -225,10 +225,7 @@ async def conversation(websocket: WebSocket, session_id: str) -> None:
     settings: Settings = app.state.settings
     services: Services = app.state.services
     manager = services.sessions
-    try:
-        authenticated = await authenticate_session_socket(websocket, session_id, settings)
-    except WebSocketDisconnect:
-        return
+    authenticated = await authenticate_session_socket(websocket, session_id, settings)
     if authenticated is None:
         return
     sid, token = authenticated

@@ -185,7 +185,8 @@ async def authenticate_session_socket(
     websocket: WebSocket, session_id: str, settings: Settings
 ) -> tuple[uuid.UUID, str] | None:
     """Check Host/Origin, accept, and verify the session token; None once the socket is refused
-    (closed with 4404 for an id that is not a UUID, 4401 for a missing or bad token).
+    (closed with 4404 for an id that is not a UUID, 4401 for a missing or bad token) or when the
+    client went away during the handshake.
 
     The token comes from the ``Sec-WebSocket-Protocol`` header, a first ``auth`` message, or the
     deprecated ``?token=`` query parameter (docs/protocol.md, Authentication).
@@ -202,6 +203,8 @@ async def authenticate_session_socket(
         if token is None:
             raise TokenError("no session token arrived (docs/protocol.md, Authentication)")
         verify_token(settings.security.signing_keys(), sid, token, time.time())
+    except WebSocketDisconnect:
+        return None
     except AuthMessageError as exc:
         await websocket.close(CLOSE_TOKEN, str(exc)[:120])
         return None
