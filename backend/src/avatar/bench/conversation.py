@@ -2,9 +2,12 @@
 instant engine set (``avatar.infrastructure.instant``), both through a real uvicorn server and
 real WebSocket clients.
 
-Voice-to-voice = end of the user's speech (the client sends its last speech chunk) -> the first
-reply audio chunk read by the client. The client streams like a microphone: speech in 100 ms
-chunks at real time, then silence until the reply is complete.
+Voice-to-voice = the clip's last speech sample -> the first reply audio chunk read by the client.
+The client behaves like a live microphone: each 100 ms chunk is sent once it has been "recorded"
+(at the end of its 100 ms, not the start), then microphone silence; it listens to each reply to its
+end (the reply's audio duration after its first chunk, as a player would) before speaking again.
+Timing from the clip's last speech sample rather than its last chunk counts the clip's own trailing
+silence as part of the wait, as a person hears it.
 
 The per-stage breakdown comes from the server's turn record (``turn_completed.latency_ms``):
 ``endpoint`` (silence the VAD waited for) + ``asr_final`` (final decode) + ``first_clause`` (final
@@ -18,14 +21,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import statistics
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from avatar.bench import live
 from avatar.bench.report import median, percentile, table, write_section
 from avatar.settings import Settings
+
+if TYPE_CHECKING:
+    from avatar.bootstrap import Container
 
 #: Stages that add up to the voice-to-voice path (``llm_ttft`` lies inside ``first_clause``).
 PATH_STAGES = ("endpoint", "asr_final", "first_clause", "tts_first_chunk")
@@ -42,6 +53,9 @@ CAPACITY_NOTE = (
 class TurnResult:
     total_ms: float
     stages: dict[str, float]
+    final_text: str = ""
+    reference: str = ""
+    reply_audio_ms: float = 0.0
 
     @property
     def overhead_ms(self) -> float:
@@ -70,31 +84,50 @@ async def _microphone_silence(client: live.Client) -> None:
         await client.send_audio(silence)
 
 
-async def _speak_and_wait(client: live.Client, pcm: bytes, timeout_s: float) -> TurnResult:
-    """Stream one utterance at real time, keep the microphone open, time the first reply audio."""
+def last_speech_ms(pcm: bytes, sample_rate: int = 16000, frame_ms: int = 10) -> float:
+    """Where the clip's speech ends: the end of its last 10 ms frame louder than a tenth of the
+    loudest frame's RMS (clips carry trailing silence that a person waits through too)."""
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
+    n = sample_rate * frame_ms // 1000
+    frames = samples[: len(samples) // n * n].reshape(-1, n)
+    if not len(frames):
+        return 0.0
+    rms = np.sqrt((frames**2).mean(axis=1))
+    loud = np.nonzero(rms > max(0.1 * float(rms.max()), 100.0))[0]
+    return float((loud[-1] + 1) * frame_ms) if len(loud) else 0.0
+
+
+async def _speak_and_wait(
+    client: live.Client, pcm: bytes, timeout_s: float, reference: str = ""
+) -> TurnResult:
+    """Stream one utterance like a live microphone, keep the microphone open, time the first reply
+    audio from the last speech sample, and listen to the reply to its end."""
     loop = asyncio.get_running_loop()
     step = 16000 * CHUNK_MS // 1000 * 2
-    starts = list(range(0, len(pcm), step))
-    next_at = loop.time()
-    speech_end = next_at
-    for i, start in enumerate(starts):
+    t0 = loop.time()
+    for i, start in enumerate(range(0, len(pcm), step)):
+        await asyncio.sleep(max(0.0, t0 + (i + 1) * CHUNK_MS / 1000.0 - loop.time()))  # recorded
         await client.send_audio(pcm[start : start + step], 16000, timestamp=i * CHUNK_MS)
-        speech_end = loop.time()
-        next_at += CHUNK_MS / 1000.0
-        if i < len(starts) - 1:
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
+    speech_end = t0 + last_speech_ms(pcm) / 1000.0
     mic = asyncio.create_task(_microphone_silence(client))
     turn_id: str | None = None
     first_audio: float | None = None
+    played_until = 0.0
+    final_text = ""
     try:
         async with asyncio.timeout(timeout_s):
             while True:
                 message = await client.recv()
                 kind = message["type"]
-                if kind == "turn_started" and turn_id is None:
+                if kind == "transcription_final":
+                    final_text = str(message.get("text", ""))
+                elif kind == "turn_started" and turn_id is None:
                     turn_id = message["turn_id"]
-                elif kind == "audio_chunk" and message.get("turn_id") == turn_id and first_audio is None:
-                    first_audio = loop.time()
+                elif kind == "audio_chunk" and message.get("turn_id") == turn_id:
+                    now = loop.time()
+                    first_audio = first_audio or now
+                    # a gapless player: each chunk starts when it arrives or when the last one ends
+                    played_until = max(played_until, now) + float(message["duration_ms"]) / 1000.0
                 elif kind == "interrupted" and message.get("turn_id") == turn_id:
                     raise RuntimeError(f"the reply was interrupted (heard {message.get('heard_text')!r})")
                 elif kind == "error":
@@ -103,20 +136,30 @@ async def _speak_and_wait(client: live.Client, pcm: bytes, timeout_s: float) -> 
                     if first_audio is None:
                         raise RuntimeError("the turn completed without audio")
                     stages = {k: float(v) for k, v in message["latency_ms"].items()}
-                    return TurnResult((first_audio - speech_end) * 1000.0, stages)
+                    await asyncio.sleep(max(0.0, played_until - loop.time()))  # listen to the end
+                    return TurnResult(
+                        (first_audio - speech_end) * 1000.0,
+                        stages,
+                        final_text,
+                        reference,
+                        (played_until - first_audio) * 1000.0,
+                    )
     finally:
         mic.cancel()
         await asyncio.gather(mic, return_exceptions=True)
 
 
-async def _conversation(base: str, clips: Sequence[bytes], tally: Tally, timeout_s: float) -> None:
+async def _conversation(
+    base: str, clips: Sequence[bytes], tally: Tally, timeout_s: float, references: Sequence[str] = ()
+) -> None:
     """One session, one turn per clip (the history grows as in a real conversation)."""
     created = await live.create_session(base)
     async with live.Client.connect(created["ws_url"]) as client:
         await client.until_type("session_state")
-        for pcm in clips:
+        for i, pcm in enumerate(clips):
+            reference = references[i] if i < len(references) else ""
             try:
-                tally.turns.append(await _speak_and_wait(client, pcm, timeout_s))
+                tally.turns.append(await _speak_and_wait(client, pcm, timeout_s, reference))
             except Exception as exc:
                 tally.failed.append(f"{type(exc).__name__}: {exc}")
                 return
@@ -270,48 +313,177 @@ async def _capacity(levels: Sequence[int]) -> list[tuple[int, Tally]]:
     return rows
 
 
-async def _real(settings: Settings, turns: int, per_session: int, barge_trials: int) -> tuple[Tally, BargeIn]:
+@dataclass
+class Floor:
+    """Each stage of the voice-to-voice path alone on idle cores, ms (medians over the clips)."""
+
+    endpoint_ms: float
+    whisper_ms: float
+    first_clause_ms: float
+    tts_first_chunk_ms: float
+
+    @property
+    def total_ms(self) -> float:
+        return self.endpoint_ms + self.whisper_ms + self.first_clause_ms + self.tts_first_chunk_ms
+
+
+@dataclass
+class RealRun:
+    tally: Tally
+    barge: BargeIn
+    floor: Floor
+    rss_mb: float
+
+
+def stack_rss_mb() -> float:
+    """Resident memory of this process and every child it started (llama.cpp server, workers)."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0
+    for proc in [me, *me.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            total += proc.memory_info().rss
+    return total / 2**20
+
+
+async def _floor(container: Container, clips: Sequence[bytes], texts: Sequence[str]) -> Floor:
+    """One Whisper call on the utterance, the model's first clause and the fast voice's first chunk,
+    each alone and in turn (nothing else runs), plus the endpoint's minimum silence."""
+    from avatar.application.ports.llm import ChatMessage
+    from avatar.application.ports.tts import SynthesisRequest
+    from avatar.domain.models import TTSMode
+    from avatar_common.text import ClauseChunker
+
+    settings = container.settings
+    whisper, clause_ms, tts_ms = [], [], []
+    for pcm, text in zip(clips, texts, strict=False):
+        speech = pcm[: int(last_speech_ms(pcm) * 16) * 2]
+        t = time.perf_counter()
+        await container.recognizer.transcribe(speech, 16000, language=settings.asr.language)
+        whisper.append((time.perf_counter() - t) * 1000.0)
+        chunker = ClauseChunker()
+        t = time.perf_counter()
+        first = ""
+        stream = container.chat_model.stream_chat(
+            [ChatMessage("user", text)], max_tokens=settings.llm.max_tokens
+        )
+        async for token in stream:
+            clauses = chunker.feed(token)
+            if clauses:
+                first = clauses[0]
+                break
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        clause_ms.append((time.perf_counter() - t) * 1000.0)
+        t = time.perf_counter()
+        synth = await container.fast_tts.synthesize(
+            SynthesisRequest(text=first or text, mode=TTSMode.FAST, language=settings.asr.language)
+        )
+        try:
+            async for _chunk in synth.chunks():
+                break
+        finally:
+            await synth.aclose()
+        tts_ms.append((time.perf_counter() - t) * 1000.0)
+    return Floor(
+        float(settings.asr.min_silence_ms),
+        statistics.median(whisper),
+        statistics.median(clause_ms),
+        statistics.median(tts_ms),
+    )
+
+
+async def _real(settings: Settings, turns: int, barge_trials: int) -> RealRun:
     from avatar.bench.speech import load_librivox
     from avatar.bootstrap import build_container
     from avatar.presentation.app import create_app
 
-    clips = [c.pcm for c in load_librivox()]
-    if not clips:
+    loaded = load_librivox()
+    if not loaded:
         raise RuntimeError("pocketsphinx-testdata (LibriVox clips) is not installed")
+    clips = [c.pcm for c in loaded]
+    texts = [c.transcript for c in loaded]
     tmp = Path(tempfile.mkdtemp(prefix="avatar-bench-"))
     settings.object_store.kind = "filesystem"
     settings.object_store.root = tmp / "objects"
-    settings.llm.max_tokens = 40
     settings.asr.language = settings.asr.language or "en"
-    settings.conversation.max_sessions = max(settings.conversation.max_sessions, turns)
+    settings.conversation.max_sessions = max(settings.conversation.max_sessions, 2)
     container = await build_container(settings)
     tally = Tally()
     try:
         async with live.running_server(create_app(settings, container)) as base:
-            for first in range(0, turns, per_session):
-                batch = [clips[i % len(clips)] for i in range(first, min(turns, first + per_session))]
-                await _conversation(base, batch, tally, 180)
+            # one conversation of `turns` turns, so the history grows as it does for a person
+            order = [i % len(clips) for i in range(turns)]
+            await _conversation(base, [clips[i] for i in order], tally, 180, [texts[i] for i in order])
+            rss = stack_rss_mb()
             barge = await _barge_in(base, clips, barge_trials)
+        floor = await _floor(container, clips, texts)
     finally:
         await container.aclose()
-    return tally, barge
+    return RealRun(tally, barge, floor, rss)
+
+
+def _wer(turns: Sequence[TurnResult]) -> float:
+    import jiwer
+
+    pairs = [(t.reference, t.final_text) for t in turns if t.reference]
+    if not pairs:
+        return float("nan")
+
+    def norm(text: str) -> str:
+        return " ".join("".join(c for c in text.lower() if c.isalnum() or c.isspace() or c == "'").split())
+
+    return float(jiwer.wer([norm(r) for r, _ in pairs], [norm(h) or "-" for _, h in pairs])) * 100.0
 
 
 def _row(name: str, values: Sequence[float]) -> list[object]:
     return [name, len(values), median(values), percentile(values, 50), percentile(values, 95)]
 
 
-def _real_section(tally: Tally) -> str:
+def _real_section(run: RealRun) -> str:
+    tally, floor = run.tally, run.floor
     rows = [_row("voice-to-voice (client)", tally.totals())]
     rows += [_row(stage, tally.stage(stage)) for stage in REPORTED]
     rows.append(_row("orchestration overhead", tally.overheads()))
+    rows.append(_row("reply audio length", [t.reply_audio_ms for t in tally.turns]))
     text = (
-        f"Voice-to-voice latency over {len(tally.turns)} turns with real models (LibriVox speech "
-        "streamed at real time, then microphone silence; end of speech -> first reply audio chunk "
-        "at the client), ms. Stages from the turn records; overhead = total - (endpoint + "
-        "asr_final + first_clause + tts_first_chunk); `e2e` is the server's own view.\n\n"
+        f"Voice-to-voice latency over {len(tally.turns)} turns of one conversation with real models "
+        "(LibriVox speech sent like a live microphone, each 100 ms chunk once recorded, then "
+        "microphone silence; each reply listened to its end; timed from the clip's last speech "
+        "sample to the first reply audio chunk at the client), ms. Stages from the turn records; "
+        "overhead = total - (endpoint + asr_final + first_clause + tts_first_chunk); `e2e` is the "
+        "server's own view.\n\n"
     )
     text += table(["measure", "n", "median", "P50", "P95"], rows)
+    p50 = percentile(tally.totals(), 50)
+    overhead = median(tally.overheads())
+    text += (
+        f"\n\nWER of the final transcripts against the clips' references: {_wer(tally.turns):.1f} %. "
+        f"Orchestration overhead: {overhead:.0f} ms median, "
+        f"{100.0 * overhead / p50 if p50 else float('nan'):.1f} % of the P50 total. "
+        f"Resident memory of the embedded stack (orchestrator + llama.cpp server + workers): "
+        f"{run.rss_mb:.0f} MiB."
+    )
+    floor_rows = [
+        ["endpoint minimum silence", floor.endpoint_ms],
+        ["one Whisper call on the utterance", floor.whisper_ms],
+        ["the model's first clause", floor.first_clause_ms],
+        ["fast voice's first chunk", floor.tts_first_chunk_ms],
+        ["sum (the floor)", floor.total_ms],
+    ]
+    text += (
+        "\n\nThe floor: each stage alone on idle cores, median over the clips, ms "
+        f"(voice-to-voice P50 / floor = {p50 / floor.total_ms if floor.total_ms else float('nan'):.2f}):"
+        "\n\n" + table(["stage", "ms"], floor_rows)
+    )
+    by_turn = [[i + 1, t.stages.get("llm_ttft", float("nan")), t.total_ms] for i, t in enumerate(tally.turns)]
+    text += (
+        "\n\nFirst-token latency by turn number (the prompt grows with the history; the model "
+        "server's prompt cache should keep it flat), ms:\n\n"
+        + table(["turn", "llm_ttft", "voice-to-voice"], by_turn)
+    )
     if tally.failed:
         text += f"\n\nFailed turns: {len(tally.failed)} ({'; '.join(sorted(set(tally.failed)))[:300]})."
     return text
@@ -361,14 +533,14 @@ def main(settings: Settings, quick: bool) -> int:
     levels = (1, 5, 10) if quick else (1, 5, 10, 20)
     parts = []
     try:
-        tally, barge = asyncio.run(_real(settings, turns, per_session=5, barge_trials=6 if quick else 10))
+        run = asyncio.run(_real(settings, turns, barge_trials=6 if quick else 10))
     except Exception as exc:
         print(f"voice-to-voice with real models skipped: {type(exc).__name__}: {exc}")
         parts.append(f"Voice-to-voice with real models: not measured ({type(exc).__name__}: {exc}).")
     else:
-        parts.append(_real_section(tally))
+        parts.append(_real_section(run))
         print(parts[-1])
-        parts.append(_barge_in_section(barge))
+        parts.append(_barge_in_section(run.barge))
         print(parts[-1])
     parts.append(_capacity_section(asyncio.run(_capacity(levels))))
     print(parts[-1])

@@ -1,0 +1,45 @@
+"""The conversation benchmark's own arithmetic: where a clip's speech ends, and the finals' WER."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from avatar.bench.conversation import TurnResult, _wer, last_speech_ms
+from avatar.bench.speech import load_librivox
+
+
+def _pcm(*parts: tuple[float, float]) -> bytes:
+    """PCM16 at 16 kHz from (seconds, amplitude) parts of a 220 Hz tone (amplitude 0: silence)."""
+    out = []
+    for seconds, amplitude in parts:
+        t = np.arange(int(16000 * seconds)) / 16000
+        out.append((amplitude * np.sin(2 * np.pi * 220 * t)).astype("<i2"))
+    return np.concatenate(out).tobytes()
+
+
+def test_speech_ends_at_the_last_loud_frame_not_at_the_clip_end() -> None:
+    assert last_speech_ms(_pcm((0.2, 0), (1.0, 8000), (0.7, 0))) == 1200.0
+    # a faint tail (breath, room noise) under a tenth of the loudest frame is not speech
+    assert last_speech_ms(_pcm((1.0, 8000), (0.3, 300), (0.2, 0))) == 1000.0
+    assert last_speech_ms(_pcm((0.5, 0))) == 0.0
+    assert last_speech_ms(b"") == 0.0
+
+
+def test_real_clips_end_before_their_trailing_silence() -> None:
+    clips = load_librivox()
+    assert clips, "pocketsphinx-testdata provides the LibriVox clips"
+    for clip in clips:
+        end = last_speech_ms(clip.pcm)
+        assert 0.5 * clip.duration_s * 1000 < end <= clip.duration_s * 1000
+
+
+def test_wer_of_finals_ignores_case_and_punctuation() -> None:
+    turns = [
+        TurnResult(1.0, {}, "It was the best of times.", "it was the best of times"),
+        TurnResult(1.0, {}, "it was the worst", "it was the worst of times"),
+        TurnResult(1.0, {}, "no reference", ""),
+    ]
+    assert math.isclose(_wer(turns), 2 / 12 * 100)
+    assert math.isnan(_wer([]))
