@@ -109,7 +109,8 @@ async def test_the_fallback_never_enters_the_history_the_model_is_prompted_with(
     assert not any(apologies[0][:20] in m.content for m in prompt)
     # a brain restored from the stored turns (which keep what was heard) leaves it out as well
     restored = await ConversationBrain.restore(brain.session_id, chat, FakeTextEmbedder(), db, PERSONA, TINY)
-    assert [(t.user, t.assistant) for t in restored.history][:2] == [("Hi there!", ""), ("Are you there?", "")]
+    window = [(t.user, t.assistant) for t in restored.history]
+    assert window[:2] == [("Hi there!", ""), ("Are you there?", "")]
     assert restored.history[2].assistant == "Back again, nice to hear you."
     await brain.wait_idle()
     remembered = [m[3] for m in db.tables.memories]
