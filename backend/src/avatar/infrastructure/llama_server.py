@@ -174,6 +174,24 @@ class LlamaServerChild:
             alias=self._alias,
             ready_timeout_s=self._ready_timeout_s,
         )
+        await self._warm_up()
+
+    async def _warm_up(self) -> None:
+        """One token of a tiny chat: the first request of a fresh server pays for setting up the
+        chat template and faulting in the weights, so no listener's turn does."""
+        body = {
+            "model": self._alias,
+            "messages": [{"role": "user", "content": "Hi"}],
+            "max_tokens": 1,
+        }
+        try:
+            async with httpx.AsyncClient(timeout=self._ready_timeout_s) as client:
+                response = await client.post(f"{self.base_url}/chat/completions", json=body)
+        except httpx.HTTPError as exc:
+            log.warning("llama.cpp server warm-up failed: %s: %s", type(exc).__name__, exc)
+            return
+        if response.status_code != 200:
+            log.warning("llama.cpp server warm-up answered HTTP %d", response.status_code)
 
     async def wait(self) -> str:
         server = self.server

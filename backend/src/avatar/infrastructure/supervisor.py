@@ -172,15 +172,15 @@ class Supervisor:
                     log.error("supervised %s did not come back: %s", self.name, self.last_error)
                     continue
                 break
-            self._running()
-            log.warning("supervised %s is running again", self.name)
-            for callback in self._callbacks:
+            for callback in self._callbacks:  # adapters first, so "running" means usable
                 try:
                     result = callback()
                     if inspect.isawaitable(result):
                         await result
                 except Exception:
                     log.exception("a restart callback of %s failed", self.name)
+            self._running()
+            log.warning("supervised %s is running again", self.name)
 
     @property
     def failing(self) -> bool:
@@ -204,6 +204,7 @@ class Supervisor:
             ok,
             detail,
             {
+                "pid": getattr(self.child, "pid", None),
                 "state": self.state.value,
                 "restarts": self.restarts,
                 "consecutive_failures": self.consecutive_failures,
