@@ -95,9 +95,7 @@ async def test_killing_the_llm_server_mid_conversation(stack: tuple[str, Contain
         started = await client.until_type("turn_started")
         await client.until(lambda m: m["type"] == "llm_token" and m.get("turn_id") == started["turn_id"])
         os.kill(int(before["process"]["pid"]), signal.SIGKILL)
-        await client.until(
-            lambda m: m["type"] == "turn_completed" and m["turn_id"] == started["turn_id"], 60
-        )
+        await client.until(lambda m: m["type"] == "turn_completed" and m["turn_id"] == started["turn_id"], 60)
         down = await llm_health(http)
         if not down["ok"]:  # caught before the restart finished: health and breaker agree
             assert down["breaker"] == "open"
