@@ -32,6 +32,9 @@ async def test_a_killed_embedded_server_is_restarted_and_served_again_at_once() 
         model = await build_chat_model(settings, stack)
         assert isinstance(model, OpenAIChatModel) and model.slots.size == 1
         assert [t async for t in model.stream_chat(HELLO, max_tokens=8)]
+        started = time.monotonic()
+        assert [t async for t in model.stream_chat(HELLO, max_tokens=8)]
+        normal_s = time.monotonic() - started  # a warm request on this machine right now
         health = await model.health()
         process = health.extra["process"]
         assert health.ok and isinstance(process, dict) and process["state"] == "running"
@@ -56,7 +59,8 @@ async def test_a_killed_embedded_server_is_restarted_and_served_again_at_once() 
         back_at = time.monotonic()
         tokens = [t async for t in model.stream_chat(HELLO, max_tokens=8)]
         assert tokens and "".join(tokens).strip()
-        assert time.monotonic() - back_at < 5.0
+        # 5 s on an idle machine; a loaded test machine is allowed twice a normal request there
+        assert time.monotonic() - back_at < max(5.0, 2 * normal_s)
         assert model.breaker.closed
         after = await model.health()
         assert after.ok and after.extra["breaker"] == "closed"

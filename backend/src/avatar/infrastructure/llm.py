@@ -288,10 +288,10 @@ class OpenAIChatModel:
         if process is not None:
             extra["process"] = {"ok": process.ok, "detail": process.detail, **process.extra}
         try:
-            response = await self._client.get(f"{self.base_url}/models", headers=self._headers(), timeout=2.0)
+            response = await self._probe()
         except httpx.HTTPError as exc:
             if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-                _trip(self.breaker)
+                _trip(self.breaker)  # nothing listens: a slow or busy server is not tripped
             detail = f"unreachable: {type(exc).__name__}"
             if process is not None and not process.ok:
                 detail += f"; process {process.detail}"
@@ -303,6 +303,15 @@ class OpenAIChatModel:
         if process is not None and not process.ok:
             detail += f", process {process.detail}"
         return ComponentHealth(self._name, ok, detail, self._state(extra))
+
+    async def _probe(self) -> httpx.Response:
+        url = f"{self.base_url}/models"
+        try:
+            return await self._client.get(url, headers=self._headers(), timeout=2.0)
+        except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
+            # A pooled connection to a server that has since died; a fresh one tells whether
+            # anything listens now.
+            return await self._client.get(url, headers=self._headers(), timeout=2.0)
 
     def _state(self, extra: dict[str, object]) -> dict[str, object]:
         return {
