@@ -457,6 +457,21 @@ class LLMSettings(BaseModel):
     breaker_recovery_s: float = Field(
         default=30.0, description="Seconds the breaker stays open before one trial request (half-open)."
     )
+    slots: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Chat requests sent to the model at once; more wait in line, first come first served. "
+            "0: 1 for the embedded server (it generates one reply at a time), unlimited for `remote`."
+        ),
+    )
+    queue_timeout_s: float = Field(
+        default=20.0,
+        gt=0,
+        description=(
+            "Seconds a chat request may wait for a free slot; past that the turn is answered `BUSY`."
+        ),
+    )
     history_keep_tokens: int = _shared(
         BrainConfig,
         "history_keep_tokens",

@@ -593,6 +593,20 @@ async def test_the_fallback_reply_for_an_unreachable_model_is_announced() -> Non
     await session.aclose()
 
 
+async def test_a_model_too_busy_to_answer_in_time_is_a_busy_notice_not_unavailable() -> None:
+    rig = Rig()
+    rig.chat.fail_with = ChatModelError(ChatErrorKind.BUSY, "no model slot became free within 20 s")
+    session = await rig.session()
+    await session.text_input("are you there?")
+    messages = await rig.until(session, is_type("turn_completed"))
+    started = next(m for m in messages if m["type"] == "turn_started")
+    codes = [m["code"] for m in messages if m["type"] == "notice"]
+    assert codes == ["BUSY"]
+    busy = next(m for m in messages if m["type"] == "notice")
+    assert busy["turn_id"] == started["turn_id"]
+    await session.aclose()
+
+
 async def test_a_normal_reply_has_no_unavailable_notice() -> None:
     rig = Rig()
     session = await rig.session()

@@ -90,7 +90,36 @@ async def test_a_reply_with_nothing_speakable_falls_back_instead_of_silence(raw:
     assert isinstance(end, ReplyEnded) and end.fallback and end.error is None
     spoken = "".join(e.text for e in events if isinstance(e, TextDelta))
     assert spoken == end.text and end.text and "[" not in end.text and "think" not in end.text
-    assert brain.history[-1].assistant == end.text  # what the user heard is what history keeps
+    # the listener heard the fallback, but the window does not present it as the model's words
+    assert brain.history[-1].user == "Hello!" and brain.history[-1].assistant == ""
+
+
+async def test_the_fallback_never_enters_the_history_the_model_is_prompted_with() -> None:
+    down = ChatModelError(ChatErrorKind.REFUSED, "connection refused")
+    chat = FakeChatModel(["[happy] Back again, nice to hear you."], fail_with=down)
+    db = FakeDatabase()
+    brain = make(chat, db)
+    apologies = []
+    for text in ("Hi there!", "Are you there?"):
+        end = (await converse(brain, db, text))[-1]
+        assert isinstance(end, ReplyEnded) and end.fallback
+        apologies.append(end.text)
+    brain.record_interrupted(apologies[-1][:12] + "...")  # barge-in over the fallback
+    chat.fail_with = None  # the model is back
+    events = await converse(brain, db, "Now?")
+    assert not events[-1].fallback  # type: ignore[union-attr]
+    prompt = chat.calls[-1]
+    assert [m.content for m in prompt if m.role == "user"][-3:] == ["Hi there!", "Are you there?", "Now?"]
+    assert not any(apologies[0][:20] in m.content for m in prompt)
+    # a brain restored from the stored turns (which keep what was heard) leaves it out as well
+    deps = BrainDeps(chat, FakeTextEmbedder(), db, PERSONA, TINY)
+    restored = await ConversationBrain.restore(brain.session_id, deps)
+    window = [(t.user, t.assistant) for t in restored.history]
+    assert window[:2] == [("Hi there!", ""), ("Are you there?", "")]
+    assert restored.history[2].assistant == "Back again, nice to hear you."
+    await brain.wait_idle()
+    remembered = [m[3] for m in db.tables.memories]
+    assert "Hi there!" in remembered and apologies[0] not in remembered
 
 
 async def test_korean_user_gets_a_reply_in_korean_instruction() -> None:

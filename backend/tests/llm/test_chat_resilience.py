@@ -173,11 +173,33 @@ async def test_no_first_token_in_time_is_a_timeout(bad_server: MisbehavingServer
 
 
 async def test_closed_port_is_refused() -> None:
-    m = OpenAIChatModel(f"http://127.0.0.1:{free_port()}/v1", "x", max_retries=1, backoff_s=0.01)
-    assert not (await m.health()).ok
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    m = OpenAIChatModel(url, "x", max_retries=1, backoff_s=0.01)
     with pytest.raises(ChatModelError) as info:
         await collect(m)
     assert info.value.kind is ChatErrorKind.REFUSED
+
+
+async def test_health_and_breaker_agree(bad_server: MisbehavingServer) -> None:
+    """A probe that cannot connect opens the breaker (requests fail fast, no fallback delay);
+    one that reaches the server again closes it, so every session is served at once."""
+    down = OpenAIChatModel(f"http://127.0.0.1:{free_port()}/v1", "x", max_retries=1, backoff_s=0.01)
+    health = await down.health()
+    assert not health.ok and health.extra["breaker"] == "open" and down.breaker.opened
+    with pytest.raises(ChatModelError) as info:
+        await collect(down)
+    assert info.value.kind is ChatErrorKind.CIRCUIT_OPEN
+    # a server that failed until the breaker opened answers again: the next probe closes it
+    bad_server.switch = "fail"
+    up = model(bad_server, "switch", breaker_failures=2, max_retries=1, breaker_recovery_s=300.0)
+    with pytest.raises(ChatModelError):
+        [t async for t in up.stream_chat(MESSAGES)]
+    assert up.breaker.opened
+    bad_server.switch = "ok"
+    health = await up.health()
+    assert health.ok and health.extra["breaker"] == "closed"
+    assert await collect(up) == ["Hel", "lo", "!"]
+    await down.aclose()
 
 
 async def test_failure_after_the_first_token_is_partial_not_retried(bad_server: MisbehavingServer) -> None:

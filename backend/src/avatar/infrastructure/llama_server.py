@@ -77,6 +77,11 @@ async def start_llama_server(
         str(threads),
         "--model_alias",
         alias,
+        # The server's default stops a reply in flight as soon as another request arrives (each
+        # session's reply would end the other's); with this off it serves one request at a time
+        # and OpenAIChatModel queues the others fairly (see its ``slots``).
+        "--interrupt_requests",
+        "False",
         "--verbose",
         "False",
     ]
@@ -91,7 +96,8 @@ async def start_llama_server(
     async with httpx.AsyncClient(timeout=2.0) as client:
         while True:
             if proc.returncode is not None:
-                tail = (await asyncio.to_thread(log_path.read_text, errors="replace"))[-2000:]
+                tail = await asyncio.to_thread(_log_tail, log_path)
+                await asyncio.to_thread(log_path.unlink, missing_ok=True)
                 raise DependencyError(f"llama.cpp server exited with code {proc.returncode}:\n{tail}")
             with contextlib.suppress(httpx.HTTPError):
                 if (await client.get(f"{server.base_url}/models")).status_code == 200:
@@ -102,6 +108,13 @@ async def start_llama_server(
             await asyncio.sleep(0.1)
     log.info("llama.cpp server pid %d ready at %s", proc.pid, server.base_url)
     return server
+
+
+def _log_tail(path: Path, chars: int = 2000) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return ""
 
 
 async def stop_llama_server(server: LlamaServer, grace_s: float = 5.0) -> None:
@@ -115,3 +128,80 @@ async def stop_llama_server(server: LlamaServer, grace_s: float = 5.0) -> None:
             os.kill(server.pid, signal.SIGKILL)
         await server.process.wait()
     server.log_path.unlink(missing_ok=True)
+
+
+class LlamaServerChild:
+    """The embedded llama.cpp server as a :class:`avatar.infrastructure.supervisor.Child`.
+
+    The port is chosen once, so a restarted server answers at the same ``base_url`` and the chat
+    adapter needs no new address.
+    """
+
+    name = "llm"
+
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        host: str = LOOPBACK,
+        port: int | None = None,
+        n_ctx: int = default_of(LLMSettings, "n_ctx"),
+        alias: str = "local",
+        ready_timeout_s: float = 60.0,
+    ) -> None:
+        self._model_path = model_path
+        self._host = host
+        self._port = port or free_port(host)
+        self._n_ctx = n_ctx
+        self._alias = alias
+        self._ready_timeout_s = ready_timeout_s
+        self.server: LlamaServer | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self._host}:{self._port}/v1"
+
+    @property
+    def pid(self) -> int | None:
+        return self.server.pid if self.server is not None else None
+
+    async def start(self) -> None:
+        self.server = await start_llama_server(
+            self._model_path,
+            host=self._host,
+            port=self._port,
+            n_ctx=self._n_ctx,
+            alias=self._alias,
+            ready_timeout_s=self._ready_timeout_s,
+        )
+        await self._warm_up()
+
+    async def _warm_up(self) -> None:
+        """One token of a tiny chat: the first request of a fresh server pays for setting up the
+        chat template and faulting in the weights, so no listener's turn does."""
+        body = {
+            "model": self._alias,
+            "messages": [{"role": "user", "content": "Hi"}],
+            "max_tokens": 1,
+        }
+        try:
+            async with httpx.AsyncClient(timeout=self._ready_timeout_s) as client:
+                response = await client.post(f"{self.base_url}/chat/completions", json=body)
+        except httpx.HTTPError as exc:
+            log.warning("llama.cpp server warm-up failed: %s: %s", type(exc).__name__, exc)
+            return
+        if response.status_code != 200:
+            log.warning("llama.cpp server warm-up answered HTTP %d", response.status_code)
+
+    async def wait(self) -> str:
+        server = self.server
+        assert server is not None, "wait() before start()"
+        code = await server.process.wait()
+        tail = (await asyncio.to_thread(_log_tail, server.log_path, 600)).strip()
+        how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        return f"llama.cpp server pid {server.pid} {how}" + (f": {tail}" if tail else "")
+
+    async def stop(self) -> None:
+        server, self.server = self.server, None
+        if server is not None:
+            await stop_llama_server(server)

@@ -5,6 +5,17 @@ Resilience: each attempt must produce its first token within ``first_token_timeo
 repeat words the listener already heard); every failed attempt counts towards a circuit breaker
 that opens after ``breaker_failures`` failures and lets one probe through after
 ``breaker_recovery_s``. Failures are classified (timeout, refused, rate_limited, bad_response).
+
+Concurrency: at most ``slots`` requests are sent at once (the embedded llama.cpp server generates
+one reply at a time); the others wait first come, first served (each session has one turn in
+flight, so this is fair per session) for at most ``queue_timeout_s`` and then fail as ``busy``,
+which is not a failure of the model and does not count towards the breaker. The first-token
+timeout starts once a request has its slot.
+
+Health and the breaker agree: a health probe that cannot connect opens the breaker (the server is
+down, so requests would only fail) and one that succeeds closes it, so a recovered server serves
+every session at once; :meth:`OpenAIChatModel.recovered` does the same when the supervisor has
+restarted the embedded server.
 """
 
 from __future__ import annotations
@@ -16,12 +27,13 @@ import json
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
-from circuitbreaker import CircuitBreaker
+from circuitbreaker import STATE_OPEN, CircuitBreaker
 from prometheus_client import Counter, Gauge, Histogram
 
 from avatar.application.ports.common import ComponentHealth
@@ -44,6 +56,11 @@ LLM_QUEUE = Gauge("llm_request_queue_length", "Chat requests waiting for their f
 LLM_ERRORS = Counter("llm_errors_total", "Failed chat attempts by kind", ["kind"])
 for _kind in ChatErrorKind:  # every kind is exported from the start (0), so its panel has a series
     LLM_ERRORS.labels(_kind.value)
+LLM_SLOT_WAIT = Histogram(
+    "llm_slot_wait_seconds",
+    "Time a chat request waited for a free model slot",
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0),
+)
 
 _MAX_RETRY_AFTER_S = 2.0
 
@@ -128,6 +145,74 @@ def approximate_tokens(text: str) -> int:
     return max(1, math.ceil(ascii_chars / 3.5) + (len(text) - ascii_chars))
 
 
+def _trip(breaker: CircuitBreaker) -> None:
+    """Open ``breaker`` now: a health probe saw the server down (the library has no public call)."""
+    if not breaker.opened:
+        breaker._state = STATE_OPEN
+        breaker._opened = time.monotonic()
+
+
+class FairSlots:
+    """At most ``size`` holders at once; waiters are served strictly in arrival order.
+
+    ``size`` 0 means unlimited (no waiting at all).
+    """
+
+    def __init__(self, size: int) -> None:
+        if size < 0:
+            raise ValueError("slots must be 0 (unlimited) or more")
+        self.size = size
+        self._free = size
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for w in self._waiters if not w.done())
+
+    @property
+    def in_use(self) -> int:
+        return self.size - self._free if self.size else 0
+
+    async def acquire(self, timeout_s: float) -> bool:
+        """Take a slot; False when none freed up within ``timeout_s``."""
+        if not self.size:
+            return True
+        if self._free > 0 and not self.waiting:
+            self._free -= 1
+            return True
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await waiter
+        except TimeoutError:
+            return self._abandon(waiter)
+        except BaseException:
+            self._abandon(waiter)
+            raise
+        return True
+
+    def _abandon(self, waiter: asyncio.Future[None]) -> bool:
+        """The waiter leaves the line; a slot handed to it in the meantime goes to the next."""
+        if waiter.done() and not waiter.cancelled():
+            self.release()
+        else:
+            waiter.cancel()
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+        return False
+
+    def release(self) -> None:
+        if not self.size:
+            return
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot passes straight to the next in line
+                return
+        self._free += 1
+
+
 class _Opened:
     """A response whose first token has arrived."""
 
@@ -158,6 +243,9 @@ class OpenAIChatModel:
         backoff_s: float = 0.25,
         tokenizer: Callable[[str], int] | None = None,
         name: str = "llm",
+        slots: int = 0,
+        queue_timeout_s: float = default_of(LLMSettings, "queue_timeout_s"),
+        process: Callable[[], ComponentHealth] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
@@ -166,6 +254,9 @@ class OpenAIChatModel:
         self._max_retries = max_retries
         self._backoff_s = backoff_s
         self._name = name
+        self.slots = FairSlots(slots)
+        self._queue_timeout_s = queue_timeout_s
+        self._process = process
         self.breaker = CircuitBreaker(
             failure_threshold=breaker_failures,
             recovery_timeout=breaker_recovery_s,
@@ -185,19 +276,53 @@ class OpenAIChatModel:
     async def aclose(self) -> None:
         await self._client.aclose()
 
+    def recovered(self) -> None:
+        """The server is known to be back (e.g. restarted by its supervisor): close the breaker
+        so every session is served again at once, without waiting out ``breaker_recovery_s``."""
+        if not self.breaker.closed:
+            log.info("chat model %s is back; closing its circuit breaker", self.base_url)
+        self.breaker.reset()
+
     async def health(self) -> ComponentHealth:
-        extra: dict[str, object] = {
-            "base_url": self.base_url,
-            "model": self.model,
-            "breaker": str(self.breaker.state),
-        }
+        """Probe ``GET /models``; the probe's outcome also moves the breaker (see the module doc)."""
+        extra: dict[str, object] = {"base_url": self.base_url, "model": self.model}
+        process = self._process() if self._process is not None else None
+        if process is not None:
+            extra["process"] = {"ok": process.ok, "detail": process.detail, **process.extra}
         try:
-            response = await self._client.get(f"{self.base_url}/models", headers=self._headers(), timeout=2.0)
+            response = await self._probe()
         except httpx.HTTPError as exc:
-            return ComponentHealth(self._name, False, f"unreachable: {type(exc).__name__}", extra)
-        ok = response.status_code == 200 and not self.breaker.opened
+            if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+                _trip(self.breaker)  # nothing listens: a slow or busy server is not tripped
+            detail = f"unreachable: {type(exc).__name__}"
+            if process is not None and not process.ok:
+                detail += f"; process {process.detail}"
+            return ComponentHealth(self._name, False, detail, self._state(extra))
+        if response.status_code == 200 and not self.breaker.closed:
+            self.recovered()
+        ok = response.status_code == 200 and not self.breaker.opened and (process is None or process.ok)
         detail = "ok" if ok else f"HTTP {response.status_code}, breaker {self.breaker.state}"
-        return ComponentHealth(self._name, ok, detail, extra)
+        if process is not None and not process.ok:
+            detail += f", process {process.detail}"
+        return ComponentHealth(self._name, ok, detail, self._state(extra))
+
+    async def _probe(self) -> httpx.Response:
+        url = f"{self.base_url}/models"
+        try:
+            return await self._client.get(url, headers=self._headers(), timeout=2.0)
+        except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
+            # A pooled connection to a server that has since died; a fresh one tells whether
+            # anything listens now.
+            return await self._client.get(url, headers=self._headers(), timeout=2.0)
+
+    def _state(self, extra: dict[str, object]) -> dict[str, object]:
+        return {
+            **extra,
+            "breaker": str(self.breaker.state),
+            "slots": self.slots.size,
+            "slots_in_use": self.slots.in_use,
+            "waiting": self.slots.waiting,
+        }
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
@@ -222,7 +347,17 @@ class OpenAIChatModel:
         LLM_QUEUE.inc()
         waiting = True
         opened: _Opened | None = None
+        slot = False
         try:
+            slot = await self.slots.acquire(self._queue_timeout_s)
+            LLM_SLOT_WAIT.observe(time.perf_counter() - started)
+            if not slot:
+                LLM_ERRORS.labels(ChatErrorKind.BUSY.value).inc()
+                raise ChatModelError(
+                    ChatErrorKind.BUSY,
+                    f"all {self.slots.size} slot(s) of the chat model stayed busy for "
+                    f"{self._queue_timeout_s:g} s; try again in a moment",
+                )
             opened = await self._open_with_retries(payload)
             LLM_QUEUE.dec()
             waiting = False
@@ -264,8 +399,12 @@ class OpenAIChatModel:
         finally:
             if waiting:
                 LLM_QUEUE.dec()
-            if opened is not None:
-                await opened.response.aclose()
+            try:
+                if opened is not None:
+                    await opened.response.aclose()
+            finally:
+                if slot:
+                    self.slots.release()
 
     def _count_error(self, exc: _AttemptError) -> _AttemptError:
         LLM_ERRORS.labels(exc.kind.value).inc()
@@ -371,20 +510,27 @@ async def build_chat_model(settings: Settings, stack: contextlib.AsyncExitStack)
     """The chat model the settings ask for.
 
     ``embedded`` starts llama-cpp-python's server with the packaged SmolLM2 GGUF on
-    ``settings.llm.port`` (0: a free port) and stops it by PID when ``stack`` closes; ``remote``
-    talks to ``settings.llm.base_url`` (vLLM, Groq, any OpenAI-compatible API).
+    ``settings.llm.port`` (0: a free port) under a :class:`Supervisor` that restarts it when it
+    dies (and then closes the adapter's breaker), and stops it by PID when ``stack`` closes;
+    ``remote`` talks to ``settings.llm.base_url`` (vLLM, Groq, any OpenAI-compatible API).
     """
-    from avatar.infrastructure.llama_server import start_llama_server, stop_llama_server
+    from avatar.infrastructure.llama_server import LlamaServerChild
+    from avatar.infrastructure.supervisor import Supervisor
 
     cfg = settings.llm
     tokenizer: Callable[[str], int] | None = None
     base_url = cfg.base_url
+    supervisor: Supervisor | None = None
+    slots = cfg.slots
     if cfg.placement is Placement.EMBEDDED:
         model_path = embedded_model_path(settings)
-        server = await start_llama_server(model_path, port=cfg.port or None, n_ctx=cfg.n_ctx, alias=cfg.model)
-        stack.push_async_callback(stop_llama_server, server)
-        base_url = server.base_url
+        child = LlamaServerChild(model_path, port=cfg.port or None, n_ctx=cfg.n_ctx, alias=cfg.model)
+        supervisor = Supervisor(child)
+        await supervisor.start()
+        stack.push_async_callback(supervisor.stop)
+        base_url = child.base_url
         tokenizer = await asyncio.to_thread(gguf_tokenizer, model_path)
+        slots = slots or 1
     model = OpenAIChatModel(
         base_url,
         cfg.model,
@@ -394,6 +540,11 @@ async def build_chat_model(settings: Settings, stack: contextlib.AsyncExitStack)
         breaker_failures=cfg.breaker_failures,
         breaker_recovery_s=cfg.breaker_recovery_s,
         tokenizer=tokenizer,
+        slots=slots,
+        queue_timeout_s=cfg.queue_timeout_s,
+        process=supervisor.health if supervisor is not None else None,
     )
+    if supervisor is not None:
+        supervisor.on_restart(model.recovered)
     stack.push_async_callback(model.aclose)
     return model

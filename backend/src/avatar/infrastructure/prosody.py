@@ -5,6 +5,7 @@ Both satisfy :class:`avatar.application.ports.prosody.ProsodyAnalyzer`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -18,9 +19,10 @@ from prometheus_client import CollectorRegistry
 from avatar.application.ports.common import ComponentHealth
 from avatar.application.ports.prosody import ProsodyResult
 from avatar.domain.errors import CapacityError, DependencyError, InvalidInputError
+from avatar.infrastructure.supervisor import Supervisor
 from avatar.settings import Placement, Settings
 from avatar_common.audio import pcm16_to_float, pcm16_to_wav
-from avatar_prosody.analyzer import Analysis, BusyError, ExecutorKind, ProsodyEngine
+from avatar_prosody.analyzer import Analysis, BusyError, ExecutorKind, ProsodyEngine, WorkerLostError
 from avatar_prosody.app import ServiceConfig, create_app
 from avatar_prosody.metrics import ProsodyMetrics
 
@@ -48,12 +50,40 @@ def _to_result(analysis: Analysis) -> ProsodyResult:
     )
 
 
+class ProsodyPoolChild:
+    """The engine's worker processes as a :class:`avatar.infrastructure.supervisor.Child`.
+
+    Workers start with the first analysis; once started, a worker that dies breaks the whole pool,
+    which the supervisor then replaces (warmed up again) with backoff.
+    """
+
+    name = "prosody"
+
+    def __init__(self, engine: ProsodyEngine, *, poll_s: float = 0.5) -> None:
+        self.engine = engine
+        self._poll_s = poll_s
+
+    async def start(self) -> None:
+        await self.engine.replace_pool()
+
+    async def wait(self) -> str:
+        while True:
+            reason = self.engine.dead_worker()
+            if reason is not None:
+                return reason
+            await asyncio.sleep(self._poll_s)
+
+    async def stop(self) -> None:
+        """Nothing: :meth:`start` replaces a dead pool, and ``engine.aclose()`` ends a live one."""
+
+
 class EmbeddedProsodyAnalyzer:
     """Runs the analysis in this host's worker pool (processes by default, see ``ProsodyEngine``)."""
 
-    def __init__(self, engine: ProsodyEngine) -> None:
+    def __init__(self, engine: ProsodyEngine, supervisor: Supervisor | None = None) -> None:
         self.engine = engine
         self.metrics = ProsodyMetrics()
+        self.supervisor = supervisor
 
     @property
     def metrics_registry(self) -> CollectorRegistry:
@@ -70,6 +100,8 @@ class EmbeddedProsodyAnalyzer:
             analysis = await self.engine.analyze(pcm16_to_float(pcm), sample_rate, baseline)
         except BusyError as exc:
             raise CapacityError(str(exc)) from exc
+        except WorkerLostError as exc:
+            raise DependencyError(str(exc)) from exc
         except ValueError as exc:
             raise InvalidInputError(str(exc), code="INVALID_AUDIO") from exc
         self.metrics.observe(analysis, time.perf_counter() - started)
@@ -77,12 +109,16 @@ class EmbeddedProsodyAnalyzer:
 
     async def health(self) -> ComponentHealth:
         e = self.engine
-        return ComponentHealth(
-            "prosody",
-            True,
-            f"embedded, {e.workers} {e.executor_kind} worker(s)",
-            {"pending": e.pending, "loaded": e.ready},
-        )
+        extra: dict[str, object] = {"pending": e.pending, "loaded": e.ready}
+        detail = f"embedded, {e.workers} {e.executor_kind} worker(s)"
+        ok = True
+        if self.supervisor is not None:
+            process = self.supervisor.health()
+            extra["process"] = {"ok": process.ok, "detail": process.detail, **process.extra}
+            if not process.ok:
+                ok = False
+                detail += f"; process {process.detail}"
+        return ComponentHealth("prosody", ok, detail, extra)
 
 
 class HttpProsodyAnalyzer:
@@ -176,7 +212,10 @@ async def build_prosody_analyzer(
     config = service_config(settings)
     engine = ProsodyEngine(config.workers, executor=executor, max_pending=config.max_pending)
     stack.push_async_callback(engine.aclose)
-    return EmbeddedProsodyAnalyzer(engine)
+    supervisor = Supervisor(ProsodyPoolChild(engine))
+    await supervisor.start()
+    stack.push_async_callback(supervisor.stop)
+    return EmbeddedProsodyAnalyzer(engine, supervisor)
 
 
 def create_service_app(settings: Settings) -> FastAPI:

@@ -160,6 +160,10 @@ class BusyError(RuntimeError):
     """More analyses are waiting than the pool accepts."""
 
 
+class WorkerLostError(RuntimeError):
+    """A worker process died during the analysis (the pool is replaced; retrying can succeed)."""
+
+
 #: The service's defaults (pool size, executor, admission) are declared once, in its config.
 _DEFAULTS = ServiceConfig()
 
@@ -188,13 +192,61 @@ class ProsodyEngine:
         self._pool: concurrent.futures.Executor | None = None
         self._admitted = 0
         self.ready = False
+        #: Why the current pool cannot serve any more (a worker died), until it is replaced.
+        self.broken: str | None = None
+        #: Pools replaced after a worker died.
+        self.restarts = 0
 
     @property
     def pending(self) -> int:
         """Analyses admitted and not finished (running or waiting for a worker)."""
         return self._admitted
 
+    def dead_worker(self) -> str | None:
+        """Why the worker pool can no longer serve (a worker process died), or None."""
+        if self.broken is not None:
+            return self.broken
+        pool = self._pool
+        if isinstance(pool, concurrent.futures.ProcessPoolExecutor):
+            # The executor's own bookkeeping: a dead worker breaks the whole pool.
+            if getattr(pool, "_broken", False):
+                return f"the prosody worker pool broke: {pool._broken}"
+            processes = getattr(pool, "_processes", None) or {}
+            for process in list(processes.values()):
+                if process.exitcode is not None:
+                    return f"prosody worker pid {process.pid} exited with code {process.exitcode}"
+        return None
+
+    def worker_pids(self) -> list[int]:
+        """PIDs of the running worker processes (none for threads or before the first analysis)."""
+        processes = getattr(self._pool, "_processes", None) or {}
+        return sorted(p.pid for p in list(processes.values()) if p.pid is not None)
+
+    def discard_pool(self) -> None:
+        """Drop the current pool without waiting for it (its workers are dead or going); the next
+        analysis, or :meth:`replace_pool`, starts a fresh one."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    async def replace_pool(self) -> None:
+        """Replace a pool whose worker died with a fresh one, warmed up if the old one was."""
+        if self.dead_worker() is None:
+            return  # not started yet (workers start with the first analysis), or already replaced
+        was_ready = self.ready
+        self.discard_pool()
+        self.broken = None
+        self.restarts += 1
+        if was_ready:
+            await self.warm_up()
+
     def _get_pool(self) -> concurrent.futures.Executor:
+        if self._pool is not None and self.dead_worker() is not None:
+            # A worker died and nobody replaced the pool yet (e.g. the stand-alone service, which
+            # runs without a supervisor): replace it now rather than fail every later analysis.
+            self.discard_pool()
+            self.broken = None
+            self.restarts += 1
         if self._pool is None:
             if self.executor_kind == "process":
                 # spawn: forking a process that runs an event loop and threads is unsafe.
@@ -221,6 +273,7 @@ class ProsodyEngine:
 
         Raises:
             BusyError: when ``max_pending`` analyses are already admitted.
+            WorkerLostError: a worker process died during this analysis.
             ValueError: for unusable audio (see :func:`analyze`).
         """
         if self._admitted >= self.max_pending:
@@ -228,9 +281,15 @@ class ProsodyEngine:
         self._admitted += 1
         try:
             loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(
-                self._get_pool(), analyze, samples, sample_rate, dict(baseline) if baseline else None
-            )
+            pool = self._get_pool()
+            try:
+                result = await loop.run_in_executor(
+                    pool, analyze, samples, sample_rate, dict(baseline) if baseline else None
+                )
+            except concurrent.futures.BrokenExecutor as exc:
+                if pool is self._pool:
+                    self.broken = f"a prosody worker process died: {exc}"
+                raise WorkerLostError("a prosody worker process died during the analysis; retry") from exc
             self.ready = True
             return result
         finally:

@@ -28,7 +28,7 @@ from prometheus_client import (
 from starlette.datastructures import UploadFile
 
 from avatar_common.audio import AudioDecodeError, decode_audio, pcm16_to_float
-from avatar_prosody.analyzer import Analysis, BusyError, ProsodyEngine
+from avatar_prosody.analyzer import Analysis, BusyError, ProsodyEngine, WorkerLostError
 from avatar_prosody.config import ServiceConfig as ServiceConfig
 from avatar_prosody.metrics import ProsodyMetrics
 
@@ -183,6 +183,8 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
             result = await engine.analyze(np.asarray(samples, dtype=np.float32), rate, baseline)
         except BusyError as exc:
             raise RequestError(503, "BUSY", str(exc)) from exc
+        except WorkerLostError as exc:
+            raise RequestError(503, "WORKER_LOST", str(exc)) from exc
         except ValueError as exc:
             raise RequestError(422, "INVALID_AUDIO", str(exc)) from exc
         metrics.observe(result, time.perf_counter() - started)

@@ -128,6 +128,9 @@ class HistoryTurn:
     tokens: int
     turn_id: uuid.UUID | None = None
     remembered: bool = False
+    #: The listener heard the persona's fallback, not the model: the window keeps the user's words
+    #: but no assistant reply, so the model is never prompted with its own apology.
+    fallback: bool = False
 
 
 class ConversationBrain:
@@ -162,6 +165,9 @@ class ConversationBrain:
             if turn.turn_number <= brain._covered:
                 continue
             reply = strip_markup(turn.ai_response)
+            fallback = reply in brain._fallback_texts()
+            if fallback:
+                reply = ""
             brain._turns.append(
                 HistoryTurn(
                     turn.turn_number,
@@ -170,6 +176,7 @@ class ConversationBrain:
                     brain._turn_tokens(turn.user_input, reply),
                     turn.turn_id,
                     remembered=True,
+                    fallback=fallback,
                 )
             )
         last = max((t.turn_number for t in turns), default=0)
@@ -270,6 +277,10 @@ class ConversationBrain:
             self._replying = False
             self._maybe_summarize()
 
+    def _fallback_texts(self) -> set[str]:
+        """The persona's fallback replies as clean text (how persisted turns store them)."""
+        return {strip_markup(text).strip() for text in self._persona.fallback_replies.values()}
+
     def _fallback(
         self, turn: HistoryTurn, language: str | None, emotion: Emotion | None, error: ChatErrorKind | None
     ) -> list[BrainEvent]:
@@ -278,8 +289,11 @@ class ConversationBrain:
         _, head = parser.feed(self._persona.fallback_reply(language))
         _, tail = parser.finish()
         text = (head + tail).strip()
-        turn.assistant = text
-        turn.tokens = self._turn_tokens(turn.user, text)
+        # Spoken to the listener, but not what the model said: kept out of the history window (and
+        # so out of long-term memory and summaries) so the model does not learn to repeat it.
+        turn.assistant = ""
+        turn.fallback = True
+        turn.tokens = self._turn_tokens(turn.user, "")
         events: list[BrainEvent] = []
         if emotion is None:
             emotion = parser.emotion or Emotion.NEUTRAL
@@ -293,8 +307,9 @@ class ConversationBrain:
             return
         heard = _TRAILING_ELLIPSIS.sub("", strip_markup(heard_text))
         turn = self._turns[-1]
-        turn.assistant = heard
-        turn.tokens = self._turn_tokens(turn.user, heard)
+        if not turn.fallback:  # a heard fallback stays out of the window
+            turn.assistant = heard
+            turn.tokens = self._turn_tokens(turn.user, heard)
         self._remember_settled()
 
     async def wait_idle(self) -> None:

@@ -32,6 +32,7 @@ from avatar.application.conversation.events import (
 from avatar.application.conversation.metrics import ConversationMetrics
 from avatar.application.conversation.playout import Clause, Playout
 from avatar.application.conversation.recorder import ReplyAudio, TurnRecorder
+from avatar.application.ports.llm import ChatErrorKind
 from avatar.application.ports.tts import SynthesisRequest, VoiceReference
 from avatar.domain.errors import AvatarError
 from avatar.domain.models import AudioChunk, ConversationTurn, Emotion, Transcription, TTSMode
@@ -194,7 +195,16 @@ class Reply:
 
     def _ended(self, event: ReplyEnded) -> None:
         """The brain's last word: a fallback given because the model failed is told to the client."""
-        if event.fallback and event.error is not None:
+        if event.fallback and event.error is ChatErrorKind.BUSY:
+            self.host.send(
+                NoticeMsg(
+                    code="BUSY",
+                    turn_id=self.turn_id,
+                    message="the language model is busy with other conversations and could not answer "
+                    "in time; the persona's fallback reply was given, please say it again",
+                )
+            )
+        elif event.fallback and event.error is not None:
             self.host.send(
                 NoticeMsg(
                     code="LLM_UNAVAILABLE",

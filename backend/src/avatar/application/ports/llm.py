@@ -27,6 +27,9 @@ class ChatErrorKind(enum.StrEnum):
     RATE_LIMITED = "rate_limited"
     BAD_RESPONSE = "bad_response"
     CIRCUIT_OPEN = "circuit_open"
+    #: Every slot of the model was taken for longer than the bounded wait: the model works but
+    #: cannot serve this request in time (clients are told ``BUSY``, not that the model is down).
+    BUSY = "busy"
 
 
 class ChatModelError(DependencyError):
@@ -35,12 +38,13 @@ class ChatModelError(DependencyError):
     Attributes:
         kind: The classified cause.
         partial: True when some text had already been streamed before the failure.
+        code: ``BUSY`` for :attr:`ChatErrorKind.BUSY`, ``LLM_UNAVAILABLE`` for every other kind.
     """
 
     code = "LLM_UNAVAILABLE"
 
     def __init__(self, kind: ChatErrorKind, message: str, *, partial: bool = False) -> None:
-        super().__init__(message)
+        super().__init__(message, code="BUSY" if kind is ChatErrorKind.BUSY else None)
         self.kind = kind
         self.partial = partial
 
@@ -57,8 +61,12 @@ class ChatModel(Protocol):
     ) -> AsyncIterator[str]:
         """Yield text deltas as the model writes them. Cancelling the iteration stops generation.
 
+        Requests beyond what the model serves at once wait their turn, first come first served,
+        for a bounded time; another request never cancels one in flight.
+
         Raises:
-            ChatModelError: the model failed before or during the reply (classified by ``kind``).
+            ChatModelError: the model failed before or during the reply (classified by ``kind``);
+                ``kind`` is ``BUSY`` when no slot freed up within the bounded wait.
         """
         ...
 

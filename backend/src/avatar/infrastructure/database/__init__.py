@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from avatar.application.ports.common import ComponentHealth
 from avatar.domain.errors import DependencyError
 from avatar.infrastructure.crypto import Envelope, Keyring
 from avatar.infrastructure.database.encrypted import attach_envelope
@@ -62,12 +64,14 @@ async def build_unit_of_work_factory(
     from avatar.infrastructure.secrets import load_keyring
 
     db = settings.database
+    process: Callable[[], ComponentHealth | None] | None = None
     if db.placement is Placement.EMBEDDED:
         from avatar.infrastructure.database.embedded import start_embedded_postgres
 
         embedded = await start_embedded_postgres(db.data_dir)
         stack.push_async_callback(embedded.stop)
         url = embedded.url
+        process = embedded.health
     else:
         url = db.url.get_secret_value()
     engine = create_engine(url, pool_size=db.pool_size)
@@ -79,5 +83,5 @@ async def build_unit_of_work_factory(
     except Exception as exc:
         raise DependencyError(f"database migration failed: {type(exc).__name__}: {exc}") from exc
     return SqlUnitOfWorkFactory(
-        engine, policy=RetryPolicy(retries=db.write_retries), placement=db.placement.value
+        engine, policy=RetryPolicy(retries=db.write_retries), placement=db.placement.value, process=process
     )

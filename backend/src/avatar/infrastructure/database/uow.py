@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
@@ -58,16 +59,33 @@ class SqlUnitOfWorkFactory:
     """Makes units of work on one pooled async engine; owns the engine's lifetime."""
 
     def __init__(
-        self, engine: AsyncEngine, *, policy: RetryPolicy | None = None, placement: str = "remote"
+        self,
+        engine: AsyncEngine,
+        *,
+        policy: RetryPolicy | None = None,
+        placement: str = "remote",
+        process: Callable[[], ComponentHealth | None] | None = None,
     ) -> None:
         self.engine = engine
         self.policy = policy or RetryPolicy()
         self.placement = placement
+        #: The embedded server's supervision status, reported with the database's health.
+        self._process = process
+
+    async def health(self) -> ComponentHealth:
+        checked = await self._check()
+        process = self._process() if self._process is not None else None
+        if process is None:
+            return checked
+        ok = checked.ok and process.ok
+        detail = checked.detail if process.ok else f"{checked.detail}; process {process.detail}"
+        extra = {**checked.extra, "process": {"ok": process.ok, "detail": process.detail, **process.extra}}
+        return ComponentHealth(checked.name, ok, detail, extra)
 
     def __call__(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine, self.policy)
 
-    async def health(self) -> ComponentHealth:
+    async def _check(self) -> ComponentHealth:
         try:
             async with asyncio.timeout(3.0), self.engine.connect() as conn:
                 version = (

@@ -1,0 +1,70 @@
+"""The embedded llama.cpp server under its supervisor, with the real SmolLM2 model: killed, it is
+restarted; meanwhile health and the breaker agree that it is down; once it is back the very next
+request is a real reply (no waiting out the breaker)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+
+import pytest
+from prometheus_client import REGISTRY
+
+from avatar.application.ports.llm import ChatErrorKind, ChatMessage, ChatModelError
+from avatar.infrastructure.llm import OpenAIChatModel, build_chat_model
+from avatar.settings import Placement, Settings
+
+pytestmark = pytest.mark.slow
+
+HELLO = [ChatMessage("user", "Say hello.")]
+
+
+async def test_a_killed_embedded_server_is_restarted_and_served_again_at_once() -> None:
+    settings = Settings(environment="test")
+    settings.llm.placement = Placement.EMBEDDED
+    settings.llm.port = 0
+    settings.llm.n_ctx = 2048
+    settings.llm.max_retries = 1
+    async with contextlib.AsyncExitStack() as stack:
+        model = await build_chat_model(settings, stack)
+        assert isinstance(model, OpenAIChatModel) and model.slots.size == 1
+        assert [t async for t in model.stream_chat(HELLO, max_tokens=8)]
+        started = time.monotonic()
+        assert [t async for t in model.stream_chat(HELLO, max_tokens=8)]
+        normal_s = time.monotonic() - started  # a warm request on this machine right now
+        health = await model.health()
+        process = health.extra["process"]
+        assert health.ok and isinstance(process, dict) and process["state"] == "running"
+        before = REGISTRY.get_sample_value("supervised_restarts_total", {"child": "llm"}) or 0.0
+
+        os.kill(int(process["pid"]), signal.SIGKILL)
+        await asyncio.sleep(0.05)
+        down = await model.health()
+        assert not down.ok and down.extra["breaker"] == "open"  # health and breaker agree
+        with pytest.raises(ChatModelError) as failed:
+            [t async for t in model.stream_chat(HELLO, max_tokens=8)]
+        assert failed.value.kind in {ChatErrorKind.REFUSED, ChatErrorKind.CIRCUIT_OPEN}
+        assert failed.value.code == "LLM_UNAVAILABLE"
+
+        async with asyncio.timeout(120):  # the model loads again
+            while True:
+                up = await model.health()
+                again = up.extra["process"]
+                if isinstance(again, dict) and again["state"] == "running" and again["restarts"] == 1:
+                    break
+                await asyncio.sleep(0.05)
+        back_at = time.monotonic()
+        tokens = [t async for t in model.stream_chat(HELLO, max_tokens=8)]
+        assert tokens and "".join(tokens).strip()
+        # 5 s on an idle machine; a loaded test machine is allowed twice a normal request there
+        assert time.monotonic() - back_at < max(5.0, 2 * normal_s)
+        assert model.breaker.closed
+        after = await model.health()
+        assert after.ok and after.extra["breaker"] == "closed"
+        assert isinstance(after.extra["process"], dict) and after.extra["process"]["restarts"] == 1
+        assert after.extra["process"]["pid"] != process["pid"]
+        assert "signal 9" in str(after.extra["process"]["last_error"])
+        assert REGISTRY.get_sample_value("supervised_restarts_total", {"child": "llm"}) == before + 1
