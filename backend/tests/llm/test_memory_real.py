@@ -48,7 +48,7 @@ async def test_korean_query_recalls_english_memory_into_the_prompt(embedder: Use
     now = ConversationBrain(uuid.uuid4(), BrainDeps(chat, embedder, db, PERSONA))
     events = [e async for e in now.reply("내가 제일 좋아하는 음식이 뭐였지?")]  # what was my favourite food?
     assert isinstance(events[-1], ReplyEnded)
-    system = chat.calls[-1][0].content
+    system = chat.calls[-1][-2].content  # the recalled memories come right before the question
     first_memory = system.split("earlier conversations:\n")[1].split("\n")[0]
     assert "spicy rice cakes" in first_memory
 
