@@ -18,6 +18,7 @@ from avatar.bootstrap import Container, running
 from avatar.presentation import health, memory, objects, prosody, realtime, sessions, voice_profiles
 from avatar.presentation.drain import Drain, DrainMiddleware
 from avatar.presentation.errors import install_error_handlers
+from avatar.presentation.json_guard import JsonBodyGuard
 from avatar.settings import Settings
 
 ROUTERS = (
@@ -59,6 +60,7 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
     app.state.settings = settings
     app.state.drain = drain
     app.add_middleware(DrainMiddleware, drain=drain)
+    app.add_middleware(JsonBodyGuard)
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

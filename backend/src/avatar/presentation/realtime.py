@@ -11,7 +11,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -30,6 +29,7 @@ from avatar.application.conversation import (
 from avatar.application.conversation.events import (
     CLIENT_MESSAGE,
     CLIENT_TYPES,
+    PROTOCOL_VERSION,
     SUPPORTED_SAMPLE_RATES,
     AudioChunkIn,
     AuthIn,
@@ -41,6 +41,7 @@ from avatar.application.conversation.events import (
     SetTTSModeIn,
     TextInputIn,
 )
+from avatar.application.validation import JsonInputError, strict_json_loads
 from avatar.bootstrap import Services
 from avatar.domain.errors import CapacityError, NotFoundError
 from avatar.domain.models import AudioChunk
@@ -57,6 +58,7 @@ from avatar.settings import Settings
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["realtime"])
 
+CLOSE_BAD_VERSION = 4400
 CLOSE_TOKEN = 4401
 CLOSE_NOT_FOUND = 4404
 CLOSE_REPLACED = 4409
@@ -147,9 +149,9 @@ class _Connection:
 
     async def _text(self, text: str) -> None:
         try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as exc:
-            await self.ws.send_text(_error("INVALID_JSON", f"the message is not JSON: {exc.msg}"))
+            raw = strict_json_loads(text)
+        except JsonInputError as exc:
+            await self.ws.send_text(_error("INVALID_JSON", f"the message is refused: {exc}"))
             return
         if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
             await self.ws.send_text(
@@ -164,7 +166,10 @@ class _Connection:
         try:
             message = CLIENT_MESSAGE.validate_python(raw)
         except ValidationError as exc:
-            detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors())
+            detail = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg'].removeprefix('Value error, ')}"
+                for e in exc.errors()
+            )
             await self.ws.send_text(_error("INVALID_MESSAGE", f"invalid {raw['type']}: {detail}"))
             return
         session = self.session
@@ -209,6 +214,7 @@ class _Connection:
             )
             return
         self.sample_rate = sample_rate
+        # timestamp is finite and bounded (AudioChunkIn): int() cannot overflow here.
         chunk = AudioChunk(pcm=pcm, sample_rate=sample_rate, timestamp_ms=int(timestamp or 0))
         if not self.flood.admit(chunk.duration_ms):
             if self.flood.should_report():
@@ -235,6 +241,17 @@ async def _authenticate(
     deprecated ``?token=`` query parameter (docs/protocol.md, Authentication).
     """
     if not await accept_checked(websocket, WebSocketPolicy.from_settings(settings)):
+        return None
+    version = websocket.query_params.get("v")
+    if version is not None and version != str(PROTOCOL_VERSION):
+        await websocket.send_text(
+            _error(
+                "UNSUPPORTED_PROTOCOL_VERSION",
+                f"protocol version {version[:16]!r} is not supported; this server speaks "
+                f"v={PROTOCOL_VERSION} (docs/protocol.md)",
+            )
+        )
+        await websocket.close(CLOSE_BAD_VERSION, "unsupported protocol version")
         return None
     try:
         sid = uuid.UUID(session_id)

@@ -20,7 +20,6 @@ therefore out of access logs and browser history.
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -30,6 +29,7 @@ from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect
 
 from avatar.application.conversation.events import AuthIn
+from avatar.application.validation import strict_json_loads
 from avatar.presentation.errors import error_body
 from avatar.settings import Settings
 
@@ -167,7 +167,7 @@ async def receive_token(websocket: WebSocket, *, timeout_s: float = AUTH_TIMEOUT
     if text is None:
         raise AuthMessageError('send the token first: {"type": "auth", "token": "..."}')
     try:
-        return AuthIn.model_validate(json.loads(text)).token
+        return AuthIn.model_validate(strict_json_loads(text)).token
     except (ValueError, ValidationError) as exc:
         raise AuthMessageError(
             'the first message must be {"type": "auth", "token": "..."} when no token was sent '
