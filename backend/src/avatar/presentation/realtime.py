@@ -160,7 +160,9 @@ class _Connection:
             return
         if raw["type"] not in CLIENT_TYPES:
             await self.ws.send_text(
-                _error("UNKNOWN_MESSAGE_TYPE", f"unknown message type {raw['type']!r}; see docs/protocol.md")
+                _error(
+                    "UNKNOWN_MESSAGE_TYPE", f"unknown message type {raw['type'][:40]!r}; see docs/protocol.md"
+                )
             )
             return
         try:
@@ -170,7 +172,7 @@ class _Connection:
                 f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg'].removeprefix('Value error, ')}"
                 for e in exc.errors()
             )
-            await self.ws.send_text(_error("INVALID_MESSAGE", f"invalid {raw['type']}: {detail}"))
+            await self.ws.send_text(_error("INVALID_MESSAGE", f"invalid {raw['type']}: {detail[:300]}"))
             return
         session = self.session
         if isinstance(message, AudioChunkIn):
