@@ -352,6 +352,11 @@ REST_CASES: dict[str, RestCase] = {
     ),
     "object-unsigned": RestCase("GET", "/api/v1/objects/raw_inputs/nothing.wav", *_INPUT),
     "object-expires-text": RestCase("GET", "/api/v1/objects/raw_inputs/x.wav?expires=soon&sig=x", *_INPUT),
+    "memory-q-NUL": RestCase("GET", "/api/v1/memory/search?q=a%00b", *_INPUT),
+    "memory-q-empty": RestCase("GET", "/api/v1/memory/search?q=", *_INPUT),
+    "memory-q-1001-chars": RestCase("GET", "/api/v1/memory/search?q=" + "m" * 1001, *_INPUT),
+    "memory-limit-NaN": RestCase("GET", "/api/v1/memory/search?q=hi&limit=NaN", *_INPUT),
+    "memory-session-not-uuid": RestCase("GET", "/api/v1/memory/search?q=hi&session_id=x", *_INPUT),
     # --- previews ------------------------------------------------------------------------------------
     "preview-NaN": RestCase(
         "POST", f"/api/v1/voice-profiles/{_NO_ID}/preview", *_JSON, b'{"text":"hi","x":NaN}'
