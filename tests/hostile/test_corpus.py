@@ -17,12 +17,15 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+import uvicorn
 import websockets
 from pydantic import SecretStr
 
+from avatar.bench.live import free_port, server_config
 from avatar.domain.errors import DependencyError
 from avatar.infrastructure.database import build_unit_of_work_factory
 from avatar.presentation.app import create_app
+from avatar.presentation.ws_protocol import uvicorn_ws_options
 from avatar.settings import Placement, Settings
 from tests.e2e.harness import Client, create_session, running_server
 from tests.fakes import FakeChatModel, FakeDatabase, FakeRecognizer, fake_container
@@ -329,3 +332,44 @@ async def test_nul_from_the_recognizer_and_the_model_is_stored_without_it(
             assert turn["turn_id"] == done["turn_id"]
             assert turn["user_input"] == "hello there" and turn["transcription"]["text"] == "hello there"
             assert "\x00" not in turn["ai_response"] and turn["ai_response"]
+
+
+# --- the WebSocket settings ``avatar up`` serves with ---------------------------------------------------
+
+
+async def test_the_served_frame_limits_answer_large_frames_clearly(tmp_path: Path) -> None:
+    """With ``uvicorn_ws_options`` (``avatar up``): a frame over the limit gets ``FRAME_TOO_LARGE``
+    then 1009; one far over it is closed with 1009 by the protocol library, unread."""
+    settings = corpus_settings(tmp_path)
+    settings.conversation.max_frame_bytes = 64 * 1024
+    container = fake_container(settings, recognizer=FakeRecognizer(utterance_ms=500))
+    port = free_port()
+    config = server_config(create_app(settings, container), port)
+    for name, value in uvicorn_ws_options(settings.conversation.max_frame_bytes).items():
+        setattr(config, name, value)
+    server = uvicorn.Server(config)
+    await container.queue.start()
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("the server stopped during start-up")
+            await asyncio.sleep(0.05)
+        url = f"http://127.0.0.1:{port}"
+        for size, error_first in ((100 * 1024, True), (1024 * 1024, False)):
+            created = await create_session(url)
+            async with Client.connect(created["ws_url"]) as client:
+                await client.until_type("session_state")
+                await client.ws.send(b"\x00" * size)
+                if error_first:
+                    assert_error(await client.until_type("error"), "FRAME_TOO_LARGE")
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await client.until_type("error", timeout_s=10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+            assert closed.value.rcvd.reason
+        await still_answers(url)
+    finally:
+        server.should_exit = True
+        await task
+        await container.queue.stop()

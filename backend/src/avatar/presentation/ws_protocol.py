@@ -19,6 +19,8 @@ from avatar.presentation.errors import error_body
 #: Handshake limits enforced while the upgrade request is parsed.
 MAX_HANDSHAKE_LINE_BYTES = MAX_LINE_LENGTH
 MAX_HANDSHAKE_HEADERS = MAX_NUM_HEADERS
+#: How far past ``conversation.max_frame_bytes`` the protocol library still reads a frame.
+LIBRARY_FRAME_FACTOR = 4
 
 
 def _refusal(exc: Exception) -> tuple[int, str, str, str]:
@@ -64,6 +66,11 @@ class BoundedHandshakeProtocol(WebSocketsSansIOProtocol):
 
 
 def uvicorn_ws_options(max_frame_bytes: int) -> dict[str, Any]:
-    """The WebSocket settings every orchestrator server is started with (``avatar up``/``serve``,
-    the benchmarks and the tests)."""
-    return {"ws": BoundedHandshakeProtocol, "ws_max_size": max_frame_bytes}
+    """The WebSocket settings ``avatar up`` and ``avatar serve orchestrator`` start uvicorn with.
+
+    The protocol library's own frame limit is set above ``conversation.max_frame_bytes`` so that
+    a frame a little too large still reaches the app, which answers ``FRAME_TOO_LARGE`` before
+    closing with 1009; a frame past ``LIBRARY_FRAME_FACTOR`` times the limit is closed with 1009
+    by the library without being buffered.
+    """
+    return {"ws": BoundedHandshakeProtocol, "ws_max_size": max_frame_bytes * LIBRARY_FRAME_FACTOR}
