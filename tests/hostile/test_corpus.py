@@ -28,7 +28,7 @@ from avatar.presentation.app import create_app
 from avatar.presentation.ws_protocol import uvicorn_ws_options
 from avatar.settings import Placement, Settings
 from tests.e2e.harness import Client, create_session, running_server
-from tests.fakes import FakeChatModel, FakeDatabase, FakeRecognizer, fake_container
+from tests.fakes import FakeChatModel, FakeDatabase, FakeRecognizer, FakeSynthesizer, fake_container
 from tests.hostile.corpus import REST_CASES, UPLOAD_CASES, WS_CASES, tone_pcm
 
 SECRET = "hostile-corpus-secret"
@@ -373,3 +373,21 @@ async def test_the_served_frame_limits_answer_large_frames_clearly(tmp_path: Pat
         server.should_exit = True
         await task
         await container.queue.stop()
+
+
+async def test_a_failing_engine_is_reported_over_the_socket_without_its_internals(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with corpus_server(corpus_settings(), fast_tts=FakeSynthesizer(fail=True)) as url:
+        created = await create_session(url)
+        with caplog.at_level(logging.WARNING):
+            async with Client.connect(created["ws_url"]) as client:
+                await client.until_type("session_state")
+                await client.send({"type": "text_input", "text": "hi"})
+                error = await client.until_type("error", timeout_s=20)
+    assert error["code"] == "TTS_FAILED"
+    assert "fake synthesizer failure" not in error["message"] and error["trace_id"] in error["message"]
+    assert any(
+        error["trace_id"] in r.getMessage() and "fake synthesizer failure" in r.getMessage()
+        for r in caplog.records
+    )

@@ -4,6 +4,7 @@ the one way messages reach the client (its :class:`Outbox`). Replies use it as t
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from avatar.application.conversation.events import ErrorMsg, NoticeMsg, Phase, ServerMessage, SessionStateMsg
@@ -11,6 +12,8 @@ from avatar.application.conversation.outbox import Outbox
 from avatar.application.conversation.ports import VoiceResolver
 from avatar.application.ports.tts import VoiceReference
 from avatar.domain.models import TTSMode
+
+log = logging.getLogger(__name__)
 
 
 class SessionContext:
@@ -100,5 +103,12 @@ class SessionContext:
         self._notices_sent.add(code)
         self.outbox.send(NoticeMsg(code=code, message=message))
 
-    def error(self, code: str, message: str) -> None:
-        self.outbox.send(ErrorMsg(code=code, message=message))
+    def error(self, code: str, message: str, *, cause: BaseException | None = None) -> None:
+        """An ``error`` to the client. A ``cause``'s own text (addresses, paths, a dependency's
+        error) goes to the log under the ``trace_id`` the client gets, not into the message
+        (docs/protocol.md, Limits and errors)."""
+        trace_id = str(uuid.uuid4())
+        if cause is not None:
+            log.warning("session %s: %s (trace_id %s): %s", self.session_id, code, trace_id, cause)
+            message = f"{message} (trace id {trace_id})"
+        self.outbox.send(ErrorMsg(code=code, message=message, trace_id=trace_id))
