@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -54,6 +55,7 @@ def up(host: str | None, port: int | None) -> None:
     if port:
         settings.server.port = port
     from avatar.presentation.log_redaction import uvicorn_log_config
+    from avatar.presentation.ws_protocol import uvicorn_ws_options
 
     app = create_app(settings)
     url = settings.public_base_url()
@@ -64,7 +66,7 @@ def up(host: str | None, port: int | None) -> None:
         port=settings.server.port,
         log_level="info",
         log_config=uvicorn_log_config(),
-        ws_max_size=settings.conversation.max_frame_bytes,
+        **uvicorn_ws_options(settings.conversation.max_frame_bytes),
     )
 
 
@@ -88,11 +90,14 @@ def serve(component: str, tier: str, host: str, port: int | None) -> None:
     import uvicorn
 
     settings = _settings()
+    options: dict[str, Any] = {}
     if component == "orchestrator":
         from avatar.presentation.app import create_app
+        from avatar.presentation.ws_protocol import uvicorn_ws_options
 
         app = create_app(settings)
         default_port = settings.server.port
+        options = uvicorn_ws_options(settings.conversation.max_frame_bytes)
     elif component == "asr":
         from avatar.infrastructure.asr import create_service_app as asr_app
 
@@ -111,7 +116,14 @@ def serve(component: str, tier: str, host: str, port: int | None) -> None:
     from avatar.presentation.log_redaction import uvicorn_log_config
 
     click.echo(f"serving {component} on http://{host}:{port or default_port}", err=True)
-    uvicorn.run(app, host=host, port=port or default_port, log_level="info", log_config=uvicorn_log_config())
+    uvicorn.run(
+        app,
+        host=host,
+        port=port or default_port,
+        log_level="info",
+        log_config=uvicorn_log_config(),
+        **options,
+    )
 
 
 @main.group()

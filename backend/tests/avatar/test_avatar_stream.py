@@ -86,6 +86,9 @@ async def test_bad_input_gets_error_events_and_the_stream_goes_on(base: str) -> 
         assert {p["name"] for p in hello["parameters"]} >= {"AvatarMouthOpen", "AvatarVowelA"}
         cases: list[tuple[str | bytes, str]] = [
             ("{nope", "INVALID_JSON"),
+            ('{"type": "ping", "t": NaN}', "INVALID_JSON"),
+            ('{"type": "ping", "t": 1e400}', "INVALID_JSON"),
+            ("[" * 1000 + "]" * 1000, "INVALID_JSON"),  # nested deeper than the strict parser allows
             ("[1]", "INVALID_MESSAGE"),
             (json.dumps({"type": "audio_chunk"}), "UNKNOWN_MESSAGE_TYPE"),
             (json.dumps({"type": "ping", "t": "soon"}), "INVALID_MESSAGE"),

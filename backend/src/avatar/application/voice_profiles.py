@@ -25,6 +25,7 @@ from avatar.application.ports.clock import Clock
 from avatar.application.ports.speaker import SpeakerEncoder
 from avatar.application.ports.storage import ObjectStore, UnitOfWorkFactory
 from avatar.application.ports.tts import SpeechSynthesizer, SynthesisRequest, VoiceReference
+from avatar.application.validation import sanitize_text
 from avatar.domain.errors import AvatarError, DependencyError, InvalidInputError, NotFoundError
 from avatar.domain.models import TTSMode, VoiceProfile, new_id
 from avatar.domain.storage_keys import voice_profile_key, voice_profile_prefix
@@ -195,6 +196,8 @@ def parse_profile_id(raw: uuid.UUID | str) -> uuid.UUID:
 
 
 def _clean_text(value: str | None, field: str, limit: int, *, required: bool) -> str:
+    if value and sanitize_text(value) != value:
+        raise InvalidProfileFieldError(f"{field} must not contain NUL characters or unpaired surrogates")
     text = " ".join((value or "").split())
     if required and not text:
         raise InvalidProfileFieldError(f"{field} must not be empty")
@@ -270,7 +273,8 @@ class VoiceProfileService:
             # The transcript only helps a cloning engine; a profile without one is still usable.
             log.warning("voice profile transcript unavailable: %s", exc.message)
             return "", "unavailable"
-        return " ".join(result.text.split())[: self.limits.max_transcript_chars], "asr"
+        text = " ".join(sanitize_text(result.text).split())
+        return text[: self.limits.max_transcript_chars], "asr"
 
     async def create(
         self,

@@ -16,6 +16,8 @@ import httpx
 import uvicorn
 import websockets
 
+from avatar.presentation.ws_protocol import BoundedHandshakeProtocol
+
 Message = dict[str, Any]
 
 
@@ -29,7 +31,7 @@ def free_port() -> int:
 def server_config(app: Any, port: int) -> uvicorn.Config:
     """How the benchmarks and tests serve an app: loopback, lifespan on, quiet logs."""
     return uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", ws="websockets-sansio"
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", ws=BoundedHandshakeProtocol
     )
 
 

@@ -122,6 +122,14 @@ class ResemblyzerSpeakerEncoder:
         return ComponentHealth("speaker_encoder", True, detail, {"dim": EMBEDDING_DIM, "loaded": loaded})
 
 
+_UNDECODABLE = "the file is not audio in a supported format (wav, flac, mp3, ogg, opus, webm)"
+_DECODE_MESSAGES = {
+    "empty": "the file contains no audio samples",
+    "no_audio_stream": "the file has no audio stream",
+    "corrupt": "the audio is corrupt or truncated",
+}
+
+
 class VoiceSampleDecoder:
     """Decodes an uploaded sample (WAV, FLAC, MP3, Ogg/Opus, WebM, ...) and measures it.
 
@@ -136,7 +144,12 @@ class VoiceSampleDecoder:
         except AudioDecodeError as exc:
             if exc.reason == "too_long":
                 raise SampleTooLongError(f"the sample is longer than {max_seconds:.0f} s") from exc
-            raise UnsupportedFormatError(f"unsupported file format: {exc}") from exc
+            # The decoder's own text (FFmpeg errno and all) goes to the log, not to the client.
+            log.info("voice sample refused (%s): %s", exc.reason, exc)
+            raise UnsupportedFormatError(_DECODE_MESSAGES.get(exc.reason, _UNDECODABLE)) from exc
+        except Exception as exc:  # a header no decoder path expected must not become a 500
+            log.warning("voice sample decoder failed on a malformed file", exc_info=exc)
+            raise UnsupportedFormatError(_UNDECODABLE) from exc
         raw_format = decoded.source_format.lower()
         return DecodedClip(
             pcm=float_to_pcm16(decoded.samples),

@@ -10,14 +10,17 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.staticfiles import StaticFiles
+from starlette.routing import Match
 
 from avatar import __version__
 from avatar.bootstrap import Container, running
+from avatar.domain.errors import NotFoundError
 from avatar.presentation import avatar, health, memory, objects, prosody, realtime, sessions, voice_profiles
 from avatar.presentation.drain import Drain, DrainMiddleware
 from avatar.presentation.errors import install_error_handlers
+from avatar.presentation.json_guard import JsonBodyGuard
 from avatar.settings import Settings
 
 ROUTERS = (
@@ -60,9 +63,25 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
     app.state.settings = settings
     app.state.drain = drain
     app.add_middleware(DrainMiddleware, drain=drain)
+    app.add_middleware(JsonBodyGuard)
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+
+    # Unknown API paths answer 404 for every method (not the web app's 405 for a non-GET); a known
+    # path with the wrong method still answers 405.
+    @app.api_route(
+        "/api/{path:path}",
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
+        include_in_schema=False,
+    )
+    async def unknown_api_path(request: Request, path: str) -> None:
+        this = request.scope.get("route")
+        for route in request.app.router.routes:
+            if route is not this and route.matches(request.scope)[0] is Match.PARTIAL:
+                raise HTTPException(status_code=405)
+        raise NotFoundError(f"no such API path: /api/{path[:200]}; the API is described at /docs")
+
     dist = settings.server.frontend_dist
     if (dist / "index.html").exists():
         app.mount("/", StaticFiles(directory=dist, html=True), name="frontend")

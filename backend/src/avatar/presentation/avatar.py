@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from avatar.application.avatar import ErrorEvent, Subscription
+from avatar.application.validation import JsonInputError, strict_json_loads
 from avatar.bootstrap import Services
 from avatar.presentation.ws_security import authenticate_session_socket
 from avatar.settings import Settings
@@ -68,9 +69,9 @@ async def _receive_loop(websocket: WebSocket) -> None:
             await websocket.close(CLOSE_TOO_LARGE, "frame too large")
             return
         try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as exc:
-            await websocket.send_text(_error("INVALID_JSON", f"the message is not JSON: {exc.msg}"))
+            raw = strict_json_loads(text)
+        except JsonInputError as exc:
+            await websocket.send_text(_error("INVALID_JSON", f"the message is refused: {exc}"))
             continue
         if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
             await websocket.send_text(

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
+from avatar.application.validation import SafeStr
 from avatar.presentation.deps import ServicesDep
 
 router = APIRouter(prefix="/api/v1/memory", tags=["memory"])
@@ -29,7 +30,7 @@ class MemorySearchPublic(BaseModel):
 @router.get("/search", response_model=MemorySearchPublic)
 async def search_memory(
     services: ServicesDep,
-    q: Annotated[str, Query(min_length=1, max_length=1000, description="What to look for, any language")],
+    q: Annotated[SafeStr, Query(min_length=1, max_length=1000, description="What to look for, any language")],
     limit: Annotated[int, Query(ge=1, le=50)] = 5,
     session_id: Annotated[uuid.UUID | None, Query(description="Only this conversation")] = None,
 ) -> MemorySearchPublic:

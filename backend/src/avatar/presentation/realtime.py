@@ -11,7 +11,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import json
 import logging
 import time
 
@@ -28,6 +27,7 @@ from avatar.application.conversation import (
 from avatar.application.conversation.events import (
     CLIENT_MESSAGE,
     CLIENT_TYPES,
+    PROTOCOL_VERSION,
     SUPPORTED_SAMPLE_RATES,
     AudioChunkIn,
     AuthIn,
@@ -39,6 +39,7 @@ from avatar.application.conversation.events import (
     SetTTSModeIn,
     TextInputIn,
 )
+from avatar.application.validation import JsonInputError, strict_json_loads
 from avatar.bootstrap import Services
 from avatar.domain.errors import CapacityError, NotFoundError
 from avatar.domain.models import AudioChunk
@@ -142,9 +143,9 @@ class _Connection:
 
     async def _text(self, text: str) -> None:
         try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as exc:
-            await self.ws.send_text(_error("INVALID_JSON", f"the message is not JSON: {exc.msg}"))
+            raw = strict_json_loads(text)
+        except JsonInputError as exc:
+            await self.ws.send_text(_error("INVALID_JSON", f"the message is refused: {exc}"))
             return
         if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
             await self.ws.send_text(
@@ -153,14 +154,19 @@ class _Connection:
             return
         if raw["type"] not in CLIENT_TYPES:
             await self.ws.send_text(
-                _error("UNKNOWN_MESSAGE_TYPE", f"unknown message type {raw['type']!r}; see docs/protocol.md")
+                _error(
+                    "UNKNOWN_MESSAGE_TYPE", f"unknown message type {raw['type'][:40]!r}; see docs/protocol.md"
+                )
             )
             return
         try:
             message = CLIENT_MESSAGE.validate_python(raw)
         except ValidationError as exc:
-            detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors())
-            await self.ws.send_text(_error("INVALID_MESSAGE", f"invalid {raw['type']}: {detail}"))
+            detail = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg'].removeprefix('Value error, ')}"
+                for e in exc.errors()
+            )
+            await self.ws.send_text(_error("INVALID_MESSAGE", f"invalid {raw['type']}: {detail[:300]}"))
             return
         session = self.session
         if isinstance(message, AudioChunkIn):
@@ -204,6 +210,7 @@ class _Connection:
             )
             return
         self.sample_rate = sample_rate
+        # timestamp is finite and bounded (AudioChunkIn): int() cannot overflow here.
         chunk = AudioChunk(pcm=pcm, sample_rate=sample_rate, timestamp_ms=int(timestamp or 0))
         if not self.flood.admit(chunk.duration_ms):
             if self.flood.should_report():
@@ -225,7 +232,9 @@ async def conversation(websocket: WebSocket, session_id: str) -> None:
     settings: Settings = app.state.settings
     services: Services = app.state.services
     manager = services.sessions
-    authenticated = await authenticate_session_socket(websocket, session_id, settings)
+    authenticated = await authenticate_session_socket(
+        websocket, session_id, settings, protocol_version=PROTOCOL_VERSION
+    )
     if authenticated is None:
         return
     sid, token = authenticated

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from avatar.application.conversation.events import PROTOCOL_VERSION
+from avatar.application.validation import MAX_METADATA_BYTES, MAX_METADATA_DEPTH, check_metadata
 
 # --- REST -----------------------------------------------------------------------------------
 
@@ -19,8 +20,12 @@ class SessionCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    metadata: dict[str, Any] = Field(
-        default_factory=dict, description="Free-form labels kept with the session"
+    metadata: Annotated[dict[str, Any], AfterValidator(check_metadata)] = Field(
+        default_factory=dict,
+        description=(
+            f"Free-form labels kept with the session: at most {MAX_METADATA_BYTES} bytes as JSON, "
+            f"{MAX_METADATA_DEPTH} levels deep, no NUL characters"
+        ),
     )
 
 

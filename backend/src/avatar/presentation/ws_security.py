@@ -20,7 +20,6 @@ therefore out of access logs and browser history.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -33,7 +32,9 @@ from starlette.websockets import WebSocketDisconnect
 
 from avatar.application.conversation import TokenError, verify_token
 from avatar.application.conversation.events import AuthIn
+from avatar.application.validation import strict_json_loads
 from avatar.presentation.errors import error_body
+from avatar.presentation.wire import error as wire_error
 from avatar.settings import Settings
 
 SUBPROTOCOL = "avatar.v1"
@@ -41,6 +42,7 @@ TOKEN_PROTOCOL_PREFIX = "avatar.token."
 #: How long a client that sent no token in the handshake has to send its ``auth`` message.
 AUTH_TIMEOUT_S = 5.0
 #: Close codes of a refused session socket (docs/protocol.md).
+CLOSE_BAD_VERSION = 4400
 CLOSE_TOKEN = 4401
 CLOSE_NOT_FOUND = 4404
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -173,7 +175,7 @@ async def receive_token(websocket: WebSocket, *, timeout_s: float = AUTH_TIMEOUT
     if text is None:
         raise AuthMessageError('send the token first: {"type": "auth", "token": "..."}')
     try:
-        return AuthIn.model_validate(json.loads(text)).token
+        return AuthIn.model_validate(strict_json_loads(text)).token
     except (ValueError, ValidationError) as exc:
         raise AuthMessageError(
             'the first message must be {"type": "auth", "token": "..."} when no token was sent '
@@ -182,16 +184,28 @@ async def receive_token(websocket: WebSocket, *, timeout_s: float = AUTH_TIMEOUT
 
 
 async def authenticate_session_socket(
-    websocket: WebSocket, session_id: str, settings: Settings
+    websocket: WebSocket, session_id: str, settings: Settings, *, protocol_version: int | None = None
 ) -> tuple[uuid.UUID, str] | None:
     """Check Host/Origin, accept, and verify the session token; None once the socket is refused
-    (closed with 4404 for an id that is not a UUID, 4401 for a missing or bad token) or when the
-    client went away during the handshake.
+    (closed with 4400 after an ``error`` for a ``?v=`` other than ``protocol_version``, 4404 for an
+    id that is not a UUID, 4401 for a missing or bad token) or when the client went away during the
+    handshake.
 
     The token comes from the ``Sec-WebSocket-Protocol`` header, a first ``auth`` message, or the
     deprecated ``?token=`` query parameter (docs/protocol.md, Authentication).
     """
     if not await accept_checked(websocket, WebSocketPolicy.from_settings(settings)):
+        return None
+    version = websocket.query_params.get("v")
+    if protocol_version is not None and version is not None and version != str(protocol_version):
+        await websocket.send_text(
+            wire_error(
+                "UNSUPPORTED_PROTOCOL_VERSION",
+                f"protocol version {version[:16]!r} is not supported; this server speaks "
+                f"v={protocol_version} (docs/protocol.md)",
+            )
+        )
+        await websocket.close(CLOSE_BAD_VERSION, "unsupported protocol version")
         return None
     try:
         sid = uuid.UUID(session_id)

@@ -68,10 +68,14 @@ def _decode_pyav(data: bytes, max_seconds: float | None) -> DecodedAudio:
     with container:
         if not container.streams.audio:
             raise AudioDecodeError("the file has no audio stream", "no_audio_stream")
-        stream = container.streams.audio[0]
-        rate = int(stream.rate or stream.codec_context.sample_rate or 0)
-        channels = int(stream.codec_context.channels or 1)
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate or None)
+        try:
+            stream = container.streams.audio[0]
+            rate = int(stream.rate or stream.codec_context.sample_rate or 0)
+            channels = int(stream.codec_context.channels or 1)
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=rate or None)
+        except (AttributeError, TypeError, ValueError, av.error.FFmpegError) as exc:
+            # A header FFmpeg half-understood (0 bits per sample, an unknown format tag ...).
+            raise AudioDecodeError(f"the audio stream cannot be decoded: {exc}", "undecodable") from exc
         parts: list[FloatAudio] = []
         total = 0
         try:
@@ -82,7 +86,7 @@ def _decode_pyav(data: bytes, max_seconds: float | None) -> DecodedAudio:
                     total += len(arr)
                 if max_seconds is not None and rate and total > max_seconds * rate:
                     raise AudioDecodeError(f"audio is longer than the {max_seconds:.0f} s limit", "too_long")
-        except av.error.FFmpegError as exc:
+        except (av.error.FFmpegError, ValueError) as exc:
             if not parts:
                 raise AudioDecodeError(f"corrupt or truncated audio: {exc}", "corrupt") from exc
             # A truncated tail still yields the decodable part, as players do.

@@ -117,5 +117,12 @@ class SessionContext:
         self._notices_sent.add(code)
         self.outbox.send(NoticeMsg(code=code, message=message))
 
-    def error(self, code: str, message: str) -> None:
-        self.outbox.send(ErrorMsg(code=code, message=message))
+    def error(self, code: str, message: str, *, cause: BaseException | None = None) -> None:
+        """An ``error`` to the client. A ``cause``'s own text (addresses, paths, a dependency's
+        error) goes to the log under the ``trace_id`` the client gets, not into the message
+        (docs/protocol.md, Limits and errors)."""
+        trace_id = str(uuid.uuid4())
+        if cause is not None:
+            log.warning("session %s: %s (trace_id %s): %s", self.session_id, code, trace_id, cause)
+            message = f"{message} (trace id {trace_id})"
+        self.outbox.send(ErrorMsg(code=code, message=message, trace_id=trace_id))

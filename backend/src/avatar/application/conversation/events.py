@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, TypeAdapter, WithJsonSchema
 
+from avatar.application.validation import MAX_VOICE_CHARS, Duration, Millis, SafeStr
 from avatar.domain.models import Emotion, TTSMode
 
 PROTOCOL_VERSION = 1
@@ -63,8 +64,8 @@ class _ClientMessage(BaseModel):
 class AudioChunkIn(_ClientMessage):
     type: Literal["audio_chunk"]
     data: str = Field(description="base64 PCM16 mono little-endian")
-    sr: int = 16000
-    timestamp: float | None = None
+    sr: int = Field(default=16000, ge=1, le=1_000_000)
+    timestamp: Millis | None = None
 
 
 class EndOfUtteranceIn(_ClientMessage):
@@ -74,24 +75,24 @@ class EndOfUtteranceIn(_ClientMessage):
 class SetTTSModeIn(_ClientMessage):
     type: Literal["set_tts_mode"]
     mode: TTSMode
-    voice: str | None = None
+    voice: Annotated[SafeStr, Field(max_length=MAX_VOICE_CHARS)] | None = None
     voice_profile_id: uuid.UUID | None = None
 
 
 class InterruptIn(_ClientMessage):
     type: Literal["interrupt"]
-    heard_text: str | None = Field(default=None, max_length=8000)
-    played_ms: float | None = Field(default=None, ge=0)
+    heard_text: Annotated[SafeStr, Field(max_length=8000)] | None = None
+    played_ms: Duration | None = None
 
 
 class TextInputIn(_ClientMessage):
     type: Literal["text_input"]
-    text: str = Field(min_length=1, max_length=4000)
+    text: SafeStr = Field(min_length=1, max_length=4000)
 
 
 class PingIn(_ClientMessage):
     type: Literal["ping"]
-    t: float | None = None
+    t: Millis | None = None
 
 
 #: Longest session token accepted in an ``auth`` message.
@@ -103,7 +104,7 @@ class AuthIn(_ClientMessage):
     Authentication); later ``auth`` messages are refused."""
 
     type: Literal["auth"]
-    token: str = Field(min_length=1, max_length=MAX_TOKEN_CHARS)
+    token: SafeStr = Field(min_length=1, max_length=MAX_TOKEN_CHARS)
 
 
 ClientMessage = Annotated[

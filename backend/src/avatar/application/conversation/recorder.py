@@ -4,6 +4,7 @@ prosody and HQ requests on the task queue."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from avatar.application.conversation.writer import BackgroundWriter
 from avatar.application.tasks import HQTask, ProsodyTask, enqueue
+from avatar.application.validation import sanitize_text
 from avatar.domain.models import (
     AudioChunk,
     ConversationTurn,
@@ -25,6 +27,8 @@ from avatar.domain.wav import pcm16_wav
 
 if TYPE_CHECKING:
     from avatar.application.conversation.deps import ConversationDeps
+
+log = logging.getLogger(__name__)
 
 #: Sample rate of ``TranscriptEvent.utterance_pcm`` (the recognizer's contract).
 ASR_SAMPLE_RATE = 16000
@@ -71,13 +75,21 @@ class TurnRecorder:
 
     async def _write_failed(self, what: str, exc: BaseException) -> None:
         self._metrics.write_failed(what.split(" ")[-1] if what else "write")
-        self._report("PERSISTENCE_FAILED", f"could not save {what}: {exc}")
+        # The store's own error text (constraint names, paths) goes to the log, not to the client.
+        log.warning("session %s: could not save %s", self.session_id, what, exc_info=exc)
+        self._report(
+            "PERSISTENCE_FAILED", f"could not save {what} ({type(exc).__name__}); see the server log"
+        )
 
     def record_input(
         self, turn: ConversationTurn, transcription: Transcription, pcm: bytes, partials: list[str]
     ) -> None:
         """The turn row, the utterance's audio and transcription, and the prosody request."""
-        turn = replace(turn)
+        # Recognized or typed text may hold characters PostgreSQL cannot store (NUL): drop them so
+        # the turn is stored (docs/protocol.md, Limits).
+        turn = replace(turn, user_input=sanitize_text(turn.user_input))
+        transcription = replace(transcription, text=sanitize_text(transcription.text))
+        partials = [sanitize_text(p) for p in partials]
         uow = self._uow
 
         async def add_turn() -> None:
@@ -122,7 +134,12 @@ class TurnRecorder:
 
     def record_reply(self, turn: ConversationTurn, audio: ReplyAudio) -> None:
         """The turn's reply (text, emotion, stages) and, once, the fast voice's audio."""
-        turn = replace(turn, stage_latency_ms=dict(turn.stage_latency_ms))
+        turn = replace(
+            turn,
+            user_input=sanitize_text(turn.user_input),
+            ai_response=sanitize_text(turn.ai_response),
+            stage_latency_ms=dict(turn.stage_latency_ms),
+        )
         uow = self._uow
 
         async def update_turn() -> None:

@@ -71,7 +71,7 @@ class ReplyHost(Protocol):
 
     def set_phase(self, phase: Phase) -> None: ...
 
-    def error(self, code: str, message: str) -> None: ...
+    def error(self, code: str, message: str, *, cause: BaseException | None = None) -> None: ...
 
     def notice(self, code: str, message: str) -> None: ...
 
@@ -186,7 +186,7 @@ class Reply:
             log.warning("session %s: reply failed: %s", self.host.session_id, exc)
             known = isinstance(exc, AvatarError) and exc.code != "INTERNAL_ERROR"
             code = exc.code if isinstance(exc, AvatarError) and known else "LLM_UNAVAILABLE"
-            self.host.error(code, f"the reply could not be generated: {exc}")
+            self.host.error(code, "the reply could not be generated", cause=exc)
         finally:
             clauses.put_nowait(_END)
             aclose = getattr(events, "aclose", None)
@@ -231,7 +231,7 @@ class Reply:
                 await self._speak_clause(text)
             except Exception as exc:
                 failed = True
-                self.host.error("TTS_FAILED", f"speech synthesis failed: {exc}")
+                self.host.error("TTS_FAILED", "speech synthesis failed", cause=exc)
 
     async def _speak_clause(self, text: str) -> None:
         clock, host = self.deps.clock, self.host

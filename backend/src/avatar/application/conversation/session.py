@@ -153,7 +153,7 @@ class ConversationSession:
                 await self._on_event(event)
             except Exception as exc:  # one bad event must not end the conversation
                 log.exception("session %s: error handling %s", self.session_id, event.kind)
-                self.context.error("INTERNAL_ERROR", f"could not handle {event.kind.value}: {exc}")
+                self.context.error("INTERNAL_ERROR", f"could not handle {event.kind.value}", cause=exc)
 
     async def _on_event(self, event: TranscriptEvent) -> None:
         kind, tr = event.kind, event.transcription
