@@ -14,6 +14,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
+from avatar.application.accounts import AccountService
 from avatar.application.brain import BrainConfig, BrainDeps, MemorySearch, load_persona
 from avatar.application.conversation import (
     BrainReplyEngine,
@@ -24,6 +25,7 @@ from avatar.application.conversation import (
     SessionManager,
     make_hq_handler,
 )
+from avatar.application.erasure import DataEraser
 from avatar.application.ports.asr import SpeechRecognizer
 from avatar.application.ports.clock import Clock
 from avatar.application.ports.common import ComponentHealth
@@ -119,6 +121,10 @@ class Services:
     hq_handler: TaskHandler
     #: ``None`` when prosody analysis is disabled.
     prosody_handler: ProsodyAnalysisHandler | None
+    #: Users, credentials and the audit log (docs/security.md).
+    accounts: AccountService
+    #: Deletes sessions, voice profiles and accounts with everything stored for them.
+    eraser: DataEraser
 
     async def aclose(self) -> None:
         """End every live session (replies stopped, writes flushed)."""
@@ -318,6 +324,8 @@ def build_services(container: Container) -> Services:
         memory=MemorySearch(container.text_embedder, container.uow),
         hq_handler=hq_handler,
         prosody_handler=prosody_handler,
+        accounts=AccountService(container.uow, container.clock),
+        eraser=DataEraser(container.uow, container.object_store, sessions, container.session_state),
     )
 
 

@@ -49,3 +49,21 @@ class DependencyError(AvatarError):
     """A dependency (database, model server, object store) failed or is unreachable."""
 
     code = "DEPENDENCY_UNAVAILABLE"
+
+
+class ConflictError(AvatarError):
+    """The request clashes with what exists (a user name already taken)."""
+
+    code = "CONFLICT"
+
+
+class UnauthenticatedError(AvatarError):
+    """No valid credential came with the request (docs/security.md)."""
+
+    code = "UNAUTHENTICATED"
+
+
+class ForbiddenError(AvatarError):
+    """The caller is known but may not do this (not an admin, CSRF token missing)."""
+
+    code = "FORBIDDEN"

@@ -12,15 +12,21 @@ from fastapi.responses import JSONResponse
 from avatar.domain.errors import (
     AvatarError,
     CapacityError,
+    ConflictError,
     DependencyError,
+    ForbiddenError,
     InvalidInputError,
     NotFoundError,
+    UnauthenticatedError,
 )
 
 log = logging.getLogger(__name__)
 
 _STATUS: list[tuple[type[AvatarError], int]] = [
     (NotFoundError, 404),
+    (UnauthenticatedError, 401),
+    (ForbiddenError, 403),
+    (ConflictError, 409),
     (InvalidInputError, 422),
     (CapacityError, 503),
     (DependencyError, 503),

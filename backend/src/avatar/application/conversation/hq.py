@@ -4,6 +4,7 @@ high-quality voice."""
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -46,7 +47,12 @@ def make_hq_handler(
         if not text:
             return
         session_id, turn_id, profile_id = task.session_id, task.turn_id, task.voice_profile_id
-        reference = await voice_resolver(profile_id) if profile_id and voice_resolver else None
+        async with uow() as tx:
+            if await tx.sessions.get(session_id) is None:
+                # The session was erased (docs/security.md, "Delete my data"): nothing to store.
+                log.info("dropping HQ task of erased session %s", session_id)
+                return
+        reference = await voice_resolver(profile_id, session_id) if profile_id and voice_resolver else None
         request = SynthesisRequest(
             text=text, mode=TTSMode.HQ, voice=task.voice, language=task.language, reference=reference
         )
@@ -72,21 +78,17 @@ def make_hq_handler(
         key = synthesized_key(turn_id, TTSMode.HQ, clock.now())
         url = await object_store.put(key, pcm16_wav(pcm, rate), "audio/wav")
         duration_s = len(pcm) / 2 / rate
-        async with uow() as tx:
-            await tx.synthesized.add(
-                SynthesizedAudio(
-                    audio_id=new_id(),
-                    turn_id=turn_id,
-                    mode=TTSMode.HQ,
-                    audio_url=url,
-                    duration_sec=duration_s,
-                    synthesis_time_ms=elapsed_ms,
-                    voice_profile_id=profile_id,
-                    engine=stream.engine,
-                    voice=stream.voice,
-                )
-            )
-            await tx.commit()
+        try:
+            await _record(uow, turn_id, profile_id, url, duration_s, elapsed_ms, stream.engine, stream.voice)
+        except Exception:
+            # The turn may have been erased meanwhile: leave no object without a row.
+            await object_store.delete(key)
+            async with uow() as tx:
+                erased = await tx.turns.get(turn_id) is None
+            if erased:
+                log.info("dropping HQ audio of erased turn %s", turn_id)
+                return
+            raise
         message = HqReadyMsg(
             turn_id=turn_id,
             url=await object_store.presigned_url(key),
@@ -96,6 +98,33 @@ def make_hq_handler(
         await notifier.notify(session_id, message)
 
     return handle
+
+
+async def _record(
+    uow: UnitOfWorkFactory,
+    turn_id: uuid.UUID,
+    profile_id: uuid.UUID | None,
+    url: str,
+    duration_s: float,
+    elapsed_ms: float,
+    engine: str,
+    voice: str,
+) -> None:
+    async with uow() as tx:
+        await tx.synthesized.add(
+            SynthesizedAudio(
+                audio_id=new_id(),
+                turn_id=turn_id,
+                mode=TTSMode.HQ,
+                audio_url=url,
+                duration_sec=duration_s,
+                synthesis_time_ms=elapsed_ms,
+                voice_profile_id=profile_id,
+                engine=engine,
+                voice=voice,
+            )
+        )
+        await tx.commit()
 
 
 async def collect(iterator: AsyncIterator[AudioChunk]) -> tuple[bytes, int]:
