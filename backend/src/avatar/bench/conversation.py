@@ -109,9 +109,9 @@ async def _speak_and_wait(client: live.Client, pcm: bytes, timeout_s: float) -> 
         await asyncio.gather(mic, return_exceptions=True)
 
 
-async def _conversation(base: str, clips: Sequence[bytes], tally: Tally, timeout_s: float) -> None:
+async def _conversation(base: str, key: str, clips: Sequence[bytes], tally: Tally, timeout_s: float) -> None:
     """One session, one turn per clip (the history grows as in a real conversation)."""
-    created = await live.create_session(base)
+    created = await live.create_session(base, key)
     async with live.Client.connect(created["ws_url"]) as client:
         await client.until_type("session_state")
         for pcm in clips:
@@ -186,12 +186,12 @@ async def _await_interrupted(
     return late
 
 
-async def _barge_in(base: str, clips: Sequence[bytes], trials: int) -> BargeIn:
+async def _barge_in(base: str, key: str, clips: Sequence[bytes], trials: int) -> BargeIn:
     result = BargeIn()
     loop = asyncio.get_running_loop()
     step = 16000 * CHUNK_MS // 1000 * 2
     for trial in range(trials):
-        created = await live.create_session(base)
+        created = await live.create_session(base, key)
         try:
             async with live.Client.connect(created["ws_url"]) as client:
                 await client.until_type("session_state")
@@ -263,8 +263,9 @@ async def _capacity(levels: Sequence[int]) -> list[tuple[int, Tally]]:
         settings.conversation.max_sessions = n + 1
         container = build_instant_container(settings, utterance_ms=1000)
         tally = Tally()
+        key = await live.api_user(container)
         async with live.running_server(create_app(settings, container)) as base:
-            await asyncio.gather(*[_conversation(base, [pcm], tally, 60) for _ in range(n)])
+            await asyncio.gather(*[_conversation(base, key, [pcm], tally, 60) for _ in range(n)])
         await container.aclose()
         rows.append((n, tally))
     return rows
@@ -287,11 +288,12 @@ async def _real(settings: Settings, turns: int, per_session: int, barge_trials: 
     container = await build_container(settings)
     tally = Tally()
     try:
+        key = await live.api_user(container)
         async with live.running_server(create_app(settings, container)) as base:
             for first in range(0, turns, per_session):
                 batch = [clips[i % len(clips)] for i in range(first, min(turns, first + per_session))]
-                await _conversation(base, batch, tally, 180)
-            barge = await _barge_in(base, clips, barge_trials)
+                await _conversation(base, key, batch, tally, 180)
+            barge = await _barge_in(base, key, clips, barge_trials)
     finally:
         await container.aclose()
     return tally, barge
