@@ -23,8 +23,8 @@ from avatar.infrastructure.session_state import InMemorySessionStateStore
 from avatar.presentation.app import create_app
 from avatar.settings import Settings
 from tests.e2e.harness import Client, create_session, running_server
-from tests.support.auth import bearer, make_user
 from tests.fakes import FakeChatModel, FakeRecognizer, fake_container
+from tests.support.auth import bearer, make_user
 
 SECRET = "test-secret"
 

@@ -23,6 +23,7 @@ from tests.support.auth import bearer
 from tests.support.net import free_port, wait_for_port
 from tests.support.servers import stop_process
 
+Served = tuple[str, "subprocess.Popen[bytes]", str]
 ROOT = Path(__file__).resolve().parents[3]
 REPLY_WORDS = 40
 TOKEN_DELAY_S = 0.05
@@ -49,12 +50,16 @@ uvicorn.run(create_app(settings, container, on_ready=make_user), host="127.0.0.1
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], str]]:
+def server(tmp_path: Path) -> Iterator[Served]:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     log = (tmp_path / "server.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-c", SERVER, str(port), str(tmp_path / "key")], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        [sys.executable, "-c", SERVER, str(port), str(tmp_path / "key")],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         wait_for_port(port, timeout_s=60)
@@ -74,7 +79,7 @@ async def _until_draining(http: httpx.AsyncClient) -> httpx.Response:
     raise AssertionError("readiness never turned 503 after SIGTERM")
 
 
-async def test_sigterm_drains_then_exits(server: tuple[str, subprocess.Popen[bytes], str]) -> None:
+async def test_sigterm_drains_then_exits(server: Served) -> None:
     base, proc, key = server
     async with httpx.AsyncClient(base_url=base) as http:
         assert (await http.get("/api/v1/health/ready")).json() == {"status": "ready"}
@@ -112,7 +117,7 @@ async def test_sigterm_drains_then_exits(server: tuple[str, subprocess.Popen[byt
     assert time.monotonic() - t_term < 15
 
 
-async def test_a_second_sigterm_stops_waiting(server: tuple[str, subprocess.Popen[bytes], str]) -> None:
+async def test_a_second_sigterm_stops_waiting(server: Served) -> None:
     base, proc, key = server
     created = await create_session(base, key)
     async with Client.connect(created["ws_url"]) as client:
@@ -128,7 +133,9 @@ async def test_a_second_sigterm_stops_waiting(server: tuple[str, subprocess.Pope
     assert await asyncio.to_thread(proc.wait, 20) is not None
 
 
-async def test_without_a_signal_the_probes_answer_ready(server: tuple[str, subprocess.Popen[bytes], str]) -> None:
+async def test_without_a_signal_the_probes_answer_ready(
+    server: Served,
+) -> None:
     base, _, _key = server
     async with httpx.AsyncClient(base_url=base) as http:
         ready = await http.get("/api/v1/health/ready")

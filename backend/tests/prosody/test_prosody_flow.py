@@ -26,9 +26,9 @@ from avatar.settings import Settings
 from avatar_common.audio import encode_wav
 from avatar_prosody.analyzer import ProsodyEngine
 from avatar_prosody.synth import synthetic_voice
-from tests.support.auth import bearer, make_user, seed_owner
 from tests.fakes import FakeClock, FakeDatabase, FakeNotifier, FakeObjectStore, FakeTaskQueue, fake_container
 from tests.support.audio import SpeechClip
+from tests.support.auth import bearer, make_user, seed_owner
 
 RATE = 16000
 
