@@ -26,6 +26,7 @@ from avatar.infrastructure.database import SqlUnitOfWorkFactory
 from avatar.presentation.app import create_app
 from backend.tests.voice_profiles.speech import Clip
 from backend.tests.voice_profiles.stack import real_parts
+from tests.support.auth import bearer, make_user
 from tests.support.servers import S3Server
 
 API = "/api/v1/voice-profiles"
@@ -70,9 +71,12 @@ async def stack(
 ) -> AsyncIterator[Stack]:
     async with real_parts(module_database_url, s3_server, tmp_path_factory.mktemp("avatar-var")) as parts:
         app = create_app(parts.settings, parts.container)
+        _user, key = await make_user(parts.container)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=120) as client:
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://test", timeout=120, headers=bearer(key)
+            ) as client:
                 yield Stack(client, parts.factory, parts.bucket_dir)
 
 
