@@ -79,6 +79,8 @@ class WebSession:
     cookie: str
     csrf: str
     expires_at: datetime
+    #: How long the browser should keep the cookies (the server checks ``expires_at`` as well).
+    max_age_s: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +214,13 @@ class AccountService:
             await tx.accounts.add_credential(cred)
             await tx.commit()
         assert cred.expires_at is not None
-        return WebSession(user=user, cookie=cookie, csrf=csrf, expires_at=cred.expires_at)
+        return WebSession(
+            user=user,
+            cookie=cookie,
+            csrf=csrf,
+            expires_at=cred.expires_at,
+            max_age_s=int(self.web_session_ttl.total_seconds()),
+        )
 
     async def redeem_link(self, token: str) -> WebSession:
         """Spend a sign-in link (once) for a web session."""

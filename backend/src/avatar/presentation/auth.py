@@ -78,12 +78,12 @@ AdminDep = Annotated[User, Depends(admin_user)]
 def set_sign_in_cookies(request: Request, response: Response, web: WebSession) -> None:
     secure = request.url.scheme == "https"
     # The expiry is enforced by the server too (the stored credential's expires_at).
-    expires = web.expires_at
+    age = web.max_age_s
     response.set_cookie(
-        SESSION_COOKIE, web.cookie, httponly=True, samesite="strict", secure=secure, path="/", expires=expires
+        SESSION_COOKIE, web.cookie, httponly=True, samesite="strict", secure=secure, path="/", max_age=age
     )
     response.set_cookie(
-        CSRF_COOKIE, web.csrf, httponly=False, samesite="strict", secure=secure, path="/", expires=expires
+        CSRF_COOKIE, web.csrf, httponly=False, samesite="strict", secure=secure, path="/", max_age=age
     )
 
 
