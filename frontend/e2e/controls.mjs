@@ -25,6 +25,8 @@ try {
   });
   page.on('pageerror', (e) => result.console.push(`pageerror: ${e.message}`));
   page.setDefaultTimeout(timeout);
+  // Sign in as `avatar up` lets a newcomer: the one-time link it printed (docs/security.md).
+  if (process.env.AVATAR_SIGN_IN_URL) await page.goto(process.env.AVATAR_SIGN_IN_URL, { waitUntil: 'networkidle' });
   await page.goto(`${base}/?debug=1`, { waitUntil: 'networkidle' });
 
   // push-to-talk: nothing is sent until the button is held; releasing ends the utterance

@@ -27,3 +27,12 @@ async def seed_owner(uow: UnitOfWorkFactory, name: str | None = None) -> uuid.UU
         await tx.accounts.add_user(user)
         await tx.commit()
     return user.user_id
+
+
+async def owner_sign_in(container: Container, base: str) -> tuple[str, str]:
+    """What ``avatar up`` does on localhost: the local owner (created on the first start) and a
+    one-time sign-in link for the browser; also an API key of the owner for the test's own calls."""
+    accounts = AccountService(container.uow, container.clock)
+    owner, _created = await accounts.ensure_local_owner()
+    token = await accounts.issue_link(owner)
+    return f"{base}/api/v1/auth/link?token={token}", await accounts.new_api_key(owner)
