@@ -344,7 +344,7 @@ async def test_an_interrupted_erasure_resumes_to_completion(rig: Rig) -> None:
     await _converse(rig, erin_key, turns=3)
     marks = await _marks_of(rig, erin.user_id)
     flaky = _FailingDeletes(rig.container.object_store, budget=2)
-    eraser = DataEraser(rig.container.uow, flaky)  # type: ignore[arg-type]
+    eraser = DataEraser(rig.container.uow, flaky)
     with pytest.raises(ConnectionError):
         await eraser.erase_user(erin.user_id, delete_account=False)
     # Cut short: the rows are all still there (objects go first), so the rest can be found again.
