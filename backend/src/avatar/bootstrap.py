@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from avatar.application.accounts import AccountService
+from avatar.application.admission import SessionAdmission
 from avatar.application.brain import BrainConfig, BrainDeps, MemorySearch, load_persona
 from avatar.application.conversation import (
     BrainReplyEngine,
@@ -125,6 +126,8 @@ class Services:
     accounts: AccountService
     #: Deletes sessions, voice profiles and accounts with everything stored for them.
     eraser: DataEraser
+    #: Per-user and per-address limits on creating sessions.
+    admission: SessionAdmission
 
     async def aclose(self) -> None:
         """End every live session (replies stopped, writes flushed)."""
@@ -286,6 +289,7 @@ def build_services(container: Container) -> Services:
         max_sessions=settings.conversation.max_sessions,
         grace_s=settings.security.reconnect_grace_s,
         state_store=container.session_state,
+        max_sessions_per_user=settings.conversation.max_sessions_per_user,
     )
     to_clients: ClientNotifier = container.notifier or sessions
     hq_handler = make_hq_handler(
@@ -326,6 +330,11 @@ def build_services(container: Container) -> Services:
         prosody_handler=prosody_handler,
         accounts=AccountService(container.uow, container.clock),
         eraser=DataEraser(container.uow, container.object_store, sessions, container.session_state),
+        admission=SessionAdmission(
+            per_user_per_minute=settings.conversation.session_creations_per_user_per_minute,
+            per_address_per_minute=settings.conversation.session_creations_per_address_per_minute,
+            now=container.clock.monotonic,
+        ),
     )
 
 

@@ -283,3 +283,61 @@ async def test_bad_user_names_are_refused(name: str) -> None:
 
     with pytest.raises(InvalidInputError):
         await AccountService(container.uow, container.clock).create_user(name)
+
+
+# --- admission (docs/security.md, "Admission") ---------------------------------------------------
+
+
+@pytest_asyncio.fixture
+async def strict() -> AsyncIterator[Served]:
+    settings = Settings(environment="test")
+    settings.conversation.max_sessions = 10
+    settings.conversation.max_sessions_per_user = 1
+    settings.conversation.session_creations_per_user_per_minute = 3
+    settings.conversation.session_creations_per_address_per_minute = 5
+    container = fake_container(settings)
+    await container.queue.start()
+    async with running_server(create_app(settings, container)) as base:
+        yield Served(base, container, AccountService(container.uow, container.clock))
+
+
+async def test_session_creation_is_limited_per_user_and_per_address(strict: Served) -> None:
+    _a, a_key = await make_user(strict.container, "ann")
+    _b, b_key = await make_user(strict.container, "ben")
+    async with httpx.AsyncClient(base_url=strict.base) as http:
+        for _ in range(3):
+            assert (await http.post("/api/v1/sessions", headers=bearer(a_key))).status_code == 201
+        limited = await http.post("/api/v1/sessions", headers=bearer(a_key))
+        _code(limited, 429, "RATE_LIMITED")
+        assert 1 <= int(limited.headers["retry-after"]) <= 60
+        # Another user is not held back by ann, until the address (both on 127.0.0.1) is at its 5.
+        assert (await http.post("/api/v1/sessions", headers=bearer(b_key))).status_code == 201
+        assert (await http.post("/api/v1/sessions", headers=bearer(b_key))).status_code == 201
+        _code(await http.post("/api/v1/sessions", headers=bearer(b_key)), 429, "RATE_LIMITED")
+        # The window slides: a minute later both may create again.
+        clock = strict.container.clock
+        assert isinstance(clock, FakeClock)
+        clock.advance(61)
+        assert (await http.post("/api/v1/sessions", headers=bearer(a_key))).status_code == 201
+
+
+async def test_one_user_cannot_hold_every_live_slot(strict: Served) -> None:
+    from tests.e2e.harness import Client
+
+    _a, a_key = await make_user(strict.container, "cat")
+    _b, b_key = await make_user(strict.container, "dog")
+    first = await create_session(strict.base, a_key)
+    second = await create_session(strict.base, a_key)
+    async with Client.connect(first["ws_url"]) as client:
+        await client.until_type("session_state")
+        # cat has a session connected: a second socket of theirs is refused, a new one too ...
+        async with Client.connect(second["ws_url"]) as refused:
+            error = await refused.until_type("error")
+            assert error["code"] == "BUSY" and "live conversations" in error["message"]
+        async with httpx.AsyncClient(base_url=strict.base) as http:
+            _code(await http.post("/api/v1/sessions", headers=bearer(a_key)), 503, "USER_BUSY")
+            # ... while dog still gets a slot.
+            assert (await http.post("/api/v1/sessions", headers=bearer(b_key))).status_code == 201
+    # Once cat's socket closed (the session parked for its reconnect grace), cat may connect again.
+    async with Client.connect(second["ws_url"]) as client:
+        assert (await client.until_type("session_state"))["session_id"] == second["session_id"]

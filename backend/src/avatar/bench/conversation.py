@@ -261,6 +261,10 @@ async def _capacity(levels: Sequence[int]) -> list[tuple[int, Tally]]:
     for n in levels:
         settings = Settings(environment="test")
         settings.conversation.max_sessions = n + 1
+        # One bench user opens every session: lift the per-user admission limits (docs/security.md).
+        settings.conversation.max_sessions_per_user = n + 1
+        settings.conversation.session_creations_per_user_per_minute = 100_000
+        settings.conversation.session_creations_per_address_per_minute = 100_000
         container = build_instant_container(settings, utterance_ms=1000)
         tally = Tally()
         key = await live.api_user(container)
@@ -285,6 +289,9 @@ async def _real(settings: Settings, turns: int, per_session: int, barge_trials: 
     settings.llm.max_tokens = 40
     settings.asr.language = settings.asr.language or "en"
     settings.conversation.max_sessions = max(settings.conversation.max_sessions, turns)
+    settings.conversation.max_sessions_per_user = settings.conversation.max_sessions
+    settings.conversation.session_creations_per_user_per_minute = 100_000
+    settings.conversation.session_creations_per_address_per_minute = 100_000
     container = await build_container(settings)
     tally = Tally()
     try:

@@ -17,6 +17,7 @@ from avatar.domain.errors import (
     ForbiddenError,
     InvalidInputError,
     NotFoundError,
+    RateLimitedError,
     UnauthenticatedError,
 )
 
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 _STATUS: list[tuple[type[AvatarError], int]] = [
     (NotFoundError, 404),
+    (RateLimitedError, 429),
     (UnauthenticatedError, 401),
     (ForbiddenError, 403),
     (ConflictError, 409),
@@ -50,7 +52,8 @@ def install_error_handlers(app: FastAPI) -> None:
         status = status_for(exc)
         if status >= 500:
             log.warning("%s: %s", exc.code, exc.message)
-        return JSONResponse(error_body(exc.code, exc.message), status_code=status)
+        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, RateLimitedError) else None
+        return JSONResponse(error_body(exc.code, exc.message), status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

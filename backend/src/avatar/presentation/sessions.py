@@ -85,11 +85,17 @@ async def create_session(
     request: Request,
     container: ContainerDep,
     settings: SettingsDep,
+    services: ServicesDep,
     user: CallerDep,
     body: Annotated[SessionCreate | None, Body()] = None,
 ) -> SessionCreated:
-    """Create a conversation of the caller; refused with 503 ``BUSY`` at the session limit."""
-    _manager(request).check_capacity()
+    """Create a conversation of the caller; refused with 503 ``BUSY`` at the session limit (or
+    ``USER_BUSY`` at the caller's), 429 ``RATE_LIMITED`` past the creation rate of the caller or
+    its address (docs/security.md, "Admission")."""
+    manager = _manager(request)
+    manager.check_capacity()
+    manager.check_user_capacity(user.user_id)
+    services.admission.admit_creation(user.user_id, request.client.host if request.client else None)
     session = Session.start(container.clock.now(), (body.metadata if body else None), owner_id=user.user_id)
     async with container.uow() as tx:
         await tx.sessions.add(session)
