@@ -533,3 +533,41 @@ async def test_embedded_placement_starts_postgres_from_an_empty_dir(tmp_path: Pa
             assert await uow.sessions.get(session.session_id) is not None
     assert (data_dir / "PG_VERSION").read_text().strip() == "16"
     assert not (data_dir / "postmaster.pid").exists()  # stopped with the stack
+
+
+async def test_migration_0002_gives_existing_rows_to_a_local_owner(postgres_server: PostgresServer) -> None:
+    async with fresh_database(postgres_server) as url:
+        engine = create_async_engine(url)
+        try:
+            await migrate.upgrade(engine, "0001")
+            sid, pid = uuid.uuid4(), uuid.uuid4()
+            vector = "[" + ",".join(["0.1"] * 256) + "]"
+            async with engine.begin() as conn:
+                await conn.execute(
+                    text("INSERT INTO sessions (session_id, start_time) VALUES (:sid, now())"), {"sid": sid}
+                )
+                await conn.execute(
+                    text(
+                        "INSERT INTO voice_profiles (profile_id, name, audio_url, embedding, duration_sec,"
+                        " sample_rate) VALUES (:pid, 'old', 'file:///x', CAST(:v AS vector), 6, 16000)"
+                    ),
+                    {"pid": pid, "v": vector},
+                )
+            await migrate.upgrade(engine)
+            async with engine.connect() as conn:
+                owner = (await conn.execute(text("SELECT user_id, name, role FROM users"))).one()
+                assert (owner.name, owner.role) == ("owner", "admin")
+                assert (
+                    await conn.execute(
+                        text("SELECT owner_id FROM sessions WHERE session_id = :s"), {"s": sid}
+                    )
+                ).scalar_one() == owner.user_id
+                assert (
+                    await conn.execute(
+                        text("SELECT user_id FROM voice_profiles WHERE profile_id = :p"), {"p": pid}
+                    )
+                ).scalar_one() == owner.user_id
+            await migrate.downgrade(engine, "0001")
+            assert await migrate.current_revision(engine) == "0001"
+        finally:
+            await engine.dispose()
