@@ -25,6 +25,16 @@ try {
   });
   page.on('pageerror', (e) => result.console.push(`pageerror: ${e.message}`));
   page.setDefaultTimeout(timeout);
+  if (process.env.AVATAR_SIGN_IN_URL) {
+    // Not signed in yet: the sign-in form, not the app (docs/security.md).
+    await page.goto(base, { waitUntil: 'networkidle' });
+    await page.getByTestId('sign-in').waitFor();
+    await page.screenshot({ path: join(artifacts, 'web-app-sign-in.png') });
+    step('sign-in form');
+    result.console.length = 0; // the 401 of GET /api/v1/me that showed the form
+    // Sign in as `avatar up` lets a newcomer: the one-time link it printed.
+    await page.goto(process.env.AVATAR_SIGN_IN_URL, { waitUntil: 'networkidle' });
+  }
   await page.goto(`${base}/?debug=1`, { waitUntil: 'networkidle' });
 
   // push-to-talk: nothing is sent until the button is held; releasing ends the utterance

@@ -26,6 +26,9 @@ try {
   page.on('pageerror', (e) => result.console.push(`pageerror: ${e.message}`));
   page.setDefaultTimeout(timeout);
 
+  // Sign in as `avatar up` lets a newcomer: the one-time link it printed (docs/security.md).
+  if (process.env.AVATAR_SIGN_IN_URL) await page.goto(process.env.AVATAR_SIGN_IN_URL, { waitUntil: 'networkidle' });
+
   await page.goto(base, { waitUntil: 'networkidle' });
   step('loaded');
   // record how far the avatar's mouth opens (it follows the reply's audio level)

@@ -28,6 +28,9 @@ try {
   page.on('pageerror', (e) => result.console.push(`pageerror: ${e.message}`));
   page.on('dialog', (d) => void d.accept());
 
+  // Sign in as `avatar up` lets a newcomer: the one-time link it printed (docs/security.md).
+  if (process.env.AVATAR_SIGN_IN_URL) await page.goto(process.env.AVATAR_SIGN_IN_URL, { waitUntil: 'networkidle' });
+
   await page.goto(base, { waitUntil: 'networkidle' });
   await page.getByTestId('tab-voices').click();
   await page.getByTestId('voice-empty').waitFor();

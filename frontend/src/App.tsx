@@ -5,6 +5,8 @@ import { Conversation } from './conversation';
 import { LangContext } from './i18n/context';
 import { initialLang, type Lang, messageFor, type StringKey, translate } from './i18n/strings';
 import { ApiClient } from './protocol/api';
+import { type Me, whoAmI } from './protocol/auth';
+import { SignIn } from './components/SignIn';
 
 interface VoicePageProps {
   apiBase: string;
@@ -27,7 +29,19 @@ type Tab = 'talk' | 'history' | 'voices';
 
 const API_BASE = '';
 
+/** Shows the app to a signed-in user, the sign-in form to anyone else. */
 export function App() {
+  const [me, setMe] = useState<Me | null | undefined>(undefined);
+  const lang = initialLang(localStorage.getItem('avatar.lang'), navigator.language);
+  useEffect(() => {
+    whoAmI(API_BASE).then(setMe, () => setMe(null));
+  }, []);
+  if (me === undefined) return <p className="muted">…</p>;
+  if (me === null) return <SignIn t={(k) => translate(lang, k)} onSignedIn={setMe} />;
+  return <SignedInApp />;
+}
+
+function SignedInApp() {
   const api = useMemo(() => new ApiClient(API_BASE), []);
   const convo = useMemo(() => new Conversation(api), [api]);
   const snap = useSyncExternalStore(convo.subscribe, convo.getSnapshot);

@@ -20,6 +20,7 @@ from tests.browser.support import ARTIFACTS, run_browser_script
 from tests.e2e.harness import running_server
 from tests.e2e.test_conversation import e2e_settings
 from tests.support.audio import SpeechClip
+from tests.support.auth import owner_sign_in
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -49,21 +50,24 @@ def speech_wav(
 @pytest_asyncio.fixture(scope="module")
 async def server(
     tmp_path_factory: pytest.TempPathFactory, module_database_url: str, llama_server: str, built_app: Path
-) -> AsyncIterator[str]:
+) -> AsyncIterator[tuple[str, str]]:
     settings = e2e_settings(tmp_path_factory.mktemp("web"), module_database_url, llama_server)
     settings.server.frontend_dist = built_app
     container = await build_container(settings)
     try:
         async with running_server(create_app(settings, container)) as base:
-            yield base
+            link, _key = await owner_sign_in(container, base)
+            yield base, link
     finally:
         await container.aclose()
 
 
-async def test_talk_in_the_browser(server: str, speech_wav: tuple[Path, SpeechClip]) -> None:
+async def test_talk_in_the_browser(server: tuple[str, str], speech_wav: tuple[Path, SpeechClip]) -> None:
     wav, clip = speech_wav
+    base, link = server
     env = {
-        "AVATAR_URL": server,
+        "AVATAR_URL": base,
+        "AVATAR_SIGN_IN_URL": link,
         "AVATAR_WAV": str(wav),
     }
     result = await run_browser_script("talk.mjs", env, timeout_s=900)

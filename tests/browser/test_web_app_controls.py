@@ -17,6 +17,7 @@ from tests.browser.support import run_browser_script
 from tests.e2e.harness import running_server
 from tests.fakes import FakeChatModel, FakeRecognizer, fake_container
 from tests.support.audio import SpeechClip
+from tests.support.auth import bearer, owner_sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -27,7 +28,7 @@ REPLY = (
 
 
 @pytest_asyncio.fixture(scope="module")
-async def fake_server(built_app: Path) -> AsyncIterator[str]:
+async def fake_server(built_app: Path) -> AsyncIterator[tuple[str, str, str]]:
     settings = Settings(environment="test")
     settings.server.frontend_dist = built_app
     # utterances end only on end_of_utterance (push-to-talk), never by length
@@ -39,14 +40,17 @@ async def fake_server(built_app: Path) -> AsyncIterator[str]:
     await container.queue.start()
     try:
         async with running_server(create_app(settings, container)) as base:
-            yield base
+            link, key = await owner_sign_in(container, base)
+            yield base, link, key
     finally:
         await container.queue.stop()
 
 
-async def test_controls_in_the_browser(fake_server: str, librivox: list[SpeechClip]) -> None:
+async def test_controls_in_the_browser(fake_server: tuple[str, str, str], librivox: list[SpeechClip]) -> None:
+    base, link, key = fake_server
     env = {
-        "AVATAR_URL": fake_server,
+        "AVATAR_URL": base,
+        "AVATAR_SIGN_IN_URL": link,
         "AVATAR_WAV": str(librivox[0].path),
     }
     result = await run_browser_script("controls.mjs", env, timeout_s=300)
@@ -61,7 +65,7 @@ async def test_controls_in_the_browser(fake_server: str, librivox: list[SpeechCl
     assert result["console"] == []
 
     # the server recorded the interruption and only the part that was heard
-    async with httpx.AsyncClient(base_url=fake_server) as http:
+    async with httpx.AsyncClient(base_url=base, headers=bearer(key)) as http:
         turns = (await http.get(f"/api/v1/sessions/{result['sessionId']}/turns")).json()["turns"]
     first = turns[0]
     assert first["interrupted"] is True

@@ -5,6 +5,7 @@ is used as its type allows (tests/deploy/series_check.py)."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from tests.deploy.series_check import (
 )
 from tests.e2e.harness import Client, create_session, running_server, stream_realtime
 from tests.support.audio import SpeechClip
+from tests.support.auth import bearer, make_user
 
 
 def _registry() -> CollectorRegistry:
@@ -106,15 +108,25 @@ async def stack(
         await container.aclose()
 
 
+@pytest_asyncio.fixture(scope="module")
+async def key(stack: tuple[str, Container]) -> str:
+    """An API key of the user the tests talk as (docs/security.md)."""
+    _user, api_key = await make_user(stack[1], f"e2e-{uuid.uuid4().hex[:8]}")
+    return api_key
+
+
 @pytest.mark.slow
 async def test_every_panel_and_rule_has_its_series_after_one_spoken_turn(
-    stack: tuple[str, Container], librivox: list[SpeechClip]
+    stack: tuple[str, Container], key: str, librivox: list[SpeechClip]
 ) -> None:
     base, _ = stack
     queries = dashboard_queries() + rule_queries()
     assert len(queries) >= 30
-    created = await create_session(base)
-    async with Client.connect(created["ws_url"]) as client, httpx.AsyncClient(base_url=base) as http:
+    created = await create_session(base, key)
+    async with (
+        Client.connect(created["ws_url"]) as client,
+        httpx.AsyncClient(base_url=base, headers=bearer(key)) as http,
+    ):
         await client.until_type("session_state")
         await stream_realtime(client, librivox[0].pcm)
         await client.until(lambda m: m["type"] == "turn_completed" and not m["interrupted"])

@@ -24,6 +24,7 @@ from avatar.presentation.app import create_app
 from avatar.settings import Placement, Settings
 from tests.e2e.harness import Client, create_session, running_server, stream_realtime
 from tests.support.audio import SpeechClip
+from tests.support.auth import bearer, make_user
 
 pytestmark = pytest.mark.slow
 
@@ -56,10 +57,19 @@ async def stack(
         await container.aclose()
 
 
-async def test_a_spoken_turn_end_to_end(stack: tuple[str, Container], librivox: list[SpeechClip]) -> None:
+@pytest_asyncio.fixture(scope="module")
+async def key(stack: tuple[str, Container]) -> str:
+    """An API key of the user the tests talk as (docs/security.md)."""
+    _user, api_key = await make_user(stack[1], f"e2e-{uuid.uuid4().hex[:8]}")
+    return api_key
+
+
+async def test_a_spoken_turn_end_to_end(
+    stack: tuple[str, Container], key: str, librivox: list[SpeechClip]
+) -> None:
     base, container = stack
     clip = librivox[0]
-    created = await create_session(base)
+    created = await create_session(base, key)
     async with Client.connect(created["ws_url"]) as client:
         await client.until_type("session_state")
         await client.send({"type": "set_tts_mode", "mode": "hq"})
@@ -77,7 +87,7 @@ async def test_a_spoken_turn_end_to_end(stack: tuple[str, Container], librivox: 
         assert hq["turn_id"] == completed["turn_id"]
     sid = created["session_id"]
     turn_id = uuid.UUID(completed["turn_id"])
-    async with httpx.AsyncClient(base_url=base) as http:
+    async with httpx.AsyncClient(base_url=base, headers=bearer(key)) as http:
         turns: list[dict[str, Any]] = []
         for _ in range(200):
             turns = (await http.get(f"/api/v1/sessions/{sid}/turns")).json()["turns"]
@@ -115,9 +125,11 @@ async def test_a_spoken_turn_end_to_end(stack: tuple[str, Container], librivox: 
     assert any(k.startswith(f"synthesized/hq/{turn_id}_hq_") for k in keys)
 
 
-async def test_barge_in_end_to_end(stack: tuple[str, Container], librivox: list[SpeechClip]) -> None:
+async def test_barge_in_end_to_end(
+    stack: tuple[str, Container], key: str, librivox: list[SpeechClip]
+) -> None:
     base, _ = stack
-    created = await create_session(base)
+    created = await create_session(base, key)
     async with Client.connect(created["ws_url"]) as client:
         await client.until_type("session_state")
         story = "Tell me a long story about a dragon and a princess."
@@ -136,7 +148,7 @@ async def test_barge_in_end_to_end(stack: tuple[str, Container], librivox: list[
         )
         assert answered["text"]
     # only what was heard is kept for the interrupted reply
-    async with httpx.AsyncClient(base_url=base) as http:
+    async with httpx.AsyncClient(base_url=base, headers=bearer(key)) as http:
         for _ in range(100):
             turns = (await http.get(f"/api/v1/sessions/{created['session_id']}/turns")).json()["turns"]
             if len(turns) == 2 and turns[1]["ai_response"]:
@@ -146,11 +158,13 @@ async def test_barge_in_end_to_end(stack: tuple[str, Container], librivox: list[
     assert turns[1]["interrupted"] is False and turns[1]["user_input"]
 
 
-async def test_two_sessions_at_once(stack: tuple[str, Container], librivox: list[SpeechClip]) -> None:
+async def test_two_sessions_at_once(
+    stack: tuple[str, Container], key: str, librivox: list[SpeechClip]
+) -> None:
     base, _ = stack
 
     async def converse(clip: SpeechClip) -> str:
-        created = await create_session(base)
+        created = await create_session(base, key)
         async with Client.connect(created["ws_url"]) as client:
             await client.until_type("session_state")
             await stream_realtime(client, clip.pcm)
@@ -168,9 +182,9 @@ async def test_two_sessions_at_once(stack: tuple[str, Container], librivox: list
     assert len(set(answered)) == 2
 
 
-async def test_reconnect_resumes_history(stack: tuple[str, Container]) -> None:
+async def test_reconnect_resumes_history(stack: tuple[str, Container], key: str) -> None:
     base, _ = stack
-    created = await create_session(base)
+    created = await create_session(base, key)
     async with Client.connect(created["ws_url"]) as client:
         await client.until_type("session_state")
         await client.send({"type": "text_input", "text": "My name is Alice."})
@@ -188,13 +202,15 @@ async def test_reconnect_resumes_history(stack: tuple[str, Container]) -> None:
         assert started["turn_number"] == 2 and done["text"] and not done["interrupted"]
 
 
-async def test_bad_input_gets_clear_errors_and_other_sessions_go_on(stack: tuple[str, Container]) -> None:
+async def test_bad_input_gets_clear_errors_and_other_sessions_go_on(
+    stack: tuple[str, Container], key: str
+) -> None:
     base, container = stack
     settings = container.settings
-    bystander = await create_session(base)
+    bystander = await create_session(base, key)
     async with Client.connect(bystander["ws_url"]) as other:
         await other.until_type("session_state")
-        created = await create_session(base)
+        created = await create_session(base, key)
         async with Client.connect(created["ws_url"]) as client:
             await client.until_type("session_state")
             pcm = base64.b64encode(bytes(3200)).decode()

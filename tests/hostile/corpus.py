@@ -361,8 +361,13 @@ REST_CASES: dict[str, RestCase] = {
     "preview-NaN": RestCase(
         "POST", f"/api/v1/voice-profiles/{_NO_ID}/preview", *_JSON, b'{"text":"hi","x":NaN}'
     ),
+    # the profile is looked up (and its owner checked) before the body is read
     "preview-text-NUL": RestCase(
-        "POST", f"/api/v1/voice-profiles/{_NO_ID}/preview", 422, "INVALID_FIELD", b'{"text":"h\\u0000i"}'
+        "POST",
+        f"/api/v1/voice-profiles/{_NO_ID}/preview",
+        404,
+        "VOICE_PROFILE_NOT_FOUND",
+        b'{"text":"h\\u0000i"}',
     ),
     "preview-text-empty": RestCase(
         "POST", f"/api/v1/voice-profiles/{_NO_ID}/preview", *_INPUT, b'{"text":""}'

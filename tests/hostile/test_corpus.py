@@ -21,13 +21,13 @@ import uvicorn
 import websockets
 from pydantic import SecretStr
 
-from avatar.bench.live import free_port, server_config
+from avatar.bench.live import api_user, auth, free_port, server_config
 from avatar.domain.errors import DependencyError
 from avatar.infrastructure.database import build_unit_of_work_factory
 from avatar.presentation.app import create_app
 from avatar.presentation.ws_protocol import uvicorn_ws_options
 from avatar.settings import Placement, Settings
-from tests.e2e.harness import Client, create_session, running_server
+from tests.e2e.harness import Client, create_session, running_server, server_key
 from tests.fakes import FakeChatModel, FakeDatabase, FakeRecognizer, FakeSynthesizer, fake_container
 from tests.hostile.corpus import REST_CASES, UPLOAD_CASES, WS_CASES, tone_pcm
 
@@ -42,6 +42,10 @@ def corpus_settings(data_dir: Path | None = None) -> Settings:
         settings.data_dir = data_dir
     settings.security.secret_key = SecretStr(SECRET)
     settings.conversation.max_sessions = 1000
+    # the corpus opens hundreds of sessions as one user from one address within a minute
+    settings.conversation.max_sessions_per_user = 1000
+    settings.conversation.session_creations_per_user_per_minute = 100_000
+    settings.conversation.session_creations_per_address_per_minute = 100_000
     settings.conversation.max_frame_bytes = 256 * 1024
     settings.security.reconnect_grace_s = 5
     return settings
@@ -224,7 +228,7 @@ async def test_an_oversized_handshake_is_answered_at_once(
 @pytest.mark.parametrize("name", list(REST_CASES))
 async def test_rest_request(base: str, name: str) -> None:
     case = REST_CASES[name]
-    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=base, timeout=30, headers=auth(await server_key(base))) as http:
         headers = {"content-type": case.content_type} if case.body is not None else {}
         response = await http.request(case.method, case.path, content=case.body, headers=headers)
     assert response.status_code == case.status, response.text[:300]
@@ -237,7 +241,7 @@ async def test_rest_request(base: str, name: str) -> None:
 @pytest.mark.parametrize("name", list(UPLOAD_CASES))
 async def test_voice_profile_upload(base: str, name: str) -> None:
     case = UPLOAD_CASES[name]
-    async with httpx.AsyncClient(base_url=base, timeout=60) as http:
+    async with httpx.AsyncClient(base_url=base, timeout=60, headers=auth(await server_key(base))) as http:
         response = await http.post(
             "/api/v1/voice-profiles",
             files={"audio": (case.filename, case.audio, "application/octet-stream")},
@@ -282,7 +286,8 @@ async def test_server_side_errors_keep_their_internals_in_the_log(
 ) -> None:
     async with corpus_server(corpus_settings(), uow=_BrokenDatabase(exc)) as url:
         with caplog.at_level(logging.WARNING):
-            async with httpx.AsyncClient(base_url=url) as http:
+            # the broken database also fails the key lookup: that error must be as clean
+            async with httpx.AsyncClient(base_url=url, headers=auth("avk_" + "x" * 43)) as http:
                 response = await http.get("/api/v1/sessions")
     assert response.status_code == status
     error = response.json()["error"]
@@ -321,7 +326,7 @@ async def test_nul_from_the_recognizer_and_the_model_is_stored_without_it(
                 done = await client.until_type("turn_completed", timeout_s=20)
                 assert not client.of("error"), client.of("error")
             sid = created["session_id"]
-            async with httpx.AsyncClient(base_url=url) as http:
+            async with httpx.AsyncClient(base_url=url, headers=auth(await server_key(url))) as http:
                 turns: list[dict[str, Any]] = []
                 for _ in range(100):
                     turns = (await http.get(f"/api/v1/sessions/{sid}/turns")).json()["turns"]
@@ -357,8 +362,9 @@ async def test_the_served_frame_limits_answer_large_frames_clearly(tmp_path: Pat
                 raise RuntimeError("the server stopped during start-up")
             await asyncio.sleep(0.05)
         url = f"http://127.0.0.1:{port}"
+        key = await api_user(container)
         for size, error_first in ((100 * 1024, True), (1024 * 1024, False)):
-            created = await create_session(url)
+            created = await create_session(url, key)
             async with Client.connect(created["ws_url"]) as client:
                 await client.until_type("session_state")
                 await client.ws.send(b"\x00" * size)
@@ -368,7 +374,10 @@ async def test_the_served_frame_limits_answer_large_frames_clearly(tmp_path: Pat
                     await client.until_type("error", timeout_s=10)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
             assert closed.value.rcvd.reason
-        await still_answers(url)
+        created = await create_session(url, key)
+        async with Client.connect(created["ws_url"]) as client:
+            await client.until_type("session_state")
+            await spoken_turn(client)
     finally:
         server.should_exit = True
         await task

@@ -27,6 +27,7 @@ from avatar.domain.models import (
     SynthesizedAudio,
     Transcription,
     TTSMode,
+    User,
     VoiceProfile,
     new_id,
 )
@@ -39,10 +40,13 @@ from avatar.infrastructure.database import (
 )
 from avatar.infrastructure.database import tables as t
 from avatar.settings import DatabaseSettings, Placement, Settings
+from tests.support.auth import seed_owner
 from tests.support.net import free_port
 from tests.support.servers import PostgresServer, fresh_database
 
 NOW = datetime(2025, 11, 22, 12, 0, tzinfo=UTC)
+#: The user the module's sessions and profiles belong to (created by ``uow_factory``).
+OWNER = uuid.uuid4()
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -50,6 +54,9 @@ async def uow_factory(module_database_url: str) -> AsyncIterator[SqlUnitOfWorkFa
     engine = create_engine(module_database_url, pool_size=4)
     await migrate.upgrade(engine)
     factory = SqlUnitOfWorkFactory(engine, policy=RetryPolicy(retries=3, base_delay_s=0.05))
+    async with factory() as uow:
+        await uow.accounts.add_user(User(user_id=OWNER, name="module-owner"))
+        await uow.commit()
     yield factory
     await factory.aclose()
 
@@ -69,13 +76,14 @@ def _profile(name: str, embedding: tuple[float, ...]) -> VoiceProfile:
         sample_rate=16000,
         transcript="hello there",
         metadata={"format": "wav"},
+        user_id=OWNER,
     )
 
 
 async def _session_with_turn(
     factory: SqlUnitOfWorkFactory,
 ) -> tuple[Session, ConversationTurn, Transcription]:
-    session = Session.start(NOW, {"client": "test"})
+    session = Session.start(NOW, {"client": "test"}, owner_id=await seed_owner(factory))
     turn = ConversationTurn(turn_id=new_id(), session_id=session.session_id, turn_number=1, user_input="hi")
     transcription = Transcription(text="hi", is_final=True, confidence=0.9, language="en", latency_ms=320.0)
     async with factory() as uow:
@@ -95,7 +103,7 @@ async def test_migrations_create_schema_indexes_and_go_back_down(postgres_server
         try:
             assert await migrate.current_revision(engine) is None
             await migrate.upgrade(engine)
-            assert await migrate.current_revision(engine) == "0001"
+            assert await migrate.current_revision(engine) == "0002"
 
             async with engine.connect() as conn:
                 tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
@@ -129,7 +137,7 @@ async def test_migrations_create_schema_indexes_and_go_back_down(postgres_server
                 left = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
             assert left.isdisjoint(t.metadata.tables)
             await migrate.upgrade(engine)  # and up again on the same database
-            assert await migrate.current_revision(engine) == "0001"
+            assert await migrate.current_revision(engine) == "0002"
         finally:
             await engine.dispose()
 
@@ -149,7 +157,7 @@ async def test_table_definitions_match_the_migrated_schema(uow_factory: SqlUnitO
 async def test_health_reports_pgvector_and_revision(uow_factory: SqlUnitOfWorkFactory) -> None:
     health = await uow_factory.health()
     assert health.ok, health.detail
-    assert health.extra["revision"] == "0001"
+    assert health.extra["revision"] == "0002"
     assert health.extra["pgvector"]
 
 
@@ -199,7 +207,7 @@ async def test_duplicate_turn_number_is_rejected_clearly(uow_factory: SqlUnitOfW
 
 
 async def test_uncommitted_work_is_rolled_back(uow_factory: SqlUnitOfWorkFactory) -> None:
-    session = Session.start(NOW)
+    session = Session.start(NOW, owner_id=OWNER)
     async with uow_factory() as uow:
         await uow.sessions.add(session)
         assert await uow.sessions.get(session.session_id) is not None  # read-your-writes inside
@@ -384,8 +392,8 @@ async def test_deleting_a_session_cascades_to_everything_it_owns(uow_factory: Sq
 async def test_a_dropped_connection_is_retried_and_the_transaction_replayed(
     uow_factory: SqlUnitOfWorkFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    first = Session.start(NOW)
-    second = Session.start(NOW)
+    first = Session.start(NOW, owner_id=OWNER)
+    second = Session.start(NOW, owner_id=OWNER)
     async with uow_factory() as uow:
         await uow.sessions.add(first)
         async with uow_factory.engine.connect() as admin:
@@ -417,7 +425,7 @@ async def test_a_dead_database_is_retried_then_reported_loudly(caplog: pytest.Lo
         with caplog.at_level(logging.WARNING, logger="avatar.infrastructure.database.transaction"):
             async with factory() as uow:
                 with pytest.raises(DependencyError) as err:
-                    await uow.sessions.add(Session.start(NOW))
+                    await uow.sessions.add(Session.start(NOW, owner_id=OWNER))
         health = await factory.health()
     finally:
         await factory.aclose()
@@ -481,7 +489,7 @@ async def test_a_lasting_outage_is_retried_a_bounded_number_of_times_in_one_laye
 
     async def add_session() -> None:
         async with factory() as uow:
-            await uow.sessions.add(Session.start(NOW))
+            await uow.sessions.add(Session.start(NOW, owner_id=OWNER))
             await uow.commit()
 
     failures = _Failures()
@@ -525,3 +533,41 @@ async def test_embedded_placement_starts_postgres_from_an_empty_dir(tmp_path: Pa
             assert await uow.sessions.get(session.session_id) is not None
     assert (data_dir / "PG_VERSION").read_text().strip() == "16"
     assert not (data_dir / "postmaster.pid").exists()  # stopped with the stack
+
+
+async def test_migration_0002_gives_existing_rows_to_a_local_owner(postgres_server: PostgresServer) -> None:
+    async with fresh_database(postgres_server) as url:
+        engine = create_async_engine(url)
+        try:
+            await migrate.upgrade(engine, "0001")
+            sid, pid = uuid.uuid4(), uuid.uuid4()
+            vector = "[" + ",".join(["0.1"] * 256) + "]"
+            async with engine.begin() as conn:
+                await conn.execute(
+                    text("INSERT INTO sessions (session_id, start_time) VALUES (:sid, now())"), {"sid": sid}
+                )
+                await conn.execute(
+                    text(
+                        "INSERT INTO voice_profiles (profile_id, name, audio_url, embedding, duration_sec,"
+                        " sample_rate) VALUES (:pid, 'old', 'file:///x', CAST(:v AS vector), 6, 16000)"
+                    ),
+                    {"pid": pid, "v": vector},
+                )
+            await migrate.upgrade(engine)
+            async with engine.connect() as conn:
+                owner = (await conn.execute(text("SELECT user_id, name, role FROM users"))).one()
+                assert (owner.name, owner.role) == ("owner", "admin")
+                assert (
+                    await conn.execute(
+                        text("SELECT owner_id FROM sessions WHERE session_id = :s"), {"s": sid}
+                    )
+                ).scalar_one() == owner.user_id
+                assert (
+                    await conn.execute(
+                        text("SELECT user_id FROM voice_profiles WHERE profile_id = :p"), {"p": pid}
+                    )
+                ).scalar_one() == owner.user_id
+            await migrate.downgrade(engine, "0001")
+            assert await migrate.current_revision(engine) == "0001"
+        finally:
+            await engine.dispose()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import json
 import re
 import uuid
@@ -40,6 +41,7 @@ from avatar.presentation import objects
 from avatar.presentation.errors import install_error_handlers
 from avatar.settings import Placement, Settings
 from tests.support.audio import SpeechClip
+from tests.support.auth import seed_owner
 from tests.support.servers import PostgresServer, S3Server, fresh_database
 
 NOW = datetime(2025, 11, 22, 12, 0, tzinfo=UTC)
@@ -135,7 +137,7 @@ async def _write_conversation(settings: Settings, clip: SpeechClip) -> uuid.UUID
     reply = f"You said: {clip.transcript}"
     async with contextlib.AsyncExitStack() as stack:
         uow = await build_unit_of_work_factory(settings, stack)
-        session = Session.start(NOW)
+        session = dataclasses.replace(Session.start(NOW), owner_id=await seed_owner(uow))
         turn = ConversationTurn(
             turn_id=new_id(),
             session_id=session.session_id,
@@ -161,6 +163,7 @@ async def _write_conversation(settings: Settings, clip: SpeechClip) -> uuid.UUID
                     duration_sec=clip.duration_s,
                     sample_rate=clip.sample_rate,
                     transcript=clip.transcript,
+                    user_id=session.owner_id,
                 )
             )
             await tx.commit()

@@ -38,8 +38,17 @@ _SERVER = textwrap.dedent(
     from avatar.settings import Settings
     from tests.fakes import fake_container
 
+    from avatar.application.accounts import AccountService
+
     settings = Settings(_env_file=None, data_dir=sys.argv[3])
-    app = create_app(settings, fake_container(settings))
+    container = fake_container(settings)
+
+    async def write_key(services):
+        # every REST call is authenticated: a user whose key the test reads from a file
+        _user, key = await AccountService(container.uow, container.clock).create_user("logs")
+        open(sys.argv[4], "w").write(key)
+
+    app = create_app(settings, container, on_ready=write_key)
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_config=json.loads(sys.argv[1]))
     """
 )
@@ -64,7 +73,15 @@ def _server_process(config: dict[str, Any], port: int, tmp_path: Path) -> Iterat
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-c", _SERVER, json.dumps(config), str(port), str(tmp_path / "var")],
+            [
+                sys.executable,
+                "-c",
+                _SERVER,
+                json.dumps(config),
+                str(port),
+                str(tmp_path / "var"),
+                str(tmp_path / "key"),
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
@@ -78,9 +95,9 @@ def _server_process(config: dict[str, Any], port: int, tmp_path: Path) -> Iterat
         proc.wait(timeout=30)
 
 
-async def _use_secrets(base: str) -> tuple[str, str]:
+async def _use_secrets(base: str, key: str) -> tuple[str, str]:
     """Authenticate with ``?token=`` and fetch a presigned URL; returns (token, signature)."""
-    async with httpx.AsyncClient(base_url=base) as client:
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key}"}) as client:
         created = (await client.post("/api/v1/sessions", json={})).json()
         signature = "f" * 64
         await client.get(f"/api/v1/objects/raw_inputs/a.wav?expires=1&sig={signature}")
@@ -95,8 +112,10 @@ def test_tokens_and_signatures_never_reach_the_log(tmp_path: Path, monkeypatch: 
     config = _config_of_avatar_up(monkeypatch)
     port = free_port()
     with _server_process(config, port, tmp_path) as log:
-        token, signature = asyncio.run(_use_secrets(f"http://127.0.0.1:{port}"))
+        key = (tmp_path / "key").read_text()
+        token, signature = asyncio.run(_use_secrets(f"http://127.0.0.1:{port}", key))
     text = log.read_text()
+    assert key not in text  # nor the API key
     assert "WebSocket /ws/" in text and "/api/v1/objects/" in text  # the requests were logged...
     assert token not in text  # ...without the token
     assert signature not in text  # ...or the URL signature

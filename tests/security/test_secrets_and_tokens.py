@@ -22,9 +22,10 @@ import websockets
 from pydantic import SecretStr, ValidationError
 
 from avatar.application.conversation import TokenError, issue_token, verify_token
+from avatar.bench.live import auth
 from avatar.infrastructure.secrets import SIGNING_FILE, resolve_signing_keys, rotate_signing_key
 from avatar.settings import Settings
-from tests.e2e.harness import Client, create_session
+from tests.e2e.harness import Client, create_session, server_key
 from tests.security.conftest import orchestrator, security_settings
 
 PUBLISHED_DEFAULT = "change-me"
@@ -49,7 +50,7 @@ async def test_a_token_recomputed_from_public_fields_is_refused(tmp_path: Path) 
     async with orchestrator(settings) as base:
         created = await create_session(base)
         sid = created["session_id"]
-        async with httpx.AsyncClient(base_url=base) as client:
+        async with httpx.AsyncClient(base_url=base, headers=auth(await server_key(base))) as client:
             public = (await client.get(f"/api/v1/sessions/{sid}")).json()
         start = int(datetime.fromisoformat(public["start_time"]).timestamp())
         ttl = settings.security.session_token_ttl_s

@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from avatar.application.accounts import AccountService
+from avatar.application.admission import SessionAdmission
 from avatar.application.avatar import AvatarHub, load_pose_config
 from avatar.application.brain import BrainConfig, BrainDeps, MemorySearch, load_persona
 from avatar.application.conversation import (
@@ -26,6 +28,7 @@ from avatar.application.conversation import (
     SessionManager,
     make_hq_handler,
 )
+from avatar.application.erasure import DataEraser
 from avatar.application.ports.asr import SpeechRecognizer
 from avatar.application.ports.clock import Clock
 from avatar.application.ports.common import ComponentHealth
@@ -131,6 +134,12 @@ class Services:
     prosody_handler: ProsodyAnalysisHandler | None
     #: Avatar events for renderers (docs/avatar-control.md).
     avatar_hub: AvatarHub
+    #: Users, credentials and the audit log (docs/security.md).
+    accounts: AccountService
+    #: Deletes sessions, voice profiles and accounts with everything stored for them.
+    eraser: DataEraser
+    #: Per-user and per-address limits on creating sessions.
+    admission: SessionAdmission
 
     async def aclose(self) -> None:
         """End every live session (replies stopped, writes flushed), then the avatar streams."""
@@ -312,6 +321,7 @@ def build_services(container: Container) -> Services:
         max_sessions=settings.conversation.max_sessions,
         grace_s=settings.security.reconnect_grace_s,
         state_store=container.session_state,
+        max_sessions_per_user=settings.conversation.max_sessions_per_user,
     )
     to_clients: ClientNotifier = container.notifier or sessions
     hq_handler = make_hq_handler(
@@ -351,6 +361,13 @@ def build_services(container: Container) -> Services:
         hq_handler=hq_handler,
         prosody_handler=prosody_handler,
         avatar_hub=hub,
+        accounts=AccountService(container.uow, container.clock),
+        eraser=DataEraser(container.uow, container.object_store, sessions, container.session_state),
+        admission=SessionAdmission(
+            per_user_per_minute=settings.conversation.session_creations_per_user_per_minute,
+            per_address_per_minute=settings.conversation.session_creations_per_address_per_minute,
+            now=container.clock.monotonic,
+        ),
     )
 
 

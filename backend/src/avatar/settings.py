@@ -599,6 +599,21 @@ class ConversationSettings(BaseModel):
     max_sessions: int = Field(
         default=5, description="Sessions live at once; one more is refused with `BUSY` until one ends."
     )
+    max_sessions_per_user: int = Field(
+        default=3,
+        ge=1,
+        description="Sessions one user may have connected at once; one more is refused with `USER_BUSY`.",
+    )
+    session_creations_per_user_per_minute: int = Field(
+        default=30,
+        ge=1,
+        description="Sessions one user may create per minute; more answer 429 `RATE_LIMITED`.",
+    )
+    session_creations_per_address_per_minute: int = Field(
+        default=60,
+        ge=1,
+        description="Sessions one client address may create per minute; more answer 429 `RATE_LIMITED`.",
+    )
     max_frame_bytes: int = Field(
         default=256 * 1024, description="Largest WebSocket frame accepted from a client."
     )

@@ -30,7 +30,7 @@ from avatar.application.conversation import (
 from avatar.application.ports.asr import TranscriptEvent, TranscriptEventKind
 from avatar.application.ports.llm import ChatErrorKind, ChatModelError
 from avatar.domain.errors import CapacityError, NotFoundError
-from avatar.domain.models import AudioChunk, Session, Transcription, TTSMode
+from avatar.domain.models import AudioChunk, ConversationTurn, Session, Transcription, TTSMode
 from avatar.presentation.wire import to_wire
 from avatar.settings import Settings
 from avatar_common.text import ClauseChunker
@@ -320,7 +320,14 @@ async def test_hq_handler_stores_the_audio_and_notifies() -> None:
     handler = make_hq_handler(
         hq_tts=rig.hq, object_store=rig.store, uow=rig.db, notifier=notifier, clock=rig.clock
     )
-    session_id, turn_id = uuid.uuid4(), uuid.uuid4()
+    record = Session.start(rig.clock.now(), owner_id=uuid.uuid4())
+    session_id, turn_id = record.session_id, uuid.uuid4()
+    async with rig.db() as tx:
+        await tx.sessions.add(record)
+        await tx.turns.add(
+            ConversationTurn(turn_id=turn_id, session_id=session_id, turn_number=1, user_input="hi")
+        )
+        await tx.commit()
     await handler({"session_id": str(session_id), "turn_id": str(turn_id), "text": "Hello there."})
     (key,) = [k for k in rig.store.objects if k.startswith("synthesized/hq/")]
     assert key == f"synthesized/hq/{turn_id}_hq_1767225600000.wav"
@@ -328,6 +335,17 @@ async def test_hq_handler_stores_the_audio_and_notifies() -> None:
     assert sent_to == session_id and message["type"] == "hq_ready" and key in message["url"]
     (row,) = rig.db.tables.synthesized.values()
     assert row.mode is TTSMode.HQ and row.turn_id == turn_id
+
+
+async def test_hq_task_of_an_erased_session_stores_nothing() -> None:
+    # docs/security.md, "Delete my data": a task queued before the erasure finds the session gone.
+    rig = Rig()
+    notifier = FakeNotifier()
+    handler = make_hq_handler(
+        hq_tts=rig.hq, object_store=rig.store, uow=rig.db, notifier=notifier, clock=rig.clock
+    )
+    await handler({"session_id": str(uuid.uuid4()), "turn_id": str(uuid.uuid4()), "text": "Hello there."})
+    assert rig.store.objects == {} and notifier.sent == [] and not rig.db.tables.synthesized
 
 
 async def test_admission_control_refuses_before_opening_anything() -> None:

@@ -25,6 +25,7 @@ from avatar.presentation.app import create_app
 from avatar.settings import Settings
 from tests.e2e.harness import Client, create_session, running_server
 from tests.fakes import FakeChatModel, FakeRecognizer, fake_container
+from tests.support.auth import bearer, make_user
 
 SECRET = "test-secret"
 
@@ -46,7 +47,7 @@ def _settings(max_sessions: int = 50) -> Settings:
 
 
 @pytest_asyncio.fixture(scope="module")
-async def base() -> AsyncIterator[str]:
+async def served() -> AsyncIterator[tuple[str, str]]:
     settings = _settings()
     container = fake_container(
         settings,
@@ -54,16 +55,27 @@ async def base() -> AsyncIterator[str]:
         chat_model=FakeChatModel(("[happy] Hello! Nice to meet you.",)),
     )
     await container.queue.start()
+    _user, api_key = await make_user(container)
     async with running_server(create_app(settings, container)) as url:
-        yield url
+        yield url, api_key
+
+
+@pytest.fixture(scope="module")
+def base(served: tuple[str, str]) -> str:
+    return served[0]
+
+
+@pytest.fixture(scope="module")
+def key(served: tuple[str, str]) -> str:
+    return served[1]
 
 
 def ws(base: str, created: dict[str, str]) -> str:
     return str(created["ws_url"])
 
 
-async def test_rest_and_a_typed_turn(base: str) -> None:
-    created = await create_session(base)
+async def test_rest_and_a_typed_turn(base: str, key: str) -> None:
+    created = await create_session(base, key)
     assert created["ws_url"].startswith("ws://127.0.0.1:") and created["token"] in created["ws_url"]
     async with Client.connect(created["ws_url"]) as client:
         state = await client.until_type("session_state")
@@ -75,7 +87,7 @@ async def test_rest_and_a_typed_turn(base: str) -> None:
         assert len(base64.b64decode(audio["data"])) > 0 and audio["mode"] == "fast"
         await client.send({"type": "ping", "t": 5})
         assert (await client.until_type("pong"))["t"] == 5
-    async with httpx.AsyncClient(base_url=base) as http:
+    async with httpx.AsyncClient(base_url=base, headers=bearer(key)) as http:
         sid = created["session_id"]
         for _ in range(100):  # writes are asynchronous: wait until the reply is recorded
             turns = (await http.get(f"/api/v1/sessions/{sid}/turns")).json()["turns"]
@@ -93,8 +105,8 @@ async def test_rest_and_a_typed_turn(base: str) -> None:
         assert (await http.get("/api/v1/sessions/not-a-uuid")).status_code == 422
 
 
-async def test_bad_messages_get_error_events_and_the_session_goes_on(base: str) -> None:
-    created = await create_session(base)
+async def test_bad_messages_get_error_events_and_the_session_goes_on(base: str, key: str) -> None:
+    created = await create_session(base, key)
     async with Client.connect(created["ws_url"]) as client:
         await client.until_type("session_state")
         cases = [
@@ -122,8 +134,8 @@ async def test_bad_messages_get_error_events_and_the_session_goes_on(base: str) 
         assert (await client.until_type("pong"))["t"] == 1
 
 
-async def test_audio_flood_is_refused(base: str) -> None:
-    created = await create_session(base)
+async def test_audio_flood_is_refused(base: str, key: str) -> None:
+    created = await create_session(base, key)
     async with Client.connect(created["ws_url"]) as client:
         await client.until_type("session_state")
         second = tone_pcm(1000)
@@ -133,9 +145,9 @@ async def test_audio_flood_is_refused(base: str) -> None:
         assert error["code"] == "AUDIO_FLOOD"
 
 
-async def test_oversized_frame_closes_with_1009_and_others_are_unaffected(base: str) -> None:
-    bystander = await create_session(base)
-    created = await create_session(base)
+async def test_oversized_frame_closes_with_1009_and_others_are_unaffected(base: str, key: str) -> None:
+    bystander = await create_session(base, key)
+    created = await create_session(base, key)
     async with Client.connect(bystander["ws_url"]) as other:
         await other.until_type("session_state")
         async with Client.connect(created["ws_url"]) as client:
@@ -151,9 +163,9 @@ async def test_oversized_frame_closes_with_1009_and_others_are_unaffected(base: 
 
 
 @pytest.mark.parametrize("case", ["no-token", "foreign", "expired", "unknown", "not-uuid"])
-async def test_refused_connections_say_why(base: str, case: str) -> None:
-    created = await create_session(base)
-    other = await create_session(base)
+async def test_refused_connections_say_why(base: str, key: str, case: str) -> None:
+    created = await create_session(base, key)
+    other = await create_session(base, key)
     sid = created["session_id"]
     root = base.replace("http", "ws")
     expired = issue_token(SECRET, uuid.UUID(sid), time.time() - 100, 10)
@@ -175,14 +187,15 @@ async def test_reconnect_resumes_the_session() -> None:
     settings = _settings(max_sessions=1)
     state_store = InMemorySessionStateStore()
     container = fake_container(settings, session_state=state_store)
+    _user, key = await make_user(container)
     async with running_server(create_app(settings, container)) as base:
-        created = await create_session(base)
+        created = await create_session(base, key)
         async with Client.connect(created["ws_url"]) as client:
             await client.until_type("session_state")
             await client.send({"type": "text_input", "text": "remember me"})
             await client.until_type("turn_completed")
         # full: a new session is refused, on create and on connect
-        async with httpx.AsyncClient(base_url=base) as http:
+        async with httpx.AsyncClient(base_url=base, headers=bearer(key)) as http:
             busy = await http.post("/api/v1/sessions")
             assert busy.status_code == 503 and busy.json()["error"]["code"] == "BUSY"
         async with Client.connect(created["ws_url"]) as client:
@@ -220,12 +233,13 @@ async def test_a_client_that_stops_reading_loses_only_reply_audio() -> None:
     container = fake_container(
         settings, chat_model=FakeChatModel((reply,)), metrics=PrometheusConversationMetrics()
     )
+    _user, key = await make_user(container)
     app = create_app(settings, container)
     async with running_server(app) as base:
         app.state.services.sessions.deps.config.outbox_limit = 40
-        async with httpx.AsyncClient(base_url=base) as http:
+        async with httpx.AsyncClient(base_url=base, headers=bearer(key)) as http:
             shed_before = _shed_total((await http.get("/api/v1/metrics")).text)
-        created = await create_session(base)
+        created = await create_session(base, key)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
         sock.connect(("127.0.0.1", int(base.rsplit(":", 1)[1])))
@@ -236,7 +250,7 @@ async def test_a_client_that_stops_reading_loses_only_reply_audio() -> None:
             started = await client.until_type("turn_started")
             await asyncio.sleep(4.0)  # not reading: the reply is produced meanwhile
             done = await client.until_type("turn_completed")
-        async with httpx.AsyncClient(base_url=base) as http:
+        async with httpx.AsyncClient(base_url=base, headers=bearer(key)) as http:
             shed_after = _shed_total((await http.get("/api/v1/metrics")).text)
     turn_id = started["turn_id"]
     assert done["turn_id"] == turn_id and done["interrupted"] is False

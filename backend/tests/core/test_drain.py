@@ -19,9 +19,11 @@ import pytest
 import websockets
 
 from tests.e2e.harness import Client, create_session
+from tests.support.auth import bearer
 from tests.support.net import free_port, wait_for_port
 from tests.support.servers import stop_process
 
+Served = tuple[str, "subprocess.Popen[bytes]", str]
 ROOT = Path(__file__).resolve().parents[3]
 REPLY_WORDS = 40
 TOKEN_DELAY_S = 0.05
@@ -37,22 +39,31 @@ settings.server.drain_timeout_s = 30.0
 settings.server.drain_retry_after_s = 7
 reply = "[happy] " + " ".join(["word"] * {REPLY_WORDS})
 container = fake_container(settings, chat_model=FakeChatModel((reply,), token_delay_s={TOKEN_DELAY_S}))
-uvicorn.run(create_app(settings, container), host="127.0.0.1", port=int(__import__("sys").argv[1]),
-            log_level="warning")
+
+async def make_user(services):
+    _user, key = await services.accounts.create_user("tester")
+    __import__("pathlib").Path(__import__("sys").argv[2]).write_text(key)
+
+uvicorn.run(create_app(settings, container, on_ready=make_user), host="127.0.0.1",
+            port=int(__import__("sys").argv[1]), log_level="warning")
 """
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def server(tmp_path: Path) -> Iterator[Served]:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     log = (tmp_path / "server.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-c", SERVER, str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        [sys.executable, "-c", SERVER, str(port), str(tmp_path / "key")],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         wait_for_port(port, timeout_s=60)
-        yield f"http://127.0.0.1:{port}", proc
+        yield f"http://127.0.0.1:{port}", proc, (tmp_path / "key").read_text()
     finally:
         if proc.poll() is None:
             stop_process(proc, signal.SIGKILL)
@@ -68,13 +79,13 @@ async def _until_draining(http: httpx.AsyncClient) -> httpx.Response:
     raise AssertionError("readiness never turned 503 after SIGTERM")
 
 
-async def test_sigterm_drains_then_exits(server: tuple[str, subprocess.Popen[bytes]]) -> None:
-    base, proc = server
+async def test_sigterm_drains_then_exits(server: Served) -> None:
+    base, proc, key = server
     async with httpx.AsyncClient(base_url=base) as http:
         assert (await http.get("/api/v1/health/ready")).json() == {"status": "ready"}
         assert (await http.get("/api/v1/health/live")).status_code == 200
-    created = await create_session(base)
-    waiting = await create_session(base)  # created before the drain, connected during it
+    created = await create_session(base, key)
+    waiting = await create_session(base, key)  # created before the drain, connected during it
     async with Client.connect(created["ws_url"]) as client:
         await client.until_type("session_state")
         await client.send({"type": "text_input", "text": "tell me something long"})
@@ -87,7 +98,7 @@ async def test_sigterm_drains_then_exits(server: tuple[str, subprocess.Popen[byt
             assert ready.headers["retry-after"] == "7"
             assert ready.json()["status"] == "draining" and ready.json()["replies_in_flight"] == 1
             assert (await http.get("/api/v1/health/live")).status_code == 200
-            refused = await http.post("/api/v1/sessions", json={})
+            refused = await http.post("/api/v1/sessions", json={}, headers=bearer(key))
             assert refused.status_code == 503 and refused.headers["retry-after"] == "7"
             assert refused.json()["error"]["code"] == "DRAINING"
         async with websockets.connect(waiting["ws_url"]) as other:
@@ -106,9 +117,9 @@ async def test_sigterm_drains_then_exits(server: tuple[str, subprocess.Popen[byt
     assert time.monotonic() - t_term < 15
 
 
-async def test_a_second_sigterm_stops_waiting(server: tuple[str, subprocess.Popen[bytes]]) -> None:
-    base, proc = server
-    created = await create_session(base)
+async def test_a_second_sigterm_stops_waiting(server: Served) -> None:
+    base, proc, key = server
+    created = await create_session(base, key)
     async with Client.connect(created["ws_url"]) as client:
         await client.until_type("session_state")
         await client.send({"type": "text_input", "text": "tell me something long"})
@@ -122,8 +133,10 @@ async def test_a_second_sigterm_stops_waiting(server: tuple[str, subprocess.Pope
     assert await asyncio.to_thread(proc.wait, 20) is not None
 
 
-async def test_without_a_signal_the_probes_answer_ready(server: tuple[str, subprocess.Popen[bytes]]) -> None:
-    base, _ = server
+async def test_without_a_signal_the_probes_answer_ready(
+    server: Served,
+) -> None:
+    base, _, _key = server
     async with httpx.AsyncClient(base_url=base) as http:
         ready = await http.get("/api/v1/health/ready")
         live = await http.get("/api/v1/health/live")

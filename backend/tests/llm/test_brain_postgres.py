@@ -19,6 +19,7 @@ from avatar.infrastructure.database import build_unit_of_work_factory
 from avatar.infrastructure.embedding import build_text_embedder
 from avatar.infrastructure.llm import OpenAIChatModel, embedded_model_path, gguf_tokenizer
 from avatar.settings import REPO_ROOT, Placement, Settings
+from tests.support.auth import seed_owner
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +68,7 @@ async def test_summary_and_memories_persist_in_postgres_and_survive_a_restart(
     chat = OpenAIChatModel(
         llama_server, "smollm2-135m-instruct", tokenizer=gguf_tokenizer(embedded_model_path(Settings()))
     )
-    session = Session.start(datetime.now(UTC))
+    session = Session.start(datetime.now(UTC), owner_id=await seed_owner(uow))
     async with uow() as tx:
         await tx.sessions.add(session)
         await tx.commit()

@@ -28,6 +28,7 @@ from avatar_prosody.analyzer import ProsodyEngine
 from avatar_prosody.synth import synthetic_voice
 from tests.fakes import FakeClock, FakeDatabase, FakeNotifier, FakeObjectStore, FakeTaskQueue, fake_container
 from tests.support.audio import SpeechClip
+from tests.support.auth import bearer, make_user, seed_owner
 
 RATE = 16000
 
@@ -51,12 +52,16 @@ def factory(db: object) -> UnitOfWorkFactory:
     return cast(UnitOfWorkFactory, db)
 
 
-async def seed_utterance(uow: UnitOfWorkFactory, session_id: uuid.UUID, number: int) -> uuid.UUID:
+async def seed_utterance(
+    uow: UnitOfWorkFactory, session_id: uuid.UUID, number: int, owner_id: uuid.UUID | None = None
+) -> uuid.UUID:
     """A session (if new), a turn and its final transcription; returns the transcription id."""
     now = datetime(2026, 1, 1, tzinfo=UTC)
     async with uow() as tx:
         if await tx.sessions.get(session_id) is None:
-            await tx.sessions.add(Session(session_id=session_id, start_time=now, created_at=now))
+            await tx.sessions.add(
+                Session(session_id=session_id, start_time=now, created_at=now, owner_id=owner_id)
+            )
         turn = ConversationTurn(
             turn_id=uuid.uuid4(),
             session_id=session_id,
@@ -77,11 +82,15 @@ async def stored(uow: UnitOfWorkFactory, session_id: uuid.UUID) -> list[ProsodyS
 
 
 @contextlib.asynccontextmanager
-async def running_app(container: Container) -> AsyncIterator[httpx.AsyncClient]:
+async def running_app(container: Container, key: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    """The app in process, with a client signed in with ``key`` (a new user's when not given)."""
     app = create_app(container.settings, container)
+    key = key or (await make_user(container))[1]
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://avatar") as client,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://avatar", headers=bearer(key)
+        ) as client,
     ):
         yield client
 
@@ -104,10 +113,11 @@ async def test_queue_to_database_to_client_push_and_report(
     container = fake_container(prosody=analyzer, uow=db, object_store=store, queue=queue, notifier=notifier)
     session_id = uuid.uuid4()
     clips = librivox[:3]
-    async with running_app(container) as client:
+    user, key = await make_user(container)
+    async with running_app(container, key) as client:
         ids = []
         for number, clip in enumerate(clips, start=1):
-            tid = await seed_utterance(factory(db), session_id, number)
+            tid = await seed_utterance(factory(db), session_id, number, user.user_id)
             key = f"raw_inputs/2026/01/01/{session_id}_{number}.wav"
             await store.put(key, encode_wav(clip.samples, clip.sample_rate), "audio/wav")
             # One at a time, as a person speaks: each utterance's baseline holds the earlier ones.
@@ -139,6 +149,13 @@ async def test_queue_to_database_to_client_push_and_report(
         body = one.json()
         assert body["scores"] == notifier.sent[0][1]["scores"]
         assert body["reliable"] is True and body["features"]["f0_mean_hz"] == rows[0].features["f0_mean_hz"]
+
+        # Another user's client gets 404 for both, exactly as for ids that do not exist.
+        _other, other_key = await make_user(container, "someone-else")
+        for path in (f"/api/v1/prosody/{ids[0]}", f"/api/v1/sessions/{session_id}/prosody"):
+            foreign = await client.get(path, headers=bearer(other_key))
+            assert foreign.status_code == 404, path
+            assert (await client.get(path, headers={"Authorization": ""})).status_code == 401
 
         report = (await client.get(f"/api/v1/sessions/{session_id}/prosody")).json()
         assert report["utterances"] == 3 and report["reliable_utterances"] == 3
@@ -305,11 +322,12 @@ async def test_real_database(module_database_url: str, analyzer: EmbeddedProsody
     settings.database.url = type(settings.database.url)(module_database_url)
     async with contextlib.AsyncExitStack() as stack:
         uow = factory(await build_unit_of_work_factory(settings, stack))
+        owner = await seed_owner(uow)
         store, notifier, clock = FakeObjectStore(), FakeNotifier(), FakeClock()
         handler = ProsodyAnalysisHandler(analyzer, uow, store, notifier, clock)
         session_id = uuid.uuid4()
         for number, level in enumerate((-20, -20, -12, -28), start=1):
-            tid = await seed_utterance(uow, session_id, number)
+            tid = await seed_utterance(uow, session_id, number, owner)
             key = f"raw_inputs/{number}.wav"
             await store.put(key, encode_wav(synthetic_voice(2.0, level_dbfs=level, seed=number), RATE))
             await handler(_task(session_id, tid, key))

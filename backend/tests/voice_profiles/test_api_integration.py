@@ -22,17 +22,22 @@ import pytest_asyncio
 import soundfile as sf
 from sqlalchemy import text
 
+from avatar.bootstrap import Container
 from avatar.infrastructure.database import SqlUnitOfWorkFactory
 from avatar.presentation.app import create_app
 from backend.tests.voice_profiles.speech import Clip
 from backend.tests.voice_profiles.stack import real_parts
+from tests.support.auth import bearer, make_user
 from tests.support.servers import S3Server
 
 API = "/api/v1/voice-profiles"
 
 
 class Stack:
-    def __init__(self, client: httpx.AsyncClient, factory: SqlUnitOfWorkFactory, bucket_dir: Path) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, factory: SqlUnitOfWorkFactory, bucket_dir: Path, container: Container
+    ) -> None:
+        self.container = container
         self.client = client
         self.factory = factory
         self.bucket_dir = bucket_dir
@@ -70,10 +75,13 @@ async def stack(
 ) -> AsyncIterator[Stack]:
     async with real_parts(module_database_url, s3_server, tmp_path_factory.mktemp("avatar-var")) as parts:
         app = create_app(parts.settings, parts.container)
+        _user, key = await make_user(parts.container)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=120) as client:
-                yield Stack(client, parts.factory, parts.bucket_dir)
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://test", timeout=120, headers=bearer(key)
+            ) as client:
+                yield Stack(client, parts.factory, parts.bucket_dir, parts.container)
 
 
 def _wav(samples: np.ndarray, rate: int) -> bytes:
@@ -214,3 +222,50 @@ async def test_bad_ids_and_requests(stack: Stack, speakers: dict[str, list[Clip]
         415,
         "UNSUPPORTED_FORMAT",
     )
+
+
+async def test_a_voice_profile_is_its_owners_alone(stack: Stack, speakers: dict[str, list[Clip]]) -> None:
+    """docs/security.md: another user's profile answers 404 everywhere and never shows up in a list
+    or a search; an admin sees it, and that access is audited."""
+    clip = speakers["reader"][0]
+    created = await stack.upload(clip.wav(), name="Mine", transcript="a voice sample")
+    assert created.status_code == 201, created.text
+    pid = created.json()["profile_id"]
+    _stranger, stranger_key = await make_user(stack.container, f"stranger-{uuid.uuid4().hex[:6]}")
+    admin, admin_key = await make_user(stack.container, f"admin-{uuid.uuid4().hex[:6]}", admin=True)
+    as_stranger, as_admin = bearer(stranger_key), bearer(admin_key)
+
+    for method, path, body in (
+        ("GET", f"{API}/{pid}", None),
+        ("GET", f"{API}/{pid}/audio", None),
+        ("POST", f"{API}/{pid}/preview", {"text": "hi", "mode": "fast"}),
+        ("DELETE", f"{API}/{pid}", None),
+    ):
+        foreign = await stack.client.request(method, path, json=body, headers=as_stranger)
+        _error(foreign, 404, "VOICE_PROFILE_NOT_FOUND")
+        anonymous = await stack.client.request(method, path, json=body, headers={"Authorization": ""})
+        _error(anonymous, 401, "UNAUTHENTICATED")
+        wrong_key = await stack.client.request(method, path, json=body, headers=bearer("avk_not-a-key"))
+        _error(wrong_key, 401, "INVALID_KEY")
+    listed = (await stack.client.get(API, headers=as_stranger)).json()["profiles"]
+    assert pid not in [p["profile_id"] for p in listed]
+    _error(await stack.client.get(API, params={"all_users": "true"}, headers=as_stranger), 403, "ADMIN_ONLY")
+    searched = await stack.client.post(
+        f"{API}/search", files={"audio": ("q.wav", speakers["reader"][1].wav())}, headers=as_stranger
+    )
+    assert searched.status_code == 200 and pid not in [
+        r["profile"]["profile_id"] for r in searched.json()["results"]
+    ]
+    assert await stack.rows(pid) == 1 and stack.objects(pid)
+
+    assert (await stack.client.get(f"{API}/{pid}", headers=as_admin)).status_code == 200
+    everyone = (await stack.client.get(API, params={"all_users": "true"}, headers=as_admin)).json()[
+        "profiles"
+    ]
+    assert pid in [p["profile_id"] for p in everyone]
+    audit = (await stack.client.get("/api/v1/audit", headers=as_admin)).json()["entries"]
+    assert any(
+        e["action"] == "voice_profile.read" and e["target"] == pid and e["actor_id"] == str(admin.user_id)
+        for e in audit
+    )
+    _error(await stack.client.get("/api/v1/audit", headers=as_stranger), 403, "ADMIN_ONLY")

@@ -21,6 +21,7 @@ from backend.tests.voice_profiles.stack import RealParts, real_parts
 from tests.browser.support import run_browser_script
 from tests.e2e.harness import running_server
 from tests.support.audio import SpeechClip
+from tests.support.auth import owner_sign_in
 from tests.support.servers import S3Server
 
 REPO = Path(__file__).resolve().parents[3]
@@ -68,9 +69,11 @@ async def server(
             yield base, parts
 
 
-async def _run_page(base: str, wav: Path) -> dict[str, Any]:
+async def _run_page(base: str, wav: Path, parts: RealParts) -> dict[str, Any]:
+    link, _key = await owner_sign_in(parts.container, base)
     env = {
         "AVATAR_URL": base,
+        "AVATAR_SIGN_IN_URL": link,
         "AVATAR_WAV": str(wav),
         "AVATAR_RECORD_MS": "8000",
     }
@@ -82,7 +85,7 @@ async def test_record_save_preview_pick_and_delete_in_the_browser(
     server: tuple[str, RealParts], mic_wav: Path
 ) -> None:
     base, parts = server
-    result = await _run_page(base, mic_wav)
+    result = await _run_page(base, mic_wav, parts)
 
     profile_id = uuid.UUID(result["profileId"])
     stored = result["stored"]

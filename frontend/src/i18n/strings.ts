@@ -94,12 +94,28 @@ const en = {
   notice_RESUMED: 'Reconnected: the session was resumed.',
   notice_LLM_UNAVAILABLE: 'The language model is unreachable; a standard reply was given.',
   notice_AUDIO_SHED: 'The connection is slow: parts of the spoken reply were skipped.',
+  signInTitle: 'Sign in',
+  signInHint: 'Open the sign-in link that `avatar up` printed, or sign in with an API key or a password.',
+  signInKey: 'API key',
+  signInName: 'Name',
+  signInPassword: 'Password',
+  signInWithKey: 'Sign in with key',
+  signInWithPassword: 'Sign in with password',
+  signOut: 'Sign out',
 } as const;
 
 export type StringKey = keyof typeof en;
 
 const ko: Partial<Record<StringKey, string>> = {
   appTitle: 'AVATAR',
+  signInTitle: '로그인',
+  signInHint: '`avatar up`이 출력한 로그인 링크를 열거나, API 키 또는 비밀번호로 로그인하세요.',
+  signInKey: 'API 키',
+  signInName: '이름',
+  signInPassword: '비밀번호',
+  signInWithKey: '키로 로그인',
+  signInWithPassword: '비밀번호로 로그인',
+  signOut: '로그아웃',
   tabTalk: '대화',
   tabHistory: '기록',
   tabVoices: '목소리',

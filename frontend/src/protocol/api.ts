@@ -1,5 +1,7 @@
 /** REST client for the orchestrator (docs/protocol.md, docs/design-notes.md §6). */
 
+import { withCsrf } from './auth';
+
 export interface SessionCreated {
   session_id: string;
   ws_url: string;
@@ -50,7 +52,7 @@ type Obj = Record<string, unknown>;
 async function request(base: string, path: string, init?: RequestInit): Promise<unknown> {
   let res: Response;
   try {
-    res = await fetch(`${base}${path}`, { ...init, headers: { Accept: 'application/json', ...(init?.headers ?? {}) } });
+    res = await fetch(`${base}${path}`, withCsrf({ ...init, headers: { Accept: 'application/json', ...(init?.headers ?? {}) } }));
   } catch (err) {
     throw new ApiError(0, 'NETWORK', err instanceof Error ? err.message : String(err));
   }

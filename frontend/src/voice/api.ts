@@ -1,5 +1,7 @@
 /** Typed client for the voice-profile REST API (`/api/v1/voice-profiles`, docs/design-notes.md §4, §6). */
 
+import { withCsrf } from '../protocol/auth';
+
 export interface VoiceProfile {
   profile_id: string;
   name: string;
@@ -85,7 +87,7 @@ export class VoiceProfilesApi {
   private async call(path: string, init?: RequestInit): Promise<Response> {
     let res: Response;
     try {
-      res = await this.fetchFn(`${this.root}${path}`, init);
+      res = await this.fetchFn(`${this.root}${path}`, withCsrf(init));
     } catch (err) {
       throw new VoiceApiError(0, 'NETWORK', err instanceof Error ? err.message : String(err));
     }

@@ -96,6 +96,12 @@ def analysis_message(score: ProsodyScore) -> ProsodyAnalysisMsg:
     )
 
 
+class SessionErasedError(NotFoundError):
+    """The task's session was deleted before the task ran."""
+
+    code = "SESSION_NOT_FOUND"
+
+
 class ProsodyAnalysisHandler:
     """The queue handler for :class:`ProsodyTask` (call it with the payload)."""
 
@@ -120,11 +126,18 @@ class ProsodyAnalysisHandler:
             # Redelivering a malformed task cannot help: drop it loudly.
             log.error("dropping prosody task: %s", exc.message)
             return
-        await self.handle(request)
+        try:
+            await self.handle(request)
+        except SessionErasedError:
+            return
 
     async def handle(self, request: ProsodyTask) -> ProsodyScore:
         """Analyze, store and push one utterance; a repeated task re-sends the stored result."""
         async with self.uow() as tx:
+            if await tx.sessions.get(request.session_id) is None:
+                # Erased (docs/security.md, "Delete my data"): nothing to analyze or store.
+                log.info("dropping prosody task of erased session %s", request.session_id)
+                raise SessionErasedError(f"session {request.session_id} was erased")
             existing = await tx.prosody.get_for_transcription(request.transcription_id)
             earlier = [] if existing else await tx.prosody.list_for_session(request.session_id)
         if existing is not None:

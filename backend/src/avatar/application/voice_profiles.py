@@ -27,7 +27,7 @@ from avatar.application.ports.storage import ObjectStore, UnitOfWorkFactory
 from avatar.application.ports.tts import SpeechSynthesizer, SynthesisRequest, VoiceReference
 from avatar.application.validation import sanitize_text
 from avatar.domain.errors import AvatarError, DependencyError, InvalidInputError, NotFoundError
-from avatar.domain.models import TTSMode, VoiceProfile, new_id
+from avatar.domain.models import TTSMode, User, VoiceProfile, new_id
 from avatar.domain.storage_keys import voice_profile_key, voice_profile_prefix
 from avatar.domain.wav import pcm16_wav, wav_pcm16
 
@@ -353,27 +353,28 @@ class VoiceProfileService:
             raise
         return profile
 
-    async def list_profiles(self) -> list[VoiceProfile]:
+    async def list_profiles(self, owner_id: uuid.UUID | None = None) -> list[VoiceProfile]:
+        """Every profile, or only ``owner_id``'s."""
         async with self._uow() as uow:
-            profiles = await uow.voice_profiles.list()
+            profiles = await uow.voice_profiles.list(owner_id)
         return sorted(profiles, key=lambda p: (p.created_at is None, p.created_at), reverse=True)
 
-    async def get(self, profile_id: uuid.UUID | str) -> VoiceProfile:
-        """Raises ``VoiceProfileNotFoundError`` for an unknown id."""
+    async def get(self, profile_id: uuid.UUID | str, viewer: User | None = None) -> VoiceProfile:
+        """Raises ``VoiceProfileNotFoundError`` for an unknown id, or one ``viewer`` may not see."""
         pid = parse_profile_id(profile_id)
         async with self._uow() as uow:
             profile = await uow.voice_profiles.get(pid)
-        if profile is None:
+        if profile is None or (viewer is not None and not viewer.may_see(profile.user_id)):
             raise VoiceProfileNotFoundError(f"voice profile {pid} not found")
         return profile
 
-    async def delete(self, profile_id: uuid.UUID | str) -> int:
+    async def delete(self, profile_id: uuid.UUID | str, viewer: User | None = None) -> int:
         """Delete the row and every stored object of a profile; returns how many objects went.
 
         The objects are removed inside the transaction, before the commit: if removing them
         fails the row stays, so the delete can be retried and nothing is left half-referenced.
         """
-        pid = parse_profile_id(profile_id)
+        pid = (await self.get(profile_id, viewer)).profile_id if viewer else parse_profile_id(profile_id)
         async with self._uow() as uow:
             if not await uow.voice_profiles.delete(pid):
                 raise VoiceProfileNotFoundError(f"voice profile {pid} not found")
@@ -381,9 +382,9 @@ class VoiceProfileService:
             await uow.commit()
         return removed
 
-    async def original_audio(self, profile_id: uuid.UUID | str) -> bytes:
+    async def original_audio(self, profile_id: uuid.UUID | str, viewer: User | None = None) -> bytes:
         """The stored sample as WAV bytes."""
-        profile = await self.get(profile_id)
+        profile = await self.get(profile_id, viewer)
         try:
             return await self._store.get(original_key(profile.profile_id))
         except NotFoundError as exc:
@@ -392,9 +393,15 @@ class VoiceProfileService:
             ) from exc
 
     async def preview(
-        self, profile_id: uuid.UUID | str, text: str, mode: TTSMode = TTSMode.HQ
+        self,
+        profile_id: uuid.UUID | str,
+        text: str,
+        mode: TTSMode = TTSMode.HQ,
+        viewer: User | None = None,
     ) -> PreviewAudio:
         """Speak ``text`` in the profile's voice (or the closest stock voice, with a notice)."""
+        if viewer is not None:
+            await self.get(profile_id, viewer)
         spoken = _clean_text(text, "text", self.limits.max_preview_chars, required=True)
         reference = await voice_reference(self._uow, self._store, profile_id)
         synthesizer = self._tts[mode]
@@ -428,15 +435,20 @@ class VoiceProfileService:
             mode=mode,
         )
 
-    async def search(self, audio: bytes, limit: int = 5) -> list[SimilarVoice]:
-        """Stored profiles ordered by how much their speaker sounds like the clip's."""
+    async def search(
+        self, audio: bytes, limit: int = 5, owner_id: uuid.UUID | None = None
+    ) -> list[SimilarVoice]:
+        """Stored profiles (only ``owner_id``'s when given) ordered by how much their speaker
+        sounds like the clip's."""
         if not 1 <= limit <= self.limits.max_search_results:
             raise InvalidInputError(f"limit must be within 1..{self.limits.max_search_results}")
         clip = await self._decode(audio, min_seconds=self.limits.search_min_seconds, check_clipping=False)
         embedding = await self._encoder.embed(clip.pcm, clip.sample_rate)
         async with self._uow() as uow:
             # Typed here: the port's ``list`` method shadows the builtin in its own annotations.
-            ranked: Sequence[tuple[VoiceProfile, float]] = await uow.voice_profiles.nearest(embedding, limit)
+            ranked: Sequence[tuple[VoiceProfile, float]] = await uow.voice_profiles.nearest(
+                embedding, limit, owner_id
+            )
         return [SimilarVoice(p, float(s)) for p, s in ranked]
 
 
@@ -478,7 +490,16 @@ class StoredVoiceResolver:
         self._uow = uow_factory
         self._store = object_store
 
-    async def __call__(self, profile_id: uuid.UUID) -> VoiceReference | None:
+    async def __call__(
+        self, profile_id: uuid.UUID, session_id: uuid.UUID | None = None
+    ) -> VoiceReference | None:
+        if session_id is not None:
+            # A conversation speaks only in its owner's voices (docs/security.md).
+            async with self._uow() as uow:
+                session = await uow.sessions.get(session_id)
+                profile = await uow.voice_profiles.get(profile_id)
+            if session is None or profile is None or profile.user_id != session.owner_id:
+                return None
         try:
             return await voice_reference(self._uow, self._store, profile_id)
         except NotFoundError:

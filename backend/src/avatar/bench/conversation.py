@@ -150,10 +150,15 @@ async def _speak_and_wait(
 
 
 async def _conversation(
-    base: str, clips: Sequence[bytes], tally: Tally, timeout_s: float, references: Sequence[str] = ()
+    base: str,
+    key: str,
+    clips: Sequence[bytes],
+    tally: Tally,
+    timeout_s: float,
+    references: Sequence[str] = (),
 ) -> None:
     """One session, one turn per clip (the history grows as in a real conversation)."""
-    created = await live.create_session(base)
+    created = await live.create_session(base, key)
     async with live.Client.connect(created["ws_url"]) as client:
         await client.until_type("session_state")
         for i, pcm in enumerate(clips):
@@ -229,12 +234,12 @@ async def _await_interrupted(
     return late
 
 
-async def _barge_in(base: str, clips: Sequence[bytes], trials: int) -> BargeIn:
+async def _barge_in(base: str, key: str, clips: Sequence[bytes], trials: int) -> BargeIn:
     result = BargeIn()
     loop = asyncio.get_running_loop()
     step = 16000 * CHUNK_MS // 1000 * 2
     for trial in range(trials):
-        created = await live.create_session(base)
+        created = await live.create_session(base, key)
         try:
             async with live.Client.connect(created["ws_url"]) as client:
                 await client.until_type("session_state")
@@ -304,10 +309,15 @@ async def _capacity(levels: Sequence[int]) -> list[tuple[int, Tally]]:
     for n in levels:
         settings = Settings(environment="test")
         settings.conversation.max_sessions = n + 1
+        # One bench user opens every session: lift the per-user admission limits (docs/security.md).
+        settings.conversation.max_sessions_per_user = n + 1
+        settings.conversation.session_creations_per_user_per_minute = 100_000
+        settings.conversation.session_creations_per_address_per_minute = 100_000
         container = build_instant_container(settings, utterance_ms=1000)
         tally = Tally()
+        key = await live.api_user(container)
         async with live.running_server(create_app(settings, container)) as base:
-            await asyncio.gather(*[_conversation(base, [pcm], tally, 60) for _ in range(n)])
+            await asyncio.gather(*[_conversation(base, key, [pcm], tally, 60) for _ in range(n)])
         await container.aclose()
         rows.append((n, tally))
     return rows
@@ -410,15 +420,19 @@ async def _real(settings: Settings, turns: int, barge_trials: int) -> RealRun:
     settings.object_store.root = tmp / "objects"
     settings.asr.language = settings.asr.language or "en"
     settings.conversation.max_sessions = max(settings.conversation.max_sessions, 2)
+    settings.conversation.max_sessions_per_user = settings.conversation.max_sessions
+    settings.conversation.session_creations_per_user_per_minute = 100_000
+    settings.conversation.session_creations_per_address_per_minute = 100_000
     container = await build_container(settings)
     tally = Tally()
     try:
+        key = await live.api_user(container)
         async with live.running_server(create_app(settings, container)) as base:
             # one conversation of `turns` turns, so the history grows as it does for a person
             order = [i % len(clips) for i in range(turns)]
-            await _conversation(base, [clips[i] for i in order], tally, 180, [texts[i] for i in order])
+            await _conversation(base, key, [clips[i] for i in order], tally, 180, [texts[i] for i in order])
             rss = stack_rss_mb()
-            barge = await _barge_in(base, clips, barge_trials)
+            barge = await _barge_in(base, key, clips, barge_trials)
         floor = await _floor(container, clips, texts)
     finally:
         await container.aclose()

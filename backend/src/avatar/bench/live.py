@@ -53,9 +53,26 @@ async def running_server(app: Any, port: int | None = None) -> AsyncIterator[str
         await task
 
 
-async def create_session(base: str) -> Message:
-    """``POST /api/v1/sessions``; the body has ``session_id``, ``token`` and ``ws_url``."""
-    async with httpx.AsyncClient(base_url=base) as client:
+async def api_user(container: Any, name: str = "bench") -> str:
+    """A new user in the container's database (a unique name); returns its API key
+    (docs/security.md: every REST call is authenticated)."""
+    import uuid
+
+    from avatar.application.accounts import AccountService
+
+    accounts = AccountService(container.uow, container.clock)
+    _user, key = await accounts.create_user(f"{name}-{uuid.uuid4().hex[:8]}")
+    return key
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def create_session(base: str, key: str) -> Message:
+    """``POST /api/v1/sessions`` as the owner of ``key``; the body has ``session_id``, ``token``
+    and ``ws_url``."""
+    async with httpx.AsyncClient(base_url=base, headers=auth(key)) as client:
         response = await client.post("/api/v1/sessions", json={})
         response.raise_for_status()
         body: Message = response.json()

@@ -49,3 +49,31 @@ class DependencyError(AvatarError):
     """A dependency (database, model server, object store) failed or is unreachable."""
 
     code = "DEPENDENCY_UNAVAILABLE"
+
+
+class ConflictError(AvatarError):
+    """The request clashes with what exists (a user name already taken)."""
+
+    code = "CONFLICT"
+
+
+class UnauthenticatedError(AvatarError):
+    """No valid credential came with the request (docs/security.md)."""
+
+    code = "UNAUTHENTICATED"
+
+
+class ForbiddenError(AvatarError):
+    """The caller is known but may not do this (not an admin, CSRF token missing)."""
+
+    code = "FORBIDDEN"
+
+
+class RateLimitedError(AvatarError):
+    """Too many requests of one kind from one user or address; retry after ``retry_after_s``."""
+
+    code = "RATE_LIMITED"
+
+    def __init__(self, message: str, *, retry_after_s: int, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after_s = retry_after_s

@@ -21,6 +21,32 @@ class SessionStatus(enum.StrEnum):
     ERROR = "error"
 
 
+class Role(enum.StrEnum):
+    """What a user may do: an ``admin`` sees and manages everyone's data (audited), a ``user``
+    only their own (docs/security.md)."""
+
+    ADMIN = "admin"
+    USER = "user"
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A person with an account; owns sessions, voice profiles and everything under them."""
+
+    user_id: uuid.UUID
+    name: str
+    role: Role = Role.USER
+    created_at: datetime | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+    def may_see(self, owner_id: uuid.UUID | None) -> bool:
+        """Whether this user may read or change something owned by ``owner_id``."""
+        return self.is_admin or (owner_id is not None and owner_id == self.user_id)
+
+
 class TTSMode(enum.StrEnum):
     """Synthesis tier: ``fast`` streams at once, ``hq`` is the background high-quality pass."""
 
@@ -177,10 +203,21 @@ class Session:
     end_time: datetime | None = None
     metadata: dict[str, object] = field(default_factory=dict)
     created_at: datetime | None = None
+    #: The user the conversation belongs to (docs/security.md, "Accounts and ownership"); its
+    #: turns, transcriptions, audio, prosody, memories and summary belong to the same user.
+    owner_id: uuid.UUID | None = None
 
     @classmethod
-    def start(cls, now: datetime, metadata: dict[str, object] | None = None) -> Session:
-        return cls(session_id=new_id(), start_time=now, metadata=dict(metadata or {}), created_at=now)
+    def start(
+        cls, now: datetime, metadata: dict[str, object] | None = None, *, owner_id: uuid.UUID | None = None
+    ) -> Session:
+        return cls(
+            session_id=new_id(),
+            start_time=now,
+            metadata=dict(metadata or {}),
+            created_at=now,
+            owner_id=owner_id,
+        )
 
     def end(self, now: datetime, *, error: bool = False) -> None:
         """Close the session; ending twice keeps the first end time."""

@@ -7,7 +7,7 @@ The routes are plain imports; what they call is built by the composition root
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, HTTPException, Request
@@ -15,9 +15,19 @@ from fastapi.staticfiles import StaticFiles
 from starlette.routing import Match
 
 from avatar import __version__
-from avatar.bootstrap import Container, running
+from avatar.bootstrap import Container, Services, running
 from avatar.domain.errors import NotFoundError
-from avatar.presentation import avatar, health, memory, objects, prosody, realtime, sessions, voice_profiles
+from avatar.presentation import (
+    accounts,
+    avatar,
+    health,
+    memory,
+    objects,
+    prosody,
+    realtime,
+    sessions,
+    voice_profiles,
+)
 from avatar.presentation.drain import Drain, DrainMiddleware
 from avatar.presentation.errors import install_error_handlers
 from avatar.presentation.json_guard import JsonBodyGuard
@@ -25,6 +35,7 @@ from avatar.settings import Settings
 
 ROUTERS = (
     health.router,
+    accounts.router,
     sessions.router,
     realtime.router,
     avatar.router,
@@ -35,13 +46,20 @@ ROUTERS = (
 )
 
 
-def create_app(settings: Settings, container: Container | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    container: Container | None = None,
+    *,
+    on_ready: Callable[[Services], Awaitable[None]] | None = None,
+) -> FastAPI:
     """Build the orchestrator app.
 
     Args:
         settings: The configuration.
         container: Adapters to use; when omitted they are built from ``settings`` at start-up
             (and closed at shutdown). Tests pass a container of fakes or real adapters.
+        on_ready: Called once the services run, before requests are served (``avatar up`` makes
+            the local owner and prints a one-time sign-in link there).
     """
 
     @asynccontextmanager
@@ -50,6 +68,8 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
             app.state.container = built
             app.state.services = services
             drain.sessions = services.sessions
+            if on_ready is not None:
+                await on_ready(services)
             restore_sigterm = drain.install_signal_handler(asyncio.get_running_loop())
             try:
                 yield

@@ -20,15 +20,23 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from avatar.domain.errors import (
     AvatarError,
     CapacityError,
+    ConflictError,
     DependencyError,
+    ForbiddenError,
     InvalidInputError,
     NotFoundError,
+    RateLimitedError,
+    UnauthenticatedError,
 )
 
 log = logging.getLogger(__name__)
 
 _STATUS: list[tuple[type[AvatarError], int]] = [
     (NotFoundError, 404),
+    (RateLimitedError, 429),
+    (UnauthenticatedError, 401),
+    (ForbiddenError, 403),
+    (ConflictError, 409),
     (InvalidInputError, 422),
     (CapacityError, 503),
     (DependencyError, 503),
@@ -93,7 +101,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _avatar_error(_request: Request, exc: AvatarError) -> JSONResponse:
         trace_id = new_trace_id()
         message = public_message(exc, trace_id)
-        return JSONResponse(error_body(exc.code, message, trace_id), status_code=status_for(exc))
+        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, RateLimitedError) else None
+        return JSONResponse(
+            error_body(exc.code, message, trace_id), status_code=status_for(exc), headers=headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -9,7 +9,9 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from avatar.application.validation import SafeStr
-from avatar.presentation.deps import ServicesDep
+from avatar.presentation.auth import CallerDep
+from avatar.presentation.deps import ContainerDep, ServicesDep
+from avatar.presentation.ownership import visible_session
 
 router = APIRouter(prefix="/api/v1/memory", tags=["memory"])
 
@@ -30,12 +32,20 @@ class MemorySearchPublic(BaseModel):
 @router.get("/search", response_model=MemorySearchPublic)
 async def search_memory(
     services: ServicesDep,
+    container: ContainerDep,
+    user: CallerDep,
     q: Annotated[SafeStr, Query(min_length=1, max_length=1000, description="What to look for, any language")],
     limit: Annotated[int, Query(ge=1, le=50)] = 5,
     session_id: Annotated[uuid.UUID | None, Query(description="Only this conversation")] = None,
 ) -> MemorySearchPublic:
-    """Past utterances closest in meaning to ``q`` (multilingual: a Korean query finds English)."""
-    hits = await services.memory.search(q, limit=limit, session_id=session_id)
+    """The caller's past utterances closest in meaning to ``q`` (multilingual: a Korean query finds
+    English). Only the caller's own conversations are searched, admins included."""
+    if session_id is not None:
+        await visible_session(container, services, session_id, user, "memory.search")
+        owner = None
+    else:
+        owner = user.user_id
+    hits = await services.memory.search(q, limit=limit, session_id=session_id, owner_id=owner)
     return MemorySearchPublic(
         query=q.strip(),
         hits=[

@@ -13,9 +13,11 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from avatar.application.prosody import ProsodyReport, get_score, session_report
-from avatar.domain.errors import InvalidInputError
+from avatar.domain.errors import InvalidInputError, NotFoundError
 from avatar.domain.models import ProsodyScore
-from avatar.presentation.deps import ContainerDep
+from avatar.presentation.auth import CallerDep
+from avatar.presentation.deps import ContainerDep, ServicesDep
+from avatar.presentation.ownership import audit_if_foreign, visible_session
 
 router = APIRouter(tags=["prosody"])
 
@@ -116,14 +118,27 @@ def _uuid(raw: str, what: str) -> uuid.UUID:
 
 
 @router.get("/api/v1/prosody/{transcription_id}")
-async def prosody_of_utterance(transcription_id: str, container: ContainerDep) -> ProsodyScorePublic:
-    """The scores, reliability and raw features of one analyzed utterance (404 until analyzed)."""
-    score = await get_score(container.uow, _uuid(transcription_id, "transcription id"))
+async def prosody_of_utterance(
+    transcription_id: str, container: ContainerDep, services: ServicesDep, user: CallerDep
+) -> ProsodyScorePublic:
+    """The scores, reliability and raw features of one analyzed utterance (404 until analyzed,
+    and for somebody else's utterance)."""
+    tid = _uuid(transcription_id, "transcription id")
+    async with container.uow() as tx:
+        owner = await tx.transcriptions.owner_of(tid)
+    if owner is None or not user.may_see(owner):
+        raise NotFoundError(f"no prosody analysis for transcription {tid}", code="PROSODY_NOT_FOUND")
+    await audit_if_foreign(services, user, owner, "prosody.read", str(tid))
+    score = await get_score(container.uow, tid)
     return ProsodyScorePublic.of(score)
 
 
 @router.get("/api/v1/sessions/{session_id}/prosody")
-async def prosody_report(session_id: str, container: ContainerDep) -> ProsodyReportPublic:
+async def prosody_report(
+    session_id: str, container: ContainerDep, services: ServicesDep, user: CallerDep
+) -> ProsodyReportPublic:
     """Every analyzed utterance of a session in order, and each score's trend."""
-    report = await session_report(container.uow, _uuid(session_id, "session id"))
+    sid = _uuid(session_id, "session id")
+    await visible_session(container, services, sid, user, "session.prosody.read")
+    report = await session_report(container.uow, sid)
     return ProsodyReportPublic.of(report)

@@ -12,10 +12,13 @@ from fastapi import APIRouter, Body, Query, Request
 from avatar.application.conversation import SessionManager, issue_token, transcription_id_for
 from avatar.application.ports.storage import ObjectStore
 from avatar.bootstrap import Services
-from avatar.domain.errors import InvalidInputError, NotFoundError
+from avatar.domain.errors import InvalidInputError
 from avatar.domain.models import Session
 from avatar.domain.storage_keys import RAW_INPUTS, SYNTHESIZED, VOICE_PROFILES
-from avatar.presentation.deps import ContainerDep, SettingsDep
+from avatar.presentation.accounts import ErasurePublic
+from avatar.presentation.auth import CallerDep
+from avatar.presentation.deps import ContainerDep, ServicesDep, SettingsDep
+from avatar.presentation.ownership import owner_filter, visible_session
 from avatar.presentation.schemas import (
     AudioPublic,
     SessionCreate,
@@ -82,11 +85,18 @@ async def create_session(
     request: Request,
     container: ContainerDep,
     settings: SettingsDep,
+    services: ServicesDep,
+    user: CallerDep,
     body: Annotated[SessionCreate | None, Body()] = None,
 ) -> SessionCreated:
-    """Create a conversation; refused with 503 ``BUSY`` when the server is at its session limit."""
-    _manager(request).check_capacity()
-    session = Session.start(container.clock.now(), (body.metadata if body else None))
+    """Create a conversation of the caller; refused with 503 ``BUSY`` at the session limit (or
+    ``USER_BUSY`` at the caller's), 429 ``RATE_LIMITED`` past the creation rate of the caller or
+    its address (docs/security.md, "Admission")."""
+    manager = _manager(request)
+    manager.check_capacity()
+    manager.check_user_capacity(user.user_id)
+    services.admission.admit_creation(user.user_id, request.client.host if request.client else None)
+    session = Session.start(container.clock.now(), (body.metadata if body else None), owner_id=user.user_id)
     async with container.uow() as tx:
         await tx.sessions.add(session)
         await tx.commit()
@@ -103,33 +113,48 @@ async def create_session(
 
 @router.get("", response_model=SessionList)
 async def list_sessions(
-    request: Request, container: ContainerDep, limit: Annotated[int, Query(ge=1, le=200)] = 50
+    request: Request,
+    container: ContainerDep,
+    user: CallerDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    all_users: Annotated[bool, Query(description="Everyone's sessions (admins only)")] = False,
 ) -> SessionList:
-    """The most recent sessions (newest first), for the history view."""
+    """The caller's most recent sessions (newest first), for the history view."""
     async with container.uow() as tx:
-        sessions = await tx.sessions.list_recent(limit)
+        sessions = await tx.sessions.list_recent(limit, owner_filter(user, all_users))
     manager = _manager(request)
     return SessionList(sessions=[_public(s, manager) for s in sessions])
 
 
 @router.get("/{session_id}", response_model=SessionPublic)
-async def get_session(session_id: str, request: Request, container: ContainerDep) -> SessionPublic:
+async def get_session(
+    session_id: str, request: Request, container: ContainerDep, services: ServicesDep, user: CallerDep
+) -> SessionPublic:
     sid = parse_session_id(session_id)
-    async with container.uow() as tx:
-        session = await tx.sessions.get(sid)
-    if session is None:
-        raise NotFoundError(f"session {sid} not found", code="SESSION_NOT_FOUND")
+    session = await visible_session(container, services, sid, user, "session.read")
     return _public(session, _manager(request))
 
 
-@router.get("/{session_id}/turns", response_model=TurnList)
-async def list_turns(session_id: str, container: ContainerDep) -> TurnList:
-    """Every turn with its transcription and audio (presigned URLs valid 1 h)."""
+@router.delete("/{session_id}", response_model=ErasurePublic)
+async def delete_session(
+    session_id: str, container: ContainerDep, services: ServicesDep, user: CallerDep
+) -> ErasurePublic:
+    """Delete a conversation with its turns, audio, memories, prosody and summary."""
     sid = parse_session_id(session_id)
+    await visible_session(container, services, sid, user, "session.delete")
+    return ErasurePublic.of(await services.eraser.erase_session(sid))
+
+
+@router.get("/{session_id}/turns", response_model=TurnList)
+async def list_turns(
+    session_id: str, container: ContainerDep, services: ServicesDep, user: CallerDep
+) -> TurnList:
+    """Every turn with its transcription and audio (presigned URLs valid 1 h, issued only to the
+    session's owner or an admin)."""
+    sid = parse_session_id(session_id)
+    await visible_session(container, services, sid, user, "session.turns.read")
     store = container.object_store
     async with container.uow() as tx:
-        if await tx.sessions.get(sid) is None:
-            raise NotFoundError(f"session {sid} not found", code="SESSION_NOT_FOUND")
         turns = await tx.turns.list_for_session(sid)
         rows = []
         for turn in turns:

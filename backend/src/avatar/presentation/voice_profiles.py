@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
@@ -26,7 +26,10 @@ from avatar.application.voice_profiles import (
 )
 from avatar.bootstrap import Services
 from avatar.domain.models import TTSMode, VoiceProfile
+from avatar.presentation.auth import CallerDep
+from avatar.presentation.deps import ServicesDep
 from avatar.presentation.errors import error_body
+from avatar.presentation.ownership import audit_if_foreign, owner_filter
 
 router = APIRouter(prefix="/api/v1/voice-profiles", tags=["voice profiles"])
 
@@ -110,32 +113,40 @@ async def _read_limited(upload: UploadFile, limit: int) -> bytes:
 @router.post("", status_code=201, response_model=VoiceProfilePublic)
 async def create_voice_profile(
     service: ServiceDep,
+    user: CallerDep,
     audio: Annotated[UploadFile, File(description="5-30 s of one speaker: wav, flac, mp3, ogg, webm")],
     name: Annotated[str, Form(min_length=1, max_length=100)],
     transcript: Annotated[str | None, Form(max_length=2000)] = None,
 ) -> VoiceProfilePublic | JSONResponse:
     data = await _read_limited(audio, service.limits.max_bytes)
     try:
-        profile = await service.create(audio=data, name=name, transcript=transcript)
+        profile = await service.create(audio=data, name=name, transcript=transcript, user_id=user.user_id)
     except VoiceSampleError as exc:
         return _sample_error(exc)
     return VoiceProfilePublic.of(profile)
 
 
 @router.get("", response_model=VoiceProfileList)
-async def list_voice_profiles(service: ServiceDep) -> VoiceProfileList:
-    return VoiceProfileList(profiles=[VoiceProfilePublic.of(p) for p in await service.list_profiles()])
+async def list_voice_profiles(
+    service: ServiceDep,
+    user: CallerDep,
+    all_users: Annotated[bool, Query(description="Everyone's profiles (admins only)")] = False,
+) -> VoiceProfileList:
+    """The caller's voice profiles (newest first)."""
+    profiles = await service.list_profiles(owner_filter(user, all_users))
+    return VoiceProfileList(profiles=[VoiceProfilePublic.of(p) for p in profiles])
 
 
 @router.post("/search", response_model=SimilarVoices)
 async def search_similar_voices(
     service: ServiceDep,
+    user: CallerDep,
     audio: Annotated[UploadFile, File(description="A clip of the voice to look for")],
     limit: Annotated[int, Form(ge=1, le=50)] = 5,
 ) -> SimilarVoices | JSONResponse:
     data = await _read_limited(audio, service.limits.max_bytes)
     try:
-        hits = await service.search(data, limit)
+        hits = await service.search(data, limit, owner_id=user.user_id)
     except VoiceSampleError as exc:
         return _sample_error(exc)
     results = [
@@ -145,30 +156,44 @@ async def search_similar_voices(
 
 
 @router.get("/{profile_id}", response_model=VoiceProfilePublic)
-async def get_voice_profile(profile_id: uuid.UUID, service: ServiceDep) -> VoiceProfilePublic:
-    return VoiceProfilePublic.of(await service.get(profile_id))
+async def get_voice_profile(
+    profile_id: uuid.UUID, service: ServiceDep, services: ServicesDep, user: CallerDep
+) -> VoiceProfilePublic:
+    profile = await service.get(profile_id, user)
+    await audit_if_foreign(services, user, profile.user_id, "voice_profile.read", str(profile_id))
+    return VoiceProfilePublic.of(profile)
 
 
 @router.get("/{profile_id}/audio", response_class=Response)
-async def get_voice_profile_audio(profile_id: uuid.UUID, service: ServiceDep) -> Response:
-    return Response(await service.original_audio(profile_id), media_type="audio/wav")
+async def get_voice_profile_audio(
+    profile_id: uuid.UUID, service: ServiceDep, services: ServicesDep, user: CallerDep
+) -> Response:
+    profile = await service.get(profile_id, user)
+    await audit_if_foreign(services, user, profile.user_id, "voice_profile.audio.read", str(profile_id))
+    return Response(await service.original_audio(profile_id, user), media_type="audio/wav")
 
 
 @router.delete("/{profile_id}", response_model=VoiceProfileDeleted)
-async def delete_voice_profile(profile_id: uuid.UUID, service: ServiceDep) -> VoiceProfileDeleted:
-    removed = await service.delete(profile_id)
+async def delete_voice_profile(
+    profile_id: uuid.UUID, service: ServiceDep, services: ServicesDep, user: CallerDep
+) -> VoiceProfileDeleted:
+    profile = await service.get(profile_id, user)
+    await audit_if_foreign(services, user, profile.user_id, "voice_profile.delete", str(profile_id))
+    removed = await service.delete(profile_id, user)
     return VoiceProfileDeleted(profile_id=profile_id, deleted_objects=removed)
 
 
 @router.post("/{profile_id}/preview", response_class=Response)
-async def preview_voice_profile(profile_id: uuid.UUID, body: PreviewRequest, service: ServiceDep) -> Response:
+async def preview_voice_profile(
+    profile_id: uuid.UUID, body: PreviewRequest, service: ServiceDep, user: CallerDep
+) -> Response:
     """Speak ``text`` in the profile's voice; returns ``audio/wav``.
 
     Headers say what was used: ``X-Voice-Engine``, ``X-Voice-Name``, ``X-Voice-Mode``, and, when the
     engine could not clone the voice (a stock voice was substituted) or degraded, ``X-Voice-Notice``
     (percent-encoded UTF-8) with ``X-Voice-Substituted: true``.
     """
-    preview = await service.preview(profile_id, body.text, TTSMode(body.mode))
+    preview = await service.preview(profile_id, body.text, TTSMode(body.mode), viewer=user)
     headers = {
         "X-Voice-Engine": quote(preview.engine, safe=" -_.:/()"),
         "X-Voice-Name": quote(preview.voice, safe=" -_.:/()"),

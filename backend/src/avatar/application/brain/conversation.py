@@ -402,7 +402,16 @@ class ConversationBrain:
             async with asyncio.timeout(self._config.memory_timeout_s):
                 [vector] = await self._embedder.embed([text])
                 async with self._uow() as tx:
-                    hits = await tx.memories.search(vector, limit=self._config.memory_top_k + 4)
+                    # Only the memories of this conversation's owner (docs/security.md); a session
+                    # without a known owner recalls only itself.
+                    session = await tx.sessions.get(self.session_id)
+                    owner = session.owner_id if session is not None else None
+                    hits = await tx.memories.search(
+                        vector,
+                        limit=self._config.memory_top_k + 4,
+                        session_id=None if owner is not None else self.session_id,
+                        owner_id=owner,
+                    )
         except Exception as exc:  # memory is an enhancement: a reply never fails for it
             log.warning("memory recall skipped: %s: %s", type(exc).__name__, exc)
             return []

@@ -18,9 +18,14 @@ class MemorySearch:
         self._uow = uow
 
     async def search(
-        self, query: str, *, limit: int = 5, session_id: uuid.UUID | None = None
+        self,
+        query: str,
+        *,
+        limit: int = 5,
+        session_id: uuid.UUID | None = None,
+        owner_id: uuid.UUID | None = None,
     ) -> Sequence[MemoryHit]:
-        """The ``limit`` closest remembered utterances, optionally of one session only.
+        """The ``limit`` closest remembered utterances, optionally of one session or one owner only.
 
         Raises:
             InvalidInputError: when ``query`` has no text.
@@ -30,4 +35,4 @@ class MemorySearch:
             raise InvalidInputError("q must contain some text")
         [vector] = await self._embedder.embed([text])
         async with self._uow() as tx:
-            return await tx.memories.search(vector, limit=limit, session_id=session_id)
+            return await tx.memories.search(vector, limit=limit, session_id=session_id, owner_id=owner_id)

@@ -66,7 +66,7 @@ class SessionContext:
         self.voice_profile_id = voice_profile_id
         self._reference = None
         if voice_profile_id is not None and resolver is not None:
-            self._reference = await resolver(voice_profile_id)
+            self._reference = await resolver(voice_profile_id, self.session_id)
             if self._reference is None:
                 self.voice_profile_id = None
                 self.error(

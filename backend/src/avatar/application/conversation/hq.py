@@ -4,6 +4,7 @@ high-quality voice."""
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -54,6 +55,11 @@ class HQPass:
             return
         if not task.text.strip():
             return
+        async with self._uow() as tx:
+            if await tx.sessions.get(task.session_id) is None:
+                # The session was erased (docs/security.md, "Delete my data"): nothing to store.
+                log.info("dropping HQ task of erased session %s", task.session_id)
+                return
         started = self._clock.monotonic()
         pcm, rate, stream = await self._synthesize(task)
         if pcm:
@@ -62,7 +68,7 @@ class HQPass:
     async def _synthesize(self, task: HQTask) -> tuple[bytes, int, SynthesisStream]:
         """The whole reply's audio; a failure is told to the client and raised (for redelivery)."""
         profile_id = task.voice_profile_id
-        reference = await self._resolve(profile_id) if profile_id and self._resolve else None
+        reference = await self._resolve(profile_id, task.session_id) if profile_id and self._resolve else None
         request = SynthesisRequest(
             text=task.text.strip(),
             mode=TTSMode.HQ,
@@ -103,9 +109,19 @@ class HQPass:
             engine=stream.engine,
             voice=stream.voice,
         )
-        async with self._uow() as tx:
-            await tx.synthesized.add(row)
-            await tx.commit()
+        try:
+            async with self._uow() as tx:
+                await tx.synthesized.add(row)
+                await tx.commit()
+        except Exception:
+            # The turn may have been erased meanwhile: leave no object without a row.
+            await self._store.delete(key)
+            async with self._uow() as tx:
+                erased = await tx.turns.get(task.turn_id) is None
+            if erased:
+                log.info("dropping HQ audio of erased turn %s", task.turn_id)
+                return
+            raise
         message = HqReadyMsg(
             turn_id=task.turn_id,
             url=await self._store.presigned_url(key),
@@ -133,6 +149,33 @@ def make_hq_handler(
         clock=clock,
         voice_resolver=voice_resolver,
     )
+
+
+async def _record(
+    uow: UnitOfWorkFactory,
+    turn_id: uuid.UUID,
+    profile_id: uuid.UUID | None,
+    url: str,
+    duration_s: float,
+    elapsed_ms: float,
+    engine: str,
+    voice: str,
+) -> None:
+    async with uow() as tx:
+        await tx.synthesized.add(
+            SynthesizedAudio(
+                audio_id=new_id(),
+                turn_id=turn_id,
+                mode=TTSMode.HQ,
+                audio_url=url,
+                duration_sec=duration_s,
+                synthesis_time_ms=elapsed_ms,
+                voice_profile_id=profile_id,
+                engine=engine,
+                voice=voice,
+            )
+        )
+        await tx.commit()
 
 
 async def collect(iterator: AsyncIterator[AudioChunk]) -> tuple[bytes, int]:

@@ -24,6 +24,7 @@ class _Live:
     connection: object | None = None
     grace: asyncio.Task[None] | None = None
     token_hash: str = ""
+    owner_id: uuid.UUID | None = None
 
 
 class SessionManager:
@@ -43,9 +44,13 @@ class SessionManager:
         max_sessions: int,
         grace_s: float,
         state_store: SessionStateStore | None = None,
+        max_sessions_per_user: int | None = None,
     ) -> None:
         self.deps = deps
         self.max_sessions = max_sessions
+        #: Sessions one user may have connected at once (docs/security.md, "Admission"); ``None``:
+        #: no limit.
+        self.max_sessions_per_user = max_sessions_per_user
         self.grace_s = grace_s
         self.state_store = state_store
         self.records = SessionRecords(deps.uow, deps.clock, state_store, grace_s)
@@ -62,6 +67,23 @@ class SessionManager:
     def get(self, session_id: uuid.UUID) -> ConversationSession | None:
         live = self._live.get(session_id)
         return live.session if live else None
+
+    def connected_count_of(self, owner_id: uuid.UUID) -> int:
+        """How many of ``owner_id``'s sessions have a connection in this process now (sessions
+        parked in their reconnect grace period do not count)."""
+        return sum(
+            1 for live in self._live.values() if live.owner_id == owner_id and live.connection is not None
+        )
+
+    def check_user_capacity(self, owner_id: uuid.UUID | None) -> None:
+        """Raise :class:`CapacityError` (``USER_BUSY``) when ``owner_id`` has its limit of connected
+        sessions, so one user cannot take every shared slot (docs/security.md, "Admission")."""
+        limit = self.max_sessions_per_user
+        if limit is not None and owner_id is not None and self.connected_count_of(owner_id) >= limit:
+            raise CapacityError(
+                f"you already have {limit} live conversations; end one to start another",
+                code="USER_BUSY",
+            )
 
     def check_capacity(self) -> None:
         """Raise :class:`CapacityError` when no new session can be admitted now."""
@@ -101,10 +123,11 @@ class SessionManager:
             live.session.outbox.attached = True
             live.token_hash = live.token_hash or token_hash
             return live.session, True, previous
-        await self.records.load_record(session_id)
+        record = await self.records.load_record(session_id)
         if session_id in self._live:  # attached by a concurrent connect meanwhile
             return await self.attach(session_id, connection, token)
         self.check_capacity()
+        self.check_user_capacity(record.owner_id)
         self._reserved += 1  # held across the awaits below so two connects cannot both pass
         try:
             state = await self.records.load_state(session_id)
@@ -120,7 +143,10 @@ class SessionManager:
         finally:
             self._reserved -= 1
         self._live[session_id] = _Live(
-            session, connection, token_hash=token_hash or (state.token_hash if state else "")
+            session,
+            connection,
+            token_hash=token_hash or (state.token_hash if state else ""),
+            owner_id=record.owner_id,
         )
         if self.state_store is not None:
             # Every later change (a turn, a voice choice) is written through the session's own

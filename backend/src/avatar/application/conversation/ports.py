@@ -55,6 +55,9 @@ class TextChunker(Protocol):
 
 
 class VoiceResolver(Protocol):
-    """Turns a voice profile id into a cloning reference (``None`` when there is no such profile)."""
+    """Turns a voice profile id into a cloning reference (``None`` when there is no such profile,
+    or when it belongs to someone else than the owner of ``session_id``: docs/security.md)."""
 
-    async def __call__(self, profile_id: uuid.UUID) -> VoiceReference | None: ...
+    async def __call__(
+        self, profile_id: uuid.UUID, session_id: uuid.UUID | None = None
+    ) -> VoiceReference | None: ...

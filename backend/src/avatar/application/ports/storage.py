@@ -6,10 +6,11 @@ The tables and the object layout are in docs/design-notes.md §5.
 from __future__ import annotations
 
 import builtins
+import enum
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import timedelta
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Protocol, Self
 
@@ -20,6 +21,7 @@ from avatar.domain.models import (
     Session,
     SynthesizedAudio,
     Transcription,
+    User,
     VoiceProfile,
 )
 
@@ -61,11 +63,87 @@ class MemoryHit:
     score: float
 
 
+class CredentialKind(enum.StrEnum):
+    """What a stored secret is (docs/security.md, "Accounts and ownership")."""
+
+    #: A long-lived API key (``Authorization: Bearer KEY``).
+    API_KEY = "api_key"
+    #: A web sign-in session kept in an HttpOnly cookie, with its CSRF token.
+    WEB = "web"
+    #: A single-use, short-lived sign-in link.
+    LINK = "link"
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """A stored secret: only its SHA-256 is kept, never the secret itself."""
+
+    credential_id: uuid.UUID
+    user_id: uuid.UUID
+    kind: CredentialKind
+    secret_hash: str
+    csrf_hash: str | None = None
+    label: str = ""
+    expires_at: datetime | None = None
+    created_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One administrative action (written to ``system_logs`` with level ``audit``)."""
+
+    actor_id: uuid.UUID | None
+    action: str
+    target: str
+    detail: Mapping[str, object] = field(default_factory=dict)
+    created_at: datetime | None = None
+
+
+class AccountRepository(Protocol):
+    """Users, their credentials and the audit log."""
+
+    async def add_user(self, user: User, password_hash: str | None = None) -> None: ...
+    async def get_user(self, user_id: uuid.UUID) -> User | None: ...
+    async def get_user_by_name(self, name: str) -> User | None: ...
+    async def list_users(self) -> list[User]: ...
+    async def delete_user(self, user_id: uuid.UUID) -> bool: ...
+    async def password_hash(self, user_id: uuid.UUID) -> str | None: ...
+    async def set_password(self, user_id: uuid.UUID, password_hash: str) -> None: ...
+    async def add_credential(self, credential: Credential) -> None: ...
+    async def find_credential(self, secret_hash: str) -> Credential | None: ...
+    async def consume_credential(self, secret_hash: str) -> Credential | None:
+        """Remove and return the credential (a single-use link is spent exactly once)."""
+        ...
+
+    async def delete_credential(self, secret_hash: str) -> bool: ...
+    async def touch_credential(self, credential_id: uuid.UUID, now: datetime) -> None: ...
+    async def audit(self, entry: AuditEntry) -> None: ...
+    async def audit_entries(self, limit: int = 100) -> list[AuditEntry]: ...
+
+
+class ErasureRepository(Protocol):
+    """What deleting a user's data needs: find everything of theirs, and remove a session's rows."""
+
+    async def sessions_of(self, owner_id: uuid.UUID) -> list[uuid.UUID]: ...
+    async def voice_profiles_of(self, owner_id: uuid.UUID) -> list[uuid.UUID]: ...
+    async def turns_of(self, session_id: uuid.UUID) -> list[uuid.UUID]: ...
+    async def object_urls_of(self, session_id: uuid.UUID) -> list[str]:
+        """Every stored object URL the session's rows point at (input audio, replies)."""
+        ...
+
+    async def erase_session(self, session_id: uuid.UUID) -> dict[str, int]:
+        """Delete the session and every row under it; returns how many rows per table."""
+        ...
+
+
 class SessionRepository(Protocol):
     async def add(self, session: Session) -> None: ...
     async def get(self, session_id: uuid.UUID) -> Session | None: ...
     async def update(self, session: Session) -> None: ...
-    async def list_recent(self, limit: int = 50) -> list[Session]: ...
+    async def list_recent(self, limit: int = 50, owner_id: uuid.UUID | None = None) -> list[Session]:
+        """Newest first; only ``owner_id``'s sessions when given."""
+        ...
 
 
 class TurnRepository(Protocol):
@@ -85,6 +163,9 @@ class TranscriptionRepository(Protocol):
     ) -> None: ...
     async def get(self, transcription_id: uuid.UUID) -> Transcription | None: ...
     async def audio_url(self, transcription_id: uuid.UUID) -> str | None: ...
+    async def owner_of(self, transcription_id: uuid.UUID) -> uuid.UUID | None:
+        """The owner of the session the transcription belongs to (``None``: no such transcription)."""
+        ...
 
 
 class ProsodyRepository(Protocol):
@@ -96,12 +177,15 @@ class ProsodyRepository(Protocol):
 class VoiceProfileRepository(Protocol):
     async def add(self, profile: VoiceProfile) -> None: ...
     async def get(self, profile_id: uuid.UUID) -> VoiceProfile | None: ...
-    async def list(self) -> list[VoiceProfile]: ...
+    async def list(self, owner_id: uuid.UUID | None = None) -> builtins.list[VoiceProfile]:
+        """Every profile, or only ``owner_id``'s."""
+        ...
+
     async def delete(self, profile_id: uuid.UUID) -> bool: ...
     async def nearest(
-        self, embedding: Sequence[float], limit: int = 5
+        self, embedding: Sequence[float], limit: int = 5, owner_id: uuid.UUID | None = None
     ) -> builtins.list[tuple[VoiceProfile, float]]:
-        """Profiles ordered by cosine similarity to ``embedding`` (highest first)."""
+        """Profiles (only ``owner_id``'s when given) ordered by cosine similarity to ``embedding``."""
         ...
 
 
@@ -122,8 +206,14 @@ class MemoryRepository(Protocol):
         embedding: Sequence[float],
     ) -> None: ...
     async def search(
-        self, embedding: Sequence[float], limit: int = 5, session_id: uuid.UUID | None = None
-    ) -> list[MemoryHit]: ...
+        self,
+        embedding: Sequence[float],
+        limit: int = 5,
+        session_id: uuid.UUID | None = None,
+        owner_id: uuid.UUID | None = None,
+    ) -> list[MemoryHit]:
+        """Closest utterances; only of ``session_id`` and/or of ``owner_id``'s sessions when given."""
+        ...
 
 
 class SummaryRepository(Protocol):
@@ -153,6 +243,10 @@ class UnitOfWork(Protocol):
     def memories(self) -> MemoryRepository: ...
     @property
     def summaries(self) -> SummaryRepository: ...
+    @property
+    def accounts(self) -> AccountRepository: ...
+    @property
+    def erasure(self) -> ErasureRepository: ...
 
     async def __aenter__(self) -> Self: ...
 

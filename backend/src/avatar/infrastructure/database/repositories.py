@@ -57,8 +57,11 @@ class SqlSessionRepository:
         self._tx = tx
 
     async def add(self, session: Session) -> None:
+        if session.owner_id is None:
+            raise DomainError("a session needs an owner (docs/security.md)")
         values: dict[str, Any] = {
             "session_id": session.session_id,
+            "owner_id": session.owner_id,
             "start_time": session.start_time,
             "end_time": session.end_time,
             "status": session.status.value,
@@ -85,8 +88,11 @@ class SqlSessionRepository:
             )
         )
 
-    async def list_recent(self, limit: int = 50) -> list[Session]:
-        rows = await self._tx.read(select(t.sessions).order_by(t.sessions.c.start_time.desc()).limit(limit))
+    async def list_recent(self, limit: int = 50, owner_id: uuid.UUID | None = None) -> list[Session]:
+        stmt = select(t.sessions)
+        if owner_id is not None:
+            stmt = stmt.where(t.sessions.c.owner_id == owner_id)
+        rows = await self._tx.read(stmt.order_by(t.sessions.c.start_time.desc()).limit(limit))
         return [_session(row) for row in rows.mappings()]
 
 
@@ -98,6 +104,7 @@ def _session(row: RowMapping) -> Session:
         end_time=row["end_time"],
         metadata=dict(row["metadata"]),
         created_at=row["created_at"],
+        owner_id=row["owner_id"],
     )
 
 
@@ -208,6 +215,17 @@ class SqlTranscriptionRepository:
         value = (await self._tx.read(stmt)).scalar_one_or_none()
         return str(value) if value is not None else None
 
+    async def owner_of(self, transcription_id: uuid.UUID) -> uuid.UUID | None:
+        stmt = (
+            select(t.sessions.c.owner_id)
+            .select_from(t.transcriptions)
+            .join(t.conversation_turns, t.conversation_turns.c.turn_id == t.transcriptions.c.turn_id)
+            .join(t.sessions, t.sessions.c.session_id == t.conversation_turns.c.session_id)
+            .where(t.transcriptions.c.transcription_id == transcription_id)
+        )
+        value = (await self._tx.read(stmt)).scalar_one_or_none()
+        return value if isinstance(value, uuid.UUID) else None
+
 
 class SqlProsodyRepository:
     def __init__(self, tx: Transaction) -> None:
@@ -270,6 +288,8 @@ class SqlVoiceProfileRepository:
         self._tx = tx
 
     async def add(self, profile: VoiceProfile) -> None:
+        if profile.user_id is None:
+            raise DomainError("a voice profile needs an owner (docs/security.md)")
         values: dict[str, Any] = {
             "profile_id": profile.profile_id,
             "user_id": profile.user_id,
@@ -290,8 +310,11 @@ class SqlVoiceProfileRepository:
         row = (await self._tx.read(stmt)).mappings().first()
         return _profile(row) if row is not None else None
 
-    async def list(self) -> list[VoiceProfile]:
-        stmt = select(t.voice_profiles).order_by(t.voice_profiles.c.created_at, t.voice_profiles.c.name)
+    async def list(self, owner_id: uuid.UUID | None = None) -> builtins.list[VoiceProfile]:
+        stmt = select(t.voice_profiles)
+        if owner_id is not None:
+            stmt = stmt.where(t.voice_profiles.c.user_id == owner_id)
+        stmt = stmt.order_by(t.voice_profiles.c.created_at, t.voice_profiles.c.name)
         return [_profile(row) for row in (await self._tx.read(stmt)).mappings()]
 
     async def delete(self, profile_id: uuid.UUID) -> bool:
@@ -303,12 +326,15 @@ class SqlVoiceProfileRepository:
         return (await self._tx.write(stmt)).first() is not None
 
     async def nearest(
-        self, embedding: Sequence[float], limit: int = 5
+        self, embedding: Sequence[float], limit: int = 5, owner_id: uuid.UUID | None = None
     ) -> builtins.list[tuple[VoiceProfile, float]]:
         distance = t.voice_profiles.c.embedding.cosine_distance(
             _vector(embedding, t.SPEAKER_DIM, "speaker embedding")
         )
-        stmt = select(t.voice_profiles, distance.label("distance")).order_by(distance).limit(limit)
+        stmt = select(t.voice_profiles, distance.label("distance"))
+        if owner_id is not None:
+            stmt = stmt.where(t.voice_profiles.c.user_id == owner_id)
+        stmt = stmt.order_by(distance).limit(limit)
         rows = (await self._tx.read(stmt)).mappings()
         return [(_profile(row), 1.0 - float(row["distance"])) for row in rows]
 
@@ -392,7 +418,11 @@ class SqlMemoryRepository:
         )
 
     async def search(
-        self, embedding: Sequence[float], limit: int = 5, session_id: uuid.UUID | None = None
+        self,
+        embedding: Sequence[float],
+        limit: int = 5,
+        session_id: uuid.UUID | None = None,
+        owner_id: uuid.UUID | None = None,
     ) -> list[MemoryHit]:
         distance = t.memories.c.embedding.cosine_distance(
             _vector(embedding, t.TEXT_EMBEDDING_DIM, "text embedding")
@@ -406,6 +436,10 @@ class SqlMemoryRepository:
         )
         if session_id is not None:
             stmt = stmt.where(t.memories.c.session_id == session_id)
+        if owner_id is not None:
+            stmt = stmt.join(t.sessions, t.sessions.c.session_id == t.memories.c.session_id).where(
+                t.sessions.c.owner_id == owner_id
+            )
         rows = (await self._tx.read(stmt.order_by(distance).limit(limit))).mappings()
         return [
             MemoryHit(

@@ -41,10 +41,40 @@ def _now() -> Column[object]:
     return Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now())
 
 
+users = Table(
+    "users",
+    metadata,
+    Column("user_id", UUID(as_uuid=True), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("role", Text, nullable=False, server_default="user"),
+    Column("password_hash", Text),
+    _now(),
+    UniqueConstraint("name", name="uq_users_name"),
+    CheckConstraint("role IN ('admin', 'user')", name="ck_users_role"),
+    CheckConstraint("length(name) BETWEEN 1 AND 64", name="ck_users_name_length"),
+)
+
+credentials = Table(
+    "credentials",
+    metadata,
+    Column("credential_id", UUID(as_uuid=True), primary_key=True),
+    Column("user_id", UUID(as_uuid=True), ForeignKey("users.user_id", ondelete="CASCADE"), nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("secret_hash", Text, nullable=False),
+    Column("csrf_hash", Text),
+    Column("label", Text, nullable=False, server_default=""),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("last_used_at", DateTime(timezone=True)),
+    _now(),
+    UniqueConstraint("secret_hash", name="uq_credentials_secret_hash"),
+    CheckConstraint("kind IN ('api_key', 'web', 'link')", name="ck_credentials_kind"),
+)
+
 sessions = Table(
     "sessions",
     metadata,
     Column("session_id", UUID(as_uuid=True), primary_key=True),
+    Column("owner_id", UUID(as_uuid=True), ForeignKey("users.user_id", ondelete="CASCADE"), nullable=False),
     Column("start_time", DateTime(timezone=True), nullable=False),
     Column("end_time", DateTime(timezone=True)),
     Column("status", Text, nullable=False, server_default="active"),
@@ -126,7 +156,7 @@ voice_profiles = Table(
     "voice_profiles",
     metadata,
     Column("profile_id", UUID(as_uuid=True), primary_key=True),
-    Column("user_id", UUID(as_uuid=True)),
+    Column("user_id", UUID(as_uuid=True), ForeignKey("users.user_id", ondelete="CASCADE"), nullable=False),
     Column("name", Text, nullable=False),
     Column("audio_url", Text, nullable=False),
     Column("embedding", Vector(SPEAKER_DIM), nullable=False),

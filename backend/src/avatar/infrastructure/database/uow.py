@@ -11,6 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from avatar.application.ports.common import ComponentHealth
+from avatar.infrastructure.database.accounts import SqlAccountRepository, SqlErasureRepository
 from avatar.infrastructure.database.repositories import (
     SqlMemoryRepository,
     SqlProsodyRepository,
@@ -39,6 +40,8 @@ class SqlUnitOfWork:
         self.synthesized = SqlSynthesizedAudioRepository(self._tx)
         self.memories = SqlMemoryRepository(self._tx)
         self.summaries = SqlSummaryRepository(self._tx)
+        self.accounts = SqlAccountRepository(self._tx)
+        self.erasure = SqlErasureRepository(self._tx)
 
     async def __aenter__(self) -> Self:
         return self

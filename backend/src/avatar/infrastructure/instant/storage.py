@@ -11,19 +11,20 @@ import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Self
 
 from avatar.application.ports.common import ComponentHealth
-from avatar.application.ports.storage import MemoryHit
-from avatar.domain.errors import InvalidInputError, NotFoundError
+from avatar.application.ports.storage import AuditEntry, Credential, MemoryHit
+from avatar.domain.errors import DomainError, InvalidInputError, NotFoundError
 from avatar.domain.models import (
     ConversationTurn,
     ProsodyScore,
     Session,
     SynthesizedAudio,
     Transcription,
+    User,
     VoiceProfile,
 )
 
@@ -78,6 +79,9 @@ class Tables:
     synthesized: dict[uuid.UUID, SynthesizedAudio] = field(default_factory=dict)
     memories: list[tuple[uuid.UUID, uuid.UUID | None, str, str, list[float]]] = field(default_factory=list)
     summaries: dict[uuid.UUID, tuple[str, int]] = field(default_factory=dict)
+    users: dict[uuid.UUID, tuple[User, str | None]] = field(default_factory=dict)
+    credentials: dict[str, Credential] = field(default_factory=dict)
+    audit: list[AuditEntry] = field(default_factory=list)
 
     def copy(self) -> Tables:
         return Tables(
@@ -89,6 +93,9 @@ class Tables:
             dict(self.synthesized),
             list(self.memories),
             dict(self.summaries),
+            dict(self.users),
+            dict(self.credentials),
+            list(self.audit),
         )
 
 
@@ -121,8 +128,9 @@ class InMemorySessionRepository(_Repo):
             raise NotFoundError(f"session {session.session_id} not found")
         self.t.sessions[session.session_id] = replace(session)
 
-    async def list_recent(self, limit: int = 50) -> list[Session]:
-        return sorted(self.t.sessions.values(), key=lambda s: s.start_time, reverse=True)[:limit]
+    async def list_recent(self, limit: int = 50, owner_id: uuid.UUID | None = None) -> list[Session]:
+        mine = [s for s in self.t.sessions.values() if owner_id is None or s.owner_id == owner_id]
+        return sorted(mine, key=lambda s: s.start_time, reverse=True)[:limit]
 
 
 class InMemoryTurnRepository(_Repo):
@@ -168,6 +176,12 @@ class InMemoryTranscriptionRepository(_Repo):
         row = self.t.transcriptions.get(transcription_id)
         return row[2] if row else None
 
+    async def owner_of(self, transcription_id: uuid.UUID) -> uuid.UUID | None:
+        row = self.t.transcriptions.get(transcription_id)
+        turn = self.t.turns.get(row[0]) if row else None
+        session = self.t.sessions.get(turn.session_id) if turn else None
+        return session.owner_id if session else None
+
 
 class InMemoryProsodyRepository(_Repo):
     async def add(self, score: ProsodyScore) -> None:
@@ -191,17 +205,21 @@ class InMemoryVoiceProfileRepository(_Repo):
     async def get(self, profile_id: uuid.UUID) -> VoiceProfile | None:
         return self.t.profiles.get(profile_id)
 
-    async def list(self) -> builtins.list[VoiceProfile]:
-        return [*self.t.profiles.values()]
+    async def list(self, owner_id: uuid.UUID | None = None) -> builtins.list[VoiceProfile]:
+        return [p for p in self.t.profiles.values() if owner_id is None or p.user_id == owner_id]
 
     async def delete(self, profile_id: uuid.UUID) -> bool:
         return self.t.profiles.pop(profile_id, None) is not None
 
     async def nearest(
-        self, embedding: Sequence[float], limit: int = 5
+        self, embedding: Sequence[float], limit: int = 5, owner_id: uuid.UUID | None = None
     ) -> builtins.list[tuple[VoiceProfile, float]]:
         ranked = sorted(
-            ((p, _cosine(p.embedding, embedding)) for p in self.t.profiles.values()),
+            (
+                (p, _cosine(p.embedding, embedding))
+                for p in self.t.profiles.values()
+                if owner_id is None or p.user_id == owner_id
+            ),
             key=lambda pair: pair[1],
             reverse=True,
         )
@@ -228,9 +246,17 @@ class InMemoryMemoryRepository(_Repo):
         self.t.memories.append((session_id, turn_id, role, text, list(embedding)))
 
     async def search(
-        self, embedding: Sequence[float], limit: int = 5, session_id: uuid.UUID | None = None
+        self,
+        embedding: Sequence[float],
+        limit: int = 5,
+        session_id: uuid.UUID | None = None,
+        owner_id: uuid.UUID | None = None,
     ) -> list[MemoryHit]:
-        rows = [m for m in self.t.memories if session_id is None or m[0] == session_id]
+        def owned(sid: uuid.UUID) -> bool:
+            session = self.t.sessions.get(sid)
+            return owner_id is None or (session is not None and session.owner_id == owner_id)
+
+        rows = [m for m in self.t.memories if (session_id is None or m[0] == session_id) and owned(m[0])]
         hits = [MemoryHit(m[0], m[1], m[2], m[3], _cosine(m[4], embedding)) for m in rows]
         return sorted(hits, key=lambda h: h.score, reverse=True)[:limit]
 
@@ -241,6 +267,100 @@ class InMemorySummaryRepository(_Repo):
 
     async def load(self, session_id: uuid.UUID) -> tuple[str, int] | None:
         return self.t.summaries.get(session_id)
+
+
+class InMemoryAccountRepository(_Repo):
+    async def add_user(self, user: User, password_hash: str | None = None) -> None:
+        if any(u.name == user.name for u, _ in self.t.users.values()):
+            raise DomainError(f"a user named {user.name!r} exists")
+        self.t.users[user.user_id] = (user, password_hash)
+
+    async def get_user(self, user_id: uuid.UUID) -> User | None:
+        row = self.t.users.get(user_id)
+        return row[0] if row else None
+
+    async def get_user_by_name(self, name: str) -> User | None:
+        return next((u for u, _ in self.t.users.values() if u.name == name), None)
+
+    async def list_users(self) -> builtins.list[User]:
+        return [u for u, _ in self.t.users.values()]
+
+    async def delete_user(self, user_id: uuid.UUID) -> bool:
+        if self.t.users.pop(user_id, None) is None:
+            return False
+        # The foreign keys cascade in SQL; do the same here.
+        self.t.credentials = {k: c for k, c in self.t.credentials.items() if c.user_id != user_id}
+        return True
+
+    async def password_hash(self, user_id: uuid.UUID) -> str | None:
+        row = self.t.users.get(user_id)
+        return row[1] if row else None
+
+    async def set_password(self, user_id: uuid.UUID, password_hash: str) -> None:
+        user, _ = self.t.users[user_id]
+        self.t.users[user_id] = (user, password_hash)
+
+    async def add_credential(self, credential: Credential) -> None:
+        self.t.credentials[credential.secret_hash] = credential
+
+    async def find_credential(self, secret_hash: str) -> Credential | None:
+        return self.t.credentials.get(secret_hash)
+
+    async def consume_credential(self, secret_hash: str) -> Credential | None:
+        return self.t.credentials.pop(secret_hash, None)
+
+    async def delete_credential(self, secret_hash: str) -> bool:
+        return self.t.credentials.pop(secret_hash, None) is not None
+
+    async def touch_credential(self, credential_id: uuid.UUID, now: datetime) -> None:
+        for key, cred in self.t.credentials.items():
+            if cred.credential_id == credential_id:
+                self.t.credentials[key] = replace(cred, last_used_at=now)
+
+    async def audit(self, entry: AuditEntry) -> None:
+        self.t.audit.append(entry)
+
+    async def audit_entries(self, limit: int = 100) -> builtins.list[AuditEntry]:
+        return self.t.audit[::-1][:limit]
+
+
+class InMemoryErasureRepository(_Repo):
+    async def sessions_of(self, owner_id: uuid.UUID) -> list[uuid.UUID]:
+        return [sid for sid, s in self.t.sessions.items() if s.owner_id == owner_id]
+
+    async def voice_profiles_of(self, owner_id: uuid.UUID) -> list[uuid.UUID]:
+        return [pid for pid, p in self.t.profiles.items() if p.user_id == owner_id]
+
+    async def turns_of(self, session_id: uuid.UUID) -> list[uuid.UUID]:
+        return [tid for tid, turn in self.t.turns.items() if turn.session_id == session_id]
+
+    async def object_urls_of(self, session_id: uuid.UUID) -> list[str]:
+        turns = set(await self.turns_of(session_id))
+        inputs = [row[2] for row in self.t.transcriptions.values() if row[0] in turns and row[2]]
+        replies = [a.audio_url for a in self.t.synthesized.values() if a.turn_id in turns]
+        return [u for u in inputs if u is not None] + replies
+
+    async def erase_session(self, session_id: uuid.UUID) -> dict[str, int]:
+        t = self.t
+        turns = set(await self.turns_of(session_id))
+        trs = {k for k, row in t.transcriptions.items() if row[0] in turns}
+        counts = {
+            "prosody": len([k for k, p in t.prosody.items() if p.transcription_id in trs]),
+            "synthesized_audio": len([a for a in t.synthesized.values() if a.turn_id in turns]),
+            "memories": len([m for m in t.memories if m[0] == session_id]),
+            "transcriptions": len(trs),
+            "summaries": int(session_id in t.summaries),
+            "turns": len(turns),
+            "sessions": int(session_id in t.sessions),
+        }
+        t.prosody = {k: p for k, p in t.prosody.items() if p.transcription_id not in trs}
+        t.synthesized = {k: a for k, a in t.synthesized.items() if a.turn_id not in turns}
+        t.memories = [m for m in t.memories if m[0] != session_id]
+        t.transcriptions = {k: row for k, row in t.transcriptions.items() if k not in trs}
+        t.summaries.pop(session_id, None)
+        t.turns = {k: v for k, v in t.turns.items() if k not in turns}
+        t.sessions.pop(session_id, None)
+        return counts
 
 
 class InMemoryUnitOfWork:
@@ -257,6 +377,8 @@ class InMemoryUnitOfWork:
         self.synthesized = InMemorySynthesizedAudioRepository(self)
         self.memories = InMemoryMemoryRepository(self)
         self.summaries = InMemorySummaryRepository(self)
+        self.accounts = InMemoryAccountRepository(self)
+        self.erasure = InMemoryErasureRepository(self)
         self.committed = False
 
     async def __aenter__(self) -> Self:
