@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,7 @@ from avatar.application.brain import (
 )
 from avatar.application.ports.llm import ChatErrorKind, ChatModelError
 from avatar.domain.errors import InvalidInputError
-from avatar.domain.models import ConversationTurn, Emotion
+from avatar.domain.models import ConversationTurn, Emotion, Session
 from avatar.settings import REPO_ROOT
 from tests.fakes import FakeChatModel, FakeDatabase, FakeTextEmbedder
 
@@ -43,6 +45,15 @@ def make(
     return ConversationBrain(
         session_id or uuid.uuid4(), BrainDeps(chat, FakeTextEmbedder(), db, PERSONA, config)
     )
+
+
+async def owned(chat: FakeChatModel, db: FakeDatabase, owner: uuid.UUID) -> ConversationBrain:
+    """A brain whose session is stored with ``owner`` (recall searches only the owner's memories)."""
+    session = dataclasses.replace(Session.start(datetime.now(UTC)), owner_id=owner)
+    async with db() as tx:
+        await tx.sessions.add(session)
+        await tx.commit()
+    return make(chat, db, session_id=session.session_id)
 
 
 async def converse(brain: ConversationBrain, db: FakeDatabase, text: str) -> list[BrainEvent]:
@@ -212,12 +223,13 @@ async def test_prompt_never_exceeds_the_context() -> None:
 async def test_memories_are_stored_and_recalled_in_a_later_session() -> None:
     chat = FakeChatModel(["[happy] Oh, that's great!"])
     db = FakeDatabase()
-    first = make(chat, db)
+    owner = uuid.uuid4()
+    first = await owned(chat, db, owner)
     await converse(first, db, "My favourite food is spicy tteokbokki")
     await first.aclose()
     roles = sorted(m[2] for m in db.tables.memories)
     assert roles == ["assistant", "user"]
-    second = make(chat, db)
+    second = await owned(chat, db, owner)
     [_ async for _ in second.reply("what is my favourite food")]
     *_, recalled, question = chat.calls[-1]
     assert recalled.role == "system" and "spicy tteokbokki" in recalled.content
@@ -230,11 +242,12 @@ async def test_the_prompt_head_is_byte_stable_while_recalled_memories_change() -
     # examples and the history must come first and unchanged; what changes per turn goes last.
     chat = FakeChatModel(["[happy] Noted!"])
     db = FakeDatabase()
-    earlier = make(chat, db)
+    owner = uuid.uuid4()
+    earlier = await owned(chat, db, owner)
     for text in ("I play the cello", "My sister lives in Busan", "I am learning Korean"):
         await converse(earlier, db, text)
     await earlier.aclose()
-    brain = make(chat, db)
+    brain = await owned(chat, db, owner)
     prompts = []
     for text in ("tell me about music", "where does my family live", "what language am I learning"):
         await converse(brain, db, text)
