@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -149,7 +150,7 @@ class TwitchStandIn:
             "emotes": emotes,
             "mod": "1" if mod else "0",
             "user-id": user_id,
-            "tmi-sent-ts": "1767225600000",
+            "tmi-sent-ts": str(int(time.time() * 1000)),
         }
         if bits:
             tags["bits"] = str(bits)

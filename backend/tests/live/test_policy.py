@@ -35,7 +35,7 @@ def test_the_shipped_profanity_list_has_korean_and_english() -> None:
 
 
 def test_an_unreadable_word_list_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="profanity list .*missing.txt"):
+    with pytest.raises(ValueError, match=r"profanity list .*missing\.txt"):
         load_word_list(tmp_path / "missing.txt")
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"\xff\xfe\xfa")
@@ -112,8 +112,8 @@ def test_queue_expires_stale_messages_and_drops_on_request() -> None:
 
 async def test_overlay_fades_hides_streamer_clears_and_signals() -> None:
     overlay = OverlayState(max_lines=3)
-    overlay.add_chat(msg("a", "old", at=T0))
-    overlay.add_chat(msg("chan", "streamer says", streamer=True, at=T0 + timedelta(minutes=9)))
+    overlay.add_chat(msg("a", "old"), T0)
+    overlay.add_chat(msg("chan", "streamer says", streamer=True), T0 + timedelta(minutes=9))
     overlay.add_reply("hi A!", "happy", T0 + timedelta(minutes=9), "AVATAR")
     now = T0 + timedelta(minutes=10, seconds=1)
     shot = overlay.snapshot(now)
@@ -123,7 +123,7 @@ async def test_overlay_fades_hides_streamer_clears_and_signals() -> None:
     assert [m.text for m in overlay.snapshot(now).messages] == ["hi A!"]
     seen = overlay.version
     assert not await overlay.wait_change(seen, 0.01)
-    overlay.add_chat(msg("b", "one more", at=now))
+    overlay.add_chat(msg("b", "one more"), now)
     assert await overlay.wait_change(seen, 0.01)
     assert len(overlay.snapshot(now).messages) == 2  # max_lines=3 keeps the last three
     overlay.clear()

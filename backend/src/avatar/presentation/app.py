@@ -15,7 +15,16 @@ from fastapi.staticfiles import StaticFiles
 
 from avatar import __version__
 from avatar.bootstrap import Container, running
-from avatar.presentation import health, memory, objects, prosody, realtime, sessions, voice_profiles
+from avatar.presentation import (
+    health,
+    live,
+    memory,
+    objects,
+    prosody,
+    realtime,
+    sessions,
+    voice_profiles,
+)
 from avatar.presentation.drain import Drain, DrainMiddleware
 from avatar.presentation.errors import install_error_handlers
 from avatar.settings import Settings
@@ -28,6 +37,7 @@ ROUTERS = (
     prosody.router,
     memory.router,
     objects.router,
+    live.router,
 )
 
 

@@ -51,7 +51,9 @@ class OverlayState:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def add_chat(self, message: ChatMessage) -> OverlayLine:
+    def add_chat(self, message: ChatMessage, received: datetime) -> OverlayLine:
+        """Show ``message``; its line fades ``fade_after`` from ``received`` (this server's clock,
+        so a platform clock that is off cannot fade a line early)."""
         line = OverlayLine(
             id=self._next_id,
             platform=message.platform,
@@ -60,7 +62,7 @@ class OverlayState:
             is_streamer=message.is_streamer,
             kind="chat",
             amount=message.amount,
-            at=message.at,
+            at=received,
         )
         self._append(line)
         return line

@@ -134,7 +134,7 @@ class LiveService:
         viewer.name = message.display_name
         viewer.messages += 1
         viewer.donated += message.amount
-        self.overlay.add_chat(message)
+        self.overlay.add_chat(message, self._clock.now())
         reason = self.filter.verdict(message, self._clock.monotonic())
         if reason is None and self.paused:
             reason = DropReason.PAUSED
