@@ -98,6 +98,14 @@ async def test_overlay_push_pause_ban_and_stage(tmp_path: Path) -> None:
             assert len(replies) == 2 and all(m["emotion"] for m in replies)
             audio = await http.get(f"/api/v1/live/speech/{live.speeches[-1].id}.wav", params={"key": read})
             assert audio.status_code == 200 and audio.content[:4] == b"RIFF"
+            # A reconnecting stage page gets what it missed after the last event it saw.
+            first, second = live.speeches[0], live.speeches[1]
+            headers = {"Last-Event-ID": str(first.id)}
+            async with http.stream(
+                "GET", "/api/v1/live/stage/events", params={"key": read}, headers=headers
+            ) as sse:
+                event_lines = sse.aiter_lines()
+                assert (await _next_state(event_lines))["id"] == second.id
             missing = await http.get("/api/v1/live/speech/999.wav", params={"key": read})
             assert missing.status_code == 404
             assert (
@@ -133,3 +141,23 @@ def test_live_settings_are_checked() -> None:
         Settings(_env_file=None, live={"twitch": {"channel": "x", "url": "http://x"}})
     with pytest.raises(ValueError, match="CLIENT_ID"):
         Settings(_env_file=None, live={"chzzk": {"channel_id": "c"}})
+
+
+def test_each_configured_platform_gets_its_client() -> None:
+    from avatar.infrastructure.live.chzzk import ChzzkChat
+    from avatar.infrastructure.live.sources import build_chat_sources
+    from avatar.infrastructure.live.twitch import TwitchChat
+
+    settings = Settings(
+        _env_file=None,
+        live={
+            "twitch": {"channel": "#SomeOne"},
+            "chzzk": {"channel_id": "c1", "client_id": "id", "client_secret": "s", "refresh_token": "r"},
+        },
+    )
+    twitch, chzzk = build_chat_sources(settings)
+    assert isinstance(twitch, TwitchChat) and twitch.channel == "someone"
+    assert twitch.url == "wss://irc-ws.chat.twitch.tv:443"
+    assert isinstance(chzzk, ChzzkChat) and chzzk.api_url == "https://openapi.chzzk.naver.com"
+    assert build_chat_sources(Settings(_env_file=None)) == []
+    assert not Settings(_env_file=None).live.enabled()

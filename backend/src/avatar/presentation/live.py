@@ -29,8 +29,9 @@ from avatar.bootstrap import Services
 
 router = APIRouter(tags=["live"])
 _STATIC = Path(__file__).parent / "static"
-#: An SSE response ends after this long; ``EventSource`` reconnects by itself (keeps shutdown quick).
-SSE_LIFETIME_S = 300.0
+#: An SSE response ends after this long and ``EventSource`` reconnects by itself: uvicorn waits for
+#: open responses before it stops, so this bounds how long a stop waits for an open overlay page.
+SSE_LIFETIME_S = 25.0
 _SSE_TICK_S = 1.0
 _SSE_HEARTBEAT_S = 15.0
 
@@ -223,8 +224,10 @@ def _draining(request: Request) -> bool:
     return bool(getattr(drain, "draining", False))
 
 
-def _sse(data: str, event: str | None = None) -> bytes:
+def _sse(data: str, event: str | None = None, event_id: int | None = None) -> bytes:
     head = f"event: {event}\n" if event else ""
+    if event_id is not None:
+        head += f"id: {event_id}\n"
     return f"{head}data: {data}\n\n".encode()
 
 
@@ -259,14 +262,16 @@ async def stage_events(request: Request, live: Reader) -> StreamingResponse:
         loop = asyncio.get_running_loop()
         ends = loop.time() + SSE_LIFETIME_S
         seen = live.speeches[-1].id if live.speeches else 0
-        if "since" in request.query_params and request.query_params["since"].isdigit():
-            seen = int(request.query_params["since"])
+        # A reconnecting EventSource says what it saw last; a page may ask to replay from an id.
+        resume = request.headers.get("last-event-id") or request.query_params.get("since", "")
+        if resume.isdigit():
+            seen = int(resume)
         yield b"retry: 1000\n\n"
         while loop.time() < ends and not _draining(request) and not await request.is_disconnected():
             for i, speech in enumerate(live.speeches):
                 if speech.id > seen:
                     seen = speech.id
-                    yield _sse(_speech_public(request, live, i).model_dump_json(), "speech")
+                    yield _sse(_speech_public(request, live, i).model_dump_json(), "speech", speech.id)
             await live.wait_speech(seen, _SSE_TICK_S)
 
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
