@@ -9,11 +9,12 @@ import builtins
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Protocol, Self
 
 from avatar.application.ports.common import ComponentHealth
+from avatar.domain.feedback import Rating, TurnFeedback
 from avatar.domain.models import (
     ConversationTurn,
     ProsodyScore,
@@ -133,6 +134,18 @@ class SummaryRepository(Protocol):
     async def load(self, session_id: uuid.UUID) -> tuple[str, int] | None: ...
 
 
+class FeedbackRepository(Protocol):
+    """Ratings of replies (one per turn; ``put`` replaces an earlier one)."""
+
+    async def put(self, feedback: TurnFeedback) -> None: ...
+    async def get(self, turn_id: uuid.UUID) -> TurnFeedback | None: ...
+    async def list(
+        self, *, rating: Rating | None = None, since: datetime | None = None, until: datetime | None = None
+    ) -> list[TurnFeedback]:
+        """Oldest first; ``since``/``until`` bound the rating's time (inclusive, exclusive)."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One transaction over every repository: ``async with uow: ...; await uow.commit()``."""
 
@@ -153,6 +166,8 @@ class UnitOfWork(Protocol):
     def memories(self) -> MemoryRepository: ...
     @property
     def summaries(self) -> SummaryRepository: ...
+    @property
+    def feedback(self) -> FeedbackRepository: ...
 
     async def __aenter__(self) -> Self: ...
 

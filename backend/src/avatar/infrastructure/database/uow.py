@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from avatar.application.ports.common import ComponentHealth
 from avatar.infrastructure.database.repositories import (
+    SqlFeedbackRepository,
     SqlMemoryRepository,
     SqlProsodyRepository,
     SqlSessionRepository,
@@ -38,6 +39,7 @@ class SqlUnitOfWork:
         self.synthesized = SqlSynthesizedAudioRepository(self._tx)
         self.memories = SqlMemoryRepository(self._tx)
         self.summaries = SqlSummaryRepository(self._tx)
+        self.feedback = SqlFeedbackRepository(self._tx)
 
     async def __aenter__(self) -> Self:
         return self
