@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from avatar import __version__
 from avatar.bootstrap import Container, running
 from avatar.presentation import (
+    feedback,
     health,
     live,
     memory,
@@ -38,6 +39,7 @@ ROUTERS = (
     memory.router,
     objects.router,
     live.router,
+    feedback.router,
 )
 
 
