@@ -1,8 +1,9 @@
 """Live mode end to end on the embedded stack (real SmolLM2 via llama.cpp, Piper, PostgreSQL, a
 filesystem object store) behind a real uvicorn server, fed by the stand-in Twitch IRC server over
-WebSocket: chat arrives (spam, a flood, the streamer, a cheer), the overlay shows the right lines,
-the avatar answers a chosen message aloud (WAV on the stage), the reply reaches the overlay, and a
-dropped chat connection reconnects (docs/live.md)."""
+WebSocket and the stand-in Chzzk Open API with its Socket.IO session server: chat arrives (spam, a
+flood, the streamer on both platforms, a cheer, a donation, a burst), the overlay shows the right
+lines, the avatar answers a chosen message aloud (WAV on the stage), the reply reaches the overlay,
+and a dropped chat connection reconnects (docs/live.md)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from pydantic import SecretStr
 
 from avatar.bootstrap import Container, build_container
 from avatar.infrastructure.secrets import live_keys
@@ -24,36 +26,44 @@ from avatar.presentation.app import create_app
 from avatar.settings import Settings
 from tests.e2e.harness import running_server
 from tests.e2e.test_conversation import e2e_settings
-from tests.support.live_standins import TwitchStandIn
+from tests.support.live_standins import ChzzkStandIn, TwitchStandIn, running_chzzk
 
 pytestmark = pytest.mark.slow
 
 CHANNEL = "streamer"
 
 
-def live_settings(tmp: Path, database_url: str, llm_url: str, twitch_url: str) -> Settings:
+def live_settings(tmp: Path, database_url: str, llm_url: str, twitch_url: str, chzzk_url: str) -> Settings:
     settings = e2e_settings(tmp, database_url, llm_url)
     settings.llm.max_tokens = 24
     settings.llm.first_token_timeout_s = 60.0  # the CI machine's cores are shared
     settings.live.twitch.channel = CHANNEL
     settings.live.twitch.url = twitch_url
+    settings.live.chzzk.channel_id = "chan1"
+    settings.live.chzzk.client_id = "cid"
+    settings.live.chzzk.client_secret = SecretStr("csecret")
+    settings.live.chzzk.api_url = chzzk_url
     settings.live.pause_s = 0.1
     settings.live.language = "en"
     return settings
 
 
+Stack = tuple[str, Settings, TwitchStandIn, ChzzkStandIn, Container]
+
+
 @pytest_asyncio.fixture(scope="module")
 async def live_stack(
     tmp_path_factory: pytest.TempPathFactory, module_database_url: str, llama_server: str
-) -> AsyncIterator[tuple[str, Settings, TwitchStandIn, Container]]:
-    async with TwitchStandIn() as twitch:
+) -> AsyncIterator[Stack]:
+    chzzk = ChzzkStandIn()
+    async with TwitchStandIn() as twitch, running_chzzk(chzzk) as chzzk_url:
         settings = live_settings(
-            tmp_path_factory.mktemp("live"), module_database_url, llama_server, twitch.ws_url
+            tmp_path_factory.mktemp("live"), module_database_url, llama_server, twitch.ws_url, chzzk_url
         )
         container = await build_container(settings)
         try:
             async with running_server(create_app(settings, container)) as base:
-                yield base, settings, twitch, container
+                yield base, settings, twitch, chzzk, container
         finally:
             await container.aclose()
 
@@ -69,13 +79,12 @@ async def _eventually(http: httpx.AsyncClient, check: Any, *, within_s: float = 
         await asyncio.sleep(0.1)
 
 
-async def test_live_chat_overlay_stage_and_reconnect(
-    live_stack: tuple[str, Settings, TwitchStandIn, Container],
-) -> None:
-    base, settings, twitch, _container = live_stack
+async def test_live_chat_overlay_stage_and_reconnect(live_stack: Stack) -> None:
+    base, settings, twitch, chzzk, _container = live_stack
     read, operator = live_keys(settings)
     op = {"Authorization": f"Bearer {operator}"}
     await twitch.wait_joins(1, within_s=30)
+    await chzzk.wait_subscriptions(2, within_s=30)
     async with httpx.AsyncClient(base_url=base, timeout=30) as http:
         # Keys: the OBS URL key reads, only the operator changes; no key, wrong key refused.
         assert (await http.get("/api/v1/overlay/state")).status_code == 401
@@ -105,7 +114,10 @@ async def test_live_chat_overlay_stage_and_reconnect(
         for i in range(20):
             await twitch.say(CHANNEL, f"viewer{i}", f"burst line {i} hello", user_id=f"v{i}")
             await asyncio.sleep(0.05)
-        sent = 1 + 1 + 5 + 1 + 1 + 20
+        await chzzk.chat("v77", "치즈팬", "아바타 안녕! 오늘 뭐 해?")
+        await chzzk.chat("chan1", "방장", "방장입니다", role="streamer")
+        await chzzk.donation("v78", "후원자", "노래 불러주세요", 5000)
+        sent = 1 + 1 + 5 + 1 + 1 + 20 + 3
 
         state = await _eventually(
             http,
@@ -114,10 +126,12 @@ async def test_live_chat_overlay_stage_and_reconnect(
             params={"key": read},
         )
         chats = [m for m in state["messages"] if m["kind"] == "chat"]
-        assert all(m["platform"] == "twitch" and m["at"] for m in chats)
-        streamer = [m for m in chats if m["is_streamer"]]
-        assert [m["text"] for m in streamer] == ["Welcome everyone to the stream"]
+        assert all(m["platform"] in ("twitch", "chzzk") and m["at"] for m in chats)
+        streamer = [(m["platform"], m["text"]) for m in chats if m["is_streamer"]]
+        assert streamer == [("twitch", "Welcome everyone to the stream"), ("chzzk", "방장입니다")]
         assert next(m for m in chats if m["user"] == "Carol")["amount"] == 100
+        assert next(m for m in chats if m["user"] == "후원자")["amount"] == 5000
+        assert next(m for m in chats if m["user"] == "치즈팬")["platform"] == "chzzk"
 
         hidden = (await http.post("/api/v1/overlay/streamer-chat", json={"show": False}, headers=op)).json()
         assert not any(m["is_streamer"] for m in hidden["messages"])
@@ -139,7 +153,7 @@ async def test_live_chat_overlay_stage_and_reconnect(
                     event = json.loads(line[6:])
                     break
         assert event["text"] == reply["text"]
-        answerable = {"Alice", "Carol", "Bob"} | {f"viewer{i}" for i in range(20)}
+        answerable = {"Alice", "Carol", "Bob", "치즈팬", "후원자"} | {f"viewer{i}" for i in range(20)}
         assert event["to_user"] in answerable
         audio = await http.get(event["audio_url"])
         assert audio.status_code == 200
@@ -162,6 +176,9 @@ async def test_live_chat_overlay_stage_and_reconnect(
             params={"key": read},
         )
         status = (await http.get("/api/v1/live/status", headers=op)).json()
-        assert status["platforms"] == [{"platform": "twitch", "state": "connected", "connects": 2}]
+        assert status["platforms"] == [
+            {"platform": "twitch", "state": "connected", "connects": 2},
+            {"platform": "chzzk", "state": "connected", "connects": 1},
+        ]
         cleared = (await http.post("/api/v1/overlay/clear", headers=op)).json()
         assert cleared["messages"] == []
