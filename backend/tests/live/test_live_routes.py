@@ -111,6 +111,8 @@ async def test_overlay_push_pause_ban_and_stage(tmp_path: Path) -> None:
             assert (
                 await http.post("/api/v1/live/ban", json={"platform": "twitch"}, headers=op)
             ).status_code == 422
+            odd = await http.post("/api/v1/live/ban", json={"platform": "irc", "user_id": "1"}, headers=op)
+            assert odd.status_code == 422
             # The stage's turns are stored in one live session.
             assert live.session_id is not None
             async with app.state.container.uow() as tx:

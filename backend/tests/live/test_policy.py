@@ -75,6 +75,11 @@ def test_repeats_floods_bans_and_streamer_option() -> None:
     assert f.verdict(msg("c", "a calm message"), 80.0) is None  # the flood window passed
     f.banned.add("twitch:a")
     assert f.verdict(msg("a", "something new"), 90.0) is DropReason.BANNED
+    many = ChatFilter(FilterConfig(flood_window_s=10))
+    for i in range(5001):
+        many.verdict(msg(f"u{i}", f"hello number {i}"), 0.0)
+    many.verdict(msg("late", "one more hello"), 20.0)
+    assert len(many._per_user) == 1  # quiet viewers are forgotten, not kept for ever
     answering = ChatFilter(FilterConfig(answer_streamer=True))
     assert answering.verdict(msg("chan", "hi chat", streamer=True), 0.0) is None
 

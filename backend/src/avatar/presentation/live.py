@@ -21,11 +21,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from avatar.application.live.overlay import OverlaySnapshot
 from avatar.application.live.service import LiveService
 from avatar.bootstrap import Services
+from avatar.domain.live import Platform
 
 router = APIRouter(tags=["live"])
 _STATIC = Path(__file__).parent / "static"
@@ -113,8 +114,8 @@ class PauseToggle(BaseModel):
 class BanRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    platform: str
-    user_id: str
+    platform: Platform
+    user_id: str = Field(min_length=1, max_length=200)
 
 
 class PlatformPublic(BaseModel):
@@ -192,7 +193,7 @@ async def live_pause(body: PauseToggle, live: Operator) -> LiveStatusPublic:
 
 @router.post("/api/v1/live/ban", status_code=204)
 async def live_ban(body: BanRequest, live: Operator) -> Response:
-    live.ban(f"{body.platform}:{body.user_id}")
+    live.ban(f"{body.platform.value}:{body.user_id}")
     return Response(status_code=204)
 
 

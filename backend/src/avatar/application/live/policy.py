@@ -96,6 +96,9 @@ class ChatFilter:
         return last is not None and now - last < window
 
     def _count_user(self, key: str, now: float) -> bool:
+        if len(self._per_user) > 5000:  # forget viewers quiet for longer than the window
+            window = self.config.flood_window_s
+            self._per_user = {k: t for k, t in self._per_user.items() if t and now - t[-1] <= window}
         times = self._per_user.setdefault(key, deque())
         times.append(now)
         while times and now - times[0] > self.config.flood_window_s:
