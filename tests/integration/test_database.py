@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from avatar.application.conversation import BackgroundWriter
 from avatar.domain.errors import DependencyError, DomainError, InvalidInputError
+from avatar.domain.feedback import Rating, TurnFeedback
 from avatar.domain.models import (
     ConversationTurn,
     Emotion,
@@ -103,7 +104,7 @@ async def test_migrations_create_schema_indexes_and_go_back_down(postgres_server
         try:
             assert await migrate.current_revision(engine) is None
             await migrate.upgrade(engine)
-            assert await migrate.current_revision(engine) == "0002"
+            assert await migrate.current_revision(engine) == "0003"
 
             async with engine.connect() as conn:
                 tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
@@ -127,6 +128,7 @@ async def test_migrations_create_schema_indexes_and_go_back_down(postgres_server
                 "ix_system_logs_level",
                 "ix_system_logs_trace_id",
                 "ix_memories_session_id",
+                "ix_turn_feedback_created_at",
             ):
                 assert name in indexes, name
             assert "USING hnsw" in indexes["ix_voice_profiles_embedding_hnsw"]
@@ -137,7 +139,7 @@ async def test_migrations_create_schema_indexes_and_go_back_down(postgres_server
                 left = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
             assert left.isdisjoint(t.metadata.tables)
             await migrate.upgrade(engine)  # and up again on the same database
-            assert await migrate.current_revision(engine) == "0002"
+            assert await migrate.current_revision(engine) == "0003"
         finally:
             await engine.dispose()
 
@@ -157,7 +159,7 @@ async def test_table_definitions_match_the_migrated_schema(uow_factory: SqlUnitO
 async def test_health_reports_pgvector_and_revision(uow_factory: SqlUnitOfWorkFactory) -> None:
     health = await uow_factory.health()
     assert health.ok, health.detail
-    assert health.extra["revision"] == "0002"
+    assert health.extra["revision"] == "0003"
     assert health.extra["pgvector"]
 
 
@@ -270,6 +272,25 @@ async def test_summary_upsert(uow_factory: SqlUnitOfWorkFactory) -> None:
         await uow.commit()
     async with uow_factory() as uow:
         assert await uow.summaries.load(session.session_id) == ("They said hi twice.", 2)
+
+
+async def test_feedback_upsert_and_filters(uow_factory: SqlUnitOfWorkFactory) -> None:
+    _session, turn, _ = await _session_with_turn(uow_factory)
+    async with uow_factory() as uow:
+        assert await uow.feedback.get(turn.turn_id) is None
+        await uow.feedback.put(TurnFeedback(turn.turn_id, Rating.DOWN, "too long"))
+        await uow.feedback.put(TurnFeedback(turn.turn_id, Rating.UP, "좋아요 — 好"))  # replaces
+        await uow.commit()
+    async with uow_factory() as uow:
+        stored = await uow.feedback.get(turn.turn_id)
+        assert stored is not None and stored.rating is Rating.UP and stored.comment == "좋아요 — 好"
+        assert [f.turn_id for f in await uow.feedback.list(rating=Rating.UP)] == [turn.turn_id]
+        assert await uow.feedback.list(rating=Rating.DOWN) == []
+        assert stored.created_at is not None
+        assert await uow.feedback.list(since=stored.created_at + timedelta(seconds=1)) == []
+    async with uow_factory() as uow:
+        with pytest.raises(InvalidInputError, match="turn_feedback_turn_id_fkey"):
+            await uow.feedback.put(TurnFeedback(uuid.uuid4(), Rating.UP))
 
 
 # ------------------------------------------------------------------------------------ vector search

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -29,6 +30,8 @@ from avatar.application.conversation import (
     make_hq_handler,
 )
 from avatar.application.erasure import DataEraser
+from avatar.application.live.policy import FilterConfig, load_word_list
+from avatar.application.live.service import LiveConfig, LiveService
 from avatar.application.ports.asr import SpeechRecognizer
 from avatar.application.ports.clock import Clock
 from avatar.application.ports.common import ComponentHealth
@@ -140,10 +143,17 @@ class Services:
     eraser: DataEraser
     #: Per-user and per-address limits on creating sessions.
     admission: SessionAdmission
+    #: The live stream (docs/live.md); ``None`` when no platform is configured.
+    live: LiveService | None = None
+    #: ``(read key, operator key)`` of the overlay and stage (generated, docs/live.md "Keys").
+    live_keys: tuple[str, str] | None = None
 
     async def aclose(self) -> None:
-        """End every live session (replies stopped, writes flushed), then the avatar streams."""
+        """End the live stream and every live session (replies stopped, writes flushed), then the
+        avatar streams."""
         try:
+            if self.live is not None:
+                await self.live.aclose()
             await self.sessions.aclose()
         finally:
             await self.avatar_hub.aclose()
@@ -309,6 +319,52 @@ def conversation_deps(
     )
 
 
+def live_config(settings: Settings) -> LiveConfig:
+    """The stage and filter settings from ``settings.live``; a bad profanity file fails start-up."""
+    live = settings.live
+    filters = FilterConfig(
+        min_chars=live.min_chars,
+        repeat_window_s=live.repeat_window_s,
+        flood_messages=live.flood_messages,
+        flood_window_s=live.flood_window_s,
+        answer_streamer=live.answer_streamer,
+        bots=frozenset(b.casefold() for b in live.bots),
+        profanity=load_word_list(live.profanity_file),
+    )
+    return LiveConfig(
+        avatar_name=live.avatar_name,
+        pause_s=live.pause_s,
+        queue_capacity=live.queue_size,
+        max_age_s=live.max_age_s,
+        language=live.language,
+        filters=filters,
+    )
+
+
+def build_live(container: Container, replies: ReplyEngine) -> LiveService | None:
+    """The live service over the configured platforms, or ``None`` when none is configured."""
+    settings = container.settings
+    if not settings.live.enabled():
+        return None
+    from avatar.infrastructure.live.sources import build_chat_sources
+    from avatar.infrastructure.metrics import PrometheusLiveMetrics
+
+    async def streamer() -> uuid.UUID:
+        owner, _created = await AccountService(container.uow, container.clock).ensure_local_owner()
+        return owner.user_id
+
+    return LiveService(
+        build_chat_sources(settings),
+        replies=replies,
+        tts=container.fast_tts,
+        uow=container.uow,
+        clock=container.clock,
+        metrics=PrometheusLiveMetrics(),
+        config=live_config(settings),
+        owner=streamer,
+    )
+
+
 def build_services(container: Container) -> Services:
     """Build the use cases over ``container`` and subscribe the queue handlers (HQ pass, prosody);
     call it before the queue starts."""
@@ -368,6 +424,7 @@ def build_services(container: Container) -> Services:
             per_address_per_minute=settings.conversation.session_creations_per_address_per_minute,
             now=container.clock.monotonic,
         ),
+        live=build_live(container, replies),
     )
 
 
@@ -383,7 +440,13 @@ async def running(
     try:
         services = build_services(c)
         await start_vtube_studio_bridge(c, services.avatar_hub)
+        if services.live is not None:
+            from avatar.infrastructure.secrets import live_keys
+
+            services.live_keys = live_keys(settings)
         await c.queue.start()
+        if services.live is not None:
+            services.live.start()
         try:
             yield c, services
         finally:

@@ -8,6 +8,7 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -363,6 +364,98 @@ def keys_rotate(signing: bool, rewrap_only: bool) -> None:
         click.echo(f"  {line}")
     if report.failed:
         raise click.ClickException(f"{len(report.failed)} value(s) could not be re-wrapped")
+
+
+@main.group()
+def export() -> None:
+    """Export stored data (fine-tuning data from rated replies)."""
+
+
+def _when(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not an ISO date or time", param_hint=option) from exc
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+@export.command("finetune")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="JSONL file to write.",
+)
+@click.option("--rating", type=click.Choice(["up", "down", "all"]), default="up", show_default=True)
+@click.option(
+    "--since", default=None, help="Only ratings given at or after this ISO date/time (UTC if no zone)."
+)
+@click.option("--until", default=None, help="Only ratings given before this ISO date/time (UTC if no zone).")
+@click.option(
+    "--source", type=click.Choice(["conversation", "live", "all"]), default="all", show_default=True
+)
+@click.option(
+    "--max-line-tokens",
+    type=int,
+    default=16384,
+    show_default=True,
+    help="Longer lines are set aside, not written.",
+)
+def export_finetune_cmd(
+    out: Path, rating: str, since: str | None, until: str | None, source: str, max_line_tokens: int
+) -> None:
+    """Rated replies as JSONL in the OpenAI chat fine-tuning format (docs/live.md, "Feedback").
+
+    Each line: the persona as the system message, the conversation before the reply within the
+    model's context window, the user message and the rated reply. Korean and Chinese stay UTF-8.
+    Lines a fine-tuning service would reject (an empty message, too many tokens) are reported.
+    """
+    import asyncio
+    import contextlib
+
+    from avatar.application.brain import load_persona
+    from avatar.application.feedback import ExportFilter, export_finetune
+    from avatar.domain.feedback import Rating
+    from avatar.infrastructure.database import build_unit_of_work_factory
+    from avatar.infrastructure.llm import approximate_tokens
+    from avatar.infrastructure.secrets import SecretsError, load_keyring
+
+    settings = _settings()
+    flt = ExportFilter(
+        rating=None if rating == "all" else Rating(rating),
+        since=_when(since, "--since"),
+        until=_when(until, "--until"),
+        source=None if source == "all" else source,  # type: ignore[arg-type]
+    )
+    system = load_persona(settings.llm.persona_file).system_message()
+
+    async def run() -> tuple[int, list[str]]:
+        async with contextlib.AsyncExitStack() as stack:
+            uow = await build_unit_of_work_factory(settings, stack, load_keyring(settings))
+            result = await export_finetune(
+                uow,
+                system,
+                flt,
+                count_tokens=approximate_tokens,
+                context_tokens=settings.llm.n_ctx - settings.llm.max_tokens,
+                max_line_tokens=max_line_tokens,
+            )
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("w", encoding="utf-8") as f:
+            for line in result.lines:
+                f.write(line.model_dump_json() + "\n")
+        return len(result.lines), [f"turn {r.turn_id}: {r.reason}" for r in result.rejected]
+
+    try:
+        written, rejected = asyncio.run(run())
+    except (SecretsError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"wrote {written} line(s) to {out}")
+    for line in rejected:
+        click.echo(f"  set aside: {line}", err=True)
 
 
 @dataclass

@@ -682,6 +682,90 @@ class VTubeStudioSettings(BaseModel):
     )
 
 
+class TwitchLiveSettings(BaseModel):
+    """Twitch chat, read anonymously over its IRC interface (docs/live.md)."""
+
+    channel: str | None = Field(
+        default=None, description="Channel (login name) whose chat is read; unset = Twitch is off."
+    )
+    url: str = Field(
+        default="wss://irc-ws.chat.twitch.tv:443",
+        description="Twitch's IRC address: `wss://`/`ws://` (IRC over WebSocket) or `irc://host:port`.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if not value.startswith(("ws://", "wss://", "irc://")):
+            raise ValueError("must start with ws://, wss:// or irc://")
+        return value
+
+
+class ChzzkLiveSettings(BaseModel):
+    """Chzzk chat through the official Open API sessions (docs/live.md)."""
+
+    channel_id: str | None = Field(default=None, description="The stream's channel id; unset = Chzzk is off.")
+    client_id: str | None = Field(default=None, description="Open API application client id.")
+    client_secret: SecretStr | None = Field(default=None, description="Open API application client secret.")
+    access_token: SecretStr | None = Field(
+        default=None,
+        description="Optional user access token, used for the session (`/open/v1/sessions/auth`).",
+    )
+    refresh_token: SecretStr | None = Field(
+        default=None, description="Refresh token used to renew `access_token` when it is refused."
+    )
+    api_url: str = Field(
+        default="https://openapi.chzzk.naver.com", description="Base URL of the Chzzk Open API."
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> ChzzkLiveSettings:
+        if self.channel_id and not (self.client_id and self.client_secret):
+            raise ValueError(
+                "Chzzk needs AVATAR_LIVE__CHZZK__CLIENT_ID and AVATAR_LIVE__CHZZK__CLIENT_SECRET"
+            )
+        return self
+
+
+class LiveSettings(BaseModel):
+    """Live streaming: platform chat in, the OBS overlay and the avatar answering on stage (docs/live.md)."""
+
+    twitch: TwitchLiveSettings = Field(default=TwitchLiveSettings(), description=TwitchLiveSettings.__doc__)
+    chzzk: ChzzkLiveSettings = Field(default=ChzzkLiveSettings(), description=ChzzkLiveSettings.__doc__)
+    avatar_name: str = Field(default="AVATAR", description="Name the overlay shows on the avatar's replies.")
+    pause_s: float = Field(default=2.0, ge=0, description="Seconds of quiet after each spoken reply.")
+    queue_size: int = Field(default=20, ge=1, description="Chat messages waiting for a reply, at most.")
+    max_age_s: float = Field(
+        default=60.0, gt=0, description="A waiting message older than this is dropped as stale."
+    )
+    min_chars: int = Field(default=2, ge=0, description="Shorter messages are not answered (donations are).")
+    repeat_window_s: float = Field(
+        default=30.0, ge=0, description="The same text again within this window is not answered."
+    )
+    flood_messages: int = Field(
+        default=3, ge=1, description="More messages than this from one viewer in `flood_window_s` is a flood."
+    )
+    flood_window_s: float = Field(default=10.0, gt=0, description="The window of the flood rule.")
+    answer_streamer: bool = Field(
+        default=False, description="Answer the streamer's own chat too (it is always shown on the overlay)."
+    )
+    bots: list[str] = Field(
+        default=["nightbot", "streamelements", "moobot", "fossabot", "streamlabs", "wizebot"],
+        description="Accounts whose messages are never answered (compared case-insensitively).",
+    )
+    profanity_file: Path = Field(
+        default=REPO_ROOT / "config" / "live" / "profanity.txt",
+        description="Editable word list (one a line, Korean and English); such messages are not answered.",
+    )
+    language: str | None = Field(
+        default=None,
+        description="Language of the spoken replies (ISO 639-1); unset = detected from the text.",
+    )
+
+    def enabled(self) -> bool:
+        return bool(self.twitch.channel or self.chzzk.channel_id)
+
+
 class Settings(BaseSettings):
     """The whole configuration; every adapter is built from one instance of this."""
 
@@ -713,6 +797,7 @@ class Settings(BaseSettings):
         default=ConversationSettings(), description=ConversationSettings.__doc__
     )
     vts: VTubeStudioSettings = Field(default=VTubeStudioSettings(), description=VTubeStudioSettings.__doc__)
+    live: LiveSettings = Field(default=LiveSettings(), description=LiveSettings.__doc__)
     data_dir: Path = Field(
         default=REPO_ROOT / "var",
         description="Directory of the orchestrator's own files (caches such as the TTS voice embeddings).",

@@ -36,15 +36,19 @@ def _is_group(info: FieldInfo) -> bool:
     return isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
 
 
-def leaf_settings(model: type[BaseSettings] = Settings) -> Iterator[tuple[tuple[str, ...], FieldInfo]]:
-    """Every setting that holds a value (not a group), with its path from the root."""
+def _leaves(model: type[BaseModel], prefix: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], FieldInfo]]:
     for name, info in model.model_fields.items():
         if _is_group(info):
             group: type[BaseModel] = info.annotation  # type: ignore[assignment]
-            for sub, sub_info in group.model_fields.items():
-                yield (name, sub), sub_info
+            yield from _leaves(group, (*prefix, name))
         else:
-            yield (name,), info
+            yield (*prefix, name), info
+
+
+def leaf_settings(model: type[BaseSettings] = Settings) -> Iterator[tuple[tuple[str, ...], FieldInfo]]:
+    """Every setting that holds a value (not a group), with its path from the root (groups may
+    hold groups: ``AVATAR_LIVE__TWITCH__CHANNEL``)."""
+    yield from _leaves(model, ())
 
 
 def _one_of(choices: list[str]) -> str:
@@ -146,7 +150,7 @@ def render(model: type[BaseSettings] = Settings) -> str:
     for name, info in groups:
         group: type[BaseModel] = info.annotation  # type: ignore[assignment]
         lines += ["", f"## `{name}`", "", _cell(info.description or ""), "", _HEADER]
-        lines += [_row((name, sub), sub_info) for sub, sub_info in group.model_fields.items()]
+        lines += [_row(path, sub_info) for path, sub_info in _leaves(group, (name,))]
     return "\n".join(lines) + "\n"
 
 

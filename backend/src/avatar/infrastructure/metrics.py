@@ -43,3 +43,25 @@ class PrometheusConversationMetrics:
 
     def audio_shed(self, chunks: int) -> None:
         AUDIO_SHED.inc(chunks)
+
+
+LIVE_RECEIVED = Counter("live_chat_received_total", "Live chat messages received", ["platform"])
+LIVE_DROPPED = Counter(
+    "live_chat_dropped_total", "Live chat messages not answered, by reason (docs/live.md)", ["reason"]
+)
+LIVE_REPLY = Histogram(
+    "live_reply_seconds", "Chosen chat message to its spoken reply ready", buckets=_BUCKETS
+)
+
+
+class PrometheusLiveMetrics:
+    """Satisfies ``avatar.application.live.service.LiveMetrics``."""
+
+    def received(self, platform: str) -> None:
+        LIVE_RECEIVED.labels(platform=platform).inc()
+
+    def dropped(self, reason: str) -> None:
+        LIVE_DROPPED.labels(reason=reason).inc()
+
+    def replied(self, seconds: float) -> None:
+        LIVE_REPLY.observe(seconds)

@@ -114,3 +114,33 @@ def load_keyring(settings: Settings) -> Keyring:
     if settings.environment is Environment.PRODUCTION:
         raise SecretsError("production needs AVATAR_SECURITY__MASTER_KEY (see docs/security.md)")
     return Keyring.load_file(secrets_dir(settings) / MASTER_FILE, create=True)
+
+
+LIVE_KEYS_FILE = "live_keys.json"
+
+
+def live_keys(settings: Settings) -> tuple[str, str]:
+    """The live mode's ``(read key, operator key)`` (docs/live.md, "Keys").
+
+    The read key goes into the ``/overlay`` and ``/stage`` URLs that OBS opens (it shows, never
+    changes); the operator key changes the overlay and the stage. Both are generated once with the
+    OS random generator into ``<data_dir>/secrets/live_keys.json`` (0600) and reused; delete the
+    file to get new ones.
+    """
+    path = secrets_dir(settings) / LIVE_KEYS_FILE
+    if not path.exists():
+        content = {"version": 1, "read": secrets.token_urlsafe(24), "operator": secrets.token_urlsafe(32)}
+        if write_private(path, json.dumps(content, indent=2) + "\n", exclusive=True):
+            log.info("generated the live overlay and operator keys in %s", path)
+    try:
+        raw = json.loads(read_private(path))
+        read, operator = raw["read"], raw["operator"]
+        if not (
+            isinstance(read, str) and isinstance(operator, str) and read and operator and read != operator
+        ):
+            raise ValueError("keys missing or equal")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SecretsError(
+            f"the live key file {path} is unreadable ({exc}); delete it to make new keys"
+        ) from exc
+    return read, operator

@@ -20,7 +20,9 @@ from avatar.domain.errors import NotFoundError
 from avatar.presentation import (
     accounts,
     avatar,
+    feedback,
     health,
+    live,
     memory,
     objects,
     prosody,
@@ -43,6 +45,8 @@ ROUTERS = (
     prosody.router,
     memory.router,
     objects.router,
+    live.router,
+    feedback.router,
 )
 
 

@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from avatar.application.ports.common import ComponentHealth
+from avatar.domain.feedback import Rating, TurnFeedback
 from avatar.domain.models import (
     ConversationTurn,
     ProsodyScore,
@@ -223,6 +224,18 @@ class SummaryRepository(Protocol):
     async def load(self, session_id: uuid.UUID) -> tuple[str, int] | None: ...
 
 
+class FeedbackRepository(Protocol):
+    """Ratings of replies (one per turn; ``put`` replaces an earlier one)."""
+
+    async def put(self, feedback: TurnFeedback) -> None: ...
+    async def get(self, turn_id: uuid.UUID) -> TurnFeedback | None: ...
+    async def list(
+        self, *, rating: Rating | None = None, since: datetime | None = None, until: datetime | None = None
+    ) -> list[TurnFeedback]:
+        """Oldest first; ``since``/``until`` bound the rating's time (inclusive, exclusive)."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One transaction over every repository: ``async with uow: ...; await uow.commit()``."""
 
@@ -247,6 +260,8 @@ class UnitOfWork(Protocol):
     def accounts(self) -> AccountRepository: ...
     @property
     def erasure(self) -> ErasureRepository: ...
+    @property
+    def feedback(self) -> FeedbackRepository: ...
 
     async def __aenter__(self) -> Self: ...
 

@@ -100,6 +100,7 @@ SEALED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("memories", "memory_id", "text"),
     ("conversation_summaries", "session_id", "summary"),
     ("voice_profiles", "profile_id", "transcript"),
+    ("turn_feedback", "turn_id", "comment"),
 )
 #: The sealed JSONB columns (the whole value is one sealed JSON string).
 SEALED_JSON_COLUMNS: tuple[tuple[str, str, str], ...] = (

@@ -9,6 +9,7 @@ import builtins
 import math
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
@@ -17,6 +18,7 @@ from sqlalchemy.engine import RowMapping
 
 from avatar.application.ports.storage import MemoryHit
 from avatar.domain.errors import DomainError
+from avatar.domain.feedback import Rating, TurnFeedback
 from avatar.domain.models import (
     ConversationTurn,
     Emotion,
@@ -477,3 +479,53 @@ class SqlSummaryRepository:
         )
         row = (await self._tx.read(stmt)).mappings().first()
         return (str(row["summary"]), int(row["covered_turns"])) if row is not None else None
+
+
+class SqlFeedbackRepository:
+    def __init__(self, tx: Transaction) -> None:
+        self._tx = tx
+
+    async def put(self, feedback: TurnFeedback) -> None:
+        values: dict[str, Any] = {
+            "turn_id": feedback.turn_id,
+            "rating": feedback.rating.value,
+            "comment": feedback.comment,
+        }
+        if feedback.created_at is not None:
+            values["created_at"] = feedback.created_at
+        stmt = pg_insert(t.turn_feedback).values(**values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[t.turn_feedback.c.turn_id],
+            set_={
+                "rating": stmt.excluded.rating,
+                "comment": stmt.excluded.comment,
+                "created_at": stmt.excluded.created_at,
+            },
+        )
+        await self._tx.write(stmt)
+
+    async def get(self, turn_id: uuid.UUID) -> TurnFeedback | None:
+        stmt = select(t.turn_feedback).where(t.turn_feedback.c.turn_id == turn_id)
+        row = (await self._tx.read(stmt)).mappings().first()
+        return _feedback(row) if row is not None else None
+
+    async def list(
+        self, *, rating: Rating | None = None, since: datetime | None = None, until: datetime | None = None
+    ) -> builtins.list[TurnFeedback]:
+        stmt = select(t.turn_feedback).order_by(t.turn_feedback.c.created_at)
+        if rating is not None:
+            stmt = stmt.where(t.turn_feedback.c.rating == rating.value)
+        if since is not None:
+            stmt = stmt.where(t.turn_feedback.c.created_at >= since)
+        if until is not None:
+            stmt = stmt.where(t.turn_feedback.c.created_at < until)
+        return [_feedback(row) for row in (await self._tx.read(stmt)).mappings()]
+
+
+def _feedback(row: RowMapping) -> TurnFeedback:
+    return TurnFeedback(
+        turn_id=row["turn_id"],
+        rating=Rating(row["rating"]),
+        comment=row["comment"],
+        created_at=row["created_at"],
+    )

@@ -231,3 +231,18 @@ conversation_summaries = Table(
     Column("covered_turns", Integer, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
+
+turn_feedback = Table(
+    "turn_feedback",
+    metadata,
+    Column(
+        "turn_id",
+        UUID(as_uuid=True),
+        ForeignKey("conversation_turns.turn_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("rating", Text, nullable=False),
+    Column("comment", EncryptedText("turn_feedback.comment"), nullable=False, server_default=""),
+    _now(),
+    CheckConstraint("rating IN ('up', 'down')", name="ck_turn_feedback_rating"),
+)

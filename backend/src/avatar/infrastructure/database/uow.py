@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from avatar.application.ports.common import ComponentHealth
 from avatar.infrastructure.database.accounts import SqlAccountRepository, SqlErasureRepository
 from avatar.infrastructure.database.repositories import (
+    SqlFeedbackRepository,
     SqlMemoryRepository,
     SqlProsodyRepository,
     SqlSessionRepository,
@@ -42,6 +43,7 @@ class SqlUnitOfWork:
         self.summaries = SqlSummaryRepository(self._tx)
         self.accounts = SqlAccountRepository(self._tx)
         self.erasure = SqlErasureRepository(self._tx)
+        self.feedback = SqlFeedbackRepository(self._tx)
 
     async def __aenter__(self) -> Self:
         return self

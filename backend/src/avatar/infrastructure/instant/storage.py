@@ -11,13 +11,14 @@ import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Self
 
 from avatar.application.ports.common import ComponentHealth
 from avatar.application.ports.storage import AuditEntry, Credential, MemoryHit
 from avatar.domain.errors import DomainError, InvalidInputError, NotFoundError
+from avatar.domain.feedback import Rating, TurnFeedback
 from avatar.domain.models import (
     ConversationTurn,
     ProsodyScore,
@@ -82,6 +83,7 @@ class Tables:
     users: dict[uuid.UUID, tuple[User, str | None]] = field(default_factory=dict)
     credentials: dict[str, Credential] = field(default_factory=dict)
     audit: list[AuditEntry] = field(default_factory=list)
+    feedback: dict[uuid.UUID, TurnFeedback] = field(default_factory=dict)
 
     def copy(self) -> Tables:
         return Tables(
@@ -96,6 +98,7 @@ class Tables:
             dict(self.users),
             dict(self.credentials),
             list(self.audit),
+            dict(self.feedback),
         )
 
 
@@ -363,6 +366,31 @@ class InMemoryErasureRepository(_Repo):
         return counts
 
 
+class InMemoryFeedbackRepository(_Repo):
+    async def put(self, feedback: TurnFeedback) -> None:
+        if feedback.turn_id not in self.t.turns:
+            raise InvalidInputError(f"no turn {feedback.turn_id} to rate", code="CONFLICT")
+        self.t.feedback[feedback.turn_id] = replace(feedback)
+
+    async def get(self, turn_id: uuid.UUID) -> TurnFeedback | None:
+        f = self.t.feedback.get(turn_id)
+        return replace(f) if f else None
+
+    async def list(
+        self, *, rating: Rating | None = None, since: datetime | None = None, until: datetime | None = None
+    ) -> builtins.list[TurnFeedback]:
+        def wanted(f: TurnFeedback) -> bool:
+            at = f.created_at
+            return (
+                (rating is None or f.rating is rating)
+                and (since is None or (at is not None and at >= since))
+                and (until is None or (at is not None and at < until))
+            )
+
+        found = [replace(f) for f in self.t.feedback.values() if wanted(f)]
+        return sorted(found, key=lambda f: f.created_at or datetime.min.replace(tzinfo=UTC))
+
+
 class InMemoryUnitOfWork:
     """Transactional over a shared :class:`InMemoryDatabase`: changes are visible after ``commit``."""
 
@@ -379,6 +407,7 @@ class InMemoryUnitOfWork:
         self.summaries = InMemorySummaryRepository(self)
         self.accounts = InMemoryAccountRepository(self)
         self.erasure = InMemoryErasureRepository(self)
+        self.feedback = InMemoryFeedbackRepository(self)
         self.committed = False
 
     async def __aenter__(self) -> Self:
