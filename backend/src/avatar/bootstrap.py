@@ -293,6 +293,8 @@ def build_services(container: Container) -> Services:
         max_sessions=settings.conversation.max_sessions,
         grace_s=settings.security.reconnect_grace_s,
         state_store=container.session_state,
+        max_parked=settings.conversation.max_parked_sessions,
+        retry_after_s=settings.conversation.busy_retry_after_s,
     )
     to_clients: ClientNotifier = container.notifier or sessions
     hq_handler = make_hq_handler(

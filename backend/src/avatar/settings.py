@@ -580,7 +580,24 @@ class ConversationSettings(BaseModel):
     """Limits of the realtime conversation (the WebSocket sessions)."""
 
     max_sessions: int = Field(
-        default=5, description="Sessions live at once; one more is refused with `BUSY` until one ends."
+        default=5,
+        ge=1,
+        description=(
+            "Live sessions at once (a connected client, or a reply still in flight); one more is refused "
+            "with `BUSY` and `Retry-After`. Sessions parked for a reconnect do not count. The default "
+            "fits the embedded models on a CPU; `--instant-engines` lifts it (docs/deploy.md, Admission)."
+        ),
+    )
+    max_parked_sessions: int = Field(
+        default=1000,
+        ge=0,
+        description=(
+            "Sessions kept in memory while they wait for a reconnect (at most reconnect_grace_s); past it "
+            "the oldest is dropped from memory and resumes from its stored state."
+        ),
+    )
+    busy_retry_after_s: int = Field(
+        default=5, ge=1, description="Seconds a `BUSY` refusal tells the client to wait (`Retry-After`)."
     )
     max_frame_bytes: int = Field(
         default=256 * 1024, description="Largest WebSocket frame accepted from a client."

@@ -44,7 +44,10 @@ def install_error_handlers(app: FastAPI) -> None:
         status = status_for(exc)
         if status >= 500:
             log.warning("%s: %s", exc.code, exc.message)
-        return JSONResponse(error_body(exc.code, exc.message), status_code=status)
+        headers = None
+        if isinstance(exc, CapacityError) and exc.retry_after_s is not None:
+            headers = {"Retry-After": str(exc.retry_after_s)}
+        return JSONResponse(error_body(exc.code, exc.message), status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

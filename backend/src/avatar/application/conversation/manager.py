@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 
+from avatar.application.conversation.admission import Admission, AdmissionCounts, AdmissionLimits
 from avatar.application.conversation.deps import ConversationDeps
 from avatar.application.conversation.events import ServerMessage
 from avatar.application.conversation.records import SessionRecords
 from avatar.application.conversation.session import ConversationSession
 from avatar.application.conversation.tokens import TokenError
 from avatar.application.ports.session_state import ResumableSession, SessionStateStore, hash_token
-from avatar.domain.errors import CapacityError
 
 log = logging.getLogger(__name__)
 
@@ -24,16 +25,23 @@ class _Live:
     connection: object | None = None
     grace: asyncio.Task[None] | None = None
     token_hash: str = ""
+    #: When the client left (monotonic seconds); ``None`` while one is connected.
+    parked_at: float | None = None
+
+    @property
+    def holds_live_slot(self) -> bool:
+        return self.connection is not None or self.session.replying
 
 
 class SessionManager:
     """Owns every :class:`ConversationSession` of this process.
 
-    Admission is decided before anything is opened: at most ``max_sessions`` sessions are live
-    (connected, or disconnected and waiting out the reconnect grace period). A reconnect within
-    the grace period re-attaches the same live session (history intact); a session this process
-    does not hold is rebuilt from the session-state store and the stored turns (another replica,
-    or a restart).
+    Admission is decided before anything is opened (:mod:`.admission`): at most ``max_sessions``
+    sessions hold a live slot (a connected client, or a turn still in flight); sessions parked for a
+    reconnect hold none and are bounded by ``max_parked`` (oldest evicted from memory first) and by
+    ``grace_s``. A reconnect within the grace period re-attaches the same session (history intact);
+    a session this process does not hold (evicted, another replica, a restart) is rebuilt from the
+    session-state store and the stored turns.
     """
 
     def __init__(
@@ -43,18 +51,39 @@ class SessionManager:
         max_sessions: int,
         grace_s: float,
         state_store: SessionStateStore | None = None,
+        max_parked: int = 1000,
+        retry_after_s: int = 5,
     ) -> None:
         self.deps = deps
         self.max_sessions = max_sessions
+        self.admission = Admission(AdmissionLimits(max_sessions, max_parked, retry_after_s))
         self.grace_s = grace_s
         self.state_store = state_store
         self.records = SessionRecords(deps.uow, deps.clock, state_store, grace_s)
         self._live: dict[uuid.UUID, _Live] = {}
         self._reserved = 0
+        self._evictions: set[asyncio.Task[None]] = set()
 
     @property
     def active_count(self) -> int:
-        return len(self._live) + self._reserved
+        """Sessions holding a live slot, admissions under way included."""
+        counts = self.admission_counts()
+        return counts.live + counts.reserved
+
+    def admission_counts(self) -> AdmissionCounts:
+        """Live connections, turns in flight, live slots and parked sessions of this process."""
+        connections = replying = live = 0
+        for item in self._live.values():
+            connections += item.connection is not None
+            replying += item.session.replying
+            live += item.holds_live_slot
+        return AdmissionCounts(
+            live_connections=connections,
+            turns_in_flight=replying,
+            live=live,
+            parked=len(self._live) - live,
+            reserved=self._reserved,
+        )
 
     def is_live(self, session_id: uuid.UUID) -> bool:
         return session_id in self._live
@@ -64,11 +93,9 @@ class SessionManager:
         return live.session if live else None
 
     def check_capacity(self) -> None:
-        """Raise :class:`CapacityError` when no new session can be admitted now."""
-        if self.active_count >= self.max_sessions:
-            raise CapacityError(
-                f"the server is at its limit of {self.max_sessions} concurrent sessions; try again shortly"
-            )
+        """Raise :class:`CapacityError` (with ``retry_after_s``) when no live slot is free now."""
+        self._evict_parked()  # parked sessions whose reply finished since they left
+        self.admission.check(self.admission_counts())
 
     async def attach(
         self, session_id: uuid.UUID, connection: object, token: str | None = None
@@ -86,7 +113,7 @@ class SessionManager:
 
         Raises:
             NotFoundError: the session does not exist. SessionEndedError: it has ended.
-            CapacityError: admitting it would exceed ``max_sessions``.
+            CapacityError: no live slot is free (a parked session needs one to come back).
             TokenError: the stored state belongs to another token.
         """
         token_hash = hash_token(token) if token else ""
@@ -94,10 +121,13 @@ class SessionManager:
         if live is not None:
             if live.token_hash and token_hash and live.token_hash != token_hash:
                 raise TokenError("the session token does not belong to this session")
+            if not live.holds_live_slot:
+                self.check_capacity()
             if live.grace is not None:
                 live.grace.cancel()
                 live.grace = None
             previous, live.connection = live.connection, connection
+            live.parked_at = None
             live.session.outbox.attached = True
             live.token_hash = live.token_hash or token_hash
             return live.session, True, previous
@@ -137,8 +167,32 @@ class SessionManager:
         if live is None or live.connection is not connection:
             return  # already taken over by a newer connection
         live.connection = None
+        live.parked_at = time.monotonic()
         live.session.outbox.attached = False
         live.grace = asyncio.create_task(self._expire(session_id), name=f"grace-{session_id}")
+        self.deps.metrics.set_active_sessions(self.active_count)
+        self._evict_parked()
+
+    def _evict_parked(self) -> None:
+        """Drop the oldest parked sessions from memory past ``max_parked``; their resumable state
+        stays in the store, so a reconnect still resumes them (rebuilt, as on another replica)."""
+        excess = self.admission.parked_excess(self.admission_counts())
+        if not excess:
+            return
+        parked = [(it.parked_at or 0.0, sid) for sid, it in self._live.items() if not it.holds_live_slot]
+        for _, session_id in sorted(parked)[:excess]:
+            item = self._live.pop(session_id)
+            if item.grace is not None:
+                item.grace.cancel()
+            task = asyncio.create_task(self._release(item, session_id), name=f"evict-{session_id}")
+            self._evictions.add(task)
+            task.add_done_callback(self._evictions.discard)
+            log.info("session %s: evicted from memory (parked limit); resumable from its state", session_id)
+
+    async def _release(self, item: _Live, session_id: uuid.UUID) -> None:
+        await self.records.save_state(item.session.context, item.token_hash, ttl_s=self.grace_s + 1.0)
+        await item.session.aclose()
+        await self.deps.replies.forget(session_id)
 
     async def _expire(self, session_id: uuid.UUID) -> None:
         live = self._live.get(session_id)
@@ -161,6 +215,8 @@ class SessionManager:
 
     async def aclose(self) -> None:
         """Close every live session (shutdown); states are kept so another replica can resume."""
+        if self._evictions:
+            await asyncio.gather(*self._evictions, return_exceptions=True)
         for session_id in list(self._live):
             live = self._live.get(session_id)
             if live is not None and live.grace is not None:
