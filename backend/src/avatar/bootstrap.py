@@ -28,7 +28,7 @@ from avatar.application.ports.asr import SpeechRecognizer
 from avatar.application.ports.clock import Clock
 from avatar.application.ports.common import ComponentHealth
 from avatar.application.ports.llm import ChatModel, TextEmbedder
-from avatar.application.ports.notify import ClientNotifier
+from avatar.application.ports.notify import ClientNotifier, NotificationRelay
 from avatar.application.ports.prosody import ProsodyAnalyzer
 from avatar.application.ports.queue import TaskHandler, TaskQueue
 from avatar.application.ports.session_state import SessionStateStore
@@ -69,9 +69,10 @@ class Container:
     metrics: ConversationMetrics
     #: Where resumable session state is kept (Redis in compose, so any replica can resume).
     session_state: SessionStateStore | None = None
-    #: Who tells clients about background results (``hq_ready``, ``prosody_analysis``); ``None``
-    #: means this process's session manager, which forwards to the session's connection.
-    notifier: ClientNotifier | None = None
+    #: Who tells clients about background results (``hq_ready``, ``prosody_analysis``) across
+    #: replicas (Redis pub/sub when the deployment uses Redis); ``None`` means this process's
+    #: session manager, which forwards to the session's connection.
+    notifier: NotificationRelay | None = None
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list, repr=False)
 
     def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
@@ -147,6 +148,7 @@ async def build_container(settings: Settings) -> Container:
     from avatar.infrastructure.embedding import build_text_embedder
     from avatar.infrastructure.llm import build_chat_model
     from avatar.infrastructure.metrics import PrometheusConversationMetrics
+    from avatar.infrastructure.notify import build_client_notifier
     from avatar.infrastructure.object_store import build_object_store
     from avatar.infrastructure.prosody import build_prosody_analyzer
     from avatar.infrastructure.queue import build_task_queue
@@ -155,6 +157,8 @@ async def build_container(settings: Settings) -> Container:
     from avatar.infrastructure.speaker import VoiceSampleDecoder, build_speaker_encoder
     from avatar.infrastructure.tts import build_synthesizers
 
+    if settings.engines == "instant":
+        return await build_instant_serving_container(settings)
     stack = contextlib.AsyncExitStack()
     try:
         resolve_secrets(settings)
@@ -181,7 +185,56 @@ async def build_container(settings: Settings) -> Container:
             sample_decoder=VoiceSampleDecoder(),
             metrics=PrometheusConversationMetrics(),
             session_state=await build_session_state_store(settings, stack),
+            notifier=await build_client_notifier(settings, stack),
         )
+    except BaseException:
+        await stack.aclose()
+        raise
+    container.on_close(stack.aclose)
+    return container
+
+
+#: How the served instant engines endpoint (docs/deploy.md, "Load testing"): an utterance ends
+#: after this much silence following sound, or at the longest utterance.
+INSTANT_ENDPOINT_SILENCE_MS = 300.0
+INSTANT_MAX_UTTERANCE_MS = 15000.0
+#: The served instant engines' reply: a short tone (~60 ms of tone per character).
+INSTANT_REPLY = "[happy] Hello there."
+
+
+async def build_instant_serving_container(settings: Settings) -> Container:
+    """The instant engines as ``avatar serve orchestrator --instant-engines`` serves them: they
+    endpoint after ~300 ms of silence following sound and answer with a short tone. Storage is in
+    memory unless ``database.placement`` is ``remote``; then the database, object store, task queue
+    and session state come from the settings as in production (many replicas share them)."""
+    from avatar.infrastructure.instant import InstantChatModel, InstantRecognizer
+    from avatar.settings import Placement
+
+    container = build_instant_container(settings)
+    container.recognizer = InstantRecognizer(
+        utterance_ms=INSTANT_MAX_UTTERANCE_MS,
+        silence_rms=200.0,
+        endpoint_silence_ms=INSTANT_ENDPOINT_SILENCE_MS,
+    )
+    container.chat_model = InstantChatModel((INSTANT_REPLY,))
+    if settings.database.placement is not Placement.REMOTE:
+        return container
+    from avatar.infrastructure.database import build_unit_of_work_factory
+    from avatar.infrastructure.notify import build_client_notifier
+    from avatar.infrastructure.object_store import build_object_store
+    from avatar.infrastructure.queue import build_task_queue
+    from avatar.infrastructure.secrets import load_keyring
+    from avatar.infrastructure.session_state import build_session_state_store
+
+    stack = contextlib.AsyncExitStack()
+    try:
+        resolve_secrets(settings)
+        keyring = load_keyring(settings)
+        container.uow = await build_unit_of_work_factory(settings, stack, keyring)
+        container.object_store = await build_object_store(settings, stack, keyring)
+        container.queue = await build_task_queue(settings, stack)
+        container.session_state = await build_session_state_store(settings, stack)
+        container.notifier = await build_client_notifier(settings, stack)
     except BaseException:
         await stack.aclose()
         raise
@@ -296,7 +349,11 @@ def build_services(container: Container) -> Services:
         max_parked=settings.conversation.max_parked_sessions,
         retry_after_s=settings.conversation.busy_retry_after_s,
     )
-    to_clients: ClientNotifier = container.notifier or sessions
+    to_clients: ClientNotifier = sessions
+    if container.notifier is not None:
+        container.notifier.bind(sessions)
+        sessions.relay = container.notifier
+        to_clients = container.notifier
     hq_handler = make_hq_handler(
         hq_tts=container.hq_tts,
         object_store=container.object_store,
@@ -305,15 +362,20 @@ def build_services(container: Container) -> Services:
         clock=container.clock,
         voice_resolver=deps.voice_resolver,
     )
-    container.queue.subscribe(HQ_TOPIC, hq_handler)
+    consume = settings.queue.consume
+    if consume:
+        container.queue.subscribe(HQ_TOPIC, hq_handler)
+    else:
+        log.info("queue.consume is off: the HQ pass and prosody analysis run in other processes")
     prosody_handler = None
     if settings.prosody.enabled:
         prosody_handler = ProsodyAnalysisHandler(
             container.prosody, container.uow, container.object_store, to_clients, container.clock
         )
-        container.queue.subscribe(
-            PROSODY_TOPIC, prosody_handler, concurrency=max(1, settings.prosody.workers)
-        )
+        if consume:
+            container.queue.subscribe(
+                PROSODY_TOPIC, prosody_handler, concurrency=max(1, settings.prosody.workers)
+            )
     else:
         log.info("prosody analysis is disabled")
     voice_profiles = VoiceProfileService(
@@ -347,11 +409,15 @@ async def running(
     c = container if container is not None else await build_container(settings)
     try:
         services = build_services(c)
+        if c.notifier is not None:
+            await c.notifier.start()
         await c.queue.start()
         try:
             yield c, services
         finally:
             await c.queue.stop()
+            if c.notifier is not None:
+                await c.notifier.aclose()
             try:
                 await services.aclose()
             except Exception:

@@ -23,6 +23,8 @@ from avatar.settings import (
 )
 
 SERVICE_NAMES = ("orchestrator", "asr", "tts", "prosody")
+#: The live-session limit of ``serve orchestrator --instant-engines`` unless set (docs/deploy.md).
+INSTANT_MAX_SESSIONS = 1000
 BENCHMARKS = ("asr", "tts", "llm", "prosody", "conversation", "voice_profiles")
 
 
@@ -83,14 +85,31 @@ def up(host: str | None, port: int | None) -> None:
 )
 @click.option("--host", default=LOOPBACK, show_default=True)
 @click.option("--port", type=int, default=None, help="Override the component's default port.")
-def serve(component: str, tier: str, host: str, port: int | None) -> None:
+@click.option(
+    "--instant-engines",
+    is_flag=True,
+    help=(
+        "Orchestrator only: the load-testing engine set, no models. It answers at once with a short "
+        "tone after ~300 ms of silence following sound; storage in memory unless the database is "
+        f"remote; the session limit is lifted to {INSTANT_MAX_SESSIONS} unless set (docs/deploy.md)."
+    ),
+)
+def serve(component: str, tier: str, host: str, port: int | None, instant_engines: bool) -> None:
     """Run one component alone on its port (help text above: the ports are the settings' defaults)."""
     import uvicorn
 
     settings = _settings()
+    if instant_engines and component != "orchestrator":
+        raise click.UsageError("--instant-engines is an orchestrator option")
+    ws_max_size = 16 * 1024 * 1024  # uvicorn's default; the orchestrator's own limit below
     if component == "orchestrator":
         from avatar.presentation.app import create_app
 
+        if instant_engines:
+            settings.engines = "instant"
+            if "max_sessions" not in settings.conversation.model_fields_set:
+                settings.conversation.max_sessions = INSTANT_MAX_SESSIONS
+        ws_max_size = settings.conversation.max_frame_bytes
         app = create_app(settings)
         default_port = settings.server.port
     elif component == "asr":
@@ -111,7 +130,14 @@ def serve(component: str, tier: str, host: str, port: int | None) -> None:
     from avatar.presentation.log_redaction import uvicorn_log_config
 
     click.echo(f"serving {component} on http://{host}:{port or default_port}", err=True)
-    uvicorn.run(app, host=host, port=port or default_port, log_level="info", log_config=uvicorn_log_config())
+    uvicorn.run(
+        app,
+        host=host,
+        port=port or default_port,
+        log_level="info",
+        log_config=uvicorn_log_config(),
+        ws_max_size=ws_max_size,
+    )
 
 
 @main.group()

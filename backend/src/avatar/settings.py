@@ -565,6 +565,14 @@ class QueueSettings(BaseModel):
     max_pending: int = Field(
         default=1000, description="Tasks that may wait per topic; past it a new task is refused."
     )
+    consume: bool = Field(
+        default=True,
+        description=(
+            "Whether this process runs the background work it queues (the HQ pass, prosody analysis). "
+            "`false` for orchestrator replicas that only serve sockets while other processes sharing "
+            "the Redis queue do the work; their results still reach the socket (docs/deploy.md)."
+        ),
+    )
 
 
 class RedisSettings(BaseModel):
@@ -631,6 +639,15 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(
         default="INFO", description="Log level name. Not applied yet: the servers log at `info`."
+    )
+    engines: Literal["models", "instant"] = Field(
+        default="models",
+        description=(
+            "`models`: the real speech and language models. `instant`: the load-testing engine set "
+            "(`avatar serve orchestrator --instant-engines`, docs/deploy.md): no models, an answer at once "
+            "with a short tone after ~300 ms of silence following sound; storage in memory unless "
+            "database.placement is `remote`."
+        ),
     )
     server: ServerSettings = Field(default=ServerSettings(), description=ServerSettings.__doc__)
     security: SecuritySettings = Field(default=SecuritySettings(), description=SecuritySettings.__doc__)

@@ -14,6 +14,7 @@ from avatar.application.conversation.events import ServerMessage
 from avatar.application.conversation.records import SessionRecords
 from avatar.application.conversation.session import ConversationSession
 from avatar.application.conversation.tokens import TokenError
+from avatar.application.ports.notify import NotificationRelay
 from avatar.application.ports.session_state import ResumableSession, SessionStateStore, hash_token
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ class SessionManager:
         self._live: dict[uuid.UUID, _Live] = {}
         self._reserved = 0
         self._evictions: set[asyncio.Task[None]] = set()
+        #: Set by the composition root when replicas share Redis: resumes are announced on it.
+        self.relay: NotificationRelay | None = None
 
     @property
     def active_count(self) -> int:
@@ -87,6 +90,10 @@ class SessionManager:
 
     def is_live(self, session_id: uuid.UUID) -> bool:
         return session_id in self._live
+
+    def holds_connection(self, session_id: uuid.UUID) -> bool:
+        live = self._live.get(session_id)
+        return live is not None and live.connection is not None
 
     def get(self, session_id: uuid.UUID) -> ConversationSession | None:
         live = self._live.get(session_id)
@@ -159,6 +166,8 @@ class SessionManager:
         session.outbox.attached = True
         self.deps.metrics.set_active_sessions(self.active_count)
         await self.records.save_state(session.context, self._live[session_id].token_hash)
+        if self.relay is not None:  # another replica may keep a parked copy: it lets go
+            await self.relay.claim(session_id)
         return session, resumed, None
 
     def detach(self, session_id: uuid.UUID, connection: object) -> None:
@@ -173,6 +182,24 @@ class SessionManager:
         self.deps.metrics.set_active_sessions(self.active_count)
         self._evict_parked()
 
+    def release_parked(self, session_id: uuid.UUID) -> None:
+        """Another process resumed the session: drop the copy parked here without touching its
+        stored state (which the other process now writes) and without ending it."""
+        live = self._live.get(session_id)
+        if live is None or live.holds_live_slot:
+            return
+        self._drop(session_id, save=False)
+        log.info("session %s: resumed by another replica; released here", session_id)
+
+    def _drop(self, session_id: uuid.UUID, *, save: bool) -> None:
+        item = self._live.pop(session_id)
+        if item.grace is not None:
+            item.grace.cancel()
+        task = asyncio.create_task(self._release(item, session_id, save), name=f"release-{session_id}")
+        self._evictions.add(task)
+        task.add_done_callback(self._evictions.discard)
+        self.deps.metrics.set_active_sessions(self.active_count)
+
     def _evict_parked(self) -> None:
         """Drop the oldest parked sessions from memory past ``max_parked``; their resumable state
         stays in the store, so a reconnect still resumes them (rebuilt, as on another replica)."""
@@ -181,16 +208,12 @@ class SessionManager:
             return
         parked = [(it.parked_at or 0.0, sid) for sid, it in self._live.items() if not it.holds_live_slot]
         for _, session_id in sorted(parked)[:excess]:
-            item = self._live.pop(session_id)
-            if item.grace is not None:
-                item.grace.cancel()
-            task = asyncio.create_task(self._release(item, session_id), name=f"evict-{session_id}")
-            self._evictions.add(task)
-            task.add_done_callback(self._evictions.discard)
+            self._drop(session_id, save=True)
             log.info("session %s: evicted from memory (parked limit); resumable from its state", session_id)
 
-    async def _release(self, item: _Live, session_id: uuid.UUID) -> None:
-        await self.records.save_state(item.session.context, item.token_hash, ttl_s=self.grace_s + 1.0)
+    async def _release(self, item: _Live, session_id: uuid.UUID, save: bool) -> None:
+        if save:
+            await self.records.save_state(item.session.context, item.token_hash, ttl_s=self.grace_s + 1.0)
         await item.session.aclose()
         await self.deps.replies.forget(session_id)
 

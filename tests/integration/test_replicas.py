@@ -1,0 +1,143 @@
+"""Two orchestrator replicas (real ``avatar serve orchestrator --instant-engines`` processes) sharing
+a real PostgreSQL and a real Redis (docs/deploy.md, "Many replicas"): background results produced
+on one replica reach the socket held by the other, and a reconnect to the other replica resumes."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest_asyncio
+
+from avatar.bench.live import Client
+from tests.support.net import free_port
+from tests.support.servers import PostgresServer, fresh_database, stop_process
+
+SECRET = "replica-test-signing-key"
+MASTER = base64.b64encode(bytes(range(32))).decode()
+
+
+def _tone(ms: int, sr: int = 16000) -> bytes:
+    n = sr * ms // 1000
+    return b"".join(
+        int(6000 * math.sin(2 * math.pi * 200 * i / sr)).to_bytes(2, "little", signed=True) for i in range(n)
+    )
+
+
+def _replica(name: str, port: int, env: dict[str, str], workdir: Path) -> subprocess.Popen[bytes]:
+    avatar = Path(sys.executable).with_name("avatar")
+    with (workdir / f"{name}.log").open("wb") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [str(avatar), "serve", "orchestrator", "--instant-engines", "--port", str(port)],
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _wait_healthy(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"replica exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"http://127.0.0.1:{port}/api/v1/health/ready", timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"replica on {port} not ready:\n{log.read_text()[-3000:]}")
+
+
+@pytest_asyncio.fixture
+async def replicas(
+    postgres_server: PostgresServer, redis_url: str, tmp_path: Path
+) -> AsyncIterator[tuple[int, int]]:
+    """Replica A serves sockets only (``queue.consume`` off); replica B also does the background
+    work, so every ``hq_ready``/``prosody_analysis`` for a socket on A is produced on B."""
+    async with fresh_database(postgres_server) as db_url:
+        common = {
+            "AVATAR_ENVIRONMENT": "test",
+            "AVATAR_SECURITY__SECRET_KEY": SECRET,
+            "AVATAR_SECURITY__MASTER_KEY": MASTER,
+            "AVATAR_DATABASE__PLACEMENT": "remote",
+            "AVATAR_DATABASE__URL": db_url,
+            "AVATAR_QUEUE__KIND": "redis",
+            "AVATAR_REDIS__URL": redis_url,
+            "AVATAR_OBJECT_STORE__KIND": "filesystem",
+            "AVATAR_OBJECT_STORE__ROOT": str(tmp_path / "objects"),
+            "AVATAR_DATA_DIR": str(tmp_path / "data"),
+            "AVATAR_SECURITY__RECONNECT_GRACE_S": "60",
+        }
+        port_a, port_b = free_port(), free_port()
+        procs = [
+            _replica("a", port_a, {**common, "AVATAR_QUEUE__CONSUME": "false"}, tmp_path),
+            _replica("b", port_b, common, tmp_path),
+        ]
+        try:
+            _wait_healthy(procs[0], port_a, tmp_path / "a.log")
+            _wait_healthy(procs[1], port_b, tmp_path / "b.log")
+            yield port_a, port_b
+        finally:
+            for proc in procs:
+                stop_process(proc)
+
+
+async def _speak(client: Client) -> str:
+    """One utterance (1 s of tone, then the 300 ms of silence the instant engines endpoint on)."""
+    pcm = _tone(1000) + bytes(16000 * 2 * 400 // 1000)
+    step = 3200
+    for start in range(0, len(pcm), step):
+        await client.send_audio(pcm[start : start + step])
+    started = await client.until_type("turn_started", timeout_s=20)
+    await client.until(lambda m: m["type"] == "turn_completed" and m["turn_id"] == started["turn_id"], 20)
+    return str(started["turn_id"])
+
+
+async def test_background_events_reach_the_socket_on_the_other_replica_and_reconnects_resume(
+    replicas: tuple[int, int],
+) -> None:
+    port_a, port_b = replicas
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port_a}") as http:
+        created = (await http.post("/api/v1/sessions", json={})).json()
+    url_a = created["ws_url"]
+    assert f":{port_a}/" in url_a
+    async with Client.connect(url_a) as client:
+        assert (await client.until_type("session_state"))["resumed"] is False
+        await client.send({"type": "set_tts_mode", "mode": "hq"})
+        turn_id = await _speak(client)
+        # Replica A consumes no queue: both results were produced on replica B.
+        hq = await client.until(lambda m: m["type"] == "hq_ready" and m["turn_id"] == turn_id, 30)
+        assert hq["url"]
+        if not client.of("prosody_analysis"):  # either may come first
+            await client.until_type("prosody_analysis", 30)
+        (prosody,) = client.of("prosody_analysis")
+        assert prosody["scores"]
+    # The socket closes on A; the reconnect lands on B and resumes the conversation.
+    url_b = url_a.replace(f":{port_a}/", f":{port_b}/")
+    async with Client.connect(url_b) as client:
+        state = await client.until_type("session_state")
+        assert state["resumed"] is True and state["turns"] == 1 and state["tts_mode"] == "hq"
+        turn_id = await _speak(client)
+        hq = await client.until(lambda m: m["type"] == "hq_ready" and m["turn_id"] == turn_id, 30)
+        async with httpx.AsyncClient() as http:
+            # A released its parked copy when B claimed the session.
+            for _ in range(100):
+                seen_a = (
+                    await http.get(f"http://127.0.0.1:{port_a}/api/v1/sessions/{created['session_id']}")
+                ).json()
+                if not seen_a["live"]:
+                    break
+                await asyncio.sleep(0.05)
+            assert seen_a["live"] is False
+            seen_b = (
+                await http.get(f"http://127.0.0.1:{port_b}/api/v1/sessions/{created['session_id']}")
+            ).json()
+            assert seen_b["live"] is True and seen_b["status"] == "active"
