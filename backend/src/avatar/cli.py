@@ -67,6 +67,7 @@ def up(host: str | None, port: int | None) -> None:
         log_level="info",
         log_config=uvicorn_log_config(),
         ws_max_size=settings.conversation.max_frame_bytes,
+        ws_per_message_deflate=False,  # audio does not compress; deflate costs CPU per frame
     )
 
 
@@ -137,6 +138,7 @@ def serve(component: str, tier: str, host: str, port: int | None, instant_engine
         log_level="info",
         log_config=uvicorn_log_config(),
         ws_max_size=ws_max_size,
+        ws_per_message_deflate=False,  # audio does not compress; deflate costs CPU per frame
     )
 
 
@@ -396,11 +398,50 @@ def doctor() -> None:
     click.echo("healthy: the embedded setup is ready (`avatar up`)")
 
 
+def _levels(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of session counts") from exc
+    if not levels or any(n < 1 for n in levels):
+        raise click.BadParameter("session counts must be positive, e.g. 1,50,100")
+    return levels
+
+
 @main.command()
-@click.argument("name", type=click.Choice([*BENCHMARKS, "all"]))
+@click.argument("name", type=click.Choice([*BENCHMARKS, "load", "all"]))
 @click.option("--quick", is_flag=True, help="Fewer repetitions (for a smoke run).")
-def bench(name: str, quick: bool) -> None:
-    """Run a benchmark; prints figures and writes them to docs/benchmarks.md."""
+@click.option(
+    "--sessions",
+    default="1,50,100,250,500",
+    show_default=True,
+    callback=_levels,
+    help="load: the session counts to run, comma-separated (the first is the baseline).",
+)
+@click.option(
+    "--turns", type=click.IntRange(min=1), default=3, show_default=True, help="load: turns per session."
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="load: load-generating processes (default: one per ~125 sessions, up to cores - 1).",
+)
+@click.option(
+    "--write/--no-write", default=True, show_default=True, help="load: record in docs/benchmarks.md."
+)
+def bench(
+    name: str, quick: bool, sessions: tuple[int, ...], turns: int, processes: int | None, write: bool
+) -> None:
+    """Run a benchmark; prints figures and writes them to docs/benchmarks.md.
+
+    `avatar bench load --sessions 1,50,100` measures live sessions on one orchestrator process with
+    the instant engines, the load coming from separate processes (docs/deploy.md, "Load testing").
+    """
+    if name == "load":
+        from avatar.bench import load
+
+        sys.exit(load.main(sessions, turns, processes, write))
     names = BENCHMARKS if name == "all" else (name,)
     settings = _settings()
     for n in names:
