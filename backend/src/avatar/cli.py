@@ -430,8 +430,19 @@ def _levels(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[i
 @click.option(
     "--write/--no-write", default=True, show_default=True, help="load: record in docs/benchmarks.md."
 )
+@click.option(
+    "--binary-audio",
+    is_flag=True,
+    help="load: the clients send their microphone as binary PCM16 frames instead of JSON + base64.",
+)
 def bench(
-    name: str, quick: bool, sessions: tuple[int, ...], turns: int, processes: int | None, write: bool
+    name: str,
+    quick: bool,
+    sessions: tuple[int, ...],
+    turns: int,
+    processes: int | None,
+    write: bool,
+    binary_audio: bool,
 ) -> None:
     """Run a benchmark; prints figures and writes them to docs/benchmarks.md.
 
@@ -441,7 +452,7 @@ def bench(
     if name == "load":
         from avatar.bench import load
 
-        sys.exit(load.main(sessions, turns, processes, write))
+        sys.exit(load.main(sessions, turns, processes, write, binary_audio))
     names = BENCHMARKS if name == "all" else (name,)
     settings = _settings()
     for n in names:

@@ -91,13 +91,27 @@ class _Turn:
         self.error: str | None = None
 
 
-async def _session(base: str, turns: int, start_at: float, out: WorkerResult, http: Any) -> None:
+def _frames(pcm: bytes, binary: bool) -> list[str | bytes]:
+    """The microphone's frames: raw PCM16 binary frames, or ``audio_chunk`` JSON with base64."""
+    if binary:
+        return list(_chunks(pcm))
+    return [
+        json.dumps(
+            {"type": "audio_chunk", "data": base64.b64encode(c).decode(), "sr": SAMPLE_RATE, "timestamp": 0}
+        )
+        for c in _chunks(pcm)
+    ]
+
+
+async def _session(
+    base: str, turns: int, start_at: float, out: WorkerResult, http: Any, binary: bool
+) -> None:
     import websockets
 
     loop = asyncio.get_running_loop()
     await asyncio.sleep(max(0.0, start_at - loop.time()))
-    tone = [base64.b64encode(c).decode() for c in _chunks(_pcm(SPEECH_MS, 6000))]
-    silence = base64.b64encode(bytes(SAMPLE_RATE * CHUNK_MS // 1000 * 2)).decode()
+    tone = _frames(_pcm(SPEECH_MS, 6000), binary)
+    silence = _frames(bytes(SAMPLE_RATE * CHUNK_MS // 1000 * 2), binary)[0]
     try:
         response = await http.post(f"{base}/api/v1/sessions", json={})
         if response.status_code != 201:
@@ -136,11 +150,9 @@ async def _session(base: str, turns: int, start_at: float, out: WorkerResult, ht
             try:
                 next_at = loop.time()
 
-                async def send(data: str) -> None:
+                async def send(frame: str | bytes) -> None:
                     nonlocal next_at
-                    await ws.send(
-                        json.dumps({"type": "audio_chunk", "data": data, "sr": SAMPLE_RATE, "timestamp": 0})
-                    )
+                    await ws.send(frame)
                     next_at += CHUNK_MS / 1000.0
                     await asyncio.sleep(max(0.0, next_at - loop.time()))
 
@@ -149,11 +161,7 @@ async def _session(base: str, turns: int, start_at: float, out: WorkerResult, ht
                     current.append(turn)
                     for chunk in tone[:-1]:
                         await send(chunk)
-                    await ws.send(
-                        json.dumps(
-                            {"type": "audio_chunk", "data": tone[-1], "sr": SAMPLE_RATE, "timestamp": 0}
-                        )
-                    )
+                    await ws.send(tone[-1])
                     speech_end = loop.time()
                     next_at += CHUNK_MS / 1000.0
                     await asyncio.sleep(max(0.0, next_at - loop.time()))
@@ -185,7 +193,9 @@ def _chunks(pcm: bytes) -> list[bytes]:
     return [pcm[i : i + step] for i in range(0, len(pcm), step)]
 
 
-async def _worker_main(base: str, sessions: int, turns: int, ramp_s: float, offset: float) -> WorkerResult:
+async def _worker_main(
+    base: str, sessions: int, turns: int, ramp_s: float, offset: float, binary: bool
+) -> WorkerResult:
     import httpx
 
     out = WorkerResult(sessions=sessions)
@@ -195,17 +205,19 @@ async def _worker_main(base: str, sessions: int, turns: int, ramp_s: float, offs
     async with httpx.AsyncClient(timeout=30.0, limits=limits) as http:
         await asyncio.gather(
             *[
-                _session(base, turns, t0 + ramp_s * ((i + offset) / max(1, sessions)), out, http)
+                _session(base, turns, t0 + ramp_s * ((i + offset) / max(1, sessions)), out, http, binary)
                 for i in range(sessions)
             ]
         )
     return out
 
 
-def _worker(base: str, sessions: int, turns: int, ramp_s: float, offset: float, queue: Any) -> None:
+def _worker(
+    base: str, sessions: int, turns: int, ramp_s: float, offset: float, binary: bool, queue: Any
+) -> None:
     """One load process (spawned): its clients' figures go back through ``queue``."""
     try:
-        result = asyncio.run(_worker_main(base, sessions, turns, ramp_s, offset))
+        result = asyncio.run(_worker_main(base, sessions, turns, ramp_s, offset, binary))
     except Exception as exc:  # reported as failed sessions, never a hang of the parent
         result = WorkerResult(failures=[f"worker: {type(exc).__name__}: {exc}"] * sessions, sessions=sessions)
     queue.put(result)
@@ -300,7 +312,7 @@ class _Sampler:
         self._thread.join()
 
 
-def run_level(sessions: int, turns: int, processes: int, workdir: Path) -> Level:
+def run_level(sessions: int, turns: int, processes: int, workdir: Path, binary: bool = False) -> Level:
     """One level: a fresh server, ``sessions`` clients in ``processes`` load processes."""
     processes = max(1, min(processes, sessions))
     ramp_s = min(5.0, 0.02 * sessions)  # connects spread out, as people arrive
@@ -310,7 +322,7 @@ def run_level(sessions: int, turns: int, processes: int, workdir: Path) -> Level
         shares = [sessions // processes + (1 if i < sessions % processes else 0) for i in range(processes)]
         with _Sampler(pid) as sampler:
             workers = [
-                ctx.Process(target=_worker, args=(base, share, turns, ramp_s, i / processes, queue))
+                ctx.Process(target=_worker, args=(base, share, turns, ramp_s, i / processes, binary, queue))
                 for i, share in enumerate(shares)
                 if share
             ]
@@ -340,7 +352,7 @@ def default_processes(sessions: int) -> int:
     return max(1, min(max(1, (os.cpu_count() or 2) - 1), math.ceil(sessions / 125)))
 
 
-def section(levels: Sequence[Level], turns: int) -> str:
+def section(levels: Sequence[Level], turns: int, binary: bool = False) -> str:
     base_p95 = percentile(levels[0].latencies_ms, 95) if levels else float("nan")
     rows = []
     for level in levels:
@@ -364,7 +376,8 @@ def section(levels: Sequence[Level], turns: int) -> str:
         )
     text = (
         "Live sessions on one orchestrator process (`avatar serve orchestrator --instant-engines`), "
-        f"load from separate processes over the real WebSocket protocol (JSON + base64 audio); every "
+        "load from separate processes over the real WebSocket protocol (microphone audio as "
+        f"{'binary PCM16 frames' if binary else 'JSON + base64'}; reply audio JSON + base64); every "
         f"session streams at real time, {turns} turns of 1 s of tone then silence. Latency = end of "
         "speech -> first reply audio at the client, ms; it includes the instant engines' own ~300 ms "
         f"endpoint wait, the same at every level. Target: added P95 <= {TARGET_ADDED_P95_MS:g} ms, "
@@ -396,7 +409,7 @@ def section(levels: Sequence[Level], turns: int) -> str:
     return text
 
 
-def main(levels: Sequence[int], turns: int, processes: int | None, write: bool) -> int:
+def main(levels: Sequence[int], turns: int, processes: int | None, write: bool, binary: bool = False) -> int:
     """Run each level and print (and, with ``write``, record in docs/benchmarks.md) the table."""
     if not levels or any(n < 1 for n in levels):
         raise ValueError("--sessions needs positive session counts, e.g. 1,50,100")
@@ -405,7 +418,7 @@ def main(levels: Sequence[int], turns: int, processes: int | None, write: bool) 
     workdir = Path(tempfile.mkdtemp(prefix="avatar-load-"))
     done: list[Level] = []
     for n in levels:
-        level = run_level(n, turns, processes or default_processes(n), workdir)
+        level = run_level(n, turns, processes or default_processes(n), workdir, binary)
         done.append(level)
         print(
             f"{n} sessions: P50 {percentile(level.latencies_ms, 50):.1f} ms, "
@@ -414,7 +427,7 @@ def main(levels: Sequence[int], turns: int, processes: int | None, write: bool) 
             f"server CPU {level.server_cpu_percent:.0f}%, RSS {level.server_rss_mb:.0f} MB",
             flush=True,
         )
-    text = section(done, turns)
+    text = section(done, turns, binary)
     print(text)
     if write:
         write_section("load", text)

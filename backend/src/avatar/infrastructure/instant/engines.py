@@ -49,8 +49,9 @@ class InstantRecognitionStream:
         if threshold is None:
             return False
         samples = np.frombuffer(chunk.pcm, dtype="<i2").astype(np.float32)
-        rms = math.sqrt(float(np.mean(samples * samples))) if samples.size else 0.0
-        return rms < threshold
+        if not samples.size:
+            return True
+        return float(np.dot(samples, samples)) < threshold * threshold * samples.size  # RMS < threshold
 
     async def push_audio(self, chunk: AudioChunk) -> None:
         if self._is_silence(chunk):
