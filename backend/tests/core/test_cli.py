@@ -79,3 +79,17 @@ def test_doctor_checks_remote_components_and_says_how_to_start_them() -> None:
     assert out.returncode != 0
     assert f"[FAIL] asr service: http://127.0.0.1:{closed}/health: ConnectError" in out.stdout
     assert "fix: avatar serve asr, or correct the URL in the settings" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["serve", "asr", "--instant-engines"], "--instant-engines is an orchestrator option"),
+        (["bench", "load", "--sessions", "1,zero"], "not a comma-separated list of session counts"),
+        (["bench", "load", "--sessions", "0,5"], "session counts must be positive"),
+        (["bench", "load", "--turns", "0"], "--turns"),
+    ],
+)
+def test_load_testing_options_are_checked(args: list[str], message: str) -> None:
+    out = _avatar(*args)
+    assert out.returncode == 2 and message in out.stderr
