@@ -1,6 +1,7 @@
 """Two orchestrator replicas (real ``avatar serve orchestrator --instant-engines`` processes) sharing
 a real PostgreSQL and a real Redis (docs/deploy.md, "Many replicas"): background results produced
-on one replica reach the socket held by the other, and a reconnect to the other replica resumes."""
+on one replica reach the socket held by the other, and a reconnect to the other replica resumes,
+directly and through the compose nginx (nginx/nginx.conf) balancing over both."""
 
 from __future__ import annotations
 
@@ -9,17 +10,21 @@ import base64
 import contextlib
 import math
 import os
+import ssl
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 import pytest_asyncio
+import websockets
 
 from avatar.bench.live import Client
-from tests.support.net import free_port
+from tests.browser.test_nginx import NGINX, _make_cert, _render
+from tests.support.net import free_port, wait_for_port
 from tests.support.servers import PostgresServer, fresh_database, stop_process
 
 SECRET = "replica-test-signing-key"
@@ -141,3 +146,79 @@ async def test_background_events_reach_the_socket_on_the_other_replica_and_recon
                 await http.get(f"http://127.0.0.1:{port_b}/api/v1/sessions/{created['session_id']}")
             ).json()
             assert seen_b["live"] is True and seen_b["status"] == "active"
+
+
+@pytest.fixture
+def nginx(replicas: tuple[int, int], tmp_path: Path) -> Iterator[int]:
+    """The compose nginx config, its upstream the two replicas (round robin); yields its TLS port."""
+    if not Path(NGINX).exists():
+        pytest.skip("nginx is installed by `make setup-test`")
+    port_a, port_b = replicas
+    site = tmp_path / "nginx"
+    (site / "certs").mkdir(parents=True)
+    (site / "html").mkdir()
+    _make_cert(site / "certs")
+    http_port, https_port = free_port(), free_port()
+    conf = _render(site, port_a, http_port, https_port)
+    one = f"server 127.0.0.1:{port_a};"
+    conf.write_text(conf.read_text().replace(one, f"{one}\n        server 127.0.0.1:{port_b};"))
+    globals_ = f"pid {site / 'nginx.pid'};" + (" user root;" if os.geteuid() == 0 else "")
+    proc = subprocess.Popen(
+        [NGINX, "-p", str(site), "-c", str(conf), "-g", f"daemon off; {globals_}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(https_port)
+        yield https_port
+    finally:
+        stop_process(proc)
+
+
+async def _hq_ready(client: Client, turn_id: str) -> None:
+    await client.until(lambda m: m["type"] == "hq_ready" and m["turn_id"] == turn_id, 30)
+
+
+async def _live_on(ports: tuple[int, int], session_id: str) -> list[int]:
+    async with httpx.AsyncClient() as http:
+        return [
+            port
+            for port in ports
+            if (await http.get(f"http://127.0.0.1:{port}/api/v1/sessions/{session_id}")).json()["live"]
+        ]
+
+
+async def test_a_reconnect_through_nginx_lands_on_the_other_replica_and_resumes(
+    replicas: tuple[int, int], nginx: int
+) -> None:
+    base = f"https://127.0.0.1:{nginx}"
+    tls = ssl.create_default_context()
+    tls.check_hostname = False
+    tls.verify_mode = ssl.CERT_NONE
+    async with httpx.AsyncClient(base_url=base, verify=False) as http:
+        created = (await http.post("/api/v1/sessions", json={})).json()
+    sid, token = created["session_id"], created["token"]
+    url = f"wss://127.0.0.1:{nginx}/ws/{sid}"
+    protocols = [websockets.Subprotocol("avatar.v1"), websockets.Subprotocol(f"avatar.token.{token}")]
+
+    async def connect() -> websockets.ClientConnection:
+        return await websockets.connect(url, ssl=tls, subprotocols=protocols, max_size=None)
+
+    async with await connect() as ws:
+        client = Client(ws)
+        assert (await client.until_type("session_state"))["resumed"] is False
+        await client.send({"type": "set_tts_mode", "mode": "hq"})
+        await _hq_ready(client, await _speak(client))
+        (first,) = await _live_on(replicas, sid)
+    # Reconnect through nginx until round robin lands the socket on the other replica.
+    for _ in range(6):
+        async with await connect() as ws:
+            client = Client(ws)
+            state = await client.until_type("session_state")
+            assert state["resumed"] is True and state["turns"] == 1 and state["tts_mode"] == "hq"
+            await asyncio.sleep(0.2)
+            now = await _live_on(replicas, sid)
+            if now and now != [first]:
+                await _hq_ready(client, await _speak(client))
+                return
+    raise AssertionError("nginx never sent the reconnect to the other replica")
