@@ -17,8 +17,9 @@ from avatar.bootstrap import Services
 from avatar.infrastructure.session_state import InMemorySessionStateStore
 from avatar.presentation.app import create_app
 from avatar.settings import Settings
+from backend.tests.conversation.test_realtime import tone_pcm
 from tests.e2e.harness import Client, create_session, running_server
-from tests.fakes import FakeChatModel, fake_container
+from tests.fakes import FakeChatModel, FakeRecognizer, fake_container
 
 
 def _settings(max_sessions: int, max_parked: int = 100) -> Settings:
@@ -135,3 +136,22 @@ def test_parked_limit_and_age_are_validated() -> None:
         Settings(environment="test", conversation={"max_parked_sessions": -1})
     with pytest.raises(ValueError, match="max_sessions"):
         Settings(environment="test", conversation={"max_sessions": 0})
+
+
+async def test_a_parked_session_gives_back_its_recognizer_stream_and_gets_one_on_return() -> None:
+    settings = _settings(max_sessions=5)
+    recognizer = FakeRecognizer(utterance_ms=300)
+    app = create_app(settings, fake_container(settings, recognizer=recognizer))
+    async with running_server(app) as base:
+        created = await _visit(base)
+        await _until_parked(_manager(app), 1)
+        for _ in range(200):
+            if recognizer.streams[0].closed:
+                break
+            await asyncio.sleep(0.01)
+        assert len(recognizer.streams) == 1 and recognizer.streams[0].closed
+        async with Client.connect(created["ws_url"]) as client:
+            assert (await client.until_type("session_state"))["resumed"] is True
+            assert len(recognizer.streams) == 2 and not recognizer.streams[1].closed
+            await client.send_audio(tone_pcm(400))  # heard by the new stream
+            assert (await client.until_type("transcription_final"))["text"]

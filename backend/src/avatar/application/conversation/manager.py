@@ -28,6 +28,8 @@ class _Live:
     token_hash: str = ""
     #: When the client left (monotonic seconds); ``None`` while one is connected.
     parked_at: float | None = None
+    #: Releasing the recognizer's stream after the client left.
+    parking: asyncio.Task[None] | None = None
 
     @property
     def holds_live_slot(self) -> bool:
@@ -130,6 +132,10 @@ class SessionManager:
                 raise TokenError("the session token does not belong to this session")
             if not live.holds_live_slot:
                 self.check_capacity()
+            if live.parking is not None:
+                parking, live.parking = live.parking, None
+                await asyncio.gather(parking, return_exceptions=True)
+            await live.session.resume()  # may raise CapacityError (the recognizer is full)
             if live.grace is not None:
                 live.grace.cancel()
                 live.grace = None
@@ -178,6 +184,7 @@ class SessionManager:
         live.connection = None
         live.parked_at = time.monotonic()
         live.session.outbox.attached = False
+        live.parking = asyncio.create_task(live.session.park(), name=f"park-{session_id}")
         live.grace = asyncio.create_task(self._expire(session_id), name=f"grace-{session_id}")
         self.deps.metrics.set_active_sessions(self.active_count)
         self._evict_parked()
