@@ -202,12 +202,15 @@ class InstantTextEmbedder:
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         out = []
         for text in texts:
-            vec = [0.0] * self._dim
+            counts: dict[int, float] = {}
             for word in text.lower().split():
-                h = int(hashlib.sha256(word.strip(".,!?").encode()).hexdigest(), 16)
-                vec[h % self._dim] += 1.0
-            norm = math.sqrt(sum(v * v for v in vec)) or 1.0
-            out.append([v / norm for v in vec])
+                h = int(hashlib.sha256(word.strip(".,!?").encode()).hexdigest(), 16) % self._dim
+                counts[h] = counts.get(h, 0.0) + 1.0
+            norm = math.sqrt(sum(v * v for v in counts.values())) or 1.0
+            vec = [0.0] * self._dim
+            for index, count in counts.items():
+                vec[index] = count / norm
+            out.append(vec)
         return out
 
 
