@@ -38,11 +38,16 @@ def _tone(ms: int, sr: int = 16000) -> bytes:
     )
 
 
-def _replica(name: str, port: int, env: dict[str, str], workdir: Path) -> subprocess.Popen[bytes]:
+def _replica(name: str, port: int | None, env: dict[str, str], workdir: Path) -> subprocess.Popen[bytes]:
+    """An orchestrator on ``port``, or with no port a worker process (``avatar worker``)."""
     avatar = Path(sys.executable).with_name("avatar")
+    if port is None:
+        command = [str(avatar), "worker", "--instant-engines"]
+    else:
+        command = [str(avatar), "serve", "orchestrator", "--instant-engines", "--port", str(port)]
     with (workdir / f"{name}.log").open("wb") as log:  # the child keeps its own descriptor
         return subprocess.Popen(
-            [str(avatar), "serve", "orchestrator", "--instant-engines", "--port", str(port)],
+            command,
             env={**os.environ, **env},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -61,6 +66,22 @@ def _wait_healthy(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
     raise RuntimeError(f"replica on {port} not ready:\n{log.read_text()[-3000:]}")
 
 
+def _environment(db_url: str, redis_url: str, tmp_path: Path) -> dict[str, str]:
+    return {
+        "AVATAR_ENVIRONMENT": "test",
+        "AVATAR_SECURITY__SECRET_KEY": SECRET,
+        "AVATAR_SECURITY__MASTER_KEY": MASTER,
+        "AVATAR_DATABASE__PLACEMENT": "remote",
+        "AVATAR_DATABASE__URL": db_url,
+        "AVATAR_QUEUE__KIND": "redis",
+        "AVATAR_REDIS__URL": redis_url,
+        "AVATAR_OBJECT_STORE__KIND": "filesystem",
+        "AVATAR_OBJECT_STORE__ROOT": str(tmp_path / "objects"),
+        "AVATAR_DATA_DIR": str(tmp_path / "data"),
+        "AVATAR_SECURITY__RECONNECT_GRACE_S": "60",
+    }
+
+
 @pytest_asyncio.fixture
 async def replicas(
     postgres_server: PostgresServer, redis_url: str, tmp_path: Path
@@ -68,19 +89,7 @@ async def replicas(
     """Replica A serves sockets only (``queue.consume`` off); replica B also does the background
     work, so every ``hq_ready``/``prosody_analysis`` for a socket on A is produced on B."""
     async with fresh_database(postgres_server) as db_url:
-        common = {
-            "AVATAR_ENVIRONMENT": "test",
-            "AVATAR_SECURITY__SECRET_KEY": SECRET,
-            "AVATAR_SECURITY__MASTER_KEY": MASTER,
-            "AVATAR_DATABASE__PLACEMENT": "remote",
-            "AVATAR_DATABASE__URL": db_url,
-            "AVATAR_QUEUE__KIND": "redis",
-            "AVATAR_REDIS__URL": redis_url,
-            "AVATAR_OBJECT_STORE__KIND": "filesystem",
-            "AVATAR_OBJECT_STORE__ROOT": str(tmp_path / "objects"),
-            "AVATAR_DATA_DIR": str(tmp_path / "data"),
-            "AVATAR_SECURITY__RECONNECT_GRACE_S": "60",
-        }
+        common = _environment(db_url, redis_url, tmp_path)
         port_a, port_b = free_port(), free_port()
         procs = [
             _replica("a", port_a, {**common, "AVATAR_QUEUE__CONSUME": "false"}, tmp_path),
@@ -222,3 +231,32 @@ async def test_a_reconnect_through_nginx_lands_on_the_other_replica_and_resumes(
                 await _hq_ready(client, await _speak(client))
                 return
     raise AssertionError("nginx never sent the reconnect to the other replica")
+
+
+async def test_a_worker_process_does_the_background_work_for_sockets_it_does_not_hold(
+    postgres_server: PostgresServer, redis_url: str, tmp_path: Path
+) -> None:
+    """The production path of background work: an orchestrator that consumes nothing, and an
+    ``avatar worker`` process (no sockets) whose results reach the orchestrator's socket."""
+    async with fresh_database(postgres_server) as db_url:
+        env = _environment(db_url, redis_url, tmp_path)
+        port = free_port()
+        procs = [
+            _replica("orchestrator", port, {**env, "AVATAR_QUEUE__CONSUME": "false"}, tmp_path),
+            _replica("worker", None, env, tmp_path),
+        ]
+        try:
+            _wait_healthy(procs[0], port, tmp_path / "orchestrator.log")
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                created = (await http.post("/api/v1/sessions", json={})).json()
+            async with Client.connect(created["ws_url"]) as client:
+                await client.until_type("session_state")
+                await client.send({"type": "set_tts_mode", "mode": "hq"})
+                await _hq_ready(client, await _speak(client))
+                if not client.of("prosody_analysis"):
+                    await client.until_type("prosody_analysis", 30)
+            assert procs[1].poll() is None, (tmp_path / "worker.log").read_text()[-2000:]
+        finally:
+            for proc in procs:
+                stop_process(proc)
+        assert procs[1].returncode == 0, (tmp_path / "worker.log").read_text()[-2000:]

@@ -9,6 +9,7 @@ Tests put fakes or real adapters into a :class:`Container` and go through the sa
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -425,3 +426,14 @@ async def running(
     finally:
         if owned:
             await c.aclose()
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
+    """A background-work process (``avatar worker``): the HQ pass and prosody analysis from the
+    Redis queue, results to the clients through the relay, no sockets served; until ``stop``."""
+    if settings.queue.kind != "redis":
+        raise ValueError("a worker shares the Redis queue of the orchestrators: set AVATAR_QUEUE__KIND=redis")
+    settings.queue.consume = True
+    async with running(settings):
+        log.info("worker started: consuming the HQ and prosody queues")
+        await stop.wait()

@@ -142,6 +142,38 @@ def serve(component: str, tier: str, host: str, port: int | None, instant_engine
     )
 
 
+@main.command()
+@click.option(
+    "--instant-engines",
+    is_flag=True,
+    help="The load-testing engine set (as `serve orchestrator --instant-engines`), for tests.",
+)
+def worker(instant_engines: bool) -> None:
+    """Run the background work (HQ pass, prosody analysis) from the Redis queue, without serving
+    sockets: workers scale as their own processes next to orchestrators that set
+    AVATAR_QUEUE__CONSUME=false (docs/deploy.md, "Many replicas"). Stops on SIGTERM or Ctrl-C."""
+    import asyncio
+    import signal
+
+    from avatar.bootstrap import run_worker
+
+    settings = _settings()
+    if settings.queue.kind != "redis":
+        raise click.ClickException("a worker needs the Redis queue: set AVATAR_QUEUE__KIND=redis")
+    if instant_engines:
+        settings.engines = "instant"
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_worker(settings, stop)
+
+    click.echo("worker: consuming the HQ and prosody queues", err=True)
+    asyncio.run(serve())
+
+
 @main.group()
 def config() -> None:
     """Inspect the configuration (the ``AVATAR_*`` settings)."""

@@ -93,3 +93,8 @@ def test_doctor_checks_remote_components_and_says_how_to_start_them() -> None:
 def test_load_testing_options_are_checked(args: list[str], message: str) -> None:
     out = _avatar(*args)
     assert out.returncode == 2 and message in out.stderr
+
+
+def test_a_worker_needs_the_redis_queue() -> None:
+    out = _avatar("worker", env={"AVATAR_QUEUE__KIND": "inprocess"})
+    assert out.returncode == 1 and "a worker needs the Redis queue" in out.stderr
