@@ -671,6 +671,15 @@ class Settings(BaseSettings):
     )
 
     @model_validator(mode="after")
+    def _refuse_instant_engines_in_production(self) -> Settings:
+        if self.engines == "instant" and self.environment is Environment.PRODUCTION:
+            raise ValueError(
+                "engines=instant is the load-testing engine set (it answers everyone with a tone); "
+                "it is refused in production"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:
         if self.environment is Environment.DEVELOPMENT or self.environment is Environment.TEST:
             return self
