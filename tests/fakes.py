@@ -291,6 +291,20 @@ class FakeNotifier:
     async def notify(self, session_id: uuid.UUID, message: ServerMessage) -> None:
         self.sent.append((session_id, dict(to_wire(message))))
 
+    # As a container's ``notifier`` it satisfies ``NotificationRelay``: nothing is relayed, every
+    # message is recorded instead of reaching a client.
+    def bind(self, local: object) -> None:
+        self.local = local
+
+    async def start(self) -> None:
+        return None
+
+    async def claim(self, session_id: uuid.UUID) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
 
 # --- a whole container ------------------------------------------------------------------------
 

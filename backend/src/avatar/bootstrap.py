@@ -9,6 +9,7 @@ Tests put fakes or real adapters into a :class:`Container` and go through the sa
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
@@ -36,7 +37,7 @@ from avatar.application.ports.asr import SpeechRecognizer
 from avatar.application.ports.clock import Clock
 from avatar.application.ports.common import ComponentHealth
 from avatar.application.ports.llm import ChatModel, TextEmbedder
-from avatar.application.ports.notify import ClientNotifier
+from avatar.application.ports.notify import ClientNotifier, NotificationRelay
 from avatar.application.ports.prosody import ProsodyAnalyzer
 from avatar.application.ports.queue import TaskHandler, TaskQueue
 from avatar.application.ports.session_state import SessionStateStore
@@ -81,9 +82,10 @@ class Container:
     metrics: ConversationMetrics
     #: Where resumable session state is kept (Redis in compose, so any replica can resume).
     session_state: SessionStateStore | None = None
-    #: Who tells clients about background results (``hq_ready``, ``prosody_analysis``); ``None``
-    #: means this process's session manager, which forwards to the session's connection.
-    notifier: ClientNotifier | None = None
+    #: Who tells clients about background results (``hq_ready``, ``prosody_analysis``) across
+    #: replicas (Redis pub/sub when the deployment uses Redis); ``None`` means this process's
+    #: session manager, which forwards to the session's connection.
+    notifier: NotificationRelay | None = None
     #: The VTube Studio bridge, once :func:`running` started it (``AVATAR_VTS__ENABLED``).
     vtube_studio: VTubeStudioBridge | None = None
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list, repr=False)
@@ -181,6 +183,7 @@ async def build_container(settings: Settings) -> Container:
     from avatar.infrastructure.embedding import build_text_embedder
     from avatar.infrastructure.llm import build_chat_model
     from avatar.infrastructure.metrics import PrometheusConversationMetrics
+    from avatar.infrastructure.notify import build_client_notifier
     from avatar.infrastructure.object_store import build_object_store
     from avatar.infrastructure.prosody import build_prosody_analyzer
     from avatar.infrastructure.queue import build_task_queue
@@ -189,6 +192,8 @@ async def build_container(settings: Settings) -> Container:
     from avatar.infrastructure.speaker import VoiceSampleDecoder, build_speaker_encoder
     from avatar.infrastructure.tts import build_synthesizers
 
+    if settings.engines == "instant":
+        return await build_instant_serving_container(settings)
     stack = contextlib.AsyncExitStack()
     try:
         resolve_secrets(settings)
@@ -215,7 +220,56 @@ async def build_container(settings: Settings) -> Container:
             sample_decoder=VoiceSampleDecoder(),
             metrics=PrometheusConversationMetrics(),
             session_state=await build_session_state_store(settings, stack),
+            notifier=await build_client_notifier(settings, stack),
         )
+    except BaseException:
+        await stack.aclose()
+        raise
+    container.on_close(stack.aclose)
+    return container
+
+
+#: How the served instant engines endpoint (docs/deploy.md, "Load testing"): an utterance ends
+#: after this much silence following sound, or at the longest utterance.
+INSTANT_ENDPOINT_SILENCE_MS = 300.0
+INSTANT_MAX_UTTERANCE_MS = 15000.0
+#: The served instant engines' reply: a short tone (~60 ms of tone per character).
+INSTANT_REPLY = "[happy] Hello there."
+
+
+async def build_instant_serving_container(settings: Settings) -> Container:
+    """The instant engines as ``avatar serve orchestrator --instant-engines`` serves them: they
+    endpoint after ~300 ms of silence following sound and answer with a short tone. Storage is in
+    memory unless ``database.placement`` is ``remote``; then the database, object store, task queue
+    and session state come from the settings as in production (many replicas share them)."""
+    from avatar.infrastructure.instant import InstantChatModel, InstantRecognizer
+    from avatar.settings import Placement
+
+    container = build_instant_container(settings)
+    container.recognizer = InstantRecognizer(
+        utterance_ms=INSTANT_MAX_UTTERANCE_MS,
+        silence_rms=200.0,
+        endpoint_silence_ms=INSTANT_ENDPOINT_SILENCE_MS,
+    )
+    container.chat_model = InstantChatModel((INSTANT_REPLY,))
+    if settings.database.placement is not Placement.REMOTE:
+        return container
+    from avatar.infrastructure.database import build_unit_of_work_factory
+    from avatar.infrastructure.notify import build_client_notifier
+    from avatar.infrastructure.object_store import build_object_store
+    from avatar.infrastructure.queue import build_task_queue
+    from avatar.infrastructure.secrets import load_keyring
+    from avatar.infrastructure.session_state import build_session_state_store
+
+    stack = contextlib.AsyncExitStack()
+    try:
+        resolve_secrets(settings)
+        keyring = load_keyring(settings)
+        container.uow = await build_unit_of_work_factory(settings, stack, keyring)
+        container.object_store = await build_object_store(settings, stack, keyring)
+        container.queue = await build_task_queue(settings, stack)
+        container.session_state = await build_session_state_store(settings, stack)
+        container.notifier = await build_client_notifier(settings, stack)
     except BaseException:
         await stack.aclose()
         raise
@@ -378,8 +432,14 @@ def build_services(container: Container) -> Services:
         grace_s=settings.security.reconnect_grace_s,
         state_store=container.session_state,
         max_sessions_per_user=settings.conversation.max_sessions_per_user,
+        max_parked=settings.conversation.max_parked_sessions,
+        retry_after_s=settings.conversation.busy_retry_after_s,
     )
-    to_clients: ClientNotifier = container.notifier or sessions
+    to_clients: ClientNotifier = sessions
+    if container.notifier is not None:
+        container.notifier.bind(sessions)
+        sessions.relay = container.notifier
+        to_clients = container.notifier
     hq_handler = make_hq_handler(
         hq_tts=voice_styled(settings, container.hq_tts),
         object_store=container.object_store,
@@ -388,15 +448,20 @@ def build_services(container: Container) -> Services:
         clock=container.clock,
         voice_resolver=deps.voice_resolver,
     )
-    container.queue.subscribe(HQ_TOPIC, hq_handler)
+    consume = settings.queue.consume
+    if consume:
+        container.queue.subscribe(HQ_TOPIC, hq_handler)
+    else:
+        log.info("queue.consume is off: the HQ pass and prosody analysis run in other processes")
     prosody_handler = None
     if settings.prosody.enabled:
         prosody_handler = ProsodyAnalysisHandler(
             container.prosody, container.uow, container.object_store, to_clients, container.clock
         )
-        container.queue.subscribe(
-            PROSODY_TOPIC, prosody_handler, concurrency=max(1, settings.prosody.workers)
-        )
+        if consume:
+            container.queue.subscribe(
+                PROSODY_TOPIC, prosody_handler, concurrency=max(1, settings.prosody.workers)
+            )
     else:
         log.info("prosody analysis is disabled")
     voice_profiles = VoiceProfileService(
@@ -444,6 +509,8 @@ async def running(
             from avatar.infrastructure.secrets import live_keys
 
             services.live_keys = live_keys(settings)
+        if c.notifier is not None:
+            await c.notifier.start()
         await c.queue.start()
         if services.live is not None:
             services.live.start()
@@ -451,6 +518,8 @@ async def running(
             yield c, services
         finally:
             await c.queue.stop()
+            if c.notifier is not None:
+                await c.notifier.aclose()
             try:
                 await services.aclose()
             except Exception:
@@ -484,3 +553,14 @@ async def start_vtube_studio_bridge(container: Container, hub: AvatarHub) -> Non
 def voice_styled(settings: Settings, synthesizer: SpeechSynthesizer) -> StyledSynthesizer:
     """``synthesizer`` speaking each reply in its emotion's style from the persona file."""
     return StyledSynthesizer(synthesizer, load_voice_styles(settings.llm.persona_file))
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
+    """A background-work process (``avatar worker``): the HQ pass and prosody analysis from the
+    Redis queue, results to the clients through the relay, no sockets served; until ``stop``."""
+    if settings.queue.kind != "redis":
+        raise ValueError("a worker shares the Redis queue of the orchestrators: set AVATAR_QUEUE__KIND=redis")
+    settings.queue.consume = True
+    async with running(settings):
+        log.info("worker started: consuming the HQ and prosody queues")
+        await stop.wait()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import secrets
 import shutil
 import socket
 import sys
@@ -28,6 +30,10 @@ if TYPE_CHECKING:
     from avatar.bootstrap import Services
 
 SERVICE_NAMES = ("orchestrator", "asr", "tts", "prosody")
+#: The live-session limit of ``serve orchestrator --instant-engines`` unless set (docs/deploy.md).
+INSTANT_MAX_SESSIONS = 1000
+#: Where ``serve orchestrator --instant-engines`` writes the API key of its load-testing user.
+INSTANT_KEY_FILE = "instant_api_key"
 BENCHMARKS = ("asr", "tts", "llm", "prosody", "conversation", "voice_profiles")
 
 
@@ -199,17 +205,42 @@ def users_link(name: str) -> None:
 )
 @click.option("--host", default=LOOPBACK, show_default=True)
 @click.option("--port", type=int, default=None, help="Override the component's default port.")
-def serve(component: str, tier: str, host: str, port: int | None) -> None:
+@click.option(
+    "--instant-engines",
+    is_flag=True,
+    help=(
+        "Orchestrator only: the load-testing engine set, no models. It answers at once with a short "
+        "tone after ~300 ms of silence following sound; storage in memory unless the database is "
+        f"remote; the session limit is lifted to {INSTANT_MAX_SESSIONS} unless set (docs/deploy.md)."
+    ),
+)
+def serve(component: str, tier: str, host: str, port: int | None, instant_engines: bool) -> None:
     """Run one component alone on its port (help text above: the ports are the settings' defaults)."""
     import uvicorn
 
     settings = _settings()
     options: dict[str, Any] = {}
+    if instant_engines and component != "orchestrator":
+        raise click.UsageError("--instant-engines is an orchestrator option")
     if component == "orchestrator":
         from avatar.presentation.app import create_app
         from avatar.presentation.ws_protocol import uvicorn_ws_options
 
-        app = create_app(settings)
+        on_ready = None
+        if instant_engines:
+            settings.engines = "instant"
+            conversation = settings.conversation
+            lifted = {
+                "max_sessions": INSTANT_MAX_SESSIONS,
+                "max_sessions_per_user": INSTANT_MAX_SESSIONS,
+                "session_creations_per_user_per_minute": 60 * INSTANT_MAX_SESSIONS,
+                "session_creations_per_address_per_minute": 60 * INSTANT_MAX_SESSIONS,
+            }
+            for name, value in lifted.items():
+                if name not in conversation.model_fields_set:
+                    setattr(conversation, name, value)
+            on_ready = _load_user_writer(settings.data_dir / "secrets" / INSTANT_KEY_FILE)
+        app = create_app(settings, on_ready=on_ready)
         default_port = settings.server.port
         options = uvicorn_ws_options(settings.conversation.max_frame_bytes)
     elif component == "asr":
@@ -238,6 +269,52 @@ def serve(component: str, tier: str, host: str, port: int | None) -> None:
         log_config=uvicorn_log_config(),
         **options,
     )
+
+
+def _load_user_writer(path: Path) -> Callable[[Services], Awaitable[None]]:
+    """An ``on_ready`` hook making a user for the load generator (``avatar bench load``) and writing
+    its API key to ``path`` (0600): the instant engines keep accounts in memory only."""
+
+    async def write_key(services: Services) -> None:
+        _user, key = await services.accounts.create_user(f"load-{secrets.token_hex(4)}")
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(key)
+
+    return write_key
+
+
+@main.command()
+@click.option(
+    "--instant-engines",
+    is_flag=True,
+    help="The load-testing engine set (as `serve orchestrator --instant-engines`), for tests.",
+)
+def worker(instant_engines: bool) -> None:
+    """Run the background work (HQ pass, prosody analysis) from the Redis queue, without serving
+    sockets: workers scale as their own processes next to orchestrators that set
+    AVATAR_QUEUE__CONSUME=false (docs/deploy.md, "Many replicas"). Stops on SIGTERM or Ctrl-C."""
+    import asyncio
+    import signal
+
+    from avatar.bootstrap import run_worker
+
+    settings = _settings()
+    if settings.queue.kind != "redis":
+        raise click.ClickException("a worker needs the Redis queue: set AVATAR_QUEUE__KIND=redis")
+    if instant_engines:
+        settings.engines = "instant"
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_worker(settings, stop)
+
+    click.echo("worker: consuming the HQ and prosody queues", err=True)
+    asyncio.run(serve())
 
 
 @main.group()
@@ -615,11 +692,61 @@ def doctor() -> None:
     click.echo("healthy: the embedded setup is ready (`avatar up`)")
 
 
+def _levels(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of session counts") from exc
+    if not levels or any(n < 1 for n in levels):
+        raise click.BadParameter("session counts must be positive, e.g. 1,50,100")
+    return levels
+
+
 @main.command()
-@click.argument("name", type=click.Choice([*BENCHMARKS, "all"]))
+@click.argument("name", type=click.Choice([*BENCHMARKS, "load", "all"]))
 @click.option("--quick", is_flag=True, help="Fewer repetitions (for a smoke run).")
-def bench(name: str, quick: bool) -> None:
-    """Run a benchmark; prints figures and writes them to docs/benchmarks.md."""
+@click.option(
+    "--sessions",
+    default="1,50,100,250,500",
+    show_default=True,
+    callback=_levels,
+    help="load: the session counts to run, comma-separated (the first is the baseline).",
+)
+@click.option(
+    "--turns", type=click.IntRange(min=1), default=3, show_default=True, help="load: turns per session."
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="load: load-generating processes (default: one per ~125 sessions, up to cores - 1).",
+)
+@click.option(
+    "--write/--no-write", default=True, show_default=True, help="load: record in docs/benchmarks.md."
+)
+@click.option(
+    "--binary-audio",
+    is_flag=True,
+    help="load: the clients send their microphone as binary PCM16 frames instead of JSON + base64.",
+)
+def bench(
+    name: str,
+    quick: bool,
+    sessions: tuple[int, ...],
+    turns: int,
+    processes: int | None,
+    write: bool,
+    binary_audio: bool,
+) -> None:
+    """Run a benchmark; prints figures and writes them to docs/benchmarks.md.
+
+    `avatar bench load --sessions 1,50,100` measures live sessions on one orchestrator process with
+    the instant engines, the load coming from separate processes (docs/deploy.md, "Load testing").
+    """
+    if name == "load":
+        from avatar.bench import load
+
+        sys.exit(load.main(sessions, turns, processes, write, binary_audio))
     names = BENCHMARKS if name == "all" else (name,)
     settings = _settings()
     for n in names:

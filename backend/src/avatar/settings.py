@@ -582,6 +582,14 @@ class QueueSettings(BaseModel):
     max_pending: int = Field(
         default=1000, description="Tasks that may wait per topic; past it a new task is refused."
     )
+    consume: bool = Field(
+        default=True,
+        description=(
+            "Whether this process runs the background work it queues (the HQ pass, prosody analysis). "
+            "`false` for orchestrator replicas that only serve sockets while other processes sharing "
+            "the Redis queue do the work; their results still reach the socket (docs/deploy.md)."
+        ),
+    )
 
 
 class RedisSettings(BaseModel):
@@ -597,7 +605,24 @@ class ConversationSettings(BaseModel):
     """Limits of the realtime conversation (the WebSocket sessions)."""
 
     max_sessions: int = Field(
-        default=5, description="Sessions live at once; one more is refused with `BUSY` until one ends."
+        default=5,
+        ge=1,
+        description=(
+            "Live sessions at once (a connected client, or a reply still in flight); one more is refused "
+            "with `BUSY` and `Retry-After`. Sessions parked for a reconnect do not count. The default "
+            "fits the embedded models on a CPU; `--instant-engines` lifts it (docs/deploy.md, Admission)."
+        ),
+    )
+    max_parked_sessions: int = Field(
+        default=1000,
+        ge=0,
+        description=(
+            "Sessions kept in memory while they wait for a reconnect (at most reconnect_grace_s); past it "
+            "the oldest is dropped from memory and resumes from its stored state."
+        ),
+    )
+    busy_retry_after_s: int = Field(
+        default=5, ge=1, description="Seconds a `BUSY` refusal tells the client to wait (`Retry-After`)."
     )
     max_sessions_per_user: int = Field(
         default=3,
@@ -780,6 +805,15 @@ class Settings(BaseSettings):
     log_level: str = Field(
         default="INFO", description="Log level name. Not applied yet: the servers log at `info`."
     )
+    engines: Literal["models", "instant"] = Field(
+        default="models",
+        description=(
+            "`models`: the real speech and language models. `instant`: the load-testing engine set "
+            "(`avatar serve orchestrator --instant-engines`, docs/deploy.md): no models, an answer at once "
+            "with a short tone after ~300 ms of silence following sound; storage in memory unless "
+            "database.placement is `remote`."
+        ),
+    )
     server: ServerSettings = Field(default=ServerSettings(), description=ServerSettings.__doc__)
     security: SecuritySettings = Field(default=SecuritySettings(), description=SecuritySettings.__doc__)
     models: ModelSettings = Field(default=ModelSettings(), description=ModelSettings.__doc__)
@@ -802,6 +836,15 @@ class Settings(BaseSettings):
         default=REPO_ROOT / "var",
         description="Directory of the orchestrator's own files (caches such as the TTS voice embeddings).",
     )
+
+    @model_validator(mode="after")
+    def _refuse_instant_engines_in_production(self) -> Settings:
+        if self.engines == "instant" and self.environment is Environment.PRODUCTION:
+            raise ValueError(
+                "engines=instant is the load-testing engine set (it answers everyone with a tone); "
+                "it is refused in production"
+            )
+        return self
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:

@@ -194,10 +194,10 @@ async def test_reconnect_resumes_the_session() -> None:
             await client.until_type("session_state")
             await client.send({"type": "text_input", "text": "remember me"})
             await client.until_type("turn_completed")
-        # full: a new session is refused, on create and on connect
-        async with httpx.AsyncClient(base_url=base, headers=bearer(key)) as http:
-            busy = await http.post("/api/v1/sessions")
-            assert busy.status_code == 503 and busy.json()["error"]["code"] == "BUSY"
+            # full while connected: a new session is refused (a parked one would not count)
+            async with httpx.AsyncClient(base_url=base, headers=bearer(key)) as http:
+                busy = await http.post("/api/v1/sessions")
+                assert busy.status_code == 503 and busy.json()["error"]["code"] == "BUSY"
         async with Client.connect(created["ws_url"]) as client:
             state = await client.until_type("session_state")
             assert state["resumed"] is True and state["turns"] == 1

@@ -104,3 +104,22 @@ def test_doctor_checks_the_pose_mapping_and_vtube_studio(tmp_path: Path) -> None
         del env["AVATAR_VTS__POSES_FILE"]
         out = _avatar("doctor", env=env)
     assert "[ok  ] vtube studio:" in out.stdout and "[ok  ] avatar pose mapping:" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["serve", "asr", "--instant-engines"], "--instant-engines is an orchestrator option"),
+        (["bench", "load", "--sessions", "1,zero"], "not a comma-separated list of session counts"),
+        (["bench", "load", "--sessions", "0,5"], "session counts must be positive"),
+        (["bench", "load", "--turns", "0"], "--turns"),
+    ],
+)
+def test_load_testing_options_are_checked(args: list[str], message: str) -> None:
+    out = _avatar(*args)
+    assert out.returncode == 2 and message in out.stderr
+
+
+def test_a_worker_needs_the_redis_queue() -> None:
+    out = _avatar("worker", env={"AVATAR_QUEUE__KIND": "inprocess"})
+    assert out.returncode == 1 and "a worker needs the Redis queue" in out.stderr

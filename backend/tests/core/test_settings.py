@@ -86,3 +86,9 @@ def test_public_url() -> None:
     assert s.public_base_url() == "http://0.0.0.0:9000"
     s = Settings(_env_file=None, server={"public_url": "https://avatar.example/"})
     assert s.public_base_url() == "https://avatar.example"
+
+
+def test_the_load_testing_engines_are_refused_in_production() -> None:
+    with pytest.raises(ValueError, match="load-testing engine set"):
+        Settings(_env_file=None, environment="production", engines="instant")
+    assert Settings(_env_file=None, environment="test", engines="instant").engines == "instant"

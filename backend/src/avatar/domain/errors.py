@@ -40,9 +40,17 @@ class InvalidInputError(AvatarError):
 
 
 class CapacityError(AvatarError):
-    """A bounded resource is full (sessions, work queue); retry later."""
+    """A bounded resource is full (sessions, work queue); retry later.
+
+    Attributes:
+        retry_after_s: When the caller may retry, in seconds, if known (``Retry-After``).
+    """
 
     code = "BUSY"
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after_s: int | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after_s = retry_after_s
 
 
 class DependencyError(AvatarError):

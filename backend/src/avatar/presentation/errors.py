@@ -101,7 +101,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _avatar_error(_request: Request, exc: AvatarError) -> JSONResponse:
         trace_id = new_trace_id()
         message = public_message(exc, trace_id)
-        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, RateLimitedError) else None
+        headers = None
+        if isinstance(exc, RateLimitedError):
+            headers = {"Retry-After": str(exc.retry_after_s)}
+        elif isinstance(exc, CapacityError) and exc.retry_after_s is not None:
+            headers = {"Retry-After": str(exc.retry_after_s)}
         return JSONResponse(
             error_body(exc.code, message, trace_id), status_code=status_for(exc), headers=headers
         )

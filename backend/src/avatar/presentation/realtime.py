@@ -252,7 +252,8 @@ async def conversation(websocket: WebSocket, session_id: str) -> None:
         return
     except CapacityError as exc:
         await websocket.send_text(_error("BUSY", exc.message))
-        await websocket.close(CLOSE_BUSY, "too many sessions")
+        retry = f"; retry after {exc.retry_after_s} s" if exc.retry_after_s is not None else ""
+        await websocket.close(CLOSE_BUSY, f"busy{retry}")
         return
     if isinstance(previous, dict) and "connection" in previous:
         await previous["connection"].close(CLOSE_REPLACED, "replaced by a newer connection to this session")

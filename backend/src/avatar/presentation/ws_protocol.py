@@ -73,4 +73,8 @@ def uvicorn_ws_options(max_frame_bytes: int) -> dict[str, Any]:
     closing with 1009; a frame past ``LIBRARY_FRAME_FACTOR`` times the limit is closed with 1009
     by the library without being buffered.
     """
-    return {"ws": BoundedHandshakeProtocol, "ws_max_size": max_frame_bytes * LIBRARY_FRAME_FACTOR}
+    return {
+        "ws": BoundedHandshakeProtocol,
+        "ws_max_size": max_frame_bytes * LIBRARY_FRAME_FACTOR,
+        "ws_per_message_deflate": False,  # audio does not compress; deflate costs CPU per frame
+    }

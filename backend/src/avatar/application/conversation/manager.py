@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 
+from avatar.application.conversation.admission import Admission, AdmissionCounts, AdmissionLimits
 from avatar.application.conversation.deps import ConversationDeps
 from avatar.application.conversation.events import ServerMessage
 from avatar.application.conversation.records import SessionRecords
 from avatar.application.conversation.session import ConversationSession
 from avatar.application.conversation.tokens import TokenError
+from avatar.application.ports.notify import NotificationRelay
 from avatar.application.ports.session_state import ResumableSession, SessionStateStore, hash_token
 from avatar.domain.errors import CapacityError
 
@@ -25,16 +28,25 @@ class _Live:
     grace: asyncio.Task[None] | None = None
     token_hash: str = ""
     owner_id: uuid.UUID | None = None
+    #: When the client left (monotonic seconds); ``None`` while one is connected.
+    parked_at: float | None = None
+    #: Releasing the recognizer's stream after the client left.
+    parking: asyncio.Task[None] | None = None
+
+    @property
+    def holds_live_slot(self) -> bool:
+        return self.connection is not None or self.session.replying
 
 
 class SessionManager:
     """Owns every :class:`ConversationSession` of this process.
 
-    Admission is decided before anything is opened: at most ``max_sessions`` sessions are live
-    (connected, or disconnected and waiting out the reconnect grace period). A reconnect within
-    the grace period re-attaches the same live session (history intact); a session this process
-    does not hold is rebuilt from the session-state store and the stored turns (another replica,
-    or a restart).
+    Admission is decided before anything is opened (:mod:`.admission`): at most ``max_sessions``
+    sessions hold a live slot (a connected client, or a turn still in flight); sessions parked for a
+    reconnect hold none and are bounded by ``max_parked`` (oldest evicted from memory first) and by
+    ``grace_s``. A reconnect within the grace period re-attaches the same session (history intact);
+    a session this process does not hold (evicted, another replica, a restart) is rebuilt from the
+    session-state store and the stored turns.
     """
 
     def __init__(
@@ -45,24 +57,51 @@ class SessionManager:
         grace_s: float,
         state_store: SessionStateStore | None = None,
         max_sessions_per_user: int | None = None,
+        max_parked: int = 1000,
+        retry_after_s: int = 5,
     ) -> None:
         self.deps = deps
         self.max_sessions = max_sessions
         #: Sessions one user may have connected at once (docs/security.md, "Admission"); ``None``:
         #: no limit.
         self.max_sessions_per_user = max_sessions_per_user
+        self.admission = Admission(AdmissionLimits(max_sessions, max_parked, retry_after_s))
         self.grace_s = grace_s
         self.state_store = state_store
         self.records = SessionRecords(deps.uow, deps.clock, state_store, grace_s)
         self._live: dict[uuid.UUID, _Live] = {}
         self._reserved = 0
+        self._evictions: set[asyncio.Task[None]] = set()
+        #: Set by the composition root when replicas share Redis: resumes are announced on it.
+        self.relay: NotificationRelay | None = None
 
     @property
     def active_count(self) -> int:
-        return len(self._live) + self._reserved
+        """Sessions holding a live slot, admissions under way included."""
+        counts = self.admission_counts()
+        return counts.live + counts.reserved
+
+    def admission_counts(self) -> AdmissionCounts:
+        """Live connections, turns in flight, live slots and parked sessions of this process."""
+        connections = replying = live = 0
+        for item in self._live.values():
+            connections += item.connection is not None
+            replying += item.session.replying
+            live += item.holds_live_slot
+        return AdmissionCounts(
+            live_connections=connections,
+            turns_in_flight=replying,
+            live=live,
+            parked=len(self._live) - live,
+            reserved=self._reserved,
+        )
 
     def is_live(self, session_id: uuid.UUID) -> bool:
         return session_id in self._live
+
+    def holds_connection(self, session_id: uuid.UUID) -> bool:
+        live = self._live.get(session_id)
+        return live is not None and live.connection is not None
 
     def get(self, session_id: uuid.UUID) -> ConversationSession | None:
         live = self._live.get(session_id)
@@ -86,11 +125,9 @@ class SessionManager:
             )
 
     def check_capacity(self) -> None:
-        """Raise :class:`CapacityError` when no new session can be admitted now."""
-        if self.active_count >= self.max_sessions:
-            raise CapacityError(
-                f"the server is at its limit of {self.max_sessions} concurrent sessions; try again shortly"
-            )
+        """Raise :class:`CapacityError` (with ``retry_after_s``) when no live slot is free now."""
+        self._evict_parked()  # parked sessions whose reply finished since they left
+        self.admission.check(self.admission_counts())
 
     async def attach(
         self, session_id: uuid.UUID, connection: object, token: str | None = None
@@ -108,7 +145,7 @@ class SessionManager:
 
         Raises:
             NotFoundError: the session does not exist. SessionEndedError: it has ended.
-            CapacityError: admitting it would exceed ``max_sessions``.
+            CapacityError: no live slot is free (a parked session needs one to come back).
             TokenError: the stored state belongs to another token.
         """
         token_hash = hash_token(token) if token else ""
@@ -116,10 +153,19 @@ class SessionManager:
         if live is not None:
             if live.token_hash and token_hash and live.token_hash != token_hash:
                 raise TokenError("the session token does not belong to this session")
+            if not live.holds_live_slot:
+                self.check_capacity()
+            if live.connection is None:
+                self.check_user_capacity(live.owner_id)
+            if live.parking is not None:
+                parking, live.parking = live.parking, None
+                await asyncio.gather(parking, return_exceptions=True)
+            await live.session.resume()  # may raise CapacityError (the recognizer is full)
             if live.grace is not None:
                 live.grace.cancel()
                 live.grace = None
             previous, live.connection = live.connection, connection
+            live.parked_at = None
             live.session.outbox.attached = True
             live.token_hash = live.token_hash or token_hash
             return live.session, True, previous
@@ -155,6 +201,8 @@ class SessionManager:
         session.outbox.attached = True
         self.deps.metrics.set_active_sessions(self.active_count)
         await self.records.save_state(session.context, self._live[session_id].token_hash)
+        if self.relay is not None:  # another replica may keep a parked copy: it lets go
+            await self.relay.claim(session_id)
         return session, resumed, None
 
     def detach(self, session_id: uuid.UUID, connection: object) -> None:
@@ -163,8 +211,47 @@ class SessionManager:
         if live is None or live.connection is not connection:
             return  # already taken over by a newer connection
         live.connection = None
+        live.parked_at = time.monotonic()
         live.session.outbox.attached = False
+        live.parking = asyncio.create_task(live.session.park(), name=f"park-{session_id}")
         live.grace = asyncio.create_task(self._expire(session_id), name=f"grace-{session_id}")
+        self.deps.metrics.set_active_sessions(self.active_count)
+        self._evict_parked()
+
+    def release_parked(self, session_id: uuid.UUID) -> None:
+        """Another process resumed the session: drop the copy parked here without touching its
+        stored state (which the other process now writes) and without ending it."""
+        live = self._live.get(session_id)
+        if live is None or live.holds_live_slot:
+            return
+        self._drop(session_id, save=False)
+        log.info("session %s: resumed by another replica; released here", session_id)
+
+    def _drop(self, session_id: uuid.UUID, *, save: bool) -> None:
+        item = self._live.pop(session_id)
+        if item.grace is not None:
+            item.grace.cancel()
+        task = asyncio.create_task(self._release(item, session_id, save), name=f"release-{session_id}")
+        self._evictions.add(task)
+        task.add_done_callback(self._evictions.discard)
+        self.deps.metrics.set_active_sessions(self.active_count)
+
+    def _evict_parked(self) -> None:
+        """Drop the oldest parked sessions from memory past ``max_parked``; their resumable state
+        stays in the store, so a reconnect still resumes them (rebuilt, as on another replica)."""
+        excess = self.admission.parked_excess(self.admission_counts())
+        if not excess:
+            return
+        parked = [(it.parked_at or 0.0, sid) for sid, it in self._live.items() if not it.holds_live_slot]
+        for _, session_id in sorted(parked)[:excess]:
+            self._drop(session_id, save=True)
+            log.info("session %s: evicted from memory (parked limit); resumable from its state", session_id)
+
+    async def _release(self, item: _Live, session_id: uuid.UUID, save: bool) -> None:
+        if save:
+            await self.records.save_state(item.session.context, item.token_hash, ttl_s=self.grace_s + 1.0)
+        await item.session.aclose()
+        await self.deps.replies.forget(session_id)
 
     async def _expire(self, session_id: uuid.UUID) -> None:
         live = self._live.get(session_id)
@@ -187,6 +274,8 @@ class SessionManager:
 
     async def aclose(self) -> None:
         """Close every live session (shutdown); states are kept so another replica can resume."""
+        if self._evictions:
+            await asyncio.gather(*self._evictions, return_exceptions=True)
         for session_id in list(self._live):
             live = self._live.get(session_id)
             if live is not None and live.grace is not None:

@@ -88,6 +88,22 @@ class ConversationSession:
         self.writer.start()
         self._listener = asyncio.create_task(self._listen(), name=f"listen-{self.session_id}")
 
+    async def park(self) -> None:
+        """The client left: give back the recognizer's stream (a slot of the ASR engine), so a
+        session waiting for its reconnect costs memory only. A reply in flight, the history and
+        the writes go on; events the recognizer had already produced are still handled."""
+        if self.closed or self._stream is None:
+            return
+        stream, self._stream = self._stream, None
+        await stream.aclose()  # the listener drains what is left, then ends
+
+    async def resume(self) -> None:
+        """The client is back: open a new recognition stream (after :meth:`park`)."""
+        if self.closed or self._stream is not None:
+            return
+        self._stream = await self.deps.recognizer.open_stream(language=self.context.language)
+        self._listener = asyncio.create_task(self._listen(), name=f"listen-{self.session_id}")
+
     async def aclose(self) -> None:
         """End the session: stop any reply, close recognition, settle history, flush writes."""
         if self.closed:
@@ -147,8 +163,9 @@ class ConversationSession:
     # --- recognition events ---------------------------------------------------------------
 
     async def _listen(self) -> None:
-        assert self._stream is not None
-        async for event in self._stream.events():
+        stream = self._stream
+        assert stream is not None
+        async for event in stream.events():
             try:
                 await self._on_event(event)
             except Exception as exc:  # one bad event must not end the conversation

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import math
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from avatar.application.ports.asr import TranscriptEvent, TranscriptEventKind
 from avatar.application.ports.common import ComponentHealth
@@ -26,7 +29,9 @@ class InstantRecognitionStream:
 
     With a ``silence_rms`` threshold, quieter chunks neither start nor extend an utterance (a
     crude VAD), so a client that keeps streaming its silent microphone after speaking does not
-    start a new utterance, and barge in on the reply, as it would without one.
+    start a new utterance, and barge in on the reply, as it would without one. With
+    ``endpoint_silence_ms`` as well, an utterance also ends after that much silence following
+    sound (as a real VAD endpoints), whichever comes first.
     """
 
     def __init__(self, owner: InstantRecognizer, language: str | None) -> None:
@@ -36,19 +41,27 @@ class InstantRecognitionStream:
         self._audio_ms = 0.0
         self._pcm = bytearray()
         self._started = False
+        self._silence_ms = 0.0
         self.closed = False
 
     def _is_silence(self, chunk: AudioChunk) -> bool:
         threshold = self.owner.silence_rms
         if threshold is None:
             return False
-        samples = memoryview(chunk.pcm).cast("h")
-        rms = math.sqrt(sum(s * s for s in samples) / len(samples)) if len(samples) else 0.0
-        return rms < threshold
+        samples = np.frombuffer(chunk.pcm, dtype="<i2").astype(np.float32)
+        if not samples.size:
+            return True
+        return float(np.dot(samples, samples)) < threshold * threshold * samples.size  # RMS < threshold
 
     async def push_audio(self, chunk: AudioChunk) -> None:
         if self._is_silence(chunk):
+            endpoint = self.owner.endpoint_silence_ms
+            if self._started and endpoint is not None:
+                self._silence_ms += chunk.duration_ms
+                if self._silence_ms >= endpoint:
+                    await self._finish()
             return
+        self._silence_ms = 0.0
         self._audio_ms += chunk.duration_ms
         self._pcm += chunk.pcm
         if not self._started:
@@ -75,6 +88,7 @@ class InstantRecognitionStream:
             )
         )
         self._audio_ms = 0.0
+        self._silence_ms = 0.0
         self._pcm = bytearray()
         self._started = False
 
@@ -105,10 +119,14 @@ class InstantRecognizer:
         texts: Sequence[str] = ("hello there",),
         utterance_ms: float = 1000.0,
         silence_rms: float | None = None,
+        endpoint_silence_ms: float | None = None,
     ) -> None:
+        if endpoint_silence_ms is not None and silence_rms is None:
+            raise ValueError("endpoint_silence_ms needs a silence_rms threshold to tell silence from sound")
         self.texts = list(texts)
         self.utterance_ms = utterance_ms
         self.silence_rms = silence_rms
+        self.endpoint_silence_ms = endpoint_silence_ms
         self._next = 0
 
     def next_text(self) -> str:
@@ -184,12 +202,15 @@ class InstantTextEmbedder:
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         out = []
         for text in texts:
-            vec = [0.0] * self._dim
+            counts: dict[int, float] = {}
             for word in text.lower().split():
-                h = int(hashlib.sha256(word.strip(".,!?").encode()).hexdigest(), 16)
-                vec[h % self._dim] += 1.0
-            norm = math.sqrt(sum(v * v for v in vec)) or 1.0
-            out.append([v / norm for v in vec])
+                h = int(hashlib.sha256(word.strip(".,!?").encode()).hexdigest(), 16) % self._dim
+                counts[h] = counts.get(h, 0.0) + 1.0
+            norm = math.sqrt(sum(v * v for v in counts.values())) or 1.0
+            vec = [0.0] * self._dim
+            for index, count in counts.items():
+                vec[index] = count / norm
+            out.append(vec)
         return out
 
 
@@ -219,15 +240,19 @@ class InstantSynthesisStream:
             if self.delay_s:
                 await asyncio.sleep(self.delay_s)
             n = min(per, total - start)
-            samples = [
-                int(8000 * math.sin(2 * math.pi * 220 * (start + i) / self.sample_rate)) for i in range(n)
-            ]
-            pcm = b"".join(s.to_bytes(2, "little", signed=True) for s in samples)
+            pcm = _tone(start, n, self.sample_rate)
             yield AudioChunk(pcm=pcm, sample_rate=self.sample_rate, sequence=seq)
             seq += 1
 
     async def aclose(self) -> None:
         self.closed = True
+
+
+@functools.lru_cache(maxsize=256)
+def _tone(start: int, n: int, sample_rate: int) -> bytes:
+    """Samples ``start .. start + n`` of a 220 Hz tone (PCM16; the same pieces recur, so cached)."""
+    t = np.arange(start, start + n, dtype=np.float64) / sample_rate
+    return (8000 * np.sin(2 * np.pi * 220 * t)).astype("<i2").tobytes()
 
 
 class InstantSynthesizer:

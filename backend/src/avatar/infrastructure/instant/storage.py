@@ -15,6 +15,9 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Self
 
+import numpy as np
+import numpy.typing as npt
+
 from avatar.application.ports.common import ComponentHealth
 from avatar.application.ports.storage import AuditEntry, Credential, MemoryHit
 from avatar.domain.errors import DomainError, InvalidInputError, NotFoundError
@@ -78,7 +81,10 @@ class Tables:
     prosody: dict[uuid.UUID, ProsodyScore] = field(default_factory=dict)
     profiles: dict[uuid.UUID, VoiceProfile] = field(default_factory=dict)
     synthesized: dict[uuid.UUID, SynthesizedAudio] = field(default_factory=dict)
-    memories: list[tuple[uuid.UUID, uuid.UUID | None, str, str, list[float]]] = field(default_factory=list)
+    #: (session, turn, role, text, unit-length embedding): searched as one matrix product.
+    memories: list[tuple[uuid.UUID, uuid.UUID | None, str, str, npt.NDArray[np.float64]]] = field(
+        default_factory=list
+    )
     summaries: dict[uuid.UUID, tuple[str, int]] = field(default_factory=dict)
     users: dict[uuid.UUID, tuple[User, str | None]] = field(default_factory=dict)
     credentials: dict[str, Credential] = field(default_factory=dict)
@@ -246,7 +252,9 @@ class InMemoryMemoryRepository(_Repo):
         text: str,
         embedding: Sequence[float],
     ) -> None:
-        self.t.memories.append((session_id, turn_id, role, text, list(embedding)))
+        vector = np.asarray(embedding, dtype=np.float64)
+        vector /= float(np.linalg.norm(vector)) or 1.0
+        self.t.memories.append((session_id, turn_id, role, text, vector))
 
     async def search(
         self,
@@ -260,8 +268,13 @@ class InMemoryMemoryRepository(_Repo):
             return owner_id is None or (session is not None and session.owner_id == owner_id)
 
         rows = [m for m in self.t.memories if (session_id is None or m[0] == session_id) and owned(m[0])]
-        hits = [MemoryHit(m[0], m[1], m[2], m[3], _cosine(m[4], embedding)) for m in rows]
-        return sorted(hits, key=lambda h: h.score, reverse=True)[:limit]
+        if not rows:
+            return []
+        query = np.asarray(embedding, dtype=np.float64)
+        query /= float(np.linalg.norm(query)) or 1.0
+        scores = np.stack([m[4] for m in rows]) @ query
+        best = np.argsort(-scores, kind="stable")[:limit]
+        return [MemoryHit(rows[i][0], rows[i][1], rows[i][2], rows[i][3], float(scores[i])) for i in best]
 
 
 class InMemorySummaryRepository(_Repo):

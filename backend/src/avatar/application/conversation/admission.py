@@ -1,0 +1,68 @@
+"""Admission of sessions (docs/deploy.md, "Admission").
+
+A live slot is held by a session with a connected client or a turn in flight (a reply still being
+produced after its socket dropped). A session parked for a reconnect (no client, no turn) holds
+no live slot: it only costs memory, bounded by its own limit (the oldest is evicted from memory
+first, its resumable state kept) and by its age (the reconnect grace period). Every refusal says
+when to retry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from avatar.domain.errors import CapacityError
+
+
+@dataclass(frozen=True)
+class AdmissionLimits:
+    """Args: max_live: sessions connected or replying at once. max_parked: sessions kept in memory
+    for a reconnect. retry_after_s: what a refusal tells the client to wait."""
+
+    max_live: int
+    max_parked: int
+    retry_after_s: int
+
+    def __post_init__(self) -> None:
+        if self.max_live < 1:
+            raise ValueError(f"max_live must be at least 1, not {self.max_live}")
+        if self.max_parked < 0:
+            raise ValueError(f"max_parked must not be negative, not {self.max_parked}")
+        if self.retry_after_s < 1:
+            raise ValueError(f"retry_after_s must be at least 1, not {self.retry_after_s}")
+
+
+@dataclass(frozen=True)
+class AdmissionCounts:
+    """One process's sessions by what they hold."""
+
+    #: Sessions with a connected client.
+    live_connections: int
+    #: Sessions producing a reply (connected or not).
+    turns_in_flight: int
+    #: Sessions holding a live slot: connected, or replying without a client.
+    live: int
+    #: Sessions waiting for a reconnect, neither connected nor replying.
+    parked: int
+    #: Admissions under way (between the check and the session's start).
+    reserved: int = 0
+
+
+class Admission:
+    """Decides, from :class:`AdmissionCounts`, whether one more session may become live."""
+
+    def __init__(self, limits: AdmissionLimits) -> None:
+        self.limits = limits
+
+    def check(self, counts: AdmissionCounts) -> None:
+        """Raise :class:`CapacityError` (with ``retry_after_s``) when no live slot is free."""
+        if counts.live + counts.reserved >= self.limits.max_live:
+            wait = self.limits.retry_after_s
+            raise CapacityError(
+                f"the server is at its limit of {self.limits.max_live} live sessions; try again in {wait} s",
+                retry_after_s=wait,
+            )
+
+    def parked_excess(self, counts: AdmissionCounts) -> int:
+        """How many parked sessions must be evicted from memory (oldest first)."""
+        return max(0, counts.parked - self.limits.max_parked)
