@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import signal
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from prometheus_client import REGISTRY
 from avatar.domain.models import Session
 from avatar.infrastructure.database import build_unit_of_work_factory
 from avatar.settings import DatabaseSettings, Placement, Settings
+from tests.support.auth import seed_owner
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +31,8 @@ async def test_a_killed_embedded_postmaster_is_restarted(tmp_path: Path) -> None
         health = await factory.health()
         process = health.extra["process"]
         assert health.ok and isinstance(process, dict) and process["state"] == "running"
-        session = Session.start(datetime.now(UTC), {"client": "before the crash"})
+        owner = await seed_owner(factory)
+        session = replace(Session.start(datetime.now(UTC), {"client": "before the crash"}), owner_id=owner)
         async with factory() as uow:
             await uow.sessions.add(session)
             await uow.commit()
@@ -52,7 +55,7 @@ async def test_a_killed_embedded_postmaster_is_restarted(tmp_path: Path) -> None
         assert counted == before + again["restarts"]
         async with factory() as uow:
             assert await uow.sessions.get(session.session_id) is not None
-            later = Session.start(datetime.now(UTC), {"client": "after the crash"})
+            later = replace(Session.start(datetime.now(UTC), {"client": "after the crash"}), owner_id=owner)
             await uow.sessions.add(later)
             await uow.commit()
         async with factory() as uow:
