@@ -113,14 +113,14 @@ async def _speak_and_wait(
     turn_id: str | None = None
     first_audio: float | None = None
     played_until = 0.0
-    final_text = ""
+    finals: list[str] = []  # the VAD may cut one clip into several utterances
     try:
         async with asyncio.timeout(timeout_s):
             while True:
                 message = await client.recv()
                 kind = message["type"]
                 if kind == "transcription_final":
-                    final_text = str(message.get("text", ""))
+                    finals.append(str(message.get("text", "")))
                 elif kind == "turn_started" and turn_id is None:
                     turn_id = message["turn_id"]
                 elif kind == "audio_chunk" and message.get("turn_id") == turn_id:
@@ -140,7 +140,7 @@ async def _speak_and_wait(
                     return TurnResult(
                         (first_audio - speech_end) * 1000.0,
                         stages,
-                        final_text,
+                        " ".join(finals),
                         reference,
                         (played_until - first_audio) * 1000.0,
                     )
