@@ -151,23 +151,7 @@ class SessionManager:
         token_hash = hash_token(token) if token else ""
         live = self._live.get(session_id)
         if live is not None:
-            if live.token_hash and token_hash and live.token_hash != token_hash:
-                raise TokenError("the session token does not belong to this session")
-            if not live.holds_live_slot:
-                self.check_capacity()
-            if live.connection is None:
-                self.check_user_capacity(live.owner_id)
-            if live.parking is not None:
-                parking, live.parking = live.parking, None
-                await asyncio.gather(parking, return_exceptions=True)
-            await live.session.resume()  # may raise CapacityError (the recognizer is full)
-            if live.grace is not None:
-                live.grace.cancel()
-                live.grace = None
-            previous, live.connection = live.connection, connection
-            live.parked_at = None
-            live.session.outbox.attached = True
-            live.token_hash = live.token_hash or token_hash
+            previous = await self._reattach(live, connection, token_hash)
             return live.session, True, previous
         record = await self.records.load_record(session_id)
         if session_id in self._live:  # attached by a concurrent connect meanwhile
@@ -176,16 +160,7 @@ class SessionManager:
         self.check_user_capacity(record.owner_id)
         self._reserved += 1  # held across the awaits below so two connects cannot both pass
         try:
-            state = await self.records.load_state(session_id)
-            if state is not None and state.token_hash and token and not state.accepts(token):
-                raise TokenError("the session token does not belong to this session")
-            session = self._new_session(session_id, state)
-            resumed = state is not None or session.context.turn_count > 0
-            if resumed:
-                turns = await self.records.load_turns(session_id)
-                session.context.turn_count = max(session.context.turn_count, len(turns))
-                await self.deps.replies.restore(session_id, turns)
-            await session.start()
+            session, resumed, state = await self._open(session_id, token)
         finally:
             self._reserved -= 1
         self._live[session_id] = _Live(
@@ -204,6 +179,44 @@ class SessionManager:
         if self.relay is not None:  # another replica may keep a parked copy: it lets go
             await self.relay.claim(session_id)
         return session, resumed, None
+
+    async def _reattach(self, live: _Live, connection: object, token_hash: str) -> object | None:
+        """A session live in this process gets ``connection``; returns the connection it replaces."""
+        if live.token_hash and token_hash and live.token_hash != token_hash:
+            raise TokenError("the session token does not belong to this session")
+        if not live.holds_live_slot:
+            self.check_capacity()
+        if live.connection is None:
+            self.check_user_capacity(live.owner_id)
+        if live.parking is not None:
+            parking, live.parking = live.parking, None
+            await asyncio.gather(parking, return_exceptions=True)
+        await live.session.resume()  # may raise CapacityError (the recognizer is full)
+        if live.grace is not None:
+            live.grace.cancel()
+            live.grace = None
+        previous, live.connection = live.connection, connection
+        live.parked_at = None
+        live.session.outbox.attached = True
+        live.token_hash = live.token_hash or token_hash
+        return previous
+
+    async def _open(
+        self, session_id: uuid.UUID, token: str | None
+    ) -> tuple[ConversationSession, bool, ResumableSession | None]:
+        """Start a session this process does not hold: fresh, or resumed from its stored state and
+        turns (a reconnect that lands on another replica, docs/deploy.md)."""
+        state = await self.records.load_state(session_id)
+        if state is not None and state.token_hash and token and not state.accepts(token):
+            raise TokenError("the session token does not belong to this session")
+        session = self._new_session(session_id, state)
+        resumed = state is not None or session.context.turn_count > 0
+        if resumed:
+            turns = await self.records.load_turns(session_id)
+            session.context.turn_count = max(session.context.turn_count, len(turns))
+            await self.deps.replies.restore(session_id, turns)
+        await session.start()
+        return session, resumed, state
 
     def detach(self, session_id: uuid.UUID, connection: object) -> None:
         """The connection closed: keep the session for ``grace_s`` seconds, then end it."""
