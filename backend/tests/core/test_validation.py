@@ -65,3 +65,17 @@ def test_metadata_limits() -> None:
 def test_sanitize_text_drops_only_what_storage_cannot_hold() -> None:
     assert sanitize_text("hello\x00 there\ud800!") == "hello there!"
     assert sanitize_text("ordinary text, é, 한국어 \U0001f600") == "ordinary text, é, 한국어 \U0001f600"
+
+
+def test_wall_clock_milliseconds_are_valid_client_times() -> None:
+    # The web app's heartbeat sends `{"type": "ping", "t": Date.now()}` (epoch ms, ~1.8e12 today):
+    # it must be answered, not refused; 1e13 (year 2286) stays out of bounds.
+    import time
+
+    from avatar.application.conversation.events import CLIENT_MESSAGE, PingIn
+
+    now_ms = time.time() * 1000.0
+    ping = CLIENT_MESSAGE.validate_python({"type": "ping", "t": now_ms})
+    assert isinstance(ping, PingIn) and ping.t == now_ms
+    with pytest.raises(ValueError):
+        CLIENT_MESSAGE.validate_python({"type": "ping", "t": 1e13})

@@ -25,8 +25,9 @@ MAX_METADATA_BYTES = 16 * 1024
 MAX_METADATA_DEPTH = 8
 #: Longest integer literal (digits) accepted in JSON; Python refuses beyond 4300 anyway.
 MAX_INT_DIGITS = 32
-#: Largest absolute value of a client timestamp or duration in milliseconds (about 31 years).
-MAX_MS = 1e12
+#: Largest absolute value of a client timestamp or duration in milliseconds: wall-clock epoch
+#: milliseconds (the web app pings with `Date.now()`, ~1.8e12) fit until about the year 2128.
+MAX_MS = 5e12
 #: Longest voice name in ``set_tts_mode``.
 MAX_VOICE_CHARS = 100
 
