@@ -3,7 +3,7 @@
 // reply, the mouth moving from the events (not the local level meter) while the reply plays, and
 // closed after the stop button. Prints one JSON line.
 //
-// Env: AVATAR_URL, AVATAR_WAV, AVATAR_ARTIFACTS, CHROMIUM, AVATAR_E2E_TIMEOUT_MS (default 60000).
+// Env: AVATAR_URL, AVATAR_SIGN_IN_URL (the one-time link `avatar up` prints), AVATAR_WAV, AVATAR_ARTIFACTS, CHROMIUM, AVATAR_E2E_TIMEOUT_MS (default 60000).
 import { join } from 'node:path';
 import { e2eEnv, launchChromium } from './browser.mjs';
 
@@ -46,6 +46,7 @@ try {
   });
   page.on('pageerror', (e) => result.console.push(`pageerror: ${e.message}`));
   page.setDefaultTimeout(timeout);
+  if (process.env.AVATAR_SIGN_IN_URL) await page.goto(process.env.AVATAR_SIGN_IN_URL, { waitUntil: 'networkidle' });
   await page.goto(`${base}/`, { waitUntil: 'networkidle' });
   await page.getByTestId('start').click();
   await page.waitForSelector('[data-testid="talk"][data-connection="open"]');

@@ -16,6 +16,7 @@ from tests.browser.support import run_browser_script
 from tests.e2e.harness import running_server
 from tests.fakes import FakeChatModel, FakeRecognizer, FakeSynthesizer, fake_container
 from tests.support.audio import SpeechClip
+from tests.support.auth import owner_sign_in
 from tests.support.vtube_studio import VTubeStudioStandIn
 
 pytestmark = pytest.mark.browser
@@ -37,7 +38,7 @@ async def standin() -> AsyncIterator[VTubeStudioStandIn]:
 @pytest_asyncio.fixture(scope="module")
 async def avatar_server(
     built_app: Path, standin: VTubeStudioStandIn, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[str]:
+) -> AsyncIterator[tuple[str, str]]:
     settings = Settings(environment="test")
     settings.server.frontend_dist = built_app
     settings.vts.enabled = True
@@ -52,15 +53,17 @@ async def avatar_server(
     await container.queue.start()
     try:
         async with running_server(create_app(settings, container)) as base:
-            yield base
+            link, _key = await owner_sign_in(container, base)  # as `avatar up` prints it
+            yield base, link
     finally:
         await container.queue.stop()
 
 
 async def test_the_web_avatar_follows_the_same_events_as_vtube_studio(
-    avatar_server: str, standin: VTubeStudioStandIn, librivox: list[SpeechClip]
+    avatar_server: tuple[str, str], standin: VTubeStudioStandIn, librivox: list[SpeechClip]
 ) -> None:
-    env = {"AVATAR_URL": avatar_server, "AVATAR_WAV": str(librivox[0].path)}
+    base, link = avatar_server
+    env = {"AVATAR_URL": base, "AVATAR_SIGN_IN_URL": link, "AVATAR_WAV": str(librivox[0].path)}
     result = await run_browser_script("avatar.mjs", env, timeout_s=300)
 
     idle, speech, after = result["idle"], result["speech"], result["afterStop"]
