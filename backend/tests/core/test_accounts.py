@@ -341,3 +341,18 @@ async def test_one_user_cannot_hold_every_live_slot(strict: Served) -> None:
     # Once cat's socket closed (the session parked for its reconnect grace), cat may connect again.
     async with Client.connect(second["ws_url"]) as client:
         assert (await client.until_type("session_state"))["session_id"] == second["session_id"]
+
+
+async def test_avatar_up_makes_a_local_owner_even_when_only_plain_users_exist() -> None:
+    # `avatar users create NAME` (or a benchmark) may run before the first `avatar up`: the local
+    # owner is still made, and a plain user already called "owner" keeps its name and role.
+    from avatar.application.accounts import AccountService
+    from avatar.infrastructure.clock import SystemClock
+    from avatar.infrastructure.instant import InMemoryDatabase
+
+    accounts = AccountService(InMemoryDatabase(), SystemClock())
+    plain, _key = await accounts.create_user("owner")
+    owner, created = await accounts.ensure_local_owner()
+    assert created and owner.role is Role.ADMIN and owner.name.startswith("owner-")
+    assert (await accounts.ensure_local_owner()) == (owner, False)
+    assert (await accounts.get_user(plain.user_id)).role is Role.USER

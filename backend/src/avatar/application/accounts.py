@@ -153,7 +153,8 @@ class AccountService:
         return user
 
     async def ensure_local_owner(self) -> tuple[User, bool]:
-        """The local owner (the first admin), created when there is no user at all.
+        """The local owner (the first admin), created when there is no admin yet: on the first start,
+        or after only plain users were made (``avatar users create NAME``, the benchmarks).
 
         Returns the owner and whether it was created now.
         """
@@ -162,10 +163,9 @@ class AccountService:
         admins = [u for u in users if u.is_admin]
         if admins:
             return admins[0], False
-        if users:
-            # Users but no admin cannot happen through this service; refuse to guess.
-            raise NotFoundError("no admin user exists; create one with `avatar users create NAME --admin`")
-        user, _key = await self.create_user(LOCAL_OWNER, role=Role.ADMIN)
+        taken = {u.name for u in users}
+        name = LOCAL_OWNER if LOCAL_OWNER not in taken else f"{LOCAL_OWNER}-{secrets.token_hex(3)}"
+        user, _key = await self.create_user(name, role=Role.ADMIN)
         return user, True
 
     # --- credentials ----------------------------------------------------------------------------
