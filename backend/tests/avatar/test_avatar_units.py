@@ -251,3 +251,21 @@ async def test_idle_moves_while_listening_returns_to_centre_and_pauses_while_spe
         event = await asyncio.wait_for(sub.get(), 2)
     assert event.active
     await hub.aclose()
+
+
+async def test_a_watched_session_takes_an_empty_stage_and_idles_there_before_any_reply() -> None:
+    hub = _hub()
+    stage = hub.subscribe_stage()
+    first, second = uuid.uuid4(), uuid.uuid4()
+    sub = hub.subscribe(first)
+    await sub.get()
+    assert hub.stage_id == first
+    events = await drain(stage, 0.6)
+    assert events[0] is not None and events[0].type == "hello"
+    assert any(isinstance(e, IdleEvent) and e.active for e in events)
+    # A second watched session does not steal a stage that is taken; its first reply does.
+    hub.subscribe(second)
+    assert hub.stage_id == first
+    hub.phase_changed(second, "thinking")
+    assert hub.stage_id == second
+    await hub.aclose()

@@ -155,6 +155,10 @@ class AvatarHub:
         sub = Subscription(remove)
         channel.subscribers.add(sub)
         self._greet(channel, sub)
+        if self.stage_id is None or self.stage_id not in self._channels:
+            # Nothing is on stage yet: a watched session takes it at once, so the stage (the
+            # VTube Studio bridge, the overlay) idles with it before its first reply.
+            self._make_stage(channel)
         self._ensure_idle(channel)
         return sub
 
