@@ -80,10 +80,14 @@ async def test_a_spoken_turn_moves_the_vtube_studio_model(
         async with websockets.connect(ws_url) as ws:
             async for raw in ws:
                 avatar_events.append(json.loads(raw))
+                watching.set()
 
+    watching = asyncio.Event()
     follower = asyncio.create_task(follow())
     async with Client.connect(created["ws_url"]) as client:
         await client.until_type("session_state")
+        # The watched session takes the empty stage, so the bridge idles with it from here on.
+        await asyncio.wait_for(watching.wait(), 10)
         t_start = time.monotonic()
         await stream_realtime(client, librivox[0].pcm)
         await client.until_type("audio_chunk", timeout_s=120)
