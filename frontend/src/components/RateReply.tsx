@@ -12,6 +12,16 @@ interface Props {
   onRate(rating: Rating, comment: string): Promise<void>;
 }
 
+/** A thumb (drawn here, so it shows without an emoji font); pointing down when `down`. */
+function Thumb({ down = false }: { down?: boolean }) {
+  return (
+    <svg viewBox="0 0 24 24" width="16" height="16" aria-hidden="true" style={down ? { transform: 'rotate(180deg)' } : undefined}>
+      <path fill="currentColor"
+        d="M2 10h4v11H2z M8 21h9.5a2 2 0 0 0 2-1.6l1.4-7A2 2 0 0 0 19 10h-5.5l.9-4.3a1.8 1.8 0 0 0-3.2-1.4L8 10z" />
+    </svg>
+  );
+}
+
 export function RateReply({ turnId, rated = null, onRate }: Props) {
   const { t } = useT();
   const [rating, setRating] = useState<Rating | null>(rated);
@@ -43,10 +53,10 @@ export function RateReply({ turnId, rated = null, onRate }: Props) {
     <span className="rate" data-testid="rate" data-turn-id={turnId} data-rating={rating ?? ''}>
       <button type="button" className={rating === 'up' ? 'rate-btn on' : 'rate-btn'} aria-pressed={rating === 'up'}
         aria-label={t('rateUp')} title={t('rateUp')} data-testid="rate-up" disabled={busy}
-        onClick={() => void send('up', comment.trim())}>👍</button>
+        onClick={() => void send('up', comment.trim())}><Thumb /></button>
       <button type="button" className={rating === 'down' ? 'rate-btn on' : 'rate-btn'} aria-pressed={rating === 'down'}
         aria-label={t('rateDown')} title={t('rateDown')} data-testid="rate-down" disabled={busy}
-        onClick={() => void send('down', comment.trim())}>👎</button>
+        onClick={() => void send('down', comment.trim())}><Thumb down /></button>
       {rating !== null && !commenting && (
         <button type="button" className="link" data-testid="rate-comment" onClick={() => setCommenting(true)}>
           {t('rateComment')}
