@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from avatar.bootstrap import Services, build_instant_container
+from avatar.application.avatar.events import ExpressionEvent, MouthEvent, StateEvent
+from avatar.application.live.service import SayLine
+from avatar.bootstrap import Services, build_instant_container, build_services
+from avatar.domain.live import ChatMessage, Platform
+from avatar.domain.models import Emotion
 from avatar.infrastructure.secrets import live_keys
 from avatar.presentation.app import create_app
 from avatar.settings import Settings
@@ -246,3 +251,48 @@ async def test_a_typed_line_is_spoken_and_shown(tmp_path: Path) -> None:
                 "Thanks for the follow!",
                 "happy",
             )
+
+
+async def test_the_stage_reports_each_reply_to_the_avatar_hub(tmp_path: Path) -> None:
+    """Unit level: a live reply and a typed line reach the hub's stage subscribers as a
+    conversation's do: thinking, the expression, speaking, mouth frames of the reply's audio."""
+    settings = settings_for(tmp_path, "irc://127.0.0.1:9", 0.0)  # the stage is driven by hand
+    services = build_services(build_instant_container(settings))
+    live = services.live
+    assert live is not None
+    stage = services.avatar_hub.subscribe_stage()
+    message = ChatMessage(
+        platform=Platform.TWITCH,
+        channel="host",
+        user_id="7",
+        display_name="Amy",
+        text="hello there",
+        at=datetime.now(UTC),
+    )
+    speech = await live.answer(message)
+    line = await live.speak_line(SayLine("Thanks!", Emotion.SAD))
+    assert speech.turn_id is not None and line.turn_id is None
+    assert services.avatar_hub.stage_id == live.session_id
+
+    events: list[Any] = []
+
+    def seen_all() -> bool:
+        sad = any(isinstance(e, ExpressionEvent) and e.emotion == "sad" for e in events)
+        return sad and any(isinstance(e, MouthEvent) for e in events)
+
+    async def collect() -> None:
+        while not seen_all():
+            event = await stage.get()
+            assert event is not None
+            events.append(event)
+
+    await asyncio.wait_for(collect(), 60)
+    states = [e.state for e in events if isinstance(e, StateEvent)]
+    assert states[:2] == ["thinking", "speaking"]
+    expressions = [e for e in events if isinstance(e, ExpressionEvent)]
+    assert [e.emotion for e in expressions] == [speech.emotion.value, "sad"]
+    assert expressions[0].turn_id == str(speech.turn_id)
+    mouths = [e for e in events if isinstance(e, MouthEvent)]
+    assert mouths[0].turn_id == str(speech.turn_id)
+    assert max(f.open for f in mouths[0].frames) > 0.1  # the reply's sound opens the mouth
+    await services.aclose()
