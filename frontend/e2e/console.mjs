@@ -94,6 +94,16 @@ try {
   await page.waitForSelector(`[data-testid="rate"][data-turn-id="${result.replyTurnId}"] [data-testid="rate-comment"]`);
   await page.screenshot({ path: join(artifacts, 'live-history-rating.png'), fullPage: true });
   step('rated down with a comment in the history');
+
+  // The admin's fine-tuning download from the Live tab: the summary, then the JSONL itself.
+  await page.getByTestId('tab-live').click();
+  await page.getByTestId('live-export').getByLabel('Rating').selectOption('down');
+  await page.waitForSelector('[data-testid="live-export-summary"][data-lines="1"]');
+  const href = await page.getByTestId('live-export-link').getAttribute('href');
+  const download = await page.request.get(`${base}${href}`);
+  result.exportStatus = download.status();
+  result.exportLines = (await download.text()).trim().split('\n').map((l) => JSON.parse(l));
+  step('export downloaded');
   result.ok = true;
 } catch (err) {
   result.error = String(err && err.stack ? err.stack : err);

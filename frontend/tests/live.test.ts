@@ -222,3 +222,17 @@ describe('RateReply', () => {
     expect(none).not.toContain('rate-comment');
   });
 });
+
+describe('the export panel', () => {
+  it('builds the download query and reads the validation summary', async () => {
+    const { exportQuery, parseSummary, ExportPanel } = await import('../src/live/ExportPanel');
+    expect(exportQuery('down', 'live')).toBe('rating=down&source=live');
+    expect(parseSummary({ lines: 2, rejected: [{ turn_id: 't', reason: 'an empty message' }] })).toEqual({
+      lines: 2, rejected: [{ turnId: 't', reason: 'an empty message' }],
+    });
+    expect(parseSummary(null)).toEqual({ lines: 0, rejected: [] });
+    const html = renderToString(createElement(ExportPanel, {}));
+    expect(html).toContain('href="/api/v1/admin/export/finetune?rating=up&amp;source=all"');
+    expect(html).toContain('Download JSONL');
+  });
+});

@@ -79,6 +79,8 @@ async def test_director_console(tmp_path: Path, built_app: Path, librivox: list[
     assert result["disconnectedState"] == "stopped"
     # rated up in the console, then down with a comment in the history: the last rating counts
     assert rating is not None and rating.rating is Rating.DOWN and rating.comment == "too formal"
+    (line,) = result["exportLines"]
+    assert result["exportStatus"] == 200 and line["messages"][-1]["content"] == first.text
     assert result["console"] == []
     for name in ("live-console.png", "live-history-rating.png"):
         assert (ARTIFACTS / name).stat().st_size > 10_000

@@ -5,6 +5,7 @@
 import { useEffect, useSyncExternalStore } from 'react';
 import { useT } from '../i18n/context';
 import type { ConsoleSnapshot, LiveConsole } from './console';
+import { ExportPanel } from './ExportPanel';
 import { AvatarPanel, LiveReplies, MessageQueue, PlatformsPanel, SayBox } from './panels';
 
 export function LivePage({ console: live }: { console: LiveConsole }) {
@@ -24,6 +25,7 @@ export function LiveView({ snap, live }: { snap: ConsoleSnapshot; live: LiveCons
     return (
       <section className="live" data-testid="live-console" data-available="false">
         <p className="muted" data-testid="live-unavailable">{t('liveUnavailable')}: {snap.unavailable}</p>
+        <ExportPanel />
       </section>
     );
   }
@@ -41,6 +43,7 @@ export function LiveView({ snap, live }: { snap: ConsoleSnapshot; live: LiveCons
         <div className="live-side">
           <SayBox onSay={(text, emotion) => void live.say(text, emotion)} />
           <LiveReplies replies={snap.replies} ratings={snap.ratings} onRate={live.rate} />
+          <ExportPanel />
         </div>
       </div>
     </section>
