@@ -4,9 +4,9 @@ chosen and answered aloud by the same brain and fast voice as the conversation (
 Flow of one chat message (all in the platform client's task, cheap and non-blocking, so a burst of
 10 messages/s or more never loses an overlay line): viewer book -> overlay -> filters -> queue.
 The stage task takes the director's pick (docs/live.md, "Director console") or else the queue's
-choice, asks the brain (persona, emotion, token window,
-summaries, memory; the viewer is named in the prompt), synthesizes the reply with the fast voice,
-publishes it to the ``/stage`` pages and the overlay, waits while it plays, pauses, and goes on.
+choice, asks the brain (persona, emotion, token window, summaries, memory; the viewer is named in
+the prompt), synthesizes the reply with the fast voice, publishes it to the ``/stage`` pages and the
+overlay, waits while it plays, pauses, and goes on.
 Every message that is not answered is counted with its reason. The avatar hub is told of each
 reply like a conversation's (phase, emotion, audio), so the VTube Studio bridge moves the avatar's
 mouth with the live replies too (docs/avatar-control.md).
