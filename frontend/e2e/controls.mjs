@@ -88,6 +88,13 @@ try {
   });
   result.turns = await page.getByTestId('turn').allInnerTexts();
   step('typed turn after reconnect');
+
+  // thumbs up on the reply (docs/live.md, "Feedback"): shown as rated once the server stored it
+  const lastTurn = page.getByTestId('turn').nth(1);
+  await lastTurn.getByTestId('rate-up').click();
+  await lastTurn.locator('[data-testid="rate"][data-rating="up"]').waitFor();
+  result.ratedTurnId = await lastTurn.getAttribute('data-turn-id');
+  step('reply rated');
   await page.screenshot({ path: join(artifacts, 'web-app-controls.png'), fullPage: true });
   result.ok = true;
 } catch (err) {

@@ -7,6 +7,9 @@ import { initialLang, type Lang, messageFor, type StringKey, translate } from '.
 import { ApiClient } from './protocol/api';
 import { type Me, whoAmI } from './protocol/auth';
 import { SignIn } from './components/SignIn';
+import { LiveApi } from './live/api';
+import { LiveConsole } from './live/console';
+import { LivePage } from './live/LivePage';
 
 interface VoicePageProps {
   apiBase: string;
@@ -25,7 +28,7 @@ const VoiceProfilesPage = voiceLoader
     })
   : null;
 
-type Tab = 'talk' | 'history' | 'voices';
+type Tab = 'talk' | 'history' | 'voices' | 'live';
 
 const API_BASE = '';
 
@@ -38,11 +41,16 @@ export function App() {
   }, []);
   if (me === undefined) return <p className="muted">…</p>;
   if (me === null) return <SignIn t={(k) => translate(lang, k)} onSignedIn={setMe} />;
-  return <SignedInApp />;
+  return <SignedInApp me={me} />;
 }
 
-function SignedInApp() {
+function SignedInApp({ me }: { me: Me }) {
   const api = useMemo(() => new ApiClient(API_BASE), []);
+  // The director console, for an admin (docs/live.md, "Director console").
+  const live = useMemo(
+    () => (me.role === 'admin' ? new LiveConsole(new LiveApi(API_BASE), (id, r, c) => api.rateTurn(id, r, c)) : null),
+    [api, me.role],
+  );
   const convo = useMemo(() => new Conversation(api), [api]);
   const snap = useSyncExternalStore(convo.subscribe, convo.getSnapshot);
   useEffect(() => {
@@ -100,10 +108,10 @@ function SignedInApp() {
         </header>
 
         <nav className="tabs" role="tablist">
-          {(['talk', 'history', ...(VoiceProfilesPage ? ['voices'] : [])] as Tab[]).map((k) => (
+          {(['talk', 'history', ...(VoiceProfilesPage ? ['voices'] : []), ...(live ? ['live'] : [])] as Tab[]).map((k) => (
             <button key={k} type="button" role="tab" aria-selected={tab === k} data-testid={`tab-${k}`}
               className={tab === k ? 'tab active' : 'tab'} onClick={() => setTab(k)}>
-              {t(k === 'talk' ? 'tabTalk' : k === 'history' ? 'tabHistory' : 'tabVoices')}
+              {t(k === 'talk' ? 'tabTalk' : k === 'history' ? 'tabHistory' : k === 'live' ? 'tabLive' : 'tabVoices')}
             </button>
           ))}
         </nav>
@@ -121,6 +129,7 @@ function SignedInApp() {
         <main>
           {tab === 'talk' && <TalkPage convo={convo} snap={snap} />}
           {tab === 'history' && <HistoryPage api={api} currentSessionId={snap.sessionId} onError={onHistoryError} />}
+          {tab === 'live' && live && <LivePage console={live} />}
           {tab === 'voices' && VoiceProfilesPage && (
             <Suspense fallback={<p className="muted">…</p>}>
               <VoiceProfilesPage

@@ -4,6 +4,7 @@ resume and a typed turn (frontend/e2e/controls.mjs). Quick; the real-model run i
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -62,6 +63,7 @@ async def test_controls_in_the_browser(fake_server: tuple[str, str, str], libriv
     assert result["sessionAfterReconnect"] == result["sessionId"]
     assert len(result["turns"]) == 2
     assert "How are you?" in result["turns"][1] and "I am fine, thank you." in result["turns"][1]
+    assert result["ratedTurnId"]
     assert result["console"] == []
 
     # the server recorded the interruption and only the part that was heard
@@ -72,3 +74,9 @@ async def test_controls_in_the_browser(fake_server: tuple[str, str, str], libriv
     heard = first["ai_response"]
     assert heard and len(heard) < len(REPLY.removeprefix("[happy] "))
     assert REPLY.removeprefix("[happy] ").startswith(heard.rstrip("."))
+
+    # the thumbs up was stored: the reply is in the admin's fine-tuning download
+    async with httpx.AsyncClient(base_url=base, headers=bearer(key)) as http:
+        export = await http.get("/api/v1/admin/export/finetune", params={"rating": "up"})
+    assert export.status_code == 200 and export.headers["x-export-lines"] == "1"
+    assert json.loads(export.text)["messages"][-1]["content"] == "I am fine, thank you."

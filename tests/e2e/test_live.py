@@ -177,8 +177,8 @@ async def test_live_chat_overlay_stage_and_reconnect(live_stack: Stack) -> None:
         )
         status = (await http.get("/api/v1/live/status", headers=op)).json()
         assert status["platforms"] == [
-            {"platform": "twitch", "state": "connected", "connects": 2},
-            {"platform": "chzzk", "state": "connected", "connects": 1},
+            {"platform": "twitch", "state": "connected", "connects": 2, "running": True},
+            {"platform": "chzzk", "state": "connected", "connects": 1, "running": True},
         ]
         cleared = (await http.post("/api/v1/overlay/clear", headers=op)).json()
         assert cleared["messages"] == []

@@ -31,6 +31,7 @@ from avatar.application.conversation import (
     make_hq_handler,
 )
 from avatar.application.erasure import DataEraser
+from avatar.application.feedback import FinetuneExporter
 from avatar.application.live.policy import FilterConfig, load_word_list
 from avatar.application.live.service import LiveConfig, LiveService
 from avatar.application.ports.asr import SpeechRecognizer
@@ -149,6 +150,8 @@ class Services:
     live: LiveService | None = None
     #: ``(read key, operator key)`` of the overlay and stage (generated, docs/live.md "Keys").
     live_keys: tuple[str, str] | None = None
+    #: Rated replies as fine-tuning data, for the admin download (docs/live.md, "Feedback").
+    finetune: FinetuneExporter | None = None
 
     async def aclose(self) -> None:
         """End the live stream and every live session (replies stopped, writes flushed), then the
@@ -395,8 +398,11 @@ def live_config(settings: Settings) -> LiveConfig:
     )
 
 
-def build_live(container: Container, replies: ReplyEngine) -> LiveService | None:
-    """The live service over the configured platforms, or ``None`` when none is configured."""
+def build_live(
+    container: Container, replies: ReplyEngine, hub: AvatarHub | None = None
+) -> LiveService | None:
+    """The live service over the configured platforms, or ``None`` when none is configured; its
+    replies drive ``hub`` like a conversation's (docs/avatar-control.md)."""
     settings = container.settings
     if not settings.live.enabled():
         return None
@@ -416,6 +422,20 @@ def build_live(container: Container, replies: ReplyEngine) -> LiveService | None
         metrics=PrometheusLiveMetrics(),
         config=live_config(settings),
         owner=streamer,
+        observer=hub,
+    )
+
+
+def finetune_exporter(container: Container) -> FinetuneExporter:
+    """The fine-tuning export as ``avatar export finetune`` makes it (docs/live.md, "Feedback")."""
+    from avatar.infrastructure.llm import approximate_tokens
+
+    llm = container.settings.llm
+    return FinetuneExporter(
+        container.uow,
+        load_persona(llm.persona_file).system_message(),
+        approximate_tokens,
+        llm.n_ctx - llm.max_tokens,
     )
 
 
@@ -489,7 +509,8 @@ def build_services(container: Container) -> Services:
             per_address_per_minute=settings.conversation.session_creations_per_address_per_minute,
             now=container.clock.monotonic,
         ),
-        live=build_live(container, replies),
+        live=build_live(container, replies, hub),
+        finetune=finetune_exporter(container),
     )
 
 

@@ -14,7 +14,7 @@ from avatar.application.accounts import AccountService
 from avatar.application.feedback import ExportFilter, FinetuneLine, export_finetune, rate
 from avatar.bootstrap import build_instant_container
 from avatar.domain.feedback import Rating
-from avatar.domain.models import ConversationTurn, Emotion, Session, new_id
+from avatar.domain.models import ConversationTurn, Emotion, Role, Session, new_id
 from avatar.infrastructure.instant import InMemoryDatabase
 from avatar.infrastructure.llm import approximate_tokens
 from avatar.infrastructure.secrets import live_keys
@@ -180,3 +180,54 @@ async def test_export_builds_chat_lines_within_the_window_and_sets_bad_ones_asid
     assert [m.content for m in narrow.lines[0].messages[1:3]] == ["오늘 날씨 어때?", "맑아요."]
     tight = await run(ExportFilter(rating=Rating.UP, source="conversation"), max_line=10)
     assert tight.lines == [] and "over the limit of 10" in tight.rejected[0].reason
+
+
+async def test_the_admin_downloads_the_export_with_its_validation(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, environment="test")
+    settings.data_dir = tmp_path
+    container = build_instant_container(settings)
+    db = container.uow
+    assert isinstance(db, InMemoryDatabase)
+    talk = Session.start(T0, {})
+    turns = await _turns(db, talk, [("오늘 날씨 어때?", "[neutral] 맑아요."), ("Say nothing", "")])
+    live = Session.start(T0, {"source": "live"})
+    (live_turn,) = await _turns(db, live, [("Amy: hello", "[happy] Hi Amy!")])
+    await rate(db, turns[0].turn_id, Rating.UP, "", T0)
+    await rate(db, turns[1].turn_id, Rating.UP, "", T0 + timedelta(minutes=1))
+    await rate(db, live_turn.turn_id, Rating.DOWN, "", T0 + timedelta(minutes=2))
+    accounts = AccountService(container.uow, container.clock)
+    _admin, admin_key = await accounts.create_user("boss", role=Role.ADMIN)
+    _user, user_key = await accounts.create_user("someone")
+    async with (
+        running_server(create_app(settings, container)) as base,
+        httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {admin_key}"}) as http,
+    ):
+        url = "/api/v1/admin/export/finetune"
+        got = await http.get(url)
+        assert got.status_code == 200 and got.headers["content-type"].startswith("application/jsonl")
+        assert (got.headers["x-export-lines"], got.headers["x-export-rejected"]) == ("1", "1")
+        assert "맑아요" in got.text and "\\u" not in got.text  # UTF-8 as is
+        (line,) = [FinetuneLine.model_validate(json.loads(raw)) for raw in got.text.splitlines()]
+        assert [m.content for m in line.messages[-2:]] == ["오늘 날씨 어때?", "맑아요."]
+        check = (await http.get(f"{url}/validation")).json()
+        assert check["lines"] == 1
+        assert check["rejected"] == [{"turn_id": str(turns[1].turn_id), "reason": "an empty message"}]
+
+        # The filters of `avatar export finetune`.
+        live_down = await http.get(url, params={"rating": "down", "source": "live"})
+        assert [json.loads(raw)["messages"][-1]["content"] for raw in live_down.text.splitlines()] == [
+            "Hi Amy!"
+        ]
+        assert (await http.get(url, params={"source": "live"})).text == ""
+        later = await http.get(url, params={"rating": "all", "since": "2026-11-01T00:01:30"})
+        assert later.headers["x-export-lines"] == "1" and "Hi Amy!" in later.text
+        early = await http.get(url, params={"rating": "all", "until": "2026-11-01T00:00:30+00:00"})
+        assert early.headers["x-export-lines"] == "1" and "맑아요" in early.text
+        for bad in ({"rating": "meh"}, {"source": "tv"}, {"since": "yesterday"}, {"max_line_tokens": "0"}):
+            assert (await http.get(url, params=bad)).status_code == 422, bad
+
+        # Only an admin.
+        for path in (url, f"{url}/validation"):
+            assert (await http.get(path, headers={"Authorization": f"Bearer {user_key}"})).status_code == 403
+            async with httpx.AsyncClient(base_url=base) as nobody:
+                assert (await nobody.get(path)).status_code == 401

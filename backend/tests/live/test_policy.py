@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from avatar.application.live.inbox import Inbox
 from avatar.application.live.overlay import OverlayState
 from avatar.application.live.policy import ChatFilter, FilterConfig, ReplyQueue, load_word_list
 from avatar.domain.live import ChatMessage, DropReason, Platform
@@ -133,3 +134,25 @@ async def test_overlay_fades_hides_streamer_clears_and_signals() -> None:
     assert len(overlay.snapshot(now).messages) == 2  # max_lines=3 keeps the last three
     overlay.clear()
     assert overlay.snapshot(now).messages == []
+
+
+def test_the_queue_gives_up_one_message_by_identity_without_a_drop_report() -> None:
+    dropped: list[tuple[str, DropReason]] = []
+    queue = ReplyQueue(5, 60.0, lambda m, r: dropped.append((m.user_id, r)))
+    a, b = msg("amy", "hello"), msg("amy", "hello")  # equal, not the same message
+    queue.push(a, 0.0)
+    assert not queue.remove(b) and len(queue) == 1
+    assert queue.remove(a) and len(queue) == 0 and dropped == []
+
+
+def test_the_console_inbox_keeps_the_latest_and_finds_each_message() -> None:
+    inbox = Inbox(size=3)
+    messages = [msg(f"u{i}", f"text {i}") for i in range(5)]
+    entries = [inbox.add(m, DropReason.LINK if i == 4 else None, T0) for i, m in enumerate(messages)]
+    assert [e.id for e in inbox.entries()] == [3, 4, 5]
+    assert inbox.get(1) is None and inbox.get(5) is entries[4]
+    assert (entries[4].status, entries[4].reason) == ("dropped", DropReason.LINK)
+    assert entries[3].status == "queued"
+    assert inbox.of(messages[0]) is None  # evicted
+    assert inbox.of(messages[3]) is entries[3]
+    assert inbox.of(msg("u3", "text 3")) is None  # an equal message is another message

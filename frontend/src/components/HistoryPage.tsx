@@ -2,6 +2,7 @@ import { useCallback, useEffect, useState } from 'react';
 import { ApiClient, ApiError, type ProsodyPoint, type SessionSummary, type TurnRecord } from '../protocol/api';
 import { useT } from '../i18n/context';
 import { ProsodyTrend } from './ProsodyTrend';
+import { RateReply } from './RateReply';
 
 interface Props {
   api: ApiClient;
@@ -74,6 +75,9 @@ export function HistoryPage({ api, currentSessionId, onError }: Props) {
               <li key={turn.turn_id} data-testid="history-turn">
                 <p className="bubble user"><span className="who">{t('you')}</span>{turn.user_input}</p>
                 <p className={`bubble ai emotion-${turn.emotion ?? 'neutral'}`}><span className="who">{t('ai')}</span>{turn.ai_response}</p>
+                {turn.ai_response && (
+                  <RateReply turnId={turn.turn_id} onRate={(rating, comment) => api.rateTurn(turn.turn_id, rating, comment)} />
+                )}
               </li>
             ))}
           </ol>

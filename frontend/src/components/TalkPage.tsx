@@ -3,6 +3,7 @@ import type { Conversation, Snapshot } from '../conversation';
 import { useT } from '../i18n/context';
 import type { StringKey } from '../i18n/strings';
 import { Avatar } from './Avatar';
+import { RateReply } from './RateReply';
 import { VtsStatus } from './VtsStatus';
 
 interface Props {
@@ -141,6 +142,9 @@ export function TalkPage({ convo, snap }: Props) {
                   </button>
                 )}
               </p>
+            )}
+            {turn.turnId && turn.done && turn.ai && (
+              <RateReply turnId={turn.turnId} onRate={(rating, comment) => convo.api.rateTurn(turn.turnId ?? '', rating, comment)} />
             )}
           </div>
         ))}

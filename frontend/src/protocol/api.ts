@@ -49,7 +49,8 @@ export class ApiError extends Error {
 
 type Obj = Record<string, unknown>;
 
-async function request(base: string, path: string, init?: RequestInit): Promise<unknown> {
+/** A JSON request with the CSRF header added; throws `ApiError` with the server's error body. */
+export async function request(base: string, path: string, init?: RequestInit): Promise<unknown> {
   let res: Response;
   try {
     res = await fetch(`${base}${path}`, withCsrf({ ...init, headers: { Accept: 'application/json', ...(init?.headers ?? {}) } }));
@@ -127,8 +128,20 @@ export interface VtsStatus {
   lastError: string;
 }
 
+/** A thumbs up/down on one reply (docs/live.md, "Feedback"). */
+export type Rating = 'up' | 'down';
+
 export class ApiClient {
   constructor(readonly base: string = '') {}
+
+  /** Rate a reply (again: the last rating wins); the comment is optional. */
+  async rateTurn(turnId: string, rating: Rating, comment = ''): Promise<void> {
+    await request(this.base, `/api/v1/turns/${encodeURIComponent(turnId)}/feedback`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ rating, comment }),
+    });
+  }
 
   /** `null` when the bridge is not enabled; the health answer is read even when degraded (503). */
   async vtubeStudio(): Promise<VtsStatus | null> {

@@ -165,3 +165,24 @@ async def export_finetune(
             else:
                 rejected.append(Rejected(turn.turn_id, reason))
     return Export(lines, rejected)
+
+
+@dataclass(frozen=True, slots=True)
+class FinetuneExporter:
+    """``export_finetune`` with what the composition root knows (the persona's system message, the
+    token counter and the context window), for the admin download (docs/live.md, "Feedback")."""
+
+    uow: UnitOfWorkFactory
+    system: str
+    count_tokens: Callable[[str], int]
+    context_tokens: int
+
+    async def export(self, flt: ExportFilter, max_line_tokens: int) -> Export:
+        return await export_finetune(
+            self.uow,
+            self.system,
+            flt,
+            count_tokens=self.count_tokens,
+            context_tokens=self.context_tokens,
+            max_line_tokens=max_line_tokens,
+        )

@@ -73,3 +73,5 @@ class DropReason(enum.StrEnum):
     QUEUE_FULL = "queue_full"
     STALE = "stale"
     PAUSED = "paused"
+    #: The director skipped it in the console.
+    SKIPPED = "skipped"

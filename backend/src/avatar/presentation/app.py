@@ -47,6 +47,7 @@ ROUTERS = (
     objects.router,
     live.router,
     feedback.router,
+    feedback.export_router,
 )
 
 

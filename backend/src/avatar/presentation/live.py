@@ -5,6 +5,10 @@
 * ``GET /api/v1/live/stage/events`` (SSE) and ``GET /api/v1/live/speech/{id}.wav``: read key.
 * ``POST /api/v1/overlay/clear``, ``POST /api/v1/overlay/streamer-chat``, ``GET /api/v1/live/status``,
   ``POST /api/v1/live/pause``, ``POST /api/v1/live/ban``: the operator.
+* The director console's (docs/live.md, "Director console"), the operator too:
+  ``GET /api/v1/live/queue``, ``POST /api/v1/live/queue/{id}/answer`` and ``.../skip``,
+  ``POST /api/v1/live/say``, ``GET /api/v1/live/replies``,
+  ``POST /api/v1/live/platforms/{platform}/connect`` and ``.../disconnect``, ``GET /api/v1/live/avatar``.
 
 Who may read and who may operate is decided in exactly two dependencies, :func:`require_reader` and
 :func:`require_operator`, so account-based access can replace the keys in one place.
@@ -23,11 +27,13 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from avatar.application.live.inbox import Incoming
 from avatar.application.live.overlay import OverlaySnapshot
-from avatar.application.live.service import LiveService
-from avatar.bootstrap import Services
+from avatar.application.live.service import LiveService, SayLine
+from avatar.bootstrap import Container, Services
 from avatar.domain.errors import ForbiddenError, NotFoundError, UnauthenticatedError
 from avatar.domain.live import Platform
+from avatar.domain.models import Emotion
 from avatar.presentation.auth import current_user
 
 router = APIRouter(tags=["live"])
@@ -128,6 +134,7 @@ class PlatformPublic(BaseModel):
     platform: str
     state: str
     connects: int
+    running: bool
 
 
 class LiveStatusPublic(BaseModel):
@@ -139,7 +146,7 @@ class LiveStatusPublic(BaseModel):
 
 class SpeechPublic(BaseModel):
     id: int
-    turn_id: str
+    turn_id: str | None
     to_user: str
     text: str
     emotion: str
@@ -183,7 +190,8 @@ async def overlay_streamer_chat(body: StreamerChatToggle, live: Operator) -> Ove
 async def live_status(live: Operator) -> LiveStatusPublic:
     return LiveStatusPublic(
         platforms=[
-            PlatformPublic(platform=s.platform, state=s.state, connects=s.connects) for s in live.status()
+            PlatformPublic(platform=s.platform, state=s.state, connects=s.connects, running=s.running)
+            for s in live.status()
         ],
         queued=len(live.queue),
         paused=live.paused,
@@ -203,12 +211,175 @@ async def live_ban(body: BanRequest, live: Operator) -> Response:
     return Response(status_code=204)
 
 
+class SayRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=500, pattern=r"\S")
+    emotion: Emotion = Emotion.NEUTRAL
+
+
+class IncomingPublic(BaseModel):
+    """A chat message in the director console: the filters' verdict and what became of it."""
+
+    id: int
+    platform: str
+    user_id: str
+    user: str
+    text: str
+    amount: int
+    is_streamer: bool
+    is_moderator: bool
+    verdict: str | None
+    status: str
+    reason: str | None
+    turn_id: str | None
+    at: datetime
+
+
+class QueuePublic(BaseModel):
+    messages: list[IncomingPublic]
+    queued: int
+    paused: bool
+
+
+class ReplyPublic(BaseModel):
+    id: int
+    turn_id: str | None
+    to_user: str
+    text: str
+    emotion: str
+    at: datetime
+
+
+class RepliesPublic(BaseModel):
+    replies: list[ReplyPublic]
+
+
+class AvatarControlPublic(BaseModel):
+    """The VTube Studio bridge as the console shows it (docs/avatar-control.md)."""
+
+    enabled: bool
+    state: str
+    connected: bool
+    authenticated: bool
+    model_loaded: bool
+    model_name: str
+    last_error: str
+    #: The avatar follows the live stage now (not a conversation).
+    follows_live: bool
+
+
+def _incoming(entry: Incoming) -> IncomingPublic:
+    m = entry.message
+    return IncomingPublic(
+        id=entry.id,
+        platform=m.platform.value,
+        user_id=m.user_id,
+        user=m.display_name,
+        text=m.text,
+        amount=m.amount,
+        is_streamer=m.is_streamer,
+        is_moderator=m.is_moderator,
+        verdict=entry.verdict.value if entry.verdict else None,
+        status=entry.status,
+        reason=entry.reason.value if entry.reason else None,
+        turn_id=str(entry.turn_id) if entry.turn_id else None,
+        at=entry.received,
+    )
+
+
+@router.get("/api/v1/live/queue", response_model=QueuePublic)
+async def live_queue(live: Operator) -> QueuePublic:
+    """The latest chat messages, newest last, with the filters' verdicts."""
+    return QueuePublic(
+        messages=[_incoming(e) for e in live.inbox.entries()], queued=len(live.queue), paused=live.paused
+    )
+
+
+@router.post("/api/v1/live/queue/{entry_id}/answer", response_model=IncomingPublic, status_code=202)
+async def live_answer(entry_id: int, live: Operator) -> IncomingPublic:
+    """Answer this message next (even one the filters or the pause held back)."""
+    return _incoming(live.pick(entry_id))
+
+
+@router.post("/api/v1/live/queue/{entry_id}/skip", response_model=IncomingPublic)
+async def live_skip(entry_id: int, live: Operator) -> IncomingPublic:
+    return _incoming(live.skip(entry_id))
+
+
+@router.post("/api/v1/live/say", status_code=202)
+async def live_say(body: SayRequest, live: Operator) -> Response:
+    """The avatar says this line as it is, after the reply being spoken."""
+    live.say(SayLine(body.text.strip(), body.emotion))
+    return Response(status_code=202)
+
+
+@router.get("/api/v1/live/replies", response_model=RepliesPublic)
+async def live_replies(live: Operator) -> RepliesPublic:
+    """The last spoken replies (their turn ids are what ``POST /api/v1/turns/{id}/feedback`` rates)."""
+    return RepliesPublic(
+        replies=[
+            ReplyPublic(
+                id=s.id,
+                turn_id=str(s.turn_id) if s.turn_id else None,
+                to_user=s.to_user,
+                text=s.text,
+                emotion=s.emotion.value,
+                at=s.at,
+            )
+            for s in live.speeches
+        ]
+    )
+
+
+@router.post("/api/v1/live/platforms/{platform}/connect", response_model=LiveStatusPublic)
+async def live_connect(platform: Platform, live: Operator) -> LiveStatusPublic:
+    live.connect(platform)
+    return await live_status(live)
+
+
+@router.post("/api/v1/live/platforms/{platform}/disconnect", response_model=LiveStatusPublic)
+async def live_disconnect(platform: Platform, live: Operator) -> LiveStatusPublic:
+    await live.disconnect(platform)
+    return await live_status(live)
+
+
+@router.get("/api/v1/live/avatar", response_model=AvatarControlPublic)
+async def live_avatar(request: Request, live: Operator) -> AvatarControlPublic:
+    container: Container = request.app.state.container
+    hub = _services(request).avatar_hub
+    follows = live.session_id is not None and hub.stage_id == live.session_id
+    bridge = container.vtube_studio
+    if bridge is None:
+        return AvatarControlPublic(
+            enabled=False,
+            state="off",
+            connected=False,
+            authenticated=False,
+            model_loaded=False,
+            model_name="",
+            last_error="",
+            follows_live=follows,
+        )
+    s = bridge.status
+    return AvatarControlPublic(
+        enabled=True,
+        state=s.state,
+        connected=s.connected,
+        authenticated=s.authenticated,
+        model_loaded=s.model_loaded,
+        model_name=s.model_name,
+        last_error=s.last_error,
+        follows_live=follows,
+    )
+
+
 def _speech_public(request: Request, live: LiveService, index: int) -> SpeechPublic:
     s = live.speeches[index]
     key = request.query_params.get("key", "")
     return SpeechPublic(
         id=s.id,
-        turn_id=str(s.turn_id),
+        turn_id=str(s.turn_id) if s.turn_id else None,
         to_user=s.to_user,
         text=s.text,
         emotion=s.emotion.value,

@@ -160,6 +160,14 @@ class ReplyQueue:
         self._answered.add(best.message.key)
         return best.message
 
+    def remove(self, message: ChatMessage) -> bool:
+        """Take this very message out of the queue without a drop report; False if not queued."""
+        for q in self._items:
+            if q.message is message:
+                self._items.remove(q)
+                return True
+        return False
+
     def drop_all(self, reason: DropReason, keys: Iterable[str] | None = None) -> None:
         """Drop every queued message (or only those of ``keys``) with ``reason``."""
         wanted = None if keys is None else set(keys)
