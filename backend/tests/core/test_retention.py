@@ -18,10 +18,11 @@ from avatar.bootstrap import build_retention, running
 from avatar.domain.errors import DomainError
 from avatar.domain.models import ConversationTurn, Session, SynthesizedAudio, Transcription, TTSMode, new_id
 from avatar.domain.storage_keys import archived_key, key_time, raw_input_key, synthesized_key
-from avatar.infrastructure.retention import LocalJobLock
+from avatar.infrastructure.retention import LocalJobLock, OpusArchiver
 from avatar.settings import RetentionSettings, Settings
-from avatar_common.audio import decode_audio, encode_wav
+from avatar_common.audio import decode_audio, encode_wav, pcm16_to_float
 from tests.fakes import FakeClock, FakeDatabase, FakeObjectStore, fake_container
+from tests.support.audio import SpeechClip
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -113,3 +114,16 @@ async def test_the_app_sweeps_on_its_own_schedule() -> None:
     assert report.deleted["raw_input"] == 2 and not report.failed
     async with db() as tx:
         assert await tx.transcriptions.audio_expired_at(old_tr) == NOW + timedelta(days=40)
+
+
+async def test_the_opus_archive_of_real_speech_is_smaller_and_as_long(librivox: list[SpeechClip]) -> None:
+    archiver = OpusArchiver(24000)
+    for clip in librivox[:2]:
+        wav = encode_wav(pcm16_to_float(clip.pcm), 16000)
+        archived = await archiver.to_opus(wav)
+        assert archived.data[:4] == b"OggS" and len(archived.data) * 5 < len(wav)
+        decoded = decode_audio(archived.data)
+        assert abs(decoded.duration_s - len(clip.pcm) / 2 / 16000) < 0.03
+        assert abs(archived.duration_s - decoded.duration_s) < 0.03
+    with pytest.raises(ValueError, match="cannot be decoded"):
+        await archiver.to_opus(b"not audio at all")
