@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from avatar.bootstrap import Container
 from avatar.cli import main
+from avatar.infrastructure import backup
 from avatar.infrastructure.backup import MAGIC, BackupError, create_backup, restore_backup
 from avatar.infrastructure.database import (
     SqlUnitOfWorkFactory,
@@ -281,3 +282,20 @@ async def test_a_passphrase_archive_needs_its_passphrase(source: Source, tmp_pat
         report = await restore_backup(target, archive, passphrase="correct horse battery")
         assert report.objects == len(list((source.settings.object_store.root).rglob("*.wav")))
         assert report.revision == "0004"
+
+
+async def test_a_failing_database_load_takes_the_restored_objects_back(
+    source: Source, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_run = backup._run_tool
+
+    def run(args: list[str], url: str, what: str) -> None:
+        if what == "pg_restore":  # the database refuses the load after the objects were written
+            real_run([*args[:-1], str(tmp_path / "missing.dump")], url, what)
+        real_run(args, url, what)
+
+    monkeypatch.setattr(backup, "_run_tool", run)
+    async with _empty_target(source, tmp_path) as target:
+        with pytest.raises(BackupError, match="pg_restore failed"):
+            await restore_backup(target, source.archive)
+        await _nothing_restored(target)
