@@ -104,7 +104,7 @@ async def test_migrations_create_schema_indexes_and_go_back_down(postgres_server
         try:
             assert await migrate.current_revision(engine) is None
             await migrate.upgrade(engine)
-            assert await migrate.current_revision(engine) == "0003"
+            assert await migrate.current_revision(engine) == "0004"
 
             async with engine.connect() as conn:
                 tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
@@ -139,7 +139,7 @@ async def test_migrations_create_schema_indexes_and_go_back_down(postgres_server
                 left = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
             assert left.isdisjoint(t.metadata.tables)
             await migrate.upgrade(engine)  # and up again on the same database
-            assert await migrate.current_revision(engine) == "0003"
+            assert await migrate.current_revision(engine) == "0004"
         finally:
             await engine.dispose()
 
@@ -159,7 +159,7 @@ async def test_table_definitions_match_the_migrated_schema(uow_factory: SqlUnitO
 async def test_health_reports_pgvector_and_revision(uow_factory: SqlUnitOfWorkFactory) -> None:
     health = await uow_factory.health()
     assert health.ok, health.detail
-    assert health.extra["revision"] == "0003"
+    assert health.extra["revision"] == "0004"
     assert health.extra["pgvector"]
 
 

@@ -29,6 +29,7 @@ from avatar.infrastructure.object_store import (
 from avatar.presentation import objects
 from avatar.presentation.errors import install_error_handlers
 from avatar.settings import ObjectStoreSettings, SecuritySettings, Settings
+from tests.fakes import FakeClock
 from tests.support.net import free_port
 from tests.support.servers import S3Server
 
@@ -140,11 +141,15 @@ async def test_s3_outage_is_retried_then_reported(caplog: pytest.LogCaptureFixtu
     store.close()
 
 
-def _objects_app(store: FilesystemObjectStore) -> FastAPI:
+def _objects_app(store: FilesystemObjectStore, clock: FakeClock | None = None) -> FastAPI:
     app = FastAPI()
     install_error_handlers(app)
     app.include_router(objects.router)
-    app.state.container = SimpleNamespace(object_store=store)
+    app.state.container = SimpleNamespace(
+        object_store=store,
+        settings=Settings(_env_file=None, environment="test"),
+        clock=clock or FakeClock(TS + timedelta(minutes=1)),
+    )
     return app
 
 
@@ -155,7 +160,8 @@ async def test_filesystem_presigned_url_is_served_and_checked(fs_store: Filesyst
     expired = int(time.time()) - 5
     expired_url = f"/api/v1/objects/{key}?expires={expired}&sig={fs_store.signer.sign(key, expired)}"
     other = raw_input_key(SESSION, uuid.uuid4(), TS)
-    transport = httpx.ASGITransport(app=_objects_app(fs_store))
+    clock = FakeClock(TS + timedelta(minutes=1))
+    transport = httpx.ASGITransport(app=_objects_app(fs_store, clock))
     async with httpx.AsyncClient(transport=transport, base_url="http://avatar") as client:
         ok = await client.get(url)
         forged = await client.get(url.replace(key, other))
@@ -163,6 +169,8 @@ async def test_filesystem_presigned_url_is_served_and_checked(fs_store: Filesyst
         unsigned = await client.get(f"/api/v1/objects/{key}")
         await fs_store.delete(key)
         gone = await client.get(url)
+        clock.advance(timedelta(days=31).total_seconds())  # past the 30 days raw inputs are kept
+        expired_audio = await client.get(url)
     assert ok.status_code == 200
     assert ok.headers["content-type"] == "audio/wav"
     assert ok.content == WAV
@@ -172,6 +180,8 @@ async def test_filesystem_presigned_url_is_served_and_checked(fs_store: Filesyst
     assert stale.json()["error"]["code"] == "URL_EXPIRED"
     assert unsigned.status_code == 422
     assert gone.status_code == 404
+    assert expired_audio.status_code == 410
+    assert expired_audio.json()["error"]["code"] == "AUDIO_EXPIRED"
 
 
 async def test_build_object_store_by_kind(tmp_path: Path, s3_server: S3Server, s3_bucket: str) -> None:

@@ -15,6 +15,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from avatar.application.accounts import AccountService
@@ -46,11 +47,12 @@ from avatar.application.ports.speaker import SpeakerEncoder
 from avatar.application.ports.storage import ObjectStore, UnitOfWorkFactory
 from avatar.application.ports.tts import SpeechSynthesizer
 from avatar.application.prosody import ProsodyAnalysisHandler
+from avatar.application.retention import RetentionPolicy, RetentionScheduler, RetentionSweeper
 from avatar.application.tasks import HQ_TOPIC, PROSODY_TOPIC
 from avatar.application.voice_profiles import AudioClipDecoder, StoredVoiceResolver, VoiceProfileService
 from avatar.application.voice_style import StyledSynthesizer, load_voice_styles
 from avatar.domain.models import TTSMode
-from avatar.settings import Settings
+from avatar.settings import RetentionSettings, Settings
 from avatar_common.text import ClauseChunker
 
 if TYPE_CHECKING:
@@ -152,6 +154,8 @@ class Services:
     live_keys: tuple[str, str] | None = None
     #: Rated replies as fine-tuning data, for the admin download (docs/live.md, "Feedback").
     finetune: FinetuneExporter | None = None
+    #: Deletes audio past its retention and archives raw inputs as Opus (docs/security.md).
+    retention: RetentionSweeper | None = None
 
     async def aclose(self) -> None:
         """End the live stream and every live session (replies stopped, writes flushed), then the
@@ -511,6 +515,34 @@ def build_services(container: Container) -> Services:
         ),
         live=build_live(container, replies, hub),
         finetune=finetune_exporter(container),
+        retention=build_retention(container),
+    )
+
+
+def retention_policy(settings: RetentionSettings) -> RetentionPolicy:
+    """How long each kind of audio is kept (docs/security.md, "Retention")."""
+    return RetentionPolicy(
+        raw_input=timedelta(days=settings.raw_input_days),
+        synthesized=timedelta(days=settings.synthesized_days),
+        archive_after=timedelta(days=settings.archive_after_days) if settings.archive else None,
+    )
+
+
+def build_retention(container: Container, object_store: ObjectStore | None = None) -> RetentionSweeper:
+    """The retention sweep over the container's rows and objects (or ``object_store``'s): the Opus
+    archiver, the job lock shared by the replicas (PostgreSQL's advisory lock), Prometheus metrics."""
+    from avatar.infrastructure.metrics import PrometheusRetentionMetrics
+    from avatar.infrastructure.retention import OpusArchiver, job_lock_for
+
+    settings = container.settings.retention
+    return RetentionSweeper(
+        container.uow,
+        object_store or container.object_store,
+        container.clock,
+        retention_policy(settings),
+        OpusArchiver(settings.opus_bitrate),
+        job_lock_for(container.uow),
+        PrometheusRetentionMetrics(),
     )
 
 
@@ -535,9 +567,19 @@ async def running(
         await c.queue.start()
         if services.live is not None:
             services.live.start()
+        scheduler = None
+        retention = settings.retention
+        if retention.enabled and services.retention is not None:
+            # Every process may run it; the job lock lets one sweep at a time (docs/security.md).
+            scheduler = RetentionScheduler(
+                services.retention, interval_s=retention.interval_s, first_delay_s=retention.first_run_delay_s
+            )
+            scheduler.start()
         try:
             yield c, services
         finally:
+            if scheduler is not None:
+                await scheduler.aclose()
             await c.queue.stop()
             if c.notifier is not None:
                 await c.notifier.aclose()
@@ -578,7 +620,8 @@ def voice_styled(settings: Settings, synthesizer: SpeechSynthesizer) -> StyledSy
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     """A background-work process (``avatar worker``): the HQ pass and prosody analysis from the
-    Redis queue, results to the clients through the relay, no sockets served; until ``stop``."""
+    Redis queue, results to the clients through the relay, the retention sweep (one process at a
+    time), no sockets served; until ``stop``."""
     if settings.queue.kind != "redis":
         raise ValueError("a worker shares the Redis queue of the orchestrators: set AVATAR_QUEUE__KIND=redis")
     settings.queue.consume = True

@@ -443,6 +443,66 @@ def keys_rotate(signing: bool, rewrap_only: bool) -> None:
         raise click.ClickException(f"{len(report.failed)} value(s) could not be re-wrapped")
 
 
+def _passphrase(asked: bool, *, confirm: bool) -> str | None:
+    """The archive passphrase: AVATAR_BACKUP_PASSPHRASE, else prompted (only with --passphrase)."""
+    if not asked:
+        return None
+    return os.environ.get("AVATAR_BACKUP_PASSPHRASE") or click.prompt(
+        "passphrase", hide_input=True, confirmation_prompt=confirm
+    )
+
+
+@main.command()
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--passphrase",
+    is_flag=True,
+    help="Encrypt with a passphrase (prompted, or AVATAR_BACKUP_PASSPHRASE) instead of the master key.",
+)
+def backup(out: Path, passphrase: bool) -> None:
+    """Write the database (pg_dump) and every stored object into one encrypted archive OUT
+    (docs/security.md, "Backups"). Keep the master key apart from it: the audio and texts inside
+    stay sealed under it."""
+    import asyncio
+
+    from avatar.domain.errors import AvatarError
+    from avatar.infrastructure.backup import create_backup
+
+    settings = _settings()
+    secret = _passphrase(passphrase, confirm=True)
+    try:
+        report = asyncio.run(create_backup(settings, out, passphrase=secret))
+    except AvatarError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.message}") from exc
+    click.echo(
+        f"wrote {report.path} ({report.size} bytes: database {report.database_bytes} bytes, "
+        f"{report.objects} objects of {report.object_bytes} bytes) in {report.seconds:.1f} s"
+    )
+
+
+@main.command()
+@click.argument("archive", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--passphrase", is_flag=True, help="The archive was made with --passphrase (prompted).")
+def restore(archive: Path, passphrase: bool) -> None:
+    """Restore ARCHIVE into an empty database and object store (the configured ones). The whole
+    archive is checked first; an altered archive or a wrong key restores nothing."""
+    import asyncio
+
+    from avatar.domain.errors import AvatarError
+    from avatar.infrastructure.backup import restore_backup
+
+    settings = _settings()
+    secret = _passphrase(passphrase, confirm=False)
+    try:
+        report = asyncio.run(restore_backup(settings, archive, passphrase=secret))
+    except AvatarError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.message}") from exc
+    click.echo(
+        f"restored {report.objects} objects ({report.object_bytes} bytes) and the database "
+        f"(revision {report.revision}) in {report.seconds:.1f} s"
+    )
+
+
 @main.group()
 def export() -> None:
     """Export stored data (fine-tuning data from rated replies)."""

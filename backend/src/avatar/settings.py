@@ -569,6 +569,42 @@ class ObjectStoreSettings(BaseModel):
     region: str = Field(default="us-east-1", description="S3 region (used in request signatures).")
 
 
+class RetentionSettings(BaseModel):
+    """How long stored audio is kept, and when raw input audio is archived as Ogg/Opus
+    (docs/security.md, "Retention"). Swept by a scheduled job in the orchestrator and in `avatar
+    worker`; with several processes one runs it at a time (a PostgreSQL advisory lock)."""
+
+    enabled: bool = Field(default=True, description="Run the retention sweep in this process.")
+    raw_input_days: float = Field(
+        default=30.0, gt=0, description="Days the user's recorded utterances (`raw_inputs/`) are kept."
+    )
+    synthesized_days: float = Field(
+        default=7.0, gt=0, description="Days synthesized replies (fast and HQ, `synthesized/`) are kept."
+    )
+    archive: bool = Field(
+        default=True, description="Re-encode raw input audio older than `archive_after_days` as Ogg/Opus."
+    )
+    archive_after_days: float = Field(
+        default=1.0, ge=0, description="Age (days) at which raw input WAVs are replaced by Ogg/Opus."
+    )
+    opus_bitrate: int = Field(
+        default=24000, ge=6000, le=256000, description="Bit rate (bit/s) of the Ogg/Opus archive."
+    )
+    interval_s: float = Field(default=3600.0, gt=0, description="Seconds between two sweeps.")
+    first_run_delay_s: float = Field(
+        default=60.0, ge=0, description="Seconds after start-up before the first sweep."
+    )
+
+    @model_validator(mode="after")
+    def _archive_before_deletion(self) -> RetentionSettings:
+        if self.archive and self.archive_after_days >= self.raw_input_days:
+            raise ValueError(
+                "retention.archive_after_days must be below retention.raw_input_days "
+                "(audio is archived before it is deleted); set retention.archive=false to keep WAVs"
+            )
+        return self
+
+
 class QueueSettings(BaseModel):
     """The task queue of the work off the reply path (prosody analysis, the HQ pass)."""
 
@@ -825,6 +861,7 @@ class Settings(BaseSettings):
     object_store: ObjectStoreSettings = Field(
         default=ObjectStoreSettings(), description=ObjectStoreSettings.__doc__
     )
+    retention: RetentionSettings = Field(default=RetentionSettings(), description=RetentionSettings.__doc__)
     queue: QueueSettings = Field(default=QueueSettings(), description=QueueSettings.__doc__)
     redis: RedisSettings = Field(default=RedisSettings(), description=RedisSettings.__doc__)
     conversation: ConversationSettings = Field(

@@ -336,3 +336,5 @@ class SynthesizedAudio:
     voice_profile_id: uuid.UUID | None = None
     engine: str = ""
     voice: str = ""
+    #: When the retention sweep removed the audio (docs/security.md, "Retention"); the row stays.
+    expired_at: datetime | None = None

@@ -41,6 +41,33 @@ def synthesized_key(turn_id: uuid.UUID, mode: TTSMode | str, ts: datetime) -> st
     return f"{SYNTHESIZED}{tier}/{turn_id}_{tier}_{_ms(ts)}.wav"
 
 
+#: Extension of raw input audio once it is archived as Ogg/Opus (docs/security.md, "Retention").
+ARCHIVED_SUFFIX = ".opus"
+_KEY_TIME = re.compile(r"_(\d{10,16})\.[A-Za-z0-9]+$")
+
+
+def key_in_url(url: str) -> str | None:
+    """The object key inside a stored URL (``s3://bucket/key``, ``file:///root/key``)."""
+    positions = [url.find(p) for p in (RAW_INPUTS, SYNTHESIZED, VOICE_PROFILES) if p in url]
+    return url[min(positions) :] if positions else None
+
+
+def key_time(key: str) -> datetime | None:
+    """The UTC time in a raw-input or synthesized key (its ``_{ts}.ext`` tail), None if it has none."""
+    match = _KEY_TIME.search(key)
+    if match is None:
+        return None
+    return datetime.fromtimestamp(int(match.group(1)) / 1000, UTC)
+
+
+def archived_key(key: str) -> str:
+    """The key of a raw input's Ogg/Opus archive: the same key with ``.opus`` for its extension."""
+    stem, dot, _ext = key.rpartition(".")
+    if not dot or "/" in _ext:
+        raise DomainError(f"object key without an extension: {key!r}")
+    return validate_key(stem + ARCHIVED_SUFFIX)
+
+
 def voice_profile_prefix(profile_id: uuid.UUID) -> str:
     return f"{VOICE_PROFILES}{profile_id}/"
 

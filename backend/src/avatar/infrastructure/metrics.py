@@ -65,3 +65,45 @@ class PrometheusLiveMetrics:
 
     def replied(self, seconds: float) -> None:
         LIVE_REPLY.observe(seconds)
+
+
+RETENTION_SWEPT = Counter(
+    "retention_swept_objects_total", "Stored audio objects deleted past their retention", ["kind"]
+)
+RETENTION_SWEPT_BYTES = Counter(
+    "retention_swept_bytes_total", "Bytes of stored audio deleted past their retention", ["kind"]
+)
+RETENTION_ARCHIVED = Counter(
+    "retention_archived_objects_total", "Raw input recordings re-encoded as Ogg/Opus"
+)
+RETENTION_ARCHIVED_BYTES = Counter(
+    "retention_archived_bytes_total", "Bytes of raw input audio before and after the Opus archive", ["stage"]
+)
+RETENTION_FAILURES = Counter(
+    "retention_failures_total", "Retention steps that failed (retried by the next sweep)", ["kind"]
+)
+RETENTION_LAST_RUN = Gauge("retention_last_run_timestamp_seconds", "When the last retention sweep ended")
+RETENTION_LAST_SUCCESS = Gauge(
+    "retention_last_success_timestamp_seconds", "When the last retention sweep without failures ended"
+)
+
+
+class PrometheusRetentionMetrics:
+    """Satisfies ``avatar.application.ports.retention.RetentionMetrics``."""
+
+    def swept(self, kind: str, objects: int, size: int) -> None:
+        RETENTION_SWEPT.labels(kind=kind).inc(objects)
+        RETENTION_SWEPT_BYTES.labels(kind=kind).inc(size)
+
+    def archived(self, objects: int, size_before: int, size_after: int) -> None:
+        RETENTION_ARCHIVED.inc(objects)
+        RETENTION_ARCHIVED_BYTES.labels(stage="before").inc(size_before)
+        RETENTION_ARCHIVED_BYTES.labels(stage="after").inc(size_after)
+
+    def failed(self, kind: str, count: int = 1) -> None:
+        RETENTION_FAILURES.labels(kind=kind).inc(count)
+
+    def finished(self, timestamp: float, ok: bool) -> None:
+        RETENTION_LAST_RUN.set(timestamp)
+        if ok:
+            RETENTION_LAST_SUCCESS.set(timestamp)

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from avatar.application.ports.common import ComponentHealth
+from avatar.application.ports.storage import StoredObject
 from avatar.domain.errors import DependencyError, InvalidInputError, NotFoundError
 from avatar.domain.storage_keys import validate_key
 from avatar.infrastructure.crypto import DecryptionError, Envelope, Keyring
@@ -168,6 +169,16 @@ class FilesystemObjectStore:
 
     async def list_keys(self, prefix: str) -> list[str]:
         return await self._run(self._list, _check_prefix(prefix))
+
+    async def list_objects(self, prefix: str) -> list[StoredObject]:
+        return await self._run(self._list_sized, _check_prefix(prefix))
+
+    def _list_sized(self, prefix: str) -> list[StoredObject]:
+        out = []
+        for key in self._list(prefix):
+            with contextlib.suppress(FileNotFoundError):  # removed since the listing
+                out.append(StoredObject(key, (self.root / key).stat().st_size))
+        return out
 
     def _list(self, prefix: str) -> list[str]:
         # Walk only the deepest directory the prefix names, then filter by the full prefix.
@@ -378,6 +389,16 @@ class S3ObjectStore:
 
         return await self._call("list", listing)
 
+    async def list_objects(self, prefix: str) -> list[StoredObject]:
+        _check_prefix(prefix)
+
+        def listing() -> list[StoredObject]:
+            objects = self._client.list_objects(self.bucket, prefix=prefix or None, recursive=True)
+            found = [StoredObject(str(o.object_name), int(o.size or 0)) for o in objects if not o.is_dir]
+            return sorted(found, key=lambda o: o.key)
+
+        return await self._call("list", listing)
+
     async def presigned_url(self, key: str, expires: timedelta = timedelta(hours=1)) -> str:
         validate_key(key)
         _expiry_seconds(expires)
@@ -444,6 +465,9 @@ class EncryptingObjectStore:
 
     async def list_keys(self, prefix: str) -> list[str]:
         return await self.inner.list_keys(prefix)
+
+    async def list_objects(self, prefix: str) -> list[StoredObject]:
+        return await self.inner.list_objects(prefix)
 
     async def presigned_url(self, key: str, expires: timedelta = timedelta(hours=1)) -> str:
         return self.signer.url(self._base_url, key, expires)

@@ -12,6 +12,7 @@ from typing import Annotated, Protocol, runtime_checkable
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 
+from avatar.bootstrap import retention_policy
 from avatar.domain.errors import InvalidInputError, NotFoundError
 from avatar.presentation.deps import ContainerDep
 from avatar.presentation.errors import error_body
@@ -37,7 +38,7 @@ class _SelfServedObjects(Protocol):
 @router.get(
     "/api/v1/objects/{key:path}",
     response_class=Response,
-    responses={200: {"content": {"audio/wav": {}}}, 403: {}, 404: {}},
+    responses={200: {"content": {"audio/wav": {}}}, 403: {}, 404: {}, 410: {}},
 )
 async def get_object(
     key: str,
@@ -52,7 +53,17 @@ async def get_object(
         store.verify_signature(key, expires, sig)
     except InvalidInputError as exc:
         return JSONResponse(error_body(exc.code, exc.message), status_code=403)
-    data = await store.get(key)
+    try:
+        data = await store.get(key)
+    except NotFoundError:
+        policy = retention_policy(container.settings.retention)
+        if policy.past_retention(key, container.clock.now()):
+            # The audio was deleted after its retention (docs/security.md, "Retention").
+            return JSONResponse(
+                error_body("AUDIO_EXPIRED", "this audio was deleted after its retention period"),
+                status_code=410,
+            )
+        raise
     suffix = key[key.rfind(".") :].lower() if "." in key else ""
     return Response(
         data,

@@ -67,13 +67,23 @@ class TranscriptionPublic(BaseModel):
     language: str | None = None
     low_confidence: bool = False
     latency_ms: float = 0.0
-    audio_url: str | None = Field(default=None, description="Presigned URL of the input audio (1 h)")
+    audio_url: str | None = Field(
+        default=None, description="Presigned URL of the input audio (1 h); null once it expired"
+    )
+    audio_expired: bool = Field(
+        default=False,
+        description="The input audio was deleted by the retention sweep (docs/security.md, Retention)",
+    )
 
 
 class AudioPublic(BaseModel):
     audio_id: uuid.UUID
     mode: Literal["fast", "hq"]
-    url: str = Field(description="Presigned URL (1 h)")
+    url: str = Field(description="Presigned URL (1 h); empty once the audio expired")
+    expired: bool = Field(
+        default=False,
+        description="The reply audio was deleted by the retention sweep (docs/security.md, Retention)",
+    )
     duration_sec: float
     synthesis_time_ms: float
     engine: str = ""

@@ -164,13 +164,15 @@ async def list_turns(
                     turn,
                     await tx.transcriptions.get(tr_id),
                     await tx.transcriptions.audio_url(tr_id),
+                    await tx.transcriptions.audio_expired_at(tr_id),
                     await tx.synthesized.list_for_turn(turn.turn_id),
                 )
             )
     out = []
-    for turn, transcription, input_url, audios in rows:
+    for turn, transcription, input_url, input_expired, audios in rows:
         tr = None
         if transcription is not None:
+            # Audio past its retention is gone; the turn stays and says so (docs/security.md).
             tr = TranscriptionPublic(
                 transcription_id=transcription.transcription_id,
                 text=transcription.text,
@@ -178,13 +180,15 @@ async def list_turns(
                 language=transcription.language,
                 low_confidence=transcription.low_confidence,
                 latency_ms=transcription.latency_ms,
-                audio_url=await presign(store, input_url),
+                audio_url=None if input_expired else await presign(store, input_url),
+                audio_expired=input_expired is not None,
             )
         audio = [
             AudioPublic(
                 audio_id=a.audio_id,
                 mode=a.mode.value,
-                url=await presign(store, a.audio_url) or "",
+                url="" if a.expired_at else await presign(store, a.audio_url) or "",
+                expired=a.expired_at is not None,
                 duration_sec=a.duration_sec,
                 synthesis_time_ms=a.synthesis_time_ms,
                 engine=a.engine,

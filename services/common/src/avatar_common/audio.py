@@ -147,8 +147,10 @@ def pcm16_to_wav(pcm: bytes, sample_rate: int) -> bytes:
     return encode_wav(pcm16_to_float(pcm), sample_rate)
 
 
-def encode_audio(samples: FloatAudio, sample_rate: int, fmt: str) -> bytes:
+def encode_audio(samples: FloatAudio, sample_rate: int, fmt: str, *, bit_rate: int | None = None) -> bytes:
     """Encode mono float32 samples as ``wav``, ``pcm`` (raw s16le), ``flac``, ``mp3`` or ``opus`` (Ogg).
+
+    ``bit_rate`` (bit/s) applies to the compressed formats (the codec's default when omitted).
 
     Raises:
         ValueError: for an unknown format.
@@ -163,11 +165,11 @@ def encode_audio(samples: FloatAudio, sample_rate: int, fmt: str) -> bytes:
         sf.write(buf, samples, sample_rate, format="FLAC", subtype="PCM_16")
         return buf.getvalue()
     if fmt in ("mp3", "opus", "aac"):
-        return _encode_pyav(samples, sample_rate, fmt)
+        return _encode_pyav(samples, sample_rate, fmt, bit_rate)
     raise ValueError(f"unsupported output format {fmt!r}")
 
 
-def _encode_pyav(samples: FloatAudio, sample_rate: int, fmt: str) -> bytes:
+def _encode_pyav(samples: FloatAudio, sample_rate: int, fmt: str, bit_rate: int | None = None) -> bytes:
     import av
 
     codec, container_fmt, rate = {
@@ -182,6 +184,8 @@ def _encode_pyav(samples: FloatAudio, sample_rate: int, fmt: str) -> bytes:
         if not isinstance(stream, av.audio.stream.AudioStream):
             raise ValueError(f"{codec} is not an audio codec")
         stream.layout = "mono"
+        if bit_rate:
+            stream.bit_rate = bit_rate
         frame_size = 960 if fmt == "opus" else 1152
         pcm = float_to_pcm16(data)
         arr = np.frombuffer(pcm, dtype="<i2")

@@ -27,6 +27,14 @@ from avatar.domain.models import (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    """One object of a listing: its key and its size in bytes as stored (sealed)."""
+
+    key: str
+    size: int
+
+
 class ObjectStore(Protocol):
     """Binary objects by key in one bucket (MinIO/S3 in compose, a directory when embedded)."""
 
@@ -47,6 +55,10 @@ class ObjectStore(Protocol):
         ...
 
     async def list_keys(self, prefix: str) -> list[str]: ...
+
+    async def list_objects(self, prefix: str) -> list[StoredObject]:
+        """Every object under ``prefix`` with its stored size, sorted by key."""
+        ...
 
     async def presigned_url(self, key: str, expires: timedelta = timedelta(hours=1)) -> str: ...
 
@@ -138,6 +150,19 @@ class ErasureRepository(Protocol):
         ...
 
 
+class RetentionRepository(Protocol):
+    """What the retention sweep changes in the rows (docs/security.md, "Retention")."""
+
+    async def mark_expired(self, keys: Sequence[str], when: datetime) -> int:
+        """Mark the rows whose audio is one of ``keys`` as expired (input audio and replies);
+        rows already marked are left alone. Returns how many rows changed."""
+        ...
+
+    async def replace_input_audio(self, old_key: str, new_url: str) -> int:
+        """Point the transcriptions whose input audio is ``old_key`` at ``new_url``; how many."""
+        ...
+
+
 class SessionRepository(Protocol):
     async def add(self, session: Session) -> None: ...
     async def get(self, session_id: uuid.UUID) -> Session | None: ...
@@ -166,6 +191,10 @@ class TranscriptionRepository(Protocol):
     async def audio_url(self, transcription_id: uuid.UUID) -> str | None: ...
     async def owner_of(self, transcription_id: uuid.UUID) -> uuid.UUID | None:
         """The owner of the session the transcription belongs to (``None``: no such transcription)."""
+        ...
+
+    async def audio_expired_at(self, transcription_id: uuid.UUID) -> datetime | None:
+        """When the retention sweep removed the input audio (``None``: not removed)."""
         ...
 
 
@@ -262,6 +291,8 @@ class UnitOfWork(Protocol):
     def erasure(self) -> ErasureRepository: ...
     @property
     def feedback(self) -> FeedbackRepository: ...
+    @property
+    def retention(self) -> RetentionRepository: ...
 
     async def __aenter__(self) -> Self: ...
 

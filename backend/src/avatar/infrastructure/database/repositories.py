@@ -228,6 +228,13 @@ class SqlTranscriptionRepository:
         value = (await self._tx.read(stmt)).scalar_one_or_none()
         return value if isinstance(value, uuid.UUID) else None
 
+    async def audio_expired_at(self, transcription_id: uuid.UUID) -> datetime | None:
+        stmt = select(t.transcriptions.c.audio_expired_at).where(
+            t.transcriptions.c.transcription_id == transcription_id
+        )
+        value = (await self._tx.read(stmt)).scalar_one_or_none()
+        return value if isinstance(value, datetime) else None
+
 
 class SqlProsodyRepository:
     def __init__(self, tx: Transaction) -> None:
@@ -392,9 +399,54 @@ class SqlSynthesizedAudioRepository:
                 voice_profile_id=row["voice_profile_id"],
                 engine=row["engine"],
                 voice=row["voice"],
+                expired_at=row["expired_at"],
             )
             for row in (await self._tx.read(stmt)).mappings()
         ]
+
+
+#: The object key inside a stored URL (``s3://bucket/KEY``, ``file:///root/KEY``): from the first
+#: folder of the key layout on (docs/design-notes.md §5), as ``application.erasure.key_of`` does.
+_KEY_IN_URL = r"((raw_inputs|synthesized|voice_profiles)/.*)$"
+
+
+def _key_of(column: Any) -> Any:
+    return func.substring(column, _KEY_IN_URL)
+
+
+class SqlRetentionRepository:
+    """Rows touched by the retention sweep (docs/security.md, "Retention")."""
+
+    def __init__(self, tx: Transaction) -> None:
+        self._tx = tx
+
+    async def mark_expired(self, keys: Sequence[str], when: datetime) -> int:
+        if not keys:
+            return 0
+        tr, sa = t.transcriptions, t.synthesized_audios
+        inputs = (
+            update(tr)
+            .where(tr.c.audio_expired_at.is_(None), _key_of(tr.c.audio_url).in_(list(keys)))
+            .values(audio_expired_at=when)
+            .returning(tr.c.transcription_id)
+        )
+        replies = (
+            update(sa)
+            .where(sa.c.expired_at.is_(None), _key_of(sa.c.audio_url).in_(list(keys)))
+            .values(expired_at=when)
+            .returning(sa.c.audio_id)
+        )
+        return len((await self._tx.write(inputs)).all()) + len((await self._tx.write(replies)).all())
+
+    async def replace_input_audio(self, old_key: str, new_url: str) -> int:
+        tr = t.transcriptions
+        stmt = (
+            update(tr)
+            .where(_key_of(tr.c.audio_url) == old_key)
+            .values(audio_url=new_url)
+            .returning(tr.c.transcription_id)
+        )
+        return len((await self._tx.write(stmt)).all())
 
 
 class SqlMemoryRepository:

@@ -127,6 +127,7 @@ transcriptions = Table(
     Column("language", Text),
     Column("low_confidence", Boolean, nullable=False, server_default="false"),
     _now(),
+    Column("audio_expired_at", DateTime(timezone=True)),
     CheckConstraint("confidence >= 0 AND confidence <= 1", name="ck_transcriptions_confidence"),
 )
 
@@ -187,6 +188,7 @@ synthesized_audios = Table(
     Column("engine", Text, nullable=False, server_default=""),
     Column("voice", Text, nullable=False, server_default=""),
     _now(),
+    Column("expired_at", DateTime(timezone=True)),
     CheckConstraint("mode IN ('fast', 'hq')", name="ck_synthesized_audios_mode"),
 )
 

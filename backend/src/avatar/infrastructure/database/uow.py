@@ -16,6 +16,7 @@ from avatar.infrastructure.database.repositories import (
     SqlFeedbackRepository,
     SqlMemoryRepository,
     SqlProsodyRepository,
+    SqlRetentionRepository,
     SqlSessionRepository,
     SqlSummaryRepository,
     SqlSynthesizedAudioRepository,
@@ -44,6 +45,7 @@ class SqlUnitOfWork:
         self.accounts = SqlAccountRepository(self._tx)
         self.erasure = SqlErasureRepository(self._tx)
         self.feedback = SqlFeedbackRepository(self._tx)
+        self.retention = SqlRetentionRepository(self._tx)
 
     async def __aenter__(self) -> Self:
         return self

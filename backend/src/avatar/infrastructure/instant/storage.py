@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from avatar.application.ports.common import ComponentHealth
-from avatar.application.ports.storage import AuditEntry, Credential, MemoryHit
+from avatar.application.ports.storage import AuditEntry, Credential, MemoryHit, StoredObject
 from avatar.domain.errors import DomainError, InvalidInputError, NotFoundError
 from avatar.domain.feedback import Rating, TurnFeedback
 from avatar.domain.models import (
@@ -31,6 +31,7 @@ from avatar.domain.models import (
     User,
     VoiceProfile,
 )
+from avatar.domain.storage_keys import key_in_url
 
 
 class InMemoryObjectStore:
@@ -64,6 +65,9 @@ class InMemoryObjectStore:
     async def list_keys(self, prefix: str) -> list[str]:
         return sorted(k for k in self.objects if k.startswith(prefix))
 
+    async def list_objects(self, prefix: str) -> list[StoredObject]:
+        return [StoredObject(k, len(self.objects[k][0])) for k in await self.list_keys(prefix)]
+
     async def presigned_url(self, key: str, expires: timedelta = timedelta(hours=1)) -> str:
         return f"http://in-memory/{self.bucket}/{key}?expires={int(expires.total_seconds())}"
 
@@ -90,6 +94,8 @@ class Tables:
     credentials: dict[str, Credential] = field(default_factory=dict)
     audit: list[AuditEntry] = field(default_factory=list)
     feedback: dict[uuid.UUID, TurnFeedback] = field(default_factory=dict)
+    #: transcription id -> when the retention sweep removed its input audio.
+    inputs_expired: dict[uuid.UUID, datetime] = field(default_factory=dict)
 
     def copy(self) -> Tables:
         return Tables(
@@ -105,6 +111,7 @@ class Tables:
             dict(self.credentials),
             list(self.audit),
             dict(self.feedback),
+            dict(self.inputs_expired),
         )
 
 
@@ -190,6 +197,9 @@ class InMemoryTranscriptionRepository(_Repo):
         turn = self.t.turns.get(row[0]) if row else None
         session = self.t.sessions.get(turn.session_id) if turn else None
         return session.owner_id if session else None
+
+    async def audio_expired_at(self, transcription_id: uuid.UUID) -> datetime | None:
+        return self.t.inputs_expired.get(transcription_id)
 
 
 class InMemoryProsodyRepository(_Repo):
@@ -404,6 +414,28 @@ class InMemoryFeedbackRepository(_Repo):
         return sorted(found, key=lambda f: f.created_at or datetime.min.replace(tzinfo=UTC))
 
 
+class InMemoryRetentionRepository(_Repo):
+    async def mark_expired(self, keys: Sequence[str], when: datetime) -> int:
+        wanted, changed = set(keys), 0
+        for tid, (_turn, _tr, url, _partials) in self.t.transcriptions.items():
+            if url and key_in_url(url) in wanted and tid not in self.t.inputs_expired:
+                self.t.inputs_expired[tid] = when
+                changed += 1
+        for audio_id, audio in list(self.t.synthesized.items()):
+            if audio.expired_at is None and key_in_url(audio.audio_url) in wanted:
+                self.t.synthesized[audio_id] = replace(audio, expired_at=when)
+                changed += 1
+        return changed
+
+    async def replace_input_audio(self, old_key: str, new_url: str) -> int:
+        changed = 0
+        for tid, (turn, tr, url, partials) in list(self.t.transcriptions.items()):
+            if url and key_in_url(url) == old_key:
+                self.t.transcriptions[tid] = (turn, tr, new_url, partials)
+                changed += 1
+        return changed
+
+
 class InMemoryUnitOfWork:
     """Transactional over a shared :class:`InMemoryDatabase`: changes are visible after ``commit``."""
 
@@ -421,6 +453,7 @@ class InMemoryUnitOfWork:
         self.accounts = InMemoryAccountRepository(self)
         self.erasure = InMemoryErasureRepository(self)
         self.feedback = InMemoryFeedbackRepository(self)
+        self.retention = InMemoryRetentionRepository(self)
         self.committed = False
 
     async def __aenter__(self) -> Self:
