@@ -190,18 +190,16 @@ class RealtimeTranslator:
             self.expected_texts.popleft()  # a client-created item, announced already
             self.unanswered.append(text)
             return
-        commit_event, self.commit_event = self.commit_event, None
+        self.commit_event = None
         self.commit_pending = False
         self.commit_resolved.set()
-        if not text:
-            if commit_event is not None or self._speech_item is not None:
-                self._speech_item = None
-                self.uncommitted_ms = 0.0
-            return
         item_id, self._speech_item = self._speech_item or new_item_id(), None
         if self.config.vad:
             end = max(0, int(self.appended_ms - self.config.silence_duration_ms))
             self.emit(SpeechStoppedEvent(audio_end_ms=end, item_id=item_id))
+        if not text:  # noise, not words: the speech ends without an item
+            self.uncommitted_ms = 0.0
+            return
         self.emit(CommittedEvent(item_id=item_id, previous_item_id=self.last_item_id))
         transcribed = self.config.transcription is not None
         content = ContentOut(type="input_audio", transcript=text if transcribed else None)
