@@ -42,6 +42,7 @@ from avatar.application.validation import JsonInputError, strict_json_loads
 from avatar.bootstrap import Services
 from avatar.domain.errors import AvatarError, CapacityError, NotFoundError, RateLimitedError
 from avatar.domain.models import Session, User
+from avatar.presentation.ownership import audit_if_foreign
 from avatar.presentation.realtime import CLOSE_BUSY, CLOSE_ENDED, CLOSE_REPLACED, WS_CONNECTIONS, _FloodGuard
 from avatar.presentation.ws_security import WebSocketPolicy
 from avatar.settings import Settings
@@ -131,6 +132,7 @@ async def _session_for(
             record = await tx.sessions.get(sid)
         if record is None or not user.may_see(record.owner_id):
             return _openai_error(404, f"session {sid} not found", "session_not_found")
+        await audit_if_foreign(services, user, record.owner_id, "session.realtime", str(sid))
         return sid
     drain = websocket.app.state.drain
     if drain.draining:
