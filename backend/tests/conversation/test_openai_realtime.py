@@ -283,7 +283,7 @@ async def test_bad_events_get_openai_errors_and_the_connection_goes_on(served: S
         odd = {"type": "input_audio_buffer.append", "audio": base64.b64encode(b"abc").decode()}
         assert (await error_for(json.dumps(odd)))["code"] == "invalid_audio"
         missing = await error_for(json.dumps({"type": "conversation.item.truncate", "item_id": "nope"}))
-        assert missing["param"] == "audio_end_ms"
+        assert missing["param"] == "audio_end_ms" and missing["code"] == "missing_required_parameter"
         truncate = {
             "type": "conversation.item.truncate",
             "item_id": "nope",
@@ -375,3 +375,42 @@ async def test_beta_clients_get_the_beta_event_names(served: Served) -> None:
                 seen.append(kind)
     assert "conversation.item.created" in seen and "response.audio.delta" in seen
     assert "response.audio_transcript.delta" in seen and "response.output_audio.delta" not in seen
+
+
+async def test_an_audio_item_a_system_item_and_clearing_the_buffer(served: Served) -> None:
+    recognizer = served.container.recognizer
+    assert isinstance(recognizer, FakeRecognizer)
+    async with served.client().realtime.connect(model="avatar") as conn:
+        events = Events(conn)
+        session_id = (await events.until("session.created")).session.id
+        await conn.session.update(
+            session={"type": "realtime", "audio": {"input": {"transcription": {"model": "whisper-1"}}}}
+        )
+        await events.until("session.updated")
+        await conn.input_audio_buffer.clear()
+        await events.until("input_audio_buffer.cleared")
+        await conn.conversation.item.create(
+            item={
+                "type": "message",
+                "role": "system",
+                "content": [{"type": "input_text", "text": "Be brief."}],
+            }
+        )
+        await events.until("conversation.item.done")
+        clip = tone_24k(400)
+        await conn.conversation.item.create(
+            item={
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_audio", "audio": base64.b64encode(clip).decode()}],
+            }
+        )
+        transcribed = await events.until("conversation.item.input_audio_transcription.completed")
+        assert transcribed.transcript == "hello there"
+        assert recognizer.transcribed[-1] == (len(clip), 24000)
+        await conn.response.create()
+        done = await events.until("response.done")
+        assert done.response.status == "completed"
+    assert "Be brief." in served.chat.calls[-1][0].content
+    (turn,) = await turns_of(served, session_id, 1)
+    assert turn["user_input"] == "hello there" and turn["transcription"]["audio_url"]

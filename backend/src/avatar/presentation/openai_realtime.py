@@ -251,7 +251,8 @@ class _RealtimeConnection:
             first = exc.errors()[0]
             param = ".".join(str(p) for p in first["loc"][1:]) or None
             message = f"invalid {kind}: {param or 'event'}: {first['msg'].removeprefix('Value error, ')}"
-            self._error(message[:300], "invalid_value", param=param, event_id=event_id)
+            code = "missing_required_parameter" if first["type"] == "missing" else "invalid_value"
+            self._error(message[:300], code, param=param, event_id=event_id)
             return
         try:
             if isinstance(event, InputAudioAppendIn):

@@ -12,6 +12,7 @@ import base64
 import binascii
 import contextlib
 import dataclasses
+import uuid
 from collections.abc import Callable
 
 from avatar.application.conversation.session import ConversationSession
@@ -252,7 +253,7 @@ class RealtimeConversation:
             t.truncations.pop(item.turn_id, None)
         self.emit(truncated)
 
-    def _latest_turn(self) -> object:
+    def _latest_turn(self) -> uuid.UUID | None:
         assistants = [i for i in self.translator.items.values() if i.role == "assistant"]
         return assistants[-1].turn_id if assistants else None
 
