@@ -414,3 +414,30 @@ async def test_an_audio_item_a_system_item_and_clearing_the_buffer(served: Serve
     assert "Be brief." in served.chat.calls[-1][0].content
     (turn,) = await turns_of(served, session_id, 1)
     assert turn["user_input"] == "hello there" and turn["transcription"]["audio_url"]
+
+
+async def test_a_longer_silence_duration_joins_speech_into_one_reply(served: Served) -> None:
+    server_silence = served.container.settings.asr.min_silence_ms
+    async with served.client().realtime.connect(model="avatar") as conn:
+        events = Events(conn)
+        session_id = (await events.until("session.created")).session.id
+        wanted = server_silence + 2500
+        await conn.session.update(
+            session={
+                "type": "realtime",
+                "audio": {"input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": wanted}}},
+            }
+        )
+        updated = await events.until("session.updated")
+        assert updated.session.audio.input.turn_detection.silence_duration_ms == wanted
+        pcm = tone_24k(500)  # one utterance of the fake recognizer
+        for _ in range(2):  # two utterances, the second well inside the extra silence
+            for start in range(0, len(pcm), 4800):
+                await conn.input_audio_buffer.append(
+                    audio=base64.b64encode(pcm[start : start + 4800]).decode()
+                )
+        done = await events.until("response.done")
+        assert done.response.status == "completed"
+        assert len(events.of("input_audio_buffer.committed")) == 2 and len(events.of("response.created")) == 1
+    (turn,) = await turns_of(served, session_id, 1)
+    assert turn["user_input"] == "hello there hello there"

@@ -34,9 +34,20 @@ def test_openai_voices_map_to_the_best_stock_voice_offered() -> None:
 
 
 def test_session_settings_in_ga_and_beta_shape() -> None:
-    fresh = RealtimeConfig(silence_duration_ms=500)
+    fresh = RealtimeConfig(server_silence_ms=500)
     assert fresh.auto_reply and fresh.audio_out and fresh.transcription is None  # OpenAI's defaults
-    config = RealtimeConfig(silence_duration_ms=500)
+    assert fresh.silence_duration_ms == 500 and fresh.reply_delay_ms == 0
+    longer = SessionConfigIn.model_validate(
+        {"turn_detection": {"type": "server_vad", "silence_duration_ms": 1200}}
+    )
+    fresh.apply(longer)
+    assert (fresh.reply_delay_ms, fresh.auto_reply, fresh.delayed_reply) == (700, False, True)
+    shorter = SessionConfigIn.model_validate(
+        {"turn_detection": {"type": "server_vad", "silence_duration_ms": 200}}
+    )
+    fresh.apply(shorter)  # the recognizer cannot end utterances sooner than its own endpoint
+    assert (fresh.silence_duration_ms, fresh.auto_reply) == (500, True)
+    config = RealtimeConfig(server_silence_ms=500)
     ga = SessionConfigIn.model_validate(
         {"audio": {"input": {"turn_detection": None, "transcription": {"model": "whisper-1"}}}}
     )

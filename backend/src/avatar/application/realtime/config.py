@@ -41,9 +41,16 @@ def _check_format(fmt: AudioFormatIn | str | None, param: str) -> None:
 
 @dataclass
 class RealtimeConfig:
-    """What the client chose; starts with OpenAI's defaults (server VAD on, transcription off)."""
+    """What the client chose; starts with OpenAI's defaults (server VAD on, transcription off).
 
-    silence_duration_ms: int
+    ``server_silence_ms`` is the recognizer's own endpoint (``asr.min_silence_ms``): an utterance
+    ends after that much silence. A client asking for a longer ``silence_duration_ms`` gets the
+    difference as a wait before the reply starts, during which more speech joins the same turn; a
+    shorter one cannot be had and the recognizer's is reported.
+    """
+
+    server_silence_ms: int
+    silence_duration_ms: int = 0
     instructions: str = ""
     voice: str = DEFAULT_OPENAI_VOICE
     output_modalities: list[str] = field(default_factory=lambda: ["audio"])
@@ -56,10 +63,23 @@ class RealtimeConfig:
     def audio_out(self) -> bool:
         return "audio" in self.output_modalities
 
+    def __post_init__(self) -> None:
+        self.silence_duration_ms = max(self.silence_duration_ms, self.server_silence_ms)
+
+    @property
+    def reply_delay_ms(self) -> int:
+        """How long after the recognizer's endpoint a reply waits for more speech."""
+        return self.silence_duration_ms - self.server_silence_ms
+
     @property
     def auto_reply(self) -> bool:
-        """Whether the end of speech starts a reply by itself."""
-        return self.vad and self.create_response
+        """Whether the end of speech starts a reply at once, by itself."""
+        return self.vad and self.create_response and self.reply_delay_ms <= 0
+
+    @property
+    def delayed_reply(self) -> bool:
+        """Whether the end of speech starts a reply by itself after :attr:`reply_delay_ms`."""
+        return self.vad and self.create_response and self.reply_delay_ms > 0
 
     def apply(self, update: SessionConfigIn) -> str | None:
         """Take a ``session.update`` (GA or beta shape); returns the new voice name, if any.
@@ -102,6 +122,8 @@ class RealtimeConfig:
             return
         if td.create_response is not None:
             self.create_response = td.create_response
+        if td.silence_duration_ms is not None:
+            self.silence_duration_ms = max(td.silence_duration_ms, self.server_silence_ms)
         if td.interrupt_response is not None:
             self.interrupt_response = td.interrupt_response
 

@@ -13,7 +13,8 @@ import binascii
 import contextlib
 import dataclasses
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from avatar.application.conversation.session import ConversationSession
 from avatar.application.realtime.config import ConfigError, RealtimeConfig
@@ -63,10 +64,13 @@ class RealtimeConversation:
         self.deps = deps
         self.emit = emit
         self.beta = beta
-        self.config = RealtimeConfig(silence_duration_ms=deps.silence_duration_ms)
+        self.config = RealtimeConfig(server_silence_ms=deps.silence_duration_ms)
         self.translator = RealtimeTranslator(deps, self.config, emit, beta=beta)
+        self.translator.on_speech_started = self._speech_resumed
+        self.translator.on_committed = self._utterance_committed
         self.session.auto_reply = self.config.auto_reply
         self._tasks: set[asyncio.Task[None]] = set()
+        self._delayed: asyncio.Task[None] | None = None
 
     @property
     def session_id(self) -> str:
@@ -78,6 +82,30 @@ class RealtimeConversation:
 
     def _described(self) -> dict[str, object]:
         return self.config.describe(self.session_id, self.deps.model, beta=self.beta)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # --- a longer silence_duration_ms than the recognizer's (docs/realtime.md) -----------------
+
+    def _utterance_committed(self) -> None:
+        if self.config.delayed_reply:
+            self._speech_resumed()
+            self._delayed = self._spawn(self._reply_after(self.config.reply_delay_ms / 1000.0))
+
+    def _speech_resumed(self) -> None:
+        if self._delayed is not None:
+            self._delayed.cancel()
+            self._delayed = None
+
+    async def _reply_after(self, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        self._delayed = None
+        if self.translator.response is None:
+            await self.session.respond()
 
     async def aclose(self) -> None:
         for task in self._tasks:
@@ -280,9 +308,7 @@ class RealtimeConversation:
         t.next_audio_out = None if not modalities else "audio" in modalities
         t.next_response_id = new_response_id()
         if t.commit_pending:
-            task = asyncio.create_task(self._respond_after_commit(eid))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._respond_after_commit(eid))
             return
         await self._respond(eid)
 

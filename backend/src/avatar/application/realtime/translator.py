@@ -136,6 +136,9 @@ class RealtimeTranslator:
         #: ``conversation.item.truncate`` waiting for the pipeline's ``interrupted``: turn -> event.
         self.truncations: dict[uuid.UUID, TruncatedEvent] = {}
         self._speech_item: str | None = None
+        #: Told when the VAD hears speech start and when an utterance became an item.
+        self.on_speech_started: Callable[[], None] | None = None
+        self.on_committed: Callable[[], None] | None = None
 
     # --- items --------------------------------------------------------------------------------
 
@@ -183,6 +186,8 @@ class RealtimeTranslator:
         self._speech_item = new_item_id()
         start = max(0, int(min(message.timestamp, self.appended_ms)))
         self.emit(SpeechStartedEvent(audio_start_ms=start, item_id=self._speech_item))
+        if self.on_speech_started is not None:
+            self.on_speech_started()
 
     def _final(self, message: TranscriptionFinalMsg) -> None:
         text = message.text.strip()
@@ -195,7 +200,7 @@ class RealtimeTranslator:
         self.commit_resolved.set()
         item_id, self._speech_item = self._speech_item or new_item_id(), None
         if self.config.vad:
-            end = max(0, int(self.appended_ms - self.config.silence_duration_ms))
+            end = max(0, int(self.appended_ms - self.config.server_silence_ms))
             self.emit(SpeechStoppedEvent(audio_end_ms=end, item_id=item_id))
         if not text:  # noise, not words: the speech ends without an item
             self.uncommitted_ms = 0.0
@@ -209,6 +214,8 @@ class RealtimeTranslator:
             self.emit(TranscriptionCompletedEvent(item_id=item_id, transcript=text, usage=usage))
         self.uncommitted_ms = 0.0
         self.unanswered.append(text)
+        if self.on_committed is not None:
+            self.on_committed()
 
     def _notice(self, message: NoticeMsg) -> None:
         if message.code == "NO_SPEECH" and self.commit_pending:
