@@ -104,8 +104,7 @@ class RealtimeConversation:
     async def _reply_after(self, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
         self._delayed = None
-        if self.translator.response is None:
-            await self.session.respond()
+        await self.session.respond()  # a reply still playing is interrupted first, as on speech
 
     async def aclose(self) -> None:
         for task in self._tasks:
