@@ -61,7 +61,8 @@ async def served() -> AsyncIterator[Served]:
     settings.conversation.max_sessions_per_user = 50
     settings.conversation.session_creations_per_user_per_minute = 1000
     settings.conversation.max_frame_bytes = 64 * 1024
-    chat = FakeChatModel((REPLY,), token_delay_s=0.01)
+    # slow enough that a reply is still being written when a test cancels it at its first word
+    chat = FakeChatModel((REPLY,), token_delay_s=0.05)
     container = fake_container(
         settings,
         recognizer=FakeRecognizer(utterance_ms=500),
@@ -176,6 +177,8 @@ async def test_speech_with_server_vad_makes_a_turn(served: Served) -> None:
         assert started.item_id == stopped.item_id == committed.item_id
         transcript = await events.until("conversation.item.input_audio_transcription.completed")
         assert transcript.item_id == committed.item_id and transcript.transcript == "hello there"
+        (partial,) = events.of("conversation.item.input_audio_transcription.delta")  # the live words
+        assert partial.item_id == committed.item_id and partial.delta == "hello"
         done = await events.until("response.done")
         assert done.response.status == "completed"
     (turn,) = await turns_of(served, session_id, 1)

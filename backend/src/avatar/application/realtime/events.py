@@ -325,6 +325,13 @@ class TranscriptionCompletedEvent(ServerEvent):
     usage: dict[str, Any]
 
 
+class TranscriptionDeltaEvent(ServerEvent):
+    type: str = "conversation.item.input_audio_transcription.delta"
+    item_id: str
+    content_index: int = 0
+    delta: str
+
+
 class TruncatedEvent(ServerEvent):
     type: str = "conversation.item.truncated"
     item_id: str

@@ -25,6 +25,7 @@ from avatar.application.conversation.events import (
     ServerMessage,
     SpeechStartedMsg,
     TranscriptionFinalMsg,
+    TranscriptionPartialMsg,
     TurnCompletedMsg,
     TurnStartedMsg,
 )
@@ -47,6 +48,7 @@ from avatar.application.realtime.events import (
     StatusDetails,
     TokenDetails,
     TranscriptionCompletedEvent,
+    TranscriptionDeltaEvent,
     TruncatedEvent,
     UsageOut,
     error_event,
@@ -136,6 +138,7 @@ class RealtimeTranslator:
         #: ``conversation.item.truncate`` waiting for the pipeline's ``interrupted``: turn -> event.
         self.truncations: dict[uuid.UUID, TruncatedEvent] = {}
         self._speech_item: str | None = None
+        self._partial_text = ""
         #: Told when the VAD hears speech start and when an utterance became an item.
         self.on_speech_started: Callable[[], None] | None = None
         self.on_committed: Callable[[], None] | None = None
@@ -160,6 +163,8 @@ class RealtimeTranslator:
     def pipeline(self, message: ServerMessage) -> None:
         if isinstance(message, SpeechStartedMsg):
             self._speech_started(message)
+        elif isinstance(message, TranscriptionPartialMsg):
+            self._partial(message)
         elif isinstance(message, TranscriptionFinalMsg):
             self._final(message)
         elif isinstance(message, TurnStartedMsg):
@@ -177,10 +182,11 @@ class RealtimeTranslator:
         elif isinstance(message, ErrorMsg):
             kind = "server_error" if message.code in _SERVER_ERRORS else "invalid_request_error"
             self.emit(error_event(message.message, code=message.code.lower(), kind=kind))
-        # session_state, emotion, partials, hq_ready, prosody_analysis, pong and heartbeat have no
+        # session_state, emotion, hq_ready, prosody_analysis, pong and heartbeat have no
         # Realtime counterpart (docs/realtime.md).
 
     def _speech_started(self, message: SpeechStartedMsg) -> None:
+        self._partial_text = ""
         if not self.config.vad:
             return
         self._speech_item = new_item_id()
@@ -188,6 +194,17 @@ class RealtimeTranslator:
         self.emit(SpeechStartedEvent(audio_start_ms=start, item_id=self._speech_item))
         if self.on_speech_started is not None:
             self.on_speech_started()
+
+    def _partial(self, message: TranscriptionPartialMsg) -> None:
+        """A live transcript: its growth since the last one as a transcription delta (a partial that
+        revises earlier words is skipped; the completed event carries the final text)."""
+        text = message.text.strip()
+        if self.config.transcription is None or not text.startswith(self._partial_text):
+            return
+        delta, self._partial_text = text[len(self._partial_text) :], text
+        if delta:
+            self._speech_item = self._speech_item or new_item_id()
+            self.emit(TranscriptionDeltaEvent(item_id=self._speech_item, delta=delta))
 
     def _final(self, message: TranscriptionFinalMsg) -> None:
         text = message.text.strip()
@@ -198,6 +215,7 @@ class RealtimeTranslator:
         self.commit_event = None
         self.commit_pending = False
         self.commit_resolved.set()
+        self._partial_text = ""
         item_id, self._speech_item = self._speech_item or new_item_id(), None
         if self.config.vad:
             end = max(0, int(self.appended_ms - self.config.server_silence_ms))
