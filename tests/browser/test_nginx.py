@@ -15,6 +15,7 @@ import httpx
 import pytest
 import websockets
 from fastapi import FastAPI, Request, WebSocket
+from websockets.typing import Subprotocol
 
 from tests.browser.support import free_port, serve_in_thread, wait_for_port
 
@@ -45,6 +46,14 @@ def _upstream() -> FastAPI:
         await websocket.send_text(f"{session_id}:{websocket.query_params.get('token')}:{text}")
         data = await websocket.receive_bytes()
         await websocket.send_bytes(data[::-1])
+        await websocket.close()
+
+    @app.websocket("/v1/realtime")
+    async def realtime(websocket: WebSocket) -> None:
+        await websocket.accept(subprotocol="realtime")
+        await websocket.send_text(
+            f"{websocket.headers.get('authorization')}:{websocket.query_params['model']}"
+        )
         await websocket.close()
 
     return app
@@ -177,3 +186,15 @@ async def test_nginx_rate_limits_session_creation(site: dict[str, int]) -> None:
     # burst of 10 beyond the first request passes, the rest are refused before reaching the app
     assert codes.count(200) == 11
     assert set(codes[11:]) == {429}
+
+
+async def test_nginx_proxies_the_openai_realtime_socket(site: dict[str, int]) -> None:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    url = f"wss://127.0.0.1:{site['https']}/v1/realtime?model=avatar"
+    headers = {"Authorization": "Bearer k"}
+    protocols = [Subprotocol("realtime")]
+    async with websockets.connect(url, ssl=ctx, additional_headers=headers, subprotocols=protocols) as ws:
+        assert ws.subprotocol == "realtime"
+        assert await ws.recv() == "Bearer k:avatar"

@@ -47,11 +47,12 @@ from avatar.application.ports.speaker import SpeakerEncoder
 from avatar.application.ports.storage import ObjectStore, UnitOfWorkFactory
 from avatar.application.ports.tts import SpeechSynthesizer
 from avatar.application.prosody import ProsodyAnalysisHandler
+from avatar.application.realtime.ports import RealtimeDeps
 from avatar.application.retention import RetentionPolicy, RetentionScheduler, RetentionSweeper
 from avatar.application.tasks import HQ_TOPIC, PROSODY_TOPIC
 from avatar.application.voice_profiles import AudioClipDecoder, StoredVoiceResolver, VoiceProfileService
 from avatar.application.voice_style import StyledSynthesizer, load_voice_styles
-from avatar.domain.models import TTSMode
+from avatar.domain.models import Transcription, TTSMode
 from avatar.settings import RetentionSettings, Settings
 from avatar_common.text import ClauseChunker
 
@@ -156,6 +157,8 @@ class Services:
     finetune: FinetuneExporter | None = None
     #: Deletes audio past its retention and archives raw inputs as Opus (docs/security.md).
     retention: RetentionSweeper | None = None
+    #: The OpenAI Realtime endpoint's adapters (docs/realtime.md).
+    realtime: RealtimeDeps | None = None
 
     async def aclose(self) -> None:
         """End the live stream and every live session (replies stopped, writes flushed), then the
@@ -443,6 +446,26 @@ def finetune_exporter(container: Container) -> FinetuneExporter:
     )
 
 
+def realtime_deps(container: Container, replies: BrainReplyEngine) -> RealtimeDeps:
+    """What ``WS /v1/realtime`` needs beside the sessions (docs/realtime.md)."""
+    from avatar.infrastructure.resampling import SoxrStreamResampler
+
+    settings = container.settings
+
+    async def transcribe(pcm: bytes, sample_rate: int) -> Transcription:
+        return await container.recognizer.transcribe(pcm, sample_rate, language=settings.asr.language)
+
+    return RealtimeDeps(
+        resampler=SoxrStreamResampler,
+        voices=container.fast_tts.voices,
+        transcribe=transcribe,
+        count_tokens=container.chat_model.count_tokens,
+        instructions=replies,
+        silence_duration_ms=settings.asr.min_silence_ms,
+        model=settings.llm.model,
+    )
+
+
 def build_services(container: Container) -> Services:
     """Build the use cases over ``container`` and subscribe the queue handlers (HQ pass, prosody);
     call it before the queue starts."""
@@ -516,6 +539,7 @@ def build_services(container: Container) -> Services:
         live=build_live(container, replies, hub),
         finetune=finetune_exporter(container),
         retention=build_retention(container),
+        realtime=realtime_deps(container, replies),
     )
 
 

@@ -151,6 +151,9 @@ class ConversationBrain:
         self._summarizer: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.summaries_written = 0
+        #: A client's own instructions, added after the persona (an OpenAI Realtime
+        #: ``session.update``, docs/realtime.md); empty for the web app.
+        self.instructions = ""
 
     @classmethod
     async def restore(cls, session_id: uuid.UUID, deps: BrainDeps) -> ConversationBrain:
@@ -337,6 +340,8 @@ class ConversationBrain:
         """The stable head of every prompt: it changes only when the summary does, so the model
         server's prompt cache reuses its work turn after turn (docs/architecture.md, "Prompt")."""
         parts = [self._persona.system_message()]
+        if self.instructions:
+            parts.append(self.instructions)
         name = language_name(language)
         if name:
             parts.append(f"The user is writing in {name}; reply in {name}.")

@@ -25,6 +25,10 @@ class BrainReplyEngine:
             self._brains[session_id] = brain
         return brain
 
+    def set_instructions(self, session_id: uuid.UUID, instructions: str) -> None:
+        """Instructions of the session's client, added after the persona (docs/realtime.md)."""
+        self.brain(session_id).instructions = instructions.strip()
+
     async def reply(
         self,
         session_id: uuid.UUID,

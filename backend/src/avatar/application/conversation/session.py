@@ -12,7 +12,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from avatar.application.conversation.context import SessionContext
 from avatar.application.conversation.deps import ConversationDeps
@@ -40,6 +40,19 @@ log = logging.getLogger(__name__)
 def transcription_id_for(turn_id: uuid.UUID) -> uuid.UUID:
     """The id of a turn's transcription: derived from the turn so either finds the other."""
     return uuid.uuid5(turn_id, "transcription")
+
+
+@dataclass
+class _HeldInput:
+    """A final transcript (or typed text) waiting for its reply to be asked for (docs/realtime.md)."""
+
+    turn_id: uuid.UUID
+    text: str
+    transcription: Transcription
+    pcm: bytes
+    partials: list[str]
+    t_final: float
+    endpoint_ms: float
 
 
 class ConversationSession:
@@ -77,6 +90,11 @@ class ConversationSession:
         self._reply: Reply | None = None
         self._partials: list[str] = []
         self._lock = asyncio.Lock()
+        #: Whether a final transcript starts its reply at once (the web app). An OpenAI Realtime
+        #: client may ask for each reply itself (``response.create``); its inputs are then held
+        #: until :meth:`respond` (docs/realtime.md).
+        self.auto_reply = True
+        self._held: list[_HeldInput] = []
         self.closed = False
         #: Writes the resumable state (set by the session manager when there is a state store).
         self.on_state_change: Callable[[], Awaitable[None]] | None = None
@@ -146,12 +164,28 @@ class ConversationSession:
         """The client's stop button: returns whether a reply was interrupted."""
         return await self._barge_in(heard_text=heard_text, played_ms=played_ms, explicit=True)
 
-    async def text_input(self, text: str) -> None:
-        """A typed message: handled as a final transcript without audio."""
+    async def text_input(self, text: str, *, hold: bool = False) -> None:
+        """A typed message: handled as a final transcript without audio; with ``hold`` it waits for
+        :meth:`respond` (an OpenAI Realtime ``conversation.item.create``)."""
         transcription = Transcription(
             text=text.strip(), is_final=True, confidence=1.0, language=self.context.language
         )
-        await self._on_final(transcription, b"", self.deps.clock.monotonic())
+        await self._on_final(transcription, b"", self.deps.clock.monotonic(), hold=hold)
+
+    async def audio_input(self, transcription: Transcription, pcm16k: bytes) -> None:
+        """A whole recorded utterance already transcribed (an OpenAI Realtime audio item); it is
+        held for :meth:`respond` like a typed message. ``pcm16k`` is PCM16 mono at 16 kHz."""
+        await self._on_final(transcription, pcm16k, self.deps.clock.monotonic(), hold=True)
+
+    @property
+    def held_inputs(self) -> int:
+        """Inputs waiting for :meth:`respond`."""
+        return len(self._held)
+
+    async def respond(self) -> bool:
+        """Start the reply to the held inputs (joined as one turn); ``False`` when none is held."""
+        async with self._lock:
+            return await self._reply_to_held()
 
     async def set_tts_mode(
         self, mode: TTSMode, voice: str | None = None, voice_profile_id: uuid.UUID | None = None
@@ -196,7 +230,7 @@ class ConversationSession:
             self.context.error(event.error_code or "ASR_FAILED", event.message or "speech recognition failed")
 
     async def _on_final(
-        self, tr: Transcription, pcm: bytes, t_final: float, endpoint_ms: float = 0.0
+        self, tr: Transcription, pcm: bytes, t_final: float, endpoint_ms: float = 0.0, *, hold: bool = False
     ) -> None:
         async with self._lock:  # one turn starts at a time
             partials, self._partials = self._partials, []
@@ -215,15 +249,30 @@ class ConversationSession:
             )
             if not text:
                 return
-            await self._barge_in()
-            if self._reply is not None:
-                await self._reply.settle()
-            reply = self._new_reply(turn_id, text, tr, t_final, endpoint_ms)
-            self._reply = reply
-            self.recorder.record_input(reply.turn, tr, pcm, partials)
-            self._state_changed()
-            self.outbox.send(TurnStartedMsg(turn_id=turn_id, turn_number=reply.turn.turn_number))
-            reply.start()
+            self._held.append(_HeldInput(turn_id, text, tr, pcm, partials, t_final, endpoint_ms))
+            if self.auto_reply and not hold:
+                await self._reply_to_held()
+
+    async def _reply_to_held(self) -> bool:
+        """Start one turn answering every held input (usually exactly one); under ``_lock``."""
+        if not self._held:
+            return False
+        held, self._held = self._held, []
+        first, last = held[0], held[-1]
+        text = " ".join(h.text for h in held)
+        tr = replace(first.transcription, text=text) if len(held) > 1 else first.transcription
+        pcm = b"".join(h.pcm for h in held)
+        partials = [p for h in held for p in h.partials]
+        await self._barge_in()
+        if self._reply is not None:
+            await self._reply.settle()
+        reply = self._new_reply(first.turn_id, text, tr, last.t_final, first.endpoint_ms)
+        self._reply = reply
+        self.recorder.record_input(reply.turn, tr, pcm, partials)
+        self._state_changed()
+        self.outbox.send(TurnStartedMsg(turn_id=first.turn_id, turn_number=reply.turn.turn_number))
+        reply.start()
+        return True
 
     def _new_reply(
         self, turn_id: uuid.UUID, text: str, tr: Transcription, t_final: float, endpoint_ms: float
