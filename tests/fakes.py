@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
 from avatar.application.conversation.events import ServerMessage
+from avatar.application.ports.asr import TranscriptionTask
 from avatar.application.ports.common import ComponentHealth
 from avatar.application.ports.llm import ChatMessage
 from avatar.application.ports.prosody import ProsodyResult
@@ -96,10 +97,19 @@ class FakeRecognizer(InstantRecognizer):
         return stream
 
     async def transcribe(
-        self, pcm: bytes, sample_rate: int, *, language: str | None = None, prompt: str | None = None
+        self,
+        pcm: bytes,
+        sample_rate: int,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        temperature: float = 0.0,
+        task: TranscriptionTask = "transcribe",
     ) -> Transcription:
         self.transcribed.append((len(pcm), sample_rate))
-        return await super().transcribe(pcm, sample_rate, language=language, prompt=prompt)
+        return await super().transcribe(
+            pcm, sample_rate, language=language, prompt=prompt, temperature=temperature, task=task
+        )
 
 
 class FakeChatModel(InstantChatModel):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from avatar.application.ports.asr import TranscriptionTask
 from avatar.application.ports.storage import UnitOfWorkFactory
 from avatar.application.ports.tts import VoiceReference
 from avatar.application.voice_profiles import (
@@ -147,7 +148,14 @@ async def test_a_given_transcript_is_kept_and_asr_is_not_called(speakers: dict[s
 async def test_unavailable_asr_still_creates_the_profile(speakers: dict[str, list[Clip]]) -> None:
     class DownRecognizer(FakeRecognizer):
         async def transcribe(
-            self, pcm: bytes, sample_rate: int, *, language: str | None = None, prompt: str | None = None
+            self,
+            pcm: bytes,
+            sample_rate: int,
+            *,
+            language: str | None = None,
+            prompt: str | None = None,
+            temperature: float = 0.0,
+            task: TranscriptionTask = "transcribe",
         ) -> Transcription:
             raise DependencyError("asr service unreachable")
 

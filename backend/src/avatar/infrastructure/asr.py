@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from avatar.application.ports.asr import TranscriptEvent, TranscriptEventKind
+from avatar.application.ports.asr import TranscriptEvent, TranscriptEventKind, TranscriptionTask
 from avatar.application.ports.common import ComponentHealth
 from avatar.domain.errors import (
     AvatarError,
@@ -218,12 +218,21 @@ class EmbeddedSpeechRecognizer:
             raise _from_asr_error(exc) from exc
 
     async def transcribe(
-        self, pcm: bytes, sample_rate: int, *, language: str | None = None, prompt: str | None = None
+        self,
+        pcm: bytes,
+        sample_rate: int,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        temperature: float = 0.0,
+        task: TranscriptionTask = "transcribe",
     ) -> Transcription:
         from avatar_asr.errors import ASRError
 
         try:
-            result = await self._service.transcribe_pcm(pcm, sample_rate, language=language, prompt=prompt)
+            result = await self._service.transcribe_pcm(
+                pcm, sample_rate, language=language, prompt=prompt, temperature=temperature, task=task
+            )
         except ASRError as exc:
             raise _from_asr_error(exc) from exc
         rec = result.recognition
@@ -379,7 +388,14 @@ class RemoteSpeechRecognizer:
         return await RemoteRecognitionStream.connect(self._url, language, self._timeout)
 
     async def transcribe(
-        self, pcm: bytes, sample_rate: int, *, language: str | None = None, prompt: str | None = None
+        self,
+        pcm: bytes,
+        sample_rate: int,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        temperature: float = 0.0,
+        task: TranscriptionTask = "transcribe",
     ) -> Transcription:
         from avatar_common.audio import pcm16_to_wav
 
@@ -387,14 +403,18 @@ class RemoteSpeechRecognizer:
             raise InvalidInputError("the audio is empty", code="EMPTY_AUDIO")
         if len(pcm) % 2:
             raise InvalidInputError("PCM16 audio must be whole 16-bit samples", code="INVALID_AUDIO")
-        data: dict[str, str] = {"model": "whisper", "response_format": "verbose_json"}
+        data: dict[str, str] = {
+            "model": "whisper",
+            "response_format": "verbose_json",
+            "temperature": repr(float(temperature)),
+        }
         if language:
             data["language"] = language
         if prompt:
             data["prompt"] = prompt
         try:
             response = await self._http.post(
-                f"{self._url}/v1/audio/transcriptions",
+                f"{self._url}/v1/audio/{'translations' if task == 'translate' else 'transcriptions'}",
                 data=data,
                 files={"file": ("audio.wav", pcm16_to_wav(pcm, sample_rate), "audio/wav")},
             )

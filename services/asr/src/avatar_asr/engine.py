@@ -271,6 +271,7 @@ class WhisperEngine:
         temperature: float | tuple[float, ...] = 0.0,
         word_timestamps: bool = True,
         condition_on_previous_text: bool = False,
+        task: str = "transcribe",
     ) -> Recognition:
         """Decode 16 kHz mono audio synchronously (call through :meth:`run`).
 
@@ -279,6 +280,7 @@ class WhisperEngine:
             temperature: One temperature, or a fallback sequence (:data:`TEMPERATURE_FALLBACK`).
             condition_on_previous_text: Within this audio, each 30 s window sees the text of the
                 windows before it (for long audio).
+            task: ``transcribe``, or ``translate`` (Whisper's translation into English).
         """
         self.load()
         started = time.perf_counter()
@@ -291,6 +293,7 @@ class WhisperEngine:
             word_timestamps=word_timestamps,
             condition_on_previous_text=condition_on_previous_text,
             vad_filter=False,
+            task=task,
         )
         raw = list(segments_iter)
         kept: list[Segment] = []

@@ -20,6 +20,8 @@ from avatar_asr.stream import RecognitionSession, StreamObserver
 from avatar_asr.vad import FloatAudio, SileroVAD, SpeechRegion
 from avatar_common.audio import AudioDecodeError, decode_audio, resample
 
+#: Whisper's tasks: recognition in the spoken language, or translation into English.
+TASKS = ("transcribe", "translate")
 #: Containers accepted for upload (as reported by libsndfile / FFmpeg).
 ACCEPTED_CONTAINERS = frozenset({"wav", "wave", "flac", "ogg", "opus", "mp3", "webm", "matroska"})
 #: Pauses up to this long stay in the audio Whisper decodes; longer ones shrink to the VAD's padding.
@@ -132,17 +134,36 @@ class ASRService:
         return samples, fmt, decoded.sample_rate, decoded.source_channels
 
     async def transcribe_file(
-        self, data: bytes, *, language: str | None = None, prompt: str | None = None, temperature: float = 0.0
+        self,
+        data: bytes,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        temperature: float = 0.0,
+        task: str = "transcribe",
     ) -> FileTranscription:
         """Decode, VAD and transcribe an uploaded file; no speech is an empty result with ``notice``
-        ``NO_SPEECH`` (not an error: an OpenAI client expects an empty transcript)."""
+        ``NO_SPEECH`` (not an error: an OpenAI client expects an empty transcript). ``task``
+        ``translate`` gives the English translation instead."""
         samples, fmt, rate, channels = await asyncio.to_thread(self.decode_file, data)
-        return await self._transcribe(samples, language, prompt, temperature, fmt, rate, channels)
+        return await self._transcribe(samples, language, prompt, temperature, fmt, rate, channels, task)
 
     async def transcribe_pcm(
-        self, pcm: bytes, sample_rate: int, *, language: str | None = None, prompt: str | None = None
+        self,
+        pcm: bytes,
+        sample_rate: int,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        temperature: float = 0.0,
+        task: str = "transcribe",
     ) -> FileTranscription:
-        """Transcribe a complete PCM16 mono clip."""
+        """Transcribe (or, ``task="translate"``, translate into English) a complete PCM16 mono clip;
+        ``temperature`` 0 is Whisper's fallback sequence, another value is used as is."""
+        if task not in TASKS:
+            raise ASRError("INVALID_INPUT", f"task must be one of {', '.join(TASKS)}")
+        if not 0.0 <= temperature <= 1.0:
+            raise ASRError("INVALID_INPUT", "temperature must be within 0..1")
         if not pcm:
             raise ASRError("EMPTY_AUDIO", "the audio is empty")
         if len(pcm) % 2:
@@ -158,7 +179,7 @@ class ASRService:
             )
         raw = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
         samples = resample(raw, sample_rate, SAMPLE_RATE)
-        result = await self._transcribe(samples, language, prompt, 0.0, "pcm", sample_rate, 1)
+        result = await self._transcribe(samples, language, prompt, temperature, "pcm", sample_rate, 1, task)
         if result.notice == "NO_SPEECH":
             raise ASRError("NO_SPEECH", "no speech was detected in the audio", 422)
         return result
@@ -172,6 +193,7 @@ class ASRService:
         fmt: str,
         rate: int,
         channels: int,
+        task: str = "transcribe",
     ) -> FileTranscription:
         """The VAD skips the silence; Whisper decodes all the speech at once, in context (``layout.py``)."""
         cfg = self.config
@@ -200,6 +222,7 @@ class ASRService:
                 temperature=TEMPERATURE_FALLBACK if temperature == 0.0 else temperature,
                 word_timestamps=True,
                 condition_on_previous_text=True,
+                task=task,
             )
 
         rec = _restore(await self.engine.run(run, PRIORITY_FINAL), layout)

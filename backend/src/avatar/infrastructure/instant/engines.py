@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avatar.application.ports.asr import TranscriptEvent, TranscriptEventKind
+from avatar.application.ports.asr import TranscriptEvent, TranscriptEventKind, TranscriptionTask
 from avatar.application.ports.common import ComponentHealth
 from avatar.application.ports.llm import ChatMessage
 from avatar.application.ports.prosody import ProsodyResult
@@ -138,7 +138,14 @@ class InstantRecognizer:
         return InstantRecognitionStream(self, language)
 
     async def transcribe(
-        self, pcm: bytes, sample_rate: int, *, language: str | None = None, prompt: str | None = None
+        self,
+        pcm: bytes,
+        sample_rate: int,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        temperature: float = 0.0,
+        task: TranscriptionTask = "transcribe",
     ) -> Transcription:
         return Transcription(text=self.next_text(), is_final=True, confidence=0.9, language=language or "en")
 
