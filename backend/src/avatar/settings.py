@@ -804,7 +804,7 @@ class OpenAISettings(BaseModel):
     cors_origins: list[str] = Field(
         default_factory=list,
         description=(
-            "Origins (a JSON list, `[\"*\"]` for any) whose browser pages may call `/v1/*` with an "
+            'Origins (a JSON list, `["*"]` for any) whose browser pages may call `/v1/*` with an '
             "API key; empty: same origin only. Cookies are never allowed across origins."
         ),
     )

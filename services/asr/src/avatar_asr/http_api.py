@@ -9,7 +9,7 @@ shape (``wire.ErrorBody``).
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -159,7 +159,8 @@ def build_http_router(svc: ASRService, metrics: ASRMetrics) -> APIRouter:
                 headers=headers,
             )
         if response_format == "verbose_json":
-            verbose = VerboseTranscription.of(result, task="translate" if task == "translate" else "transcribe")
+            kind: Literal["transcribe", "translate"] = "translate" if task == "translate" else "transcribe"
+            verbose = VerboseTranscription.of(result, task=kind)
             return JSONResponse(dump(verbose), headers=headers)
         body = TranscriptionJSON(
             text=rec.text,

@@ -10,7 +10,6 @@ from typing import Literal, Protocol
 from avatar.application.ports.common import ComponentHealth
 from avatar.domain.models import AudioChunk, Transcription
 
-
 #: What a one-shot decode does: recognize the spoken language, or translate it into English.
 TranscriptionTask = Literal["transcribe", "translate"]
 
