@@ -25,6 +25,7 @@ from avatar.presentation import (
     live,
     memory,
     objects,
+    openai_api,
     prosody,
     realtime,
     sessions,
@@ -47,6 +48,7 @@ ROUTERS = (
     objects.router,
     live.router,
     feedback.router,
+    openai_api.router,
 )
 
 
@@ -88,6 +90,7 @@ def create_app(
     app.state.drain = drain
     app.add_middleware(DrainMiddleware, drain=drain)
     app.add_middleware(JsonBodyGuard)
+    openai_api.install_openai_cors(app, settings)
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
