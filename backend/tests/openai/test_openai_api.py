@@ -21,10 +21,11 @@ import pytest_asyncio
 from avatar.application.ports.asr import TranscriptionTask
 from avatar.application.ports.audio import SpeechFormat
 from avatar.application.ports.llm import ChatErrorKind, ChatModelError
+from avatar.application.ports.tts import VoiceInfo
 from avatar.application.voice_profiles import original_key
 from avatar.bootstrap import Container
-from avatar.domain.errors import InvalidInputError
-from avatar.domain.models import SegmentTiming, Session, Transcription, VoiceProfile, WordTiming
+from avatar.domain.errors import DependencyError, InvalidInputError
+from avatar.domain.models import SegmentTiming, Session, Transcription, TTSMode, VoiceProfile, WordTiming
 from avatar.domain.wav import pcm16_wav
 from avatar.presentation.app import create_app
 from avatar.settings import Settings
@@ -444,3 +445,27 @@ async def test_cors_is_off_by_default() -> None:
             headers={"Origin": "https://app.example", "Access-Control-Request-Method": "GET"},
         )
         assert "access-control-allow-origin" not in answer.headers
+
+
+class VoicelessSynthesizer(FakeSynthesizer):
+    """A tier whose service is down: listing its voices fails."""
+
+    async def voices(self) -> list[VoiceInfo]:
+        raise DependencyError("the HQ TTS service is unreachable")
+
+
+async def test_a_tier_that_is_down_does_not_stop_the_other_from_speaking() -> None:
+    fast = FakeSynthesizer()
+    container = fake_container(
+        Settings(environment="test"), fast_tts=fast, hq_tts=VoicelessSynthesizer(TTSMode.HQ)
+    )
+    async with running_server(create_app(container.settings, container)) as base:
+        _user, key = await make_user(container, "tier-down")
+        async with openai.AsyncOpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0) as sdk:
+            speech = await sdk.audio.speech.create(
+                model="tts-1", voice="nova", input="Still here.", response_format="wav"
+            )
+            assert decode_audio(speech.content).duration_s > 0.1
+            listed = await sdk.get("/audio/voices", cast_to=httpx.Response)
+    assert fast.requests[-1].text == "Still here."
+    assert [v["tier"] for v in listed.json()["data"]] == ["fast"]

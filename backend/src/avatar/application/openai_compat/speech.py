@@ -5,6 +5,7 @@ voice profiles, resolved to a synthesizer tier and a ``SynthesisRequest`` (docs/
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -17,8 +18,10 @@ from avatar.application.ports.tts import (
     VoiceInfo,
     VoiceReference,
 )
-from avatar.domain.errors import InvalidInputError, NotFoundError
+from avatar.domain.errors import AvatarError, InvalidInputError, NotFoundError
 from avatar.domain.models import TTSMode, User
+
+log = logging.getLogger(__name__)
 
 #: OpenAI's built-in voice names and the stock voice each one asks for (docs/openai.md has the
 #: table). Where that voice is not served (another placement's engines), the fast tier's voice for
@@ -126,7 +129,7 @@ class OpenAISpeech:
         name = voice.strip()
         if not name:
             raise InvalidInputError("voice must be given", code="INVALID_VOICE")
-        served = {m: await t.voices() for m, t in self._tiers.items()}
+        served = {m: await self._served(m) for m in self._tiers}
         wanted = OPENAI_VOICES.get(name.lower())
         if wanted is not None:
             for tier_mode, voices in served.items():
@@ -156,11 +159,20 @@ class OpenAISpeech:
             "or the id of one of your voice profiles"
         )
 
+    async def _served(self, mode: TTSMode) -> list[VoiceInfo]:
+        """The tier's voices; a tier that cannot answer (its service is down) serves none, so the
+        other tier still speaks."""
+        try:
+            return await self._tiers[mode].voices()
+        except AvatarError as exc:
+            log.warning("the %s tier's voices are unknown: %s", mode.value, exc.message)
+            return []
+
     async def stock_voices(self) -> list[tuple[VoiceInfo, list[str]]]:
         """Every stock voice served, each with the OpenAI names that map to it."""
         out = []
-        for tier in self._tiers.values():
-            for info in await tier.voices():
+        for mode in self._tiers:
+            for info in await self._served(mode):
                 names = sorted(n for n, v in OPENAI_VOICES.items() if v == info.voice_id)
                 out.append((info, names))
         return out
