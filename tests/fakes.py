@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
@@ -24,7 +24,7 @@ from avatar.application.ports.queue import TaskHandler
 from avatar.application.ports.tts import SynthesisRequest
 from avatar.bootstrap import Container
 from avatar.domain.errors import CapacityError
-from avatar.domain.models import AudioChunk, Transcription, TTSMode
+from avatar.domain.models import AudioChunk, SegmentTiming, Transcription, TTSMode
 from avatar.infrastructure.instant import (
     InMemoryDatabase,
     InMemoryObjectStore,
@@ -105,10 +105,17 @@ class FakeRecognizer(InstantRecognizer):
         prompt: str | None = None,
         temperature: float = 0.0,
         task: TranscriptionTask = "transcribe",
+        on_segment: Callable[[SegmentTiming], None] | None = None,
     ) -> Transcription:
         self.transcribed.append((len(pcm), sample_rate))
         return await super().transcribe(
-            pcm, sample_rate, language=language, prompt=prompt, temperature=temperature, task=task
+            pcm,
+            sample_rate,
+            language=language,
+            prompt=prompt,
+            temperature=temperature,
+            task=task,
+            on_segment=on_segment,
         )
 
 

@@ -45,6 +45,14 @@ async def test_transcription_through_the_remote_asr_service(
             model="whisper-1", file=("clip.wav", clip_wav), language="en", temperature=0.2
         )
         assert words(result.text) == words(clip.transcript)
+        # The service answers whole: the stream's deltas come at the end, the same text.
+        stream = await client.audio.transcriptions.create(
+            model="whisper-1", file=("clip.wav", clip_wav), language="en", stream=True
+        )
+        events = [event async for event in stream]
+        done = events[-1]
+        assert done.type == "transcript.text.done" and words(done.text) == words(clip.transcript)
+        assert "".join(e.delta for e in events if e.type == "transcript.text.delta") == done.text
         silent = await client.audio.transcriptions.with_raw_response.create(
             model="whisper-1", file=("silence.wav", encode_wav(np.zeros(32000, np.float32), 16000))
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -44,6 +44,7 @@ class ScriptedRecognizer(FakeRecognizer):
     def __init__(self) -> None:
         super().__init__()
         self.silent = False
+        self.break_after_first_segment = False
         self.options: list[tuple[str | None, str | None, float, TranscriptionTask]] = []
 
     async def transcribe(
@@ -55,11 +56,18 @@ class ScriptedRecognizer(FakeRecognizer):
         prompt: str | None = None,
         temperature: float = 0.0,
         task: TranscriptionTask = "transcribe",
+        on_segment: Callable[[SegmentTiming], None] | None = None,
     ) -> Transcription:
         self.transcribed.append((len(pcm), sample_rate))
         self.options.append((language, prompt, temperature, task))
         if self.silent:
             raise InvalidInputError("no speech was detected in the audio", code="NO_SPEECH")
+        segments = (SegmentTiming("Hello there.", 0.1, 0.8), SegmentTiming("General Kenobi.", 1.5, 2.5))
+        for segment in segments:
+            if on_segment is not None:
+                on_segment(segment)
+            if self.break_after_first_segment:
+                raise DependencyError("the ASR service went away")
         return Transcription(
             text="Hello there. General Kenobi.",
             is_final=True,
@@ -71,7 +79,7 @@ class ScriptedRecognizer(FakeRecognizer):
                 WordTiming("General", 1.5, 1.9, 0.9),
                 WordTiming("Kenobi.", 1.9, 2.5, 0.9),
             ),
-            segments=(SegmentTiming("Hello there.", 0.1, 0.8), SegmentTiming("General Kenobi.", 1.5, 2.5)),
+            segments=segments,
         )
 
 
@@ -391,7 +399,18 @@ async def test_transcription_formats_and_options_reach_the_recognizer(stack: Sta
         "transcript.text.delta",
         "transcript.text.done",
     ]
+    assert [getattr(e, "delta", None) for e in events[:-1]] == ["Hello there.", " General Kenobi."]
     assert "".join(getattr(e, "delta", "") for e in events[:-1]) == getattr(events[-1], "text", None)
+    stack.recognizer.break_after_first_segment = True
+    try:
+        broken = await sdk.audio.transcriptions.create(model="whisper-1", file=("a.wav", wav), stream=True)
+        seen: list[str] = []
+        with pytest.raises(openai.APIError, match="unavailable"):
+            async for event in broken:
+                seen.append(event.type)
+        assert seen == ["transcript.text.delta"]  # what was decoded came; then OpenAI's error event
+    finally:
+        stack.recognizer.break_after_first_segment = False
 
 
 async def test_silence_is_an_empty_transcript_and_bad_files_are_refused(stack: Stack) -> None:

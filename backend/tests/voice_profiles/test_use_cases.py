@@ -7,6 +7,7 @@ import json
 import subprocess
 import uuid
 import wave
+from collections.abc import Callable
 from typing import cast
 
 import numpy as np
@@ -30,7 +31,7 @@ from avatar.application.voice_profiles import (
     voice_reference,
 )
 from avatar.domain.errors import DependencyError, InvalidInputError
-from avatar.domain.models import Transcription, TTSMode
+from avatar.domain.models import SegmentTiming, Transcription, TTSMode
 from avatar.infrastructure.speaker import VoiceSampleDecoder
 from backend.tests.voice_profiles.speech import Clip
 from tests.fakes import (
@@ -156,6 +157,7 @@ async def test_unavailable_asr_still_creates_the_profile(speakers: dict[str, lis
             prompt: str | None = None,
             temperature: float = 0.0,
             task: TranscriptionTask = "transcribe",
+            on_segment: Callable[[SegmentTiming], None] | None = None,
         ) -> Transcription:
             raise DependencyError("asr service unreachable")
 

@@ -64,13 +64,13 @@ from avatar.presentation.openai_wire import (
     TranscriptDelta,
     TranscriptDone,
     Usage,
+    avatar_error_event,
     avatar_error_response,
     completion_id,
     error_response,
     now,
     sse,
     subtitles,
-    transcript_pieces,
     verbose,
 )
 from avatar.settings import Settings
@@ -224,17 +224,27 @@ async def _transcribe(request: Request, compat: CompatDep, task: TranscriptionTa
             temperature=temperature,
         )
         data = await upload.read(limit + 1)
-    outcome = await compat.transcriber.run(data, options)
-    headers = {NOTICE_HEADER: outcome.notice} if outcome.notice else None
-    result = outcome.transcription
+    transcriber = compat.transcriber
+    clip = await transcriber.decode(data, options)  # bad or oversized audio: refused before a stream
     if stream:
+        pieces = transcriber.stream(clip, options)
 
         async def events() -> AsyncIterator[bytes]:
-            for piece in transcript_pieces(result):
-                yield sse(TranscriptDelta(delta=piece))
-            yield sse(TranscriptDone(text=result.text))
+            try:
+                async for piece in pieces:
+                    if isinstance(piece, str):
+                        yield sse(TranscriptDelta(delta=piece))
+                    else:
+                        yield sse(TranscriptDone(text=piece.transcription.text))
+            except AvatarError as exc:  # mid-stream: OpenAI's error event, then the stream ends
+                yield sse(avatar_error_event(exc))
+            finally:
+                await pieces.aclose()
 
-        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+        return StreamingResponse(events(), media_type="text/event-stream")
+    outcome = await transcriber.transcribe(clip, options)
+    headers = {NOTICE_HEADER: outcome.notice} if outcome.notice else None
+    result = outcome.transcription
     if fmt == "text":
         return PlainTextResponse(result.text, headers=headers)
     if fmt in ("srt", "vtt"):

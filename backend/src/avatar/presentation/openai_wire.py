@@ -116,6 +116,12 @@ def avatar_error_response(exc: AvatarError) -> JSONResponse:
     return error_response(500, f"the server failed (trace id {trace_id})", code="internal_error")
 
 
+def avatar_error_event(exc: AvatarError) -> ErrorBody:
+    """The error event of a stream that fails after it began (the status line is gone)."""
+    response = avatar_error_response(exc)
+    return ErrorBody.model_validate_json(bytes(response.body))
+
+
 def sse(event: BaseModel | str) -> bytes:
     """One server-sent event (``data: ...``)."""
     data = event if isinstance(event, str) else event.model_dump_json(exclude_none=True)
@@ -217,14 +223,6 @@ class TranscriptDelta(BaseModel):
 class TranscriptDone(BaseModel):
     type: Literal["transcript.text.done"] = "transcript.text.done"
     text: str
-
-
-def transcript_pieces(result: Transcription) -> list[str]:
-    """The transcript cut into the deltas of a stream: one per segment, spaced as the text is."""
-    pieces = [s.text.strip() for s in result.segments if s.text.strip()]
-    if not pieces:
-        return [result.text] if result.text else []
-    return [p if i == 0 else " " + p for i, p in enumerate(pieces)]
 
 
 # --- speech ------------------------------------------------------------------------------------------

@@ -8,12 +8,20 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from avatar_asr.config import SAMPLE_RATE, ASRConfig
-from avatar_asr.engine import PRIORITY_FINAL, TEMPERATURE_FALLBACK, Recognition, WhisperEngine, Word
+from avatar_asr.engine import (
+    PRIORITY_FINAL,
+    TEMPERATURE_FALLBACK,
+    Recognition,
+    Segment,
+    WhisperEngine,
+    Word,
+)
 from avatar_asr.errors import ASRError, BusyError
 from avatar_asr.layout import SpeechLayout
 from avatar_asr.stream import RecognitionSession, StreamObserver
@@ -157,9 +165,12 @@ class ASRService:
         prompt: str | None = None,
         temperature: float = 0.0,
         task: str = "transcribe",
+        on_segment: Callable[[Segment], None] | None = None,
     ) -> FileTranscription:
         """Transcribe (or, ``task="translate"``, translate into English) a complete PCM16 mono clip;
-        ``temperature`` 0 is Whisper's fallback sequence, another value is used as is."""
+        ``temperature`` 0 is Whisper's fallback sequence, another value is used as is.
+        ``on_segment`` is called from the decoding thread with each kept segment as soon as it is
+        decoded (times on the clip's clock), for streaming the transcript."""
         if task not in TASKS:
             raise ASRError("INVALID_INPUT", f"task must be one of {', '.join(TASKS)}")
         if not 0.0 <= temperature <= 1.0:
@@ -179,7 +190,9 @@ class ASRService:
             )
         raw = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
         samples = resample(raw, sample_rate, SAMPLE_RATE)
-        result = await self._transcribe(samples, language, prompt, temperature, "pcm", sample_rate, 1, task)
+        result = await self._transcribe(
+            samples, language, prompt, temperature, "pcm", sample_rate, 1, task, on_segment
+        )
         if result.notice == "NO_SPEECH":
             raise ASRError("NO_SPEECH", "no speech was detected in the audio", 422)
         return result
@@ -194,6 +207,7 @@ class ASRService:
         rate: int,
         channels: int,
         task: str = "transcribe",
+        on_segment: Callable[[Segment], None] | None = None,
     ) -> FileTranscription:
         """The VAD skips the silence; Whisper decodes all the speech at once, in context (``layout.py``)."""
         cfg = self.config
@@ -213,6 +227,12 @@ class ASRService:
             )
         layout = SpeechLayout.of(regions, duration, max_gap_s=FILE_MAX_GAP_S)
         audio = layout.compact(samples)
+        report = None
+        if on_segment is not None:
+            callback = on_segment
+
+            def report(segment: Segment) -> None:
+                callback(_restore_segment(segment, layout))
 
         def run() -> Recognition:
             return self.engine.recognize(
@@ -223,6 +243,7 @@ class ASRService:
                 word_timestamps=True,
                 condition_on_previous_text=True,
                 task=task,
+                on_segment=report,
             )
 
         rec = _restore(await self.engine.run(run, PRIORITY_FINAL), layout)
@@ -244,21 +265,23 @@ def _silent(duration: float, language: str | None) -> Recognition:
     )
 
 
-def _restore(rec: Recognition, layout: SpeechLayout) -> Recognition:
-    """``rec`` of the shortened clip with its times on the original's clock."""
+def _restore_segment(segment: Segment, layout: SpeechLayout) -> Segment:
+    """``segment`` of the shortened clip with its times on the original's clock."""
 
     def word(w: Word) -> Word:
         return dataclasses.replace(w, start=layout.to_source(w.start), end=layout.to_source(w.end, end=True))
 
-    segments = tuple(
-        dataclasses.replace(
-            s,
-            start=layout.to_source(s.start),
-            end=layout.to_source(s.end, end=True),
-            words=tuple(word(w) for w in s.words),
-        )
-        for s in rec.segments
+    return dataclasses.replace(
+        segment,
+        start=layout.to_source(segment.start),
+        end=layout.to_source(segment.end, end=True),
+        words=tuple(word(w) for w in segment.words),
     )
+
+
+def _restore(rec: Recognition, layout: SpeechLayout) -> Recognition:
+    """``rec`` of the shortened clip with its times on the original's clock."""
+    segments = tuple(_restore_segment(s, layout) for s in rec.segments)
     return dataclasses.replace(
         rec, segments=segments, words=tuple(w for s in segments for w in s.words), duration=layout.duration
     )

@@ -10,12 +10,20 @@ Silence is not an error for an OpenAI client: it is an empty transcript with the
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
 from avatar.application.ports.asr import SpeechRecognizer, TranscriptionTask
-from avatar.application.voice_profiles import AudioClipDecoder, SampleTooLongError, VoiceSampleError
+from avatar.application.voice_profiles import (
+    AudioClipDecoder,
+    DecodedClip,
+    SampleTooLongError,
+    VoiceSampleError,
+)
 from avatar.domain.errors import AvatarError, InvalidInputError
-from avatar.domain.models import Transcription
+from avatar.domain.models import SegmentTiming, Transcription
 
 NO_SPEECH = "NO_SPEECH"
 
@@ -78,6 +86,42 @@ class FileTranscriber:
             InvalidInputError: the bytes are not decodable audio, or an option is out of range.
             DependencyError, CapacityError: the recognizer cannot serve now.
         """
+        return await self.transcribe(await self.decode(data, options), options)
+
+    async def stream(
+        self, clip: DecodedClip, options: TranscriptionOptions
+    ) -> AsyncGenerator[str | TranscriptOutcome, None]:
+        """The transcript of a decoded clip as it is decoded: text deltas (each segment as Whisper
+        finishes it, spaced as the whole text is), then the :class:`TranscriptOutcome`. The decode
+        is the same single call as :meth:`transcribe`, so the text is the same."""
+        pieces: asyncio.Queue[SegmentTiming | None] = asyncio.Queue()
+        task = asyncio.create_task(self.transcribe(clip, options, on_segment=pieces.put_nowait))
+        task.add_done_callback(lambda _task: pieces.put_nowait(None))
+        sent = ""
+        try:
+            while (segment := await pieces.get()) is not None:
+                text = segment.text.strip()
+                if text:
+                    delta = text if not sent else " " + text
+                    sent += delta
+                    yield delta
+            outcome = await task
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        full = outcome.transcription.text
+        if full.startswith(sent) and full[len(sent) :]:
+            yield full[len(sent) :]  # a recognizer that did not stream says it all at the end
+        yield outcome
+
+    async def decode(self, data: bytes, options: TranscriptionOptions) -> DecodedClip:
+        """Check the limits and the options and decode the upload.
+
+        Raises:
+            AudioTooLargeError, InvalidInputError: as :meth:`run`.
+        """
         limits = self.limits
         if len(data) > limits.max_bytes:
             raise AudioTooLargeError(f"the file is larger than {limits.max_bytes // (1024 * 1024)} MiB")
@@ -95,6 +139,16 @@ class FileTranscriber:
             ) from exc
         if clip.duration_s > limits.max_seconds:
             raise AudioTooLargeError(f"the audio is longer than {limits.max_seconds:.0f} s")
+        return clip
+
+    async def transcribe(
+        self,
+        clip: DecodedClip,
+        options: TranscriptionOptions,
+        *,
+        on_segment: Callable[[SegmentTiming], None] | None = None,
+    ) -> TranscriptOutcome:
+        """Transcribe a decoded clip; no speech is an empty transcript with ``NO_SPEECH``."""
         try:
             result = await self._recognizer.transcribe(
                 clip.pcm,
@@ -103,6 +157,7 @@ class FileTranscriber:
                 prompt=options.prompt,
                 temperature=options.temperature,
                 task=options.task,
+                on_segment=on_segment,
             )
         except InvalidInputError as exc:
             if exc.code != NO_SPEECH:

@@ -6,7 +6,7 @@ import asyncio
 import functools
 import hashlib
 import math
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +16,7 @@ from avatar.application.ports.common import ComponentHealth
 from avatar.application.ports.llm import ChatMessage
 from avatar.application.ports.prosody import ProsodyResult
 from avatar.application.ports.tts import SynthesisRequest, VoiceInfo
-from avatar.domain.models import AudioChunk, Transcription, TTSMode
+from avatar.domain.models import AudioChunk, SegmentTiming, Transcription, TTSMode
 
 NO_SPEECH_MESSAGE = "no speech was heard"
 
@@ -146,6 +146,7 @@ class InstantRecognizer:
         prompt: str | None = None,
         temperature: float = 0.0,
         task: TranscriptionTask = "transcribe",
+        on_segment: Callable[[SegmentTiming], None] | None = None,
     ) -> Transcription:
         return Transcription(text=self.next_text(), is_final=True, confidence=0.9, language=language or "en")
 
