@@ -435,6 +435,17 @@ async def test_silence_is_an_empty_transcript_and_bad_files_are_refused(stack: S
     with pytest.raises(openai.NotFoundError):
         await sdk.audio.transcriptions.create(model="whisper-9", file=("a.wav", speech_wav()))
 
+    async def chunked() -> AsyncIterator[bytes]:
+        yield b"--x\r\n"
+
+    async with httpx.AsyncClient(base_url=stack.base, headers=bearer(stack.key)) as http:
+        answer = await http.post(
+            "/v1/audio/transcriptions",
+            content=chunked(),
+            headers={"content-type": "multipart/form-data; boundary=x"},
+        )
+    assert answer.status_code == 411 and answer.json()["error"]["code"] == "length_required"
+
 
 # --- CORS ---------------------------------------------------------------------------------------------------
 

@@ -175,7 +175,10 @@ async def _transcribe(request: Request, compat: CompatDep, task: TranscriptionTa
         raise InvalidInputError("send multipart/form-data with a `file` part", code="INVALID_CONTENT_TYPE")
     limit = compat.transcriber.limits.max_bytes
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit + _FORM_SLACK:
+    if not declared.isdigit():
+        # Without a length the form parser would spool any amount to disk before the limit is seen.
+        return error_response(411, "send the upload with a Content-Length header", code="length_required")
+    if int(declared) > limit + _FORM_SLACK:
         raise AudioTooLargeError(f"the file is larger than {limit // (1024 * 1024)} MiB")
     try:
         form = await request.form(max_files=1, max_fields=64)
