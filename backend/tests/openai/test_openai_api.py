@@ -363,6 +363,7 @@ async def test_transcription_formats_and_options_reach_the_recognizer(stack: Sta
         model="whisper-1", file=("a.wav", wav, "audio/wav"), language="en", prompt="Kenobi", temperature=0.3
     )
     assert plain.text == "Hello there. General Kenobi."
+    assert plain.usage is not None and plain.usage.type == "duration" and plain.usage.seconds == 1
     assert stack.recognizer.options[-1] == ("en", "Kenobi", 0.3, "transcribe")
     assert stack.recognizer.transcribed[-1] == (32000, 16000)
     verbose = await sdk.audio.transcriptions.create(

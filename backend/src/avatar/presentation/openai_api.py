@@ -53,6 +53,7 @@ from avatar.presentation.openai_wire import (
     Choice,
     ChunkChoice,
     Delta,
+    DurationUsage,
     ModelList,
     ModelOut,
     SpeechBody,
@@ -263,7 +264,10 @@ async def _transcribe(request: Request, compat: CompatDep, task: TranscriptionTa
             notice=outcome.notice,
         )
         return JSONResponse(body.model_dump(exclude_none=True), headers=headers)
-    return JSONResponse({"text": result.text}, headers=headers)
+    body_json: dict[str, Any] = {"text": result.text}
+    if task == "transcribe":  # billed by duration, as OpenAI reports it for whisper-1
+        body_json["usage"] = DurationUsage(seconds=max(0, round(outcome.duration_s))).model_dump()
+    return JSONResponse(body_json, headers=headers)
 
 
 @router.post("/audio/transcriptions", response_model=None)
