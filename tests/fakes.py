@@ -11,11 +11,12 @@ import asyncio
 import contextlib
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
 from avatar.application.conversation.events import ServerMessage
+from avatar.application.ports.asr import TranscriptionTask
 from avatar.application.ports.common import ComponentHealth
 from avatar.application.ports.llm import ChatMessage
 from avatar.application.ports.prosody import ProsodyResult
@@ -23,7 +24,7 @@ from avatar.application.ports.queue import TaskHandler
 from avatar.application.ports.tts import SynthesisRequest
 from avatar.bootstrap import Container
 from avatar.domain.errors import CapacityError
-from avatar.domain.models import AudioChunk, Transcription, TTSMode
+from avatar.domain.models import AudioChunk, SegmentTiming, Transcription, TTSMode
 from avatar.infrastructure.instant import (
     InMemoryDatabase,
     InMemoryObjectStore,
@@ -96,10 +97,26 @@ class FakeRecognizer(InstantRecognizer):
         return stream
 
     async def transcribe(
-        self, pcm: bytes, sample_rate: int, *, language: str | None = None, prompt: str | None = None
+        self,
+        pcm: bytes,
+        sample_rate: int,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        temperature: float = 0.0,
+        task: TranscriptionTask = "transcribe",
+        on_segment: Callable[[SegmentTiming], None] | None = None,
     ) -> Transcription:
         self.transcribed.append((len(pcm), sample_rate))
-        return await super().transcribe(pcm, sample_rate, language=language, prompt=prompt)
+        return await super().transcribe(
+            pcm,
+            sample_rate,
+            language=language,
+            prompt=prompt,
+            temperature=temperature,
+            task=task,
+            on_segment=on_segment,
+        )
 
 
 class FakeChatModel(InstantChatModel):

@@ -4,17 +4,19 @@ redirects plain HTTP and rate-limits session creation."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import ssl
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import websockets
 from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import StreamingResponse
 from websockets.typing import Subprotocol
 
 from tests.browser.support import free_port, serve_in_thread, wait_for_port
@@ -38,6 +40,20 @@ def _upstream() -> FastAPI:
     async def create() -> dict[str, str]:
         app.state.sessions += 1
         return {"session_id": f"s{app.state.sessions}", "ws_url": "", "token": "t"}
+
+    @app.post("/v1/audio/transcriptions")
+    async def transcriptions(request: Request) -> dict[str, int]:
+        return {"received": len(await request.body())}
+
+    @app.post("/v1/chat/completions")
+    async def chat() -> StreamingResponse:
+        async def events() -> AsyncIterator[bytes]:
+            for i in range(3):
+                yield f"data: {i}\n\n".encode()
+                await asyncio.sleep(0.05)
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
 
     @app.websocket("/ws/{session_id}")
     async def ws(websocket: WebSocket, session_id: str) -> None:
@@ -198,3 +214,16 @@ async def test_nginx_proxies_the_openai_realtime_socket(site: dict[str, int]) ->
     async with websockets.connect(url, ssl=ctx, additional_headers=headers, subprotocols=protocols) as ws:
         assert ws.subprotocol == "realtime"
         assert await ws.recv() == "Bearer k:avatar"
+
+
+async def test_nginx_proxies_the_openai_endpoints_with_uploads_and_streams(site: dict[str, int]) -> None:
+    """``/v1`` reaches the orchestrator (not the web app): a 5 MB upload (over the 1 MB of ``/api/``)
+    and a server-sent event stream, passed on unbuffered."""
+    base = f"https://127.0.0.1:{site['https']}"
+    async with httpx.AsyncClient(verify=False, timeout=30) as http:
+        upload = await http.post(f"{base}/v1/audio/transcriptions", content=b"\x00" * 5_000_000)
+        assert upload.status_code == 200 and upload.json() == {"received": 5_000_000}
+        async with http.stream("POST", f"{base}/v1/chat/completions") as answer:
+            assert answer.headers["content-type"].startswith("text/event-stream")
+            lines = [line async for line in answer.aiter_lines() if line]
+        assert lines == ["data: 0", "data: 1", "data: 2", "data: [DONE]"]

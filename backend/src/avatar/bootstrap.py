@@ -35,6 +35,13 @@ from avatar.application.erasure import DataEraser
 from avatar.application.feedback import FinetuneExporter
 from avatar.application.live.policy import FilterConfig, load_word_list
 from avatar.application.live.service import LiveConfig, LiveService
+from avatar.application.openai_compat import (
+    FileTranscriber,
+    OpenAIChat,
+    OpenAICompat,
+    OpenAISpeech,
+    TranscriptionLimits,
+)
 from avatar.application.ports.asr import SpeechRecognizer
 from avatar.application.ports.clock import Clock
 from avatar.application.ports.common import ComponentHealth
@@ -45,12 +52,17 @@ from avatar.application.ports.queue import TaskHandler, TaskQueue
 from avatar.application.ports.session_state import SessionStateStore
 from avatar.application.ports.speaker import SpeakerEncoder
 from avatar.application.ports.storage import ObjectStore, UnitOfWorkFactory
-from avatar.application.ports.tts import SpeechSynthesizer
+from avatar.application.ports.tts import SpeechSynthesizer, VoiceReference
 from avatar.application.prosody import ProsodyAnalysisHandler
 from avatar.application.realtime.ports import RealtimeDeps
 from avatar.application.retention import RetentionPolicy, RetentionScheduler, RetentionSweeper
 from avatar.application.tasks import HQ_TOPIC, PROSODY_TOPIC
-from avatar.application.voice_profiles import AudioClipDecoder, StoredVoiceResolver, VoiceProfileService
+from avatar.application.voice_profiles import (
+    AudioClipDecoder,
+    StoredVoiceResolver,
+    VoiceProfileService,
+    voice_reference,
+)
 from avatar.application.voice_style import StyledSynthesizer, load_voice_styles
 from avatar.domain.models import Transcription, TTSMode
 from avatar.settings import RetentionSettings, Settings
@@ -159,6 +171,8 @@ class Services:
     retention: RetentionSweeper | None = None
     #: The OpenAI Realtime endpoint's adapters (docs/realtime.md).
     realtime: RealtimeDeps | None = None
+    #: The OpenAI-compatible ``/v1`` endpoints' use cases (docs/openai.md).
+    openai: OpenAICompat | None = None
 
     async def aclose(self) -> None:
         """End the live stream and every live session (replies stopped, writes flushed), then the
@@ -540,6 +554,7 @@ def build_services(container: Container) -> Services:
         finetune=finetune_exporter(container),
         retention=build_retention(container),
         realtime=realtime_deps(container, replies),
+        openai=openai_compat(container),
     )
 
 
@@ -567,6 +582,39 @@ def build_retention(container: Container, object_store: ObjectStore | None = Non
         OpusArchiver(settings.opus_bitrate),
         job_lock_for(container.uow),
         PrometheusRetentionMetrics(),
+    )
+
+
+def openai_compat(container: Container) -> OpenAICompat:
+    """The use cases of the OpenAI-compatible endpoints over the container's adapters
+    (docs/openai.md); the persona file is read here, so a mistake in it stops the start-up."""
+    from avatar.infrastructure.audio_encoding import PyAVAudioEncoder
+
+    settings = container.settings
+    limits = TranscriptionLimits(settings.openai.max_upload_mb * 1024 * 1024, settings.openai.max_audio_s)
+
+    async def reference_of(profile_id: uuid.UUID) -> VoiceReference:
+        return await voice_reference(container.uow, container.object_store, profile_id)
+
+    return OpenAICompat(
+        transcriber=FileTranscriber(container.recognizer, container.sample_decoder, limits),
+        speech=OpenAISpeech(
+            container.fast_tts,
+            container.hq_tts,
+            container.uow,
+            reference_of,
+            max_chars=settings.openai.max_speech_chars,
+        ),
+        chat=OpenAIChat(
+            container.chat_model,
+            container.text_embedder,
+            container.uow,
+            load_persona(settings.llm.persona_file),
+            brain_config(settings),
+            avatar_model=settings.openai.avatar_model,
+            base_model=settings.llm.model,
+        ),
+        encoder=PyAVAudioEncoder(),
     )
 
 

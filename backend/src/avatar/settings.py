@@ -827,6 +827,34 @@ class LiveSettings(BaseModel):
         return bool(self.twitch.channel or self.chzzk.channel_id)
 
 
+class OpenAISettings(BaseModel):
+    """The OpenAI-compatible endpoints under `/v1` on the orchestrator (docs/openai.md)."""
+
+    avatar_model: str = Field(
+        default="avatar",
+        description=(
+            "Model name of `/v1/chat/completions` that answers as AVATAR (persona and the caller's "
+            "memory); `llm.model` passes through to the chat model plainly."
+        ),
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description=(
+            'Origins (a JSON list, `["*"]` for any) whose browser pages may call `/v1/*` with an '
+            "API key; empty: same origin only. Cookies are never allowed across origins."
+        ),
+    )
+    max_upload_mb: int = Field(
+        default=25, ge=1, le=1024, description="Largest audio file `/v1/audio/transcriptions` accepts (MiB)."
+    )
+    max_audio_s: float = Field(
+        default=900.0, gt=0, description="Longest audio `/v1/audio/transcriptions` accepts (seconds)."
+    )
+    max_speech_chars: int = Field(
+        default=4096, ge=1, description="Longest `input` text `/v1/audio/speech` accepts (characters)."
+    )
+
+
 class Settings(BaseSettings):
     """The whole configuration; every adapter is built from one instance of this."""
 
@@ -869,6 +897,7 @@ class Settings(BaseSettings):
     )
     vts: VTubeStudioSettings = Field(default=VTubeStudioSettings(), description=VTubeStudioSettings.__doc__)
     live: LiveSettings = Field(default=LiveSettings(), description=LiveSettings.__doc__)
+    openai: OpenAISettings = Field(default=OpenAISettings(), description=OpenAISettings.__doc__)
     data_dir: Path = Field(
         default=REPO_ROOT / "var",
         description="Directory of the orchestrator's own files (caches such as the TTS voice embeddings).",

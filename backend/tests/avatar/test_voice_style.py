@@ -27,6 +27,7 @@ def test_the_shipped_persona_gives_each_emotion_a_voice() -> None:
     assert styles[Emotion.EXCITED].pitch > 1.0 and styles[Emotion.EXCITED].speed > 1.0
     assert styles[Emotion.SAD].pitch < 1.0 and styles[Emotion.SAD].speed < 1.0
     assert Emotion.NEUTRAL not in styles
+    assert styles[Emotion.EXCITED].instruction == "Speak with excitement."
 
 
 @pytest.mark.parametrize(
@@ -36,7 +37,9 @@ def test_the_shipped_persona_gives_each_emotion_a_voice() -> None:
         ({"voice": {"emotions": {"happy": {"speed": 3.0}}}}, "speed = 3.0 must be a number within 0.5..2.0"),
         ({"voice": {"emotions": {"happy": {"pitch": 0.5}}}}, "pitch = 0.5 must be a number within 0.8..1.25"),
         ({"voice": {"emotions": {"happy": {"pitch": "high"}}}}, "pitch = 'high'"),
-        ({"voice": {"emotions": {"happy": {"volume": 2}}}}, "only speed and pitch"),
+        ({"voice": {"emotions": {"happy": {"volume": 2}}}}, "only speed, pitch and instruction"),
+        ({"voice": {"emotions": {"happy": {"instruction": 3}}}}, "instruction must be text"),
+        ({"voice": {"emotions": {"happy": {"instruction": "x" * 201}}}}, "instruction must be text"),
         ({"voice": "loud"}, "[voice] must be a table"),
     ],
 )
@@ -60,6 +63,15 @@ async def test_requests_are_styled_by_their_emotion() -> None:
     first = inner.requests[0]
     assert first.speed == pytest.approx(1.8) and first.pitch == pytest.approx(1.1)
     assert speeds[1:] == [(1.5, 1.0, Emotion.NEUTRAL), (1.5, 1.0, None)]
+
+
+async def test_the_emotions_instruction_goes_with_the_request_unless_the_caller_gave_one() -> None:
+    inner = FakeSynthesizer()
+    styled = StyledSynthesizer(inner, {Emotion.SAD: VoiceStyle(0.9, 0.95, "Speak in a sad tone.")})
+    await styled.synthesize(SynthesisRequest(text="Oh.", emotion=Emotion.SAD))
+    await styled.synthesize(SynthesisRequest(text="Oh.", emotion=Emotion.SAD, instructions="Whisper."))
+    await styled.synthesize(SynthesisRequest(text="Oh."))
+    assert [r.instructions for r in inner.requests] == ["Speak in a sad tone.", "Whisper.", None]
 
 
 async def test_a_turn_is_spoken_in_its_emotions_voice() -> None:

@@ -7,12 +7,14 @@ import json
 import subprocess
 import uuid
 import wave
+from collections.abc import Callable
 from typing import cast
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from avatar.application.ports.asr import TranscriptionTask
 from avatar.application.ports.storage import UnitOfWorkFactory
 from avatar.application.ports.tts import VoiceReference
 from avatar.application.voice_profiles import (
@@ -29,7 +31,7 @@ from avatar.application.voice_profiles import (
     voice_reference,
 )
 from avatar.domain.errors import DependencyError, InvalidInputError
-from avatar.domain.models import Transcription, TTSMode
+from avatar.domain.models import SegmentTiming, Transcription, TTSMode
 from avatar.infrastructure.speaker import VoiceSampleDecoder
 from backend.tests.voice_profiles.speech import Clip
 from tests.fakes import (
@@ -147,7 +149,15 @@ async def test_a_given_transcript_is_kept_and_asr_is_not_called(speakers: dict[s
 async def test_unavailable_asr_still_creates_the_profile(speakers: dict[str, list[Clip]]) -> None:
     class DownRecognizer(FakeRecognizer):
         async def transcribe(
-            self, pcm: bytes, sample_rate: int, *, language: str | None = None, prompt: str | None = None
+            self,
+            pcm: bytes,
+            sample_rate: int,
+            *,
+            language: str | None = None,
+            prompt: str | None = None,
+            temperature: float = 0.0,
+            task: TranscriptionTask = "transcribe",
+            on_segment: Callable[[SegmentTiming], None] | None = None,
         ) -> Transcription:
             raise DependencyError("asr service unreachable")
 

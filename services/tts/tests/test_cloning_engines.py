@@ -171,6 +171,7 @@ class FakeCosyVoice2:
         self.model_dir = model_dir
         self.sample_rate = 24000
         self.prompts: list[Any] = []
+        self.instructed: list[tuple[str, str, Any]] = []
 
     def inference_zero_shot(
         self,
@@ -184,6 +185,17 @@ class FakeCosyVoice2:
         for _ in tts_text.split("."):
             yield {"tts_speech": FakeTensor(tone(0.4, 24000))}
 
+    def inference_instruct2(
+        self,
+        tts_text: str,
+        instruct_text: str,
+        prompt_speech_16k: Any,
+        stream: bool = False,
+        speed: float = 1.0,
+    ) -> Iterator[dict[str, FakeTensor]]:
+        self.instructed.append((tts_text, instruct_text, prompt_speech_16k))
+        yield {"tts_speech": FakeTensor(tone(0.25, 24000))}
+
 
 class FakeAutoModel:
     """Shape of CosyVoice 3's ``AutoModel``: prompt as a WAV path, built-in speakers."""
@@ -194,12 +206,20 @@ class FakeAutoModel:
         FakeAutoModel.instances.append(self)
         self.sample_rate = 22050
         self.prompts: list[tuple[str, int]] = []
+        self.instructed: list[tuple[str, str, int]] = []
 
     def inference_zero_shot(
         self, tts_text: str, prompt_text: str, prompt_wav: str, stream: bool = False, speed: float = 1.0
     ) -> Iterator[dict[str, FakeTensor]]:
         self.prompts.append((prompt_text, int(decode_audio(Path(prompt_wav).read_bytes()).sample_rate)))
         yield {"tts_speech": FakeTensor(tone(0.7, 22050))}
+
+    def inference_instruct2(
+        self, tts_text: str, instruct_text: str, prompt_wav: str, stream: bool = False, speed: float = 1.0
+    ) -> Iterator[dict[str, FakeTensor]]:
+        rate = int(decode_audio(Path(prompt_wav).read_bytes()).sample_rate)
+        self.instructed.append((tts_text, instruct_text, rate))
+        yield {"tts_speech": FakeTensor(tone(0.2, 22050))}
 
     def list_available_spks(self) -> list[str]:
         return ["中文女"]
@@ -274,4 +294,57 @@ async def test_a_profile_goes_to_the_cloning_engine_through_the_service(f5_dir: 
     assert utt.engine == "espeak"
     assert utt.notice is not None and "espeak cannot clone voices" in utt.notice
     await utt.aclose()
+    await service.aclose()
+
+
+def test_cosyvoice_follows_a_style_instruction_in_instruct_mode(tmp_path: Path) -> None:
+    """CosyVoice 2 gets the instruction with its end-of-prompt marker and the 16 kHz prompt clip;
+    CosyVoice 3 (prompt as a WAV path) also gets its system preamble; no instruction: zero-shot."""
+    engine = CosyVoiceEngine(tmp_path, import_module=cosy_modules(auto=False))
+    engine.load()
+    model = FakeCosyVoice2.instances[-1]
+    voice = engine.voices()[0]
+    ref = profile()
+    audio = np.concatenate(
+        list(
+            engine.synthesize("Hello.", voice, language="en", speed=1.0, reference=ref, instructions="Cheer.")
+        )
+    )
+    ((text, style, prompt),) = model.instructed
+    assert (text, style) == ("Hello.", "Cheer.<|endofprompt|>")
+    assert tuple(prompt.shape) == (1, 48000) and audio.size == int(0.25 * 24000)
+    assert model.prompts == []  # the instruct mode replaced the zero-shot call
+    list(engine.synthesize("Hello.", voice, language="en", speed=1.0, reference=profile()))
+    assert len(model.prompts) == 1 and len(model.instructed) == 1
+
+    v3 = CosyVoiceEngine(tmp_path, import_module=cosy_modules(auto=True))
+    v3.load()
+    list(v3.synthesize("Hi.", voice, language="en", speed=1.0, reference=profile(), instructions="whisper"))
+    assert FakeAutoModel.instances[-1].instructed == [
+        ("Hi.", "You are a helpful assistant. whisper<|endofprompt|>", 16000)
+    ]
+
+
+async def test_instructions_reach_only_an_engine_that_follows_them(tmp_path: Path, f5_dir: Path) -> None:
+    cosy = CosyVoiceEngine(tmp_path, import_module=cosy_modules(auto=False))
+    f5 = F5Engine(f5_dir, import_module=f5_modules)
+    service = TTSService(
+        ServiceConfig(fast_engine="f5", hq_engine="cosyvoice", idle_unload_s=0, memory_budget_mb=1e6),
+        {"f5": f5, "cosyvoice": cosy, "espeak": EspeakEngine()},
+    )
+    await service.start()
+    utt = await service.synthesize(
+        "Good news.", tier=Tier.HQ, reference=profile(), instructions="  Speak\n cheerfully. "
+    )
+    assert utt.engine == "cosyvoice", utt.notice
+    await utt.read_all()
+    model = FakeCosyVoice2.instances[-1]
+    assert [style for _t, style, _p in model.instructed] == ["Speak cheerfully.<|endofprompt|>"]
+    calls = len(FakeF5.instances[-1].calls) if FakeF5.instances else 0
+    fast = await service.synthesize("Good news.", reference=profile(), instructions="Speak cheerfully.")
+    assert fast.engine == "f5"
+    await fast.read_all()  # F5 takes no instruction argument: a TypeError would fail the clause
+    assert len(FakeF5.instances[-1].calls) == calls + 1
+    with pytest.raises(InvalidTextError, match="at most 500"):
+        await service.synthesize("Hi.", instructions="x" * 501)
     await service.aclose()

@@ -1,10 +1,12 @@
-"""Emotion in the voice: per-emotion speed and pitch from the persona file, applied to every
-synthesis request that carries the reply's emotion (docs/avatar-control.md, "Emotion in the voice").
+"""Emotion in the voice: per-emotion speed, pitch and style instruction from the persona file,
+applied to every synthesis request that carries the reply's emotion (docs/avatar-control.md,
+"Emotion in the voice").
 
 ```toml
 [voice.emotions.excited]
 speed = 1.12   # 0.5 .. 2.0, multiplies the request's speed
 pitch = 1.08   # 0.8 .. 1.25, frequency factor (the TTS service applies it by varispeed)
+instruction = "Speak with excitement."   # for engines that follow one (CosyVoice)
 ```
 """
 
@@ -22,12 +24,15 @@ from avatar.domain.models import Emotion
 
 SPEED_RANGE = (0.5, 2.0)
 PITCH_RANGE = (0.8, 1.25)
+MAX_INSTRUCTION_CHARS = 200
 
 
 @dataclass(frozen=True, slots=True)
 class VoiceStyle:
     speed: float = 1.0
     pitch: float = 1.0
+    #: The style in words, for engines that follow one (CosyVoice's instruct mode).
+    instruction: str | None = None
 
 
 def parse_voice_styles(raw: dict[str, Any], source: str = "persona.toml") -> dict[Emotion, VoiceStyle]:
@@ -46,15 +51,26 @@ def parse_voice_styles(raw: dict[str, Any], source: str = "persona.toml") -> dic
         except ValueError:
             valid = ", ".join(e.value for e in Emotion)
             raise InvalidInputError(f"{where}: unknown emotion (valid: {valid})") from None
-        if not isinstance(table, dict) or set(table) - {"speed", "pitch"}:
-            raise InvalidInputError(f"{where}: only speed and pitch may be set")
+        if not isinstance(table, dict) or set(table) - {"speed", "pitch", "instruction"}:
+            raise InvalidInputError(f"{where}: only speed, pitch and instruction may be set")
         values = {}
         for key, (lo, hi) in (("speed", SPEED_RANGE), ("pitch", PITCH_RANGE)):
             value = table.get(key, 1.0)
             if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
                 raise InvalidInputError(f"{where} {key} = {value!r} must be a number within {lo}..{hi}")
             values[key] = float(value)
-        styles[emotion] = VoiceStyle(**values)
+        instruction = table.get("instruction")
+        if instruction is not None and (
+            not isinstance(instruction, str)
+            or not instruction.strip()
+            or len(instruction) > MAX_INSTRUCTION_CHARS
+        ):
+            raise InvalidInputError(
+                f"{where} instruction must be text of 1..{MAX_INSTRUCTION_CHARS} characters"
+            )
+        styles[emotion] = VoiceStyle(
+            values["speed"], values["pitch"], instruction.strip() if instruction is not None else None
+        )
     return styles
 
 
@@ -81,7 +97,9 @@ class StyledSynthesizer:
             return request
         speed = min(4.0, max(0.25, request.speed * style.speed))
         pitch = min(2.0, max(0.5, request.pitch * style.pitch))
-        return replace(request, speed=speed, pitch=pitch)
+        # A caller's own instruction (OpenAI's ``instructions``) wins over the emotion's.
+        instructions = request.instructions or style.instruction
+        return replace(request, speed=speed, pitch=pitch, instructions=instructions)
 
     async def synthesize(self, request: SynthesisRequest) -> SynthesisStream:
         return await self._inner.synthesize(self.styled(request))

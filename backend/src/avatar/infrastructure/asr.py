@@ -12,14 +12,14 @@ import base64
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import httpx
 
-from avatar.application.ports.asr import TranscriptEvent, TranscriptEventKind
+from avatar.application.ports.asr import TranscriptEvent, TranscriptEventKind, TranscriptionTask
 from avatar.application.ports.common import ComponentHealth
 from avatar.domain.errors import (
     AvatarError,
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from avatar.application.ports.asr import RecognitionStream, SpeechRecognizer
     from avatar_asr.config import ASRConfig
-    from avatar_asr.engine import Recognition
+    from avatar_asr.engine import Recognition, Segment
     from avatar_asr.errors import ASRError
     from avatar_asr.metrics import ASRMetrics
     from avatar_asr.service import ASRService
@@ -218,12 +218,36 @@ class EmbeddedSpeechRecognizer:
             raise _from_asr_error(exc) from exc
 
     async def transcribe(
-        self, pcm: bytes, sample_rate: int, *, language: str | None = None, prompt: str | None = None
+        self,
+        pcm: bytes,
+        sample_rate: int,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        temperature: float = 0.0,
+        task: TranscriptionTask = "transcribe",
+        on_segment: Callable[[SegmentTiming], None] | None = None,
     ) -> Transcription:
         from avatar_asr.errors import ASRError
 
+        report = None
+        if on_segment is not None:
+            loop = asyncio.get_running_loop()
+            callback = on_segment
+
+            def report(segment: Segment) -> None:  # on the decoding thread
+                loop.call_soon_threadsafe(callback, SegmentTiming(segment.text, segment.start, segment.end))
+
         try:
-            result = await self._service.transcribe_pcm(pcm, sample_rate, language=language, prompt=prompt)
+            result = await self._service.transcribe_pcm(
+                pcm,
+                sample_rate,
+                language=language,
+                prompt=prompt,
+                temperature=temperature,
+                task=task,
+                on_segment=report,
+            )
         except ASRError as exc:
             raise _from_asr_error(exc) from exc
         rec = result.recognition
@@ -379,7 +403,15 @@ class RemoteSpeechRecognizer:
         return await RemoteRecognitionStream.connect(self._url, language, self._timeout)
 
     async def transcribe(
-        self, pcm: bytes, sample_rate: int, *, language: str | None = None, prompt: str | None = None
+        self,
+        pcm: bytes,
+        sample_rate: int,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        temperature: float = 0.0,
+        task: TranscriptionTask = "transcribe",
+        on_segment: Callable[[SegmentTiming], None] | None = None,
     ) -> Transcription:
         from avatar_common.audio import pcm16_to_wav
 
@@ -387,14 +419,18 @@ class RemoteSpeechRecognizer:
             raise InvalidInputError("the audio is empty", code="EMPTY_AUDIO")
         if len(pcm) % 2:
             raise InvalidInputError("PCM16 audio must be whole 16-bit samples", code="INVALID_AUDIO")
-        data: dict[str, str] = {"model": "whisper", "response_format": "verbose_json"}
+        data: dict[str, str] = {
+            "model": "whisper",
+            "response_format": "verbose_json",
+            "temperature": repr(float(temperature)),
+        }
         if language:
             data["language"] = language
         if prompt:
             data["prompt"] = prompt
         try:
             response = await self._http.post(
-                f"{self._url}/v1/audio/transcriptions",
+                f"{self._url}/v1/audio/{'translations' if task == 'translate' else 'transcriptions'}",
                 data=data,
                 files={"file": ("audio.wav", pcm16_to_wav(pcm, sample_rate), "audio/wav")},
             )
@@ -412,6 +448,10 @@ class RemoteSpeechRecognizer:
             # callers are told as before.
             raise InvalidInputError("no speech was detected in the audio", code="NO_SPEECH")
         body = response.json()
+        segments = tuple(SegmentTiming(s["text"], s["start"], s["end"]) for s in body.get("segments", []))
+        if on_segment is not None:  # the service answers whole: every segment at the end
+            for segment in segments:
+                on_segment(segment)
         return Transcription(
             text=str(body["text"]),
             is_final=True,
@@ -420,7 +460,7 @@ class RemoteSpeechRecognizer:
             latency_ms=response.elapsed.total_seconds() * 1000,
             low_confidence=bool(body.get("low_confidence", False)),
             words=tuple(WordTiming(w["word"], w["start"], w["end"], 1.0) for w in body.get("words", [])),
-            segments=tuple(SegmentTiming(s["text"], s["start"], s["end"]) for s in body.get("segments", [])),
+            segments=segments,
             audio_start_ms=0.0,
             audio_end_ms=1000 * float(body.get("duration", 0.0)),
         )

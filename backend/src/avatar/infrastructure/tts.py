@@ -166,6 +166,7 @@ class EmbeddedSynthesizer:
                 speed=request.speed,
                 reference=_reference(request.reference),
                 pitch=request.pitch,
+                instructions=request.instructions,
             )
         except TTSError as exc:
             raise domain_error(exc) from exc
@@ -258,6 +259,8 @@ class RemoteSynthesizer:
             "pitch": request.pitch,
             "language": request.language,
         }
+        if request.instructions:
+            body["instructions"] = request.instructions
         if request.reference is not None:
             ref = request.reference
             body["reference_audio"] = base64.b64encode(pcm16_to_wav(ref.pcm, ref.sample_rate)).decode()

@@ -25,6 +25,7 @@ from avatar.presentation import (
     live,
     memory,
     objects,
+    openai_api,
     openai_realtime,
     prosody,
     realtime,
@@ -50,6 +51,7 @@ ROUTERS = (
     live.router,
     feedback.router,
     feedback.export_router,
+    openai_api.router,
 )
 
 
@@ -91,6 +93,7 @@ def create_app(
     app.state.drain = drain
     app.add_middleware(DrainMiddleware, drain=drain)
     app.add_middleware(JsonBodyGuard)
+    openai_api.install_openai_cors(app, settings)
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

@@ -271,6 +271,8 @@ class WhisperEngine:
         temperature: float | tuple[float, ...] = 0.0,
         word_timestamps: bool = True,
         condition_on_previous_text: bool = False,
+        task: str = "transcribe",
+        on_segment: Callable[[Segment], None] | None = None,
     ) -> Recognition:
         """Decode 16 kHz mono audio synchronously (call through :meth:`run`).
 
@@ -279,6 +281,9 @@ class WhisperEngine:
             temperature: One temperature, or a fallback sequence (:data:`TEMPERATURE_FALLBACK`).
             condition_on_previous_text: Within this audio, each 30 s window sees the text of the
                 windows before it (for long audio).
+            task: ``transcribe``, or ``translate`` (Whisper's translation into English).
+            on_segment: Called (on this worker thread) with each kept segment as soon as Whisper
+                has decoded it, for callers that stream the transcript; the result is the same.
         """
         self.load()
         started = time.perf_counter()
@@ -291,14 +296,14 @@ class WhisperEngine:
             word_timestamps=word_timestamps,
             condition_on_previous_text=condition_on_previous_text,
             vad_filter=False,
+            task=task,
         )
-        raw = list(segments_iter)
         kept: list[Segment] = []
         words: list[Word] = []
         dropped: list[str] = []
         logprob_sum = 0.0
         weight = 0
-        for s in raw:
+        for s in segments_iter:  # lazy: each 30 s window is decoded when it is asked for
             evidence = SegmentEvidence(s.text, float(s.no_speech_prob), float(s.avg_logprob))
             if is_hallucination(evidence):
                 if s.text.strip():
@@ -322,6 +327,8 @@ class WhisperEngine:
             logprob_sum += evidence.avg_logprob * n_tokens
             weight += n_tokens
             words.extend(seg_words)
+            if on_segment is not None:
+                on_segment(kept[-1])
         confidence = math.exp(logprob_sum / weight) if weight else 0.0
         confidence = min(1.0, max(0.0, confidence))
         text = " ".join(seg.text for seg in kept).strip()

@@ -1,5 +1,5 @@
-"""The service's HTTP routes: OpenAI ``POST /v1/audio/transcriptions``, ``/v1/models``, ``/health``,
-``/metrics``.
+"""The service's HTTP routes: OpenAI ``POST /v1/audio/transcriptions`` and ``/v1/audio/translations``
+(Whisper's translation into English), ``/v1/models``, ``/health``, ``/metrics``.
 
 Silence (no speech found) is a 200 with empty text and ``X-Avatar-Notice: NO_SPEECH`` (also the
 ``notice`` field of the JSON formats), as OpenAI clients expect; every refusal is OpenAI's error
@@ -9,7 +9,7 @@ shape (``wire.ErrorBody``).
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -95,12 +95,20 @@ def build_http_router(svc: ASRService, metrics: ASRMetrics) -> APIRouter:
     @router.post("/v1/audio/transcriptions", response_model=None)
     async def transcriptions(request: Request) -> Response:
         try:
-            return await _transcribe(request)
+            return await _transcribe(request, "transcribe")
         except ASRError as exc:
             metrics.requests.labels("transcriptions", exc.code).inc()
             return error_response(exc)
 
-    async def _transcribe(request: Request) -> Response:
+    @router.post("/v1/audio/translations", response_model=None)
+    async def translations(request: Request) -> Response:
+        try:
+            return await _transcribe(request, "translate")
+        except ASRError as exc:
+            metrics.requests.labels("translations", exc.code).inc()
+            return error_response(exc)
+
+    async def _transcribe(request: Request, task: str) -> Response:
         ctype = request.headers.get("content-type", "")
         if not ctype.startswith("multipart/form-data"):
             raise ASRError(
@@ -135,8 +143,11 @@ def build_http_router(svc: ASRService, metrics: ASRMetrics) -> APIRouter:
             language = _form_str(form.get("language"), "language")
             prompt = _form_str(form.get("prompt"), "prompt")
             data = await upload.read(config.max_upload_bytes + 1)
-        result = await svc.transcribe_file(data, language=language, prompt=prompt, temperature=temperature)
-        metrics.requests.labels("transcriptions", result.notice or "OK").inc()
+        result = await svc.transcribe_file(
+            data, language=language, prompt=prompt, temperature=temperature, task=task
+        )
+        endpoint = "translations" if task == "translate" else "transcriptions"
+        metrics.requests.labels(endpoint, result.notice or "OK").inc()
         headers = {NOTICE_HEADER: result.notice} if result.notice else None
         rec = result.recognition
         if response_format == "text":
@@ -148,7 +159,9 @@ def build_http_router(svc: ASRService, metrics: ASRMetrics) -> APIRouter:
                 headers=headers,
             )
         if response_format == "verbose_json":
-            return JSONResponse(dump(VerboseTranscription.of(result)), headers=headers)
+            kind: Literal["transcribe", "translate"] = "translate" if task == "translate" else "transcribe"
+            verbose = VerboseTranscription.of(result, task=kind)
+            return JSONResponse(dump(verbose), headers=headers)
         body = TranscriptionJSON(
             text=rec.text,
             language=rec.language,

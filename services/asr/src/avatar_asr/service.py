@@ -8,18 +8,28 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from avatar_asr.config import SAMPLE_RATE, ASRConfig
-from avatar_asr.engine import PRIORITY_FINAL, TEMPERATURE_FALLBACK, Recognition, WhisperEngine, Word
+from avatar_asr.engine import (
+    PRIORITY_FINAL,
+    TEMPERATURE_FALLBACK,
+    Recognition,
+    Segment,
+    WhisperEngine,
+    Word,
+)
 from avatar_asr.errors import ASRError, BusyError
 from avatar_asr.layout import SpeechLayout
 from avatar_asr.stream import RecognitionSession, StreamObserver
 from avatar_asr.vad import FloatAudio, SileroVAD, SpeechRegion
 from avatar_common.audio import AudioDecodeError, decode_audio, resample
 
+#: Whisper's tasks: recognition in the spoken language, or translation into English.
+TASKS = ("transcribe", "translate")
 #: Containers accepted for upload (as reported by libsndfile / FFmpeg).
 ACCEPTED_CONTAINERS = frozenset({"wav", "wave", "flac", "ogg", "opus", "mp3", "webm", "matroska"})
 #: Pauses up to this long stay in the audio Whisper decodes; longer ones shrink to the VAD's padding.
@@ -132,17 +142,39 @@ class ASRService:
         return samples, fmt, decoded.sample_rate, decoded.source_channels
 
     async def transcribe_file(
-        self, data: bytes, *, language: str | None = None, prompt: str | None = None, temperature: float = 0.0
+        self,
+        data: bytes,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        temperature: float = 0.0,
+        task: str = "transcribe",
     ) -> FileTranscription:
         """Decode, VAD and transcribe an uploaded file; no speech is an empty result with ``notice``
-        ``NO_SPEECH`` (not an error: an OpenAI client expects an empty transcript)."""
+        ``NO_SPEECH`` (not an error: an OpenAI client expects an empty transcript). ``task``
+        ``translate`` gives the English translation instead."""
         samples, fmt, rate, channels = await asyncio.to_thread(self.decode_file, data)
-        return await self._transcribe(samples, language, prompt, temperature, fmt, rate, channels)
+        return await self._transcribe(samples, language, prompt, temperature, fmt, rate, channels, task)
 
     async def transcribe_pcm(
-        self, pcm: bytes, sample_rate: int, *, language: str | None = None, prompt: str | None = None
+        self,
+        pcm: bytes,
+        sample_rate: int,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        temperature: float = 0.0,
+        task: str = "transcribe",
+        on_segment: Callable[[Segment], None] | None = None,
     ) -> FileTranscription:
-        """Transcribe a complete PCM16 mono clip."""
+        """Transcribe (or, ``task="translate"``, translate into English) a complete PCM16 mono clip;
+        ``temperature`` 0 is Whisper's fallback sequence, another value is used as is.
+        ``on_segment`` is called from the decoding thread with each kept segment as soon as it is
+        decoded (times on the clip's clock), for streaming the transcript."""
+        if task not in TASKS:
+            raise ASRError("INVALID_INPUT", f"task must be one of {', '.join(TASKS)}")
+        if not 0.0 <= temperature <= 1.0:
+            raise ASRError("INVALID_INPUT", "temperature must be within 0..1")
         if not pcm:
             raise ASRError("EMPTY_AUDIO", "the audio is empty")
         if len(pcm) % 2:
@@ -158,7 +190,9 @@ class ASRService:
             )
         raw = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
         samples = resample(raw, sample_rate, SAMPLE_RATE)
-        result = await self._transcribe(samples, language, prompt, 0.0, "pcm", sample_rate, 1)
+        result = await self._transcribe(
+            samples, language, prompt, temperature, "pcm", sample_rate, 1, task, on_segment
+        )
         if result.notice == "NO_SPEECH":
             raise ASRError("NO_SPEECH", "no speech was detected in the audio", 422)
         return result
@@ -172,6 +206,8 @@ class ASRService:
         fmt: str,
         rate: int,
         channels: int,
+        task: str = "transcribe",
+        on_segment: Callable[[Segment], None] | None = None,
     ) -> FileTranscription:
         """The VAD skips the silence; Whisper decodes all the speech at once, in context (``layout.py``)."""
         cfg = self.config
@@ -191,6 +227,12 @@ class ASRService:
             )
         layout = SpeechLayout.of(regions, duration, max_gap_s=FILE_MAX_GAP_S)
         audio = layout.compact(samples)
+        report = None
+        if on_segment is not None:
+            callback = on_segment
+
+            def report(segment: Segment) -> None:
+                callback(_restore_segment(segment, layout))
 
         def run() -> Recognition:
             return self.engine.recognize(
@@ -200,6 +242,8 @@ class ASRService:
                 temperature=TEMPERATURE_FALLBACK if temperature == 0.0 else temperature,
                 word_timestamps=True,
                 condition_on_previous_text=True,
+                task=task,
+                on_segment=report,
             )
 
         rec = _restore(await self.engine.run(run, PRIORITY_FINAL), layout)
@@ -221,21 +265,23 @@ def _silent(duration: float, language: str | None) -> Recognition:
     )
 
 
-def _restore(rec: Recognition, layout: SpeechLayout) -> Recognition:
-    """``rec`` of the shortened clip with its times on the original's clock."""
+def _restore_segment(segment: Segment, layout: SpeechLayout) -> Segment:
+    """``segment`` of the shortened clip with its times on the original's clock."""
 
     def word(w: Word) -> Word:
         return dataclasses.replace(w, start=layout.to_source(w.start), end=layout.to_source(w.end, end=True))
 
-    segments = tuple(
-        dataclasses.replace(
-            s,
-            start=layout.to_source(s.start),
-            end=layout.to_source(s.end, end=True),
-            words=tuple(word(w) for w in s.words),
-        )
-        for s in rec.segments
+    return dataclasses.replace(
+        segment,
+        start=layout.to_source(segment.start),
+        end=layout.to_source(segment.end, end=True),
+        words=tuple(word(w) for w in segment.words),
     )
+
+
+def _restore(rec: Recognition, layout: SpeechLayout) -> Recognition:
+    """``rec`` of the shortened clip with its times on the original's clock."""
+    segments = tuple(_restore_segment(s, layout) for s in rec.segments)
     return dataclasses.replace(
         rec, segments=segments, words=tuple(w for s in segments for w in s.words), duration=layout.duration
     )

@@ -140,7 +140,7 @@ class SpeechSpan(_Wire):
 class VerboseTranscription(_Wire):
     """``response_format=verbose_json``: OpenAI's fields plus confidence and the VAD's speech spans."""
 
-    task: Literal["transcribe"] = "transcribe"
+    task: Literal["transcribe", "translate"] = "transcribe"
     language: str
     duration: float
     text: str
@@ -154,9 +154,12 @@ class VerboseTranscription(_Wire):
     notice: str | None = None
 
     @classmethod
-    def of(cls, result: FileTranscription) -> VerboseTranscription:
+    def of(
+        cls, result: FileTranscription, *, task: Literal["transcribe", "translate"] = "transcribe"
+    ) -> VerboseTranscription:
         rec = result.recognition
         return cls(
+            task=task,
             language=rec.language or "",
             duration=round(result.duration, 3),
             text=rec.text,

@@ -4,7 +4,8 @@
   wav|pcm|mp3|opus|flac, ``speed``), the body streamed as clauses are synthesized. ``pcm`` (raw
   s16le), ``wav`` (a streaming header) and ``mp3`` (one encoder's frames) go out clause by clause;
   ``opus`` and ``flac`` containers are written once the utterance is complete. Extra fields:
-  ``language`` and a reference clip (``reference_audio`` base64, ``reference_text``, ``reference_embedding``).
+  ``language``, ``instructions`` (a style, for engines that follow one) and a reference clip
+  (``reference_audio`` base64, ``reference_text``, ``reference_embedding``).
   The voice ``default`` (or ``auto``) picks the tier's voice for the text's language.
   Headers ``X-Sample-Rate``, ``X-TTS-Engine``, ``X-TTS-Voice``, ``X-TTS-Mode``, ``X-TTS-Notice``.
 - ``WS /v1/audio/speech/stream``: text arrives piece by piece (an LLM token stream), PCM16 frames go
@@ -71,6 +72,8 @@ class SpeechCreate(BaseModel):
     #: Voice pitch factor (varispeed, avatar_tts.pitch): the reply's emotion (docs/avatar-control.md).
     pitch: float = Field(default=1.0, ge=0.5, le=2.0)
     language: str | None = None
+    #: A style ("speak cheerfully"), followed by engines that can (CosyVoice's instruct mode).
+    instructions: str | None = Field(default=None, max_length=2000)
     reference_audio: str | None = Field(default=None, description="base64 of a WAV/FLAC/MP3/... clip")
     reference_text: str = ""
     reference_embedding: list[float] | None = None
@@ -220,6 +223,7 @@ def create_app(service: TTSService, *, title: str = "AVATAR TTS") -> FastAPI:
             speed=body.speed,
             reference=_reference(body),
             pitch=body.pitch,
+            instructions=body.instructions,
         )
         headers = {
             "X-Sample-Rate": str(utt.sample_rate),

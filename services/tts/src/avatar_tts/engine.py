@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -125,3 +125,26 @@ def normalize_language(code: str) -> str:
     if key in _LANGUAGE_ALIASES:
         return _LANGUAGE_ALIASES[key]
     return key.split("-", 1)[0]
+
+
+#: Longest style instruction passed to an engine (OpenAI's ``instructions``, the emotion's style).
+MAX_INSTRUCTION_CHARS = 500
+
+
+@runtime_checkable
+class InstructableEngine(Protocol):
+    """An engine that can follow a style instruction ("speak cheerfully"), e.g. CosyVoice's
+    instruct mode. Engines without it (Piper, Kokoro, espeak-ng, F5-TTS) never see the text."""
+
+    follows_instructions: bool
+
+    def synthesize(
+        self,
+        text: str,
+        voice: Voice,
+        *,
+        language: str,
+        speed: float,
+        reference: Reference | None = None,
+        instructions: str | None = None,
+    ) -> Iterator[FloatAudio | AlignedAudio]: ...

@@ -31,9 +31,11 @@ from circuitbreaker import CircuitBreaker
 from avatar_common.text import ClauseChunker, detect_language, has_words, speakable
 from avatar_tts.config import ServiceConfig as ServiceConfig
 from avatar_tts.engine import (
+    MAX_INSTRUCTION_CHARS,
     AlignedAudio,
     Engine,
     FloatAudio,
+    InstructableEngine,
     PhonemeSpan,
     Reference,
     Tier,
@@ -127,6 +129,8 @@ class Plan:
     notice: str | None = None
     #: A reference the engine cannot clone: the nearest stock voice is chosen for it instead.
     match: Reference | None = None
+    #: A style instruction, given to engines that follow one (``InstructableEngine``).
+    instructions: str | None = None
 
 
 _END = object()
@@ -475,9 +479,21 @@ class TTSService:
         def work() -> tuple[list[FloatAudio | AlignedAudio], float]:
             start = time.perf_counter()
             out: list[FloatAudio | AlignedAudio] = []
-            gen: Iterator[FloatAudio | AlignedAudio] = plan.engine.synthesize(
-                text, plan.voice, language=plan.language, speed=speed, reference=plan.reference
-            )
+            engine = plan.engine
+            gen: Iterator[FloatAudio | AlignedAudio]
+            if plan.instructions and isinstance(engine, InstructableEngine) and engine.follows_instructions:
+                gen = engine.synthesize(
+                    text,
+                    plan.voice,
+                    language=plan.language,
+                    speed=speed,
+                    reference=plan.reference,
+                    instructions=plan.instructions,
+                )
+            else:
+                gen = engine.synthesize(
+                    text, plan.voice, language=plan.language, speed=speed, reference=plan.reference
+                )
             for audio in gen:
                 out.append(audio)
                 if cancel.is_set():
@@ -498,11 +514,14 @@ class TTSService:
         speed: float = 1.0,
         reference: Reference | None = None,
         pitch: float = 1.0,
+        instructions: str | None = None,
     ) -> Utterance:
         """Start an utterance from a whole ``text`` or from ``pieces`` arriving over time.
 
         ``pitch`` (0.5..2.0) raises or lowers the voice by varispeed (:mod:`avatar_tts.pitch`):
         the engine runs at ``speed / pitch`` so the duration still follows ``speed``.
+        ``instructions`` (a style, "speak cheerfully") goes to engines that follow one (CosyVoice's
+        instruct mode); the others ignore it.
 
         Raises:
             InvalidTextError, UnknownVoiceError, UnsupportedLanguageError: bad request.
@@ -517,6 +536,12 @@ class TTSService:
             )
         if pitch != 1.0:
             speed = min(4.0, max(0.25, speed / pitch))
+        style = " ".join((instructions or "").split())
+        if len(style) > MAX_INSTRUCTION_CHARS:
+            raise InvalidTextError(
+                f"instructions may have at most {MAX_INSTRUCTION_CHARS} characters",
+                code="INVALID_INSTRUCTIONS",
+            )
         if tier not in self.config.tiers:
             raise UnknownVoiceError(f"this instance does not serve the {tier.value} tier")
         if text is not None:
@@ -536,7 +561,10 @@ class TTSService:
                 Tier.FAST, voice=voice, language=language, text=first_clause, reference=reference
             )
             return await self._start(
-                _with_notice(fast, "the HQ tier is disabled; served by the fast tier"),
+                _with_notice(
+                    dataclasses.replace(fast, instructions=style or None),
+                    "the HQ tier is disabled; served by the fast tier",
+                ),
                 source,
                 speed,
                 started,
@@ -544,6 +572,7 @@ class TTSService:
                 pitch=pitch,
             )
         plan = self.plan(tier, voice=voice, language=language, text=first_clause, reference=reference)
+        plan = dataclasses.replace(plan, instructions=style or None)
         if plan.tier is Tier.HQ:
             return await self._start_hq(plan, source, speed, started, text_sample=first_clause, pitch=pitch)
         return await self._start(plan, source, speed, started, requested=tier, pitch=pitch)

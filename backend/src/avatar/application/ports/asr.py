@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from avatar.application.ports.common import ComponentHealth
-from avatar.domain.models import AudioChunk, Transcription
+from avatar.domain.models import AudioChunk, SegmentTiming, Transcription
+
+#: What a one-shot decode does: recognize the spoken language, or translate it into English.
+TranscriptionTask = Literal["transcribe", "translate"]
 
 
 class TranscriptEventKind(enum.StrEnum):
@@ -71,9 +74,25 @@ class SpeechRecognizer(Protocol):
     async def open_stream(self, *, language: str | None = None) -> RecognitionStream: ...
 
     async def transcribe(
-        self, pcm: bytes, sample_rate: int, *, language: str | None = None, prompt: str | None = None
+        self,
+        pcm: bytes,
+        sample_rate: int,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        temperature: float = 0.0,
+        task: TranscriptionTask = "transcribe",
+        on_segment: Callable[[SegmentTiming], None] | None = None,
     ) -> Transcription:
-        """Recognize a complete PCM16 mono clip."""
+        """Recognize a complete PCM16 mono clip (``task="translate"``: its English translation).
+
+        ``temperature`` 0 means Whisper's temperature fallback; another value (up to 1) is used as is.
+        ``on_segment`` is called on the event loop with each segment as soon as it is decoded, for
+        callers that stream the transcript; an adapter that cannot stream may call it for none.
+
+        Raises:
+            InvalidInputError: bad audio or arguments; code ``NO_SPEECH`` when nothing was said.
+        """
         ...
 
     async def health(self) -> ComponentHealth: ...

@@ -58,6 +58,8 @@ class SynthesisRequest:
         pitch: 0.5..2.0 frequency factor, 1.0 is the voice's own pitch.
         emotion: The reply's emotion; the voice style for it (persona file) sets speed and pitch
             (docs/avatar-control.md, "Emotion in the voice").
+        instructions: A style in words ("speak cheerfully"): followed by engines that can
+            (CosyVoice's instruct mode), ignored by the others (Piper, Kokoro, espeak-ng, F5-TTS).
     """
 
     text: str
@@ -68,6 +70,7 @@ class SynthesisRequest:
     reference: VoiceReference | None = None
     pitch: float = 1.0
     emotion: Emotion | None = None
+    instructions: str | None = None
 
 
 class SynthesisStream(Protocol):

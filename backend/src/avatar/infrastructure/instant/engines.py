@@ -6,17 +6,17 @@ import asyncio
 import functools
 import hashlib
 import math
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from avatar.application.ports.asr import TranscriptEvent, TranscriptEventKind
+from avatar.application.ports.asr import TranscriptEvent, TranscriptEventKind, TranscriptionTask
 from avatar.application.ports.common import ComponentHealth
 from avatar.application.ports.llm import ChatMessage
 from avatar.application.ports.prosody import ProsodyResult
 from avatar.application.ports.tts import SynthesisRequest, VoiceInfo
-from avatar.domain.models import AudioChunk, Transcription, TTSMode
+from avatar.domain.models import AudioChunk, SegmentTiming, Transcription, TTSMode
 
 NO_SPEECH_MESSAGE = "no speech was heard"
 
@@ -138,7 +138,15 @@ class InstantRecognizer:
         return InstantRecognitionStream(self, language)
 
     async def transcribe(
-        self, pcm: bytes, sample_rate: int, *, language: str | None = None, prompt: str | None = None
+        self,
+        pcm: bytes,
+        sample_rate: int,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        temperature: float = 0.0,
+        task: TranscriptionTask = "transcribe",
+        on_segment: Callable[[SegmentTiming], None] | None = None,
     ) -> Transcription:
         return Transcription(text=self.next_text(), is_final=True, confidence=0.9, language=language or "en")
 

@@ -8,6 +8,13 @@ stream=False, speed=...)``, whose items are ``{"tts_speech": tensor}`` at ``mode
 the prompt is a 16 kHz tensor (CosyVoice 2) or a WAV path (``prompt_wav``, CosyVoice 3).
 The stock voice is ``default_voice.wav`` + ``default_voice.txt`` in the model directory, or the
 model's first built-in speaker (``inference_sft``).
+
+A style instruction ("speak cheerfully", OpenAI's ``instructions``, the reply emotion's
+``instruction`` from the persona file) switches to the instruct mode,
+``inference_instruct2(tts_text, instruct_text, prompt, stream=False, speed=...)``, with the same
+prompt clip (the reference, or the stock voice); the instruction text ends with the model's
+``<|endofprompt|>`` marker, and CosyVoice 3 (``prompt_wav``) wants its system preamble in front
+(docs/avatar-control.md, "Emotion in the voice").
 """
 
 from __future__ import annotations
@@ -26,12 +33,22 @@ from avatar_tts.engines._reference import default_reference, reference_file, to_
 from avatar_tts.errors import EngineUnavailableError, InvalidTextError
 
 PROMPT_RATE = 16000
+END_OF_PROMPT = "<|endofprompt|>"
+#: CosyVoice 3 reads an instruction as a chat-style system turn.
+V3_PREAMBLE = "You are a helpful assistant. "
+
+
+def instruct_text(instructions: str, *, version3: bool) -> str:
+    """The instruction as the model's instruct mode reads it."""
+    text = instructions.strip().replace(END_OF_PROMPT, "")
+    return f"{V3_PREAMBLE if version3 else ''}{text}{END_OF_PROMPT}"
 
 
 class CosyVoiceEngine:
     name = "cosyvoice"
     tier = Tier.HQ
     can_clone = True
+    follows_instructions = True
     estimate_mb = 4000.0
 
     def __init__(
@@ -76,22 +93,45 @@ class CosyVoiceEngine:
     def unload(self) -> None:
         self._model = None
 
-    def _zero_shot(
-        self, model: Any, text: str, transcript: str, wav: Path, samples: FloatAudio, speed: float
-    ) -> Iterator[FloatAudio]:
-        params = inspect.signature(model.inference_zero_shot).parameters
-        prompt: object
-        if "prompt_wav" in params:
-            prompt = str(wav)
-        else:
-            import torch
+    @staticmethod
+    def _prompt(method: Any, wav: Path, samples: FloatAudio) -> tuple[object, bool]:
+        """The prompt clip as ``method`` takes it (a WAV path for CosyVoice 3, else a 16 kHz
+        tensor), and whether it is CosyVoice 3."""
+        if "prompt_wav" in inspect.signature(method).parameters:
+            return str(wav), True
+        import torch
 
-            prompt = torch.from_numpy(samples).unsqueeze(0)
-        for item in model.inference_zero_shot(text, transcript, prompt, stream=False, speed=speed):
+        return torch.from_numpy(samples).unsqueeze(0), False
+
+    def _zero_shot(
+        self,
+        model: Any,
+        text: str,
+        transcript: str,
+        wav: Path,
+        samples: FloatAudio,
+        speed: float,
+        instructions: str | None = None,
+    ) -> Iterator[FloatAudio]:
+        if instructions and hasattr(model, "inference_instruct2"):
+            prompt, v3 = self._prompt(model.inference_instruct2, wav, samples)
+            style = instruct_text(instructions, version3=v3)
+            items = model.inference_instruct2(text, style, prompt, stream=False, speed=speed)
+        else:
+            prompt, _v3 = self._prompt(model.inference_zero_shot, wav, samples)
+            items = model.inference_zero_shot(text, transcript, prompt, stream=False, speed=speed)
+        for item in items:
             yield to_numpy(item["tts_speech"])
 
     def synthesize(
-        self, text: str, voice: Voice, *, language: str, speed: float, reference: Reference | None = None
+        self,
+        text: str,
+        voice: Voice,
+        *,
+        language: str,
+        speed: float,
+        reference: Reference | None = None,
+        instructions: str | None = None,
     ) -> Iterator[FloatAudio]:
         model = self._model
         if model is None:
@@ -102,7 +142,9 @@ class CosyVoiceEngine:
                     raise InvalidTextError("cloning with CosyVoice needs the reference clip's transcript")
                 prompt16 = resample(reference.samples, reference.sample_rate, PROMPT_RATE)
                 with reference_file(reference, PROMPT_RATE) as path:
-                    yield from self._zero_shot(model, text, reference.transcript, path, prompt16, speed)
+                    yield from self._zero_shot(
+                        model, text, reference.transcript, path, prompt16, speed, instructions
+                    )
                 return
             stock = default_reference(self._dir)
             if stock is not None:
@@ -110,7 +152,7 @@ class CosyVoiceEngine:
 
                 decoded = decode_audio(stock[0].read_bytes())
                 prompt16 = resample(decoded.samples, decoded.sample_rate, PROMPT_RATE)
-                yield from self._zero_shot(model, text, stock[1], stock[0], prompt16, speed)
+                yield from self._zero_shot(model, text, stock[1], stock[0], prompt16, speed, instructions)
                 return
             speakers = list(model.list_available_spks()) if hasattr(model, "list_available_spks") else []
             if not speakers:
