@@ -9,19 +9,20 @@ import uuid
 import numpy as np
 import pytest
 
+from avatar.application.openai_compat.speech import OPENAI_VOICES
 from avatar.application.ports.tts import VoiceInfo
 from avatar.application.realtime.config import ConfigError, RealtimeConfig
 from avatar.application.realtime.events import SessionConfigIn
-from avatar.application.realtime.voices import REALTIME_OPENAI_VOICES, UnknownVoiceError, choose_voice
+from avatar.application.realtime.voices import UnknownVoiceError, choose_voice
 from avatar.domain.models import TTSMode
 from avatar.infrastructure.resampling import SoxrStreamResampler
 
 PIPER = VoiceInfo("piper:en_US-joe-medium", "en_US-joe-medium", ("en",), TTSMode.FAST, "piper")
-KOKORO = VoiceInfo("kokoro:af_alloy", "af_alloy", ("en",), TTSMode.FAST, "kokoro")
+KOKORO = VoiceInfo("kokoro:jf_alpha", "jf_alpha", ("en", "ja"), TTSMode.FAST, "kokoro")
 
 
 def test_openai_voices_map_to_the_best_stock_voice_offered() -> None:
-    assert choose_voice("alloy", [PIPER, KOKORO]).voice == "kokoro:af_alloy"
+    assert choose_voice("nova", [PIPER, KOKORO]).voice == "kokoro:jf_alpha"  # the REST table's voice
     assert choose_voice("Echo", [PIPER, KOKORO]).voice == "piper:en_US-joe-medium"
     assert choose_voice("nova", []).voice is None  # the engine's default voice
     assert choose_voice("piper:en_US-joe-medium", [PIPER]).voice == "piper:en_US-joe-medium"
@@ -30,7 +31,7 @@ def test_openai_voices_map_to_the_best_stock_voice_offered() -> None:
     with pytest.raises(UnknownVoiceError):
         choose_voice("nobody", [PIPER])
     openai_voices = "alloy ash ballad coral echo fable nova onyx sage shimmer verse marin cedar"
-    assert set(openai_voices.split()) <= set(REALTIME_OPENAI_VOICES)
+    assert set(openai_voices.split()) <= set(OPENAI_VOICES)
 
 
 def test_session_settings_in_ga_and_beta_shape() -> None:
