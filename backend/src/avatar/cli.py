@@ -57,6 +57,7 @@ def up(host: str | None, port: int | None) -> None:
     """Run the embedded default: the whole product in one process tree, one URL."""
     import uvicorn
 
+    from avatar.infrastructure.secrets import keep_local_api_key, read_local_api_key
     from avatar.presentation.app import create_app
 
     settings = _settings()
@@ -82,6 +83,11 @@ def up(host: str | None, port: int | None) -> None:
             f"(single use, valid {minutes} min; later: `avatar users link {owner.name}`)",
             err=True,
         )
+        # OpenAI clients need a key, not a browser sign-in (docs/openai.md): one kept key per owner.
+        key, new = await services.accounts.local_api_key(owner, read_local_api_key(settings))
+        if new:
+            keep_local_api_key(settings, key)
+        click.echo(f"OpenAI-compatible API: base_url {url}/v1, api_key {key}", err=True)
 
     local = _is_loopback(settings.server.host)
     app = create_app(settings, on_ready=sign_in_link if local else None)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -356,3 +357,30 @@ async def test_avatar_up_makes_a_local_owner_even_when_only_plain_users_exist() 
     assert created and owner.role is Role.ADMIN and owner.name.startswith("owner-")
     assert (await accounts.ensure_local_owner()) == (owner, False)
     assert (await accounts.get_user(plain.user_id)).role is Role.USER
+
+
+async def test_avatar_up_keeps_one_api_key_for_the_local_owner(tmp_path: Path) -> None:
+    # `avatar up` prints an API key for OpenAI clients (docs/openai.md): made once, kept in the
+    # secrets folder (0600) and printed again on later starts; a kept key that no longer works for
+    # the owner (another user's, or made up) is replaced, never reused.
+    from avatar.application.accounts import AccountService
+    from avatar.application.ports.storage import CredentialKind
+    from avatar.infrastructure.clock import SystemClock
+    from avatar.infrastructure.instant import InMemoryDatabase
+    from avatar.infrastructure.secrets import keep_local_api_key, read_local_api_key
+
+    settings = Settings(data_dir=tmp_path)
+    accounts = AccountService(InMemoryDatabase(), SystemClock())
+    owner, _ = await accounts.ensure_local_owner()
+    assert read_local_api_key(settings) is None
+    key, new = await accounts.local_api_key(owner, read_local_api_key(settings))
+    assert new
+    path = keep_local_api_key(settings, key)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert await accounts.local_api_key(owner, read_local_api_key(settings)) == (key, False)
+    caller = await accounts.authenticate(key, CredentialKind.API_KEY)
+    assert caller is not None and caller.user == owner
+    _other, other_key = await accounts.create_user("someone")
+    for stale in (other_key, "made-up"):
+        fresh, new = await accounts.local_api_key(owner, stale)
+        assert new and fresh not in (key, stale)

@@ -197,6 +197,16 @@ class AccountService:
             await tx.commit()
         return key
 
+    async def local_api_key(self, owner: User, stored: str | None) -> tuple[str, bool]:
+        """The API key ``avatar up`` prints for the local owner (docs/openai.md): ``stored`` (the
+        key kept from an earlier start) while it is still one of the owner's live API keys, else a
+        new one. Returns the key and whether it is new (and so must be kept)."""
+        if stored:
+            caller = await self.authenticate(stored, CredentialKind.API_KEY)
+            if caller is not None and caller.user.user_id == owner.user_id:
+                return stored, False
+        return await self.new_api_key(owner, label="avatar up"), True
+
     async def issue_link(self, user: User) -> str:
         """A single-use sign-in token valid for :attr:`link_ttl`."""
         token = new_secret()

@@ -117,6 +117,23 @@ def load_keyring(settings: Settings) -> Keyring:
 
 
 LIVE_KEYS_FILE = "live_keys.json"
+#: The local owner's API key that ``avatar up`` prints for OpenAI clients (docs/openai.md).
+LOCAL_API_KEY_FILE = "local_api_key"
+
+
+def read_local_api_key(settings: Settings) -> str | None:
+    """The API key kept by an earlier ``avatar up`` (``None``: none kept yet)."""
+    path = secrets_dir(settings) / LOCAL_API_KEY_FILE
+    if not path.exists():
+        return None
+    return read_private(path).strip() or None
+
+
+def keep_local_api_key(settings: Settings, key: str) -> Path:
+    """Keep the local owner's API key (0600) so the next ``avatar up`` prints the same one."""
+    path = secrets_dir(settings) / LOCAL_API_KEY_FILE
+    write_private(path, key + "\n", exclusive=False)
+    return path
 
 
 def live_keys(settings: Settings) -> tuple[str, str]:
