@@ -269,3 +269,22 @@ async def test_a_watched_session_takes_an_empty_stage_and_idles_there_before_any
     hub.phase_changed(second, "thinking")
     assert hub.stage_id == second
     await hub.aclose()
+
+
+async def test_a_held_stage_stays_with_the_live_show_until_released() -> None:
+    hub = _hub()
+    show, chat = uuid.uuid4(), uuid.uuid4()
+    hub.hold_stage(show)
+    assert hub.stage_id == show
+    hub.phase_changed(chat, "thinking")  # a web conversation replies while the show runs
+    hub.subscribe(chat)
+    assert hub.stage_id == show
+    hub.hold_stage(None)
+    hub.phase_changed(chat, "speaking")
+    assert hub.stage_id == chat
+    # The show's session closing also releases a hold.
+    hub.hold_stage(show)
+    hub.session_closed(show)
+    hub.phase_changed(chat, "thinking")
+    assert hub.stage_id == chat
+    await hub.aclose()

@@ -63,6 +63,11 @@ class ConversationObserver(Protocol):
 
     def session_closed(self, session_id: uuid.UUID) -> None: ...
 
+    def hold_stage(self, session_id: uuid.UUID | None) -> None:
+        """Keep the stage on ``session_id`` (the live show's session) whatever else is active;
+        ``None`` lets the most recently active session take it again (docs/avatar-control.md)."""
+        ...
+
 
 class Subscription:
     """A bounded stream of events for one consumer (a WebSocket, the VTube Studio bridge)."""
@@ -141,6 +146,8 @@ class AvatarHub:
         self._channels: dict[uuid.UUID, _Channel] = {}
         self._stage_subscribers: set[Subscription] = set()
         self.stage_id: uuid.UUID | None = None
+        #: The live show's session while it runs: the stage stays there (``hold_stage``).
+        self.held_stage: uuid.UUID | None = None
         self._closed = False
 
     # --- subscribers ------------------------------------------------------------------------
@@ -272,7 +279,14 @@ class AvatarHub:
             channel.inbox.put_nowait(item)
         self._publish(channel, InterruptedEvent(turn_id=str(turn_id)))
 
+    def hold_stage(self, session_id: uuid.UUID | None) -> None:
+        self.held_stage = session_id
+        if session_id is not None:
+            self._make_stage(self._channel(session_id))
+
     def session_closed(self, session_id: uuid.UUID) -> None:
+        if self.held_stage == session_id:
+            self.held_stage = None
         channel = self._channels.get(session_id)
         if channel is None:
             return
@@ -305,6 +319,8 @@ class AvatarHub:
 
     def _make_stage(self, channel: _Channel) -> None:
         channel.last_active = time.monotonic()
+        if self.held_stage is not None and self.held_stage != channel.session_id:
+            return  # the live show keeps the stage while it runs
         if self.stage_id != channel.session_id:
             self.stage_id = channel.session_id
             for sub in list(self._stage_subscribers):

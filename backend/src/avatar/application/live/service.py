@@ -385,6 +385,9 @@ class LiveService:
                 await tx.sessions.add(session)
                 await tx.commit()
             self.session_id = session.session_id
+            sid = session.session_id
+            # While the show runs, the avatar (VTube Studio) follows it, not a conversation.
+            self._tell(lambda o: o.hold_stage(sid))
         return self.session_id
 
     async def wait_speech(self, seen_id: int, within_s: float) -> bool:
@@ -467,6 +470,7 @@ class LiveService:
         self._stage_task = None
         if self.session_id is not None:
             sid = self.session_id
+            self._tell(lambda o: o.hold_stage(None))
             self._tell(lambda o: o.session_closed(sid))
             try:
                 await self._replies.forget(self.session_id)
