@@ -35,6 +35,7 @@ def test_compose_file_is_valid() -> None:
         **os.environ,
         "AVATAR_SECRET_KEY": "x",
         "AVATAR_MASTER_KEY": "x",
+        "AVATAR_SERVICE_KEY": "x",
         "POSTGRES_PASSWORD": "x",
         "MINIO_ROOT_USER": "x",
         "MINIO_ROOT_PASSWORD": "xxxxxxxx",

@@ -184,6 +184,14 @@ class SecuritySettings(BaseModel):
             "`avatar keys rotate` has re-wrapped everything under master_key."
         ),
     )
+    service_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Shared key of the model services (ASR, TTS, prosody): they refuse requests without "
+            "`Authorization: Bearer KEY` (health and metrics stay open) and the orchestrator sends it. "
+            "Unset in development (the embedded engines open no port). Required in production."
+        ),
+    )
     allowed_origins: list[str] = Field(
         default_factory=list,
         description=(
@@ -922,6 +930,9 @@ class Settings(BaseSettings):
             defaults.append(f"AVATAR_SECURITY__SECRET_KEY (at least {MIN_SECRET_CHARS} random characters)")
         if self.security.master_key is None:
             defaults.append("AVATAR_SECURITY__MASTER_KEY")
+        service_key = self.security.service_key
+        if service_key is None or len(service_key.get_secret_value()) < MIN_SECRET_CHARS:
+            defaults.append(f"AVATAR_SECURITY__SERVICE_KEY (at least {MIN_SECRET_CHARS} random characters)")
         if (
             self.object_store.kind == "s3"
             and self.object_store.secret_key.get_secret_value() == DEFAULT_SECRET

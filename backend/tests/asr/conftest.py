@@ -13,9 +13,14 @@ from avatar.infrastructure.asr import build_recognizer, create_service_app
 from avatar.settings import ASRSettings, Environment, Settings
 from tests.support.net import free_port, serve_in_thread
 
+#: The remote service in these tests runs keyed, as in compose (docs/security.md, "Service keys").
+SERVICE_KEY = "asr-service-key-for-the-tests"
+
 
 def asr_settings(**asr: object) -> Settings:
-    return Settings(environment=Environment.TEST, asr=ASRSettings(**asr))
+    return Settings(
+        environment=Environment.TEST, asr=ASRSettings(**asr), security={"service_key": SERVICE_KEY}
+    )
 
 
 @pytest_asyncio.fixture(scope="session")

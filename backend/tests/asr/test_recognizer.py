@@ -132,6 +132,22 @@ async def test_remote_stream_and_transcribe(asr_service_url: str, librivox: list
         assert silent.value.code == "NO_SPEECH"
 
 
+async def test_the_keyed_remote_service_refuses_a_recognizer_without_its_key(asr_service_url: str) -> None:
+    # A key mismatch is the deployment's mistake: a DependencyError naming the setting, for the
+    # stream and for whole files alike (docs/security.md, "Service keys").
+    settings = asr_settings(placement=Placement.REMOTE, url=asr_service_url)
+    settings.security.service_key = None
+    async with contextlib.AsyncExitStack() as stack:
+        remote = await build_recognizer(settings, stack)
+        with pytest.raises(DependencyError) as stream:
+            await remote.open_stream()
+        with pytest.raises(DependencyError) as whole:
+            await remote.transcribe(SILENCE_1S, 16000)
+        for refused in (stream.value, whole.value):
+            assert refused.code == "SERVICE_KEY_REFUSED" and "AVATAR_SECURITY__SERVICE_KEY" in str(refused)
+        assert (await remote.health()).ok  # health stays open for probes
+
+
 async def test_remote_unreachable_is_a_dependency_error() -> None:
     async with contextlib.AsyncExitStack() as stack:
         remote = await build_recognizer(

@@ -61,7 +61,11 @@ def test_production_refuses_default_s3_secret() -> None:
         Settings(
             _env_file=None,
             environment="production",
-            security={"secret_key": "a-real-secret-of-32-characters!!", "master_key": MASTER},
+            security={
+                "secret_key": "a-real-secret-of-32-characters!!",
+                "master_key": MASTER,
+                "service_key": "a-service-key-of-32-characters!!",
+            },
             object_store={"kind": "s3"},
         )
 
@@ -70,7 +74,11 @@ def test_production_accepts_real_secrets() -> None:
     s = Settings(
         _env_file=None,
         environment="production",
-        security={"secret_key": "a-real-secret-of-32-characters!!", "master_key": MASTER},
+        security={
+            "secret_key": "a-real-secret-of-32-characters!!",
+            "master_key": MASTER,
+            "service_key": "a-service-key-of-32-characters!!",
+        },
         object_store={"kind": "s3", "secret_key": "another-secret"},
     )
     assert s.environment is Environment.PRODUCTION

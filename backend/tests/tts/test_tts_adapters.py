@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import pytest_asyncio
 
@@ -20,7 +21,8 @@ Pair = tuple[SpeechSynthesizer, SpeechSynthesizer]
 
 
 def _settings(tmp: Path, **tts: object) -> Settings:
-    settings = Settings(_env_file=None, data_dir=tmp)
+    # The remote service runs keyed, as in compose (docs/security.md, "Service keys").
+    settings = Settings(_env_file=None, data_dir=tmp, security={"service_key": "tts-service-key-for-tests"})
     settings.tts.idle_unload_s = 0
     for key, value in tts.items():
         setattr(settings.tts, key, value)
@@ -114,6 +116,10 @@ async def test_remote_synthesizer_against_the_real_service(remote_url: str, tmp_
         assert info.value.code == "CONTROL_CHARACTERS"
         assert all(v.mode is TTSMode.FAST for v in await fast.voices())
         assert (await fast.health()).ok
+    async with httpx.AsyncClient(base_url=remote_url) as http:  # without the service key
+        refused = await http.post("/v1/audio/speech", json={"model": "tts-1", "input": "Hi.", "voice": "x"})
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "UNAUTHENTICATED"
+        assert (await http.get("/health")).status_code == 200
 
 
 async def test_remote_synthesizer_unreachable(tmp_path: Path) -> None:

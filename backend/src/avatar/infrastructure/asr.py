@@ -107,6 +107,10 @@ def service_config(settings: Settings) -> ASRConfig:
 
 
 def _to_avatar_error(code: str, message: str, status: int) -> AvatarError:
+    if status in (401, 403):  # a deployment mistake, never the caller's input
+        from avatar.infrastructure.secrets import SERVICE_KEY_REFUSED, key_refused_message
+
+        return DependencyError(key_refused_message("ASR"), code=SERVICE_KEY_REFUSED)
     if code == "BUSY":
         return CapacityError(message)
     if status >= 500:
@@ -280,7 +284,7 @@ class RemoteRecognitionStream:
 
     @classmethod
     async def connect(
-        cls, base_url: str, language: str | None, open_timeout_s: float
+        cls, base_url: str, language: str | None, open_timeout_s: float, headers: dict[str, str] | None = None
     ) -> RemoteRecognitionStream:
         import websockets
 
@@ -288,8 +292,13 @@ class RemoteRecognitionStream:
         url = base_url.replace("http://", "ws://").replace("https://", "wss://").rstrip("/")
         try:
             ws = await websockets.connect(
-                f"{url}/v1/stream?{urlencode(query)}", max_size=None, open_timeout=open_timeout_s
+                f"{url}/v1/stream?{urlencode(query)}",
+                max_size=None,
+                open_timeout=open_timeout_s,
+                additional_headers=headers or {},
             )
+        except websockets.InvalidStatus as exc:
+            raise _to_avatar_error("ASR_FAILED", str(exc), exc.response.status_code) from exc
         except (OSError, websockets.InvalidHandshake, TimeoutError) as exc:
             raise DependencyError(f"the ASR service at {base_url} is unreachable: {exc}") from exc
         first = json.loads(await asyncio.wait_for(ws.recv(), open_timeout_s))
@@ -394,13 +403,22 @@ class RemoteRecognitionStream:
 class RemoteSpeechRecognizer:
     """The ASR service over the network (the compose placement)."""
 
-    def __init__(self, base_url: str, client: httpx.AsyncClient, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        client: httpx.AsyncClient,
+        *,
+        timeout: float = 30.0,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self._url = base_url.rstrip("/")
         self._http = client
         self._timeout = timeout
+        #: Sent on the stream's upgrade too (the service key, docs/security.md).
+        self._headers = headers or {}
 
     async def open_stream(self, *, language: str | None = None) -> RecognitionStream:
-        return await RemoteRecognitionStream.connect(self._url, language, self._timeout)
+        return await RemoteRecognitionStream.connect(self._url, language, self._timeout, self._headers)
 
     async def transcribe(
         self,
@@ -485,9 +503,12 @@ class RemoteSpeechRecognizer:
 async def build_recognizer(settings: Settings, stack: contextlib.AsyncExitStack) -> SpeechRecognizer:
     """The recognizer the settings ask for; the embedded one loads its model here (off the loop)."""
     if settings.asr.placement is Placement.REMOTE:
-        client = httpx.AsyncClient(timeout=httpx.Timeout(120.0, connect=5.0))
+        from avatar.infrastructure.secrets import service_headers
+
+        headers = service_headers(settings)
+        client = httpx.AsyncClient(timeout=httpx.Timeout(120.0, connect=5.0), headers=headers)
         stack.push_async_callback(client.aclose)
-        return RemoteSpeechRecognizer(settings.asr.url, client)
+        return RemoteSpeechRecognizer(settings.asr.url, client, headers=headers)
     from avatar_asr.errors import ASRError
     from avatar_asr.metrics import ASRMetrics
     from avatar_asr.service import ASRService
@@ -504,6 +525,7 @@ async def build_recognizer(settings: Settings, stack: contextlib.AsyncExitStack)
 
 def create_service_app(settings: Settings) -> FastAPI:
     """The ASR service app (``avatar serve asr``, port 8004) configured from ``Settings.asr``."""
+    from avatar.infrastructure.secrets import guard_service
     from avatar_asr.app import create_app
 
-    return create_app(service_config(settings))
+    return guard_service(create_app(service_config(settings)), settings)

@@ -125,10 +125,15 @@ class HttpProsodyAnalyzer:
     """Client of the prosody service (``POST /analyze`` with a WAV and the baseline as JSON)."""
 
     def __init__(
-        self, base_url: str, *, timeout_s: float = 60.0, client: httpx.AsyncClient | None = None
+        self,
+        base_url: str,
+        *,
+        timeout_s: float = 60.0,
+        client: httpx.AsyncClient | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._client = client or httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s)
+        self._client = client or httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s, headers=headers)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -147,6 +152,10 @@ class HttpProsodyAnalyzer:
         except httpx.HTTPError as exc:
             raise DependencyError(f"prosody service unreachable at {self.base_url}: {exc}") from exc
         body = self._json(response)
+        if response.status_code in (401, 403):  # a deployment mistake, never the caller's input
+            from avatar.infrastructure.secrets import SERVICE_KEY_REFUSED, key_refused_message
+
+            raise DependencyError(key_refused_message("prosody"), code=SERVICE_KEY_REFUSED)
         if response.status_code == 503:
             raise CapacityError(self._message(body, "the prosody service is busy"))
         if 400 <= response.status_code < 500:
@@ -206,7 +215,9 @@ async def build_prosody_analyzer(
 ) -> EmbeddedProsodyAnalyzer | HttpProsodyAnalyzer:
     """The analyzer the settings ask for; worker processes start on the first analysis."""
     if settings.prosody.placement is Placement.REMOTE:
-        remote = HttpProsodyAnalyzer(settings.prosody.url)
+        from avatar.infrastructure.secrets import service_headers
+
+        remote = HttpProsodyAnalyzer(settings.prosody.url, headers=service_headers(settings))
         stack.push_async_callback(remote.aclose)
         return remote
     config = service_config(settings)
@@ -220,4 +231,6 @@ async def build_prosody_analyzer(
 
 def create_service_app(settings: Settings) -> FastAPI:
     """The prosody service (``avatar serve prosody`` on ``settings.prosody.port``), from ``settings``."""
-    return create_app(service_config(settings))
+    from avatar.infrastructure.secrets import guard_service
+
+    return guard_service(create_app(service_config(settings)), settings)

@@ -19,6 +19,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+from fastapi import FastAPI
 from pydantic import SecretStr
 
 from avatar.infrastructure.crypto import Keyring, read_private, write_private
@@ -104,6 +105,46 @@ def rotate_signing_key(settings: Settings, *, now: float | None = None) -> Path:
     content = {"version": 1, "current": _new_signing_key(), "previous": kept}
     write_private(path, json.dumps(content, indent=2) + "\n", exclusive=False)
     return path
+
+
+def service_key(settings: Settings) -> str | None:
+    """The model services' shared key (docs/security.md, "Service keys"); ``None`` in development
+    when unset. Production refuses to start without one, on both sides."""
+    key = settings.security.service_key
+    if key is not None and key.get_secret_value():
+        return key.get_secret_value()
+    if settings.environment is Environment.PRODUCTION:
+        raise SecretsError("production needs AVATAR_SECURITY__SERVICE_KEY (see docs/security.md)")
+    return None
+
+
+def service_headers(settings: Settings) -> dict[str, str]:
+    """What a client of the model services sends (nothing without a key)."""
+    from avatar_common.service_auth import bearer_header
+
+    key = service_key(settings)
+    return bearer_header(key) if key else {}
+
+
+#: The error code of a service that refused the key (a deployment mistake, not the caller's input).
+SERVICE_KEY_REFUSED = "SERVICE_KEY_REFUSED"
+
+
+def key_refused_message(service: str) -> str:
+    return (
+        f"the {service} service refused the service key: set the same AVATAR_SECURITY__SERVICE_KEY "
+        "on the orchestrator and the service (docs/security.md)"
+    )
+
+
+def guard_service(app: FastAPI, settings: Settings) -> FastAPI:
+    """A model service's app behind the shared key (unchanged without one)."""
+    from avatar_common.service_auth import ServiceKeyGuard
+
+    key = service_key(settings)
+    if key:
+        app.add_middleware(ServiceKeyGuard, key=key)
+    return app
 
 
 def load_keyring(settings: Settings) -> Keyring:

@@ -316,6 +316,10 @@ def _remote_error(response: httpx.Response) -> AvatarError:
         code, message = str(err["code"]), str(err["message"])
     except (ValueError, KeyError, TypeError):
         code, message = "TTS_ERROR", response.text[:200]
+    if response.status_code in (401, 403):  # a deployment mistake, never the caller's input
+        from avatar.infrastructure.secrets import SERVICE_KEY_REFUSED, key_refused_message
+
+        return DependencyError(key_refused_message("TTS"), code=SERVICE_KEY_REFUSED)
     if response.status_code == 404:
         return NotFoundError(message, code=code)
     if response.status_code == 503 and code == "VRAM_EXHAUSTED":
@@ -330,7 +334,10 @@ async def build_synthesizers(
 ) -> tuple[EmbeddedSynthesizer | RemoteSynthesizer, EmbeddedSynthesizer | RemoteSynthesizer]:
     """The fast and the HQ synthesizer the settings ask for (started; closed by ``stack``)."""
     if settings.tts.placement is Placement.REMOTE:
-        client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0))
+        from avatar.infrastructure.secrets import service_headers
+
+        headers = service_headers(settings)
+        client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0), headers=headers)
         stack.push_async_callback(client.aclose)
         return (
             RemoteSynthesizer(settings.tts.fast_url, Tier.FAST, client),
@@ -347,4 +354,7 @@ def create_service_app(settings: Settings, tier: TierName = "both") -> FastAPI:
     from avatar_tts.app import create_app
 
     tiers = {"fast": (Tier.FAST,), "hq": (Tier.HQ,), "both": (Tier.FAST, Tier.HQ)}[tier]
-    return create_app(TTSService(service_config(settings, tiers)), title=f"AVATAR TTS ({tier})")
+    from avatar.infrastructure.secrets import guard_service
+
+    app = create_app(TTSService(service_config(settings, tiers)), title=f"AVATAR TTS ({tier})")
+    return guard_service(app, settings)
