@@ -12,6 +12,7 @@ import pytest
 import pytest_asyncio
 
 from avatar.domain.errors import CapacityError, InvalidInputError
+from avatar.infrastructure.crypto import Envelope, Keyring, generate_key
 from avatar.infrastructure.queue import InProcessTaskQueue, RedisTaskQueue, build_task_queue, redis_client
 from avatar.settings import QueueSettings, RedisSettings, Settings
 
@@ -173,3 +174,44 @@ async def test_build_task_queue_by_kind(redis_url: str) -> None:
         )
         assert isinstance(local, InProcessTaskQueue)
         assert isinstance(remote, RedisTaskQueue)
+
+
+async def test_redis_payloads_are_sealed_while_they_wait(
+    redis: Any, redis_namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # docs/security.md, "Encryption at rest": an HQ task carries the reply text; in Redis it is
+    # AES-256-GCM sealed and bound to its topic, so neither reading the stream nor moving an entry
+    # to another topic reveals or replays it.
+    envelope = Envelope(Keyring.from_keys([generate_key()]))
+    queue = RedisTaskQueue(redis, namespace=redis_namespace, block_ms=50, envelope=envelope)
+    secret_text = "the reply nobody else should read"
+    await queue.publish("tts.hq", {"text": secret_text})
+    ((_, fields),) = await redis.xrange(queue.stream("tts.hq"))
+    stored = fields[b"payload"]
+    assert secret_text.encode() not in stored and b"text" not in stored
+    # The same bytes replayed into another topic, and a task sealed under an unknown key, are
+    # refused (dead-lettered with an error), never handled; a plain task written before
+    # encryption was switched on is still handled.
+    await redis.xadd(queue.stream("prosody"), {"payload": stored})
+    stranger = Envelope(Keyring.from_keys([generate_key()]))
+    foreign = RedisTaskQueue(redis, namespace=redis_namespace, envelope=stranger)
+    await foreign.publish("prosody", {"text": "sealed elsewhere"})
+    await redis.xadd(queue.stream("prosody"), {"payload": b'{"text": "plain"}'})
+    hq, prosody = Recorder(expected=1), Recorder(expected=1)
+    queue.subscribe("tts.hq", hq)
+    queue.subscribe("prosody", prosody)
+    with caplog.at_level(logging.ERROR, logger="avatar.infrastructure.queue"):
+        await queue.start()
+        try:
+            await asyncio.wait_for(hq.done.wait(), 10)
+            await asyncio.wait_for(prosody.done.wait(), 10)
+            for _ in range(100):
+                if await redis.xlen(f"{queue.stream('prosody')}:dead") >= 2:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await queue.stop()
+    assert hq.payloads == [{"text": secret_text}]
+    assert prosody.payloads == [{"text": "plain"}]
+    assert await redis.xlen(f"{queue.stream('prosody')}:dead") == 2
+    assert sum("cannot be read" in r.getMessage() for r in caplog.records) == 2

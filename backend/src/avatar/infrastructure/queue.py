@@ -20,6 +20,7 @@ from typing import Any
 
 from avatar.application.ports.queue import TaskHandler
 from avatar.domain.errors import CapacityError, DependencyError, InvalidInputError
+from avatar.infrastructure.crypto import DecryptionError, Envelope
 from avatar.settings import QueueSettings, Settings, default_of
 
 log = logging.getLogger(__name__)
@@ -184,9 +185,13 @@ class RedisTaskQueue(_Subscriptions):
         block_ms: int = 1000,
         stop_grace_s: float = 5.0,
         consumer: str | None = None,
+        envelope: Envelope | None = None,
     ) -> None:
         super().__init__(stop_grace_s)
         self._redis = client
+        #: Seals each payload while it waits in Redis (AES-256-GCM, docs/security.md, "Encryption
+        #: at rest"); an HQ task carries the reply text, a prosody task the audio's key.
+        self._envelope = envelope
         self._namespace = namespace
         self._max_pending = max_pending
         self._claim_idle_ms = claim_idle_ms
@@ -201,6 +206,8 @@ class RedisTaskQueue(_Subscriptions):
         from redis.exceptions import RedisError
 
         body = _encode(payload)
+        if self._envelope is not None:
+            body = self._envelope.seal_text(body, _task_context(topic))
         key = self.stream(topic)
         try:
             # The length check and the add are not atomic: the bound may be overshot by the number
@@ -276,7 +283,15 @@ class RedisTaskQueue(_Subscriptions):
             await self._done(key, entry_id)
             return
         try:
-            await handler(json.loads(raw))
+            payload = json.loads(self._open(name, raw))
+        except (DecryptionError, ValueError) as exc:
+            # Altered, sealed under a master key this replica lacks, or not JSON: never retried.
+            log.error("task %s on %s cannot be read (%s); moved to %s:dead", entry_id, name, exc, key)
+            await self._redis.xadd(f"{key}:dead", {"payload": raw, "task_id": entry_id})
+            await self._done(key, entry_id)
+            return
+        try:
+            await handler(payload)
         except Exception:
             # Left unacknowledged on purpose: it will be claimed again after claim_idle_ms.
             log.warning(
@@ -288,6 +303,12 @@ class RedisTaskQueue(_Subscriptions):
             )
             return
         await self._done(key, entry_id)
+
+    def _open(self, topic: str, raw: bytes | str) -> str:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        if self._envelope is None:
+            return text
+        return self._envelope.open_text(text, _task_context(topic))  # plain (older) tasks pass as is
 
     async def _deliveries(self, key: str, entry_id: Any) -> int:
         info = await self._redis.xpending_range(key, self.GROUP, min=entry_id, max=entry_id, count=1)
@@ -301,6 +322,11 @@ class RedisTaskQueue(_Subscriptions):
 
     async def pending(self, topic: str) -> int:
         return int(await self._redis.xlen(self.stream(topic)))
+
+
+def _task_context(topic: str) -> str:
+    """Binds a sealed payload to its topic (it cannot be replayed into another queue)."""
+    return f"task:{topic}"
 
 
 def redis_client(url: str) -> Any:
@@ -321,8 +347,10 @@ async def build_task_queue(
             await client.ping()
         except Exception as exc:
             raise DependencyError(f"redis unreachable for the task queue: {exc}") from exc
+        from avatar.infrastructure.secrets import load_keyring
+
         queue: InProcessTaskQueue | RedisTaskQueue = RedisTaskQueue(
-            client, max_pending=settings.queue.max_pending
+            client, max_pending=settings.queue.max_pending, envelope=Envelope(load_keyring(settings))
         )
     else:
         queue = InProcessTaskQueue(settings.queue.max_pending)
