@@ -111,7 +111,6 @@ def start_postgres(workdir: Path) -> tuple[PostgresServer, subprocess.Popen[byte
     bindir = _postgres_bin()
     user = _unprivileged_user()
     data = workdir / "data"
-    log = workdir / "postgres.log"
     workdir.mkdir(parents=True, exist_ok=True)
     if user is not None:
         entry = pwd.getpwnam(user)
@@ -132,7 +131,16 @@ def start_postgres(workdir: Path) -> tuple[PostgresServer, subprocess.Popen[byte
         capture_output=True,
     )
     port = free_port()
-    with log.open("wb") as out:
+    return PostgresServer("127.0.0.1", port), launch_postgres(workdir, port)
+
+
+def launch_postgres(workdir: Path, port: int) -> subprocess.Popen[bytes]:
+    """Run the server of ``workdir`` (made by :func:`start_postgres`) on ``port``; wait until it answers."""
+    bindir = _postgres_bin()
+    user = _unprivileged_user()
+    data = workdir / "data"
+    log = workdir / "postgres.log"
+    with log.open("ab") as out:
         proc = subprocess.Popen(
             [
                 *_as_user(user),
@@ -168,7 +176,23 @@ def start_postgres(workdir: Path) -> tuple[PostgresServer, subprocess.Popen[byte
         return result.returncode == 0
 
     _wait_until(ready, "postgres", proc, log)
-    return PostgresServer("127.0.0.1", port), proc
+    return proc
+
+
+class RestartablePostgres:
+    """A PostgreSQL server of a test's own, which it may stop and start again on the same port
+    (the chaos tests); the session's shared server is never stopped."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.server, self._proc = start_postgres(workdir)
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT): clients are disconnected at once."""
+        stop_process(self._proc, signal.SIGINT)
+
+    def start(self) -> None:
+        self._proc = launch_postgres(self.workdir, self.server.port)
 
 
 @pytest.fixture(scope="session")

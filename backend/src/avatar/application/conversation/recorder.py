@@ -117,7 +117,11 @@ class TurnRecorder:
         """The turn row, the utterance's audio and transcription, and the prosody request."""
         # Recognized or typed text may hold characters PostgreSQL cannot store (NUL): drop them so
         # the turn is stored (docs/protocol.md, Limits).
-        turn = replace(turn, user_input=sanitize_text(turn.user_input))
+        turn = replace(
+            turn,
+            user_input=sanitize_text(turn.user_input),
+            stage_latency_ms=dict(turn.stage_latency_ms),  # a snapshot: the record may wait
+        )
         transcription = replace(transcription, text=sanitize_text(transcription.text))
         partials = [sanitize_text(p) for p in partials]
         self._submit(f"turn {turn.turn_number} row", TurnInsert(turn=turn))
