@@ -184,9 +184,12 @@ class SpoolReplayer:
         """Apply every waiting record in order, until storage refuses one as unreachable."""
         async with self._lock:
             try:
-                for entry in await self._spool.entries():
+                entries = await self._spool.entries()
+                for entry in entries:
                     if not await self._replay_one(entry):
                         return ReplayResult.BLOCKED
+                if entries:
+                    log.info("storage spool drained: %d record(s) replayed or set aside", len(entries))
                 return ReplayResult.DRAINED
             finally:
                 depth = self._spool.depth()

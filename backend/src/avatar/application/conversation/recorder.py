@@ -149,7 +149,9 @@ class TurnRecorder:
                 audio_url=audio.get("url"),
                 audio=pending[0] if pending else None,
             )
-            await self._write(record)
+            if await self._write(record) is Outcome.SPOOLED:
+                # The row waits in the spool: a prosody score would reach the database before it.
+                audio.pop("key", None)
 
         self.writer.submit(f"turn {turn.turn_number} transcription row", add_transcription)
         if pcm:
