@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import pytest_asyncio
 
@@ -218,3 +219,48 @@ async def assert_everything_stored(container: Container, session_id: uuid.UUID, 
     async with container.uow() as tx:
         turns_now = await tx.turns.list_for_session(session_id)
     assert counts == want, [(t.turn_number, t.user_input, t.ai_response) for t in turns_now]
+
+
+def tone_pcm(ms: int, sr: int = 16000) -> bytes:
+    t = np.arange(sr * ms // 1000) / sr
+    return (6000 * np.sin(2 * np.pi * 220 * t)).astype("<i2").tobytes()
+
+
+async def test_an_orchestrator_restarted_during_the_outage_loses_nothing(
+    tmp_path: Path, own_postgres: RestartablePostgres
+) -> None:
+    """The instant engines (the orchestrator's own code, real PostgreSQL and object store, no
+    models): the first process ends while the database is down, the next one replays at start."""
+    settings = chaos_settings(tmp_path, own_postgres.server.url(), "http://127.0.0.1:9/v1")
+    settings.engines = "instant"
+    first = await build_container(settings)
+    try:
+        async with running_server(create_app(settings, first)) as base:
+            created = await create_session(base)
+            session_id = uuid.UUID(created["session_id"])
+            async with Client.connect(created["ws_url"]) as client:
+                await client.until_type("session_state")
+                await stream_realtime(client, tone_pcm(800))
+                await client.until_type("turn_completed", TURN_TIMEOUT_S)
+                await asyncio.to_thread(own_postgres.stop)
+                await stream_realtime(client, tone_pcm(800))
+                await client.until_type("turn_completed", TURN_TIMEOUT_S)
+                await seen_or_until(client, lambda m: m["type"] == "notice" and m["code"] == STORAGE_DEFERRED)
+            # the server stops with the database still down; its sessions' writes are flushed
+    finally:
+        await first.aclose()
+    spool_dir = settings.data_dir / "spool"
+    assert list(spool_dir.glob("*.rec")), "the outage's writes should wait on disk"
+
+    await asyncio.to_thread(own_postgres.start)
+    second = await build_container(settings)
+    try:
+        async with (
+            running_server(create_app(settings, second)) as base,
+            httpx.AsyncClient(base_url=base) as http,
+        ):
+            drained = await until_spool_empty(http)
+            assert drained["set_aside"] == 0
+            await assert_everything_stored(second, session_id, turns=2)
+    finally:
+        await second.aclose()
