@@ -11,7 +11,9 @@ while the database is still down replays what the first one left (a restart duri
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -264,3 +266,83 @@ async def test_an_orchestrator_restarted_during_the_outage_loses_nothing(
             await assert_everything_stored(second, session_id, turns=2)
     finally:
         await second.aclose()
+
+
+async def database_health(http: httpx.AsyncClient) -> dict[str, Any]:
+    body = (await http.get("/api/v1/health")).json()
+    database: dict[str, Any] = body["services"]["database"]
+    return database
+
+
+async def test_the_embedded_postgres_killed_during_a_conversation_loses_nothing(tmp_path: Path) -> None:
+    """The embedded placement: the supervised postmaster is killed (SIGKILL) while a turn's writes
+    are under way and restarted by its supervisor. Whether a write outlasted its retries and waited
+    in the spool depends on how fast the restart is; either way nothing is reported lost and
+    everything is stored afterwards. Instant engines; the database and the spool are the real ones,
+    put into the container by the test (``build_container`` serves instant engines from memory)."""
+    from contextlib import AsyncExitStack
+
+    from avatar.bootstrap import (
+        INSTANT_ENDPOINT_SILENCE_MS,
+        INSTANT_MAX_UTTERANCE_MS,
+        INSTANT_REPLY,
+        build_instant_container,
+        build_storage_spool,
+    )
+    from avatar.infrastructure.database import build_unit_of_work_factory
+    from avatar.infrastructure.instant import InstantChatModel, InstantRecognizer
+    from avatar.infrastructure.object_store import build_object_store
+    from avatar.infrastructure.secrets import load_keyring
+
+    settings = chaos_settings(tmp_path, "", "http://127.0.0.1:9/v1")
+    settings.database.placement = Placement.EMBEDDED
+    settings.database.data_dir = tmp_path / "pgdata"
+    async with AsyncExitStack() as stack:
+        container = build_instant_container(settings)
+        # the engines as the served instant set has them: an utterance ends on silence
+        container.recognizer = InstantRecognizer(
+            utterance_ms=INSTANT_MAX_UTTERANCE_MS,
+            silence_rms=200.0,
+            endpoint_silence_ms=INSTANT_ENDPOINT_SILENCE_MS,
+        )
+        container.chat_model = InstantChatModel((INSTANT_REPLY,))
+        keyring = load_keyring(settings)
+        container.uow = await build_unit_of_work_factory(settings, stack, keyring)
+        container.object_store = await build_object_store(settings, stack, keyring)
+        container.storage_spool = build_storage_spool(
+            settings, keyring, container.uow, container.object_store
+        )
+        async with (
+            running_server(create_app(settings, container)) as base,
+            httpx.AsyncClient(base_url=base) as http,
+        ):
+            created = await create_session(base)
+            session_id = uuid.UUID(created["session_id"])
+            async with Client.connect(created["ws_url"]) as client:
+                await client.until_type("session_state")
+                await instant_turn(client)
+                before = (await database_health(http))["process"]
+                await stream_realtime(client, tone_pcm(800))
+                await client.until_type("turn_started", TURN_TIMEOUT_S)
+                os.kill(int(before["pid"]), signal.SIGKILL)  # the turn's writes are under way
+                await client.until_type("turn_completed", TURN_TIMEOUT_S)
+                await asyncio.sleep(2.0)
+                await instant_turn(client)
+                async with asyncio.timeout(90):  # the supervisor starts it again
+                    while True:
+                        now = await database_health(http)
+                        if now["ok"] and now["process"]["restarts"] >= 1:
+                            break
+                        await asyncio.sleep(0.2)
+                await until_spool_empty(http)
+                await instant_turn(client)
+                assert not client.of("error"), client.of("error")
+            await assert_everything_stored(container, session_id, turns=4)
+
+
+async def instant_turn(client: Client) -> None:
+    """One spoken turn of the instant engines, heard to the end before the next one."""
+    await stream_realtime(client, tone_pcm(800))
+    done = await client.until_type("turn_completed", TURN_TIMEOUT_S)
+    assert done["text"] and not done["interrupted"]
+    await asyncio.sleep(2.0)
