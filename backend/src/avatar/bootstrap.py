@@ -69,6 +69,8 @@ from avatar.settings import RetentionSettings, Settings
 from avatar_common.text import ClauseChunker
 
 if TYPE_CHECKING:
+    from avatar.application.durable_writes import SpooledStorage
+    from avatar.infrastructure.crypto import Keyring
     from avatar.infrastructure.vtube_studio import VTubeStudioBridge
 
 log = logging.getLogger(__name__)
@@ -104,6 +106,9 @@ class Container:
     notifier: NotificationRelay | None = None
     #: The VTube Studio bridge, once :func:`running` started it (``AVATAR_VTS__ENABLED``).
     vtube_studio: VTubeStudioBridge | None = None
+    #: Writes that wait out a database or object store outage (docs/resilience.md); ``None``:
+    #: writes fail when storage is unreachable.
+    storage_spool: SpooledStorage | None = None
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list, repr=False)
 
     def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
@@ -133,6 +138,8 @@ class Container:
             checks.append(("session_state", self.session_state.health))
         if self.vtube_studio is not None:
             checks.append(("vtube_studio", self.vtube_studio.health))
+        if self.storage_spool is not None:
+            checks.append(("spool", self.storage_spool.health))
         results = []
         for name, check in checks:
             try:
@@ -246,11 +253,50 @@ async def build_container(settings: Settings) -> Container:
             session_state=await build_session_state_store(settings, stack),
             notifier=await build_client_notifier(settings, stack),
         )
+        container.storage_spool = build_storage_spool(settings, keyring, uow, object_store)
     except BaseException:
         await stack.aclose()
         raise
     container.on_close(stack.aclose)
     return container
+
+
+def build_storage_spool(
+    settings: Settings, keyring: Keyring, uow: UnitOfWorkFactory, object_store: ObjectStore
+) -> SpooledStorage | None:
+    """The storage spool under ``<data_dir>/spool`` (``settings.spool``), its writer and replayer;
+    ``None`` when the spool is turned off. The replayer starts with the app (:func:`running`)."""
+    from avatar.application.durable_writes import DurableWriter, SpooledStorage, SpoolReplayer
+    from avatar.application.storage_records import StorageApplier
+    from avatar.infrastructure.crypto import Envelope
+    from avatar.infrastructure.metrics import PrometheusSpoolMetrics
+    from avatar.infrastructure.spool import FileSpool
+
+    cfg = settings.spool
+    if not cfg.enabled:
+        return None
+    spool = FileSpool(
+        cfg.directory or settings.data_dir / "spool",
+        Envelope(keyring),
+        max_records=cfg.max_records,
+        max_bytes=cfg.max_bytes,
+    )
+    applier = StorageApplier(uow, object_store)
+    metrics = PrometheusSpoolMetrics()
+
+    async def reachable() -> bool:
+        return (await uow.health()).ok and (await object_store.health()).ok
+
+    replayer = SpoolReplayer(
+        spool,
+        applier,
+        metrics,
+        probe=reachable,
+        min_delay_s=cfg.replay_min_delay_s,
+        max_delay_s=cfg.replay_max_delay_s,
+    )
+    writer = DurableWriter(applier, spool, metrics, on_spooled=replayer.wake)
+    return SpooledStorage(spool, writer, replayer)
 
 
 #: How the served instant engines endpoint (docs/deploy.md, "Load testing"): an utterance ends
@@ -294,6 +340,9 @@ async def build_instant_serving_container(settings: Settings) -> Container:
         container.queue = await build_task_queue(settings, stack)
         container.session_state = await build_session_state_store(settings, stack)
         container.notifier = await build_client_notifier(settings, stack)
+        container.storage_spool = build_storage_spool(
+            settings, keyring, container.uow, container.object_store
+        )
     except BaseException:
         await stack.aclose()
         raise
@@ -394,6 +443,7 @@ def conversation_deps(
         config=config,
         voice_resolver=StoredVoiceResolver(container.uow, container.object_store),
         observer=observer,
+        durable=container.storage_spool.writer if container.storage_spool is not None else None,
     )
 
 
@@ -637,6 +687,8 @@ async def running(
         if c.notifier is not None:
             await c.notifier.start()
         await c.queue.start()
+        if c.storage_spool is not None:
+            c.storage_spool.start()  # replays what a previous process left first
         if services.live is not None:
             services.live.start()
         scheduler = None
@@ -659,6 +711,8 @@ async def running(
                 await services.aclose()
             except Exception:
                 log.exception("error while ending the live sessions")
+            if c.storage_spool is not None:
+                await c.storage_spool.aclose()
     finally:
         if owned:
             await c.aclose()

@@ -645,6 +645,41 @@ class RedisSettings(BaseModel):
     )
 
 
+class SpoolSettings(BaseModel):
+    """The storage spool: writes that cannot reach the database or the object store wait on disk,
+    sealed, and are replayed in order when they return (docs/resilience.md)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Keep writes in the spool during a storage outage (`false`: such writes fail at once).",
+    )
+    directory: Path | None = Field(
+        default=None, description="Directory of the spool's records; unset: `<data_dir>/spool`."
+    )
+    max_records: int = Field(
+        default=20000,
+        ge=1,
+        description="Records the spool may hold; past it a write fails with `SPOOL_FULL`.",
+    )
+    max_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=1024,
+        description=(
+            "Bytes the spool may hold on disk (audio included); past it a write fails with `SPOOL_FULL`."
+        ),
+    )
+    replay_min_delay_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="First pause before the replay is tried again while storage is unreachable.",
+    )
+    replay_max_delay_s: float = Field(
+        default=4.0,
+        gt=0,
+        description="Longest pause between replay attempts (the pause doubles from the first up to this).",
+    )
+
+
 class ConversationSettings(BaseModel):
     """Limits of the realtime conversation (the WebSocket sessions)."""
 
@@ -899,6 +934,7 @@ class Settings(BaseSettings):
     )
     retention: RetentionSettings = Field(default=RetentionSettings(), description=RetentionSettings.__doc__)
     queue: QueueSettings = Field(default=QueueSettings(), description=QueueSettings.__doc__)
+    spool: SpoolSettings = Field(default=SpoolSettings(), description=SpoolSettings.__doc__)
     redis: RedisSettings = Field(default=RedisSettings(), description=RedisSettings.__doc__)
     conversation: ConversationSettings = Field(
         default=ConversationSettings(), description=ConversationSettings.__doc__

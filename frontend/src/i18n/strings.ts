@@ -82,6 +82,7 @@ const en = {
   err_VRAM_EXHAUSTED: 'Busy: switched to fast mode.',
   err_NOT_FOUND: 'Not found.',
   err_INTERNAL_ERROR: 'Something went wrong on the server.',
+  err_SPOOL_FULL: 'Storage is unreachable and the server cannot keep more: part of this conversation was not saved.',
   err_PROTOCOL: 'The server sent a message this page does not understand.',
   err_close_4401: 'The session token is invalid or expired. Start a new conversation.',
   err_close_4404: 'This session no longer exists. Start a new conversation.',
@@ -94,6 +95,7 @@ const en = {
   notice_RESUMED: 'Reconnected: the session was resumed.',
   notice_LLM_UNAVAILABLE: 'The language model is unreachable; a standard reply was given.',
   notice_AUDIO_SHED: 'The connection is slow: parts of the spoken reply were skipped.',
+  notice_STORAGE_DEFERRED: 'Storage is unreachable for now: the conversation is kept on the server and saved when it returns.',
   signInTitle: 'Sign in',
   signInHint: 'Open the sign-in link that `avatar up` printed, or sign in with an API key or a password.',
   signInKey: 'API key',
@@ -270,6 +272,7 @@ const ko: Partial<Record<StringKey, string>> = {
   err_VRAM_EXHAUSTED: '바쁜 상태라 빠른 모드로 전환했습니다.',
   err_NOT_FOUND: '찾을 수 없습니다.',
   err_INTERNAL_ERROR: '서버에서 문제가 발생했습니다.',
+  err_SPOOL_FULL: '저장소에 연결할 수 없고 서버에 더 보관할 공간이 없어 대화 일부가 저장되지 않았습니다.',
   err_PROTOCOL: '서버가 이해할 수 없는 메시지를 보냈습니다.',
   err_close_4401: '세션 토큰이 잘못되었거나 만료되었습니다. 새 대화를 시작하세요.',
   err_close_4404: '이 세션은 더 이상 없습니다. 새 대화를 시작하세요.',
@@ -282,6 +285,7 @@ const ko: Partial<Record<StringKey, string>> = {
   notice_RESUMED: '다시 연결되어 세션이 복원되었습니다.',
   notice_LLM_UNAVAILABLE: '언어 모델에 연결할 수 없어 기본 답변을 드렸습니다.',
   notice_AUDIO_SHED: '연결이 느려 음성 답변의 일부를 건너뛰었습니다.',
+  notice_STORAGE_DEFERRED: '지금은 저장소에 연결할 수 없어 대화를 서버에 보관했다가 연결되면 저장합니다.',
 };
 
 const tables: Record<Lang, Partial<Record<StringKey, string>>> = { en, ko };

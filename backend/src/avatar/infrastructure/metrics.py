@@ -107,3 +107,33 @@ class PrometheusRetentionMetrics:
         RETENTION_LAST_RUN.set(timestamp)
         if ok:
             RETENTION_LAST_SUCCESS.set(timestamp)
+
+
+SPOOL_RECORDS = Gauge("storage_spool_records", "Writes waiting in the storage spool (docs/resilience.md)")
+SPOOL_BYTES = Gauge("storage_spool_bytes", "Bytes of the writes waiting in the storage spool")
+SPOOL_SPOOLED = Counter("storage_spool_spooled_total", "Writes put into the storage spool")
+SPOOL_REPLAYED = Counter("storage_spool_replayed_total", "Spooled writes applied to storage")
+SPOOL_FAILED = Counter(
+    "storage_spool_failed_total", "Spooled writes set aside, by reason (corrupt, rejected)", ["reason"]
+)
+SPOOL_FULL = Counter("storage_spool_full_total", "Writes lost because the storage spool was full")
+
+
+class PrometheusSpoolMetrics:
+    """Satisfies ``avatar.application.ports.spool.SpoolMetrics``."""
+
+    def depth(self, records: int, nbytes: int) -> None:
+        SPOOL_RECORDS.set(records)
+        SPOOL_BYTES.set(nbytes)
+
+    def spooled(self) -> None:
+        SPOOL_SPOOLED.inc()
+
+    def replayed(self) -> None:
+        SPOOL_REPLAYED.inc()
+
+    def failed(self, reason: str) -> None:
+        SPOOL_FAILED.labels(reason=reason).inc()
+
+    def full(self) -> None:
+        SPOOL_FULL.inc()

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from avatar.application.avatar.hub import ConversationObserver
 from avatar.application.conversation.metrics import ConversationMetrics
 from avatar.application.conversation.ports import ReplyEngine, TextChunker, VoiceResolver
+from avatar.application.durable_writes import DurableWriter
 from avatar.application.ports.asr import SpeechRecognizer
 from avatar.application.ports.clock import Clock
 from avatar.application.ports.queue import TaskQueue
@@ -46,3 +47,6 @@ class ConversationDeps:
     voice_resolver: VoiceResolver | None = None
     #: Avatar hook (docs/avatar-control.md): told of phases, emotion, reply audio, barge-in.
     observer: ConversationObserver | None = None
+    #: Where the session's writes go: at once, or into the storage spool during an outage
+    #: (docs/resilience.md); ``None`` writes straight to ``uow`` and ``object_store``.
+    durable: DurableWriter | None = None

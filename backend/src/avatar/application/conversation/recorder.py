@@ -11,6 +11,17 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from avatar.application.conversation.writer import BackgroundWriter
+from avatar.application.durable_writes import DurableWriter, Outcome
+from avatar.application.ports.spool import SpoolFullError
+from avatar.application.storage_records import (
+    SpoolRecord,
+    StorageApplier,
+    StoredObject,
+    SynthesizedInsert,
+    TranscriptionInsert,
+    TurnInsert,
+    TurnUpdate,
+)
 from avatar.application.tasks import HQTask, ProsodyTask, enqueue
 from avatar.application.validation import sanitize_text
 from avatar.domain.models import (
@@ -53,21 +64,34 @@ class ReplyAudio:
             self.pcm += chunk.pcm
 
 
+#: The ``notice`` a session gets (once) when its writes wait in the storage spool.
+STORAGE_DEFERRED = "STORAGE_DEFERRED"
+
+
 class TurnRecorder:
     """Queues every write of one session on its own writer; nothing here is awaited by a reply.
-    A write that fails (each store retries transient errors itself) is counted and reported to the client
-    (``PERSISTENCE_FAILED``) through ``report``; the conversation goes on."""
+    Each write is a typed record (``application/storage_records.py``) given to the durable writer:
+    during a storage outage it waits in the spool and the client is told once (``notice``
+    ``STORAGE_DEFERRED``); a write that fails otherwise (each store retries transient errors
+    itself), or finds the spool full (``SPOOL_FULL``), is counted and reported to the client through
+    ``report``; the conversation goes on (docs/resilience.md)."""
 
     def __init__(
-        self, session_id: uuid.UUID, deps: ConversationDeps, *, report: Callable[[str, str], None]
+        self,
+        session_id: uuid.UUID,
+        deps: ConversationDeps,
+        *,
+        report: Callable[[str, str], None],
+        notice: Callable[[str, str], None] | None = None,
     ) -> None:
         self.session_id = session_id
-        self._uow = deps.uow
         self._store = deps.object_store
         self._queue = deps.queue
         self._clock = deps.clock
         self._metrics = deps.metrics
         self._report = report
+        self._notice = notice
+        self._durable = deps.durable or DurableWriter(StorageApplier(deps.uow, deps.object_store))
         self.writer = BackgroundWriter(
             on_failure=self._write_failed,
             name=f"writer-{session_id}",
@@ -77,6 +101,12 @@ class TurnRecorder:
         self._metrics.write_failed(what.split(" ")[-1] if what else "write")
         # The store's own error text (constraint names, paths) goes to the log, not to the client.
         log.warning("session %s: could not save %s", self.session_id, what, exc_info=exc)
+        if isinstance(exc, SpoolFullError):
+            self._report(
+                "SPOOL_FULL",
+                f"could not save {what}: storage is unreachable and the server's spool is full",
+            )
+            return
         self._report(
             "PERSISTENCE_FAILED", f"could not save {what} ({type(exc).__name__}); see the server log"
         )
@@ -87,39 +117,48 @@ class TurnRecorder:
         """The turn row, the utterance's audio and transcription, and the prosody request."""
         # Recognized or typed text may hold characters PostgreSQL cannot store (NUL): drop them so
         # the turn is stored (docs/protocol.md, Limits).
-        turn = replace(turn, user_input=sanitize_text(turn.user_input))
+        turn = replace(
+            turn,
+            user_input=sanitize_text(turn.user_input),
+            stage_latency_ms=dict(turn.stage_latency_ms),  # a snapshot: the record may wait
+        )
         transcription = replace(transcription, text=sanitize_text(transcription.text))
         partials = [sanitize_text(p) for p in partials]
-        uow = self._uow
-
-        async def add_turn() -> None:
-            async with uow() as tx:
-                await tx.turns.add(turn)
-                await tx.commit()
-
-        self.writer.submit(f"turn {turn.turn_number} row", add_turn)
+        self._submit(f"turn {turn.turn_number} row", TurnInsert(turn=turn))
         audio: dict[str, str] = {}
+        pending: list[StoredObject] = []
         if pcm:
             key = raw_input_key(self.session_id, turn.turn_id, self._clock.now())
-            data = pcm16_wav(pcm, ASR_SAMPLE_RATE)
+            wav = StoredObject(key=key, data=pcm16_wav(pcm, ASR_SAMPLE_RATE), content_type="audio/wav")
 
             async def upload() -> None:
-                audio["url"] = await self._store.put(key, data, "audio/wav")
+                url = await self._durable.put_now(wav)
+                if url is None:  # storage unreachable: the audio travels with its row's record
+                    pending.append(wav)
+                    return
+                audio["url"] = url
                 audio["key"] = key
 
             self.writer.submit(f"turn {turn.turn_number} input audio", upload)
 
         async def add_transcription() -> None:
-            async with uow() as tx:
-                await tx.transcriptions.add(turn.turn_id, transcription, audio.get("url"), partials)
-                await tx.commit()
+            record = TranscriptionInsert(
+                turn_id=turn.turn_id,
+                transcription=transcription,
+                partials=partials,
+                audio_url=audio.get("url"),
+                audio=pending[0] if pending else None,
+            )
+            if await self._write(record) is Outcome.SPOOLED:
+                # The row waits in the spool: a prosody score would reach the database before it.
+                audio.pop("key", None)
 
         self.writer.submit(f"turn {turn.turn_number} transcription row", add_transcription)
         if pcm:
 
             async def request_prosody() -> None:
                 if "key" not in audio:
-                    return  # the upload failed loudly already; nothing to analyze
+                    return  # the upload failed loudly, or waits in the spool: nothing to analyze
                 task = ProsodyTask(
                     session_id=self.session_id,
                     transcription_id=transcription.transcription_id,
@@ -132,6 +171,21 @@ class TurnRecorder:
 
             self.writer.submit(f"turn {turn.turn_number} prosody request", request_prosody)
 
+    async def _write(self, record: SpoolRecord) -> Outcome:
+        outcome = await self._durable.write(record)
+        if outcome is Outcome.SPOOLED and self._notice is not None:
+            self._notice(
+                STORAGE_DEFERRED,
+                "storage is unreachable: this conversation is kept on the server and saved when it returns",
+            )
+        return outcome
+
+    def _submit(self, what: str, record: SpoolRecord) -> None:
+        async def write() -> None:
+            await self._write(record)
+
+        self.writer.submit(what, write)
+
     def record_reply(self, turn: ConversationTurn, audio: ReplyAudio) -> None:
         """The turn's reply (text, emotion, stages) and, once, the fast voice's audio."""
         turn = replace(
@@ -140,19 +194,11 @@ class TurnRecorder:
             ai_response=sanitize_text(turn.ai_response),
             stage_latency_ms=dict(turn.stage_latency_ms),
         )
-        uow = self._uow
-
-        async def update_turn() -> None:
-            async with uow() as tx:
-                await tx.turns.update(turn)
-                await tx.commit()
-
-        self.writer.submit(f"turn {turn.turn_number} reply", update_turn)
+        self._submit(f"turn {turn.turn_number} reply", TurnUpdate(turn=turn))
         if audio.stored or not audio.pcm or audio.sample_rate is None:
             return
         audio.stored = True
         key = synthesized_key(turn.turn_id, TTSMode.FAST, self._clock.now())
-        data = pcm16_wav(bytes(audio.pcm), audio.sample_rate)
         row = SynthesizedAudio(
             audio_id=new_id(),
             turn_id=turn.turn_id,
@@ -164,14 +210,8 @@ class TurnRecorder:
             engine=audio.engine,
             voice=audio.voice,
         )
-
-        async def store_fast() -> None:
-            url = await self._store.put(key, data, "audio/wav")
-            async with uow() as tx:
-                await tx.synthesized.add(replace(row, audio_url=url))
-                await tx.commit()
-
-        self.writer.submit(f"turn {turn.turn_number} fast audio", store_fast)
+        wav = StoredObject(key=key, data=pcm16_wav(bytes(audio.pcm), audio.sample_rate))
+        self._submit(f"turn {turn.turn_number} fast audio", SynthesizedInsert(row=row, audio=wav))
 
     def request_hq(
         self,

@@ -123,7 +123,9 @@ class SqlTurnRepository:
         }
         if turn.created_at is not None:
             values["created_at"] = turn.created_at
-        await self._tx.write(insert(t.conversation_turns).values(**values))
+        # Keyed by its id: a replayed write (docs/resilience.md) leaves the existing row alone.
+        stmt = pg_insert(t.conversation_turns).values(**values)
+        await self._tx.write(stmt.on_conflict_do_nothing(index_elements=["turn_id"]))
 
     async def update(self, turn: ConversationTurn) -> None:
         await self._tx.write(
@@ -181,19 +183,19 @@ class SqlTranscriptionRepository:
         audio_url: str | None,
         partial_results: Sequence[str],
     ) -> None:
-        await self._tx.write(
-            insert(t.transcriptions).values(
-                transcription_id=transcription.transcription_id,
-                turn_id=turn_id,
-                final_text=transcription.text,
-                partial_results=list(partial_results),
-                confidence=transcription.confidence,
-                latency_ms=transcription.latency_ms,
-                audio_url=audio_url,
-                language=transcription.language,
-                low_confidence=transcription.low_confidence,
-            )
+        stmt = pg_insert(t.transcriptions).values(
+            transcription_id=transcription.transcription_id,
+            turn_id=turn_id,
+            final_text=transcription.text,
+            partial_results=list(partial_results),
+            confidence=transcription.confidence,
+            latency_ms=transcription.latency_ms,
+            audio_url=audio_url,
+            language=transcription.language,
+            low_confidence=transcription.low_confidence,
         )
+        # Keyed by its id: a replayed write (docs/resilience.md) leaves the existing row alone.
+        await self._tx.write(stmt.on_conflict_do_nothing(index_elements=["transcription_id"]))
 
     async def get(self, transcription_id: uuid.UUID) -> Transcription | None:
         stmt = select(t.transcriptions).where(t.transcriptions.c.transcription_id == transcription_id)
@@ -368,19 +370,19 @@ class SqlSynthesizedAudioRepository:
         self._tx = tx
 
     async def add(self, audio: SynthesizedAudio) -> None:
-        await self._tx.write(
-            insert(t.synthesized_audios).values(
-                audio_id=audio.audio_id,
-                turn_id=audio.turn_id,
-                voice_profile_id=audio.voice_profile_id,
-                mode=audio.mode.value,
-                audio_url=audio.audio_url,
-                duration_sec=audio.duration_sec,
-                synthesis_time_ms=audio.synthesis_time_ms,
-                engine=audio.engine,
-                voice=audio.voice,
-            )
+        stmt = pg_insert(t.synthesized_audios).values(
+            audio_id=audio.audio_id,
+            turn_id=audio.turn_id,
+            voice_profile_id=audio.voice_profile_id,
+            mode=audio.mode.value,
+            audio_url=audio.audio_url,
+            duration_sec=audio.duration_sec,
+            synthesis_time_ms=audio.synthesis_time_ms,
+            engine=audio.engine,
+            voice=audio.voice,
         )
+        # Keyed by its id: a replayed write (docs/resilience.md) leaves the existing row alone.
+        await self._tx.write(stmt.on_conflict_do_nothing(index_elements=["audio_id"]))
 
     async def list_for_turn(self, turn_id: uuid.UUID) -> list[SynthesizedAudio]:
         stmt = (

@@ -7,7 +7,8 @@ After ``RetryPolicy.retries`` retries a :class:`DependencyError` is raised and l
 silently dropped. A permanent failure (a rejected statement) is raised at once. This is the only
 retry layer for database work: callers above it do not retry again. (A commit whose
 acknowledgement was lost may already have been applied; its replay then fails on a unique key and
-is reported, not duplicated.)
+is reported, not duplicated. Turn, transcription and reply-audio rows are inserted keyed by their
+ids, so for them such a replay is a no-op; docs/resilience.md.)
 """
 
 from __future__ import annotations
