@@ -324,6 +324,12 @@ class ASRSettings(BaseModel):
     max_queue: int = _shared(
         ASRConfig, "max_queue", "Whisper jobs that may wait or run at once; beyond it callers get `BUSY`."
     )
+    queue_timeout_s: float = _shared(
+        ASRConfig,
+        "queue_timeout_s",
+        "Seconds a final decode may wait for the recognizer (sessions served round-robin); past that "
+        "the utterance is answered with the notice `BUSY`.",
+    )
     low_confidence_threshold: float = _shared(
         ASRConfig,
         "low_confidence_threshold",

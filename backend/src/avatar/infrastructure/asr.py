@@ -101,6 +101,7 @@ def service_config(settings: Settings) -> ASRConfig:
         max_utterance_s=cfg.max_utterance_s,
         partial_interval_ms=cfg.partial_interval_ms,
         max_queue=cfg.max_queue,
+        queue_timeout_s=cfg.queue_timeout_s,
         low_confidence_threshold=cfg.low_confidence_threshold,
         max_streams=max(settings.conversation.max_sessions * 2, 4),
     )
