@@ -133,7 +133,10 @@ async def test_a_full_queue_refuses_at_once_and_partials_hold_at_most_half() -> 
     queue = InferenceQueue(workers=1, max_pending=4, final_wait_s=30.0, partial_wait_s=30.0)
     gate = Gate()
     try:
-        partials = [queue.submit(gate, PRIORITY_PARTIAL, "a"), queue.submit(lambda: "p", PRIORITY_PARTIAL, "b")]
+        partials = [
+            queue.submit(gate, PRIORITY_PARTIAL, "a"),
+            queue.submit(lambda: "p", PRIORITY_PARTIAL, "b"),
+        ]
         with pytest.raises(BusyError):
             queue.submit(lambda: "third partial", PRIORITY_PARTIAL, "c")
         finals = [queue.submit(lambda: "f", PRIORITY_FINAL, k) for k in ("a", "b")]

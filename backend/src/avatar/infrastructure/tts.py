@@ -84,7 +84,7 @@ def domain_error(exc: TTSError) -> AvatarError:
     """The domain error a TTS service error stands for (same stable code)."""
     if isinstance(exc, (UnknownVoiceError, UnknownModelError)):
         return NotFoundError(exc.message, code=exc.code)
-    if isinstance(exc, MemoryShortError):
+    if isinstance(exc, MemoryShortError) or exc.code == "BUSY":  # BUSY: no synthesis slot in time
         return CapacityError(exc.message, code=exc.code)
     if isinstance(exc, EngineUnavailableError) or exc.status >= 500:
         return DependencyError(exc.message, code=exc.code)
@@ -166,6 +166,7 @@ class EmbeddedSynthesizer:
                 speed=request.speed,
                 reference=_reference(request.reference),
                 pitch=request.pitch,
+                key=request.session_id,
             )
         except TTSError as exc:
             raise domain_error(exc) from exc
@@ -315,7 +316,7 @@ def _remote_error(response: httpx.Response) -> AvatarError:
         code, message = "TTS_ERROR", response.text[:200]
     if response.status_code == 404:
         return NotFoundError(message, code=code)
-    if response.status_code == 503 and code == "VRAM_EXHAUSTED":
+    if response.status_code == 503 and code in ("VRAM_EXHAUSTED", "BUSY"):
         return CapacityError(message, code=code)
     if response.status_code >= 500:
         return DependencyError(message, code=code)

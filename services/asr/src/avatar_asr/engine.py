@@ -175,7 +175,9 @@ class InferenceQueue:
         """Jobs of a lane waiting for their slot."""
         return self._slots[_lane(priority)].waiting
 
-    def submit(self, fn: Callable[[], T], priority: int, key: Hashable = None) -> concurrent.futures.Future[T]:
+    def submit(
+        self, fn: Callable[[], T], priority: int, key: Hashable = None
+    ) -> concurrent.futures.Future[T]:
         """Queue ``fn`` in its lane for stream ``key``; raises :class:`BusyError` at once when the
         queue is full or (a partial) when finals are waiting. Cancelling the returned future before
         the job started takes it out of line."""

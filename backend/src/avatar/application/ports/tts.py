@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -58,6 +59,8 @@ class SynthesisRequest:
         pitch: 0.5..2.0 frequency factor, 1.0 is the voice's own pitch.
         emotion: The reply's emotion; the voice style for it (persona file) sets speed and pitch
             (docs/avatar-control.md, "Emotion in the voice").
+        session_id: The conversation asking: the engine serves the clauses of many conversations
+            round-robin (docs/architecture.md, "Many sessions on one box").
     """
 
     text: str
@@ -68,6 +71,7 @@ class SynthesisRequest:
     reference: VoiceReference | None = None
     pitch: float = 1.0
     emotion: Emotion | None = None
+    session_id: uuid.UUID | None = None
 
 
 class SynthesisStream(Protocol):
