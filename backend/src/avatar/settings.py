@@ -394,6 +394,12 @@ class TTSSettings(BaseModel):
     max_input_chars: int = _shared(
         TTSServiceConfig, "max_input_chars", "Longest text one synthesis request may carry."
     )
+    queue_timeout_s: float = _shared(
+        TTSServiceConfig,
+        "queue_timeout_s",
+        "Seconds one clause may wait for the voice (sessions served round-robin); past that the "
+        "reply's remaining audio is given up with the notice `BUSY`.",
+    )
     f5_model_dir: Path | None = _shared(
         TTSServiceConfig, "f5_model_dir", "Directory of the F5-TTS model (engine `f5`, production)."
     )

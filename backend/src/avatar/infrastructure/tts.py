@@ -67,6 +67,7 @@ def service_config(settings: Settings, tiers: tuple[Tier, ...] = (Tier.FAST, Tie
         hq_enabled=tts.hq_enabled,
         default_voice=tts.default_voice,
         max_input_chars=tts.max_input_chars,
+        queue_timeout_s=tts.queue_timeout_s,
         memory_budget_mb=float(tts.memory_budget_mb),
         idle_unload_s=tts.idle_unload_s,
         piper_model=path("piper-en_US-joe-medium", "en_US-joe-medium.onnx"),
