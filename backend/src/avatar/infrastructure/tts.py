@@ -28,6 +28,7 @@ from avatar.domain.errors import (
 from avatar.domain.models import AudioChunk, PhonemeMark, TTSMode
 from avatar.settings import Placement, Settings
 from avatar_common.audio import float_to_pcm16, pcm16_to_float, pcm16_to_wav
+from avatar_common.fairness import FairSlots
 from avatar_tts.engine import Reference, Tier
 from avatar_tts.errors import (
     EngineUnavailableError,
@@ -155,6 +156,11 @@ class EmbeddedSynthesizer:
     def metrics_registry(self) -> CollectorRegistry:
         """The engines' Prometheus registry (shared by both tiers), exported by the orchestrator."""
         return self._service.metrics.registry
+
+    @property
+    def slots(self) -> FairSlots:
+        """The synthesis slots the sessions share, round-robin (also shown in :meth:`health`)."""
+        return self._service.slots
 
     async def synthesize(self, request: SynthesisRequest) -> SynthesisStream:
         tier = Tier.HQ if request.mode is TTSMode.HQ else self._tier

@@ -694,6 +694,9 @@ class TTSService:
             "models": self.manager.status(),
             "memory_mb": round(self.manager.used_mb(), 1),
             "hq_breaker": self.breaker.state,
+            "slots": self.slots.size,
+            "slots_in_use": self.slots.in_use,
+            "waiting": self.slots.waiting,
         }
 
 
