@@ -111,7 +111,10 @@ async def test_three_sessions_talking_at_once_all_get_real_replies(
             assert not turn["interrupted"]
             assert [m for m in messages if m["type"] == "audio_chunk" and m["turn_id"] == turn["turn_id"]]
 
-    # every turn of every session is stored with its transcription
+    asr = await container.recognizer.health()
+    assert asr.extra["finals_busy"] == 0  # no utterance was given up by the recognizer
+
+    # every turn of every session is stored
     for sid, messages in results:
         turn_ids = {uuid.UUID(m["turn_id"]) for m in messages if m["type"] == "turn_completed"}
         async with asyncio.timeout(60):

@@ -238,7 +238,13 @@ class EmbeddedSpeechRecognizer:
             name="asr",
             ok=svc.engine.loaded,
             detail=f"{svc.config.model_name} ({svc.config.device}/{svc.config.compute_type}, embedded)",
-            extra={"active_streams": svc.active_streams, "queue_pending": svc.engine.queue.pending},
+            extra={
+                "active_streams": svc.active_streams,
+                "queue_pending": svc.engine.queue.pending,
+                "finals_waiting": svc.engine.queue.waiting(),
+                "finals_busy": svc.engine.queue.timed_out,
+                "partials_shed": svc.engine.queue.partials_shed,
+            },
         )
 
 
