@@ -587,15 +587,21 @@ class CrowdLevel:
 async def _crowd_conversation(
     base: str, key: str, clips: Sequence[bytes], references: Sequence[str], tally: Tally, timeout_s: float
 ) -> None:
-    """One session of a crowd: every clip is spoken even after one got no reply (it is counted)."""
-    created = await live.create_session(base, key)
-    async with live.Client.connect(created["ws_url"]) as client:
-        await client.until_type("session_state")
-        for pcm, reference in zip(clips, references, strict=True):
-            try:
-                tally.turns.append(await _speak_and_wait(client, pcm, timeout_s, reference))
-            except Exception as exc:
-                tally.failed.append(f"{type(exc).__name__}: {exc}")
+    """One session of a crowd: every clip is spoken even after one got no reply (it is counted);
+    a session that cannot be opened counts each of its clips as dropped."""
+    spoken = 0
+    try:
+        created = await live.create_session(base, key)
+        async with live.Client.connect(created["ws_url"]) as client:
+            await client.until_type("session_state")
+            for pcm, reference in zip(clips, references, strict=True):
+                spoken += 1
+                try:
+                    tally.turns.append(await _speak_and_wait(client, pcm, timeout_s, reference))
+                except Exception as exc:
+                    tally.failed.append(f"{type(exc).__name__}: {exc}")
+    except Exception as exc:
+        tally.failed += [f"session lost: {type(exc).__name__}: {exc}"] * (len(clips) - spoken)
 
 
 async def _crowd(settings: Settings, levels: Sequence[int], turns: int) -> list[CrowdLevel]:
