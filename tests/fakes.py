@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
 from avatar.application.conversation.events import ServerMessage
-from avatar.application.ports.asr import TranscriptionTask
+from avatar.application.ports.asr import TranscriptEvent, TranscriptionTask
 from avatar.application.ports.common import ComponentHealth
 from avatar.application.ports.llm import ChatMessage
 from avatar.application.ports.prosody import ProsodyResult
@@ -76,6 +76,10 @@ class FakeRecognitionStream(InstantRecognitionStream):
     async def push_audio(self, chunk: AudioChunk) -> None:
         self.pushed.append(chunk)
         await super().push_audio(chunk)
+
+    def report(self, event: TranscriptEvent) -> None:
+        """Deliver ``event`` as if the recognizer had produced it (e.g. an ``ERROR`` it reports)."""
+        self._queue.put_nowait(event)
 
 
 class FakeRecognizer(InstantRecognizer):

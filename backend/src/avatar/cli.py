@@ -776,7 +776,8 @@ def _levels(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[i
     default="1,50,100,250,500",
     show_default=True,
     callback=_levels,
-    help="load: the session counts to run, comma-separated (the first is the baseline).",
+    help="load: the session counts to run, comma-separated (the first is the baseline); "
+    "conversation: N sessions talking at once with real models, per N given (e.g. 1,2,3).",
 )
 @click.option(
     "--turns", type=click.IntRange(min=1), default=3, show_default=True, help="load: turns per session."
@@ -808,11 +809,18 @@ def bench(
 
     `avatar bench load --sessions 1,50,100` measures live sessions on one orchestrator process with
     the instant engines, the load coming from separate processes (docs/deploy.md, "Load testing").
+    `avatar bench conversation --sessions 1,2,3` has N sessions talk at once with the real models
+    and reports real model replies, dropped utterances and voice-to-voice latency per N.
     """
     if name == "load":
         from avatar.bench import load
 
         sys.exit(load.main(sessions, turns, processes, write, binary_audio))
+    given = click.get_current_context().get_parameter_source("sessions")
+    if name == "conversation" and given is not click.core.ParameterSource.DEFAULT:
+        from avatar.bench import conversation
+
+        sys.exit(conversation.crowd_main(_settings(), quick, sessions))
     names = BENCHMARKS if name == "all" else (name,)
     settings = _settings()
     for n in names:

@@ -332,6 +332,12 @@ class ASRSettings(BaseModel):
     max_queue: int = _shared(
         ASRConfig, "max_queue", "Whisper jobs that may wait or run at once; beyond it callers get `BUSY`."
     )
+    queue_timeout_s: float = _shared(
+        ASRConfig,
+        "queue_timeout_s",
+        "Seconds a final decode may wait for the recognizer (sessions served round-robin); past that "
+        "the utterance is answered with the notice `BUSY`.",
+    )
     low_confidence_threshold: float = _shared(
         ASRConfig,
         "low_confidence_threshold",
@@ -395,6 +401,12 @@ class TTSSettings(BaseModel):
     )
     max_input_chars: int = _shared(
         TTSServiceConfig, "max_input_chars", "Longest text one synthesis request may carry."
+    )
+    queue_timeout_s: float = _shared(
+        TTSServiceConfig,
+        "queue_timeout_s",
+        "Seconds one clause may wait for the voice (sessions served round-robin); past that the "
+        "reply's remaining audio is given up with the notice `BUSY`.",
     )
     f5_model_dir: Path | None = _shared(
         TTSServiceConfig, "f5_model_dir", "Directory of the F5-TTS model (engine `f5`, production)."

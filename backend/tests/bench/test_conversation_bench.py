@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from avatar.bench.conversation import TurnResult, _wer, last_speech_ms
+from avatar.bench.conversation import CrowdLevel, Tally, TurnResult, _crowd_section, _wer, last_speech_ms
 from avatar.bench.speech import load_librivox
 
 
@@ -43,3 +43,23 @@ def test_wer_of_finals_ignores_case_and_punctuation() -> None:
     ]
     assert math.isclose(_wer(turns), 2 / 12 * 100)
     assert math.isnan(_wer([]))
+
+
+def test_the_crowd_counts_only_model_written_replies_and_every_utterance_without_one() -> None:
+    fallbacks = frozenset({"Sorry, my thoughts got tangled. Could you say that again?"})
+    tally = Tally(
+        turns=[
+            TurnResult(900.0, {}, "hello", "hello", reply_text="Hi! Nice to meet you."),
+            TurnResult(1500.0, {}, "how are you", "how are you", reply_text=next(iter(fallbacks))),
+            TurnResult(2500.0, {}, "tell me", "tell me", reply_text="Something.", notices=("BUSY",)),
+            TurnResult(1100.0, {}, "bye", "bye", reply_text="Bye!", notices=("VOICE_SUBSTITUTED",)),
+        ],
+        failed=["RuntimeError: BUSY: the recognizer could not transcribe the utterance in time"],
+    )
+    level = CrowdLevel(sessions=3, tally=tally, utterances=5, fallbacks=fallbacks)
+    assert level.real_replies == 2  # the canned line and a reply told BUSY are not the model's
+    assert level.dropped == 1 and level.busy == 2
+    section = _crowd_section([level], turns=2, note="a shared machine")
+    row = next(line for line in section.splitlines() if line.startswith("| 3 |"))
+    assert row.split(" | ")[1:6] == ["5", "4", "40 %", "1", "2"]
+    assert "a shared machine" in section and "could not transcribe" in section

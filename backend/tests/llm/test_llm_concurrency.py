@@ -1,6 +1,7 @@
 """Several sessions asking the real llama.cpp server (SmolLM2-135M) at the same moment: every one
 gets a real model reply, waiting its turn first come first served; a request that cannot get a slot
-in time fails as ``busy`` (code ``BUSY``), never as a cancelled or empty reply."""
+in time fails as ``busy`` (code ``BUSY``), never as a cancelled or empty reply. The slots themselves
+are tested in ``services/common/tests/test_fairness.py``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from avatar.application.ports.llm import ChatErrorKind, ChatMessage, ChatModelError
-from avatar.infrastructure.llm import FairSlots, OpenAIChatModel
+from avatar.infrastructure.llm import OpenAIChatModel
 
 pytestmark = pytest.mark.slow
 
@@ -65,31 +66,3 @@ async def test_a_request_that_gets_no_slot_in_time_is_busy(llama_server: str) ->
     assert "busy" in busy[0].message
     assert REGISTRY.get_sample_value("llm_errors_total", {"kind": "busy"}) == before + 1
     assert model.breaker.closed and model.breaker.failure_count == 0  # busy is not a model failure
-
-
-async def test_slots_are_served_in_arrival_order_and_abandoned_waits_pass_on() -> None:
-    slots = FairSlots(1)
-    assert await slots.acquire(1.0)
-    order: list[int] = []
-
-    async def waiter(n: int, timeout_s: float = 5.0) -> None:
-        if await slots.acquire(timeout_s):
-            order.append(n)
-            await asyncio.sleep(0.01)
-            slots.release()
-
-    tasks = [asyncio.create_task(waiter(n)) for n in range(4)]
-    quitter = asyncio.create_task(waiter(99, timeout_s=0.01))  # gives up while in line
-    cancelled = asyncio.create_task(waiter(98))
-    await asyncio.sleep(0.05)
-    cancelled.cancel()
-    tasks += [asyncio.create_task(waiter(n)) for n in range(4, 6)]
-    await asyncio.sleep(0.01)
-    slots.release()
-    await asyncio.gather(*tasks, quitter)
-    assert order == [0, 1, 2, 3, 4, 5]
-    assert slots.in_use == 0 and slots.waiting == 0
-    unlimited = FairSlots(0)
-    assert all([await unlimited.acquire(0.0) for _ in range(10)])
-    with pytest.raises(ValueError, match="slots"):
-        FairSlots(-1)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import numpy as np
 import pytest
 
-from avatar_asr.engine import PRIORITY_FINAL, PRIORITY_PARTIAL, InferenceQueue
-from avatar_asr.errors import ASRError, BusyError
+from avatar_asr.errors import ASRError
 from avatar_asr.service import ASRService
 from avatar_asr.stream import EventKind
 from avatar_common.audio import resample
@@ -189,57 +187,6 @@ async def test_stream_limit_gives_busy(asr_service: ASRService) -> None:
     await first.aclose()
     second = limited.open_stream()
     await second.aclose()
-
-
-def test_full_inference_queue_refuses_at_once() -> None:
-    queue = InferenceQueue(workers=1, max_pending=2)
-    release = threading.Event()
-    try:
-        running = queue.submit(lambda: release.wait(30), PRIORITY_FINAL)
-        waiting = queue.submit(lambda: "done", PRIORITY_FINAL)
-        with pytest.raises(BusyError):
-            queue.submit(lambda: "refused", PRIORITY_PARTIAL)
-        release.set()
-        assert running.result(timeout=30) is True
-        assert waiting.result(timeout=30) == "done"
-        assert queue.submit(lambda: "again", PRIORITY_PARTIAL).result(timeout=30) == "again"
-    finally:
-        release.set()
-        queue.close()
-
-
-def test_a_final_does_not_wait_behind_a_running_partial() -> None:
-    queue = InferenceQueue(workers=1, max_pending=8)
-    release = threading.Event()
-    try:
-        partial = queue.submit(lambda: release.wait(30), PRIORITY_PARTIAL)
-        queued_partial = queue.submit(lambda: "later", PRIORITY_PARTIAL)
-        final = queue.submit(lambda: "final", PRIORITY_FINAL)
-        cancelled = queue.submit(lambda: "never", PRIORITY_FINAL)
-        assert cancelled.cancel() or cancelled.result(timeout=30) == "never"
-        assert final.result(timeout=30) == "final"
-        assert not partial.done() and not queued_partial.done()
-        release.set()
-        assert partial.result(timeout=30) is True
-        assert queued_partial.result(timeout=30) == "later"
-    finally:
-        release.set()
-        queue.close()
-
-
-def test_partials_never_fill_the_queue_for_finals() -> None:
-    queue = InferenceQueue(workers=1, max_pending=4)
-    release = threading.Event()
-    try:
-        partials = [queue.submit(lambda: release.wait(30), PRIORITY_PARTIAL) for _ in range(2)]
-        with pytest.raises(BusyError):
-            queue.submit(lambda: "third partial", PRIORITY_PARTIAL)
-        assert queue.submit(lambda: "final", PRIORITY_FINAL).result(timeout=30) == "final"
-        release.set()
-        assert all(p.result(timeout=30) is True for p in partials)
-    finally:
-        release.set()
-        queue.close()
 
 
 async def test_concurrent_streams_share_one_model(

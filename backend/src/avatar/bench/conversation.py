@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import statistics
 import tempfile
 import time
@@ -56,6 +57,9 @@ class TurnResult:
     final_text: str = ""
     reference: str = ""
     reply_audio_ms: float = 0.0
+    reply_text: str = ""
+    #: Codes of the ``notice`` messages the session got during the turn.
+    notices: tuple[str, ...] = ()
 
     @property
     def overhead_ms(self) -> float:
@@ -114,6 +118,7 @@ async def _speak_and_wait(
     first_audio: float | None = None
     played_until = 0.0
     finals: list[str] = []  # the VAD may cut one clip into several utterances
+    notices: list[str] = []
     try:
         async with asyncio.timeout(timeout_s):
             while True:
@@ -132,6 +137,10 @@ async def _speak_and_wait(
                     raise RuntimeError(f"the reply was interrupted (heard {message.get('heard_text')!r})")
                 elif kind == "error":
                     raise RuntimeError(f"{message.get('code')}: {message.get('message')}")
+                elif kind == "notice":
+                    notices.append(str(message.get("code")))
+                    if message.get("code") == "BUSY" and not message.get("turn_id") and turn_id is None:
+                        raise RuntimeError("BUSY: the recognizer could not transcribe the utterance in time")
                 elif kind == "turn_completed" and message.get("turn_id") == turn_id:
                     if first_audio is None:
                         raise RuntimeError("the turn completed without audio")
@@ -143,6 +152,8 @@ async def _speak_and_wait(
                         " ".join(finals),
                         reference,
                         (played_until - first_audio) * 1000.0,
+                        str(message.get("text", "")),
+                        tuple(notices),
                     )
     finally:
         mic.cancel()
@@ -540,6 +551,163 @@ def _capacity_section(capacity: list[tuple[int, Tally]]) -> str:
         + "\n\n"
         + CAPACITY_NOTE
     )
+
+
+@dataclass
+class CrowdLevel:
+    """N sessions talking at once with real models: each session's turns and failures."""
+
+    sessions: int
+    tally: Tally
+    utterances: int
+    fallbacks: frozenset[str]
+
+    def real(self, turn: TurnResult) -> bool:
+        """A reply the model wrote: not the persona's canned line, no notice that it was replaced."""
+        degraded = {"BUSY", "LLM_UNAVAILABLE", "EMPTY_REPLY"} & set(turn.notices)
+        return (
+            bool(turn.reply_text.strip()) and turn.reply_text.strip() not in self.fallbacks and not degraded
+        )
+
+    @property
+    def real_replies(self) -> int:
+        return sum(1 for t in self.tally.turns if self.real(t))
+
+    @property
+    def dropped(self) -> int:
+        """Utterances sent that got no reply (not transcribed, told BUSY, or stuck past the timeout)."""
+        return len(self.tally.failed)
+
+    @property
+    def busy(self) -> int:
+        told = sum(1 for t in self.tally.turns for code in t.notices if code == "BUSY")
+        return told + sum(1 for f in self.tally.failed if "BUSY" in f)
+
+
+async def _crowd_conversation(
+    base: str, key: str, clips: Sequence[bytes], references: Sequence[str], tally: Tally, timeout_s: float
+) -> None:
+    """One session of a crowd: every clip is spoken even after one got no reply (it is counted);
+    a session that cannot be opened counts each of its clips as dropped."""
+    spoken = 0
+    try:
+        created = await live.create_session(base, key)
+        async with live.Client.connect(created["ws_url"]) as client:
+            await client.until_type("session_state")
+            for pcm, reference in zip(clips, references, strict=True):
+                spoken += 1
+                try:
+                    tally.turns.append(await _speak_and_wait(client, pcm, timeout_s, reference))
+                except Exception as exc:
+                    tally.failed.append(f"{type(exc).__name__}: {exc}")
+    except Exception as exc:
+        tally.failed += [f"session lost: {type(exc).__name__}: {exc}"] * (len(clips) - spoken)
+
+
+async def _crowd(settings: Settings, levels: Sequence[int], turns: int) -> list[CrowdLevel]:
+    """For each N: N sessions start at the same moment, each speaking ``turns`` LibriVox clips (a
+    different clip from its neighbours at each turn) on one embedded stack with real models."""
+    from avatar.application.brain import load_persona
+    from avatar.application.brain.reply_parser import strip_markup
+    from avatar.bench.speech import load_librivox
+    from avatar.bootstrap import build_container
+    from avatar.presentation.app import create_app
+
+    loaded = load_librivox()
+    if not loaded:
+        raise RuntimeError("pocketsphinx-testdata (LibriVox clips) is not installed")
+    tmp = Path(tempfile.mkdtemp(prefix="avatar-bench-crowd-"))
+    settings.object_store.kind = "filesystem"
+    settings.object_store.root = tmp / "objects"
+    settings.asr.language = settings.asr.language or "en"
+    most = max(levels) + 1
+    settings.conversation.max_sessions = max(settings.conversation.max_sessions, most)
+    settings.conversation.max_sessions_per_user = max(settings.conversation.max_sessions_per_user, most)
+    settings.conversation.session_creations_per_user_per_minute = 100_000
+    settings.conversation.session_creations_per_address_per_minute = 100_000
+    persona = load_persona(settings.llm.persona_file)
+    fallbacks = frozenset(strip_markup(text).strip() for text in persona.fallback_replies.values())
+    container = await build_container(settings)
+    results = []
+    try:
+        key = await live.api_user(container)
+        async with live.running_server(create_app(settings, container)) as base:
+            for n in levels:
+                tally = Tally()
+                plans = []
+                for i in range(n):
+                    order = [(i + j) % len(loaded) for j in range(turns)]
+                    plans.append(([loaded[k].pcm for k in order], [loaded[k].transcript for k in order]))
+                await asyncio.gather(
+                    *(_crowd_conversation(base, key, clips, refs, tally, 180) for clips, refs in plans)
+                )
+                results.append(CrowdLevel(n, tally, n * turns, fallbacks))
+    finally:
+        await container.aclose()
+    return results
+
+
+def _crowd_section(levels: Sequence[CrowdLevel], turns: int, note: str) -> str:
+    rows = []
+    for level in levels:
+        totals = level.tally.totals()
+        replies = len(level.tally.turns)
+        rows.append(
+            [
+                level.sessions,
+                level.utterances,
+                replies,
+                f"{100.0 * level.real_replies / level.utterances:.0f} %",
+                level.dropped,
+                level.busy,
+                percentile(totals, 50),
+                percentile(totals, 95),
+                _wer(level.tally.turns),
+            ]
+        )
+    text = (
+        f"Many sessions on one box: N sessions start at the same moment on one embedded stack with "
+        f"real models (Whisper base, SmolLM2 on the llama.cpp server, Piper), each speaking {turns} "
+        "LibriVox clips like a live microphone and listening to each reply to its end. `real replies` "
+        "= replies the model wrote, as a share of the utterances sent (goal 100 %); `dropped` = "
+        "utterances that got no reply (goal 0); `BUSY` = notices that an engine could not serve the "
+        "session in time; voice-to-voice as in the first table, ms.\n\n"
+    )
+    text += table(
+        [
+            "sessions",
+            "utterances",
+            "replies",
+            "real replies",
+            "dropped",
+            "BUSY",
+            "V2V P50",
+            "V2V P95",
+            "WER %",
+        ],
+        rows,
+    )
+    failures = sorted({f for level in levels for f in level.tally.failed})
+    if failures:
+        text += f"\n\nWhy utterances got no reply: {'; '.join(failures)[:400]}."
+    if note:
+        text += f"\n\n{note}"
+    return text
+
+
+def crowd_main(settings: Settings, quick: bool, levels: Sequence[int], note: str = "") -> int:
+    """``avatar bench conversation --sessions N,...``: the crowd table, written to its own section."""
+    turns = 2 if quick else 4
+    load_before = os.getloadavg()[0]
+    results = asyncio.run(_crowd(settings, levels, turns))
+    busy_machine = (
+        f"Load average of the machine (all its processes) when the run began: {load_before:.1f} on "
+        f"{os.cpu_count()} cores; other work on a shared machine slows every engine."
+    )
+    text = _crowd_section(results, turns, " ".join(p for p in (note, busy_machine) if p))
+    print(text)
+    write_section("conversation --sessions", text)
+    return 0 if all(level.real_replies == level.utterances for level in results) else 1
 
 
 def main(settings: Settings, quick: bool) -> int:

@@ -101,6 +101,7 @@ def service_config(settings: Settings) -> ASRConfig:
         max_utterance_s=cfg.max_utterance_s,
         partial_interval_ms=cfg.partial_interval_ms,
         max_queue=cfg.max_queue,
+        queue_timeout_s=cfg.queue_timeout_s,
         low_confidence_threshold=cfg.low_confidence_threshold,
         max_streams=max(settings.conversation.max_sessions * 2, 4),
     )
@@ -265,7 +266,13 @@ class EmbeddedSpeechRecognizer:
             name="asr",
             ok=svc.engine.loaded,
             detail=f"{svc.config.model_name} ({svc.config.device}/{svc.config.compute_type}, embedded)",
-            extra={"active_streams": svc.active_streams, "queue_pending": svc.engine.queue.pending},
+            extra={
+                "active_streams": svc.active_streams,
+                "queue_pending": svc.engine.queue.pending,
+                "finals_waiting": svc.engine.queue.waiting(),
+                "finals_busy": svc.engine.queue.timed_out,
+                "partials_shed": svc.engine.queue.partials_shed,
+            },
         )
 
 

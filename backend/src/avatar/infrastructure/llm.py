@@ -7,8 +7,9 @@ that opens after ``breaker_failures`` failures and lets one probe through after
 ``breaker_recovery_s``. Failures are classified (timeout, refused, rate_limited, bad_response).
 
 Concurrency: at most ``slots`` requests are sent at once (the embedded llama.cpp server generates
-one reply at a time); the others wait first come, first served (each session has one turn in
-flight, so this is fair per session) for at most ``queue_timeout_s`` and then fail as ``busy``,
+one reply at a time); the others wait in :class:`avatar_common.fairness.FairSlots` (each session
+has one turn in flight, so first come, first served is fair per session) for at most
+``queue_timeout_s`` and then fail as ``busy``,
 which is not a failure of the model and does not count towards the breaker. The first-token
 timeout starts once a request has its slot.
 
@@ -27,7 +28,6 @@ import json
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from avatar.application.ports.common import ComponentHealth
 from avatar.application.ports.llm import ChatErrorKind, ChatMessage, ChatModel, ChatModelError
 from avatar.settings import LLMSettings, Placement, Settings, default_of
+from avatar_common.fairness import FairSlots
 
 log = logging.getLogger(__name__)
 
@@ -150,67 +151,6 @@ def _trip(breaker: CircuitBreaker) -> None:
     if not breaker.opened:
         breaker._state = STATE_OPEN
         breaker._opened = time.monotonic()
-
-
-class FairSlots:
-    """At most ``size`` holders at once; waiters are served strictly in arrival order.
-
-    ``size`` 0 means unlimited (no waiting at all).
-    """
-
-    def __init__(self, size: int) -> None:
-        if size < 0:
-            raise ValueError("slots must be 0 (unlimited) or more")
-        self.size = size
-        self._free = size
-        self._waiters: deque[asyncio.Future[None]] = deque()
-
-    @property
-    def waiting(self) -> int:
-        return sum(1 for w in self._waiters if not w.done())
-
-    @property
-    def in_use(self) -> int:
-        return self.size - self._free if self.size else 0
-
-    async def acquire(self, timeout_s: float) -> bool:
-        """Take a slot; False when none freed up within ``timeout_s``."""
-        if not self.size:
-            return True
-        if self._free > 0 and not self.waiting:
-            self._free -= 1
-            return True
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            async with asyncio.timeout(timeout_s):
-                await waiter
-        except TimeoutError:
-            return self._abandon(waiter)
-        except BaseException:
-            self._abandon(waiter)
-            raise
-        return True
-
-    def _abandon(self, waiter: asyncio.Future[None]) -> bool:
-        """The waiter leaves the line; a slot handed to it in the meantime goes to the next."""
-        if waiter.done() and not waiter.cancelled():
-            self.release()
-        else:
-            waiter.cancel()
-            with contextlib.suppress(ValueError):
-                self._waiters.remove(waiter)
-        return False
-
-    def release(self) -> None:
-        if not self.size:
-            return
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)  # the slot passes straight to the next in line
-                return
-        self._free += 1
 
 
 class _Opened:

@@ -28,6 +28,7 @@ from avatar.domain.errors import (
 from avatar.domain.models import AudioChunk, PhonemeMark, TTSMode
 from avatar.settings import Placement, Settings
 from avatar_common.audio import float_to_pcm16, pcm16_to_float, pcm16_to_wav
+from avatar_common.fairness import FairSlots
 from avatar_tts.engine import Reference, Tier
 from avatar_tts.errors import (
     EngineUnavailableError,
@@ -67,6 +68,7 @@ def service_config(settings: Settings, tiers: tuple[Tier, ...] = (Tier.FAST, Tie
         hq_enabled=tts.hq_enabled,
         default_voice=tts.default_voice,
         max_input_chars=tts.max_input_chars,
+        queue_timeout_s=tts.queue_timeout_s,
         memory_budget_mb=float(tts.memory_budget_mb),
         idle_unload_s=tts.idle_unload_s,
         piper_model=path("piper-en_US-joe-medium", "en_US-joe-medium.onnx"),
@@ -84,7 +86,7 @@ def domain_error(exc: TTSError) -> AvatarError:
     """The domain error a TTS service error stands for (same stable code)."""
     if isinstance(exc, (UnknownVoiceError, UnknownModelError)):
         return NotFoundError(exc.message, code=exc.code)
-    if isinstance(exc, MemoryShortError):
+    if isinstance(exc, MemoryShortError) or exc.code == "BUSY":  # BUSY: no synthesis slot in time
         return CapacityError(exc.message, code=exc.code)
     if isinstance(exc, EngineUnavailableError) or exc.status >= 500:
         return DependencyError(exc.message, code=exc.code)
@@ -155,6 +157,11 @@ class EmbeddedSynthesizer:
         """The engines' Prometheus registry (shared by both tiers), exported by the orchestrator."""
         return self._service.metrics.registry
 
+    @property
+    def slots(self) -> FairSlots:
+        """The synthesis slots the sessions share, round-robin (also shown in :meth:`health`)."""
+        return self._service.slots
+
     async def synthesize(self, request: SynthesisRequest) -> SynthesisStream:
         tier = Tier.HQ if request.mode is TTSMode.HQ else self._tier
         try:
@@ -167,6 +174,7 @@ class EmbeddedSynthesizer:
                 reference=_reference(request.reference),
                 pitch=request.pitch,
                 instructions=request.instructions,
+                key=request.session_id,
             )
         except TTSError as exc:
             raise domain_error(exc) from exc
@@ -322,7 +330,7 @@ def _remote_error(response: httpx.Response) -> AvatarError:
         return DependencyError(key_refused_message("TTS"), code=SERVICE_KEY_REFUSED)
     if response.status_code == 404:
         return NotFoundError(message, code=code)
-    if response.status_code == 503 and code == "VRAM_EXHAUSTED":
+    if response.status_code == 503 and code in ("VRAM_EXHAUSTED", "BUSY"):
         return CapacityError(message, code=code)
     if response.status_code >= 500:
         return DependencyError(message, code=code)

@@ -29,7 +29,10 @@ class ASRConfig:
         max_utterance_s: An utterance longer than this is finalized and a new one begins.
         partial_interval_ms: Least new audio between two partial decodes of one stream.
         speculative_silence_ms: Silence after which the final decode starts speculatively.
-        max_queue: Whisper jobs that may wait or run at once; beyond it callers get ``BUSY``.
+        max_queue: Whisper jobs that may wait or run at once; beyond it callers get ``BUSY`` at once.
+        queue_timeout_s: Longest a final decode waits for its turn (served round-robin between
+            streams); past it the utterance fails ``BUSY``.
+        partial_wait_s: Longest a partial decode waits; partials are shed first under load.
         low_confidence_threshold: Results below this confidence are flagged ``low_confidence``.
         max_audio_s: Longest upload accepted by the transcription endpoint.
         max_upload_bytes: Largest upload accepted by the transcription endpoint.
@@ -55,7 +58,9 @@ class ASRConfig:
     max_utterance_s: float = 20.0
     partial_interval_ms: int = 700
     speculative_silence_ms: int = 160
-    max_queue: int = 8
+    max_queue: int = 32
+    queue_timeout_s: float = 20.0
+    partial_wait_s: float = 1.0
     low_confidence_threshold: float = 0.45
     max_audio_s: float = 900.0
     max_upload_bytes: int = 64 * 1024 * 1024

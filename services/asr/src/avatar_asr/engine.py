@@ -1,22 +1,21 @@
-"""faster-whisper behind a bounded work queue shared by every stream and upload.
+"""faster-whisper behind a bounded, fair work queue shared by every stream and upload.
 
-One ``WhisperModel`` is loaded once. Whisper calls run on dedicated worker threads (never on the
-event loop), finals and partials in separate lanes so a final never queues behind a partial; a job
-cancelled before it started is skipped, and when ``max_queue`` jobs are already waiting or running a
-new one is refused with ``BUSY`` at once instead of piling up.
+One ``WhisperModel`` is loaded once. Whisper calls run on worker threads (never on the event
+loop), finals and partials in separate lanes so a final never queues behind a partial; waiting
+jobs are served round-robin between streams with a bounded wait (``BUSY`` after it), partials are
+shed first under load, a job cancelled before it started is skipped, and when ``max_queue`` jobs
+are already waiting or running a new one is refused with ``BUSY`` at once instead of piling up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import itertools
 import logging
 import math
-import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -26,6 +25,7 @@ from avatar_asr.config import SAMPLE_RATE, ASRConfig
 from avatar_asr.errors import ASRError, BusyError
 from avatar_asr.hallucination import SegmentEvidence, is_hallucination
 from avatar_asr.vad import FloatAudio
+from avatar_common.fairness import FairSlots
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -126,37 +126,41 @@ def is_low_confidence(text: str, confidence: float, threshold: float) -> bool:
     return bool(text.strip()) and confidence < threshold
 
 
-@dataclass(order=True)
-class _Job:
-    priority: int
-    seq: int
-    fn: Callable[[], Any] | None = None
-    future: concurrent.futures.Future[Any] | None = None
-
-
 class InferenceQueue:
-    """Worker threads in two lanes with a hard bound on outstanding jobs.
+    """Whisper jobs on worker threads, let in by fair slots (:mod:`avatar_common.fairness`).
 
-    Finals (and uploads) have their own ``workers`` threads; partials have one thread of their own.
-    A final therefore never waits behind a partial decode that is already running (a CTranslate2 call
-    cannot be interrupted): it runs beside it, sharing the CPU, which on a small machine still beats
-    queueing behind a whole second Whisper call. The bound counts both lanes.
+    Two lanes: finals (and uploads) have ``workers`` slots, partials one slot of their own, so a
+    final never waits behind a partial decode that is already running (a CTranslate2 call cannot
+    be interrupted): it runs beside it, sharing the CPU, which on a small machine still beats
+    queueing behind a whole second Whisper call.
+
+    Many sessions on one box (docs/architecture.md): in each lane, waiting jobs are served
+    round-robin between streams (``key``), first come first served within a stream, so a stream
+    with many jobs cannot starve another; no job is ever cancelled for another stream's sake. A
+    final waits at most ``final_wait_s`` and then fails ``BUSY`` (the stream reports it, the
+    session is told); partials are best effort and the first thing shed under load: one is refused
+    while finals wait, waiting partials are sent away when a final has to wait, and a partial waits
+    at most ``partial_wait_s``. ``max_pending`` bounds the jobs waiting or running (both lanes);
+    beyond it a job is refused at once, and partials may hold at most half of it.
+
+    :meth:`submit` must be called on the event loop that drives the slots.
     """
 
-    def __init__(self, workers: int, max_pending: int) -> None:
-        self._lanes: dict[int, tuple[queue.PriorityQueue[_Job], int]] = {
-            PRIORITY_FINAL: (queue.PriorityQueue(), max(1, workers)),
-            PRIORITY_PARTIAL: (queue.PriorityQueue(), 1),
-        }
+    def __init__(
+        self, workers: int, max_pending: int, *, final_wait_s: float = 20.0, partial_wait_s: float = 1.0
+    ) -> None:
+        self._slots = {PRIORITY_FINAL: FairSlots(max(1, workers)), PRIORITY_PARTIAL: FairSlots(1)}
+        self._waits = {PRIORITY_FINAL: final_wait_s, PRIORITY_PARTIAL: partial_wait_s}
         self._max_pending = max(1, max_pending)
-        self._seq = itertools.count()
+        self._max_partials = max(1, self._max_pending // 2)
         self._pending = 0
         self._partials = 0
-        # Partials are best effort: they may hold at most half the queue, so finals always find room.
-        self._max_partials = max(1, self._max_pending // 2)
-        self._lock = threading.Lock()
-        self._threads: list[tuple[threading.Thread, queue.PriorityQueue[_Job]]] = []
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        #: Partials refused or sent away under load, and jobs that failed ``BUSY`` after waiting.
+        self.partials_shed = 0
+        self.timed_out = 0
 
     @property
     def pending(self) -> int:
@@ -165,62 +169,109 @@ class InferenceQueue:
     @property
     def concurrency(self) -> int:
         """Jobs that may run at once (all lanes)."""
-        return sum(n for _q, n in self._lanes.values())
+        return sum(slots.size for slots in self._slots.values())
 
-    def _start(self) -> None:
-        if self._threads:
-            return
-        for priority, (lane, count) in self._lanes.items():
-            for i in range(count):
-                t = threading.Thread(
-                    target=self._run, args=(lane,), name=f"asr-whisper-{priority}-{i}", daemon=True
-                )
-                t.start()
-                self._threads.append((t, lane))
+    def waiting(self, priority: int = PRIORITY_FINAL) -> int:
+        """Jobs of a lane waiting for their slot."""
+        return self._slots[_lane(priority)].waiting
 
-    def _run(self, lane: queue.PriorityQueue[_Job]) -> None:
-        while True:
-            job = lane.get()
-            if job.fn is None or job.future is None:
-                return
-            try:
-                if job.future.set_running_or_notify_cancel():
-                    try:
-                        job.future.set_result(job.fn())
-                    except BaseException as exc:  # handed to the awaiting coroutine
-                        job.future.set_exception(exc)
-            finally:
-                with self._lock:
-                    self._pending -= 1
-                    if job.priority == PRIORITY_PARTIAL:
-                        self._partials -= 1
-
-    def submit(self, fn: Callable[[], T], priority: int) -> concurrent.futures.Future[T]:
-        """Queue ``fn`` in its lane; raises :class:`BusyError` at once when the queue is full."""
-        priority = PRIORITY_PARTIAL if priority == PRIORITY_PARTIAL else PRIORITY_FINAL
-        lane, _count = self._lanes[priority]
-        with self._lock:
-            if self._closed:
-                raise ASRError("SHUTTING_DOWN", "the speech recognizer is shutting down", 503)
-            if self._pending >= self._max_pending or (
-                priority == PRIORITY_PARTIAL and self._partials >= self._max_partials
-            ):
-                raise BusyError()
-            self._pending += 1
-            self._partials += priority == PRIORITY_PARTIAL
-            self._start()
+    def submit(
+        self, fn: Callable[[], T], priority: int, key: Hashable = None
+    ) -> concurrent.futures.Future[T]:
+        """Queue ``fn`` in its lane for stream ``key``; raises :class:`BusyError` at once when the
+        queue is full or (a partial) when finals are waiting. Cancelling the returned future before
+        the job started takes it out of line."""
+        priority = _lane(priority)
+        if self._closed:
+            raise ASRError("SHUTTING_DOWN", "the speech recognizer is shutting down", 503)
+        finals = self._slots[PRIORITY_FINAL]
+        partial = priority == PRIORITY_PARTIAL
+        if partial and finals.waiting:
+            self.partials_shed += 1
+            raise BusyError("partial transcripts are paused while final decodes wait")
+        if self._pending >= self._max_pending or (partial and self._partials >= self._max_partials):
+            self.partials_shed += partial
+            raise BusyError()
+        if not partial and finals.in_use >= finals.size:
+            self._slots[PRIORITY_PARTIAL].shed()  # finals come first (each shed job counts itself)
+        loop = asyncio.get_running_loop()
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.concurrency, thread_name_prefix="asr-whisper"
+            )
+        self._pending += 1
+        self._partials += partial
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        lane.put(_Job(priority, next(self._seq), fn, future))
+        task = loop.create_task(self._drive(fn, priority, key, future))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+        def withdrawn(f: concurrent.futures.Future[T]) -> None:
+            if f.cancelled() and not task.done():
+                loop.call_soon_threadsafe(task.cancel)
+
+        future.add_done_callback(withdrawn)
         return future
 
+    async def _drive(
+        self, fn: Callable[[], T], priority: int, key: Hashable, future: concurrent.futures.Future[T]
+    ) -> None:
+        slots = self._slots[priority]
+        held = False
+        try:
+            held = await slots.acquire(self._waits[priority], key)
+            if not held:
+                if priority == PRIORITY_PARTIAL:
+                    self.partials_shed += 1
+                else:
+                    self.timed_out += 1
+                if not future.done():
+                    future.set_exception(_busy(priority, self._waits[priority], self._closed))
+                return
+            if not future.set_running_or_notify_cancel():
+                return  # withdrawn while it waited
+            assert self._executor is not None
+            try:
+                result = await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # handed to the awaiting coroutine
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+        except asyncio.CancelledError:  # withdrawn (the future is cancelled already) or closing
+            if not future.done() and not future.cancel():
+                future.set_exception(ASRError("SHUTTING_DOWN", "the speech recognizer is shutting down", 503))
+        finally:
+            if held:
+                slots.release()
+            self._pending -= 1
+            self._partials -= priority == PRIORITY_PARTIAL
+
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-        for _t, lane in self._threads:
-            lane.put(_Job(10**9, next(self._seq)))
-        for t, _lane in self._threads:
-            t.join(timeout=30)
-        self._threads.clear()
+        self._closed = True
+        for slots in self._slots.values():
+            slots.shed()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+
+def _lane(priority: int) -> int:
+    return PRIORITY_PARTIAL if priority == PRIORITY_PARTIAL else PRIORITY_FINAL
+
+
+def _busy(priority: int, waited_s: float, closing: bool) -> ASRError:
+    if closing:
+        return ASRError("SHUTTING_DOWN", "the speech recognizer is shutting down", 503)
+    if priority == PRIORITY_PARTIAL:
+        return BusyError("partial transcript skipped: the recognizer is busy with final decodes")
+    return BusyError(
+        f"the speech recognizer was busy with other conversations for {waited_s:g} s and could not "
+        "transcribe this utterance; please say it again"
+    )
 
 
 class WhisperEngine:
@@ -230,7 +281,12 @@ class WhisperEngine:
         self.config = config
         self._model: Any = None
         self._load_lock = threading.Lock()
-        self.queue = InferenceQueue(config.workers, config.max_queue)
+        self.queue = InferenceQueue(
+            config.workers,
+            config.max_queue,
+            final_wait_s=config.queue_timeout_s,
+            partial_wait_s=config.partial_wait_s,
+        )
         self.load_seconds = 0.0
 
     @property
@@ -345,12 +401,15 @@ class WhisperEngine:
             decode_s=time.perf_counter() - started,
         )
 
-    def submit(self, fn: Callable[[], T], priority: int = PRIORITY_FINAL) -> concurrent.futures.Future[T]:
-        return self.queue.submit(fn, priority)
+    def submit(
+        self, fn: Callable[[], T], priority: int = PRIORITY_FINAL, key: Hashable = None
+    ) -> concurrent.futures.Future[T]:
+        return self.queue.submit(fn, priority, key)
 
-    async def run(self, fn: Callable[[], T], priority: int = PRIORITY_FINAL) -> T:
-        """Run ``fn`` on a worker thread; ``BUSY`` at once when the queue is full."""
-        return await asyncio.wrap_future(self.submit(fn, priority))
+    async def run(self, fn: Callable[[], T], priority: int = PRIORITY_FINAL, key: Hashable = None) -> T:
+        """Run ``fn`` on a worker thread once its turn comes (:class:`InferenceQueue`); ``BUSY``
+        when the queue is full or no slot came in time."""
+        return await asyncio.wrap_future(self.submit(fn, priority, key))
 
     async def warm_up(self) -> None:
         """Load the model and decode one second of silence so the first real call is not slow."""

@@ -345,7 +345,7 @@ class RecognitionSession:
     def _start_partial(self, start: int, end: int) -> None:
         audio = self._tape.slice(start, end)
         try:
-            future = self._engine.submit(self._decode_fn(audio), PRIORITY_PARTIAL)
+            future = self._engine.submit(self._decode_fn(audio), PRIORITY_PARTIAL, self)
         except ASRError:
             self._ep.partial_finished()  # partials are best effort: skip one when the queue is full
             return
@@ -389,7 +389,7 @@ class RecognitionSession:
 
     def _start_speculation(self, start: int, end: int) -> None:
         try:
-            self._spec = self._engine.submit(self._final_fn(start, end), PRIORITY_FINAL)
+            self._spec = self._engine.submit(self._final_fn(start, end), PRIORITY_FINAL, self)
         except ASRError:
             self._ep.speculation_refused()  # the endpoint will try again (and report BUSY if it must)
             return
@@ -413,7 +413,9 @@ class RecognitionSession:
         error: ASRError | None = None
         if future is None:
             try:
-                future = self._engine.submit(self._final_fn(decision.start, decision.end), PRIORITY_FINAL)
+                future = self._engine.submit(
+                    self._final_fn(decision.start, decision.end), PRIORITY_FINAL, self
+                )
             except ASRError as exc:
                 error = exc
         if future is not None:
@@ -478,7 +480,6 @@ class RecognitionSession:
             )
         )
 
-    # -- plumbing -----------------------------------------------------------------------------
     # -- plumbing -----------------------------------------------------------------------------
     def _spawn(self, coro: object) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]

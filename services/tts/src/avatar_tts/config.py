@@ -30,6 +30,9 @@ class ServiceConfig:
     breaker_failures: int = 5
     breaker_recovery_s: float = 30.0
     max_concurrency: int = 2
+    #: Longest one clause waits for a synthesis slot (sessions are served round-robin,
+    #: :mod:`avatar_common.fairness`); past it the utterance fails ``BUSY``.
+    queue_timeout_s: float = 20.0
     piper_model: Path | None = None
     kokoro_model: Path | None = None
     kokoro_voices: Path | None = None

@@ -56,3 +56,10 @@ class EngineUnavailableError(TTSError):
 
     code = "ENGINE_UNAVAILABLE"
     status = 503
+
+
+class BusyError(TTSError):
+    """No synthesis slot freed up in time: other conversations held them (docs/architecture.md)."""
+
+    code = "BUSY"
+    status = 503

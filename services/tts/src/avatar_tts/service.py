@@ -21,13 +21,14 @@ import re
 import threading
 import time
 import unicodedata
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from circuitbreaker import CircuitBreaker
 
+from avatar_common.fairness import FairSlots
 from avatar_common.text import ClauseChunker, detect_language, has_words, speakable
 from avatar_tts.config import ServiceConfig as ServiceConfig
 from avatar_tts.engine import (
@@ -44,6 +45,7 @@ from avatar_tts.engine import (
     normalize_language,
 )
 from avatar_tts.errors import (
+    BusyError,
     InvalidTextError,
     MemoryShortError,
     UnknownVoiceError,
@@ -189,9 +191,11 @@ class Utterance:
         first: list[FloatAudio | AlignedAudio] | None = None,
         synth_seconds: float = 0.0,
         pitch: float = 1.0,
+        key: Hashable = None,
     ) -> None:
         self._service = service
         self._pitch = pitch
+        self._key = key
         self.plan = plan
         self.requested = requested
         self._source = source
@@ -251,7 +255,9 @@ class Utterance:
                 text = speakable(clause)
                 if not has_words(text):
                     continue
-                arrays, seconds = await self._service.run_engine(self.plan, text, self._speed, self._cancel)
+                arrays, seconds = await self._service.run_engine(
+                    self.plan, text, self._speed, self._cancel, self._key
+                )
                 self.synth_seconds += seconds
                 for audio in arrays:
                     await self._emit(audio)
@@ -327,7 +333,7 @@ class TTSService:
             expected_exception=_is_engine_failure,
             name="tts-hq",
         )
-        self._slots = asyncio.Semaphore(max(1, config.max_concurrency))
+        self.slots = FairSlots(max(1, config.max_concurrency))
         self._embedder = embedder
         self._matcher: VoiceMatcher | None = None
         for name, engine in self.engines.items():
@@ -472,9 +478,14 @@ class TTSService:
 
     # -- synthesis -------------------------------------------------------------------------------
     async def run_engine(
-        self, plan: Plan, text: str, speed: float, cancel: threading.Event
+        self, plan: Plan, text: str, speed: float, cancel: threading.Event, key: Hashable = None
     ) -> tuple[list[FloatAudio | AlignedAudio], float]:
-        """Synthesize one clause in a worker thread (bounded); returns arrays and seconds spent."""
+        """Synthesize one clause in a worker thread; returns arrays and seconds spent.
+
+        At most ``max_concurrency`` clauses are synthesized at once; the others wait their turn,
+        round-robin between sessions (``key``), for at most ``queue_timeout_s`` and then fail
+        :class:`BusyError` (:mod:`avatar_common.fairness`).
+        """
 
         def work() -> tuple[list[FloatAudio | AlignedAudio], float]:
             start = time.perf_counter()
@@ -500,8 +511,15 @@ class TTSService:
                     break
             return out, time.perf_counter() - start
 
-        async with self._slots:
+        if not await self.slots.acquire(self.config.queue_timeout_s, key):
+            raise BusyError(
+                f"the voice was busy with other conversations for {self.config.queue_timeout_s:g} s "
+                "and could not speak this reply in time"
+            )
+        try:
             return await asyncio.to_thread(work)
+        finally:
+            self.slots.release()
 
     async def synthesize(
         self,
@@ -515,8 +533,12 @@ class TTSService:
         reference: Reference | None = None,
         pitch: float = 1.0,
         instructions: str | None = None,
+        key: Hashable = None,
     ) -> Utterance:
         """Start an utterance from a whole ``text`` or from ``pieces`` arriving over time.
+
+        ``key`` names the conversation asking (its clauses wait for the engine fairly with other
+        conversations', see :meth:`run_engine`).
 
         ``pitch`` (0.5..2.0) raises or lowers the voice by varispeed (:mod:`avatar_tts.pitch`):
         the engine runs at ``speed / pitch`` so the duration still follows ``speed``.
@@ -570,12 +592,15 @@ class TTSService:
                 started,
                 requested=tier,
                 pitch=pitch,
+                key=key,
             )
         plan = self.plan(tier, voice=voice, language=language, text=first_clause, reference=reference)
         plan = dataclasses.replace(plan, instructions=style or None)
         if plan.tier is Tier.HQ:
-            return await self._start_hq(plan, source, speed, started, text_sample=first_clause, pitch=pitch)
-        return await self._start(plan, source, speed, started, requested=tier, pitch=pitch)
+            return await self._start_hq(
+                plan, source, speed, started, text_sample=first_clause, pitch=pitch, key=key
+            )
+        return await self._start(plan, source, speed, started, requested=tier, pitch=pitch, key=key)
 
     async def _start(
         self,
@@ -589,6 +614,7 @@ class TTSService:
         synth_seconds: float = 0.0,
         lease: contextlib.AsyncExitStack | None = None,
         pitch: float = 1.0,
+        key: Hashable = None,
     ) -> Utterance:
         if lease is None:
             lease = contextlib.AsyncExitStack()
@@ -610,6 +636,7 @@ class TTSService:
             first=first,
             synth_seconds=synth_seconds,
             pitch=pitch,
+            key=key,
         )
 
     async def _start_hq(
@@ -621,6 +648,7 @@ class TTSService:
         *,
         text_sample: str,
         pitch: float = 1.0,
+        key: Hashable = None,
     ) -> Utterance:
         reason: str | None = None
         if self.breaker.opened:
@@ -643,7 +671,7 @@ class TTSService:
                     seconds = 0.0
                     if clause is not None:
                         arrays, seconds = await self.run_engine(
-                            plan, speakable(clause), speed, threading.Event()
+                            plan, speakable(clause), speed, threading.Event(), key
                         )
                 return await self._start(
                     plan,
@@ -655,8 +683,9 @@ class TTSService:
                     synth_seconds=seconds,
                     lease=lease,
                     pitch=pitch,
+                    key=key,
                 )
-            except MemoryShortError as exc:
+            except (MemoryShortError, BusyError) as exc:
                 await lease.aclose()
                 reason = f"busy, switched to fast mode ({exc.message})"
             except (InvalidTextError, UnsupportedLanguageError, asyncio.CancelledError):
@@ -679,7 +708,7 @@ class TTSService:
             reference=plan.reference or plan.match,
         )
         return await self._start(
-            _with_notice(fast, reason), source, speed, started, requested=Tier.HQ, pitch=pitch
+            _with_notice(fast, reason), source, speed, started, requested=Tier.HQ, pitch=pitch, key=key
         )
 
     async def health(self) -> dict[str, Any]:
@@ -694,6 +723,9 @@ class TTSService:
             "models": self.manager.status(),
             "memory_mb": round(self.manager.used_mb(), 1),
             "hq_breaker": self.breaker.state,
+            "slots": self.slots.size,
+            "slots_in_use": self.slots.in_use,
+            "waiting": self.slots.waiting,
         }
 
 
@@ -716,5 +748,5 @@ def _is_engine_failure(_exc_type: type[BaseException], exc: BaseException) -> bo
     if not isinstance(exc, Exception):  # cancellation (a caller gone) says nothing about the engine
         return False
     return not isinstance(
-        exc, (InvalidTextError, UnsupportedLanguageError, UnknownVoiceError, MemoryShortError)
+        exc, (InvalidTextError, UnsupportedLanguageError, UnknownVoiceError, MemoryShortError, BusyError)
     )

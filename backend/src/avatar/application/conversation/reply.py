@@ -34,7 +34,7 @@ from avatar.application.conversation.playout import Clause, Playout
 from avatar.application.conversation.recorder import ReplyAudio, TurnRecorder
 from avatar.application.ports.llm import ChatErrorKind
 from avatar.application.ports.tts import SynthesisRequest, VoiceReference
-from avatar.domain.errors import AvatarError
+from avatar.domain.errors import AvatarError, CapacityError
 from avatar.domain.models import AudioChunk, ConversationTurn, Emotion, Transcription, TTSMode
 
 log = logging.getLogger(__name__)
@@ -231,7 +231,17 @@ class Reply:
                 await self._speak_clause(text)
             except Exception as exc:
                 failed = True
-                self.host.error("TTS_FAILED", "speech synthesis failed", cause=exc)
+                if isinstance(exc, CapacityError):  # no synthesis slot in time: said, not hidden
+                    self.host.send(
+                        NoticeMsg(
+                            code="BUSY",
+                            turn_id=self.turn_id,
+                            message="the voice is busy with other conversations and could not speak "
+                            "the rest of this reply in time; its text is complete",
+                        )
+                    )
+                else:
+                    self.host.error("TTS_FAILED", "speech synthesis failed", cause=exc)
 
     async def _speak_clause(self, text: str) -> None:
         clock, host = self.deps.clock, self.host
@@ -243,6 +253,7 @@ class Reply:
             language=host.language,
             reference=host.reference,
             emotion=self.emotion,
+            session_id=host.session_id,
         )
         t_request = clock.monotonic()
         stream = await self.deps.fast_tts.synthesize(request)

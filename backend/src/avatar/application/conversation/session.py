@@ -226,6 +226,11 @@ class ConversationSession:
         elif kind is TranscriptEventKind.ERROR and event.error_code == "NO_SPEECH":
             # Push-to-talk released with nothing said: nothing failed, the client is just told.
             self.outbox.send(NoticeMsg(code="NO_SPEECH", message=event.message or "no speech was heard"))
+        elif kind is TranscriptEventKind.ERROR and event.error_code == "BUSY":
+            # The recognizer was serving other conversations and this utterance got no turn in
+            # time (asr.queue_timeout_s): the person is asked to say it again (docs/protocol.md).
+            message = event.message or "the speech recognizer is busy; please say it again"
+            self.outbox.send(NoticeMsg(code="BUSY", message=message))
         elif kind is TranscriptEventKind.ERROR:
             self.context.error(event.error_code or "ASR_FAILED", event.message or "speech recognition failed")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -60,6 +61,8 @@ class SynthesisRequest:
             (docs/avatar-control.md, "Emotion in the voice").
         instructions: A style in words ("speak cheerfully"): followed by engines that can
             (CosyVoice's instruct mode), ignored by the others (Piper, Kokoro, espeak-ng, F5-TTS).
+        session_id: The conversation asking: the engine serves the clauses of many conversations
+            round-robin (docs/architecture.md, "Many sessions on one box").
     """
 
     text: str
@@ -71,6 +74,7 @@ class SynthesisRequest:
     pitch: float = 1.0
     emotion: Emotion | None = None
     instructions: str | None = None
+    session_id: uuid.UUID | None = None
 
 
 class SynthesisStream(Protocol):
