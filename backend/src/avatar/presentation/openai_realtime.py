@@ -43,7 +43,7 @@ from avatar.bootstrap import Services
 from avatar.domain.errors import AvatarError, CapacityError, NotFoundError, RateLimitedError
 from avatar.domain.models import Session, User
 from avatar.presentation.ownership import audit_if_foreign
-from avatar.presentation.realtime import CLOSE_BUSY, CLOSE_ENDED, CLOSE_REPLACED, WS_CONNECTIONS, _FloodGuard
+from avatar.presentation.realtime import CLOSE_BUSY, CLOSE_ENDED, CLOSE_REPLACED, WS_CONNECTIONS, FloodGuard
 from avatar.presentation.ws_security import WebSocketPolicy
 from avatar.settings import Settings
 
@@ -165,7 +165,7 @@ class _RealtimeConnection:
         self.session = session
         self.settings = settings
         self.beta = _is_beta(websocket)
-        self.flood = _FloodGuard(settings.conversation.max_audio_speedup)
+        self.flood = FloodGuard(settings.conversation.max_audio_speedup)
         self.conversation = RealtimeConversation(session, deps, self.emit, beta=self.beta)
         self.tasks: list[asyncio.Task[None]] = []
         self._pending: list[ServerEvent] = []

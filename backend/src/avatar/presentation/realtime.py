@@ -65,7 +65,7 @@ FLOOD_BURST_MS = 3000.0
 WS_CONNECTIONS = Gauge("websocket_connections_active", "Open conversation WebSockets")
 
 
-class _FloodGuard:
+class FloodGuard:
     """Refuses audio arriving faster than ``speedup`` x real time (after a small burst)."""
 
     def __init__(self, speedup: float) -> None:
@@ -97,7 +97,7 @@ class _Connection:
         self.session = session
         self.settings = settings
         self.sample_rate = 16000
-        self.flood = _FloodGuard(settings.conversation.max_audio_speedup)
+        self.flood = FloodGuard(settings.conversation.max_audio_speedup)
         self.tasks: list[asyncio.Task[None]] = []
         self.closed = False
 
