@@ -243,41 +243,69 @@ async def module_database_url(postgres_server: PostgresServer) -> AsyncIterator[
 # --------------------------------------------------------------------------- Redis
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """A Debian ``redis-server`` on a free port, no persistence."""
+def launch_redis(workdir: Path, port: int) -> subprocess.Popen[bytes]:
+    """A Debian ``redis-server`` on ``port``, no persistence, ready when this returns."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail("redis-server is not installed (apt-get install redis-server)")
-    workdir = Path(tempfile.mkdtemp(prefix="avatar-redis-"))
     log = workdir / "redis.log"
-    port = free_port()
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(workdir),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [
-                    binary,
-                    "--port",
-                    str(port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(workdir),
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        _wait_until(lambda: _redis_ping(port), "redis-server", proc, log)
+    except BaseException:
+        stop_process(proc)
+        raise
+    return proc
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Debian ``redis-server`` on a free port, no persistence."""
+    workdir = Path(tempfile.mkdtemp(prefix="avatar-redis-"))
+    try:
+        port = free_port()
+        proc = launch_redis(workdir, port)
         try:
-            _wait_until(lambda: _redis_ping(port), "redis-server", proc, log)
             yield f"redis://127.0.0.1:{port}/0"
         finally:
             stop_process(proc)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+class RestartableRedis:
+    """A ``redis-server`` of a test's own, which it may stop and start again on the same port (the
+    chaos tests); the session's shared server is never stopped. Without persistence, a restart
+    empties it, as a crashed Redis without a volume would."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._proc = launch_redis(workdir, self.port)
+
+    def stop(self) -> None:
+        stop_process(self._proc)
+
+    def start(self) -> None:
+        self._proc = launch_redis(self.workdir, self.port)
 
 
 def _redis_ping(port: int) -> bool:

@@ -221,17 +221,11 @@ class RedisTaskQueue(_Subscriptions):
         return task_id.decode() if isinstance(task_id, bytes) else str(task_id)
 
     async def start(self) -> None:
-        from redis.exceptions import ResponseError
-
         if self._started:
             return
         self._started = True
         for name, topic in self._topics.items():
-            try:
-                await self._redis.xgroup_create(self.stream(name), self.GROUP, id="0", mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+            await self._ensure_group(name)
             for index in range(topic.concurrency):
                 worker = _Worker()
                 consumer = f"{self.consumer}-{index}"
@@ -239,6 +233,16 @@ class RedisTaskQueue(_Subscriptions):
                     self._work(name, topic, worker, consumer), name=f"queue:{name}"
                 )
                 topic.workers.append(worker)
+
+    async def _ensure_group(self, name: str) -> None:
+        """Create the topic's stream and consumer group unless they exist."""
+        from redis.exceptions import ResponseError
+
+        try:
+            await self._redis.xgroup_create(self.stream(name), self.GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
 
     async def _work(self, name: str, topic: _Topic, worker: _Worker, consumer: str) -> None:
         from redis.exceptions import RedisError
@@ -255,6 +259,11 @@ class RedisTaskQueue(_Subscriptions):
             except RedisError as exc:
                 log.warning("task queue read failed on %s (%s); retrying", name, exc)
                 await asyncio.sleep(1.0)
+                if "NOGROUP" in str(exc):
+                    # Redis came back empty (restarted without persistence, docs/resilience.md):
+                    # the consumer group is gone with the stream; make them again so tasks flow.
+                    with contextlib.suppress(RedisError):
+                        await self._ensure_group(name)
                 continue
             for entry_id, fields in entries:
                 worker.busy = True
@@ -332,8 +341,21 @@ def _task_context(topic: str) -> str:
 def redis_client(url: str) -> Any:
     """An asyncio Redis client for ``url`` (``redis://host:port/db``)."""
     from redis.asyncio import Redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
 
-    return Redis.from_url(url, socket_connect_timeout=3, socket_timeout=None, health_check_interval=30)
+    # A pooled connection left from before a Redis restart fails on first use: the command is
+    # retried on a fresh connection (docs/resilience.md) instead of failing the task it carried.
+    return Redis.from_url(
+        url,
+        socket_connect_timeout=3,
+        socket_timeout=None,
+        health_check_interval=30,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.1), 3),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
 
 
 async def build_task_queue(
