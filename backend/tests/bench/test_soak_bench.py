@@ -13,7 +13,9 @@ from avatar.cli import main as cli
 
 
 def _sample(t: float, phase: str, rss: float, fds: int, tasks: int | None) -> soak.Sample:
-    return soak.Sample(t, phase, rss, fds, 8, tasks, 0, 0, {"llm_request_queue_length": 1.0})
+    return soak.Sample(
+        t, phase, rss, fds, 8, tasks, 0, 0, {"llm_request_queue_length": 1.0}, stored_mb=rss / 2
+    )
 
 
 def test_growth_is_measured_from_the_first_sample_after_warm_up_to_the_last() -> None:
@@ -26,10 +28,11 @@ def test_growth_is_measured_from_the_first_sample_after_warm_up_to_the_last() ->
     ]
     run = soak.Soak(sessions=2, minutes=0.5, warmup_s=6, samples=samples, turns=9, failures=[], processes=1)
     assert math.isclose(run.rss_growth_percent, 5.0)
+    assert math.isclose(run.net_rss_growth_percent, 2.5)  # half of the growth is stored objects
     assert run.growth("fds") == 2 and run.growth("tasks") == 1
     assert run.leftover("fds") == 1 and run.leftover("tasks") == 0
     text = soak.section(run)
-    assert "| 20 | talking | 210.0 | 32 | 8 | 41 | 0 | 0 | 1 |" in text
+    assert "| 20 | talking | 210.0 | 32 | 8 | 41 | 0 | 0 | 1 | 105.0 |" in text
     assert "5 % (within)" in text
     too_short = soak.Soak(2, 0.1, 6, samples[:2], 0, [], 1)
     assert math.isnan(too_short.rss_growth_percent) and "n/a" in soak.section(too_short)
@@ -60,3 +63,5 @@ def test_a_tiny_soak_runs_and_writes_its_section(tmp_path: Path) -> None:
     assert " | talking | " in text and " | after | " in text
     # the orchestrator exposes its event loop's task count on /api/v1/metrics
     assert rows[0].split(" | ")[5] != "-"
+    # and its in-memory object store's size, which grows with every stored turn
+    assert rows[0].split(" | ")[9] != "-"

@@ -41,6 +41,8 @@ _MAX_TURNS = 1_000_000
 _TASKS = "asyncio_tasks"
 _SESSIONS = "active_sessions_count"
 _SOCKETS = "websocket_connections_active"
+#: The audio and files the instant server's in-memory object store holds (kept by design).
+_STORED = "instant_object_store_bytes"
 _QUEUE_WORDS = ("queue", "pending", "spool_records")
 
 
@@ -57,6 +59,8 @@ class Sample:
     sessions: int | None
     sockets: int | None
     queues: dict[str, float] = field(default_factory=dict)
+    #: MB held by the in-memory object store (``None``: not exposed, e.g. remote storage).
+    stored_mb: float | None = None
 
     @property
     def queued(self) -> float:
@@ -88,6 +92,15 @@ class Soak:
     def rss_growth_percent(self) -> float:
         w = self.window
         return 100.0 * (w[1].rss_mb - w[0].rss_mb) / w[0].rss_mb if w else float("nan")
+
+    @property
+    def net_rss_growth_percent(self) -> float:
+        """RSS growth after warm-up less what the in-memory object store gained meanwhile."""
+        w = self.window
+        if w is None or w[0].stored_mb is None or w[1].stored_mb is None:
+            return float("nan")
+        net = (w[1].rss_mb - w[1].stored_mb) - (w[0].rss_mb - w[0].stored_mb)
+        return 100.0 * net / w[0].rss_mb
 
     def growth(self, what: str) -> float:
         """``fds``, ``tasks`` or ``threads``: last - first over the window after warm-up."""
@@ -142,6 +155,7 @@ def sample(process: Any, base: str, t_s: float, phase: str) -> Sample:
         tasks=_optional_int(gauges, _TASKS),
         sessions=_optional_int(gauges, _SESSIONS),
         sockets=_optional_int(gauges, _SOCKETS),
+        stored_mb=gauges[_STORED] / 1e6 if _STORED in gauges else None,
         queues={k: v for k, v in sorted(gauges.items()) if any(w in k for w in _QUEUE_WORDS)},
     )
 
@@ -259,6 +273,7 @@ def section(soak: Soak, note: str = "") -> str:
             _n(s.sessions),
             _n(s.sockets),
             _n(s.queued),
+            "-" if s.stored_mb is None else f"{s.stored_mb:.1f}",
         ]
         for s in soak.samples
     ]
@@ -274,7 +289,9 @@ def section(soak: Soak, note: str = "") -> str:
         f"{soak.processes} separate load process(es), each session taking turns (1 s of tone, the "
         "reply, 1.5 s of silence) until the end. The server is sampled over time: RSS and open fds "
         "from /proc, `asyncio_tasks`, live sessions, WebSockets and the queue-depth gauges "
-        "(summed: `queued`) from `/api/v1/metrics`. `idle` is the server before the clients, "
+        "(summed: `queued`) from `/api/v1/metrics`; `stored MB` is what the instant server's in-memory "
+        "object store holds (every turn's audio, kept by design: docs/deploy.md, Load testing). "
+        "`idle` is the server before the clients, "
         f"`after` {soak.after_s:g} s after every session closed; warm-up is the first {soak.warmup_s:g} s. "
         f"Target (issue 15): RSS growth <= {TARGET_RSS_GROWTH_PERCENT:g} % after warm-up, nothing "
         "leaked.\n\n"
@@ -282,7 +299,8 @@ def section(soak: Soak, note: str = "") -> str:
     if note:
         text += note.strip() + "\n\n"
     text += table(
-        ["t (s)", "phase", "RSS MB", "fds", "threads", "tasks", "sessions", "sockets", "queued"], rows
+        ["t (s)", "phase", "RSS MB", "fds", "threads", "tasks", "sessions", "sockets", "queued", "stored MB"],
+        rows,
     )
     text += "\n\n" + table(
         ["", "value"],
@@ -292,6 +310,10 @@ def section(soak: Soak, note: str = "") -> str:
             [
                 f"RSS growth after warm-up (target <= {TARGET_RSS_GROWTH_PERCENT:g} %)",
                 f"{_n(round(growth, 2))} % ({verdict})",
+            ],
+            [
+                "RSS growth after warm-up less the stored objects' growth",
+                f"{_n(round(soak.net_rss_growth_percent, 2))} %",
             ],
             ["fd growth after warm-up", _n(soak.growth("fds"))],
             ["task growth after warm-up", _n(soak.growth("tasks"))],
