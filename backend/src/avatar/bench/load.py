@@ -271,7 +271,7 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _server(workdir: Path) -> Any:
+def _server(workdir: Path, extra_env: dict[str, str] | None = None) -> Any:
     import httpx
 
     port = _free_port()
@@ -282,6 +282,7 @@ def _server(workdir: Path) -> Any:
         "AVATAR_SECURITY__MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         "AVATAR_DATA_DIR": str(workdir / "data"),
         "AVATAR_OBJECT_STORE__ROOT": str(workdir / "objects"),
+        **(extra_env or {}),
     }
     env.pop("AVATAR_CONVERSATION__MAX_SESSIONS", None)  # --instant-engines lifts the limit
     avatar = Path(sys.executable).with_name("avatar")

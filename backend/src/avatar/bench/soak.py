@@ -34,6 +34,10 @@ from avatar.bench import load
 from avatar.bench.report import table, write_section
 
 TARGET_RSS_GROWTH_PERCENT = 5.0
+#: The server keeps a closed session for its reconnect grace (docs/configuration.md,
+#: ``AVATAR_SECURITY__RECONNECT_GRACE_S``, 120 s by default) with its tasks; the soak shortens it
+#: so that the ``after`` sample sees every session ended, and what is left there is leaked.
+RECONNECT_GRACE_S = 2
 #: A turn is ~1 s of speech, the reply (~0.8 s) and 1.5 s of pause (see ``avatar.bench.load``): a
 #: session never reaches this many before the run's end stops it.
 _MAX_TURNS = 1_000_000
@@ -77,7 +81,7 @@ class Soak:
     turns: int
     failures: list[str]
     processes: int
-    after_s: float = 5.0
+    after_s: float = RECONNECT_GRACE_S + 5.0
 
     def _phase(self, phase: str) -> list[Sample]:
         return [s for s in self.samples if s.phase == phase]
@@ -207,7 +211,7 @@ def run(
     processes: int | None = None,
     interval: float | None = None,
     warmup_s: float | None = None,
-    after_s: float = 5.0,
+    after_s: float = RECONNECT_GRACE_S + 5.0,
 ) -> Soak:
     """One soak: a fresh server, ``sessions`` clients talking for ``minutes``, sampled over time."""
     import psutil
@@ -220,7 +224,8 @@ def run(
     processes = max(1, min(processes or load.default_processes(sessions), sessions))
     ramp_s = min(5.0, 0.02 * sessions)  # as in ``avatar bench load``
     ctx = multiprocessing.get_context("spawn")
-    with load._server(workdir) as (base, pid, key):
+    grace = {"AVATAR_SECURITY__RECONNECT_GRACE_S": str(RECONNECT_GRACE_S)}
+    with load._server(workdir, grace) as (base, pid, key):
         server = psutil.Process(pid)
         samples = [sample(server, base, 0.0, "idle")]
         queue = ctx.Queue()
@@ -292,7 +297,9 @@ def section(soak: Soak, note: str = "") -> str:
         "(summed: `queued`) from `/api/v1/metrics`; `stored MB` is what the instant server's in-memory "
         "object store holds (every turn's audio, kept by design: docs/deploy.md, Load testing). "
         "`idle` is the server before the clients, "
-        f"`after` {soak.after_s:g} s after every session closed; warm-up is the first {soak.warmup_s:g} s. "
+        f"`after` {soak.after_s:g} s after every session closed (the reconnect grace shortened to "
+        f"{RECONNECT_GRACE_S} s: `AVATAR_SECURITY__RECONNECT_GRACE_S`); "
+        f"warm-up is the first {soak.warmup_s:g} s. "
         f"Target (issue 15): RSS growth <= {TARGET_RSS_GROWTH_PERCENT:g} % after warm-up, nothing "
         "leaked.\n\n"
     )
