@@ -769,7 +769,7 @@ def _levels(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[i
 
 
 @main.command()
-@click.argument("name", type=click.Choice([*BENCHMARKS, "load", "all"]))
+@click.argument("name", type=click.Choice([*BENCHMARKS, "load", "soak", "all"]))
 @click.option("--quick", is_flag=True, help="Fewer repetitions (for a smoke run).")
 @click.option(
     "--sessions",
@@ -777,7 +777,28 @@ def _levels(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[i
     show_default=True,
     callback=_levels,
     help="load: the session counts to run, comma-separated (the first is the baseline); "
-    "conversation: N sessions talking at once with real models, per N given (e.g. 1,2,3).",
+    "conversation: N sessions talking at once with real models, per N given (e.g. 1,2,3); "
+    "soak: the sessions kept talking (one number; 50 when not given).",
+)
+@click.option(
+    "--minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="soak: how long the sessions talk (fractions allowed, e.g. 0.5).",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="soak: seconds between samples of the server (default: ~20 samples a run, 1-15 s apart).",
+)
+@click.option("--note", default="", help="soak: a line recorded with the figures (e.g. the machine).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="soak: the benchmarks file to write (default docs/benchmarks.md).",
 )
 @click.option(
     "--turns", type=click.IntRange(min=1), default=3, show_default=True, help="load: turns per session."
@@ -804,6 +825,10 @@ def bench(
     processes: int | None,
     write: bool,
     binary_audio: bool,
+    minutes: float,
+    interval: float | None,
+    note: str,
+    out: Path | None,
 ) -> None:
     """Run a benchmark; prints figures and writes them to docs/benchmarks.md.
 
@@ -811,12 +836,19 @@ def bench(
     the instant engines, the load coming from separate processes (docs/deploy.md, "Load testing").
     `avatar bench conversation --sessions 1,2,3` has N sessions talk at once with the real models
     and reports real model replies, dropped utterances and voice-to-voice latency per N.
+    `avatar bench soak --sessions 50 --minutes 30` keeps the sessions talking against the instant
+    engines and samples the server's RSS, open files, asyncio tasks and queue depths over time.
     """
     if name == "load":
         from avatar.bench import load
 
         sys.exit(load.main(sessions, turns, processes, write, binary_audio))
     given = click.get_current_context().get_parameter_source("sessions")
+    if name == "soak":
+        from avatar.bench import soak
+
+        soak_sessions = sessions[0] if given is not click.core.ParameterSource.DEFAULT else 50
+        sys.exit(soak.main(soak_sessions, minutes, processes, write, interval, note, out))
     if name == "conversation" and given is not click.core.ParameterSource.DEFAULT:
         from avatar.bench import conversation
 

@@ -104,8 +104,16 @@ def _frames(pcm: bytes, binary: bool) -> list[str | bytes]:
 
 
 async def _session(
-    base: str, turns: int, start_at: float, out: WorkerResult, http: Any, binary: bool, key: str
+    base: str,
+    turns: int,
+    start_at: float,
+    out: WorkerResult,
+    http: Any,
+    binary: bool,
+    key: str,
+    stop_at: float | None = None,
 ) -> None:
+    """One client: ``turns`` turns, or fewer once ``time.monotonic()`` passes ``stop_at`` (soak)."""
     import websockets
 
     loop = asyncio.get_running_loop()
@@ -159,6 +167,8 @@ async def _session(
                     await asyncio.sleep(max(0.0, next_at - loop.time()))
 
                 for _ in range(turns):
+                    if stop_at is not None and time.monotonic() >= stop_at:
+                        break
                     turn = _Turn()
                     current.append(turn)
                     for chunk in tone[:-1]:
@@ -196,7 +206,14 @@ def _chunks(pcm: bytes) -> list[bytes]:
 
 
 async def _worker_main(
-    base: str, key: str, sessions: int, turns: int, ramp_s: float, offset: float, binary: bool
+    base: str,
+    key: str,
+    sessions: int,
+    turns: int,
+    ramp_s: float,
+    offset: float,
+    binary: bool,
+    stop_at: float | None = None,
 ) -> WorkerResult:
     import httpx
 
@@ -207,7 +224,16 @@ async def _worker_main(
     async with httpx.AsyncClient(timeout=30.0, limits=limits) as http:
         await asyncio.gather(
             *[
-                _session(base, turns, t0 + ramp_s * ((i + offset) / max(1, sessions)), out, http, binary, key)
+                _session(
+                    base,
+                    turns,
+                    t0 + ramp_s * ((i + offset) / max(1, sessions)),
+                    out,
+                    http,
+                    binary,
+                    key,
+                    stop_at,
+                )
                 for i in range(sessions)
             ]
         )
@@ -223,10 +249,11 @@ def _worker(
     offset: float,
     binary: bool,
     queue: Any,
+    stop_at: float | None = None,
 ) -> None:
     """One load process (spawned): its clients' figures go back through ``queue``."""
     try:
-        result = asyncio.run(_worker_main(base, key, sessions, turns, ramp_s, offset, binary))
+        result = asyncio.run(_worker_main(base, key, sessions, turns, ramp_s, offset, binary, stop_at))
     except Exception as exc:  # reported as failed sessions, never a hang of the parent
         result = WorkerResult(failures=[f"worker: {type(exc).__name__}: {exc}"] * sessions, sessions=sessions)
     queue.put(result)
@@ -244,7 +271,7 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _server(workdir: Path) -> Any:
+def _server(workdir: Path, extra_env: dict[str, str] | None = None) -> Any:
     import httpx
 
     port = _free_port()
@@ -255,6 +282,7 @@ def _server(workdir: Path) -> Any:
         "AVATAR_SECURITY__MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         "AVATAR_DATA_DIR": str(workdir / "data"),
         "AVATAR_OBJECT_STORE__ROOT": str(workdir / "objects"),
+        **(extra_env or {}),
     }
     env.pop("AVATAR_CONVERSATION__MAX_SESSIONS", None)  # --instant-engines lifts the limit
     avatar = Path(sys.executable).with_name("avatar")

@@ -3,15 +3,20 @@ cheap probes of a Kubernetes pod (docs/deploy.md); ``GET /api/v1/metrics``: Prom
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Gauge, generate_latest
 
 from avatar import __version__
 from avatar.presentation.deps import ContainerDep
 from avatar.presentation.drain import Drain
 
 router = APIRouter(tags=["operations"])
+
+#: Set on each scrape of ``/api/v1/metrics``; ``avatar bench soak`` watches it for leaked tasks.
+ASYNCIO_TASKS = Gauge("asyncio_tasks", "Tasks alive on the orchestrator's event loop")
 
 
 @router.get("/api/v1/health")
@@ -49,6 +54,7 @@ async def ready(request: Request) -> JSONResponse:
 @router.get("/api/v1/metrics")
 async def metrics(container: ContainerDep) -> Response:
     """The orchestrator's metrics plus those of the engines running in this process (embedded)."""
+    ASYNCIO_TASKS.set(len(asyncio.all_tasks()))  # this handler runs on the event loop
     registries: list[CollectorRegistry] = [REGISTRY]
     for adapter in (container.recognizer, container.fast_tts, container.hq_tts, container.prosody):
         registry = getattr(adapter, "metrics_registry", None)

@@ -17,6 +17,7 @@ from typing import Self
 
 import numpy as np
 import numpy.typing as npt
+from prometheus_client import Gauge
 
 from avatar.application.ports.common import ComponentHealth
 from avatar.application.ports.storage import AuditEntry, Credential, MemoryHit, StoredObject
@@ -33,6 +34,10 @@ from avatar.domain.models import (
 )
 from avatar.domain.storage_keys import key_in_url
 
+#: What the in-memory object stores of this process hold: ``avatar bench soak`` tells the audio a
+#: soak stores (kept by design, docs/deploy.md "Load testing") from memory that leaks.
+STORED_BYTES = Gauge("instant_object_store_bytes", "Bytes held by the in-memory object store")
+
 
 class InMemoryObjectStore:
     """Objects in a dict; URLs are ``s3://{bucket}/{key}`` so they map back to keys as S3's do."""
@@ -41,8 +46,15 @@ class InMemoryObjectStore:
         self.bucket = bucket
         self.objects: dict[str, tuple[bytes, str]] = {}
 
+    def _drop(self, key: str) -> None:
+        old = self.objects.pop(key, None)
+        if old is not None:
+            STORED_BYTES.dec(len(old[0]))
+
     async def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+        self._drop(key)
         self.objects[key] = (bytes(data), content_type)
+        STORED_BYTES.inc(len(data))
         return f"s3://{self.bucket}/{key}"
 
     async def get(self, key: str) -> bytes:
@@ -54,12 +66,12 @@ class InMemoryObjectStore:
         return key in self.objects
 
     async def delete(self, key: str) -> None:
-        self.objects.pop(key, None)
+        self._drop(key)
 
     async def delete_prefix(self, prefix: str) -> int:
         keys = [k for k in self.objects if k.startswith(prefix)]
         for k in keys:
-            del self.objects[k]
+            self._drop(k)
         return len(keys)
 
     async def list_keys(self, prefix: str) -> list[str]:
