@@ -338,6 +338,13 @@ class ASRSettings(BaseModel):
         "Seconds a final decode may wait for the recognizer (sessions served round-robin); past that "
         "the utterance is answered with the notice `BUSY`.",
     )
+    window_pad_s: float = _shared(
+        ASRConfig,
+        "window_pad_s",
+        "Audio up to 30 s is encoded in a window this much longer than itself (whole seconds) instead "
+        "of Whisper's fixed 30 s window: about 3x less decode time on a CPU, the same words on our "
+        "clips (docs/adr/0014-voice-latency.md). 0 keeps the fixed window.",
+    )
     low_confidence_threshold: float = _shared(
         ASRConfig,
         "low_confidence_threshold",

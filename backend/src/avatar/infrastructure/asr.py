@@ -103,6 +103,7 @@ def service_config(settings: Settings) -> ASRConfig:
         max_queue=cfg.max_queue,
         queue_timeout_s=cfg.queue_timeout_s,
         low_confidence_threshold=cfg.low_confidence_threshold,
+        window_pad_s=cfg.window_pad_s,
         max_streams=max(settings.conversation.max_sessions * 2, 4),
     )
 

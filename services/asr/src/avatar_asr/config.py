@@ -38,6 +38,13 @@ class ASRConfig:
         max_upload_bytes: Largest upload accepted by the transcription endpoint.
         max_chunk_s: Longest single chunk a stream accepts.
         max_streams: Streams that may be open at once.
+        window_pad_s: Audio of at most 30 s is encoded in a window this much longer than the audio
+            (rounded up to a whole second, at least ``min_window_s``) instead of Whisper's fixed 30 s
+            window, which costs ~3x less on a small CPU (docs/adr/0014-voice-latency.md); 0 keeps
+            the fixed 30 s window.
+        min_window_s: The shortest encoder window (short audio is padded to this).
+        short_window_from_s: Audio shorter than this keeps the fixed 30 s window (on ~1 s of
+            speech the short window loses the first word).
         context_gap_s: A stream's final is decoded in the context of earlier finals that ended at
             most this long before it (each before the next); see ``services/asr/README.md``.
         context_audio_s: At most this much of their audio is decoded again with it (0: only their
@@ -69,3 +76,6 @@ class ASRConfig:
     context_gap_s: float = 3.0
     context_audio_s: float = 20.0
     model_name: str = "whisper-base"
+    window_pad_s: float = 4.0
+    min_window_s: float = 10.0
+    short_window_from_s: float = 1.5

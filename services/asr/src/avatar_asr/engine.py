@@ -274,6 +274,43 @@ def _busy(priority: int, waited_s: float, closing: bool) -> ASRError:
     )
 
 
+#: Mel frames per second of audio (Whisper's 10 ms hop) and its fixed window (30 s).
+_FRAMES_PER_S = 100
+_FULL_WINDOW_FRAMES = 3000
+
+
+def window_frames(duration_s: float, pad_s: float, min_window_s: float, from_s: float = 0.0) -> int | None:
+    """Encoder frames for one audio of ``duration_s`` (docs/adr/0014-voice-latency.md).
+
+    Whisper pads every window to 30 s, and on a CPU the encoder's cost follows the window, not the
+    speech: a 5 s utterance costs as much as 30 s of audio. Encoding only the audio plus
+    ``pad_s`` of the padding (whole seconds, at least ``min_window_s``) gives the same words on our
+    speech clips, within one word in a hundred, at about a third of the cost; windows much shorter
+    than ~10 s start to lose words.
+    ``None`` keeps the full window: ``pad_s`` 0, audio shorter than ``from_s`` (on ~1 s of speech
+    the short window loses the first word), or audio that does not fit one window.
+    """
+    if pad_s <= 0 or duration_s < from_s or duration_s + pad_s > _FULL_WINDOW_FRAMES / _FRAMES_PER_S:
+        return None
+    return min(_FULL_WINDOW_FRAMES, math.ceil(max(min_window_s, duration_s + pad_s)) * _FRAMES_PER_S)
+
+
+_window = threading.local()
+
+
+def _short_window_model(base: type[Any]) -> type[Any]:
+    """A ``WhisperModel`` whose encoder sees only the frames set for the calling thread."""
+
+    class ShortWindowWhisper(base):  # type: ignore[misc]
+        def encode(self, features: Any) -> Any:
+            frames: int | None = getattr(_window, "frames", None)
+            if frames is not None and features.shape[-1] > frames:
+                features = np.ascontiguousarray(features[..., :frames])
+            return super().encode(features)
+
+    return ShortWindowWhisper
+
+
 class WhisperEngine:
     """The one loaded Whisper model and the queue in front of it."""
 
@@ -302,7 +339,7 @@ class WhisperEngine:
 
             started = time.perf_counter()
             try:
-                self._model = WhisperModel(
+                self._model = _short_window_model(WhisperModel)(
                     self.config.model,
                     device=self.config.device,
                     compute_type=self.config.compute_type,
@@ -329,6 +366,7 @@ class WhisperEngine:
         condition_on_previous_text: bool = False,
         task: str = "transcribe",
         on_segment: Callable[[Segment], None] | None = None,
+        short_window: bool = True,
     ) -> Recognition:
         """Decode 16 kHz mono audio synchronously (call through :meth:`run`).
 
@@ -340,9 +378,22 @@ class WhisperEngine:
             task: ``transcribe``, or ``translate`` (Whisper's translation into English).
             on_segment: Called (on this worker thread) with each kept segment as soon as Whisper
                 has decoded it, for callers that stream the transcript; the result is the same.
+            short_window: Encode audio that fits one window in a window sized to it
+                (:func:`window_frames`); ``False`` keeps Whisper's fixed 30 s window.
         """
         self.load()
         started = time.perf_counter()
+        # Set for this worker thread only: the segments below are decoded lazily on this thread.
+        _window.frames = (
+            None
+            if not short_window
+            else window_frames(
+                len(samples) / SAMPLE_RATE,
+                self.config.window_pad_s,
+                self.config.min_window_s,
+                self.config.short_window_from_s,
+            )
+        )
         segments_iter, info = self._model.transcribe(
             samples,
             language=language,

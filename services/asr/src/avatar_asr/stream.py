@@ -330,7 +330,11 @@ class RecognitionSession:
         def run() -> Recognition:
             if context is None:
                 return alone()
-            rec = self._engine.recognize(audio, language=language, prompt=history.prompt(context.start))
+            # Audio joined across a pause keeps Whisper's full window: on speech cut at its pauses the
+            # short window loses words there (docs/adr/0014-voice-latency.md).
+            rec = self._engine.recognize(
+                audio, language=language, prompt=history.prompt(context.start), short_window=False
+            )
             new = since(
                 rec,
                 (context.boundary - context.start) / SAMPLE_RATE,
