@@ -233,7 +233,11 @@ async def _worker_main(
     out = WorkerResult(sessions=sessions)
     loop = asyncio.get_running_loop()
     t0 = loop.time()
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    # The clients drop an idle pooled connection after 2 s, before uvicorn closes it (5 s): with
+    # httpx's default of 5 s both ends hit the same moment, and a request sent on a connection the
+    # server is closing fails with ReadError (connection reset): the "failed" sessions of the first
+    # 500-session runs (docs/benchmarks.md, "load").
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64, keepalive_expiry=2.0)
     async with httpx.AsyncClient(timeout=30.0, limits=limits) as http:
         await asyncio.gather(
             *[
