@@ -226,13 +226,14 @@ describe('RealtimeConnection', () => {
         return s;
       },
       timers: h.timers,
-      now: () => 5,
+      now: () => h.timers.now,
     });
     conn.connect();
     h.sockets[0].open();
     const state = { type: 'session_state', session_id: 's1', state: 'listening', turns: 0, tts_mode: 'fast', audio_frames: 'binary' };
     h.sockets[0].receive(state);
     expect(h.messages[0]).toMatchObject({ type: 'session_state', audio_frames: 'binary' });
+    h.timers.now += 5; // timestamps count from the socket's opening
     conn.sendAudio(Int16Array.from([7, 8]));
     conn.sendAudio(Int16Array.from([9]), 24000);
     const [first, second] = h.sockets[0].sent.map((d) => new DataView(d as ArrayBuffer));

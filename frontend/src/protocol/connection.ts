@@ -67,6 +67,8 @@ export class RealtimeConnection {
   /** The server confirmed binary audio frames on the current socket (`session_state`). */
   private binaryAudio = false;
   private audioSeq = 0;
+  /** When the current socket opened: microphone timestamps count from it (within +-10^12 ms). */
+  private openedAt = 0;
   private readonly pending: string[] = [];
   private readonly timers: Timers;
   private readonly backoff: Backoff;
@@ -104,6 +106,7 @@ export class RealtimeConnection {
     this.socket = ws;
     this.binaryAudio = false;
     ws.onopen = () => {
+      this.openedAt = (this.opts.now ?? Date.now)();
       this.backoff.reset();
       this.setStatus('open');
       while (this.pending.length > 0 && ws.readyState === OPEN) ws.send(this.pending.shift() as string);
@@ -183,7 +186,7 @@ export class RealtimeConnection {
    */
   sendAudio(pcm: Int16Array, sampleRate = 16000): boolean {
     if (!this.socket || this.socket.readyState !== OPEN) return false;
-    const timestamp = (this.opts.now ?? Date.now)();
+    const timestamp = (this.opts.now ?? Date.now)() - this.openedAt;
     if (this.binaryAudio) {
       this.socket.send(encodeAudioIn(pcm, sampleRate, this.audioSeq++, timestamp));
     } else {
