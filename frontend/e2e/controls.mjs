@@ -24,6 +24,14 @@ try {
     if (m.type() === 'error') result.console.push(m.text());
   });
   page.on('pageerror', (e) => result.console.push(`pageerror: ${e.message}`));
+  // binary audio frames on the conversation socket (docs/protocol.md, "Binary audio frames")
+  result.binaryFramesSent = 0;
+  result.binaryFramesReceived = 0;
+  page.on('websocket', (ws) => {
+    if (!/\/ws\/[^/]+\?/.test(ws.url())) return;
+    ws.on('framesent', (f) => { if (typeof f.payload !== 'string') result.binaryFramesSent += 1; });
+    ws.on('framereceived', (f) => { if (typeof f.payload !== 'string') result.binaryFramesReceived += 1; });
+  });
   page.setDefaultTimeout(timeout);
   if (process.env.AVATAR_SIGN_IN_URL) {
     // Not signed in yet: the sign-in form, not the app (docs/security.md).
@@ -84,7 +92,7 @@ try {
   await page.getByRole('button', { name: 'Send' }).click();
   await page.waitForFunction(() => {
     const ai = document.querySelectorAll('[data-testid="ai-text"]');
-    return ai.length === 2 && !ai[1].textContent?.endsWith('…');
+    return ai.length === 2 && ai[1].getAttribute('data-done') === 'true'; // the whole reply, not its first token
   });
   result.turns = await page.getByTestId('turn').allInnerTexts();
   step('typed turn after reconnect');

@@ -145,6 +145,7 @@ export class Conversation {
       url,
       protocols: sessionSocketProtocols(created.token),
       onMessage: (m) => this.onMessage(m),
+      onAudio: (f) => this.playAudio(f.turn_id, f.seq, pcm16ToFloat(f.pcm), f.sr, f.text, f.mode),
       onStatus: (status, d) => {
         this.update({ connection: status, closeCode: d.code ?? null, reconnectAttempt: d.attempt ?? 0 });
         if (status === 'open') this.sendTtsMode();
@@ -316,6 +317,14 @@ export class Conversation {
     }
   }
 
+  /** Queues one reply chunk, whether it came as JSON or as a binary frame (docs/protocol.md). */
+  playAudio(turnId: string, seq: number, samples: Float32Array, sampleRate: number, text: string, mode: TtsMode): void {
+    if (this.cutTurns.has(turnId) || !this.queue) return;
+    const start = this.queue.enqueue({ turnId, samples, sampleRate, text, mode });
+    this.animator.chunkStarted(turnId, seq, start);
+    this.update((s) => ({ receivedChunks: s.receivedChunks + 1, speaking: true }));
+  }
+
   onMessage(m: ServerMessage): void {
     switch (m.type) {
       case 'session_state':
@@ -353,9 +362,7 @@ export class Conversation {
           this.problem('error', 'PROTOCOL', 'audio_chunk.data');
           break;
         }
-        const start = this.queue.enqueue({ turnId: m.turn_id, samples, sampleRate: m.sr, text: m.text, mode: m.mode });
-        this.animator.chunkStarted(m.turn_id, m.seq, start);
-        this.update((s) => ({ receivedChunks: s.receivedChunks + 1, speaking: true }));
+        this.playAudio(m.turn_id, m.seq, samples, m.sr, m.text, m.mode);
         break;
       }
       case 'turn_completed':

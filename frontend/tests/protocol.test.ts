@@ -207,9 +207,51 @@ describe('RealtimeConnection', () => {
     h.sockets[0].open();
     expect(h.sockets[0].sent).toEqual(['{"type":"set_tts_mode","mode":"hq"}']);
     const pcm = Int16Array.from([1, 2, 3, 4]).subarray(1, 3);
-    expect(h.conn.sendAudio(pcm)).toBe(true);
-    const sent = h.sockets[0].sent[1] as ArrayBuffer;
-    expect(Array.from(new Int16Array(sent))).toEqual([2, 3]);
+    expect(h.conn.sendAudio(pcm)).toBe(true); // not confirmed binary: JSON + base64
+    expect(JSON.parse(h.sockets[0].sent[1] as string)).toEqual({ type: 'audio_chunk', data: 'AgADAA==', sr: 16000, timestamp: 0 });
+  });
+
+  it('sends and receives binary audio frames once session_state confirms them, per socket', () => {
+    const audio: Array<[string, number, number[]]> = [];
+    const h = harness();
+    const conn = new RealtimeConnection({
+      url: 'ws://h/ws/s1?v=1&audio=binary',
+      onMessage: (m) => h.messages.push(m),
+      onAudio: (f) => audio.push([f.turn_id, f.seq, Array.from(f.pcm)]),
+      onStatus: () => {},
+      onProtocolError: (e) => h.protocolErrors.push(e.reason),
+      createSocket: (url) => {
+        const s = new FakeSocket(url);
+        h.sockets.push(s);
+        return s;
+      },
+      timers: h.timers,
+      now: () => h.timers.now,
+    });
+    conn.connect();
+    h.sockets[0].open();
+    const state = { type: 'session_state', session_id: 's1', state: 'listening', turns: 0, tts_mode: 'fast', audio_frames: 'binary' };
+    h.sockets[0].receive(state);
+    expect(h.messages[0]).toMatchObject({ type: 'session_state', audio_frames: 'binary' });
+    h.timers.now += 5; // timestamps count from the socket's opening
+    conn.sendAudio(Int16Array.from([7, 8]));
+    conn.sendAudio(Int16Array.from([9]), 24000);
+    const [first, second] = h.sockets[0].sent.map((d) => new DataView(d as ArrayBuffer));
+    expect([first.getUint8(0), first.getUint32(4, true), first.getUint32(8, true), first.getBigInt64(12, true)]).toEqual([1, 16000, 0, 5n]);
+    expect([first.getInt16(20, true), first.getInt16(22, true)]).toEqual([7, 8]);
+    expect([second.getUint32(4, true), second.getUint32(8, true), second.getInt16(20, true)]).toEqual([24000, 1, 9]);
+    const reply = new ArrayBuffer(38);
+    new DataView(reply).setUint8(0, 2);
+    new DataView(reply).setInt16(36, -3, true);
+    h.sockets[0].onmessage?.({ data: reply });
+    h.sockets[0].onmessage?.({ data: new ArrayBuffer(3) });
+    expect(audio).toEqual([['00000000-0000-0000-0000-000000000000', 0, [-3]]]);
+    expect(h.protocolErrors).toHaveLength(1);
+    h.sockets[0].serverClose(1006); // a new socket starts in JSON until it is confirmed again
+    h.timers.advance(60_000);
+    h.sockets[1].open();
+    conn.sendAudio(Int16Array.from([1]));
+    expect(JSON.parse(h.sockets[1].sent[0] as string).type).toBe('audio_chunk');
   });
 
   it('sends heartbeats while open and stops them when closed by the user', () => {
@@ -248,8 +290,8 @@ describe('RealtimeConnection', () => {
 
 describe('sessionSocketUrl', () => {
   it('builds a same-origin ws/wss URL without the token', () => {
-    expect(sessionSocketUrl({ protocol: 'http:', host: 'localhost:8000' }, 'abc')).toBe('ws://localhost:8000/ws/abc?v=1');
-    expect(sessionSocketUrl({ protocol: 'https:', host: 'avatar.example' }, 'abc')).toBe('wss://avatar.example/ws/abc?v=1');
+    expect(sessionSocketUrl({ protocol: 'http:', host: 'localhost:8000' }, 'abc')).toBe('ws://localhost:8000/ws/abc?v=1&audio=binary');
+    expect(sessionSocketUrl({ protocol: 'https:', host: 'avatar.example' }, 'abc')).toBe('wss://avatar.example/ws/abc?v=1&audio=binary');
   });
 
   it('carries the token in the subprotocols, offered to every socket it opens', () => {

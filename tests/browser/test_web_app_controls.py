@@ -57,6 +57,8 @@ async def test_controls_in_the_browser(fake_server: tuple[str, str, str], libriv
     result = await run_browser_script("controls.mjs", env, timeout_s=300)
 
     assert "hello there" in result["pttTranscript"]
+    # the web app asked for binary audio frames: microphone and reply audio went binary
+    assert result["binaryFramesSent"] > 0 and result["binaryFramesReceived"] > 0
     assert result["playedAfterStop"] == 0  # nothing plays after the stop button
     assert result["stopDisabled"]
     assert "not understand" in result["errorText"]

@@ -793,7 +793,7 @@ def _levels(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[i
     default=None,
     help="soak: seconds between samples of the server (default: ~20 samples a run, 1-15 s apart).",
 )
-@click.option("--note", default="", help="soak: a line recorded with the figures (e.g. the machine).")
+@click.option("--note", default="", help="soak, load: a line recorded with the figures (e.g. the machine).")
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -813,9 +813,11 @@ def _levels(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[i
     "--write/--no-write", default=True, show_default=True, help="load: record in docs/benchmarks.md."
 )
 @click.option(
-    "--binary-audio",
-    is_flag=True,
-    help="load: the clients send their microphone as binary PCM16 frames instead of JSON + base64.",
+    "--binary/--json",
+    "binary_audio",
+    default=True,
+    show_default=True,
+    help="load: audio as binary frames both ways (negotiated, docs/protocol.md) or as JSON + base64.",
 )
 def bench(
     name: str,
@@ -842,7 +844,7 @@ def bench(
     if name == "load":
         from avatar.bench import load
 
-        sys.exit(load.main(sessions, turns, processes, write, binary_audio))
+        sys.exit(load.main(sessions, turns, processes, write, binary_audio, note))
     given = click.get_current_context().get_parameter_source("sessions")
     if name == "soak":
         from avatar.bench import soak

@@ -213,6 +213,23 @@ async def test_hub_turns_reply_audio_into_mouth_events_tied_to_chunks() -> None:
     await hub.aclose()
 
 
+async def test_unwatched_reply_audio_skips_the_mouth_work_but_keeps_the_turn_clock() -> None:
+    hub = _hub()
+    sid, turn = uuid.uuid4(), uuid.uuid4()
+    hub.phase_changed(sid, "speaking")
+    for seq in range(3):  # nobody renders this session yet
+        hub.reply_audio(sid, turn, seq, AudioChunk(pcm=tone(100, 0.5), sample_rate=SR))
+    channel = hub._channels[sid]
+    assert channel.worker is None and channel.inbox.empty()
+    sub = hub.subscribe(sid)  # a renderer joins in the middle of the reply
+    hub.reply_audio(sid, turn, 3, AudioChunk(pcm=tone(100, 0.5), sample_rate=SR))
+    while not isinstance(mouth := await asyncio.wait_for(sub.get(), 30), MouthEvent):
+        pass  # hello, idle motion
+    assert (mouth.seq, mouth.chunk_offset_ms) == (3, 300)
+    assert max(f.open for f in mouth.frames) > 0.5
+    await hub.aclose()
+
+
 async def test_hub_interrupt_drops_queued_audio_and_is_sent_at_once() -> None:
     hub = _hub()
     sid, turn = uuid.uuid4(), uuid.uuid4()

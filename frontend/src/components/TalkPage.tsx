@@ -132,7 +132,7 @@ export function TalkPage({ convo, snap }: Props) {
               </p>
             )}
             {(turn.ai || turn.turnId) && (
-              <p className={`bubble ai emotion-${turn.emotion}`} data-testid="ai-text">
+              <p className={`bubble ai emotion-${turn.emotion}`} data-testid="ai-text" data-done={turn.done ? 'true' : 'false'}>
                 <span className="who">{t('ai')}</span>
                 {turn.ai || '…'}
                 {turn.interrupted && <small className="muted"> ({t('interrupted')})</small>}

@@ -4,7 +4,9 @@
  * The token travels in the `Sec-WebSocket-Protocol` header, never in the URL (docs/protocol.md,
  * Authentication), so it stays out of access logs and browser history.
  */
+import { bytesToBase64, pcm16ToBytes } from '../audio/pcm';
 import { Backoff } from './backoff';
+import { type AudioFrame, decodeAudioOut, encodeAudioIn } from './binaryFrames';
 import { type ClientMessage, parseServerMessage, ProtocolError, type ServerMessage } from './messages';
 
 export type ConnectionStatus = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed' | 'failed';
@@ -33,6 +35,8 @@ export interface Timers {
 export interface ConnectionOptions {
   url: string;
   onMessage(msg: ServerMessage): void;
+  /** Reply audio that arrived as a binary frame (docs/protocol.md, "Binary audio frames"). */
+  onAudio?(frame: AudioFrame): void;
   onStatus(status: ConnectionStatus, detail: { code?: number; attempt?: number; delayMs?: number }): void;
   onProtocolError?(err: ProtocolError): void;
   /** Subprotocols to offer (`sessionSocketProtocols(token)` carries the session token). */
@@ -60,6 +64,11 @@ export class RealtimeConnection {
   private retryTimer: unknown = null;
   private heartbeat: unknown = null;
   private closedByUser = false;
+  /** The server confirmed binary audio frames on the current socket (`session_state`). */
+  private binaryAudio = false;
+  private audioSeq = 0;
+  /** When the current socket opened: microphone timestamps count from it (within +-10^12 ms). */
+  private openedAt = 0;
   private readonly pending: string[] = [];
   private readonly timers: Timers;
   private readonly backoff: Backoff;
@@ -95,7 +104,9 @@ export class RealtimeConnection {
     const ws = this.createSocket(this.opts.url, this.opts.protocols);
     ws.binaryType = 'arraybuffer';
     this.socket = ws;
+    this.binaryAudio = false;
     ws.onopen = () => {
+      this.openedAt = (this.opts.now ?? Date.now)();
       this.backoff.reset();
       this.setStatus('open');
       while (this.pending.length > 0 && ws.readyState === OPEN) ws.send(this.pending.shift() as string);
@@ -103,6 +114,17 @@ export class RealtimeConnection {
       this.heartbeat = this.timers.setInterval(() => this.send({ type: 'ping', t: t() }), this.opts.heartbeatMs ?? 15000);
     };
     ws.onmessage = (ev) => {
+      if (ev.data instanceof ArrayBuffer) {
+        let frame: AudioFrame;
+        try {
+          frame = decodeAudioOut(ev.data);
+        } catch (err) {
+          this.opts.onProtocolError?.(new ProtocolError(err instanceof Error ? err.message : 'bad binary frame'));
+          return;
+        }
+        this.opts.onAudio?.(frame);
+        return;
+      }
       if (typeof ev.data !== 'string') return;
       let msg: ServerMessage;
       try {
@@ -112,6 +134,7 @@ export class RealtimeConnection {
         else throw err;
         return;
       }
+      if (msg.type === 'session_state' && msg.audio_frames === 'binary' && this.socket === ws) this.binaryAudio = true;
       this.opts.onMessage(msg);
     };
     ws.onerror = () => {
@@ -157,10 +180,18 @@ export class RealtimeConnection {
     return false;
   }
 
-  /** Sends raw PCM16 (16 kHz unless declared otherwise); dropped when not connected. */
-  sendAudio(pcm: Int16Array): boolean {
+  /**
+   * Sends microphone PCM16: a binary frame once the server confirmed binary audio frames, else an
+   * `audio_chunk` JSON message with base64 (docs/protocol.md). Dropped when not connected.
+   */
+  sendAudio(pcm: Int16Array, sampleRate = 16000): boolean {
     if (!this.socket || this.socket.readyState !== OPEN) return false;
-    this.socket.send(pcm.buffer.byteLength === pcm.byteLength ? pcm.buffer : pcm.slice().buffer);
+    const timestamp = (this.opts.now ?? Date.now)() - this.openedAt;
+    if (this.binaryAudio) {
+      this.socket.send(encodeAudioIn(pcm, sampleRate, this.audioSeq++, timestamp));
+    } else {
+      this.socket.send(JSON.stringify({ type: 'audio_chunk', data: bytesToBase64(pcm16ToBytes(pcm)), sr: sampleRate, timestamp }));
+    }
     return true;
   }
 
@@ -189,12 +220,13 @@ export class RealtimeConnection {
 export const SUBPROTOCOL = 'avatar.v1';
 
 /**
- * The same-origin WebSocket URL of a session (works behind nginx and the Vite proxy alike). It
- * carries no token: pass `sessionSocketProtocols(token)` as the socket's protocols.
+ * The same-origin WebSocket URL of a session (works behind nginx and the Vite proxy alike); it
+ * asks for binary audio frames, used once the server confirms them. It carries no token: pass
+ * `sessionSocketProtocols(token)` as the socket's protocols.
  */
 export function sessionSocketUrl(loc: { protocol: string; host: string }, sessionId: string): string {
   const scheme = loc.protocol === 'https:' ? 'wss' : 'ws';
-  return `${scheme}://${loc.host}/ws/${encodeURIComponent(sessionId)}?v=1`;
+  return `${scheme}://${loc.host}/ws/${encodeURIComponent(sessionId)}?v=1&audio=binary`;
 }
 
 /** The subprotocols that authenticate a session's socket: `avatar.v1` and `avatar.token.<token>`. */

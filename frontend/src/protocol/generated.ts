@@ -72,6 +72,7 @@ export interface SessionStateMsg {
   voice: string | null;
   voice_profile_id: string | null;
   protocol_version: number;
+  audio_frames?: 'binary' | null;
 }
 /**
  * This interface was referenced by `Protocol`'s JSON-Schema

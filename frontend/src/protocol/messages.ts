@@ -83,6 +83,7 @@ export function parseServerMessage(raw: string): ServerMessage {
         type, state, session_id: str(o, 'session_id'), resumed: bool(o, 'resumed'),
         turns: num(o, 'turns', 0), tts_mode: mode(o, 'tts_mode'), voice: optStr(o, 'voice'),
         voice_profile_id: optStr(o, 'voice_profile_id'), protocol_version: num(o, 'protocol_version', PROTOCOL_VERSION),
+        ...(o.audio_frames === 'binary' ? { audio_frames: 'binary' as const } : {}),
       };
     }
     case 'speech_started':

@@ -16,6 +16,8 @@ import httpx
 import uvicorn
 import websockets
 
+from avatar.presentation.audio_frames import decode_audio_out
+from avatar.presentation.wire import to_wire
 from avatar.presentation.ws_protocol import BoundedHandshakeProtocol
 
 Message = dict[str, Any]
@@ -86,6 +88,8 @@ class Client:
         self.ws = ws
         self.messages: list[Message] = []
         self.first_audio_at: float | None = None
+        #: Reply audio frames that arrived binary (decoded into ``messages`` like JSON ones).
+        self.binary_frames = 0
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -103,7 +107,11 @@ class Client:
 
     async def recv(self) -> Message:
         raw = await self.ws.recv()
-        message: Message = json.loads(raw)
+        if isinstance(raw, bytes):  # a reply audio frame (docs/protocol.md, "Binary audio frames")
+            message: Message = to_wire(decode_audio_out(raw))
+            self.binary_frames += 1
+        else:
+            message = json.loads(raw)
         if message["type"] == "audio_chunk" and self.first_audio_at is None:
             self.first_audio_at = asyncio.get_running_loop().time()
         self.messages.append(message)

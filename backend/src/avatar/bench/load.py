@@ -29,12 +29,14 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from avatar.bench.report import percentile, table, write_section
+from avatar.presentation.audio_frames import encode_audio_in
 
 CHUNK_MS = 100
 SAMPLE_RATE = 16000
@@ -92,9 +94,10 @@ class _Turn:
 
 
 def _frames(pcm: bytes, binary: bool) -> list[str | bytes]:
-    """The microphone's frames: raw PCM16 binary frames, or ``audio_chunk`` JSON with base64."""
+    """The microphone's frames: binary audio frames (docs/protocol.md, "Binary audio frames"), or
+    ``audio_chunk`` JSON with base64."""
     if binary:
-        return list(_chunks(pcm))
+        return [encode_audio_in(c, SAMPLE_RATE, seq) for seq, c in enumerate(_chunks(pcm))]
     return [
         json.dumps(
             {"type": "audio_chunk", "data": base64.b64encode(c).decode(), "sr": SAMPLE_RATE, "timestamp": 0}
@@ -127,13 +130,18 @@ async def _session(
         if response.status_code != 201:
             raise RuntimeError(f"create: HTTP {response.status_code} {response.text[:120]}")
         created = response.json()
-        async with websockets.connect(created["ws_url"], max_size=None, open_timeout=30) as ws:
+        url = created["ws_url"] + ("&audio=binary" if binary else "")
+        async with websockets.connect(url, max_size=None, open_timeout=30) as ws:
             current: list[_Turn] = []
 
             async def receive() -> None:
                 async for raw in ws:
-                    message = json.loads(raw)
-                    kind = message["type"]
+                    message: dict[str, Any]
+                    if isinstance(raw, bytes):  # reply audio: only the turn id is needed here
+                        kind, message = "audio_chunk", {"turn_id": _turn_id(raw)}
+                    else:
+                        message = json.loads(raw)
+                        kind = message["type"]
                     turn = current[-1] if current else None
                     if turn is None:
                         continue
@@ -200,6 +208,11 @@ async def _session(
         out.failures.append(f"{type(exc).__name__}: {exc}"[:200])
 
 
+def _turn_id(frame: bytes) -> str:
+    """The ``turn_id`` of a reply audio frame (bytes 4-19, docs/protocol.md)."""
+    return str(uuid.UUID(bytes=frame[4:20]))
+
+
 def _chunks(pcm: bytes) -> list[bytes]:
     step = SAMPLE_RATE * CHUNK_MS // 1000 * 2
     return [pcm[i : i + step] for i in range(0, len(pcm), step)]
@@ -220,7 +233,11 @@ async def _worker_main(
     out = WorkerResult(sessions=sessions)
     loop = asyncio.get_running_loop()
     t0 = loop.time()
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    # The clients drop an idle pooled connection after 2 s, before uvicorn closes it (5 s): with
+    # httpx's default of 5 s both ends hit the same moment, and a request sent on a connection the
+    # server is closing fails with ReadError (connection reset): the "failed" sessions of the first
+    # 500-session runs (docs/benchmarks.md, "load").
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64, keepalive_expiry=2.0)
     async with httpx.AsyncClient(timeout=30.0, limits=limits) as http:
         await asyncio.gather(
             *[
@@ -393,7 +410,7 @@ def default_processes(sessions: int) -> int:
     return max(1, min(max(1, (os.cpu_count() or 2) - 1), math.ceil(sessions / 125)))
 
 
-def section(levels: Sequence[Level], turns: int, binary: bool = False) -> str:
+def section(levels: Sequence[Level], turns: int, binary: bool = False, note: str = "") -> str:
     base_p95 = percentile(levels[0].latencies_ms, 95) if levels else float("nan")
     rows = []
     for level in levels:
@@ -418,13 +435,16 @@ def section(levels: Sequence[Level], turns: int, binary: bool = False) -> str:
     text = (
         "Live sessions on one orchestrator process (`avatar serve orchestrator --instant-engines`), "
         "load from separate processes over the real WebSocket protocol (microphone audio as "
-        f"{'binary PCM16 frames' if binary else 'JSON + base64'}; reply audio JSON + base64); every "
+        f"{'binary audio frames' if binary else 'JSON + base64'}; reply audio "
+        f"{'binary audio frames, negotiated with `?audio=binary`' if binary else 'JSON + base64'}); every "
         f"session streams at real time, {turns} turns of 1 s of tone then silence. Latency = end of "
         "speech -> first reply audio at the client, ms; it includes the instant engines' own ~300 ms "
         f"endpoint wait, the same at every level. Target: added P95 <= {TARGET_ADDED_P95_MS:g} ms, "
         "0 failed. `server e2e` is the server's own view (end of speech -> first audio chunk queued, from "
         "`turn_completed.latency_ms.e2e`), without the transport or the clients. "
-        "CPU in per cent of one core over the run; RSS growth over the idle server.\n\n"
+        "CPU in per cent of one core over the run; RSS growth over the idle server."
+        + (f" {note}" if note else "")
+        + "\n\n"
     )
     text += table(
         [
@@ -450,13 +470,28 @@ def section(levels: Sequence[Level], turns: int, binary: bool = False) -> str:
     return text
 
 
-def main(levels: Sequence[int], turns: int, processes: int | None, write: bool, binary: bool = False) -> int:
+def _loadavg() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} / {five:.2f} / {fifteen:.2f} (1/5/15 min, {os.cpu_count()} cores)"
+
+
+def main(
+    levels: Sequence[int],
+    turns: int,
+    processes: int | None,
+    write: bool,
+    binary: bool = False,
+    note: str = "",
+) -> int:
     """Run each level and print (and, with ``write``, record in docs/benchmarks.md) the table."""
     if not levels or any(n < 1 for n in levels):
         raise ValueError("--sessions needs positive session counts, e.g. 1,50,100")
     if turns < 1:
         raise ValueError("--turns must be at least 1")
     workdir = Path(tempfile.mkdtemp(prefix="avatar-load-"))
+    framing = "binary audio frames (?audio=binary)" if binary else "JSON + base64 audio"
+    start_load = _loadavg()
+    print(f"load: {framing}; load average at start {start_load}", flush=True)
     done: list[Level] = []
     for n in levels:
         level = run_level(n, turns, processes or default_processes(n), workdir, binary)
@@ -468,7 +503,7 @@ def main(levels: Sequence[int], turns: int, processes: int | None, write: bool, 
             f"server CPU {level.server_cpu_percent:.0f}%, RSS {level.server_rss_mb:.0f} MB",
             flush=True,
         )
-    text = section(done, turns, binary)
+    text = section(done, turns, binary, f"Load average at the start: {start_load}. {note}".strip())
     print(text)
     if write:
         write_section("load", text)

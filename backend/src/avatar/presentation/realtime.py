@@ -30,6 +30,7 @@ from avatar.application.conversation.events import (
     PROTOCOL_VERSION,
     SUPPORTED_SAMPLE_RATES,
     AudioChunkIn,
+    AudioChunkMsg,
     AuthIn,
     EndOfUtteranceIn,
     HeartbeatMsg,
@@ -43,6 +44,7 @@ from avatar.application.validation import JsonInputError, strict_json_loads
 from avatar.bootstrap import Services
 from avatar.domain.errors import CapacityError, NotFoundError
 from avatar.domain.models import AudioChunk
+from avatar.presentation.audio_frames import BINARY_AUDIO, FrameError, decode_audio_in, encode_audio_out
 from avatar.presentation.wire import encode
 from avatar.presentation.wire import error as _error
 from avatar.presentation.ws_security import (
@@ -92,8 +94,12 @@ class FloodGuard:
 class _Connection:
     """One accepted socket bound to a session."""
 
-    def __init__(self, websocket: WebSocket, session: ConversationSession, settings: Settings) -> None:
+    def __init__(
+        self, websocket: WebSocket, session: ConversationSession, settings: Settings, *, binary: bool = False
+    ) -> None:
         self.ws = websocket
+        #: The client asked for binary audio frames (``?audio=binary``, docs/protocol.md).
+        self.binary = binary
         self.session = session
         self.settings = settings
         self.sample_rate = 16000
@@ -113,7 +119,10 @@ class _Connection:
         outbox = self.session.outbox
         while True:
             message = await outbox.get()
-            await self.ws.send_text(encode(message))
+            if self.binary and isinstance(message, AudioChunkMsg):
+                await self.ws.send_bytes(encode_audio_out(message))
+            else:
+                await self.ws.send_text(encode(message))
 
     async def heartbeat_loop(self) -> None:
         interval = self.settings.conversation.heartbeat_s
@@ -137,9 +146,26 @@ class _Connection:
                 await self.close(CLOSE_TOO_LARGE, "frame too large")
                 return
             if data is not None:
-                await self._audio(data, self.sample_rate, None)
+                await self._binary(data)
             elif text is not None:
                 await self._text(text)
+
+    async def _binary(self, data: bytes) -> None:
+        if not self.binary:
+            await self.ws.send_text(
+                _error(
+                    "INVALID_AUDIO",
+                    "binary frames need ?audio=binary when connecting (docs/protocol.md, "
+                    '"Binary audio frames"); otherwise send audio_chunk JSON',
+                )
+            )
+            return
+        try:
+            frame = decode_audio_in(data)
+        except FrameError as exc:
+            await self.ws.send_text(_error(exc.code, exc.message))
+            return
+        await self._audio(frame.pcm, frame.sample_rate, frame.timestamp_ms)
 
     async def _text(self, text: str) -> None:
         try:
@@ -257,11 +283,20 @@ async def conversation(websocket: WebSocket, session_id: str) -> None:
         return
     if isinstance(previous, dict) and "connection" in previous:
         await previous["connection"].close(CLOSE_REPLACED, "replaced by a newer connection to this session")
-    conn = _Connection(websocket, session, settings)
+    framing = websocket.query_params.get("audio")
+    binary = framing == BINARY_AUDIO
+    conn = _Connection(websocket, session, settings, binary=binary)
     holder["connection"] = conn
     WS_CONNECTIONS.inc()
     try:
-        await websocket.send_text(encode(session.context.state_message(resumed=resumed)))
+        state = session.context.state_message(resumed=resumed)
+        if binary:  # the first session_state confirms the framing (docs/protocol.md)
+            state = state.model_copy(update={"audio_frames": BINARY_AUDIO})
+        await websocket.send_text(encode(state))
+        if framing is not None and framing not in (BINARY_AUDIO, "json"):
+            await websocket.send_text(
+                _error("INVALID_MESSAGE", "audio= must be binary or json; audio stays JSON + base64")
+            )
         conn.tasks = [asyncio.create_task(conn.send_loop()), asyncio.create_task(conn.heartbeat_loop())]
         await conn.receive_loop()
     except WebSocketDisconnect:

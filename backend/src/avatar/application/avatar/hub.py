@@ -256,6 +256,11 @@ class AvatarHub:
         # Real-time playback from the first chunk on (what the client's player does).
         now = time.monotonic()
         channel.playback_end = max(channel.playback_end, now) + chunk.duration_ms / 1000.0
+        if not self._listened(channel) and channel.inbox.empty():
+            # Nobody renders this session: keep the turn's clock, skip the per-chunk mouth
+            # analysis and its task (docs/benchmarks.md, "load": a cost of every reply chunk).
+            self._turn(channel, turn_id).offset_ms += chunk.duration_ms
+            return
         channel.inbox.put_nowait(_AudioItem(turn_id, seq, chunk, phonemes))
         if channel.worker is None or channel.worker.done():
             channel.worker = asyncio.get_running_loop().create_task(
@@ -340,17 +345,21 @@ class AvatarHub:
             self.stage_id == channel.session_id and bool(self._stage_subscribers)
         )
 
+    def _turn(self, channel: _Channel, turn_id: uuid.UUID) -> _Turn:
+        turn = channel.turns.get(turn_id)
+        if turn is None:
+            turn = channel.turns[turn_id] = _Turn(MouthAnalyzer(self.frame_ms))
+            # Keep only the latest turns' state: older turns are finished.
+            for old in list(channel.turns)[:-2]:
+                channel.turns.pop(old, None)
+        return turn
+
     async def _work(self, channel: _Channel) -> None:
         while not channel.inbox.empty():
             item = channel.inbox.get_nowait()
             if item.turn_id in channel.interrupted:
                 continue
-            turn = channel.turns.get(item.turn_id)
-            if turn is None:
-                turn = channel.turns[item.turn_id] = _Turn(MouthAnalyzer(self.frame_ms))
-                # Keep only the latest turns' state: older turns are finished.
-                for old in list(channel.turns)[:-2]:
-                    channel.turns.pop(old, None)
+            turn = self._turn(channel, item.turn_id)
             chunk = item.chunk
             frames = turn.analyzer.frames(chunk.pcm, chunk.sample_rate, item.phonemes)
             event = MouthEvent(

@@ -142,6 +142,8 @@ class SessionStateMsg(_ServerMessage):
     voice: str | None = None
     voice_profile_id: uuid.UUID | None = None
     protocol_version: int = PROTOCOL_VERSION
+    #: ``"binary"`` in the first ``session_state`` of a socket opened with ``?audio=binary``.
+    audio_frames: Literal["binary"] | None = Field(default=None, exclude_if=_absent)
 
 
 class SpeechStartedMsg(_ServerMessage):

@@ -453,7 +453,9 @@ class InMemoryUnitOfWork:
 
     def __init__(self, db: InMemoryDatabase) -> None:
         self.db = db
-        self.staged = Tables()
+        #: Copied from the database on first use, not on entry, commit and exit: a copy of every
+        #: table per unit of work grew with the stored turns (docs/benchmarks.md, "load").
+        self._staged: Tables | None = None
         self.sessions = InMemorySessionRepository(self)
         self.turns = InMemoryTurnRepository(self)
         self.transcriptions = InMemoryTranscriptionRepository(self)
@@ -468,8 +470,14 @@ class InMemoryUnitOfWork:
         self.retention = InMemoryRetentionRepository(self)
         self.committed = False
 
+    @property
+    def staged(self) -> Tables:
+        if self._staged is None:
+            self._staged = self.db.snapshot()
+        return self._staged
+
     async def __aenter__(self) -> Self:
-        self.staged = self.db.snapshot()
+        self._staged = None
         return self
 
     async def __aexit__(
@@ -478,13 +486,14 @@ class InMemoryUnitOfWork:
         await self.rollback()
 
     async def commit(self) -> None:
-        self.db.tables = self.staged
+        if self._staged is not None:
+            self.db.tables = self._staged
         self.db.commits += 1
-        self.staged = self.db.snapshot()
+        self._staged = None
         self.committed = True
 
     async def rollback(self) -> None:
-        self.staged = self.db.snapshot()
+        self._staged = None
 
 
 class InMemoryDatabase:
