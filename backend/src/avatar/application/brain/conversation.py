@@ -238,7 +238,10 @@ class ConversationBrain:
             error: ChatErrorKind | None = None
             try:
                 stream = self._chat.stream_chat(
-                    messages, max_tokens=self._config.max_reply_tokens, temperature=self._config.temperature
+                    messages,
+                    max_tokens=self._config.max_reply_tokens,
+                    temperature=self._config.temperature,
+                    session=self.session_id,
                 )
                 async with _closing(stream):
                     async for delta in stream:
@@ -488,7 +491,7 @@ class ConversationBrain:
         parts: list[str] = []
         try:
             stream = self._chat.stream_chat(
-                messages, max_tokens=self._config.summary_max_tokens, temperature=0.2
+                messages, max_tokens=self._config.summary_max_tokens, temperature=0.2, session=self.session_id
             )
             async with _closing(stream):
                 async for delta in stream:
