@@ -539,7 +539,7 @@ def build_services(container: Container) -> Services:
     deps = conversation_deps(container, replies, hub)
     sessions = SessionManager(
         deps,
-        max_sessions=settings.conversation.max_sessions,
+        max_sessions=settings.live_session_limit(),
         grace_s=settings.security.reconnect_grace_s,
         state_store=container.session_state,
         max_sessions_per_user=settings.conversation.max_sessions_per_user,

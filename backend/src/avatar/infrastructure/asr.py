@@ -103,7 +103,7 @@ def service_config(settings: Settings) -> ASRConfig:
         max_queue=cfg.max_queue,
         queue_timeout_s=cfg.queue_timeout_s,
         low_confidence_threshold=cfg.low_confidence_threshold,
-        max_streams=max(settings.conversation.max_sessions * 2, 4),
+        max_streams=max(settings.live_session_limit() * 2, 4),
     )
 
 
