@@ -69,7 +69,7 @@ from avatar.settings import RetentionSettings, Settings
 from avatar_common.text import ClauseChunker
 
 if TYPE_CHECKING:
-    from avatar.application.durable_writes import SpooledStorage
+    from avatar.application.durable_writes import DurableWriter, SpooledStorage
     from avatar.infrastructure.crypto import Keyring
     from avatar.infrastructure.vtube_studio import VTubeStudioBridge
 
@@ -417,7 +417,13 @@ def brain_deps(container: Container) -> BrainDeps:
         uow=container.uow,
         persona=load_persona(settings.llm.persona_file),
         config=brain_config(settings),
+        durable=_durable(container),
     )
+
+
+def _durable(container: Container) -> DurableWriter | None:
+    """The storage spool's writer (docs/resilience.md), when the container has a spool."""
+    return container.storage_spool.writer if container.storage_spool is not None else None
 
 
 def conversation_deps(
@@ -558,6 +564,7 @@ def build_services(container: Container) -> Services:
         notifier=to_clients,
         clock=container.clock,
         voice_resolver=deps.voice_resolver,
+        durable=_durable(container),
     )
     consume = settings.queue.consume
     if consume:
@@ -567,7 +574,12 @@ def build_services(container: Container) -> Services:
     prosody_handler = None
     if settings.prosody.enabled:
         prosody_handler = ProsodyAnalysisHandler(
-            container.prosody, container.uow, container.object_store, to_clients, container.clock
+            container.prosody,
+            container.uow,
+            container.object_store,
+            to_clients,
+            container.clock,
+            durable=_durable(container),
         )
         if consume:
             container.queue.subscribe(
