@@ -254,6 +254,8 @@ async def build_container(settings: Settings) -> Container:
             notifier=await build_client_notifier(settings, stack),
         )
         container.storage_spool = build_storage_spool(settings, keyring, uow, object_store)
+        if container.storage_spool is not None:  # its directory lock goes with the container
+            stack.push_async_callback(container.storage_spool.aclose)
     except BaseException:
         await stack.aclose()
         raise
@@ -343,6 +345,8 @@ async def build_instant_serving_container(settings: Settings) -> Container:
         container.storage_spool = build_storage_spool(
             settings, keyring, container.uow, container.object_store
         )
+        if container.storage_spool is not None:  # its directory lock goes with the container
+            stack.push_async_callback(container.storage_spool.aclose)
     except BaseException:
         await stack.aclose()
         raise
