@@ -142,6 +142,7 @@ class FakeChatModel(InstantChatModel):
         *,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        session: uuid.UUID | None = None,
     ) -> AsyncGenerator[str, None]:
         self.calls.append(list(messages))
         if self.fail_with is not None:

@@ -49,7 +49,8 @@ def _replica(name: str, port: int | None, env: dict[str, str], workdir: Path) ->
     with (workdir / f"{name}.log").open("wb") as log:  # the child keeps its own descriptor
         return subprocess.Popen(
             command,
-            env={**os.environ, **env},
+            # each process its own data directory: one owner per storage spool (docs/resilience.md)
+            env={**os.environ, **env, "AVATAR_DATA_DIR": str(workdir / f"data-{name}")},
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -300,24 +300,28 @@ async def test_a_full_spool_refuses_the_write_and_counts_it(
     rig: Rig, own_postgres: RestartablePostgres
 ) -> None:
     rig.settings.spool.max_records = 3
+    await rig.spooled.aclose()  # one owner per directory: the small spool replaces it
     small = rig.reopen()
-    session_id = await new_session(rig.uow)
-    records = conversation(session_id, 1)
-    full_before = metric("storage_spool_full_total")
-    with outage(own_postgres):
-        for record in records[:3]:
-            assert await small.writer.write(record) is Outcome.SPOOLED
-        with pytest.raises(SpoolFullError) as refused:
-            await small.writer.write(records[3])
-        health = await small.health()
-    assert refused.value.code == "SPOOL_FULL"
-    assert metric("storage_spool_full_total") - full_before == 1
-    assert not health.ok and health.detail.startswith("full")
-    assert await small.replayer.replay() is ReplayResult.DRAINED
-    assert await stored(rig.uow, session_id) == (1, 1, 0, ["reply 1"])
-    # room again: the write that was refused is accepted now (and stored at once)
-    assert await small.writer.write(records[3]) is Outcome.STORED
-    assert await stored(rig.uow, session_id) == (1, 1, 1, ["reply 1"])
+    try:
+        session_id = await new_session(rig.uow)
+        records = conversation(session_id, 1)
+        full_before = metric("storage_spool_full_total")
+        with outage(own_postgres):
+            for record in records[:3]:
+                assert await small.writer.write(record) is Outcome.SPOOLED
+            with pytest.raises(SpoolFullError) as refused:
+                await small.writer.write(records[3])
+            health = await small.health()
+        assert refused.value.code == "SPOOL_FULL"
+        assert metric("storage_spool_full_total") - full_before == 1
+        assert not health.ok and health.detail.startswith("full")
+        assert await small.replayer.replay() is ReplayResult.DRAINED
+        assert await stored(rig.uow, session_id) == (1, 1, 0, ["reply 1"])
+        # room again: the write that was refused is accepted now (and stored at once)
+        assert await small.writer.write(records[3]) is Outcome.STORED
+        assert await stored(rig.uow, session_id) == (1, 1, 1, ["reply 1"])
+    finally:
+        await small.aclose()
 
 
 async def test_writes_go_straight_to_the_database_while_it_is_up(rig: Rig) -> None:

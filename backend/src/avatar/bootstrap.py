@@ -69,7 +69,7 @@ from avatar.settings import RetentionSettings, Settings
 from avatar_common.text import ClauseChunker
 
 if TYPE_CHECKING:
-    from avatar.application.durable_writes import SpooledStorage
+    from avatar.application.durable_writes import DurableWriter, SpooledStorage
     from avatar.infrastructure.crypto import Keyring
     from avatar.infrastructure.vtube_studio import VTubeStudioBridge
 
@@ -254,6 +254,8 @@ async def build_container(settings: Settings) -> Container:
             notifier=await build_client_notifier(settings, stack),
         )
         container.storage_spool = build_storage_spool(settings, keyring, uow, object_store)
+        if container.storage_spool is not None:  # its directory lock goes with the container
+            stack.push_async_callback(container.storage_spool.aclose)
     except BaseException:
         await stack.aclose()
         raise
@@ -343,6 +345,8 @@ async def build_instant_serving_container(settings: Settings) -> Container:
         container.storage_spool = build_storage_spool(
             settings, keyring, container.uow, container.object_store
         )
+        if container.storage_spool is not None:  # its directory lock goes with the container
+            stack.push_async_callback(container.storage_spool.aclose)
     except BaseException:
         await stack.aclose()
         raise
@@ -417,7 +421,13 @@ def brain_deps(container: Container) -> BrainDeps:
         uow=container.uow,
         persona=load_persona(settings.llm.persona_file),
         config=brain_config(settings),
+        durable=_durable(container),
     )
+
+
+def _durable(container: Container) -> DurableWriter | None:
+    """The storage spool's writer (docs/resilience.md), when the container has a spool."""
+    return container.storage_spool.writer if container.storage_spool is not None else None
 
 
 def conversation_deps(
@@ -539,7 +549,7 @@ def build_services(container: Container) -> Services:
     deps = conversation_deps(container, replies, hub)
     sessions = SessionManager(
         deps,
-        max_sessions=settings.conversation.max_sessions,
+        max_sessions=settings.live_session_limit(),
         grace_s=settings.security.reconnect_grace_s,
         state_store=container.session_state,
         max_sessions_per_user=settings.conversation.max_sessions_per_user,
@@ -558,6 +568,7 @@ def build_services(container: Container) -> Services:
         notifier=to_clients,
         clock=container.clock,
         voice_resolver=deps.voice_resolver,
+        durable=_durable(container),
     )
     consume = settings.queue.consume
     if consume:
@@ -567,7 +578,12 @@ def build_services(container: Container) -> Services:
     prosody_handler = None
     if settings.prosody.enabled:
         prosody_handler = ProsodyAnalysisHandler(
-            container.prosody, container.uow, container.object_store, to_clients, container.clock
+            container.prosody,
+            container.uow,
+            container.object_store,
+            to_clients,
+            container.clock,
+            durable=_durable(container),
         )
         if consume:
             container.queue.subscribe(

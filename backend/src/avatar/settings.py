@@ -36,6 +36,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from avatar.application.brain import BrainConfig
 from avatar.application.conversation import ConversationConfig
+from avatar.application.conversation.admission import sessions_the_model_can_answer
 from avatar_asr.config import ASRConfig
 from avatar_prosody.config import ServiceConfig as ProsodyServiceConfig
 from avatar_tts.config import ServiceConfig as TTSServiceConfig
@@ -46,6 +47,9 @@ DEFAULT_SECRET = "change-me"
 #: Signing keys known to be public (old defaults and examples); refused everywhere.
 PUBLIC_SECRETS = frozenset({DEFAULT_SECRET, "secret", "changeme"})
 MIN_SECRET_CHARS = 16
+#: Live sessions when the chat model has no slot limit (a remote model): the share of the CPU
+#: recognizer and voice one process gives each session (docs/deploy.md, Admission).
+UNBOUND_MODEL_SESSIONS = 5
 
 #: The loopback address every component binds to and is reached on in the embedded default.
 LOOPBACK = "127.0.0.1"
@@ -499,6 +503,15 @@ class LLMSettings(BaseModel):
             "Seconds a chat request may wait for a free slot; past that the turn is answered `BUSY`."
         ),
     )
+    reply_budget_s: float = Field(
+        default=7.0,
+        gt=0,
+        description=(
+            "Seconds one reply is expected to hold a model slot; with `slots` and `queue_timeout_s` it "
+            "sizes admission when `conversation.max_sessions` is 0. The default is the embedded SmolLM2 "
+            "on a busy 2-core CPU (docs/benchmarks.md, conversation --sessions)."
+        ),
+    )
     history_keep_tokens: int = _shared(
         BrainConfig,
         "history_keep_tokens",
@@ -703,12 +716,14 @@ class ConversationSettings(BaseModel):
     """Limits of the realtime conversation (the WebSocket sessions)."""
 
     max_sessions: int = Field(
-        default=5,
-        ge=1,
+        default=0,
+        ge=0,
         description=(
             "Live sessions at once (a connected client, or a reply still in flight); one more is refused "
-            "with `BUSY` and `Retry-After`. Sessions parked for a reconnect do not count. The default "
-            "fits the embedded models on a CPU; `--instant-engines` lifts it (docs/deploy.md, Admission)."
+            "with `BUSY` and `Retry-After`. Sessions parked for a reconnect do not count. 0: as many as "
+            "the chat model answers in time, from `llm.slots`, `llm.queue_timeout_s` and "
+            "`llm.reply_budget_s` (docs/resilience.md); `--instant-engines` lifts it (docs/deploy.md, "
+            "Admission)."
         ),
     )
     max_parked_sessions: int = Field(
@@ -999,6 +1014,17 @@ class Settings(BaseSettings):
                 f"set {', '.join(defaults)} (see docs/security.md)"
             )
         return self
+
+    def live_session_limit(self) -> int:
+        """``conversation.max_sessions``, or when it is 0 what the chat model answers in time
+        (docs/resilience.md, "Admission follows the model"); a remote model without a slot limit
+        is not the bound, so the recognizer's and voice's CPU share keeps the former 5."""
+        if self.conversation.max_sessions:
+            return self.conversation.max_sessions
+        slots = self.llm.slots or (1 if self.llm.placement is Placement.EMBEDDED else 0)
+        if not slots:
+            return UNBOUND_MODEL_SESSIONS
+        return sessions_the_model_can_answer(slots, self.llm.queue_timeout_s, self.llm.reply_budget_s)
 
     def public_base_url(self) -> str:
         if self.server.public_url:

@@ -4,18 +4,23 @@ turn lands in order once storage is back; a full spool reports ``SPOOL_FULL``.""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Self
 
+from avatar.application.brain import BrainConfig, BrainDeps, ConversationBrain, load_persona
 from avatar.application.conversation import ConversationSession
 from avatar.application.durable_writes import DurableWriter, ReplayResult, SpoolReplayer
 from avatar.application.storage_records import StorageApplier
 from avatar.domain.errors import DependencyError
+from avatar.domain.models import new_id
 from avatar.infrastructure.crypto import Envelope, Keyring, generate_key
 from avatar.infrastructure.instant.storage import InMemoryDatabase, InMemoryUnitOfWork
 from avatar.infrastructure.spool import FileSpool
 from avatar.presentation.wire import to_wire
+from avatar.settings import Settings
 from backend.tests.conversation.test_pipeline import Rig, is_type, tone
+from tests.fakes import FakeChatModel, FakeTextEmbedder
 
 
 class OutageUnitOfWork(InMemoryUnitOfWork):
@@ -126,3 +131,42 @@ async def test_a_full_spool_is_reported_for_each_write_it_cannot_keep(tmp_path: 
     assert session.writer.failed == len(errors)
     assert rig.deps.durable is not None
     await session.aclose()
+
+
+async def test_the_brains_memories_and_summary_wait_in_the_spool_during_an_outage(tmp_path: Path) -> None:
+    """The brain's own writes (docs/resilience.md): with the database down its long-term memories
+    and its rolling summary go to the spool, and land once it is replayed."""
+    db = OutageDatabase()
+    spool = FileSpool(
+        tmp_path / "spool", Envelope(Keyring.from_keys([generate_key()])), max_records=100, max_bytes=10**7
+    )
+    applier = StorageApplier(db, None)
+    metrics = RecordingSpoolMetrics()
+    config = BrainConfig(context_tokens=2048, history_keep_tokens=40, summarize_at_tokens=80)
+    deps = BrainDeps(
+        FakeChatModel(replies=("[happy] Hiking in the hills is lovely, tell me more about it!",)),
+        FakeTextEmbedder(),
+        db,
+        load_persona(Settings().llm.persona_file),
+        config,
+        durable=DurableWriter(applier, spool, metrics),
+    )
+    brain = ConversationBrain(uuid.uuid4(), deps)
+    db.down = True
+    try:
+        for n in range(1, 5):
+            async for _ in brain.reply(
+                f"I went hiking in the hills on day {n} with my sister", turn_id=new_id()
+            ):
+                pass
+            await brain.wait_idle()
+        assert brain.summaries_written >= 1  # kept: it waits in the spool, not lost
+        assert spool.pending and "spooled" in metrics.events
+        assert db.tables.memories == [] and db.tables.summaries == {}
+        db.down = False
+        assert await SpoolReplayer(spool, applier, metrics).replay() is ReplayResult.DRAINED
+        roles = sorted(role for _, _, role, _, _ in db.tables.memories)
+        assert roles == ["assistant"] * 4 + ["user"] * 4  # every turn once, none twice
+        assert db.tables.summaries[brain.session_id][0]
+    finally:
+        spool.close()

@@ -111,3 +111,67 @@ async def test_unlimited_slots_never_wait_and_negative_sizes_are_refused() -> No
     assert unlimited.in_use == 0
     with pytest.raises(ValueError, match="slots"):
         FairSlots(-1)
+
+
+async def test_per_key_cap_makes_a_sessions_second_request_wait_while_a_slot_is_free() -> None:
+    slots = FairSlots(2, per_key=1)
+    assert await slots.acquire(1.0, "a")
+    second_of_a = asyncio.create_task(slots.acquire(30.0, "a"))
+    await settle()
+    assert not second_of_a.done() and slots.waiting_for("a") == 1
+    # The free slot goes to another session at once, not to a's second request.
+    assert await slots.acquire(1.0, "b")
+    assert slots.in_use == 2 and slots.held_by("a") == 1 and slots.held_by("b") == 1
+    slots.release("b")
+    await settle()
+    assert not second_of_a.done()  # a still holds its one slot
+    slots.release("a")
+    assert await second_of_a
+    assert slots.held_by("a") == 1 and slots.in_use == 1
+    slots.release("a")
+    assert slots.in_use == 0 and slots.held_by("a") == 0
+
+
+async def test_per_key_cap_serves_sessions_round_robin_and_never_two_at_once() -> None:
+    slots = FairSlots(2, per_key=1)
+    assert await slots.acquire(1.0, "x")
+    assert await slots.acquire(1.0, "y")
+    order: list[str] = []
+    most_held: dict[str, int] = {}
+
+    async def use(name: str, key: str) -> None:
+        assert await slots.acquire(30.0, key)
+        order.append(name)
+        most_held[key] = max(most_held.get(key, 0), slots.held_by(key))
+        await settle()
+        slots.release(key)
+
+    names = [("a1", "a"), ("a2", "a"), ("a3", "a"), ("b1", "b"), ("c1", "c"), ("b2", "b")]
+    tasks = []
+    for name, key in names:
+        tasks.append(asyncio.create_task(use(name, key)))
+        await settle()
+    slots.release("x")
+    slots.release("y")
+    await asyncio.gather(*tasks)
+    assert order[:2] == ["a1", "b1"]
+    assert sorted(order) == sorted(n for n, _ in names)
+    assert order.index("a2") < order.index("a3") and order.index("b1") < order.index("b2")
+    assert most_held == {"a": 1, "b": 1, "c": 1}
+    assert slots.in_use == 0 and slots.waiting == 0
+
+
+async def test_per_key_cap_leaves_callers_without_a_session_uncapped() -> None:
+    slots = FairSlots(2, per_key=1)
+    assert await slots.acquire(1.0, None)
+    assert await slots.acquire(1.0, None)
+    assert slots.in_use == 2
+    slots.release(None)
+    slots.release(None)
+    assert slots.in_use == 0
+
+
+def test_releasing_a_slot_the_key_does_not_hold_is_an_error() -> None:
+    slots = FairSlots(1, per_key=1)
+    with pytest.raises(RuntimeError):
+        slots.release("nobody")

@@ -247,6 +247,7 @@ class SpooledStorage:
 
     async def aclose(self) -> None:
         await self.replayer.aclose()
+        self.spool.close()
 
     async def health(self) -> ComponentHealth:
         """Healthy unless full; the depth is always reported."""

@@ -21,10 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from avatar.application.conversation.events import ProsodyAnalysisMsg, ProsodyScores
+from avatar.application.durable_writes import DurableWriter
 from avatar.application.ports.clock import Clock
 from avatar.application.ports.notify import ClientNotifier
 from avatar.application.ports.prosody import ProsodyAnalyzer, ProsodyResult
 from avatar.application.ports.storage import ObjectStore, UnitOfWorkFactory
+from avatar.application.storage_records import ProsodyInsert, StorageApplier
 from avatar.application.tasks import ProsodyTask
 from avatar.domain.errors import InvalidInputError, NotFoundError
 from avatar.domain.models import ProsodyScore, new_id
@@ -112,8 +114,12 @@ class ProsodyAnalysisHandler:
         object_store: ObjectStore,
         notifier: ClientNotifier,
         clock: Clock,
+        durable: DurableWriter | None = None,
     ) -> None:
         self.analyzer = analyzer
+        # The score waits in the storage spool while the database is unreachable
+        # (docs/resilience.md); without a spool it is written straight away.
+        self._writes = durable or DurableWriter(StorageApplier(uow, None))
         self.uow = uow
         self.object_store = object_store
         self.notifier = notifier
@@ -159,9 +165,7 @@ class ProsodyAnalysisHandler:
             reliable=result.reliable,
             reason=result.reason,
         )
-        async with self.uow() as tx:
-            await tx.prosody.add(score)
-            await tx.commit()
+        await self._writes.write(ProsodyInsert(score=score))
         await self.notifier.notify(request.session_id, analysis_message(score))
         return score
 

@@ -430,7 +430,7 @@ async def _real(settings: Settings, turns: int, barge_trials: int) -> RealRun:
     settings.object_store.kind = "filesystem"
     settings.object_store.root = tmp / "objects"
     settings.asr.language = settings.asr.language or "en"
-    settings.conversation.max_sessions = max(settings.conversation.max_sessions, 2)
+    settings.conversation.max_sessions = max(settings.live_session_limit(), 2)
     settings.conversation.max_sessions_per_user = settings.conversation.max_sessions
     settings.conversation.session_creations_per_user_per_minute = 100_000
     settings.conversation.session_creations_per_address_per_minute = 100_000

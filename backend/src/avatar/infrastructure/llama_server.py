@@ -79,7 +79,9 @@ async def start_llama_server(
         alias,
         # The server's default stops a reply in flight as soon as another request arrives (each
         # session's reply would end the other's); with this off it serves one request at a time
-        # and OpenAIChatModel queues the others fairly (see its ``slots``).
+        # and OpenAIChatModel queues the others fairly per session (see its ``slots``). This server
+        # has no parallel slots (unlike llama.cpp's own ``llama-server -np``): see
+        # docs/architecture.md, "Many sessions on one box".
         "--interrupt_requests",
         "False",
         "--verbose",

@@ -7,11 +7,12 @@ that opens after ``breaker_failures`` failures and lets one probe through after
 ``breaker_recovery_s``. Failures are classified (timeout, refused, rate_limited, bad_response).
 
 Concurrency: at most ``slots`` requests are sent at once (the embedded llama.cpp server generates
-one reply at a time); the others wait in :class:`avatar_common.fairness.FairSlots` (each session
-has one turn in flight, so first come, first served is fair per session) for at most
-``queue_timeout_s`` and then fail as ``busy``,
-which is not a failure of the model and does not count towards the breaker. The first-token
-timeout starts once a request has its slot.
+one reply at a time); the others wait in :class:`avatar_common.fairness.FairSlots` keyed by
+session: round-robin between sessions, first come first served within one, and one request of a
+session at the model at once (a session's summary waits behind its reply, never beside it). A
+request waits at most ``queue_timeout_s`` and then fails as ``busy``, which is not a failure of
+the model and does not count towards the breaker. The first-token timeout starts once a request
+has its slot (docs/architecture.md, "Many sessions on one box").
 
 Health and the breaker agree: a health probe that cannot connect opens the breaker (the server is
 down, so requests would only fail) and one that succeeds closes it, so a recovered server serves
@@ -28,6 +29,7 @@ import json
 import logging
 import math
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -194,7 +196,7 @@ class OpenAIChatModel:
         self._max_retries = max_retries
         self._backoff_s = backoff_s
         self._name = name
-        self.slots = FairSlots(slots)
+        self.slots = FairSlots(slots, per_key=1)
         self._queue_timeout_s = queue_timeout_s
         self._process = process
         self.breaker = CircuitBreaker(
@@ -273,6 +275,7 @@ class OpenAIChatModel:
         *,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        session: uuid.UUID | None = None,
     ) -> AsyncIterator[str]:
         payload: dict[str, Any] = {
             "model": self.model,
@@ -289,7 +292,7 @@ class OpenAIChatModel:
         opened: _Opened | None = None
         slot = False
         try:
-            slot = await self.slots.acquire(self._queue_timeout_s)
+            slot = await self.slots.acquire(self._queue_timeout_s, session)
             LLM_SLOT_WAIT.observe(time.perf_counter() - started)
             if not slot:
                 LLM_ERRORS.labels(ChatErrorKind.BUSY.value).inc()
@@ -344,7 +347,7 @@ class OpenAIChatModel:
                     await opened.response.aclose()
             finally:
                 if slot:
-                    self.slots.release()
+                    self.slots.release(session)
 
     def _count_error(self, exc: _AttemptError) -> _AttemptError:
         LLM_ERRORS.labels(exc.kind.value).inc()

@@ -6,18 +6,30 @@ name as associated data: a record that was altered, cut short, or renamed to ano
 order does not open. Each file is written to a temporary name, fsynced, linked to its final name
 (never over an existing one) and the directory fsynced, so a record the caller was told is kept
 survives a crash. Records that can never be applied go to ``set_aside/`` for the operator.
+
+One owner: the spool holds an exclusive ``flock`` on ``<root>/.lock`` from its opening until
+:meth:`FileSpool.close` (or its process ends, when the kernel drops the lock), so two processes
+never append to or replay the same journal; the second one fails to start with
+``SpoolLockedError``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import tempfile
 from pathlib import Path
 
-from avatar.application.ports.spool import SpoolCorruptError, SpoolDepth, SpoolEntry, SpoolFullError
+from avatar.application.ports.spool import (
+    SpoolCorruptError,
+    SpoolDepth,
+    SpoolEntry,
+    SpoolFullError,
+    SpoolLockedError,
+)
 from avatar.application.storage_records import RECORDS, SpoolRecord
 from avatar.infrastructure.crypto import Envelope
 
@@ -25,11 +37,29 @@ log = logging.getLogger(__name__)
 
 SUFFIX = ".rec"
 SET_ASIDE = "set_aside"
+LOCK_FILE = ".lock"
 _CONTEXT = b"avatar-spool|"
 
 
 def _name(seq: int) -> str:
     return f"{seq:020d}{SUFFIX}"
+
+
+def _own(root: Path) -> int:
+    """An open descriptor holding the exclusive lock of ``root``; raises when another holds it."""
+    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SpoolLockedError(
+            f"the storage spool {root} is owned by another process; give each orchestrator process "
+            "its own data_dir or spool.directory (docs/resilience.md)"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _fsync_dir(path: Path) -> None:
@@ -50,11 +80,25 @@ class FileSpool:
         self._max_bytes = max_bytes
         self._lock = asyncio.Lock()
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._owner: int | None = _own(root)
         (root / SET_ASIDE).mkdir(exist_ok=True, mode=0o700)
         self._index: dict[int, int] = {e.seq: e.size for e in self._scan()}
         self._next = max(self._index, default=0) + 1
         if self._index:
             log.warning("storage spool %s holds %d record(s) to replay", root, len(self._index))
+
+    def close(self) -> None:
+        """Release the directory's lock (idempotent)."""
+        fd, self._owner = self._owner, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def __del__(self) -> None:
+        # A spool dropped without close() must not keep its directory locked in this process.
+        with contextlib.suppress(Exception):
+            self.close()
 
     def _scan(self) -> list[SpoolEntry]:
         found = []

@@ -25,8 +25,10 @@ from typing import Any
 
 from avatar.application.brain.persona import Persona, detect_language, language_name
 from avatar.application.brain.reply_parser import ReplyParser, strip_markup
+from avatar.application.durable_writes import DurableWriter
 from avatar.application.ports.llm import ChatErrorKind, ChatMessage, ChatModel, ChatModelError, TextEmbedder
 from avatar.application.ports.storage import MemoryHit, UnitOfWorkFactory
+from avatar.application.storage_records import MemoryInsert, MemoryItem, StorageApplier, SummarySave
 from avatar.domain.errors import InvalidInputError
 from avatar.domain.models import Emotion
 
@@ -116,6 +118,9 @@ class BrainDeps:
     uow: UnitOfWorkFactory
     persona: Persona
     config: BrainConfig = field(default_factory=BrainConfig)
+    #: Writes memories and summaries, through the storage spool when there is one
+    #: (docs/resilience.md); ``None``: straight to ``uow``.
+    durable: DurableWriter | None = None
 
 
 @dataclass(slots=True)
@@ -141,6 +146,7 @@ class ConversationBrain:
         self._chat = deps.chat_model
         self._embedder = deps.embedder
         self._uow = deps.uow
+        self._writes = deps.durable or DurableWriter(StorageApplier(deps.uow, None))
         self._persona = deps.persona
         self._config = deps.config
         self._turns: list[HistoryTurn] = []
@@ -238,7 +244,10 @@ class ConversationBrain:
             error: ChatErrorKind | None = None
             try:
                 stream = self._chat.stream_chat(
-                    messages, max_tokens=self._config.max_reply_tokens, temperature=self._config.temperature
+                    messages,
+                    max_tokens=self._config.max_reply_tokens,
+                    temperature=self._config.temperature,
+                    session=self.session_id,
                 )
                 async with _closing(stream):
                     async for delta in stream:
@@ -439,10 +448,15 @@ class ConversationBrain:
         items += [(t, "assistant", t.assistant) for t in turns if t.assistant]
         try:
             vectors = await self._embedder.embed([text for _, _, text in items])
-            async with self._uow() as tx:
-                for (turn, role, text), vector in zip(items, vectors, strict=True):
-                    await tx.memories.add(self.session_id, turn.turn_id, role, text, vector)
-                await tx.commit()
+            record = MemoryInsert(
+                session_id=self.session_id,
+                items=[
+                    MemoryItem(turn_id=turn.turn_id, role=role, text=text, embedding=list(vector))
+                    for (turn, role, text), vector in zip(items, vectors, strict=True)
+                ],
+            )
+            # An unreachable database: the memories wait in the storage spool (docs/resilience.md).
+            await self._writes.write(record)
         except Exception:
             log.exception("storing %d memories failed", len(items))
 
@@ -488,7 +502,7 @@ class ConversationBrain:
         parts: list[str] = []
         try:
             stream = self._chat.stream_chat(
-                messages, max_tokens=self._config.summary_max_tokens, temperature=0.2
+                messages, max_tokens=self._config.summary_max_tokens, temperature=0.2, session=self.session_id
             )
             async with _closing(stream):
                 async for delta in stream:
@@ -502,9 +516,10 @@ class ConversationBrain:
             return
         covered = fold[-1].number
         try:
-            async with self._uow() as tx:
-                await tx.summaries.save(self.session_id, summary, covered)
-                await tx.commit()
+            # An unreachable database: the summary waits in the storage spool (docs/resilience.md).
+            await self._writes.write(
+                SummarySave(session_id=self.session_id, summary=summary, covered_turns=covered)
+            )
         except Exception:
             log.exception("saving the summary failed; the window keeps those turns")
             return

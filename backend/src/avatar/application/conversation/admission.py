@@ -9,9 +9,25 @@ when to retry.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from avatar.domain.errors import CapacityError
+
+
+def sessions_the_model_can_answer(slots: int, queue_timeout_s: float, reply_s: float) -> int:
+    """Live sessions a chat model of ``slots`` slots answers in time (docs/resilience.md,
+    "Admission follows the model").
+
+    Each session has at most one request at the model or in its line (the slots are keyed by
+    session) and a session just served goes behind the others, so a new request has at most
+    ``N - 1`` requests ahead of it and waits at most ``ceil((N - 1) / slots)`` replies of
+    ``reply_s``. That stays within ``queue_timeout_s`` while ``N - 1 <= slots * floor(queue_timeout_s
+    / reply_s)``; the answer is that largest ``N`` (at least 1).
+    """
+    if slots < 1 or queue_timeout_s <= 0 or reply_s <= 0:
+        raise ValueError("slots, queue_timeout_s and reply_s must be positive")
+    return slots * math.floor(queue_timeout_s / reply_s) + 1
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,13 @@ from typing import Any
 
 from avatar.application.conversation.events import HqReadyMsg, NoticeMsg
 from avatar.application.conversation.ports import VoiceResolver
+from avatar.application.durable_writes import DurableWriter
 from avatar.application.ports.clock import Clock
 from avatar.application.ports.notify import ClientNotifier
 from avatar.application.ports.queue import TaskHandler
 from avatar.application.ports.storage import ObjectStore, UnitOfWorkFactory
 from avatar.application.ports.tts import SpeechSynthesizer, SynthesisRequest, SynthesisStream
+from avatar.application.storage_records import StorageApplier, SynthesizedRow
 from avatar.application.tasks import HQTask
 from avatar.domain.errors import InvalidInputError
 from avatar.domain.models import AudioChunk, SynthesizedAudio, TTSMode, new_id
@@ -38,8 +40,12 @@ class HQPass:
         notifier: ClientNotifier,
         clock: Clock,
         voice_resolver: VoiceResolver | None = None,
+        durable: DurableWriter | None = None,
     ) -> None:
         self._tts = hq_tts
+        # The audio row waits in the storage spool while the database is unreachable
+        # (docs/resilience.md); without a spool it is written straight away.
+        self._writes = durable or DurableWriter(StorageApplier(uow, None))
         self._store = object_store
         self._uow = uow
         self._notifier = notifier
@@ -110,9 +116,7 @@ class HQPass:
             voice=stream.voice,
         )
         try:
-            async with self._uow() as tx:
-                await tx.synthesized.add(row)
-                await tx.commit()
+            await self._writes.write(SynthesizedRow(row=row))
         except Exception:
             # The turn may have been erased meanwhile: leave no object without a row.
             await self._store.delete(key)
@@ -139,6 +143,7 @@ def make_hq_handler(
     notifier: ClientNotifier,
     clock: Clock,
     voice_resolver: VoiceResolver | None = None,
+    durable: DurableWriter | None = None,
 ) -> TaskHandler:
     """The HQ pass as a queue handler (see :class:`HQPass`)."""
     return HQPass(
@@ -148,6 +153,7 @@ def make_hq_handler(
         notifier=notifier,
         clock=clock,
         voice_resolver=voice_resolver,
+        durable=durable,
     )
 
 

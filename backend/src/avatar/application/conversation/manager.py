@@ -68,7 +68,7 @@ class SessionManager:
         self.admission = Admission(AdmissionLimits(max_sessions, max_parked, retry_after_s))
         self.grace_s = grace_s
         self.state_store = state_store
-        self.records = SessionRecords(deps.uow, deps.clock, state_store, grace_s)
+        self.records = SessionRecords(deps.uow, deps.clock, state_store, grace_s, deps.durable)
         self._live: dict[uuid.UUID, _Live] = {}
         self._reserved = 0
         self._evictions: set[asyncio.Task[None]] = set()

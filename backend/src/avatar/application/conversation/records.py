@@ -9,9 +9,11 @@ import uuid
 from datetime import timedelta
 
 from avatar.application.conversation.context import SessionContext
+from avatar.application.durable_writes import DurableWriter
 from avatar.application.ports.clock import Clock
 from avatar.application.ports.session_state import ResumableSession, SessionStateStore
 from avatar.application.ports.storage import UnitOfWorkFactory
+from avatar.application.storage_records import SessionEnd, StorageApplier
 from avatar.domain.errors import AvatarError, NotFoundError
 from avatar.domain.models import ConversationTurn, Session
 
@@ -26,9 +28,17 @@ class SessionRecords:
     """Loads and saves what a live session needs to start, resume and end."""
 
     def __init__(
-        self, uow: UnitOfWorkFactory, clock: Clock, state_store: SessionStateStore | None, grace_s: float
+        self,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        state_store: SessionStateStore | None,
+        grace_s: float,
+        durable: DurableWriter | None = None,
     ) -> None:
         self.uow = uow
+        # The end of a session waits in the storage spool while the database is unreachable
+        # (docs/resilience.md); without a spool it is written straight away.
+        self._writes = durable or DurableWriter(StorageApplier(uow, None))
         self.clock = clock
         self.state_store = state_store
         self.grace_s = grace_s
@@ -89,11 +99,6 @@ class SessionRecords:
 
     async def mark_ended(self, session_id: uuid.UUID) -> None:
         try:
-            async with self.uow() as tx:
-                record = await tx.sessions.get(session_id)
-                if record is not None:
-                    record.end(self.clock.now())
-                    await tx.sessions.update(record)
-                    await tx.commit()
+            await self._writes.write(SessionEnd(session_id=session_id, ended_at=self.clock.now()))
         except Exception:
             log.exception("session %s: could not mark it ended", session_id)

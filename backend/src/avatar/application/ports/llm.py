@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -58,11 +59,14 @@ class ChatModel(Protocol):
         *,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        session: uuid.UUID | None = None,
     ) -> AsyncIterator[str]:
         """Yield text deltas as the model writes them. Cancelling the iteration stops generation.
 
-        Requests beyond what the model serves at once wait their turn, first come first served,
-        for a bounded time; another request never cancels one in flight.
+        Requests beyond what the model serves at once wait their turn for a bounded time:
+        round-robin between sessions (``session``; ``None`` for callers without one), first come
+        first served within a session, at most one request of a session at the model at once;
+        another request never cancels one in flight.
 
         Raises:
             ChatModelError: the model failed before or during the reply (classified by ``kind``);

@@ -20,6 +20,12 @@ class SpoolFullError(DependencyError):
     code = "SPOOL_FULL"
 
 
+class SpoolLockedError(DependencyError):
+    """Another process owns the spool directory (one owner per directory, docs/resilience.md)."""
+
+    code = "SPOOL_LOCKED"
+
+
 class SpoolCorruptError(Exception):
     """A journal record cannot be read back: cut short, altered, or sealed with an unknown key."""
 
@@ -79,6 +85,10 @@ class WriteSpool(Protocol):
 
     async def set_aside(self, entry: SpoolEntry, reason: str) -> None:
         """Move a record that can never be applied out of the way, kept for the operator."""
+        ...
+
+    def close(self) -> None:
+        """Give up ownership of the journal (another process may open it then)."""
         ...
 
 

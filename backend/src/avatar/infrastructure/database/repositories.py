@@ -243,8 +243,10 @@ class SqlProsodyRepository:
         self._tx = tx
 
     async def add(self, score: ProsodyScore) -> None:
+        # Keyed by its id: a replayed spool record adds nothing twice (docs/resilience.md).
         await self._tx.write(
-            insert(t.prosody_scores).values(
+            pg_insert(t.prosody_scores)
+            .values(
                 score_id=score.score_id,
                 transcription_id=score.transcription_id,
                 confidence=score.confidence,
@@ -255,6 +257,7 @@ class SqlProsodyRepository:
                 reason=score.reason,
                 analyzed_at=score.analyzed_at,
             )
+            .on_conflict_do_nothing(index_elements=["score_id"])
         )
 
     async def get_for_transcription(self, transcription_id: uuid.UUID) -> ProsodyScore | None:
@@ -463,6 +466,16 @@ class SqlMemoryRepository:
         text: str,
         embedding: Sequence[float],
     ) -> None:
+        if turn_id is not None:
+            # One memory per turn and role: a replayed spool record adds nothing twice
+            # (docs/resilience.md).
+            stored = await self._tx.read(
+                select(t.memories.c.memory_id)
+                .where(t.memories.c.turn_id == turn_id, t.memories.c.role == role)
+                .limit(1)
+            )
+            if stored.first() is not None:
+                return
         await self._tx.write(
             insert(t.memories).values(
                 session_id=session_id,

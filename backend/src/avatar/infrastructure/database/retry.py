@@ -8,14 +8,15 @@ from sqlalchemy import exc as sa_exc
 
 from avatar.infrastructure.retry import RetryPolicy
 
-__all__ = ["RetryPolicy", "is_transient"]
+__all__ = ["RetryPolicy", "is_transient", "sqlstate"]
 
 # Connection exceptions (class 08), serialization failures and deadlocks, server shutting down or
 # starting, too many connections: a new attempt on a fresh connection may well succeed.
 _TRANSIENT_SQLSTATES = {"40001", "40P01", "57P01", "57P02", "57P03", "53300", "53400"}
 
 
-def _sqlstate(exc: BaseException) -> str | None:
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of ``exc`` or of an error it wraps; ``None`` when it has none."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
@@ -33,7 +34,7 @@ def is_transient(exc: BaseException) -> bool:
         return False
     if isinstance(exc, OSError | TimeoutError | asyncio.TimeoutError | sa_exc.TimeoutError):
         return True
-    state = _sqlstate(exc)
+    state = sqlstate(exc)
     if state is not None:
         return state.startswith("08") or state in _TRANSIENT_SQLSTATES
     if isinstance(exc, sa_exc.DBAPIError):

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Executable
 
 from avatar.domain.errors import DependencyError, InvalidInputError
-from avatar.infrastructure.database.retry import RetryPolicy, is_transient
+from avatar.infrastructure.database.retry import RetryPolicy, is_transient, sqlstate
 from avatar.infrastructure.retry import call_with_retries
 
 log = logging.getLogger(__name__)
@@ -132,10 +132,32 @@ async def _close(conn: AsyncConnection) -> None:
         log.debug("closing a database connection failed", exc_info=True)
 
 
+def _bad_value(exc: Exception) -> bool:
+    """A statement refused for a value it carries, not for the database's state: SQLSTATE class 22
+    ("data exception": a NUL character, text the encoding cannot hold, a number out of range, a
+    malformed literal) or the driver refusing to encode an argument."""
+    if isinstance(exc, sa_exc.DataError):
+        return True
+    state = sqlstate(exc)
+    if state is not None:
+        return state.startswith("22")
+    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+    # asyncpg's own client-side refusal of an argument (it never reached the server).
+    return type(orig).__module__.startswith("asyncpg") and type(orig).__name__ == "DataError"
+
+
 def _translate(exc: Exception, what: str) -> Exception:
     if isinstance(exc, sa_exc.IntegrityError):
         detail = str(exc.orig).splitlines()[0] if exc.orig is not None else str(exc)
         return InvalidInputError(f"rejected by the database: {detail}", code="CONFLICT")
+    if _bad_value(exc):
+        # The caller's value, not an outage: a clear INVALID_INPUT, never a 503 and never spooled
+        # (docs/resilience.md). The driver's text stays in the log (it may quote internals).
+        log.warning("database %s refused a value: %s", what, exc)
+        return InvalidInputError(
+            "a value was refused by the database: it holds a character or a number it cannot store "
+            "(for example a NUL character)"
+        )
     if isinstance(exc, sa_exc.DBAPIError):
         log.error("database %s failed: %s", what, exc)
         return DependencyError(f"database {what} failed: {type(exc.orig).__name__}: {exc.orig}")

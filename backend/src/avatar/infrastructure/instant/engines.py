@@ -6,6 +6,7 @@ import asyncio
 import functools
 import hashlib
 import math
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -176,6 +177,7 @@ class InstantChatModel:
         *,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        session: uuid.UUID | None = None,
     ) -> AsyncGenerator[str, None]:
         reply = self.replies[self._next % len(self.replies)]
         self._next += 1

@@ -274,6 +274,8 @@ class InMemoryMemoryRepository(_Repo):
         text: str,
         embedding: Sequence[float],
     ) -> None:
+        if turn_id is not None and any(m[1] == turn_id and m[2] == role for m in self.t.memories):
+            return  # one memory per turn and role, as in PostgreSQL
         vector = np.asarray(embedding, dtype=np.float64)
         vector /= float(np.linalg.norm(vector)) or 1.0
         self.t.memories.append((session_id, turn_id, role, text, vector))
