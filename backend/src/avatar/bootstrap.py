@@ -31,6 +31,7 @@ from avatar.application.conversation import (
     SessionManager,
     make_hq_handler,
 )
+from avatar.application.critical_path import CriticalPath
 from avatar.application.erasure import DataEraser
 from avatar.application.feedback import FinetuneExporter
 from avatar.application.live.policy import FilterConfig, load_word_list
@@ -109,6 +110,8 @@ class Container:
     #: Writes that wait out a database or object store outage (docs/resilience.md); ``None``:
     #: writes fail when storage is unreachable.
     storage_spool: SpooledStorage | None = None
+    #: Replies between their final transcript and first audio; background work waits for them.
+    critical_path: CriticalPath = field(default_factory=CriticalPath)
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list, repr=False)
 
     def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
@@ -454,6 +457,7 @@ def conversation_deps(
         voice_resolver=StoredVoiceResolver(container.uow, container.object_store),
         observer=observer,
         durable=container.storage_spool.writer if container.storage_spool is not None else None,
+        critical_path=container.critical_path,
     )
 
 
@@ -572,7 +576,7 @@ def build_services(container: Container) -> Services:
     )
     consume = settings.queue.consume
     if consume:
-        container.queue.subscribe(HQ_TOPIC, hq_handler)
+        container.queue.subscribe(HQ_TOPIC, container.critical_path.yielding(hq_handler))
     else:
         log.info("queue.consume is off: the HQ pass and prosody analysis run in other processes")
     prosody_handler = None
@@ -587,7 +591,9 @@ def build_services(container: Container) -> Services:
         )
         if consume:
             container.queue.subscribe(
-                PROSODY_TOPIC, prosody_handler, concurrency=max(1, settings.prosody.workers)
+                PROSODY_TOPIC,
+                container.critical_path.yielding(prosody_handler),
+                concurrency=max(1, settings.prosody.workers),
             )
     else:
         log.info("prosody analysis is disabled")

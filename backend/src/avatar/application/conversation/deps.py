@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from avatar.application.avatar.hub import ConversationObserver
 from avatar.application.conversation.metrics import ConversationMetrics
 from avatar.application.conversation.ports import ReplyEngine, TextChunker, VoiceResolver
+from avatar.application.critical_path import CriticalPath
 from avatar.application.durable_writes import DurableWriter
 from avatar.application.ports.asr import SpeechRecognizer
 from avatar.application.ports.clock import Clock
@@ -50,3 +51,6 @@ class ConversationDeps:
     #: Where the session's writes go: at once, or into the storage spool during an outage
     #: (docs/resilience.md); ``None`` writes straight to ``uow`` and ``object_store``.
     durable: DurableWriter | None = None
+    #: Told when a reply begins and when it sends its first audio, so background work (prosody,
+    #: the HQ pass) yields the CPU meanwhile (docs/adr/0014-voice-latency.md).
+    critical_path: CriticalPath | None = None

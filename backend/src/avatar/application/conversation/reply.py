@@ -138,19 +138,32 @@ class Reply:
         self.seq = 0
         self.stages = StageTimes(deps.metrics, t_final, endpoint_ms, transcription.latency_ms)
         self.task: asyncio.Task[None] | None = None
+        self._on_critical_path = False
 
     @property
     def running(self) -> bool:
         return self.task is not None and not self.task.done()
 
     def start(self) -> None:
+        if self.deps.critical_path is not None:
+            self.deps.critical_path.enter()
+            self._on_critical_path = True
         self.task = asyncio.create_task(self._run(), name=f"reply-{self.turn_id}")
+
+    def _off_critical_path(self) -> None:
+        """The first audio went out (or the reply ended without any): background work may run."""
+        if self._on_critical_path and self.deps.critical_path is not None:
+            self._on_critical_path = False
+            self.deps.critical_path.leave()
 
     async def _run(self) -> None:
         clauses: asyncio.Queue[str | None] = asyncio.Queue()
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._think(clauses))
-            group.create_task(self._speak(clauses))
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._think(clauses))
+                group.create_task(self._speak(clauses))
+        finally:
+            self._off_critical_path()
         if self.state in (ReplyState.THINKING, ReplyState.SPEAKING):
             self._complete()
 
@@ -280,6 +293,7 @@ class Reply:
         now = self.deps.clock.monotonic()
         if self.playout.sent(clause, chunk.duration_ms, now):
             self.stages.first_audio(now, t_request)
+            self._off_critical_path()
             if self.state is ReplyState.THINKING:
                 self.state = ReplyState.SPEAKING
             self.host.set_phase(Phase.SPEAKING)
