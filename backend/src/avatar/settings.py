@@ -342,6 +342,12 @@ class ASRSettings(BaseModel):
         "Seconds a final decode may wait for the recognizer (sessions served round-robin); past that "
         "the utterance is answered with the notice `BUSY`.",
     )
+    complete_silence_ms: int = _shared(
+        ASRConfig,
+        "complete_silence_ms",
+        "Silence that ends an utterance whose speculative transcript reads as a finished sentence (the "
+        "turn detector: a final mark, no trailing 'and'/'um'/'...'); 0 always waits `min_silence_ms`.",
+    )
     window_pad_s: float = _shared(
         ASRConfig,
         "window_pad_s",

@@ -20,6 +20,7 @@ from avatar_asr.endpointing import (
     SpeechStarted,
     UtteranceClosed,
     UtteranceOpened,
+    looks_complete,
 )
 
 CFG = EndpointingConfig()  # the service's defaults: 0.5, 250 / 500 / 160 / 700 ms, 20 s, 32 ms frames
@@ -220,3 +221,77 @@ def test_the_threshold_is_respected(threshold: float) -> None:
     ep = Endpointer(EndpointingConfig(threshold=threshold))
     assert feed(ep, frames(500, threshold - 0.01)) == []
     assert isinstance(ep.feed(threshold)[0], UtteranceOpened)
+
+
+# --- the turn detector (docs/adr/0014-voice-latency.md) ------------------------------------------
+
+DETECTOR = EndpointingConfig(complete_silence_ms=300.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "complete"),
+    [
+        ("He might even have been made amiable himself.", True),
+        ("How was your day?", True),
+        ("That is wonderful!", True),
+        ("今天天气很好。", True),
+        ("你好吗\uff1f", True),  # a full-width question mark
+        ("오늘 날씨가 좋네요.", True),
+        ("I went to the store and", False),  # no final mark
+        ("I went to the store and.", False),  # a trailing conjunction, punctuated or not
+        ("So I was thinking, um.", False),  # a trailing filler
+        ("And then...", False),  # trailing off
+        ("And then…", False),
+        ("", False),
+        (".", False),
+    ],
+)
+def test_looks_complete(text: str, complete: bool) -> None:
+    assert looks_complete(text) is complete
+
+
+def _speculating(ep: Endpointer, silence_ms: float) -> SpeculationStarted:
+    got = feed(ep, frames(1000, 0.9), frames(silence_ms, 0.0))
+    (spec,) = [d for _i, d in of(got, SpeculationStarted)]
+    assert isinstance(spec, SpeculationStarted) and not of(got, Endpoint)
+    return spec
+
+
+def test_a_finished_turn_ends_after_the_shorter_silence() -> None:
+    ep = Endpointer(DETECTOR)
+    spec = _speculating(ep, 200)
+    assert ep.speculation_complete(spec.speech_end) == []  # 200 ms of silence: not yet
+    got = feed(ep, frames(100, 0.0))  # 300 ms in all
+    (endpoint,) = [d for _i, d in of(got, Endpoint)]
+    assert isinstance(endpoint, Endpoint) and endpoint.use_speculation
+    assert endpoint.reason is EndReason.SILENCE
+
+
+def test_a_finished_turn_that_already_waited_long_enough_ends_at_once() -> None:
+    ep = Endpointer(DETECTOR)
+    spec = _speculating(ep, 350)
+    decisions = ep.speculation_complete(spec.speech_end)
+    assert [type(d) for d in decisions] == [Endpoint, UtteranceClosed]
+    assert isinstance(decisions[0], Endpoint) and decisions[0].use_speculation
+    assert not ep.in_utterance
+
+
+def test_without_the_detector_or_its_verdict_the_full_silence_is_needed() -> None:
+    for cfg, told in ((CFG, True), (DETECTOR, False)):
+        ep = Endpointer(cfg)
+        spec = _speculating(ep, 350)
+        if told:
+            assert ep.speculation_complete(spec.speech_end) == []
+        got = feed(ep, frames(100, 0.0))  # 450 ms: still under min_silence_ms
+        assert not of(got, Endpoint)
+        got = feed(ep, frames(100, 0.0))
+        assert of(got, Endpoint)
+
+
+def test_a_verdict_on_a_stale_speculation_is_ignored() -> None:
+    ep = Endpointer(DETECTOR)
+    spec = _speculating(ep, 200)
+    feed(ep, frames(500, 0.9), frames(200, 0.0))  # speech resumed: a new speculation runs
+    assert ep.speculation_complete(spec.speech_end) == []
+    got = feed(ep, frames(150, 0.0))  # 350 ms of silence: the old verdict must not end it
+    assert not of(got, Endpoint)

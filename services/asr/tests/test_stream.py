@@ -7,9 +7,10 @@ import asyncio
 import numpy as np
 import pytest
 
+from avatar.bench.conversation import last_speech_ms
 from avatar_asr.errors import ASRError
 from avatar_asr.service import ASRService
-from avatar_asr.stream import EventKind
+from avatar_asr.stream import EventKind, StreamEvent
 from avatar_common.audio import resample
 from services.asr.tests.helpers import (
     asr_config,
@@ -220,3 +221,31 @@ async def test_long_speech_is_cut_at_the_maximum_utterance_length(
         assert (event.audio_end_ms - event.audio_start_ms) / 1000 <= 3.0 + 0.3
     joined = " ".join(e.recognition.text for e in got if e.recognition)
     assert wer([clip.transcript], [joined]) <= 0.25  # words cut at the boundary may be lost or split
+
+
+async def test_the_turn_detector_ends_a_finished_sentence_before_the_full_silence(
+    asr_service: ASRService, librivox: list[SpeechClip]
+) -> None:
+    """A clip then 450 ms of silence (under ``min_silence_ms``) and nothing more: the speculative
+    transcript ends in a full stop, so the turn ends without the rest of the wait
+    (docs/adr/0014-voice-latency.md)."""
+    assert asr_service.config.complete_silence_ms < 450 < asr_service.config.min_silence_ms
+    clip = max(librivox, key=lambda c: c.duration_s)
+    samples = np.frombuffer(clip.pcm, "<i2")[: int(last_speech_ms(clip.pcm) * 16)]
+    session = asr_service.open_stream(language="en")
+    got: list[StreamEvent] = []
+
+    async def until_final() -> None:
+        async for event in session.events():
+            got.append(event)
+            if event.kind is EventKind.FINAL:
+                return
+
+    reader = asyncio.create_task(until_final())
+    audio = samples.tobytes() + pcm16(silence(0.45))
+    for start in range(0, len(audio), 3200):
+        await session.push_pcm(audio[start : start + 3200], 16000, 1)
+    await asyncio.wait_for(reader, 120)  # no end_input: only the detector can end it
+    final = got[-1]
+    assert final.recognition is not None and final.recognition.text.endswith(".")
+    await session.aclose()

@@ -29,6 +29,8 @@ class ASRConfig:
         max_utterance_s: An utterance longer than this is finalized and a new one begins.
         partial_interval_ms: Least new audio between two partial decodes of one stream.
         speculative_silence_ms: Silence after which the final decode starts speculatively.
+        complete_silence_ms: Silence that ends an utterance whose speculative transcript reads as a
+            finished turn (the turn detector, ``endpointing.looks_complete``); 0 turns it off.
         max_queue: Whisper jobs that may wait or run at once; beyond it callers get ``BUSY`` at once.
         queue_timeout_s: Longest a final decode waits for its turn (served round-robin between
             streams); past it the utterance fails ``BUSY``.
@@ -65,6 +67,7 @@ class ASRConfig:
     max_utterance_s: float = 20.0
     partial_interval_ms: int = 700
     speculative_silence_ms: int = 160
+    complete_silence_ms: int = 300
     max_queue: int = 32
     queue_timeout_s: float = 20.0
     partial_wait_s: float = 1.0

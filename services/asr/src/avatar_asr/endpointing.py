@@ -19,7 +19,11 @@ The rules (see ``services/asr/README.md``, "Latency design"):
   (``SpeculationStarted``); speech resuming cancels it; an ``Endpoint`` says whether the speculation
   still covers exactly the utterance and can be used;
 * while speech arrives a ``PartialDue`` comes at most every ``partial_interval_ms`` of new audio and
-  never while the previous partial is still being decoded.
+  never while the previous partial is still being decoded;
+* the turn detector: when the speculative decode's words read as a finished turn
+  (:func:`looks_complete`, told through :meth:`Endpointer.speculation_complete`), ``complete_silence_ms``
+  of silence is enough to end the utterance instead of ``min_silence_ms``; a trailing "and", "um"
+  or "..." keeps the full wait (docs/adr/0014-voice-latency.md).
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ class EndpointingConfig:
     max_utterance_s: float = 20.0
     preroll_ms: float = 300.0
     tail_pad_ms: float = 200.0
+    #: Silence that ends a turn whose words read as finished (0: the turn detector is off).
+    complete_silence_ms: float = 0.0
     frame_samples: int = 512
     sample_rate: int = SAMPLE_RATE
 
@@ -58,6 +64,7 @@ class EndpointingConfig:
             min_speech_ms=config.min_speech_ms,
             min_silence_ms=config.min_silence_ms,
             speculative_silence_ms=config.speculative_silence_ms,
+            complete_silence_ms=config.complete_silence_ms,
             partial_interval_ms=config.partial_interval_ms,
             max_utterance_s=config.max_utterance_s,
         )
@@ -176,6 +183,8 @@ class Endpointer:
         self._speech_frames = 0
         self._silence_frames = 0
         self._speculation_end: int | None = None
+        #: The running speculation's words read as a finished turn (the turn detector).
+        self._looks_complete = False
         self._partial_in_flight = False
         self._last_partial_len = 0
         self._heard_since_flush = False
@@ -225,7 +234,7 @@ class Endpointer:
             self._heard_since_flush = True
             out.append(SpeechStarted(self.start, self.position))
         silence_ms = self._silence_frames * cfg.frame_ms
-        if silence_ms >= cfg.min_silence_ms:
+        if silence_ms >= self._silence_needed_ms():
             return out + self._close(EndReason.SILENCE)
         if self.phase is not Phase.SPEAKING:
             return out
@@ -260,11 +269,28 @@ class Endpointer:
         """The speculative decode could not be queued; it is tried again on the next silent frame."""
         self._speculation_end = None
 
+    def speculation_complete(self, speech_end: int) -> list[Decision]:
+        """The speculative decode that ends at ``speech_end`` reads as a finished turn: the
+        utterance may end after ``complete_silence_ms`` (if that speculation is still the current
+        one, i.e. no speech came since). Ends it now when that much silence has passed already."""
+        if self._speculation_end is None or self._speculation_end != speech_end:
+            return []
+        self._looks_complete = True
+        if self._silence_frames * self.config.frame_ms >= self._silence_needed_ms():
+            return self._close(EndReason.SILENCE)
+        return []
+
     def partial_finished(self) -> None:
         """The partial decode asked for last is over (delivered, dropped or refused)."""
         self._partial_in_flight = False
 
     # -- internals ------------------------------------------------------------------------------
+    def _silence_needed_ms(self) -> float:
+        cfg = self.config
+        if self._looks_complete and cfg.complete_silence_ms > 0 and self.phase is Phase.SPEAKING:
+            return min(cfg.complete_silence_ms, cfg.min_silence_ms)
+        return cfg.min_silence_ms
+
     def _final_end(self) -> int:
         pad = int(self.config.tail_pad_ms * self.config.sample_rate / 1000)
         return min(self.position, self.speech_end + pad)
@@ -281,6 +307,7 @@ class Endpointer:
 
     def _cancel(self, reason: CancelReason) -> SpeculationCancelled:
         self._speculation_end = None
+        self._looks_complete = False
         return SpeculationCancelled(reason)
 
     def _close(self, reason: EndReason) -> list[Decision]:
@@ -290,6 +317,7 @@ class Endpointer:
             if self._speculation_end is not None and not use:
                 out.append(self._cancel(CancelReason.UTTERANCE_CLOSED))
             self._speculation_end = None
+            self._looks_complete = False
             out.append(Endpoint(self.start, self._final_end(), self.speech_end, reason, use))
         elif self._speculation_end is not None:
             out.append(self._cancel(CancelReason.UTTERANCE_CLOSED))
@@ -299,3 +327,21 @@ class Endpointer:
         self._idle_frames = 0
         out.append(UtteranceClosed())
         return out
+
+
+#: Words after which a speaker is usually not done, whatever the punctuation (lower case).
+_TRAILING = frozenset(
+    "and but or so because um uh er erm hmm like the a an to of with that if then which".split()
+)
+#: Sentence-final marks, also the ideographic full stop and the full-width ? and ! of Chinese text.
+_FINAL_MARKS = (".", "?", "!", "\u3002", "\uff1f", "\uff01")
+
+
+def looks_complete(text: str) -> bool:
+    """Do these words read as a finished turn? Whisper punctuates: a final mark, not an ellipsis,
+    and no trailing conjunction or filler (docs/adr/0014-voice-latency.md, the turn detector)."""
+    words = text.strip()
+    if not words.endswith(_FINAL_MARKS) or words.endswith(("...", "…")):
+        return False
+    last = words.rstrip("".join(_FINAL_MARKS) + " ").split()
+    return bool(last) and last[-1].lower().strip(",;:\"'") not in _TRAILING

@@ -42,6 +42,7 @@ from avatar_asr.endpointing import (
     SpeechStarted,
     UtteranceClosed,
     UtteranceOpened,
+    looks_complete,
 )
 from avatar_asr.engine import PRIORITY_FINAL, PRIORITY_PARTIAL, Recognition, WhisperEngine, since
 from avatar_asr.errors import ASRError
@@ -284,8 +285,8 @@ class RecognitionSession:
                 )
             case PartialDue(start=start, end=end):
                 self._start_partial(start, end)
-            case SpeculationStarted(start=start, end=end):
-                self._start_speculation(start, end)
+            case SpeculationStarted(start=start, end=end, speech_end=speech_end):
+                self._start_speculation(start, end, speech_end)
             case SpeculationCancelled(reason=reason):
                 self._cancel_speculation()
                 self.speculations_cancelled += reason is CancelReason.SPEECH_RESUMED
@@ -391,13 +392,31 @@ class RecognitionSession:
             generation,
         )
 
-    def _start_speculation(self, start: int, end: int) -> None:
+    def _start_speculation(self, start: int, end: int, speech_end: int) -> None:
         try:
-            self._spec = self._engine.submit(self._final_fn(start, end), PRIORITY_FINAL, self)
+            spec = self._engine.submit(self._final_fn(start, end), PRIORITY_FINAL, self)
         except ASRError:
             self._ep.speculation_refused()  # the endpoint will try again (and report BUSY if it must)
             return
+        self._spec = spec
         self.speculations_started += 1
+        if self._ep.config.complete_silence_ms > 0:
+            loop = asyncio.get_running_loop()
+
+            def decoded(future: concurrent.futures.Future[Recognition]) -> None:  # a worker thread
+                with contextlib.suppress(RuntimeError):  # the loop is gone: the stream is too
+                    loop.call_soon_threadsafe(self._speculation_decoded, future, speech_end)
+
+            spec.add_done_callback(decoded)
+
+    def _speculation_decoded(self, future: concurrent.futures.Future[Recognition], speech_end: int) -> None:
+        """The turn detector: a speculative transcript that reads as finished ends the turn sooner
+        (``endpointing.looks_complete``)."""
+        if future is not self._spec or future.cancelled() or future.exception() is not None:
+            return
+        if looks_complete(future.result().text):
+            for decision in self._ep.speculation_complete(speech_end):
+                self._apply(decision)
 
     def _cancel_speculation(self) -> None:
         if self._spec is not None:
