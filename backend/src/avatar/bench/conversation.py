@@ -354,18 +354,25 @@ class RealRun:
     barge: BargeIn
     floor: Floor
     rss_mb: float
+    #: The same processes' summed RSS (shared pages counted in each).
+    rss_sum_mb: float = 0.0
 
 
-def stack_rss_mb() -> float:
-    """Resident memory of this process and every child it started (llama.cpp server, workers)."""
+def stack_memory_mb() -> tuple[float, float]:
+    """Memory of this process and every child it started (llama.cpp server, workers): the sum of
+    their proportional set sizes (PSS: a page shared by n processes counts 1/n in each, so shared
+    libraries count once) and, for reference, the sum of their RSS (which counts shared pages in
+    every process), MiB."""
     import psutil
 
     me = psutil.Process()
-    total = 0
+    pss = rss = 0
     for proc in [me, *me.children(recursive=True)]:
         with contextlib.suppress(psutil.Error):
-            total += proc.memory_info().rss
-    return total / 2**20
+            full = proc.memory_full_info()
+            rss += full.rss
+            pss += getattr(full, "pss", full.rss)
+    return pss / 2**20, rss / 2**20
 
 
 async def _floor(container: Container, clips: Sequence[bytes], texts: Sequence[str]) -> Floor:
@@ -409,7 +416,10 @@ async def _floor(container: Container, clips: Sequence[bytes], texts: Sequence[s
             await synth.aclose()
         tts_ms.append((time.perf_counter() - t) * 1000.0)
     return Floor(
-        float(settings.asr.min_silence_ms),
+        # a finished sentence ends after the turn detector's shorter silence (docs/adr/0014)
+        float(
+            min(settings.asr.min_silence_ms, settings.asr.complete_silence_ms or settings.asr.min_silence_ms)
+        ),
         statistics.median(whisper),
         statistics.median(clause_ms),
         statistics.median(tts_ms),
@@ -442,12 +452,12 @@ async def _real(settings: Settings, turns: int, barge_trials: int) -> RealRun:
             # one conversation of `turns` turns, so the history grows as it does for a person
             order = [i % len(clips) for i in range(turns)]
             await _conversation(base, key, [clips[i] for i in order], tally, 180, [texts[i] for i in order])
-            rss = stack_rss_mb()
+            pss, rss = stack_memory_mb()
             barge = await _barge_in(base, key, clips, barge_trials)
         floor = await _floor(container, clips, texts)
     finally:
         await container.aclose()
-    return RealRun(tally, barge, floor, rss)
+    return RealRun(tally, barge, floor, pss, rss)
 
 
 def _wer(turns: Sequence[TurnResult]) -> float:
@@ -488,8 +498,9 @@ def _real_section(run: RealRun) -> str:
         f"\n\nWER of the final transcripts against the clips' references: {_wer(tally.turns):.1f} %. "
         f"Orchestration overhead: {overhead:.0f} ms median, "
         f"{100.0 * overhead / p50 if p50 else float('nan'):.1f} % of the P50 total. "
-        f"Resident memory of the embedded stack (orchestrator + llama.cpp server + workers): "
-        f"{run.rss_mb:.0f} MiB."
+        f"Resident memory of the embedded stack (orchestrator + llama.cpp server + workers, summed "
+        f"proportional set sizes, so shared libraries count once): {run.rss_mb:.0f} MiB (their summed "
+        f"RSS, which counts shared pages in every process: {run.rss_sum_mb:.0f} MiB)."
     )
     floor_rows = [
         ["endpoint minimum silence", floor.endpoint_ms],
