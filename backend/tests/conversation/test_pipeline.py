@@ -472,6 +472,28 @@ async def test_the_endpoint_wait_is_a_stage_of_its_own() -> None:
     await session.aclose()
 
 
+async def test_the_endpoint_is_timed_from_where_the_speech_itself_ended() -> None:
+    """The recognizer's tail of silence and the VAD's late decision are part of the wait the person
+    has: the endpoint stage runs from the last loud sample (docs/adr/0014-voice-latency.md)."""
+    rig = Rig()
+    session = await rig.session()
+    final = Transcription(
+        text="hello there",
+        is_final=True,
+        confidence=0.9,
+        latency_ms=80.0,
+        audio_start_ms=200.0,
+        audio_end_ms=1000.0,
+        speech_end_ms=630.0,  # the utterance's audio runs on 370 ms past the last loud sample
+    )
+    await session._on_event(TranscriptEvent(TranscriptEventKind.FINAL, final, stream_time_ms=1500.0))
+    messages = await rig.until(session, is_type("turn_completed"))
+    latency = messages[-1]["latency_ms"]
+    assert (latency["endpoint"], latency["asr_final"]) == (790.0, 80.0)
+    assert latency["e2e"] == 870.0
+    await session.aclose()
+
+
 async def test_a_model_reply_without_speakable_text_is_answered_with_the_fallback() -> None:
     rig = Rig(replies=("[sad]",))
     session = await rig.session()

@@ -30,11 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from avatar.bench import live
 from avatar.bench.report import median, percentile, table, write_section
 from avatar.settings import Settings
+from avatar_common.audio import last_speech_ms
 
 if TYPE_CHECKING:
     from avatar.bootstrap import Container
@@ -86,19 +85,6 @@ async def _microphone_silence(client: live.Client) -> None:
     while True:
         await asyncio.sleep(CHUNK_MS / 1000.0)
         await client.send_audio(silence)
-
-
-def last_speech_ms(pcm: bytes, sample_rate: int = 16000, frame_ms: int = 10) -> float:
-    """Where the clip's speech ends: the end of its last 10 ms frame louder than a tenth of the
-    loudest frame's RMS (clips carry trailing silence that a person waits through too)."""
-    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
-    n = sample_rate * frame_ms // 1000
-    frames = samples[: len(samples) // n * n].reshape(-1, n)
-    if not len(frames):
-        return 0.0
-    rms = np.sqrt((frames**2).mean(axis=1))
-    loud = np.nonzero(rms > max(0.1 * float(rms.max()), 100.0))[0]
-    return float((loud[-1] + 1) * frame_ms) if len(loud) else 0.0
 
 
 async def _speak_and_wait(

@@ -174,6 +174,9 @@ class Transcription:
         segments: Segment timings.
         audio_start_ms: Stream time where the utterance started.
         audio_end_ms: Stream time where the utterance ended (final) or the audio seen so far.
+        speech_end_ms: Final only: stream time of the utterance's last loud sample, where a
+            listener hears the person stop (the VAD decides later and the recognizer is given a
+            tail of silence); 0 when unknown (docs/adr/0014-voice-latency.md).
     """
 
     text: str
@@ -186,6 +189,7 @@ class Transcription:
     segments: tuple[SegmentTiming, ...] = ()
     audio_start_ms: float = 0.0
     audio_end_ms: float = 0.0
+    speech_end_ms: float = 0.0
     transcription_id: uuid.UUID = field(default_factory=new_id)
 
     def __post_init__(self) -> None:

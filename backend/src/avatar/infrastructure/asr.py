@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -29,6 +30,7 @@ from avatar.domain.errors import (
 )
 from avatar.domain.models import AudioChunk, SegmentTiming, Transcription, WordTiming
 from avatar.settings import Placement, Settings
+from avatar_common.audio import last_speech_ms
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -142,6 +144,18 @@ def _transcription(
     )
 
 
+def with_speech_end(transcription: Transcription, utterance_pcm: bytes) -> Transcription:
+    """A final with ``speech_end_ms``: the stream time of its audio's last loud sample, so the
+    endpoint stage is timed from where the person stopped (docs/adr/0014-voice-latency.md)."""
+    if not transcription.is_final or not utterance_pcm:
+        return transcription
+    heard = last_speech_ms(utterance_pcm, 16000)
+    if heard <= 0:
+        return transcription
+    end = min(transcription.audio_end_ms, transcription.audio_start_ms + heard)
+    return dataclasses.replace(transcription, speech_end_ms=end)
+
+
 # --- embedded ----------------------------------------------------------------------------------
 
 
@@ -194,7 +208,7 @@ class EmbeddedRecognitionStream:
         pcm = float_to_pcm16(event.utterance) if final and event.utterance is not None else b""
         return TranscriptEvent(
             TranscriptEventKind.FINAL if final else TranscriptEventKind.PARTIAL,
-            transcription=transcription,
+            transcription=with_speech_end(transcription, pcm),
             stream_time_ms=event.stream_time_ms,
             utterance_pcm=pcm,
         )
@@ -403,7 +417,7 @@ class RemoteRecognitionStream:
         pcm = base64.b64decode(msg["audio"]) if final and msg.get("audio") else b""
         return TranscriptEvent(
             TranscriptEventKind.FINAL if final else TranscriptEventKind.PARTIAL,
-            transcription=transcription,
+            transcription=with_speech_end(transcription, pcm),
             stream_time_ms=t,
             utterance_pcm=pcm,
         )

@@ -200,6 +200,21 @@ def _encode_pyav(samples: FloatAudio, sample_rate: int, fmt: str, bit_rate: int 
     return buf.getvalue()
 
 
+def last_speech_ms(pcm: bytes, sample_rate: int = 16000, frame_ms: int = 10) -> float:
+    """Where the speech in PCM16 mono ``pcm`` ends, in ms from its start: the end of its last
+    ``frame_ms`` frame louder than a tenth of the loudest frame's RMS (and than a floor of 100 /
+    32768). The VAD decides later than this and the recognizer is given a tail of silence; this
+    is the moment a listener hears the person stop (docs/adr/0014-voice-latency.md)."""
+    samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.float32)
+    n = max(1, sample_rate * frame_ms // 1000)
+    frames = samples[: len(samples) // n * n].reshape(-1, n)
+    if not len(frames):
+        return 0.0
+    rms = np.sqrt((frames**2).mean(axis=1))
+    loud = np.nonzero(rms > max(0.1 * float(rms.max()), 100.0))[0]
+    return float((loud[-1] + 1) * frame_ms) if len(loud) else 0.0
+
+
 def rms_dbfs(samples: FloatAudio) -> float:
     """Loudness in dB relative to full scale; ``-inf`` for digital silence."""
     if samples.size == 0:

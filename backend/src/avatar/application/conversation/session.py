@@ -220,7 +220,11 @@ class ConversationSession:
         elif kind is TranscriptEventKind.FINAL and tr is not None:
             # Stream time from the end of speech to this result (wall time for a live client, whose
             # audio keeps arriving during the decode) minus the decode itself: the endpoint wait.
-            since_speech_end = event.stream_time_ms - tr.audio_end_ms if tr.audio_end_ms > 0 else 0.0
+            # The end of speech is the last loud sample of the utterance (what a listener hears),
+            # not where the VAD decided or where the recognizer's tail of silence ends, so the
+            # stages add up to what the person waits (docs/adr/0014-voice-latency.md).
+            speech_end_ms = tr.speech_end_ms if 0 < tr.speech_end_ms <= tr.audio_end_ms else tr.audio_end_ms
+            since_speech_end = event.stream_time_ms - speech_end_ms if tr.audio_end_ms > 0 else 0.0
             endpoint_ms = since_speech_end - tr.latency_ms if since_speech_end > 0 else 0.0
             await self._on_final(tr, event.utterance_pcm, self.deps.clock.monotonic(), max(0.0, endpoint_ms))
         elif kind is TranscriptEventKind.ERROR and event.error_code == "NO_SPEECH":
