@@ -494,6 +494,28 @@ async def test_the_endpoint_is_timed_from_where_the_speech_itself_ended() -> Non
     await session.aclose()
 
 
+async def test_the_endpoint_counts_the_time_since_the_newest_audio_arrived() -> None:
+    """A live client sends audio as it is recorded: a result 40 ms after the newest chunk arrived
+    is 40 ms later than the stream clock says."""
+    rig = Rig()
+    session = await rig.session()
+    await session.push_audio(AudioChunk(pcm=bytes(3200), sample_rate=16000))
+    rig.clock.advance(0.04)
+    final = Transcription(
+        text="hello there",
+        is_final=True,
+        confidence=0.9,
+        latency_ms=80.0,
+        audio_start_ms=200.0,
+        audio_end_ms=1000.0,
+    )
+    await session._on_event(TranscriptEvent(TranscriptEventKind.FINAL, final, stream_time_ms=1500.0))
+    messages = await rig.until(session, is_type("turn_completed"))
+    latency = messages[-1]["latency_ms"]
+    assert latency["endpoint"] == 460.0
+    await session.aclose()
+
+
 async def test_a_model_reply_without_speakable_text_is_answered_with_the_fallback() -> None:
     rig = Rig(replies=("[sad]",))
     session = await rig.session()

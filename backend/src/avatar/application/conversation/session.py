@@ -89,6 +89,8 @@ class ConversationSession:
         self._listener: asyncio.Task[None] | None = None
         self._reply: Reply | None = None
         self._partials: list[str] = []
+        #: When the newest microphone chunk arrived (monotonic), for timing the endpoint.
+        self._audio_arrived: float | None = None
         self._lock = asyncio.Lock()
         #: Whether a final transcript starts its reply at once (the web app). An OpenAI Realtime
         #: client may ask for each reply itself (``response.create``); its inputs are then held
@@ -154,6 +156,7 @@ class ConversationSession:
     async def push_audio(self, chunk: AudioChunk) -> None:
         if self._stream is None:
             raise AvatarError("the session is not started")
+        self._audio_arrived = self.deps.clock.monotonic()
         await self._stream.push_audio(chunk)
 
     async def end_utterance(self) -> None:
@@ -225,6 +228,10 @@ class ConversationSession:
             # stages add up to what the person waits (docs/adr/0014-voice-latency.md).
             speech_end_ms = tr.speech_end_ms if 0 < tr.speech_end_ms <= tr.audio_end_ms else tr.audio_end_ms
             since_speech_end = event.stream_time_ms - speech_end_ms if tr.audio_end_ms > 0 else 0.0
+            if since_speech_end > 0 and self._audio_arrived is not None:
+                # A live client's audio arrives as it is recorded: the newest sample is as old as
+                # the time since its chunk arrived, which the stream clock does not see.
+                since_speech_end += max(0.0, self.deps.clock.monotonic() - self._audio_arrived) * 1000.0
             endpoint_ms = since_speech_end - tr.latency_ms if since_speech_end > 0 else 0.0
             await self._on_final(tr, event.utterance_pcm, self.deps.clock.monotonic(), max(0.0, endpoint_ms))
         elif kind is TranscriptEventKind.ERROR and event.error_code == "NO_SPEECH":
