@@ -323,6 +323,7 @@ async def build_instant_serving_container(settings: Settings) -> Container:
     )
     container.chat_model = InstantChatModel((INSTANT_REPLY,))
     if settings.database.placement is not Placement.REMOTE:
+        await _instant_object_store_on_disk(settings, container)
         return container
     from avatar.infrastructure.database import build_unit_of_work_factory
     from avatar.infrastructure.notify import build_client_notifier
@@ -348,6 +349,23 @@ async def build_instant_serving_container(settings: Settings) -> Container:
         raise
     container.on_close(stack.aclose)
     return container
+
+
+async def _instant_object_store_on_disk(settings: Settings, container: Container) -> None:
+    """The served instant engines keep every turn's audio as the app does: encrypted files under
+    ``object_store.root`` (docs/deploy.md, "Load testing"), so a long soak's audio is on disk, not
+    in the process's memory (issue 15, item 7)."""
+    from avatar.infrastructure.object_store import build_object_store
+    from avatar.infrastructure.secrets import load_keyring
+
+    stack = contextlib.AsyncExitStack()
+    try:
+        resolve_secrets(settings)
+        container.object_store = await build_object_store(settings, stack, load_keyring(settings))
+    except BaseException:
+        await stack.aclose()
+        raise
+    container.on_close(stack.aclose)
 
 
 def build_instant_container(
