@@ -94,6 +94,9 @@ class Soak:
     failures: list[str]
     processes: int
     after_s: float = RECONNECT_GRACE_S + 5.0
+    #: With ``--tracemalloc``: the server's Python allocation growth from the end of warm-up to its
+    #: close (:mod:`avatar.infrastructure.memory_probe`), largest sites first.
+    allocations: str = ""
 
     def _phase(self, phase: str) -> list[Sample]:
         return [s for s in self.samples if s.phase == phase]
@@ -280,6 +283,7 @@ def run(
     interval: float | None = None,
     warmup_s: float | None = None,
     after_s: float = RECONNECT_GRACE_S + 5.0,
+    tracemalloc: bool = False,
 ) -> Soak:
     """One soak: a fresh server, ``sessions`` clients talking for ``minutes``, sampled over time."""
     import psutil
@@ -294,7 +298,11 @@ def run(
     ctx = multiprocessing.get_context("spawn")
     database = workdir / "postgres"
     stored = (workdir / "objects", database)
-    with postgres(database) as url, load._server(workdir, _server_env(url)) as (base, pid, key):
+    probe = workdir / "tracemalloc.txt"
+    with (
+        postgres(database) as url,
+        load._server(workdir, _server_env(url, probe if tracemalloc else None, warmup_s)) as (base, pid, key),
+    ):
         server = psutil.Process(pid)
         samples = [sample(server, base, 0.0, "idle", stored)]
         queue = ctx.Queue()
@@ -327,17 +335,35 @@ def run(
         failures=[f for r in results for f in r.failures],
         processes=len(workers),
         after_s=after_s,
+        allocations=probe.read_text(encoding="utf-8") if tracemalloc and probe.exists() else "",
     )
 
 
-def _server_env(database_url: str) -> dict[str, str]:
-    """The soak's orchestrator: short reconnect grace, rows in ``database_url``, few malloc arenas."""
-    return {
+def _server_env(database_url: str, probe: Path | None = None, mark_s: float = 60.0) -> dict[str, str]:
+    """The soak's orchestrator: short reconnect grace, rows in ``database_url``, few malloc arenas,
+    and with ``probe`` its allocations traced (docs/deploy.md, "Load testing")."""
+    from avatar.bootstrap import INSTANT_TRACEMALLOC_ENV, INSTANT_TRACEMALLOC_MARK_ENV
+
+    env = {
         "AVATAR_SECURITY__RECONNECT_GRACE_S": str(RECONNECT_GRACE_S),
         "AVATAR_DATABASE__PLACEMENT": "remote",
         "AVATAR_DATABASE__URL": database_url,
         "MALLOC_ARENA_MAX": MALLOC_ARENA_MAX,
     }
+    if probe is not None:
+        env[INSTANT_TRACEMALLOC_ENV] = str(probe)
+        env[INSTANT_TRACEMALLOC_MARK_ENV] = str(mark_s)
+    return env
+
+
+def _top_sites(report: str, sites: int) -> str:
+    """The first ``sites`` entries of a probe report (an entry: its size line and its frames)."""
+    out: list[str] = []
+    for line in report.splitlines():
+        if not line.startswith(" ") and len([x for x in out if not x.startswith(" ")]) == sites:
+            break
+        out.append(line)
+    return "\n".join(out)
 
 
 def _n(v: float | None) -> str:
@@ -422,6 +448,13 @@ def section(soak: Soak, note: str = "") -> str:
             ["RSS MB left after close (vs idle)", _n(round(soak.leftover("rss_mb"), 1))],
         ],
     )
+    if soak.allocations:
+        text += (
+            "\n\nPython allocation growth in the server from the end of warm-up to its close "
+            "(`--tracemalloc`; the largest sites, innermost frame last):\n\n```\n"
+            + _top_sites(soak.allocations, 6)
+            + "\n```"
+        )
     failures = sorted(set(soak.failures))
     if failures:
         text += f"\n\nFailures: {'; '.join(failures)[:500]}"
@@ -436,10 +469,11 @@ def main(
     interval: float | None = None,
     note: str = "",
     path: Path | None = None,
+    tracemalloc: bool = False,
 ) -> int:
     """Run the soak, print its section and (with ``write``) record it in docs/benchmarks.md."""
     workdir = Path(tempfile.mkdtemp(prefix="avatar-soak-"))
-    soak = run(sessions, minutes, workdir, processes, interval)
+    soak = run(sessions, minutes, workdir, processes, interval, tracemalloc=tracemalloc)
     text = section(soak, note)
     print(text, flush=True)
     if write:
