@@ -327,7 +327,9 @@ async def build_instant_serving_container(settings: Settings) -> Container:
         endpoint_silence_ms=INSTANT_ENDPOINT_SILENCE_MS,
     )
     container.chat_model = InstantChatModel((INSTANT_REPLY,))
+    _instant_allocation_probe(container)
     if settings.database.placement is not Placement.REMOTE:
+        await _instant_object_store_on_disk(settings, container)
         return container
     from avatar.infrastructure.database import build_unit_of_work_factory
     from avatar.infrastructure.notify import build_client_notifier
@@ -355,6 +357,45 @@ async def build_instant_serving_container(settings: Settings) -> Container:
         raise
     container.on_close(stack.aclose)
     return container
+
+
+#: Opt-in for soaks (docs/deploy.md, "Load testing"): the file the served instant engines write
+#: their Python allocation growth to when they close, and when to take the baseline (seconds).
+INSTANT_TRACEMALLOC_ENV = "AVATAR_INSTANT_TRACEMALLOC"
+INSTANT_TRACEMALLOC_MARK_ENV = "AVATAR_INSTANT_TRACEMALLOC_MARK_S"
+
+
+def _instant_allocation_probe(container: Container) -> None:
+    """Trace allocations when ``AVATAR_INSTANT_TRACEMALLOC`` names a file (``avatar bench soak
+    --tracemalloc``): :mod:`avatar.infrastructure.memory_probe`."""
+    import os
+    from pathlib import Path
+
+    out = os.environ.get(INSTANT_TRACEMALLOC_ENV)
+    if not out:
+        return
+    from avatar.infrastructure.memory_probe import ProbeRun
+
+    probe = ProbeRun(Path(out), float(os.environ.get(INSTANT_TRACEMALLOC_MARK_ENV, "60")))
+    probe.start()
+    container.on_close(probe.aclose)
+
+
+async def _instant_object_store_on_disk(settings: Settings, container: Container) -> None:
+    """The served instant engines keep every turn's audio as the app does: encrypted files under
+    ``object_store.root`` (docs/deploy.md, "Load testing"), so a long soak's audio is on disk, not
+    in the process's memory (issue 15, item 7)."""
+    from avatar.infrastructure.object_store import build_object_store
+    from avatar.infrastructure.secrets import load_keyring
+
+    stack = contextlib.AsyncExitStack()
+    try:
+        resolve_secrets(settings)
+        container.object_store = await build_object_store(settings, stack, load_keyring(settings))
+    except BaseException:
+        await stack.aclose()
+        raise
+    container.on_close(stack.aclose)
 
 
 def build_instant_container(

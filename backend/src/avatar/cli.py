@@ -801,6 +801,12 @@ def _levels(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[i
     help="soak: the benchmarks file to write (default docs/benchmarks.md).",
 )
 @click.option(
+    "--tracemalloc",
+    "trace_allocations",
+    is_flag=True,
+    help="soak: trace the server's Python allocations and report what grew after warm-up (slow).",
+)
+@click.option(
     "--turns", type=click.IntRange(min=1), default=3, show_default=True, help="load: turns per session."
 )
 @click.option(
@@ -831,6 +837,7 @@ def bench(
     interval: float | None,
     note: str,
     out: Path | None,
+    trace_allocations: bool,
 ) -> None:
     """Run a benchmark; prints figures and writes them to docs/benchmarks.md.
 
@@ -850,7 +857,7 @@ def bench(
         from avatar.bench import soak
 
         soak_sessions = sessions[0] if given is not click.core.ParameterSource.DEFAULT else 50
-        sys.exit(soak.main(soak_sessions, minutes, processes, write, interval, note, out))
+        sys.exit(soak.main(soak_sessions, minutes, processes, write, interval, note, out, trace_allocations))
     if name == "conversation" and given is not click.core.ParameterSource.DEFAULT:
         from avatar.bench import conversation
 

@@ -26,6 +26,7 @@ from avatar.application.avatar import (
 )
 from avatar.application.avatar.animator import AvatarAnimator
 from avatar.application.avatar.events import MouthFrame, Vowel
+from avatar.application.avatar.hub import INTERRUPTED_KEPT
 from avatar.application.avatar.mouth import MouthAnalyzer, PhonemeTiming, vowel_of
 from avatar.application.avatar.poses import parse_pose_config
 from avatar.domain.models import AudioChunk, Emotion
@@ -243,6 +244,23 @@ async def test_hub_interrupt_drops_queued_audio_and_is_sent_at_once() -> None:
     hub.phase_changed(sid, "listening")
     kinds = [e.type for e in await drain(sub, 0.4)]
     assert "interrupted" in kinds and "mouth" not in kinds
+    await hub.aclose()
+
+
+async def test_a_long_session_remembers_only_its_latest_interrupted_turns() -> None:
+    """Issue 15, item 7 (soak without growth): a session interrupted turn after turn keeps a bounded
+    record of them, and the latest interrupted turn's late audio is still dropped."""
+    hub = _hub()
+    sid = uuid.uuid4()
+    sub = hub.subscribe(sid)
+    await sub.get()
+    turns = [uuid.uuid4() for _ in range(500)]
+    for turn in turns:
+        hub.phase_changed(sid, "speaking")
+        hub.reply_interrupted(sid, turn)
+    assert len(hub._channels[sid].interrupted) == INTERRUPTED_KEPT
+    hub.reply_audio(sid, turns[-1], 1, AudioChunk(pcm=tone(100, 0.5), sample_rate=SR))  # late chunk
+    assert "mouth" not in [e.type for e in await drain(sub, 0.3)]
     await hub.aclose()
 
 

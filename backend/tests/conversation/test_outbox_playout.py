@@ -13,7 +13,7 @@ from avatar.application.conversation.events import (
     ServerMessage,
     TurnCompletedMsg,
 )
-from avatar.application.conversation.outbox import AUDIO_SHED, Outbox
+from avatar.application.conversation.outbox import AUDIO_SHED, SHED_TURNS_KEPT, Outbox
 from avatar.application.conversation.playout import Playout
 from avatar.domain.models import Emotion, TTSMode
 
@@ -65,6 +65,21 @@ def test_past_the_limit_the_oldest_audio_is_shed_once_announced_and_counted() ->
     assert len(notices) == 1 and notices[0].code == AUDIO_SHED and notices[0].turn_id == TURN
     assert isinstance(sent[0], LlmTokenMsg) and isinstance(sent[-1], TurnCompletedMsg)
     assert sum(shed) == outbox.shed == 5 and len(sent) == 4
+
+
+def test_a_slow_clients_long_session_remembers_only_its_latest_shed_turns() -> None:
+    """Issue 15, item 7 (soak without growth): turn after turn shed keeps a bounded record, and each
+    turn is still announced once."""
+    outbox = Outbox(limit=2)
+    outbox.attached = True
+    turns = [uuid.uuid4() for _ in range(300)]
+    notices: list[uuid.UUID | None] = []
+    for turn in turns:
+        for seq in range(4):
+            outbox.send(audio(seq, turn))
+        notices += [m.turn_id for m in drain(outbox) if isinstance(m, NoticeMsg)]
+    assert notices == turns
+    assert len(outbox._shed_turns) == SHED_TURNS_KEPT
 
 
 def test_audio_is_not_queued_for_a_detached_client_and_barge_in_discards_a_turns_audio() -> None:

@@ -13,6 +13,13 @@ While they talk, the server is sampled every ``interval`` seconds:
   (``asyncio_tasks``), live sessions and WebSockets, and every gauge that is a queue depth
   (``llm_request_queue_length``, the engines' pending gauges, the storage spool).
 
+Every turn is stored as the app stores it (docs/deploy.md, "Load testing"): rows in a PostgreSQL
+server the soak starts beside the orchestrator (the app's embedded server, ``placement=remote`` from
+the orchestrator's point of view) and audio as encrypted files under the run's directory, so what
+the sessions keep grows on disk (``stored MB``), not in the orchestrator's memory. The orchestrator
+runs with ``MALLOC_ARENA_MAX=2`` (docs/deploy.md): glibc otherwise gives each thread that touches
+memory (the file writes' thread pool) an arena of its own that it keeps.
+
 The report: the samples as a table over time, then RSS, fd and task growth from the first sample
 after warm-up to the last one while talking, the idle server before and after (every session closed:
 what is left is leaked), and the failed sessions. Target (issue 15): RSS growth <= 5 % after warm-up.
@@ -20,12 +27,15 @@ what is left is leaked), and the failed sessions. Target (issue 15): RSS growth 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import multiprocessing
+import os
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,8 +55,8 @@ _MAX_TURNS = 1_000_000
 _TASKS = "asyncio_tasks"
 _SESSIONS = "active_sessions_count"
 _SOCKETS = "websocket_connections_active"
-#: The audio and files the instant server's in-memory object store holds (kept by design).
-_STORED = "instant_object_store_bytes"
+#: The orchestrator's allocator: at most this many glibc malloc arenas (docs/deploy.md).
+MALLOC_ARENA_MAX = "2"
 _QUEUE_WORDS = ("queue", "pending", "spool_records")
 
 
@@ -63,8 +73,10 @@ class Sample:
     sessions: int | None
     sockets: int | None
     queues: dict[str, float] = field(default_factory=dict)
-    #: MB held by the in-memory object store (``None``: not exposed, e.g. remote storage).
+    #: MB the sessions stored on disk: the audio files and the database's files (``None``: unknown).
     stored_mb: float | None = None
+    #: The machine's 1-minute load average (``os.getloadavg``): how busy the shared cores were.
+    load1: float | None = None
 
     @property
     def queued(self) -> float:
@@ -82,6 +94,9 @@ class Soak:
     failures: list[str]
     processes: int
     after_s: float = RECONNECT_GRACE_S + 5.0
+    #: With ``--tracemalloc``: the server's Python allocation growth from the end of warm-up to its
+    #: close (:mod:`avatar.infrastructure.memory_probe`), largest sites first.
+    allocations: str = ""
 
     def _phase(self, phase: str) -> list[Sample]:
         return [s for s in self.samples if s.phase == phase]
@@ -98,13 +113,12 @@ class Soak:
         return 100.0 * (w[1].rss_mb - w[0].rss_mb) / w[0].rss_mb if w else float("nan")
 
     @property
-    def net_rss_growth_percent(self) -> float:
-        """RSS growth after warm-up less what the in-memory object store gained meanwhile."""
+    def stored_growth_mb(self) -> float:
+        """What the sessions stored on disk after warm-up (MB)."""
         w = self.window
         if w is None or w[0].stored_mb is None or w[1].stored_mb is None:
             return float("nan")
-        net = (w[1].rss_mb - w[1].stored_mb) - (w[0].rss_mb - w[0].stored_mb)
-        return 100.0 * net / w[0].rss_mb
+        return w[1].stored_mb - w[0].stored_mb
 
     def growth(self, what: str) -> float:
         """``fds``, ``tasks`` or ``threads``: last - first over the window after warm-up."""
@@ -141,8 +155,20 @@ def _optional_int(gauges: dict[str, float], name: str) -> int | None:
     return int(value) if value is not None and math.isfinite(value) else None
 
 
-def sample(process: Any, base: str, t_s: float, phase: str) -> Sample:
-    """Read the server once: ``/proc`` through psutil, and its ``/api/v1/metrics``."""
+def disk_bytes(*roots: Path) -> int:
+    """The size of every file under ``roots`` (missing ones count 0)."""
+    total = 0
+    for root in roots:
+        for folder, _dirs, files in os.walk(root):
+            for name in files:
+                with contextlib.suppress(OSError):  # removed meanwhile
+                    total += os.lstat(os.path.join(folder, name)).st_size
+    return total
+
+
+def sample(process: Any, base: str, t_s: float, phase: str, stored: tuple[Path, ...] = ()) -> Sample:
+    """Read the server once: ``/proc`` through psutil, its ``/api/v1/metrics``, and the size of
+    what it stored under ``stored`` (the object store's root, the database's files)."""
     import httpx
 
     gauges: dict[str, float] = {}
@@ -159,7 +185,8 @@ def sample(process: Any, base: str, t_s: float, phase: str) -> Sample:
         tasks=_optional_int(gauges, _TASKS),
         sessions=_optional_int(gauges, _SESSIONS),
         sockets=_optional_int(gauges, _SOCKETS),
-        stored_mb=gauges[_STORED] / 1e6 if _STORED in gauges else None,
+        stored_mb=disk_bytes(*stored) / 1e6 if stored else None,
+        load1=os.getloadavg()[0],
         queues={k: v for k, v in sorted(gauges.items()) if any(w in k for w in _QUEUE_WORDS)},
     )
 
@@ -167,8 +194,16 @@ def sample(process: Any, base: str, t_s: float, phase: str) -> Sample:
 class _Sampler:
     """Samples the server every ``interval`` seconds in a thread while the clients talk."""
 
-    def __init__(self, process: Any, base: str, t0: float, warmup_until: float, interval: float) -> None:
-        self.process, self.base, self.t0 = process, base, t0
+    def __init__(
+        self,
+        process: Any,
+        base: str,
+        t0: float,
+        warmup_until: float,
+        interval: float,
+        stored: tuple[Path, ...],
+    ) -> None:
+        self.process, self.base, self.t0, self.stored = process, base, t0, stored
         self.warmup_until, self.interval = warmup_until, interval
         self.samples: list[Sample] = []
         self._stop = threading.Event()
@@ -180,7 +215,7 @@ class _Sampler:
             now = time.monotonic()
             phase = "warm-up" if now < self.warmup_until else "talking"
             with contextlib.suppress(Exception):  # a failed read is a missing row, never a crash
-                self.samples.append(sample(self.process, self.base, now - self.t0, phase))
+                self.samples.append(sample(self.process, self.base, now - self.t0, phase, self.stored))
             next_at += self.interval
             if self._stop.wait(max(0.0, next_at - time.monotonic())):
                 return
@@ -204,6 +239,42 @@ def default_warmup(minutes: float) -> float:
     return min(60.0, minutes * 60.0 / 5.0)
 
 
+@contextlib.contextmanager
+def postgres(data_dir: Path) -> Iterator[str]:
+    """The app's embedded PostgreSQL (docs/deploy.md) in ``data_dir``, its URL while the block runs;
+    its supervisor lives on an event loop of its own in a thread of the bench process."""
+    from avatar.infrastructure.database.embedded import EmbeddedPostgres, start_embedded_postgres
+
+    ready: list[EmbeddedPostgres | BaseException] = []
+    started, stop = threading.Event(), threading.Event()
+
+    async def serve() -> None:
+        try:
+            embedded = await start_embedded_postgres(data_dir)
+        except BaseException as exc:  # handed to the caller's thread
+            ready.append(exc)
+            started.set()
+            return
+        ready.append(embedded)
+        started.set()
+        try:
+            await asyncio.to_thread(stop.wait)  # the supervisor's task runs meanwhile
+        finally:
+            await embedded.stop()
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+    thread.start()
+    started.wait()
+    if isinstance(ready[0], BaseException):
+        thread.join()
+        raise RuntimeError(f"PostgreSQL did not start: {ready[0]}") from ready[0]
+    try:
+        yield ready[0].url
+    finally:
+        stop.set()
+        thread.join(60)
+
+
 def run(
     sessions: int,
     minutes: float,
@@ -212,6 +283,7 @@ def run(
     interval: float | None = None,
     warmup_s: float | None = None,
     after_s: float = RECONNECT_GRACE_S + 5.0,
+    tracemalloc: bool = False,
 ) -> Soak:
     """One soak: a fresh server, ``sessions`` clients talking for ``minutes``, sampled over time."""
     import psutil
@@ -224,10 +296,15 @@ def run(
     processes = max(1, min(processes or load.default_processes(sessions), sessions))
     ramp_s = min(5.0, 0.02 * sessions)  # as in ``avatar bench load``
     ctx = multiprocessing.get_context("spawn")
-    grace = {"AVATAR_SECURITY__RECONNECT_GRACE_S": str(RECONNECT_GRACE_S)}
-    with load._server(workdir, grace) as (base, pid, key):
+    database = workdir / "postgres"
+    stored = (workdir / "objects", database)
+    probe = workdir / "tracemalloc.txt"
+    with (
+        postgres(database) as url,
+        load._server(workdir, _server_env(url, probe if tracemalloc else None, warmup_s)) as (base, pid, key),
+    ):
         server = psutil.Process(pid)
-        samples = [sample(server, base, 0.0, "idle")]
+        samples = [sample(server, base, 0.0, "idle", stored)]
         queue = ctx.Queue()
         shares = [sessions // processes + (1 if i < sessions % processes else 0) for i in range(processes)]
         t0 = time.monotonic()
@@ -240,7 +317,7 @@ def run(
             for i, share in enumerate(shares)
             if share
         ]
-        with _Sampler(server, base, t0, t0 + warmup_s, interval) as sampler:
+        with _Sampler(server, base, t0, t0 + warmup_s, interval, stored) as sampler:
             for w in workers:
                 w.start()
             results: list[load.WorkerResult] = [queue.get() for _ in workers]
@@ -248,7 +325,7 @@ def run(
                 w.join()
         samples += sampler.samples
         time.sleep(after_s)  # the sockets are closed: let the server finish their sessions
-        samples.append(sample(server, base, time.monotonic() - t0, "after"))
+        samples.append(sample(server, base, time.monotonic() - t0, "after", stored))
     return Soak(
         sessions=sessions,
         minutes=minutes,
@@ -258,7 +335,35 @@ def run(
         failures=[f for r in results for f in r.failures],
         processes=len(workers),
         after_s=after_s,
+        allocations=probe.read_text(encoding="utf-8") if tracemalloc and probe.exists() else "",
     )
+
+
+def _server_env(database_url: str, probe: Path | None = None, mark_s: float = 60.0) -> dict[str, str]:
+    """The soak's orchestrator: short reconnect grace, rows in ``database_url``, few malloc arenas,
+    and with ``probe`` its allocations traced (docs/deploy.md, "Load testing")."""
+    from avatar.bootstrap import INSTANT_TRACEMALLOC_ENV, INSTANT_TRACEMALLOC_MARK_ENV
+
+    env = {
+        "AVATAR_SECURITY__RECONNECT_GRACE_S": str(RECONNECT_GRACE_S),
+        "AVATAR_DATABASE__PLACEMENT": "remote",
+        "AVATAR_DATABASE__URL": database_url,
+        "MALLOC_ARENA_MAX": MALLOC_ARENA_MAX,
+    }
+    if probe is not None:
+        env[INSTANT_TRACEMALLOC_ENV] = str(probe)
+        env[INSTANT_TRACEMALLOC_MARK_ENV] = str(mark_s)
+    return env
+
+
+def _top_sites(report: str, sites: int) -> str:
+    """The first ``sites`` entries of a probe report (an entry: its size line and its frames)."""
+    out: list[str] = []
+    for line in report.splitlines():
+        if not line.startswith(" ") and len([x for x in out if not x.startswith(" ")]) == sites:
+            break
+        out.append(line)
+    return "\n".join(out)
 
 
 def _n(v: float | None) -> str:
@@ -279,6 +384,7 @@ def section(soak: Soak, note: str = "") -> str:
             _n(s.sockets),
             _n(s.queued),
             "-" if s.stored_mb is None else f"{s.stored_mb:.1f}",
+            "-" if s.load1 is None else f"{s.load1:.2f}",
         ]
         for s in soak.samples
     ]
@@ -294,8 +400,11 @@ def section(soak: Soak, note: str = "") -> str:
         f"{soak.processes} separate load process(es), each session taking turns (1 s of tone, the "
         "reply, 1.5 s of silence) until the end. The server is sampled over time: RSS and open fds "
         "from /proc, `asyncio_tasks`, live sessions, WebSockets and the queue-depth gauges "
-        "(summed: `queued`) from `/api/v1/metrics`; `stored MB` is what the instant server's in-memory "
-        "object store holds (every turn's audio, kept by design: docs/deploy.md, Load testing). "
+        "(summed: `queued`) from `/api/v1/metrics`. Every turn is stored as the app stores it: rows in "
+        "a PostgreSQL server beside the orchestrator, audio as encrypted files; `stored MB` is their "
+        "size on disk (docs/deploy.md, Load testing). The orchestrator runs with "
+        f"`MALLOC_ARENA_MAX={MALLOC_ARENA_MAX}`. `load 1m` is the machine's load average (every "
+        "process on it, the clients' included). "
         "`idle` is the server before the clients, "
         f"`after` {soak.after_s:g} s after every session closed (the reconnect grace shortened to "
         f"{RECONNECT_GRACE_S} s: `AVATAR_SECURITY__RECONNECT_GRACE_S`); "
@@ -306,7 +415,19 @@ def section(soak: Soak, note: str = "") -> str:
     if note:
         text += note.strip() + "\n\n"
     text += table(
-        ["t (s)", "phase", "RSS MB", "fds", "threads", "tasks", "sessions", "sockets", "queued", "stored MB"],
+        [
+            "t (s)",
+            "phase",
+            "RSS MB",
+            "fds",
+            "threads",
+            "tasks",
+            "sessions",
+            "sockets",
+            "queued",
+            "stored MB",
+            "load 1m",
+        ],
         rows,
     )
     text += "\n\n" + table(
@@ -318,10 +439,7 @@ def section(soak: Soak, note: str = "") -> str:
                 f"RSS growth after warm-up (target <= {TARGET_RSS_GROWTH_PERCENT:g} %)",
                 f"{_n(round(growth, 2))} % ({verdict})",
             ],
-            [
-                "RSS growth after warm-up less the stored objects' growth",
-                f"{_n(round(soak.net_rss_growth_percent, 2))} %",
-            ],
+            ["stored on disk after warm-up (MB)", _n(round(soak.stored_growth_mb, 1))],
             ["fd growth after warm-up", _n(soak.growth("fds"))],
             ["task growth after warm-up", _n(soak.growth("tasks"))],
             ["thread growth after warm-up", _n(soak.growth("threads"))],
@@ -330,6 +448,13 @@ def section(soak: Soak, note: str = "") -> str:
             ["RSS MB left after close (vs idle)", _n(round(soak.leftover("rss_mb"), 1))],
         ],
     )
+    if soak.allocations:
+        text += (
+            "\n\nPython allocation growth in the server from the end of warm-up to its close "
+            "(`--tracemalloc`; the largest sites, innermost frame last):\n\n```\n"
+            + _top_sites(soak.allocations, 6)
+            + "\n```"
+        )
     failures = sorted(set(soak.failures))
     if failures:
         text += f"\n\nFailures: {'; '.join(failures)[:500]}"
@@ -344,10 +469,11 @@ def main(
     interval: float | None = None,
     note: str = "",
     path: Path | None = None,
+    tracemalloc: bool = False,
 ) -> int:
     """Run the soak, print its section and (with ``write``) record it in docs/benchmarks.md."""
     workdir = Path(tempfile.mkdtemp(prefix="avatar-soak-"))
-    soak = run(sessions, minutes, workdir, processes, interval)
+    soak = run(sessions, minutes, workdir, processes, interval, tracemalloc=tracemalloc)
     text = section(soak, note)
     print(text, flush=True)
     if write:

@@ -16,6 +16,7 @@ import logging
 import random
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -38,6 +39,9 @@ from avatar.domain.models import AudioChunk, Emotion
 log = logging.getLogger(__name__)
 
 State = Literal["listening", "thinking", "speaking"]
+#: Interrupted turns a channel remembers (to drop their late audio): only the latest turns still
+#: send audio, so a long session's barge-ins never pile up (issue 15, item 7: soak without growth).
+INTERRUPTED_KEPT = 8
 #: Events kept for a slow subscriber before the oldest are dropped.
 SUBSCRIPTION_LIMIT = 2000
 
@@ -122,7 +126,7 @@ class _Channel:
     expression: ExpressionEvent | None = None
     subscribers: set[Subscription] = field(default_factory=set)
     turns: dict[uuid.UUID, _Turn] = field(default_factory=dict)
-    interrupted: set[uuid.UUID] = field(default_factory=set)
+    interrupted: deque[uuid.UUID] = field(default_factory=lambda: deque(maxlen=INTERRUPTED_KEPT))
     inbox: asyncio.Queue[_AudioItem] = field(default_factory=asyncio.Queue)
     worker: asyncio.Task[None] | None = None
     idle_task: asyncio.Task[None] | None = None
@@ -271,7 +275,7 @@ class AvatarHub:
         channel = self._channel(session_id)
         if turn_id in channel.interrupted:
             return
-        channel.interrupted.add(turn_id)
+        channel.interrupted.append(turn_id)
         channel.playback_end = 0.0
         self._set_speaking(channel, False)
         channel.turns.pop(turn_id, None)

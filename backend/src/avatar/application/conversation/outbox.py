@@ -19,6 +19,9 @@ from collections.abc import Callable
 from avatar.application.conversation.events import AudioChunkMsg, NoticeMsg, ServerMessage
 
 AUDIO_SHED = "AUDIO_SHED"
+#: Turns whose shedding was announced that an outbox remembers: only the latest turns still send
+#: audio, so a slow client's long session does not pile them up (issue 15, item 7).
+SHED_TURNS_KEPT = 8
 
 
 class Outbox:
@@ -29,7 +32,7 @@ class Outbox:
         self._limit = limit
         self._ready = asyncio.Event()
         self._on_shed = on_shed
-        self._shed_turns: set[uuid.UUID] = set()
+        self._shed_turns: collections.deque[uuid.UUID] = collections.deque(maxlen=SHED_TURNS_KEPT)
         self.attached = False
         #: Audio chunks shed so far (a slow client).
         self.shed = 0
@@ -61,7 +64,7 @@ class Outbox:
             self._on_shed(len(shed))
         for turn_id in dict.fromkeys(m.turn_id for m in shed):
             if turn_id not in self._shed_turns:
-                self._shed_turns.add(turn_id)
+                self._shed_turns.append(turn_id)
                 self._items.append(
                     NoticeMsg(
                         code=AUDIO_SHED,
