@@ -215,6 +215,7 @@ async def build_container(settings: Settings) -> Container:
     from avatar.infrastructure.clock import SystemClock
     from avatar.infrastructure.database import build_unit_of_work_factory
     from avatar.infrastructure.embedding import build_text_embedder
+    from avatar.infrastructure.heap_trim import HeapTrimmer
     from avatar.infrastructure.llm import build_chat_model
     from avatar.infrastructure.metrics import PrometheusConversationMetrics
     from avatar.infrastructure.notify import build_client_notifier
@@ -263,6 +264,10 @@ async def build_container(settings: Settings) -> Container:
         await stack.aclose()
         raise
     container.on_close(stack.aclose)
+    # Freed audio buffers go back to the system (the embedded stack's memory goal, ADR 0014).
+    trimmer = HeapTrimmer()
+    trimmer.start()
+    container.on_close(trimmer.aclose)
     return container
 
 
