@@ -31,9 +31,17 @@ def free_port() -> int:
 
 
 def server_config(app: Any, port: int) -> uvicorn.Config:
-    """How the benchmarks and tests serve an app: loopback, lifespan on, quiet logs."""
+    """How the benchmarks and tests serve an app: loopback, lifespan on, quiet logs. Shutdown waits
+    at most 20 s for open connections (uvicorn then logs an error and cancels them): two bench runs
+    went idle for minutes at their end (see docs/adr/0014-voice-latency.md, "Open")."""
     return uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", ws=BoundedHandshakeProtocol
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        ws=BoundedHandshakeProtocol,
+        timeout_graceful_shutdown=20,
     )
 
 
