@@ -6,8 +6,9 @@ import math
 
 import numpy as np
 
-from avatar.bench.conversation import CrowdLevel, Tally, TurnResult, _crowd_section, _wer, last_speech_ms
+from avatar.bench.conversation import CrowdLevel, Tally, TurnResult, _crowd_section, _wer
 from avatar.bench.speech import load_librivox
+from avatar_common.audio import last_speech_ms
 
 
 def _pcm(*parts: tuple[float, float]) -> bytes:

@@ -7,11 +7,10 @@ import asyncio
 import numpy as np
 import pytest
 
-from avatar.bench.conversation import last_speech_ms
 from avatar_asr.errors import ASRError
 from avatar_asr.service import ASRService
 from avatar_asr.stream import EventKind, StreamEvent
-from avatar_common.audio import resample
+from avatar_common.audio import last_speech_ms, resample
 from services.asr.tests.helpers import (
     asr_config,
     finals,
