@@ -451,9 +451,10 @@ async def test_another_replica_resumes_from_the_shared_redis_state(
             await client.aclose()
 
 
-async def test_the_endpoint_wait_is_a_stage_of_its_own() -> None:
-    rig = Rig()
-    session = await rig.session()
+async def _final_latency(
+    rig: Rig, session: ConversationSession, *, stream_time_ms: float = 1500.0, **extra: float
+) -> dict[str, float]:
+    """Hand the session one final (decoded in 80 ms, audio 200-1000 ms) and return its turn's stages."""
     final = Transcription(
         text="hello there",
         is_final=True,
@@ -461,11 +462,19 @@ async def test_the_endpoint_wait_is_a_stage_of_its_own() -> None:
         latency_ms=80.0,
         audio_start_ms=200.0,
         audio_end_ms=1000.0,
+        **extra,  # type: ignore[arg-type]
     )
-    # the result came 500 ms of (live) audio after the speech ended, 80 ms of it decoding
-    await session._on_event(TranscriptEvent(TranscriptEventKind.FINAL, final, stream_time_ms=1500.0))
+    await session._on_event(TranscriptEvent(TranscriptEventKind.FINAL, final, stream_time_ms=stream_time_ms))
     messages = await rig.until(session, is_type("turn_completed"))
-    latency = messages[-1]["latency_ms"]
+    latency: dict[str, float] = messages[-1]["latency_ms"]
+    return latency
+
+
+async def test_the_endpoint_wait_is_a_stage_of_its_own() -> None:
+    rig = Rig()
+    session = await rig.session()
+    # the result came 500 ms of (live) audio after the speech ended, 80 ms of it decoding
+    latency = await _final_latency(rig, session)
     assert (latency["endpoint"], latency["asr_final"]) == (420.0, 80.0)
     assert latency["e2e"] == 500.0  # the fake clock does not move: the rest of the path reads 0
     assert ("e2e", 0.5) in rig.metrics.stages
@@ -477,18 +486,8 @@ async def test_the_endpoint_is_timed_from_where_the_speech_itself_ended() -> Non
     has: the endpoint stage runs from the last loud sample (docs/adr/0014-voice-latency.md)."""
     rig = Rig()
     session = await rig.session()
-    final = Transcription(
-        text="hello there",
-        is_final=True,
-        confidence=0.9,
-        latency_ms=80.0,
-        audio_start_ms=200.0,
-        audio_end_ms=1000.0,
-        speech_end_ms=630.0,  # the utterance's audio runs on 370 ms past the last loud sample
-    )
-    await session._on_event(TranscriptEvent(TranscriptEventKind.FINAL, final, stream_time_ms=1500.0))
-    messages = await rig.until(session, is_type("turn_completed"))
-    latency = messages[-1]["latency_ms"]
+    # the utterance's audio runs on 370 ms past the last loud sample
+    latency = await _final_latency(rig, session, speech_end_ms=630.0)
     assert (latency["endpoint"], latency["asr_final"]) == (790.0, 80.0)
     assert latency["e2e"] == 870.0
     await session.aclose()
@@ -501,17 +500,7 @@ async def test_the_endpoint_counts_the_time_since_the_newest_audio_arrived() -> 
     session = await rig.session()
     await session.push_audio(AudioChunk(pcm=bytes(3200), sample_rate=16000))
     rig.clock.advance(0.04)
-    final = Transcription(
-        text="hello there",
-        is_final=True,
-        confidence=0.9,
-        latency_ms=80.0,
-        audio_start_ms=200.0,
-        audio_end_ms=1000.0,
-    )
-    await session._on_event(TranscriptEvent(TranscriptEventKind.FINAL, final, stream_time_ms=1500.0))
-    messages = await rig.until(session, is_type("turn_completed"))
-    latency = messages[-1]["latency_ms"]
+    latency = await _final_latency(rig, session)
     assert latency["endpoint"] == 460.0
     await session.aclose()
 
