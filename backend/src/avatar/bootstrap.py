@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from avatar.application.accounts import AccountService
 from avatar.application.admission import SessionAdmission
 from avatar.application.avatar import AvatarHub, load_pose_config
-from avatar.application.brain import BrainConfig, BrainDeps, MemorySearch, load_persona
+from avatar.application.brain import BrainConfig, BrainDeps, ConversationBrain, MemorySearch, load_persona
 from avatar.application.conversation import (
     BrainReplyEngine,
     ConversationConfig,
@@ -264,11 +264,29 @@ async def build_container(settings: Settings) -> Container:
         await stack.aclose()
         raise
     container.on_close(stack.aclose)
+    try:
+        await warm_prompt_cache(container)
+    except BaseException:  # e.g. an unreadable persona file: nothing started may outlive this
+        await container.aclose()
+        raise
     # Freed audio buffers go back to the system (the embedded stack's memory goal, ADR 0014).
     trimmer = HeapTrimmer()
     trimmer.start()
     container.on_close(trimmer.aclose)
     return container
+
+
+async def warm_prompt_cache(container: Container, timeout_s: float = 60.0) -> None:
+    """The persona's prompt head computed once at start-up, so the first reply of the first
+    session does not pay for it (docs/adr/0014-voice-latency.md); a model that is slow or down
+    only logs (replies then warm it themselves)."""
+    language = container.settings.asr.language or "en"
+    brain = ConversationBrain(uuid.uuid4(), brain_deps(container))
+    try:
+        async with asyncio.timeout(timeout_s):
+            await brain.warm_up(language)
+    except TimeoutError:
+        log.warning("the model did not finish the prompt warm-up within %.0f s", timeout_s)
 
 
 def build_storage_spool(
@@ -454,6 +472,7 @@ def brain_config(settings: Settings) -> BrainConfig:
     return BrainConfig(
         context_tokens=llm.n_ctx,
         max_reply_tokens=llm.max_tokens,
+        max_spoken_sentences=llm.max_spoken_sentences,
         temperature=llm.temperature,
         history_keep_tokens=llm.history_keep_tokens,
         summarize_at_tokens=llm.history_summarize_at_tokens,

@@ -473,6 +473,11 @@ class LLMSettings(BaseModel):
         default=LLM_PORT, description="Port of the embedded llama.cpp server (0: any free port)."
     )
     max_tokens: int = _shared(BrainConfig, "max_reply_tokens", "Most tokens one reply may have.")
+    max_spoken_sentences: int = _shared(
+        BrainConfig,
+        "max_spoken_sentences",
+        "A reply stops after this many complete sentences (replies are spoken; 0: no limit).",
+    )
     temperature: float = _shared(BrainConfig, "temperature", "Sampling temperature of replies.")
     first_token_timeout_s: float = Field(
         default=5.0,

@@ -22,7 +22,7 @@ from avatar.application.brain import (
     load_persona,
     parse_persona,
 )
-from avatar.application.ports.llm import ChatErrorKind, ChatModelError
+from avatar.application.ports.llm import ChatErrorKind, ChatMessage, ChatModelError
 from avatar.domain.errors import InvalidInputError
 from avatar.domain.models import ConversationTurn, Emotion, Session
 from avatar.settings import REPO_ROOT
@@ -170,18 +170,20 @@ async def test_barge_in_after_the_stream_ended_replaces_the_full_reply() -> None
 async def test_summary_in_background_persisted_and_restored() -> None:
     chat = FakeChatModel(["[happy] That sounds lovely, tell me more about it please!"])
     db = FakeDatabase()
-    brain = make(chat, db)
+    # Room for one turn with its recalled memories (they stay in the window with their turn).
+    config = dataclasses.replace(TINY, history_keep_tokens=100, summarize_at_tokens=160)
+    brain = make(chat, db, config)
     for i in range(6):
         await converse(brain, db, f"Message number {i}: my dog Biscuit likes long walks in the park.")
         await brain.wait_idle()  # the user pauses between turns: the summary runs then
-        assert brain.history_tokens() < TINY.summarize_at_tokens  # the window keeps sliding
+        assert brain.history_tokens() < config.summarize_at_tokens  # the window keeps sliding
     assert brain.summaries_written >= 1
     saved = db.tables.summaries[brain.session_id]
     assert saved == (brain.summary, brain.covered_turns) and brain.covered_turns >= 1
     assert all(t.number > brain.covered_turns for t in brain.history)
 
     again = await ConversationBrain.restore(
-        brain.session_id, BrainDeps(chat, FakeTextEmbedder(), db, PERSONA, TINY)
+        brain.session_id, BrainDeps(chat, FakeTextEmbedder(), db, PERSONA, config)
     )
     assert again.summary == brain.summary
     assert [t.number for t in again.history] == [t.number for t in brain.history]
@@ -255,8 +257,53 @@ async def test_the_prompt_head_is_byte_stable_while_recalled_memories_change() -
     recalled = [[m.content for m in p if m.role == "system"][1:] for p in prompts]
     assert sum(bool(r) for r in recalled) >= 2 and len({tuple(r) for r in recalled}) > 1  # they differ
     for before, after in itertools.pairwise(prompts):
-        head = [m for m in before if not m.content.startswith("Things you remember")][:-1]
-        assert after[: len(head)] == head  # the previous prompt (less its tail) is a prefix
+        # The whole previous prompt, its recalled memories included, is a prefix of the next one,
+        # followed by the reply exactly as the model streamed it (its emotion tag too).
+        assert after[: len(before)] == before
+        assert after[len(before)] == ChatMessage("assistant", "[happy] Noted!")
+    # A memory already in the window is not recalled a second time.
+    recalls = [m.content for m in prompts[-1] if m.content.startswith("Things you remember")]
+    lines = [line for content in recalls for line in content.splitlines()[1:]]
+    assert lines and len(lines) == len(set(lines))
+
+
+async def test_a_memory_in_the_window_is_not_recalled_again() -> None:
+    chat = FakeChatModel(["[happy] Noted!"])
+    db = FakeDatabase()
+    owner = uuid.uuid4()
+    earlier = await owned(chat, db, owner)
+    await converse(earlier, db, "I play the cello every evening")
+    await earlier.aclose()
+    brain = await owned(chat, db, owner)
+    await converse(brain, db, "do you remember my cello")
+    assert any("the cello every evening" in m.content for m in chat.calls[-1] if m.role == "system")
+    await converse(brain, db, "the cello again please")
+    tail = chat.calls[-1][-2]  # what is recalled for this turn, if anything, comes just before it
+    assert not (tail.role == "system" and "the cello every evening" in tail.content)
+    in_window = [m for m in chat.calls[-1] if m.role == "system" and "the cello every evening" in m.content]
+    assert len(in_window) == 1  # once, with the turn it was recalled for
+
+
+async def test_a_reply_stops_at_its_sentence_limit_and_the_model_stream_is_closed() -> None:
+    chat = FakeChatModel(["[happy] One here. Two there! Three? Four now. Five later."])
+    db = FakeDatabase()
+    brain = make(chat, db, dataclasses.replace(TINY, max_spoken_sentences=3))
+    events = await converse(brain, db, "Count for me")
+    spoken = "".join(e.text for e in events if isinstance(e, TextDelta))
+    end = events[-1]
+    assert isinstance(end, ReplyEnded) and end.text == "One here. Two there! Three?" == spoken.rstrip()
+    assert chat.cancelled == 1  # generation stopped, not merely hidden
+    assert brain.history[-1].assistant == "One here. Two there! Three?"
+    await converse(brain, db, "And then?")
+    assert ChatMessage("assistant", "[happy] One here. Two there! Three?") in chat.calls[-1]
+
+
+async def test_no_sentence_limit_speaks_the_whole_reply() -> None:
+    chat = FakeChatModel(["[happy] One. Two. Three. Four. Five."])
+    brain = make(chat, FakeDatabase(), dataclasses.replace(TINY, max_spoken_sentences=0))
+    events = [e async for e in brain.reply("Count")]
+    assert isinstance(events[-1], ReplyEnded) and events[-1].text == "One. Two. Three. Four. Five."
+    assert chat.cancelled == 0
 
 
 async def test_bad_input_and_bad_persona_are_clear_errors(tmp_path: Path) -> None:
@@ -273,3 +320,19 @@ async def test_bad_input_and_bad_persona_are_clear_errors(tmp_path: Path) -> Non
         load_persona(tmp_path / "missing.toml")
     with pytest.raises(InvalidInputError):
         BrainConfig(history_keep_tokens=10, summarize_at_tokens=5)
+
+
+async def test_warm_up_sends_the_prompt_head_the_first_reply_starts_with() -> None:
+    chat = FakeChatModel(["[happy] Hello there, friend."])
+    brain = make(chat, FakeDatabase())
+    assert await brain.warm_up("en")
+    head = chat.calls[0]
+    assert head[0].role == "system" and "English" in head[0].content
+    assert head[-1].role == "assistant"  # the persona's last example: no user words yet
+    await converse(brain, FakeDatabase(), "Hi, how are you?")
+    assert chat.calls[1][: len(head)] == head
+
+
+async def test_warm_up_with_the_model_down_is_only_skipped() -> None:
+    chat = FakeChatModel(fail_with=ChatModelError(ChatErrorKind.REFUSED, "connection refused"))
+    assert not await make(chat, FakeDatabase()).warm_up("en")

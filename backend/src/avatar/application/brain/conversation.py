@@ -25,6 +25,7 @@ from typing import Any
 
 from avatar.application.brain.persona import Persona, detect_language, language_name
 from avatar.application.brain.reply_parser import ReplyParser, strip_markup
+from avatar.application.brain.spoken import sentence_cut
 from avatar.application.durable_writes import DurableWriter
 from avatar.application.ports.llm import ChatErrorKind, ChatMessage, ChatModel, ChatModelError, TextEmbedder
 from avatar.application.ports.storage import MemoryHit, UnitOfWorkFactory
@@ -92,6 +93,9 @@ class BrainConfig:
 
     context_tokens: int = 8192
     max_reply_tokens: int = 200
+    #: The reply stops after this many complete sentences (0: no limit); replies are spoken
+    #: (application/brain/spoken.py).
+    max_spoken_sentences: int = 4
     temperature: float = 0.7
     history_keep_tokens: int = 5000
     summarize_at_tokens: int = 7000
@@ -136,6 +140,14 @@ class HistoryTurn:
     #: The listener heard the persona's fallback, not the model: the window keeps the user's words
     #: but no assistant reply, so the model is never prompted with its own apology.
     fallback: bool = False
+    #: The recalled-memories message this turn was prompted with, kept in the window where it was
+    #: sent so the next prompt starts with the same bytes and the model server reuses its cache
+    #: (docs/adr/0014-voice-latency.md); its memory texts are not recalled again while in the window.
+    recalled: str = ""
+    recalled_texts: frozenset[str] = frozenset()
+    #: The model's own text as streamed (emotion tags included), for the same reason; empty when
+    #: what the listener heard differs (barge-in) or the turn was restored from storage.
+    said: str = ""
 
 
 class ConversationBrain:
@@ -237,11 +249,17 @@ class ConversationBrain:
         released: list[str] = []
         try:
             memories = await self._recall(text)
-            messages = self._prompt(text, language, memories)
+            messages, used = self._prompt(text, language, memories)
+            recalled = self._recalled(used)
+            if recalled is not None:
+                turn.recalled = recalled.content
+                turn.recalled_texts = frozenset(m.text for m in used)
             self._turns.append(turn)
             parser = ReplyParser()
             emotion: Emotion | None = None
             error: ChatErrorKind | None = None
+            raw: list[str] = []
+            truncated = False
             try:
                 stream = self._chat.stream_chat(
                     messages,
@@ -251,14 +269,23 @@ class ConversationBrain:
                 )
                 async with _closing(stream):
                     async for delta in stream:
+                        raw.append(delta)
                         decided, clean = parser.feed(delta)
                         if decided is not None:
                             emotion = decided
                             yield EmotionDecided(decided)
                         if clean:
-                            released.append(clean)
-                            turn.assistant = "".join(released)
-                            yield TextDelta(clean)
+                            so_far = "".join(released)
+                            cut = sentence_cut(so_far + clean, self._config.max_spoken_sentences)
+                            if cut is not None:  # enough said: stop the model (generation ends)
+                                clean = (so_far + clean)[len(so_far) : cut]
+                                truncated = True
+                            if clean:
+                                released.append(clean)
+                                turn.assistant = "".join(released)
+                                yield TextDelta(clean)
+                            if truncated:
+                                break
             except ChatModelError as exc:
                 log.warning("chat model failed (%s): %s", exc.kind, exc.message)
                 error = exc.kind
@@ -271,7 +298,7 @@ class ConversationBrain:
             if decided is not None:
                 emotion = decided
                 yield EmotionDecided(decided)
-            if clean:
+            if clean and not truncated:
                 released.append(clean)
             final = "".join(released).rstrip()
             if not final:
@@ -281,13 +308,33 @@ class ConversationBrain:
                     yield event
                 return
             turn.assistant = final
-            turn.tokens = self._turn_tokens(text, final)
-            if clean.rstrip():
+            turn.said = _as_said("".join(raw), final, truncated=truncated)
+            turn.tokens = self._tokens_of(turn)
+            if clean.rstrip() and not truncated:
                 yield TextDelta(clean.rstrip())
             yield ReplyEnded(final, emotion or Emotion.NEUTRAL, number, error=error)
         finally:
             self._replying = False
             self._maybe_summarize()
+
+    async def warm_up(self, language: str | None = "en") -> bool:
+        """Have the model server compute this conversation's prompt head (persona, examples,
+        history) now, so the next reply's first token does not wait for it: the server keeps the
+        work for any later prompt that starts with the same bytes (docs/adr/0014-voice-latency.md).
+        ``language`` is a guess of the user's (it is part of the system message). ``False`` when
+        the model could not be reached (the warm-up is only an optimization)."""
+        messages, _ = self._prompt("", language, [])
+        try:
+            stream = self._chat.stream_chat(
+                messages[:-1], max_tokens=1, temperature=0.0, session=self.session_id
+            )
+            async with _closing(stream):
+                async for _ in stream:
+                    pass
+        except ChatModelError as exc:
+            log.info("prompt warm-up skipped: %s", exc.message)
+            return False
+        return True
 
     def _fallback_texts(self) -> set[str]:
         """The persona's fallback replies as clean text (how persisted turns store them)."""
@@ -303,9 +350,9 @@ class ConversationBrain:
         text = (head + tail).strip()
         # Spoken to the listener, but not what the model said: kept out of the history window (and
         # so out of long-term memory and summaries) so the model does not learn to repeat it.
-        turn.assistant = ""
+        turn.assistant = turn.said = ""
         turn.fallback = True
-        turn.tokens = self._turn_tokens(turn.user, "")
+        turn.tokens = self._tokens_of(turn)
         events: list[BrainEvent] = []
         if emotion is None:
             emotion = parser.emotion or Emotion.NEUTRAL
@@ -321,7 +368,8 @@ class ConversationBrain:
         turn = self._turns[-1]
         if not turn.fallback:  # a heard fallback stays out of the window
             turn.assistant = heard
-            turn.tokens = self._turn_tokens(turn.user, heard)
+            turn.said = ""
+            turn.tokens = self._tokens_of(turn)
         self._remember_settled()
 
     async def wait_idle(self) -> None:
@@ -345,6 +393,13 @@ class ConversationBrain:
             count += self._chat.count_tokens(assistant) + _MESSAGE_OVERHEAD
         return count
 
+    def _tokens_of(self, turn: HistoryTurn) -> int:
+        """What ``turn`` costs in the window: its words, what the model said, its recalled memories."""
+        count = self._turn_tokens(turn.user, turn.said or turn.assistant)
+        if turn.recalled:
+            count += self._chat.count_tokens(turn.recalled) + _MESSAGE_OVERHEAD
+        return count
+
     def _system(self, language: str | None, with_summary: bool) -> str:
         """The stable head of every prompt: it changes only when the summary does, so the model
         server's prompt cache reuses its work turn after turn (docs/architecture.md, "Prompt")."""
@@ -360,7 +415,8 @@ class ConversationBrain:
 
     @staticmethod
     def _recalled(memories: list[MemoryHit]) -> ChatMessage | None:
-        """This turn's recalled memories, placed after the history (they change every turn)."""
+        """This turn's recalled memories, placed after the history (they change every turn) and
+        kept in the window before the turn's words afterwards (:attr:`HistoryTurn.recalled`)."""
         if not memories:
             return None
         lines = "\n".join(
@@ -368,7 +424,10 @@ class ConversationBrain:
         )
         return ChatMessage("system", "Things you remember from earlier conversations:\n" + lines)
 
-    def _prompt(self, user_text: str, language: str | None, memories: list[MemoryHit]) -> list[ChatMessage]:
+    def _prompt(
+        self, user_text: str, language: str | None, memories: list[MemoryHit]
+    ) -> tuple[list[ChatMessage], list[MemoryHit]]:
+        """The messages for this turn, and the memories that fit into them."""
         cfg = self._config
         budget = cfg.context_tokens - cfg.max_reply_tokens - cfg.safety_margin_tokens
         user_cost = self._chat.count_tokens(user_text) + _MESSAGE_OVERHEAD
@@ -399,13 +458,15 @@ class ConversationBrain:
             if turn.tokens > room:
                 break
             room -= turn.tokens
-            pair = [ChatMessage("user", turn.user)]
+            pair = [ChatMessage("system", turn.recalled)] if turn.recalled else []
+            pair.append(ChatMessage("user", turn.user))
             if turn.assistant:
-                pair.append(ChatMessage("assistant", turn.assistant))
+                pair.append(ChatMessage("assistant", turn.said or turn.assistant))
             history = pair + history
         shots = examples if use_examples else []
         tail = [recalled] if recalled is not None else []
-        return [ChatMessage("system", system), *shots, *history, *tail, ChatMessage("user", user_text)]
+        messages = [ChatMessage("system", system), *shots, *history, *tail, ChatMessage("user", user_text)]
+        return messages, memories[:mem_n]
 
     # --- long-term memory ---------------------------------------------------------------------
 
@@ -430,6 +491,7 @@ class ConversationBrain:
             log.warning("memory recall skipped: %s: %s", type(exc).__name__, exc)
             return []
         in_window = {t.user for t in self._turns} | {t.assistant for t in self._turns} | {text}
+        in_window |= {m for t in self._turns for m in t.recalled_texts}
         chosen = [h for h in hits if h.score >= self._config.memory_min_score and h.text not in in_window]
         return chosen[: self._config.memory_top_k]
 
@@ -532,3 +594,15 @@ class ConversationBrain:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _as_said(raw: str, final: str, *, truncated: bool) -> str:
+    """The model's own text for the window: ``raw`` as streamed, or its head up to where ``final``
+    (the clean text the listener got) ends when the reply was cut at its sentence limit."""
+    if "<think" in raw:  # reasoning is never replayed to the model
+        return final
+    if not truncated:
+        return raw.strip()
+    tail = final[-24:]
+    at = raw.rfind(tail) if tail else -1
+    return raw[: at + len(tail)].strip() if at >= 0 else final
