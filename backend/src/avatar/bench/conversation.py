@@ -28,7 +28,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from avatar.bench import live
 from avatar.bench.report import median, percentile, table, write_section
@@ -342,23 +342,40 @@ class RealRun:
     rss_mb: float
     #: The same processes' summed RSS (shared pages counted in each).
     rss_sum_mb: float = 0.0
+    #: PSS per kind of process, MiB.
+    memory_parts: dict[str, float] = field(default_factory=dict)
 
 
-def stack_memory_mb() -> tuple[float, float]:
+def stack_memory_mb() -> tuple[float, float, dict[str, float]]:
     """Memory of this process and every child it started (llama.cpp server, workers): the sum of
     their proportional set sizes (PSS: a page shared by n processes counts 1/n in each, so shared
-    libraries count once) and, for reference, the sum of their RSS (which counts shared pages in
-    every process), MiB."""
+    libraries count once), for reference the sum of their RSS (which counts shared pages in every
+    process), MiB, and the PSS per kind of process."""
     import psutil
 
     me = psutil.Process()
     pss = rss = 0
+    parts: dict[str, float] = {}
     for proc in [me, *me.children(recursive=True)]:
         with contextlib.suppress(psutil.Error):
             full = proc.memory_full_info()
             rss += full.rss
-            pss += getattr(full, "pss", full.rss)
-    return pss / 2**20, rss / 2**20
+            mine = getattr(full, "pss", full.rss)
+            pss += mine
+            label = _process_kind(proc, me)
+            parts[label] = parts.get(label, 0.0) + mine / 2**20
+    return pss / 2**20, rss / 2**20, parts
+
+
+def _process_kind(proc: Any, me: Any) -> str:
+    if proc.pid == me.pid:
+        return "orchestrator"
+    line = " ".join(proc.cmdline())
+    if "llama_cpp.server" in line:
+        return "llama.cpp server"
+    if "multiprocessing" in line or "spawn_main" in line:
+        return "worker processes"
+    return str(proc.name())
 
 
 async def _floor(container: Container, clips: Sequence[bytes], texts: Sequence[str]) -> Floor:
@@ -438,12 +455,12 @@ async def _real(settings: Settings, turns: int, barge_trials: int) -> RealRun:
             # one conversation of `turns` turns, so the history grows as it does for a person
             order = [i % len(clips) for i in range(turns)]
             await _conversation(base, key, [clips[i] for i in order], tally, 180, [texts[i] for i in order])
-            pss, rss = stack_memory_mb()
+            pss, rss, parts = stack_memory_mb()
             barge = await _barge_in(base, key, clips, barge_trials)
         floor = await _floor(container, clips, texts)
     finally:
         await container.aclose()
-    return RealRun(tally, barge, floor, pss, rss)
+    return RealRun(tally, barge, floor, pss, rss, parts)
 
 
 def _wer(turns: Sequence[TurnResult]) -> float:
@@ -486,7 +503,9 @@ def _real_section(run: RealRun) -> str:
         f"{100.0 * overhead / p50 if p50 else float('nan'):.1f} % of the P50 total. "
         f"Resident memory of the embedded stack (orchestrator + llama.cpp server + workers, summed "
         f"proportional set sizes, so shared libraries count once): {run.rss_mb:.0f} MiB (their summed "
-        f"RSS, which counts shared pages in every process: {run.rss_sum_mb:.0f} MiB)."
+        f"RSS, which counts shared pages in every process: {run.rss_sum_mb:.0f} MiB). By process: "
+        + ", ".join(f"{name} {mib:.0f} MiB" for name, mib in sorted(run.memory_parts.items()))
+        + "."
     )
     floor_rows = [
         ["endpoint minimum silence", floor.endpoint_ms],
