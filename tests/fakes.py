@@ -366,6 +366,7 @@ class RecordingConversationMetrics:
         self.write_failures: list[str] = []
         self.interruptions = 0
         self.shed_chunks = 0
+        self.skipped_tasks: list[str] = []
 
     def observe_stage(self, stage: str, seconds: float) -> None:
         self.stages.append((stage, seconds))
@@ -384,3 +385,6 @@ class RecordingConversationMetrics:
 
     def audio_shed(self, chunks: int) -> None:
         self.shed_chunks += chunks
+
+    def task_skipped(self, topic: str) -> None:
+        self.skipped_tasks.append(topic)

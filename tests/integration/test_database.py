@@ -17,6 +17,7 @@ from sqlalchemy import event, inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from avatar.application.conversation import BackgroundWriter
+from avatar.application.ports.storage import UnitOfWorkFactory
 from avatar.domain.errors import DependencyError, DomainError, InvalidInputError
 from avatar.domain.feedback import Rating, TurnFeedback
 from avatar.domain.models import (
@@ -40,6 +41,7 @@ from avatar.infrastructure.database import (
     migrate,
 )
 from avatar.infrastructure.database import tables as t
+from avatar.infrastructure.instant.storage import InMemoryDatabase
 from avatar.settings import DatabaseSettings, Placement, Settings
 from tests.support.auth import seed_owner
 from tests.support.net import free_port
@@ -261,6 +263,78 @@ async def test_transcription_prosody_and_synthesized_round_trip(uow_factory: Sql
     assert [s.score_id for s in by_session] == [score.score_id]
     assert audios == [fast]
     assert missing is None
+
+
+async def _scored_session(factory: UnitOfWorkFactory) -> tuple[uuid.UUID, list[uuid.UUID]]:
+    """A session of five scored turns, the transcription ids in turn order: turn 2 unreliable,
+    turn 4 with two scores (a re-analysis), analyzed out of turn order (turn 1 analyzed last);
+    plus another session's reliable score that must never show."""
+    owner = await seed_owner(factory)
+    session = Session.start(NOW, owner_id=owner)
+    other = Session.start(NOW, owner_id=owner)
+    ids: list[uuid.UUID] = []
+    analyzed = {1: 50, 2: 10, 3: 20, 4: 30, 5: 40}  # minutes after NOW
+    async with factory() as uow:
+        await uow.sessions.add(session)
+        await uow.sessions.add(other)
+        for n in range(1, 6):
+            turn = ConversationTurn(
+                turn_id=new_id(), session_id=session.session_id, turn_number=n, user_input=f"t{n}"
+            )
+            tr = Transcription(text=f"t{n}", is_final=True, confidence=0.9)
+            await uow.turns.add(turn)
+            await uow.transcriptions.add(turn.turn_id, tr, None, [])
+            ids.append(tr.transcription_id)
+            for extra in range(2 if n == 4 else 1):
+                await uow.prosody.add(
+                    ProsodyScore(
+                        score_id=new_id(),
+                        transcription_id=tr.transcription_id,
+                        confidence=float(10 * n + extra),
+                        stability=50.0,
+                        affability=50.0,
+                        features={"n": float(n)},
+                        analyzed_at=NOW + timedelta(minutes=analyzed[n] + extra),
+                        reliable=n != 2,
+                    )
+                )
+        foreign_turn = ConversationTurn(
+            turn_id=new_id(), session_id=other.session_id, turn_number=1, user_input="other"
+        )
+        foreign = Transcription(text="other", is_final=True, confidence=0.9)
+        await uow.turns.add(foreign_turn)
+        await uow.transcriptions.add(foreign_turn.turn_id, foreign, None, [])
+        await uow.prosody.add(
+            ProsodyScore(new_id(), foreign.transcription_id, 99.0, 50.0, 50.0, {}, NOW + timedelta(hours=1))
+        )
+        await uow.commit()
+    return session.session_id, ids
+
+
+async def _assert_latest_reliable(factory: UnitOfWorkFactory) -> None:
+    session_id, ids = await _scored_session(factory)
+    async with factory() as uow:
+        window = await uow.prosody.latest_reliable(session_id, 3, exclude_transcription_id=ids[4])
+        everything = await uow.prosody.latest_reliable(session_id, 100)
+        last = await uow.prosody.latest_reliable(session_id, 1)
+        none = await uow.prosody.latest_reliable(session_id, 0)
+        unknown = await uow.prosody.latest_reliable(uuid.uuid4(), 5)
+    # turn order (not analysis order), the unreliable turn 2 and the excluded turn 5 left out
+    assert [s.confidence for s in window] == [30.0, 40.0, 41.0]
+    assert [s.confidence for s in everything] == [10.0, 30.0, 40.0, 41.0, 50.0]
+    assert all(s.reliable for s in everything)
+    assert [s.transcription_id for s in last] == [ids[4]]
+    assert none == [] and unknown == []
+
+
+async def test_latest_reliable_scores_are_the_newest_window_in_turn_order(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    await _assert_latest_reliable(uow_factory)
+
+
+async def test_the_in_memory_store_answers_latest_reliable_the_same() -> None:
+    await _assert_latest_reliable(InMemoryDatabase())
 
 
 async def test_summary_upsert(uow_factory: SqlUnitOfWorkFactory) -> None:

@@ -658,7 +658,7 @@ def build_services(container: Container) -> Services:
             container.queue.subscribe(
                 PROSODY_TOPIC,
                 container.critical_path.yielding(prosody_handler),
-                concurrency=max(1, settings.prosody.workers),
+                concurrency=settings.prosody.consumers,
             )
     else:
         log.info("prosody analysis is disabled")

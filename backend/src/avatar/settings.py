@@ -563,6 +563,16 @@ class ProsodySettings(BaseModel):
         default=True, description="Whether utterances are analyzed and scores pushed at all."
     )
     workers: int = _shared(ProsodyServiceConfig, "workers", "Analyses run at once (worker processes).")
+    consumers: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description=(
+            "Prosody tasks taken from the queue at once by this process, independent of `workers`: a "
+            "consumer mostly waits on the object store and the database, the analysis is bounded by "
+            "the workers' own admission (docs/prosody.md)."
+        ),
+    )
     port: int = Field(default=PROSODY_PORT, description="Port `avatar serve prosody` listens on.")
 
 

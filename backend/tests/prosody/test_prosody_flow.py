@@ -16,7 +16,12 @@ import pytest
 
 from avatar.application.ports.prosody import ProsodyAnalyzer
 from avatar.application.ports.storage import UnitOfWorkFactory
-from avatar.application.prosody import MIN_BASELINE_UTTERANCES, ProsodyAnalysisHandler, build_report
+from avatar.application.prosody import (
+    BASELINE_WINDOW,
+    MIN_BASELINE_UTTERANCES,
+    ProsodyAnalysisHandler,
+    build_report,
+)
 from avatar.application.tasks import PROSODY_TOPIC, ProsodyTask
 from avatar.bootstrap import Container
 from avatar.domain.models import ConversationTurn, ProsodyScore, Session, Transcription
@@ -26,7 +31,15 @@ from avatar.settings import Settings
 from avatar_common.audio import encode_wav
 from avatar_prosody.analyzer import ProsodyEngine
 from avatar_prosody.synth import synthetic_voice
-from tests.fakes import FakeClock, FakeDatabase, FakeNotifier, FakeObjectStore, FakeTaskQueue, fake_container
+from tests.fakes import (
+    FakeClock,
+    FakeDatabase,
+    FakeNotifier,
+    FakeObjectStore,
+    FakeProsodyAnalyzer,
+    FakeTaskQueue,
+    fake_container,
+)
 from tests.support.audio import SpeechClip
 from tests.support.auth import bearer, make_user, seed_owner
 
@@ -341,3 +354,37 @@ async def test_real_database(module_database_url: str, analyzer: EmbeddedProsody
         # Against the speaker's own usual level: louder reads as confident, quieter as less so.
         assert rows[2].confidence > 50.0 > rows[3].confidence
         assert len(notifier.sent) == 4
+
+
+async def test_a_long_session_reads_only_the_baseline_window() -> None:
+    # 30 earlier scores, every fifth unreliable: the baseline is the mean of the latest 20 reliable
+    # ones, the analysis sees exactly those, and the stored row says how many formed it.
+    db, store, notifier, analyzer = FakeDatabase(), FakeObjectStore(), FakeNotifier(), FakeProsodyAnalyzer()
+    uow = factory(db)
+    session_id = uuid.uuid4()
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    reliable_levels: list[float] = []
+    for number in range(1, 31):
+        tid = await seed_utterance(uow, session_id, number)
+        reliable = number % 5 != 0
+        if reliable:
+            reliable_levels.append(float(number))
+        async with uow() as tx:
+            await tx.prosody.add(
+                ProsodyScore(
+                    uuid.uuid4(), tid, 50.0, 50.0, 50.0, {"rms_dbfs": float(number)}, now, reliable=reliable
+                )
+            )
+            await tx.commit()
+    tid = await seed_utterance(uow, session_id, 31)
+    await store.put("raw_inputs/31.pcm", bytes(RATE * 2))
+    handler = ProsodyAnalysisHandler(analyzer, uow, store, notifier, FakeClock())
+    await handler(_task(session_id, tid, "raw_inputs/31.pcm"))
+    [(_, _, baseline)] = analyzer.calls
+    window = reliable_levels[-BASELINE_WINDOW:]
+    assert baseline is not None
+    assert baseline["rms_dbfs"] == pytest.approx(sum(window) / len(window))
+    async with uow() as tx:
+        score = await tx.prosody.get_for_transcription(tid)
+    assert score is not None
+    assert score.features["baseline_utterances"] == float(BASELINE_WINDOW)

@@ -145,15 +145,24 @@ class ProsodyAnalysisHandler:
                 log.info("dropping prosody task of erased session %s", request.session_id)
                 raise SessionErasedError(f"session {request.session_id} was erased")
             existing = await tx.prosody.get_for_transcription(request.transcription_id)
-            earlier = [] if existing else await tx.prosody.list_for_session(request.session_id)
+            # Only the baseline's window is read, not the whole session: the read stays the same
+            # size however long the conversation runs (docs/prosody.md).
+            earlier = (
+                []
+                if existing
+                else await tx.prosody.latest_reliable(
+                    request.session_id, BASELINE_WINDOW, exclude_transcription_id=request.transcription_id
+                )
+            )
         if existing is not None:
             await self.notifier.notify(request.session_id, analysis_message(existing))
             return existing
 
-        baseline = speaker_baseline([s for s in earlier if s.transcription_id != request.transcription_id])
+        baseline = speaker_baseline(earlier)
         result = await self._analyze(request, baseline)
         features: dict[str, float | str | None] = dict(result.features)
-        features["baseline_utterances"] = float(sum(1 for s in earlier if s.reliable)) if baseline else 0.0
+        # How many earlier reliable utterances formed the baseline (docs/prosody.md).
+        features["baseline_utterances"] = float(len(earlier)) if baseline else 0.0
         score = ProsodyScore(
             score_id=new_id(),
             transcription_id=request.transcription_id,

@@ -21,6 +21,9 @@ INTERRUPTIONS = Counter("conversation_interruptions_total", "Replies interrupted
 AUDIO_SHED = Counter(
     "conversation_audio_shed_chunks_total", "Reply audio chunks dropped for a client that reads too slowly"
 )
+TASKS_SKIPPED = Counter(
+    "conversation_tasks_skipped_total", "Background tasks not queued because their queue was full", ["topic"]
+)
 
 
 class PrometheusConversationMetrics:
@@ -43,6 +46,9 @@ class PrometheusConversationMetrics:
 
     def audio_shed(self, chunks: int) -> None:
         AUDIO_SHED.inc(chunks)
+
+    def task_skipped(self, topic: str) -> None:
+        TASKS_SKIPPED.labels(topic=topic).inc()
 
 
 LIVE_RECEIVED = Counter("live_chat_received_total", "Live chat messages received", ["platform"])

@@ -205,9 +205,11 @@ class HttpProsodyAnalyzer:
 
 
 def service_config(settings: Settings) -> ServiceConfig:
-    """Map the ``prosody`` settings group onto the service's config (admission grows with the pool)."""
+    """Map the ``prosody`` settings group onto the service's config (admission grows with the pool,
+    and admits at least what the queue's consumers may ask for at once, docs/prosody.md)."""
     workers = settings.prosody.workers
-    return ServiceConfig(workers=workers, max_pending=max(ServiceConfig().max_pending, 4 * workers))
+    pending = max(ServiceConfig().max_pending, 4 * workers, settings.prosody.consumers)
+    return ServiceConfig(workers=workers, max_pending=pending)
 
 
 async def build_prosody_analyzer(

@@ -29,6 +29,10 @@ class ConversationMetrics(Protocol):
         """Reply audio chunks dropped for a client that reads too slowly."""
         ...
 
+    def task_skipped(self, topic: str) -> None:
+        """A background task (e.g. a turn's prosody analysis) not queued because its queue is full."""
+        ...
+
 
 class NullMetrics:
     """Records nothing (tests and benchmarks that read turn records instead)."""
@@ -49,4 +53,7 @@ class NullMetrics:
         pass
 
     def audio_shed(self, chunks: int) -> None:
+        pass
+
+    def task_skipped(self, topic: str) -> None:
         pass

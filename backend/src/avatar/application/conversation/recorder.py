@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from avatar.application.conversation.events import NoticeMsg
 from avatar.application.conversation.writer import BackgroundWriter
 from avatar.application.durable_writes import DurableWriter, Outcome
 from avatar.application.ports.spool import SpoolFullError
@@ -24,6 +25,7 @@ from avatar.application.storage_records import (
 )
 from avatar.application.tasks import HQTask, ProsodyTask, enqueue
 from avatar.application.validation import sanitize_text
+from avatar.domain.errors import CapacityError
 from avatar.domain.models import (
     AudioChunk,
     ConversationTurn,
@@ -66,6 +68,8 @@ class ReplyAudio:
 
 #: The ``notice`` a session gets (once) when its writes wait in the storage spool.
 STORAGE_DEFERRED = "STORAGE_DEFERRED"
+#: The ``notice`` a session gets (each time) when a turn's prosody analysis could not be queued.
+BUSY = "BUSY"
 
 
 class TurnRecorder:
@@ -74,7 +78,10 @@ class TurnRecorder:
     during a storage outage it waits in the spool and the client is told once (``notice``
     ``STORAGE_DEFERRED``); a write that fails otherwise (each store retries transient errors
     itself), or finds the spool full (``SPOOL_FULL``), is counted and reported to the client through
-    ``report``; the conversation goes on (docs/resilience.md)."""
+    ``report``; the conversation goes on (docs/resilience.md). A prosody request that finds the
+    analysis queue full loses nothing stored (the turn, its audio and transcription are saved): the
+    analysis of that turn is skipped, counted, and the client gets a ``notice`` ``BUSY`` through
+    ``tell`` (docs/protocol.md)."""
 
     def __init__(
         self,
@@ -83,6 +90,7 @@ class TurnRecorder:
         *,
         report: Callable[[str, str], None],
         notice: Callable[[str, str], None] | None = None,
+        tell: Callable[[NoticeMsg], None] | None = None,
     ) -> None:
         self.session_id = session_id
         self._store = deps.object_store
@@ -91,6 +99,7 @@ class TurnRecorder:
         self._metrics = deps.metrics
         self._report = report
         self._notice = notice
+        self._tell = tell
         self._durable = deps.durable or DurableWriter(StorageApplier(deps.uow, deps.object_store))
         self.writer = BackgroundWriter(
             on_failure=self._write_failed,
@@ -167,9 +176,27 @@ class TurnRecorder:
                     turn_id=turn.turn_id,
                     audio_url=audio["url"],
                 )
-                await enqueue(self._queue, task)
+                try:
+                    await enqueue(self._queue, task)
+                except CapacityError as exc:
+                    self._prosody_skipped(turn, exc)
 
             self.writer.submit(f"turn {turn.turn_number} prosody request", request_prosody)
+
+    def _prosody_skipped(self, turn: ConversationTurn, exc: CapacityError) -> None:
+        """The analysis queue is full: this turn gets no prosody score; nothing stored is lost."""
+        self._metrics.task_skipped(ProsodyTask.TOPIC)
+        log.warning(
+            "session %s: prosody analysis of turn %d skipped: %s", self.session_id, turn.turn_number, exc
+        )
+        message = (
+            f"the prosody analysis of turn {turn.turn_number} was skipped because the analysis queue "
+            "is full; the turn itself is saved"
+        )
+        if self._tell is not None:
+            self._tell(NoticeMsg(code=BUSY, message=message, turn_id=turn.turn_id))
+        elif self._notice is not None:
+            self._notice(BUSY, message)
 
     async def _write(self, record: SpoolRecord) -> Outcome:
         outcome = await self._durable.write(record)

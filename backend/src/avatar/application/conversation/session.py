@@ -83,7 +83,9 @@ class ConversationSession:
             turn_count=turn_count,
             observer=deps.observer,
         )
-        self.recorder = TurnRecorder(session_id, deps, report=self.context.error, notice=self.context.notice)
+        self.recorder = TurnRecorder(
+            session_id, deps, report=self.context.error, notice=self.context.notice, tell=self.outbox.send
+        )
         self.writer = self.recorder.writer
         self._stream: RecognitionStream | None = None
         self._listener: asyncio.Task[None] | None = None

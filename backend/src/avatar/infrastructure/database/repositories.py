@@ -282,6 +282,25 @@ class SqlProsodyRepository:
         )
         return [_prosody(row) for row in (await self._tx.read(stmt)).mappings()]
 
+    async def latest_reliable(
+        self, session_id: uuid.UUID, limit: int, *, exclude_transcription_id: uuid.UUID | None = None
+    ) -> list[ProsodyScore]:
+        if limit <= 0:
+            return []
+        scores = t.prosody_scores
+        stmt = (
+            select(scores)
+            .join(t.transcriptions, t.transcriptions.c.transcription_id == scores.c.transcription_id)
+            .join(t.conversation_turns, t.conversation_turns.c.turn_id == t.transcriptions.c.turn_id)
+            .where(t.conversation_turns.c.session_id == session_id, scores.c.reliable.is_(True))
+            .order_by(t.conversation_turns.c.turn_number.desc(), scores.c.analyzed_at.desc())
+            .limit(limit)
+        )
+        if exclude_transcription_id is not None:
+            stmt = stmt.where(scores.c.transcription_id != exclude_transcription_id)
+        newest_first = [_prosody(row) for row in (await self._tx.read(stmt)).mappings()]
+        return newest_first[::-1]
+
 
 def _prosody(row: RowMapping) -> ProsodyScore:
     return ProsodyScore(

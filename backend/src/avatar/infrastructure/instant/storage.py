@@ -228,6 +228,23 @@ class InMemoryProsodyRepository(_Repo):
             (s for s in self.t.prosody.values() if s.transcription_id in ids), key=lambda s: s.analyzed_at
         )
 
+    async def latest_reliable(
+        self, session_id: uuid.UUID, limit: int, *, exclude_transcription_id: uuid.UUID | None = None
+    ) -> list[ProsodyScore]:
+        if limit <= 0:
+            return []
+        numbers = {tid: t.turn_number for tid, t in self.t.turns.items() if t.session_id == session_id}
+        turn_of = {
+            tr_id: numbers[row[0]] for tr_id, row in self.t.transcriptions.items() if row[0] in numbers
+        }
+        mine = [
+            s
+            for s in self.t.prosody.values()
+            if s.reliable and s.transcription_id in turn_of and s.transcription_id != exclude_transcription_id
+        ]
+        mine.sort(key=lambda s: (turn_of[s.transcription_id], s.analyzed_at))
+        return mine[-limit:]
+
 
 class InMemoryVoiceProfileRepository(_Repo):
     async def add(self, profile: VoiceProfile) -> None:
