@@ -269,8 +269,10 @@ def _worker(
     stop_at: float | None = None,
 ) -> None:
     """One load process (spawned): its clients' figures go back through ``queue``."""
+    import uvloop  # the clients' own loop overhead stays small next to the server's (as uvicorn's)
+
     try:
-        result = asyncio.run(_worker_main(base, key, sessions, turns, ramp_s, offset, binary, stop_at))
+        result = uvloop.run(_worker_main(base, key, sessions, turns, ramp_s, offset, binary, stop_at))
     except Exception as exc:  # reported as failed sessions, never a hang of the parent
         result = WorkerResult(failures=[f"worker: {type(exc).__name__}: {exc}"] * sessions, sessions=sessions)
     queue.put(result)
