@@ -87,6 +87,67 @@ class InMemoryObjectStore:
         return ComponentHealth("object_store", True, "in memory")
 
 
+MemoryRow = tuple[uuid.UUID, uuid.UUID | None, str, str, npt.NDArray[np.float64]]
+
+
+class _MemoryIndex:
+    """The rows of an append-only memory list as one float32 matrix plus their sessions as codes,
+    grown in place (capacity doubles): a search is one matrix product instead of stacking every
+    vector again, and the ``(turn, role)`` check a set lookup (docs/benchmarks.md, "load")."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.last: MemoryRow | None = None
+        self.matrix = np.zeros((0, 0), dtype=np.float32)
+        self.codes = np.zeros(0, dtype=np.int32)
+        self.session_codes: dict[uuid.UUID, int] = {}
+        self.keys: set[tuple[uuid.UUID, str]] = set()
+
+    def valid_for(self, rows: list[MemoryRow]) -> bool:
+        return self.n <= len(rows) and (self.n == 0 or rows[self.n - 1] is self.last)
+
+    def extend(self, rows: list[MemoryRow]) -> None:
+        new = rows[self.n :]
+        if not new:
+            return
+        dim = len(new[0][4])
+        if self.matrix.shape[1] != dim and self.n == 0:
+            self.matrix = np.zeros((0, dim), dtype=np.float32)
+        need = self.n + len(new)
+        if need > self.matrix.shape[0]:
+            capacity = max(need, 2 * self.matrix.shape[0], 64)
+            grown = np.zeros((capacity, self.matrix.shape[1]), dtype=np.float32)
+            grown[: self.n] = self.matrix[: self.n]
+            codes = np.zeros(capacity, dtype=np.int32)
+            codes[: self.n] = self.codes[: self.n]
+            self.matrix, self.codes = grown, codes
+        for i, row in enumerate(new, start=self.n):
+            self.matrix[i] = row[4]
+            self.codes[i] = self.session_codes.setdefault(row[0], len(self.session_codes))
+            if row[1] is not None:
+                self.keys.add((row[1], row[2]))
+        self.n = need
+        self.last = rows[need - 1]
+
+
+class MemoryList(list[MemoryRow]):
+    """The memories table: a list of rows (session, turn, role, text, unit vector) whose search
+    index is shared with its copies while they only append (a unit of work copies the tables)."""
+
+    def __init__(self, rows: Sequence[MemoryRow] = (), index: _MemoryIndex | None = None) -> None:
+        super().__init__(rows)
+        self._index = index
+
+    def fork(self) -> MemoryList:
+        return MemoryList(self, self._index)
+
+    def search_index(self) -> _MemoryIndex:
+        if self._index is None or not self._index.valid_for(self):
+            self._index = _MemoryIndex()
+        self._index.extend(self)
+        return self._index
+
+
 @dataclass
 class Tables:
     sessions: dict[uuid.UUID, Session] = field(default_factory=dict)
@@ -98,9 +159,7 @@ class Tables:
     profiles: dict[uuid.UUID, VoiceProfile] = field(default_factory=dict)
     synthesized: dict[uuid.UUID, SynthesizedAudio] = field(default_factory=dict)
     #: (session, turn, role, text, unit-length embedding): searched as one matrix product.
-    memories: list[tuple[uuid.UUID, uuid.UUID | None, str, str, npt.NDArray[np.float64]]] = field(
-        default_factory=list
-    )
+    memories: MemoryList = field(default_factory=MemoryList)
     summaries: dict[uuid.UUID, tuple[str, int]] = field(default_factory=dict)
     users: dict[uuid.UUID, tuple[User, str | None]] = field(default_factory=dict)
     credentials: dict[str, Credential] = field(default_factory=dict)
@@ -117,7 +176,7 @@ class Tables:
             dict(self.prosody),
             dict(self.profiles),
             dict(self.synthesized),
-            list(self.memories),
+            self.memories.fork(),
             dict(self.summaries),
             dict(self.users),
             dict(self.credentials),
@@ -291,7 +350,7 @@ class InMemoryMemoryRepository(_Repo):
         text: str,
         embedding: Sequence[float],
     ) -> None:
-        if turn_id is not None and any(m[1] == turn_id and m[2] == role for m in self.t.memories):
+        if turn_id is not None and (turn_id, role) in self.t.memories.search_index().keys:
             return  # one memory per turn and role, as in PostgreSQL
         vector = np.asarray(embedding, dtype=np.float64)
         vector /= float(np.linalg.norm(vector)) or 1.0
@@ -304,18 +363,31 @@ class InMemoryMemoryRepository(_Repo):
         session_id: uuid.UUID | None = None,
         owner_id: uuid.UUID | None = None,
     ) -> list[MemoryHit]:
-        def owned(sid: uuid.UUID) -> bool:
-            session = self.t.sessions.get(sid)
-            return owner_id is None or (session is not None and session.owner_id == owner_id)
-
-        rows = [m for m in self.t.memories if (session_id is None or m[0] == session_id) and owned(m[0])]
-        if not rows:
+        rows = self.t.memories
+        index = rows.search_index()
+        if not index.n:
             return []
-        query = np.asarray(embedding, dtype=np.float64)
+        allowed: builtins.list[uuid.UUID] | None = None
+        if owner_id is not None:
+            allowed = [s.session_id for s in self.t.sessions.values() if s.owner_id == owner_id]
+        if session_id is not None:
+            allowed = [session_id] if allowed is None or session_id in allowed else []
+        codes = index.codes[: index.n]
+        if allowed is None:
+            picked = np.arange(index.n)
+        else:
+            wanted = [index.session_codes[s] for s in allowed if s in index.session_codes]
+            picked = np.flatnonzero(np.isin(codes, wanted))
+        if not picked.size:
+            return []
+        query = np.asarray(embedding, dtype=np.float32)
         query /= float(np.linalg.norm(query)) or 1.0
-        scores = np.stack([m[4] for m in rows]) @ query
+        scores = index.matrix[picked] @ query
         best = np.argsort(-scores, kind="stable")[:limit]
-        return [MemoryHit(rows[i][0], rows[i][1], rows[i][2], rows[i][3], float(scores[i])) for i in best]
+        return [
+            MemoryHit(rows[i][0], rows[i][1], rows[i][2], rows[i][3], float(scores[k]))
+            for k, i in ((k, int(picked[k])) for k in best)
+        ]
 
 
 class InMemorySummaryRepository(_Repo):
@@ -412,7 +484,7 @@ class InMemoryErasureRepository(_Repo):
         }
         t.prosody = {k: p for k, p in t.prosody.items() if p.transcription_id not in trs}
         t.synthesized = {k: a for k, a in t.synthesized.items() if a.turn_id not in turns}
-        t.memories = [m for m in t.memories if m[0] != session_id]
+        t.memories = MemoryList([m for m in t.memories if m[0] != session_id])
         t.transcriptions = {k: row for k, row in t.transcriptions.items() if k not in trs}
         t.summaries.pop(session_id, None)
         t.turns = {k: v for k, v in t.turns.items() if k not in turns}
