@@ -594,7 +594,12 @@ class DatabaseSettings(BaseModel):
         default=REPO_ROOT / "var" / "pgdata", description="Data directory of the embedded server."
     )
     pool_size: int = Field(
-        default=10, description="Connections kept in the pool (as many more may open under load)."
+        default=20,
+        description=(
+            "Connections kept in the pool (as many more may open under load); with fewer than the "
+            "concurrent writes of ~50 sessions, connections kept being opened and closed "
+            "(docs/benchmarks.md, soak)."
+        ),
     )
     write_retries: int = Field(
         default=3,
