@@ -421,6 +421,34 @@ async def test_memory_search_ranks_by_meaning_and_filters_by_session(
     assert mine[0].score > mine[1].score
 
 
+async def test_an_owners_memory_search_finds_their_nearest_among_many_other_owners(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    # The owner filter is an array of the owner's sessions so the HNSW index is walked; the
+    # iterative scan must keep walking until the owner's memories fill the answer even when other
+    # owners' memories are most of the table (and nearer to the query).
+    mine, _, _ = await _session_with_turn(uow_factory)
+    assert mine.owner_id is not None
+    query = np.array(_unit(30, 512))
+    async with uow_factory() as uow:
+        for k in range(6):
+            others, _, _ = await _session_with_turn(uow_factory)
+            for j in range(40):
+                near = query + 0.05 * np.array(_unit(1000 + 40 * k + j, 512))
+                await uow.memories.add(others.session_id, None, "user", f"other {k}/{j}", near.tolist())
+        expected = []
+        for j in range(8):
+            vector = query + (0.3 + 0.1 * j) * np.array(_unit(2000 + j, 512))
+            await uow.memories.add(mine.session_id, None, "user", f"mine {j}", vector.tolist())
+            expected.append((float(vector @ query / np.linalg.norm(vector)), f"mine {j}"))
+        await uow.commit()
+    async with uow_factory() as uow:
+        hits = await uow.memories.search(query.tolist(), limit=5, owner_id=mine.owner_id)
+    assert [h.text for h in hits] == [t for _, t in sorted(expected, reverse=True)[:5]]
+    assert all(h.session_id == mine.session_id for h in hits)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
 # ----------------------------------------------------------------------------------------- cascades
 
 
