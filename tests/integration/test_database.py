@@ -39,6 +39,7 @@ from avatar.infrastructure.database import (
     build_unit_of_work_factory,
     create_engine,
     migrate,
+    repositories,
 )
 from avatar.infrastructure.database import tables as t
 from avatar.infrastructure.instant.storage import InMemoryDatabase
@@ -421,12 +422,14 @@ async def test_memory_search_ranks_by_meaning_and_filters_by_session(
     assert mine[0].score > mine[1].score
 
 
+@pytest.mark.parametrize("exact_up_to", [2000, 0], ids=["exact", "hnsw-walk"])
 async def test_an_owners_memory_search_finds_their_nearest_among_many_other_owners(
-    uow_factory: SqlUnitOfWorkFactory,
+    uow_factory: SqlUnitOfWorkFactory, monkeypatch: pytest.MonkeyPatch, exact_up_to: int
 ) -> None:
-    # The owner filter is an array of the owner's sessions so the HNSW index is walked; the
-    # iterative scan must keep walking until the owner's memories fill the answer even when other
-    # owners' memories are most of the table (and nearer to the query).
+    # Few memories: an exact search. Many (here: forced with a limit of 0): the HNSW index is walked
+    # and the iterative scan must keep walking until the owner's memories fill the answer, even
+    # when other owners' memories are most of the table and nearer to the query.
+    monkeypatch.setattr(repositories, "EXACT_MEMORY_SEARCH_MAX", exact_up_to)
     mine, _, _ = await _session_with_turn(uow_factory)
     assert mine.owner_id is not None
     query = np.array(_unit(30, 512))

@@ -474,6 +474,10 @@ class SqlRetentionRepository:
         return len((await self._tx.write(stmt)).all())
 
 
+#: Up to this many memories an owner's recall is an exact search; above, it walks the HNSW index.
+EXACT_MEMORY_SEARCH_MAX = 2000
+
+
 class SqlMemoryRepository:
     def __init__(self, tx: Transaction) -> None:
         self._tx = tx
@@ -525,15 +529,24 @@ class SqlMemoryRepository:
         )
         if session_id is not None:
             stmt = stmt.where(t.memories.c.session_id == session_id)
+        # Exact unless the index is chosen below: ``+ 0`` keeps the planner off the HNSW index,
+        # whose plain walk (40 candidates) could leave a filtered answer short.
+        order = distance + 0.0
         if owner_id is not None:
-            # The owner's sessions as an array, not a join: with a join the planner scanned and
-            # measured every memory of the owner (~50 ms at 11 000 memories, growing with them);
-            # this way it walks the HNSW index, and the iterative scan keeps walking until
-            # ``limit`` memories pass the filter (pgvector >= 0.8; docs/benchmarks.md, soak).
             owned = select(t.sessions.c.session_id).where(t.sessions.c.owner_id == owner_id)
-            stmt = stmt.where(t.memories.c.session_id == any_(func.array(owned.scalar_subquery())))
-            await self._tx.write(sql_text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-        rows = (await self._tx.read(stmt.order_by(distance).limit(limit))).mappings()
+            if session_id is None and await self._count_owned(owner_id) > EXACT_MEMORY_SEARCH_MAX:
+                # Many memories: the owner's sessions as an array, not a join, so the planner walks
+                # the HNSW index, and the iterative scan keeps walking until ``limit`` memories pass
+                # the filter (pgvector >= 0.8). The join measured every memory of the owner (~50-150
+                # ms at 11 000 memories, growing; docs/benchmarks.md, soak). Few memories: the
+                # exact search below is cheap, and an index walk for a rare owner would have to
+                # pass over most of the other owners' memories first.
+                stmt = stmt.where(t.memories.c.session_id == any_(func.array(owned.scalar_subquery())))
+                await self._tx.write(sql_text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+                order = distance
+            else:
+                stmt = stmt.where(t.memories.c.session_id.in_(owned))
+        rows = (await self._tx.read(stmt.order_by(order).limit(limit))).mappings()
         hits = [
             MemoryHit(
                 session_id=row["session_id"],
@@ -545,6 +558,11 @@ class SqlMemoryRepository:
             for row in rows
         ]
         return sorted(hits, key=lambda h: -h.score)  # the relaxed scan's order is approximate
+
+    async def _count_owned(self, owner_id: uuid.UUID) -> int:
+        owned = select(t.sessions.c.session_id).where(t.sessions.c.owner_id == owner_id)
+        stmt = select(func.count()).select_from(t.memories).where(t.memories.c.session_id.in_(owned))
+        return int((await self._tx.read(stmt)).scalar_one())
 
 
 class SqlSummaryRepository:
