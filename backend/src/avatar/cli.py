@@ -807,6 +807,13 @@ def _levels(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[i
     help="soak: trace the server's Python allocations and report what grew after warm-up (slow).",
 )
 @click.option(
+    "--real",
+    "real_engines",
+    is_flag=True,
+    help="soak: the embedded default (`avatar up`) with its real models instead of the instant engines, "
+    "people speaking LibriVox clips (sessions: what the stack admits unless given).",
+)
+@click.option(
     "--turns", type=click.IntRange(min=1), default=3, show_default=True, help="load: turns per session."
 )
 @click.option(
@@ -838,6 +845,7 @@ def bench(
     note: str,
     out: Path | None,
     trace_allocations: bool,
+    real_engines: bool,
 ) -> None:
     """Run a benchmark; prints figures and writes them to docs/benchmarks.md.
 
@@ -846,13 +854,21 @@ def bench(
     `avatar bench conversation --sessions 1,2,3` has N sessions talk at once with the real models
     and reports real model replies, dropped utterances and voice-to-voice latency per N.
     `avatar bench soak --sessions 50 --minutes 30` keeps the sessions talking against the instant
-    engines and samples the server's RSS, open files, asyncio tasks and queue depths over time.
+    engines and samples the server's RSS, open files, asyncio tasks and queue depths over time;
+    `avatar bench soak --real --minutes 30` does the same with `avatar up` and its real models.
     """
     if name == "load":
         from avatar.bench import load
 
         sys.exit(load.main(sessions, turns, processes, write, binary_audio, note))
     given = click.get_current_context().get_parameter_source("sessions")
+    if name == "soak" and real_engines:
+        from avatar.bench import soak_real
+
+        real_sessions = sessions[0] if given is not click.core.ParameterSource.DEFAULT else None
+        sys.exit(soak_real.main(real_sessions, minutes, write, interval, note, out))
+    if real_engines:
+        raise click.UsageError("--real is a soak option")
     if name == "soak":
         from avatar.bench import soak
 
