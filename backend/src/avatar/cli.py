@@ -857,6 +857,8 @@ def bench(
     engines and samples the server's RSS, open files, asyncio tasks and queue depths over time;
     `avatar bench soak --real --minutes 30` does the same with `avatar up` and its real models.
     """
+    if real_engines and name != "soak":
+        raise click.UsageError("--real is a soak option")
     if name == "load":
         from avatar.bench import load
 
@@ -867,8 +869,6 @@ def bench(
 
         real_sessions = sessions[0] if given is not click.core.ParameterSource.DEFAULT else None
         sys.exit(soak_real.main(real_sessions, minutes, write, interval, note, out))
-    if real_engines:
-        raise click.UsageError("--real is a soak option")
     if name == "soak":
         from avatar.bench import soak
 
