@@ -135,3 +135,52 @@ async def test_a_sessions_second_request_waits_while_another_session_takes_the_f
     finally:
         await model.aclose()
     assert model.slots.in_use == 0 and model.slots.held_by(a) == 0
+
+
+async def test_chat_completions_callers_take_turns_like_sessions(held: HeldServer) -> None:
+    """``/v1/chat/completions`` (``OpenAIChat``) keys its requests by the caller: a client that
+    queues many requests cannot keep another caller or a live session waiting behind all of them."""
+    from avatar.application.brain import load_persona
+    from avatar.application.openai_compat.chat import ChatOrder, OpenAIChat
+    from avatar.bootstrap import brain_config, build_instant_container
+    from avatar.domain.models import User
+    from avatar.settings import Settings
+
+    settings = Settings(environment="test")
+    container = build_instant_container(settings)
+    model = OpenAIChatModel(f"http://127.0.0.1:{held.port}", "m", slots=1, queue_timeout_s=60.0)
+    chat = OpenAIChat(
+        model,
+        container.text_embedder,
+        container.uow,
+        load_persona(settings.llm.persona_file),
+        brain_config(settings),
+        avatar_model="avatar",
+        base_model="m",
+    )
+    busy, other = User(uuid.uuid4(), "busy"), User(uuid.uuid4(), "other")
+
+    async def complete(name: str, caller: User) -> str:
+        reply = await chat.start(ChatOrder("m", (ChatMessage("user", name),)), caller)
+        assert reply.caller == caller.user_id
+        return "".join([t async for t in chat.deltas(reply)])
+
+    try:
+        tasks = {"busy1": asyncio.create_task(complete("busy1", busy))}
+        await until(lambda: held.arrived == ["busy1"])
+        for waiting, (name, caller) in enumerate([("busy2", busy), ("busy3", busy), ("other1", other)], 1):
+            tasks[name] = asyncio.create_task(complete(name, caller))
+            await until(lambda n=waiting: model.slots.waiting == n)  # type: ignore[misc]
+        session = uuid.uuid4()
+        tasks["session1"] = asyncio.create_task(ask(model, "session1", session))
+        await until(lambda: model.slots.waiting == 4)
+        for served in range(1, 6):
+            await until(lambda s=served: len(held.arrived) == s)  # type: ignore[misc]
+            held.answer(held.arrived[-1])
+        replies = {name: await task for name, task in tasks.items()}
+    finally:
+        await model.aclose()
+        await container.aclose()
+    # the busy caller's second and third requests wait behind the other caller and the session
+    assert held.arrived == ["busy1", "other1", "session1", "busy2", "busy3"]
+    assert replies == {name: f"reply to {name}" for name in replies}

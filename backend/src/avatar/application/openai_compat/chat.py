@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 
@@ -60,6 +61,9 @@ class ChatReply:
     max_tokens: int | None
     temperature: float | None
     persona: bool
+    #: Whose request this is: the model's queue serves callers round-robin by it, as it serves
+    #: sessions (``ChatModel.stream_chat``'s ``session``; docs/resilience.md, "Many users on one box").
+    caller: uuid.UUID | None = None
     text: str = ""
     completion_tokens: int = 0
     finish_reason: str = "stop"
@@ -135,6 +139,7 @@ class OpenAIChat:
             max_tokens=max_tokens,
             temperature=temperature,
             persona=persona,
+            caller=caller.user_id,
         )
 
     async def deltas(self, reply: ChatReply) -> AsyncGenerator[str, None]:
@@ -145,7 +150,7 @@ class OpenAIChat:
         """
         parser = ReplyParser() if reply.persona else None
         stream = self._chat.stream_chat(
-            reply.prompt, max_tokens=reply.max_tokens, temperature=reply.temperature
+            reply.prompt, max_tokens=reply.max_tokens, temperature=reply.temperature, session=reply.caller
         )
         try:
             async for raw in stream:
