@@ -1,5 +1,6 @@
 """The instant engines' in-memory unit of work (load testing only, docs/deploy.md): it stays
-transactional while copying the tables at most once per unit of work, on first use."""
+transactional while copying nothing (its changes are staged over the committed tables, made on
+first use), and units of work that overlap in time both keep their writes."""
 
 from __future__ import annotations
 
@@ -8,18 +9,18 @@ from datetime import UTC, datetime
 
 import pytest
 
-from avatar.domain.models import Session
-from avatar.infrastructure.instant.storage import InMemoryDatabase, Tables
+from avatar.domain.models import ConversationTurn, Session
+from avatar.infrastructure.instant.storage import InMemoryDatabase, StagedTable, StagedTables
 
 
 class CountingDatabase(InMemoryDatabase):
     def __init__(self) -> None:
         super().__init__()
-        self.copies = 0
+        self.copies = 0  # stagings: each is a view over the committed tables, not a copy
 
-    def snapshot(self) -> Tables:
+    def stage(self) -> StagedTables:
         self.copies += 1
-        return super().snapshot()
+        return super().stage()
 
 
 def _session() -> Session:
@@ -69,3 +70,74 @@ async def test_a_unit_that_touches_nothing_copies_nothing(commits: int) -> None:
         for _ in range(commits):
             await uow.commit()
     assert db.copies == 0 and db.commits == commits
+
+
+def _turn(session: Session, number: int) -> ConversationTurn:
+    return ConversationTurn(
+        turn_id=uuid.uuid4(), session_id=session.session_id, turn_number=number, user_input=f"turn {number}"
+    )
+
+
+async def test_units_of_work_that_overlap_both_keep_their_writes() -> None:
+    """The lost update of the former snapshot design: the later commit replaced every table with
+    its own copy, dropping what an overlapping unit had committed meanwhile."""
+    db = InMemoryDatabase()
+    a, b = _session(), _session()
+    async with db() as uow:
+        await uow.sessions.add(a)
+        await uow.sessions.add(b)
+        await uow.commit()
+    first, second = db(), db()
+    async with first, second:
+        await first.turns.add(_turn(a, 1))
+        await second.turns.add(_turn(b, 1))
+        assert await second.turns.list_for_session(a.session_id) == []  # not committed yet
+        await first.commit()
+        await second.commit()
+    async with db() as uow:
+        assert [t.user_input for t in await uow.turns.list_for_session(a.session_id)] == ["turn 1"]
+        assert [t.user_input for t in await uow.turns.list_for_session(b.session_id)] == ["turn 1"]
+
+
+async def test_erasing_a_session_keeps_what_another_unit_committed_meanwhile() -> None:
+    db = InMemoryDatabase()
+    gone, kept = _session(), _session()
+    async with db() as uow:
+        for s in (gone, kept):
+            await uow.sessions.add(s)
+            await uow.turns.add(_turn(s, 1))
+            await uow.memories.add(s.session_id, None, "user", "hello", [1.0, 0.0])
+        await uow.commit()
+    erasing, writing = db(), db()
+    async with erasing, writing:
+        counts = await erasing.erasure.erase_session(gone.session_id)
+        assert counts["turns"] == 1 and counts["memories"] == 1
+        await writing.turns.add(_turn(kept, 2))
+        await writing.memories.add(kept.session_id, None, "user", "again", [0.0, 1.0])
+        await writing.commit()
+        await erasing.commit()
+    async with db() as uow:
+        assert await uow.sessions.get(gone.session_id) is None
+        assert await uow.turns.list_for_session(gone.session_id) == []
+        assert [t.turn_number for t in await uow.turns.list_for_session(kept.session_id)] == [1, 2]
+        hits = await uow.memories.search([1.0, 1.0], limit=10)
+        assert sorted(h.text for h in hits) == ["again", "hello"]
+        assert {h.session_id for h in hits} == {kept.session_id}
+
+
+def test_a_staged_table_reads_its_own_writes_and_deletions_over_the_committed_rows() -> None:
+    base = {"a": 1, "b": 2, "c": 3}
+    staged: StagedTable[str, int] = StagedTable(base)
+    assert dict(staged.items()) == base and len(staged) == 3
+    staged["b"] = 20
+    staged["d"] = 4
+    del staged["a"]
+    assert "a" not in staged and staged["b"] == 20 and staged.get("a") is None
+    assert list(staged) == ["b", "c", "d"] and list(staged.values()) == [20, 3, 4] and len(staged) == 3
+    with pytest.raises(KeyError):
+        del staged["a"]
+    assert base == {"a": 1, "b": 2, "c": 3}  # nothing is visible before the commit
+    staged.replace_all({"c": 3, "e": 5})
+    assert dict(staged.items()) == {"c": 3, "e": 5}
+    staged.commit()
+    assert base == {"c": 3, "e": 5} and dict(staged.items()) == base

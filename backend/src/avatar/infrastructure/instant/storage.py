@@ -1,7 +1,9 @@
 """In-memory storage for the instant engine set: an object store and a transactional database.
 
 Both satisfy the storage ports (``ObjectStore``, ``UnitOfWorkFactory``) for one process: a unit
-of work stages its changes on a snapshot and makes them visible on ``commit``.
+of work stages its changes over the committed tables (:class:`StagedTable`: its own writes and
+deletions, nothing copied) and applies them on ``commit``, row by row, so two units of work that
+overlap in time both keep their writes (a later commit no longer replaces the whole tables).
 """
 
 from __future__ import annotations
@@ -9,11 +11,11 @@ from __future__ import annotations
 import builtins
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import ItemsView, Iterator, Mapping, MutableMapping, Sequence, ValuesView
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Self
+from typing import Any, Self, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -168,22 +170,168 @@ class Tables:
     #: transcription id -> when the retention sweep removed its input audio.
     inputs_expired: dict[uuid.UUID, datetime] = field(default_factory=dict)
 
-    def copy(self) -> Tables:
-        return Tables(
-            dict(self.sessions),
-            dict(self.turns),
-            dict(self.transcriptions),
-            dict(self.prosody),
-            dict(self.profiles),
-            dict(self.synthesized),
-            self.memories.fork(),
-            dict(self.summaries),
-            dict(self.users),
-            dict(self.credentials),
-            list(self.audit),
-            dict(self.feedback),
-            dict(self.inputs_expired),
+
+K = TypeVar("K")
+V = TypeVar("V")
+_GONE = object()  # a deleted row among a unit of work's changes
+_MISSING = object()
+
+
+class StagedTable(MutableMapping[K, V]):
+    """One table as a unit of work sees it: the committed rows with the unit's own writes and
+    deletions over them. Nothing is copied; :meth:`commit` applies the changes to the committed
+    table row by row (docs/benchmarks.md, "load": a copy of every table per unit of work grew with
+    the stored turns, and the last commit replaced what an overlapping one had written)."""
+
+    __slots__ = ("_base", "_changes")
+
+    def __init__(self, base: dict[K, V]) -> None:
+        self._base = base
+        self._changes: dict[K, Any] = {}  # a row, or _GONE
+
+    def __getitem__(self, key: K) -> V:
+        if self._changes:
+            value = self._changes.get(key, _MISSING)
+            if value is _GONE:
+                raise KeyError(key)
+            if value is not _MISSING:
+                return value  # type: ignore[no-any-return]
+        return self._base[key]
+
+    def __contains__(self, key: object) -> bool:
+        if self._changes:
+            value = self._changes.get(key, _MISSING)  # type: ignore[arg-type]
+            if value is not _MISSING:
+                return value is not _GONE
+        return key in self._base
+
+    def __setitem__(self, key: K, value: V) -> None:
+        self._changes[key] = value
+
+    def __delitem__(self, key: K) -> None:
+        if key not in self:
+            raise KeyError(key)
+        self._changes[key] = _GONE
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._base) if not self._changes else self._merged()
+
+    def _merged(self) -> Iterator[K]:
+        changes, base = self._changes, self._base
+        for key in list(base):
+            if changes.get(key, _MISSING) is not _GONE:
+                yield key
+        for key, value in list(changes.items()):
+            if value is not _GONE and key not in base:
+                yield key
+
+    def __len__(self) -> int:
+        if not self._changes:
+            return len(self._base)
+        return sum(1 for _ in self._merged())
+
+    def items(self) -> ItemsView[K, V]:
+        return self._base.items() if not self._changes else ItemsView(self)
+
+    def values(self) -> ValuesView[V]:
+        return self._base.values() if not self._changes else ValuesView(self)
+
+    def replace_all(self, rows: Mapping[K, V]) -> None:
+        """Make the table hold exactly ``rows`` (as deletions and writes of this unit of work)."""
+        for key in [k for k in self if k not in rows]:
+            del self[key]
+        for key, value in rows.items():
+            if self.get(key, _MISSING) is not value:
+                self[key] = value
+
+    def commit(self) -> None:
+        base = self._base
+        for key, value in self._changes.items():
+            if value is _GONE:
+                base.pop(key, None)
+            else:
+                base[key] = value
+        self._changes.clear()
+
+
+class StagedTables:
+    """What a unit of work reads and writes: a :class:`StagedTable` over each committed table, and
+    the two append-only lists (memories, audit) forked on first use; :meth:`commit` applies it all."""
+
+    def __init__(self, base: Tables) -> None:
+        self._base = base
+        self.sessions = StagedTable(base.sessions)
+        self.turns = StagedTable(base.turns)
+        self.transcriptions = StagedTable(base.transcriptions)
+        self.prosody = StagedTable(base.prosody)
+        self.profiles = StagedTable(base.profiles)
+        self.synthesized = StagedTable(base.synthesized)
+        self.summaries = StagedTable(base.summaries)
+        self.users = StagedTable(base.users)
+        self.credentials = StagedTable(base.credentials)
+        self.feedback = StagedTable(base.feedback)
+        self.inputs_expired = StagedTable(base.inputs_expired)
+        self._memories: MemoryList | None = None
+        self._memories_from = 0  # rows of the committed list when it was forked
+        self._memories_source: MemoryList | None = None
+        self._memories_replaced = False
+        self._audit: list[AuditEntry] | None = None
+        self._audit_from = 0
+
+    def _tables(self) -> tuple[StagedTable[Any, Any], ...]:
+        return (
+            self.sessions,
+            self.turns,
+            self.transcriptions,
+            self.prosody,
+            self.profiles,
+            self.synthesized,
+            self.summaries,
+            self.users,
+            self.credentials,
+            self.feedback,
+            self.inputs_expired,
         )
+
+    @property
+    def memories(self) -> MemoryList:
+        if self._memories is None:
+            self._memories_source = self._base.memories
+            self._memories = self._memories_source.fork()
+            self._memories_from = len(self._memories)
+        return self._memories
+
+    def replace_memories(self, rows: MemoryList) -> None:
+        """Erasure: the memories become ``rows`` (plus what other units commit meanwhile)."""
+        _ = self.memories
+        self._memories = rows
+        self._memories_replaced = True
+
+    @property
+    def audit(self) -> list[AuditEntry]:
+        if self._audit is None:
+            self._audit = list(self._base.audit)
+            self._audit_from = len(self._audit)
+        return self._audit
+
+    def commit(self) -> None:
+        for table in self._tables():
+            table.commit()
+        base = self._base
+        if self._memories is not None:
+            mine = self._memories
+            if self._memories_replaced:
+                theirs = (
+                    base.memories[self._memories_from :] if base.memories is self._memories_source else []
+                )
+                base.memories = MemoryList([*mine, *theirs])
+            else:
+                base.memories.extend(mine[self._memories_from :])
+            self._memories = None
+            self._memories_replaced = False
+        if self._audit is not None:
+            base.audit.extend(self._audit[self._audit_from :])
+            self._audit = None
 
 
 def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
@@ -198,7 +346,7 @@ class _Repo:
         self.uow = uow
 
     @property
-    def t(self) -> Tables:
+    def t(self) -> StagedTables:
         return self.uow.staged
 
 
@@ -418,7 +566,7 @@ class InMemoryAccountRepository(_Repo):
         if self.t.users.pop(user_id, None) is None:
             return False
         # The foreign keys cascade in SQL; do the same here.
-        self.t.credentials = {k: c for k, c in self.t.credentials.items() if c.user_id != user_id}
+        self.t.credentials.replace_all({k: c for k, c in self.t.credentials.items() if c.user_id != user_id})
         return True
 
     async def password_hash(self, user_id: uuid.UUID) -> str | None:
@@ -482,12 +630,16 @@ class InMemoryErasureRepository(_Repo):
             "turns": len(turns),
             "sessions": int(session_id in t.sessions),
         }
-        t.prosody = {k: p for k, p in t.prosody.items() if p.transcription_id not in trs}
-        t.synthesized = {k: a for k, a in t.synthesized.items() if a.turn_id not in turns}
-        t.memories = MemoryList([m for m in t.memories if m[0] != session_id])
-        t.transcriptions = {k: row for k, row in t.transcriptions.items() if k not in trs}
+        for k in [k for k, p in t.prosody.items() if p.transcription_id in trs]:
+            del t.prosody[k]
+        for k in [k for k, a in t.synthesized.items() if a.turn_id in turns]:
+            del t.synthesized[k]
+        t.replace_memories(MemoryList([m for m in t.memories if m[0] != session_id]))
+        for k in trs:
+            del t.transcriptions[k]
         t.summaries.pop(session_id, None)
-        t.turns = {k: v for k, v in t.turns.items() if k not in turns}
+        for k in turns:
+            del t.turns[k]
         t.sessions.pop(session_id, None)
         return counts
 
@@ -544,9 +696,8 @@ class InMemoryUnitOfWork:
 
     def __init__(self, db: InMemoryDatabase) -> None:
         self.db = db
-        #: Copied from the database on first use, not on entry, commit and exit: a copy of every
-        #: table per unit of work grew with the stored turns (docs/benchmarks.md, "load").
-        self._staged: Tables | None = None
+        #: Made on first use: the unit's changes over the committed tables (:class:`StagedTables`).
+        self._staged: StagedTables | None = None
         self.sessions = InMemorySessionRepository(self)
         self.turns = InMemoryTurnRepository(self)
         self.transcriptions = InMemoryTranscriptionRepository(self)
@@ -562,9 +713,9 @@ class InMemoryUnitOfWork:
         self.committed = False
 
     @property
-    def staged(self) -> Tables:
+    def staged(self) -> StagedTables:
         if self._staged is None:
-            self._staged = self.db.snapshot()
+            self._staged = self.db.stage()
         return self._staged
 
     async def __aenter__(self) -> Self:
@@ -578,7 +729,7 @@ class InMemoryUnitOfWork:
 
     async def commit(self) -> None:
         if self._staged is not None:
-            self.db.tables = self._staged
+            self._staged.commit()
         self.db.commits += 1
         self._staged = None
         self.committed = True
@@ -594,8 +745,9 @@ class InMemoryDatabase:
         self.tables = Tables()
         self.commits = 0
 
-    def snapshot(self) -> Tables:
-        return self.tables.copy()
+    def stage(self) -> StagedTables:
+        """A unit of work's view of the tables (nothing copied)."""
+        return StagedTables(self.tables)
 
     def __call__(self) -> InMemoryUnitOfWork:
         return InMemoryUnitOfWork(self)
