@@ -64,3 +64,21 @@ def test_the_crowd_counts_only_model_written_replies_and_every_utterance_without
     row = next(line for line in section.splitlines() if line.startswith("| 3 |"))
     assert row.split(" | ")[1:6] == ["5", "4", "40 %", "1", "2"]
     assert "a shared machine" in section and "could not transcribe" in section
+
+
+def test_first_token_growth_compares_turn_20_with_turn_2_and_fits_a_trend() -> None:
+    from avatar.bench.conversation import ttft_growth
+
+    # docs/benchmarks.md, "conversation", run 4: turn 2 227 ms, turn 20 307 ms
+    run4 = [227.5, 227.2, 310.7, 282.9, 255.6, 406.1, 331.6, 354.8, 280.6, 259.7]
+    run4 += [325.0, 324.9, 291.0, 333.7, 261.9, 415.3, 279.4, 324.9, 347.0, 306.6]
+    growth = ttft_growth(run4)
+    assert growth is not None and growth.last_turn == 20
+    assert math.isclose(growth.single_percent, 100 * (306.6 - 227.2) / 227.2)
+    # medians of turns 2-4 (282.9) and 18-20 (324.9)
+    assert math.isclose(growth.median_percent, 100 * (324.9 - 282.9) / 282.9)
+    flat = ttft_growth([900.0] + [300.0, 320.0, 280.0] * 6 + [300.0])
+    assert flat is not None and abs(flat.slope_ms) < 1.0 and abs(flat.trend_percent) < 5.0
+    rising = ttft_growth([900.0] + [300.0 + 100.0 * n for n in range(19)])
+    assert rising is not None and math.isclose(rising.slope_ms, 100.0)
+    assert ttft_growth([900.0, 300.0, 310.0]) is None  # too few turns

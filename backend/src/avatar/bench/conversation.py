@@ -531,9 +531,49 @@ def _real_section(run: RealRun) -> str:
         "server's prompt cache should keep it flat), ms:\n\n"
         + table(["turn", "llm_ttft", "voice-to-voice"], by_turn)
     )
+    growth = ttft_growth([float(row[1]) for row in by_turn])
+    if growth is not None:
+        text += (
+            f"\n\nGrowth of the first token over the conversation: turn {growth.last_turn} vs turn 2 "
+            f"{growth.single_percent:+.0f} % (goal within 20 %); one turn varies widely from the next, "
+            f"so also the median of turns 2-4 vs the last three {growth.median_percent:+.0f} %, and the "
+            f"least-squares trend over turns 2-{growth.last_turn}: {growth.slope_ms:+.1f} ms per turn "
+            f"({growth.trend_percent:+.0f} % of turn 2's median over the conversation)."
+        )
     if tally.failed:
         text += f"\n\nFailed turns: {len(tally.failed)} ({'; '.join(sorted(set(tally.failed)))[:300]})."
     return text
+
+
+@dataclass(frozen=True)
+class TTFTGrowth:
+    """First-token latency at the end of a conversation against its start (issue 14: turn 20
+    within 20 % of turn 2). Turn 1 computes the persona's prompt head and is left out."""
+
+    last_turn: int
+    single_percent: float
+    median_percent: float
+    slope_ms: float
+    trend_percent: float
+
+
+def ttft_growth(ttft: Sequence[float]) -> TTFTGrowth | None:
+    """``ttft[i]`` is turn ``i + 1``'s first token, ms; ``None`` under five usable turns."""
+    turns = [(i + 1, v) for i, v in enumerate(ttft) if i >= 1 and math.isfinite(v)]
+    if len(turns) < 5 or turns[0][0] != 2:
+        return None
+    first, last = turns[0][1], turns[-1][1]
+    head = statistics.median(v for _, v in turns[:3])
+    tail = statistics.median(v for _, v in turns[-3:])
+    xs, ys = [float(n) for n, _ in turns], [v for _, v in turns]
+    slope = statistics.linear_regression(xs, ys).slope
+    return TTFTGrowth(
+        last_turn=turns[-1][0],
+        single_percent=100.0 * (last - first) / first,
+        median_percent=100.0 * (tail - head) / head,
+        slope_ms=slope,
+        trend_percent=100.0 * slope * (xs[-1] - xs[0]) / head,
+    )
 
 
 def _capacity_section(capacity: list[tuple[int, Tally]]) -> str:
