@@ -39,7 +39,7 @@ def chaos_settings(tmp: Path, database_url: str) -> Settings:
     settings.llm.n_ctx = 2048
     settings.llm.max_tokens = 60
     settings.llm.max_retries = 1
-    settings.llm.first_token_timeout_s = 20.0  # a loaded test machine must not look like an outage
+    settings.llm.embedded_first_token_timeout_s = 20.0  # a loaded test machine must not look like an outage
     settings.asr.language = "en"
     return settings
 

@@ -52,7 +52,7 @@ def chaos_settings(tmp: Path, database_url: str, llm_url: str) -> Settings:
     settings.llm.placement = Placement.REMOTE
     settings.llm.base_url = llm_url
     settings.llm.max_tokens = 30
-    settings.llm.first_token_timeout_s = 60.0  # a loaded test machine must not look like an outage
+    settings.llm.embedded_first_token_timeout_s = 60.0  # a loaded test machine must not look like an outage
     settings.asr.language = "en"
     return settings
 

@@ -36,7 +36,7 @@ CHANNEL = "streamer"
 def live_settings(tmp: Path, database_url: str, llm_url: str, twitch_url: str, chzzk_url: str) -> Settings:
     settings = e2e_settings(tmp, database_url, llm_url)
     settings.llm.max_tokens = 24
-    settings.llm.first_token_timeout_s = 60.0  # the CI machine's cores are shared
+    settings.llm.embedded_first_token_timeout_s = 60.0  # the CI machine's cores are shared
     settings.live.twitch.channel = CHANNEL
     settings.live.twitch.url = twitch_url
     settings.live.chzzk.channel_id = "chan1"

@@ -42,7 +42,7 @@ def crowd_settings(tmp: Path, database_url: str) -> Settings:
     settings.llm.port = 0
     settings.llm.n_ctx = 2048
     settings.llm.max_tokens = 40
-    settings.llm.first_token_timeout_s = 120.0
+    settings.llm.embedded_first_token_timeout_s = 120.0
     settings.llm.queue_timeout_s = 300.0
     settings.asr.language = "en"
     settings.asr.queue_timeout_s = 300.0

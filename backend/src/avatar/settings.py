@@ -483,6 +483,17 @@ class LLMSettings(BaseModel):
         default=5.0,
         description="Seconds an attempt may take to its first token before it is abandoned and retried.",
     )
+    embedded_first_token_timeout_s: float = Field(
+        default=20.0,
+        gt=0,
+        description=(
+            "`first_token_timeout_s` of the embedded server. It has one slot for every session: a "
+            "request whose session was not served last computes its whole prompt again (4-6 s at a full "
+            "history on 2 cores), and an abandoned attempt keeps the server busy, so its retry would only "
+            "wait behind it (docs/resilience.md, 'Admission follows the model'). A dead server is found "
+            "by its supervisor and the health probe, not by this timeout."
+        ),
+    )
     max_retries: int = Field(
         default=3,
         description=(

@@ -31,6 +31,8 @@ async def test_a_killed_embedded_server_is_restarted_and_served_again_at_once() 
     async with contextlib.AsyncExitStack() as stack:
         model = await build_chat_model(settings, stack)
         assert isinstance(model, OpenAIChatModel) and model.slots.size == 1
+        # one slot for every session: a prompt computed again must not look like an outage
+        assert model._first_token_timeout_s == settings.llm.embedded_first_token_timeout_s == 20.0
         assert [t async for t in model.stream_chat(HELLO, max_tokens=8)]
         started = time.monotonic()
         assert [t async for t in model.stream_chat(HELLO, max_tokens=8)]

@@ -465,7 +465,12 @@ async def build_chat_model(settings: Settings, stack: contextlib.AsyncExitStack)
     base_url = cfg.base_url
     supervisor: Supervisor | None = None
     slots = cfg.slots
+    first_token_timeout_s = cfg.first_token_timeout_s
     if cfg.placement is Placement.EMBEDDED:
+        # One slot serves every session: a request whose session was not served last computes its
+        # whole prompt again (seconds on a small CPU), and an attempt abandoned for being slow keeps
+        # the server busy, so its retry would wait behind it (docs/resilience.md, "Admission").
+        first_token_timeout_s = cfg.embedded_first_token_timeout_s
         model_path = embedded_model_path(settings)
         child = LlamaServerChild(model_path, port=cfg.port or None, n_ctx=cfg.n_ctx, alias=cfg.model)
         supervisor = Supervisor(child)
@@ -478,7 +483,7 @@ async def build_chat_model(settings: Settings, stack: contextlib.AsyncExitStack)
         base_url,
         cfg.model,
         cfg.api_key.get_secret_value(),
-        first_token_timeout_s=cfg.first_token_timeout_s,
+        first_token_timeout_s=first_token_timeout_s,
         max_retries=cfg.max_retries,
         breaker_failures=cfg.breaker_failures,
         breaker_recovery_s=cfg.breaker_recovery_s,
