@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -291,8 +291,6 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def _server(workdir: Path, extra_env: dict[str, str] | None = None) -> Any:
-    import httpx
-
     port = _free_port()
     env = {
         **os.environ,
@@ -305,32 +303,42 @@ def _server(workdir: Path, extra_env: dict[str, str] | None = None) -> Any:
     }
     env.pop("AVATAR_CONVERSATION__MAX_SESSIONS", None)  # --instant-engines lifts the limit
     avatar = Path(sys.executable).with_name("avatar")
-    log = workdir / f"server-{port}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(avatar), "serve", "orchestrator", "--instant-engines", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the server exited with {proc.returncode}: {log.read_text()[-2000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{port}/api/v1/health/ready", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.1)
+    cmd = [str(avatar), "serve", "orchestrator", "--instant-engines", "--port", str(port)]
+    base = f"http://127.0.0.1:{port}"
+    with serving(cmd, env, workdir / f"server-{port}.log", base, ready_timeout_s=60, stop_grace_s=30) as pid:
         # the instant server's load-testing user (docs/security.md: every REST call authenticates)
         key = (workdir / "data" / "secrets" / "instant_api_key").read_text()
-        yield f"http://127.0.0.1:{port}", proc.pid, key
+        yield base, pid, key
+
+
+@contextlib.contextmanager
+def serving(
+    cmd: list[str], env: dict[str, str], log: Path, base: str, *, ready_timeout_s: float, stop_grace_s: float
+) -> Iterator[int]:
+    """Run ``cmd`` (an avatar server) with its output in ``log`` until ``base``'s
+    ``/api/v1/health/ready`` answers 200; yields its PID, then stops it by PID (SIGTERM, SIGKILL
+    after ``stop_grace_s``)."""
+    import httpx
+
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    what = f"avatar {cmd[1]}"
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{what} exited with {proc.returncode}: {log.read_text()[-2000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base}/api/v1/health/ready", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} was not ready in time: {log.read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield proc.pid
     finally:
         proc.terminate()
         try:
-            proc.wait(30)
+            proc.wait(stop_grace_s)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)

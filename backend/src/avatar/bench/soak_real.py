@@ -208,35 +208,13 @@ def embedded_stack(workdir: Path) -> Iterator[tuple[str, int]]:
     """``avatar up`` on a free port, everything it keeps (database, audio, keys) under ``workdir``;
     ``(base URL, its PID)`` once it is ready. Stopped by its PID (SIGTERM: it stops its children),
     killed if it does not exit in time."""
-    import httpx
-
     port = load._free_port()
-    log = workdir / "avatar-up.log"
     workdir.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [_avatar(), "up", "--port", str(port)], env=_env(workdir), stdout=out, stderr=subprocess.STDOUT
-        )
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"avatar up exited with {proc.returncode}: {log.read_text()[-2000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/api/v1/health/ready", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"avatar up was not ready in time: {log.read_text()[-2000:]}")
-            time.sleep(0.5)
-        yield base, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+    cmd = [_avatar(), "up", "--port", str(port)]
+    log = workdir / "avatar-up.log"
+    with load.serving(cmd, _env(workdir), log, base, ready_timeout_s=START_TIMEOUT_S, stop_grace_s=60) as pid:
+        yield base, pid
 
 
 def create_user(workdir: Path, name: str) -> str:
