@@ -86,6 +86,13 @@ async def start_llama_server(
         "False",
         "--verbose",
         "False",
+        # The server's default keeps the logits of every prompt position (n_ctx x vocabulary
+        # floats), touching ~190 KiB more memory per position it reaches and computing the output
+        # layer for every prompt token; replies are sampled from the last position only. Off:
+        # memory stays flat over a conversation and prompts compute ~25 % faster
+        # (docs/resilience.md, "One model server per session").
+        "--logits_all",
+        "False",
     ]
     fd, name = tempfile.mkstemp(prefix="llama-server-", suffix=".log")
     log_path = Path(name)
@@ -139,18 +146,18 @@ class LlamaServerChild:
     adapter needs no new address.
     """
 
-    name = "llm"
-
     def __init__(
         self,
         model_path: Path,
         *,
+        name: str = "llm",
         host: str = LOOPBACK,
         port: int | None = None,
         n_ctx: int = default_of(LLMSettings, "n_ctx"),
         alias: str = "local",
         ready_timeout_s: float = 60.0,
     ) -> None:
+        self.name = name
         self._model_path = model_path
         self._host = host
         self._port = port or free_port(host)
