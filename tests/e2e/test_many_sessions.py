@@ -38,7 +38,8 @@ def crowd_settings(tmp: Path, database_url: str) -> Settings:
     settings.database.url = settings.database.url.__class__(database_url)
     settings.object_store.kind = "filesystem"
     settings.object_store.root = tmp / "objects"
-    settings.llm.placement = Placement.EMBEDDED  # the llama.cpp server child, one slot
+    settings.llm.placement = Placement.EMBEDDED  # the llama.cpp server children, one slot
+    settings.llm.embedded_servers = 3  # one per session
     settings.llm.port = 0
     settings.llm.n_ctx = 2048
     settings.llm.max_tokens = 40

@@ -66,7 +66,7 @@ from avatar.application.voice_profiles import (
 )
 from avatar.application.voice_style import StyledSynthesizer, load_voice_styles
 from avatar.domain.models import Transcription, TTSMode
-from avatar.settings import RetentionSettings, Settings
+from avatar.settings import Placement, RetentionSettings, Settings
 from avatar_common.text import ClauseChunker
 
 if TYPE_CHECKING:
@@ -281,10 +281,14 @@ async def warm_prompt_cache(container: Container, timeout_s: float = 60.0) -> No
     session does not pay for it (docs/adr/0014-voice-latency.md); a model that is slow or down
     only logs (replies then warm it themselves)."""
     language = container.settings.asr.language or "en"
-    brain = ConversationBrain(uuid.uuid4(), brain_deps(container))
+    settings = container.settings
+    # Every embedded server: a new session takes the one used least recently, so each warm-up
+    # (a new session of its own) lands on another server.
+    servers = settings.embedded_llm_servers() if settings.llm.placement is Placement.EMBEDDED else 1
     try:
         async with asyncio.timeout(timeout_s):
-            await brain.warm_up(language)
+            for _ in range(servers):
+                await ConversationBrain(uuid.uuid4(), brain_deps(container)).warm_up(language)
     except TimeoutError:
         log.warning("the model did not finish the prompt warm-up within %.0f s", timeout_s)
 
@@ -341,7 +345,6 @@ async def build_instant_serving_container(settings: Settings) -> Container:
     memory unless ``database.placement`` is ``remote``; then the database, object store, task queue
     and session state come from the settings as in production (many replicas share them)."""
     from avatar.infrastructure.instant import InstantChatModel, InstantRecognizer
-    from avatar.settings import Placement
 
     container = build_instant_container(settings)
     container.recognizer = InstantRecognizer(

@@ -50,6 +50,8 @@ MIN_SECRET_CHARS = 16
 #: Live sessions when the chat model has no slot limit (a remote model): the share of the CPU
 #: recognizer and voice one process gives each session (docs/deploy.md, Admission).
 UNBOUND_MODEL_SESSIONS = 5
+#: The most embedded llama.cpp servers started by default (each holds ~300 MiB; docs/resilience.md).
+MAX_EMBEDDED_LLM_SERVERS = 4
 
 #: The loopback address every component binds to and is reached on in the embedded default.
 LOOPBACK = "127.0.0.1"
@@ -509,6 +511,17 @@ class LLMSettings(BaseModel):
     )
     breaker_recovery_s: float = Field(
         default=30.0, description="Seconds the breaker stays open before one trial request (half-open)."
+    )
+    embedded_servers: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "llama.cpp server processes of the embedded placement. Each session's requests go to the "
+            "server it used last, which still holds that conversation's prompt, so a turn computes "
+            "only its new tokens instead of the whole history (docs/resilience.md, 'One model server "
+            "per session'). They share the mmapped weights; each adds about 300 MiB (mostly its "
+            f"context's KV cache). 0: one per admitted live session, at most {MAX_EMBEDDED_LLM_SERVERS}."
+        ),
     )
     slots: int = Field(
         default=0,
@@ -1051,6 +1064,10 @@ class Settings(BaseSettings):
                 f"set {', '.join(defaults)} (see docs/security.md)"
             )
         return self
+
+    def embedded_llm_servers(self) -> int:
+        """``llm.embedded_servers``, or when it is 0 one per admitted live session (capped)."""
+        return self.llm.embedded_servers or min(self.live_session_limit(), MAX_EMBEDDED_LLM_SERVERS)
 
     def live_session_limit(self) -> int:
         """``conversation.max_sessions``, or when it is 0 what the chat model answers in time

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 from prometheus_client import REGISTRY
 
-from avatar.infrastructure.supervisor import ChildState, RestartPolicy, Supervisor
+from avatar.infrastructure.supervisor import ChildState, RestartPolicy, Supervisor, SupervisorGroup
 
 FAST = RestartPolicy(initial_backoff_s=0.05, max_backoff_s=0.2, stable_after_s=30.0, failing_after=3)
 
@@ -113,3 +113,46 @@ async def test_a_child_that_keeps_dying_is_reported_with_its_last_error() -> Non
 def test_backoff_doubles_up_to_its_ceiling() -> None:
     policy = RestartPolicy(initial_backoff_s=0.5, max_backoff_s=4.0)
     assert [policy.delay(n) for n in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+
+
+async def test_a_group_reports_its_children_as_one_component() -> None:
+    """Several children of one kind (the embedded model servers): started together, one killed
+    is restarted by its own supervisor, and the group's health names it meanwhile."""
+    children = [ProcessChild(f"group-{i}", "import time; time.sleep(600)") for i in (1, 2)]
+    supervisors = [Supervisor(child, FAST) for child in children]
+    group = SupervisorGroup("group", supervisors)
+    restarted: list[str] = []
+    group.on_restart(lambda: restarted.append("again"))
+    await group.start()
+    try:
+        health = group.health()
+        assert health.ok and health.name == "group_process" and health.detail == "2 running"
+        assert health.extra["pids"] == [children[0].pid, children[1].pid] and health.extra["restarts"] == 0
+        supervisors[1].state = ChildState.RESTARTING  # as while its restart is under way
+        meanwhile = group.health()
+        assert not meanwhile.ok and meanwhile.extra["state"] == "restarting" and "group-2" in meanwhile.detail
+        supervisors[1].state = ChildState.RUNNING
+        first = children[1].pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        await until(lambda: supervisors[1].restarts == 1 and supervisors[1].state is ChildState.RUNNING)
+        after = group.health()
+        assert after.ok and after.extra["restarts"] == 1 and restarted == ["again"]
+        assert "exited with -9" in str(after.extra["last_error"]) and children[1].pid != first
+        kids = after.extra["children"]
+        assert isinstance(kids, dict) and set(kids) == {"group-1", "group-2"}
+    finally:
+        await group.stop()
+    assert all(child.process is None for child in children)
+
+
+async def test_a_group_whose_child_cannot_start_stops_the_others() -> None:
+    good = ProcessChild("group-good", "import time; time.sleep(600)")
+    bad = ProcessChild("group-bad", "pass")
+    bad.refuse_start = True
+    group = SupervisorGroup("group", [Supervisor(good, FAST), Supervisor(bad, FAST)])
+    with pytest.raises(RuntimeError, match="no room to start"):
+        await group.start()
+    assert good.process is None
+    with pytest.raises(ValueError):
+        SupervisorGroup("empty", [])

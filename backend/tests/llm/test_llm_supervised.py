@@ -9,6 +9,7 @@ import contextlib
 import os
 import signal
 import time
+import uuid
 
 import pytest
 from prometheus_client import REGISTRY
@@ -28,6 +29,7 @@ async def test_a_killed_embedded_server_is_restarted_and_served_again_at_once() 
     settings.llm.port = 0
     settings.llm.n_ctx = 2048
     settings.llm.max_retries = 1
+    settings.llm.embedded_servers = 1
     async with contextlib.AsyncExitStack() as stack:
         model = await build_chat_model(settings, stack)
         assert isinstance(model, OpenAIChatModel) and model.slots.size == 1
@@ -70,3 +72,62 @@ async def test_a_killed_embedded_server_is_restarted_and_served_again_at_once() 
         assert after.extra["process"]["pid"] != process["pid"]
         assert "signal 9" in str(after.extra["process"]["last_error"])
         assert REGISTRY.get_sample_value("supervised_restarts_total", {"child": "llm"}) == before + 1
+
+
+async def test_a_session_whose_server_dies_is_answered_by_another_at_once() -> None:
+    """Two servers, two sessions, each on its own server. The server of one is killed: that
+    session's next request goes to the other server and is a real reply (no error, the breaker
+    stays closed, health says which part is down); the other session never notices."""
+    settings = Settings(environment="test")
+    settings.llm.placement = Placement.EMBEDDED
+    settings.llm.port = 0
+    settings.llm.n_ctx = 2048
+    settings.llm.embedded_servers = 2
+    first, second = uuid.uuid4(), uuid.uuid4()
+    async with contextlib.AsyncExitStack() as stack:
+        model = await build_chat_model(settings, stack)
+        assert isinstance(model, OpenAIChatModel) and len(model.servers) == 2
+        assert model.slots.size == 1  # replies still take turns on the CPU
+        for session in (first, second):
+            assert [t async for t in model.stream_chat(HELLO, max_tokens=8, session=session)]
+        server_a, server_b = model.servers.server_of(first), model.servers.server_of(second)
+        assert server_a is not None and server_b is not None and server_a != server_b
+        # each session keeps its server (the one holding its prompt)
+        assert [t async for t in model.stream_chat(HELLO, max_tokens=8, session=first)]
+        assert model.servers.server_of(first) == server_a
+        health = await model.health()
+        process = health.extra["process"]
+        assert health.ok and isinstance(process, dict) and process["state"] == "running"
+        pids = process["pids"]
+        assert isinstance(pids, list) and len(set(pids)) == 2
+        refused_before = REGISTRY.get_sample_value("llm_errors_total", {"kind": "refused"}) or 0.0
+
+        os.kill(int(pids[model.servers.urls.index(server_a)]), signal.SIGKILL)
+        await asyncio.sleep(0.05)
+        down = await model.health()
+        assert not down.ok and "1 of 2 servers unreachable" in down.detail
+        assert down.extra["breaker"] == "closed"  # the model as a whole still answers
+
+        tokens = [t async for t in model.stream_chat(HELLO, max_tokens=8, session=first)]
+        assert tokens and "".join(tokens).strip()
+        assert model.servers.server_of(first) == server_b
+        assert model.breaker.closed
+        refused = REGISTRY.get_sample_value("llm_errors_total", {"kind": "refused"}) or 0.0
+        assert refused == refused_before + 1  # counted, but the breaker was not told
+        assert [t async for t in model.stream_chat(HELLO, max_tokens=8, session=second)]
+
+        async with asyncio.timeout(120):  # the killed one is restarted
+            while True:
+                up = await model.health()
+                again = up.extra["process"]
+                if up.ok and isinstance(again, dict) and again["restarts"] == 1:
+                    break
+                await asyncio.sleep(0.05)
+        assert isinstance(again, dict) and "signal 9" in str(again["last_error"])
+        assert (REGISTRY.get_sample_value("supervised_restarts_total", {"child": "llm-1"}) or 0.0) + (
+            REGISTRY.get_sample_value("supervised_restarts_total", {"child": "llm-2"}) or 0.0
+        ) >= 1
+        # a new session takes the server used least recently: the restarted one
+        third = uuid.uuid4()
+        assert [t async for t in model.stream_chat(HELLO, max_tokens=8, session=third)]
+        assert model.servers.server_of(third) == server_a

@@ -14,10 +14,15 @@ request waits at most ``queue_timeout_s`` and then fails as ``busy``, which is n
 the model and does not count towards the breaker. The first-token timeout starts once a request
 has its slot (docs/architecture.md, "Many sessions on one box").
 
-Health and the breaker agree: a health probe that cannot connect opens the breaker (the server is
-down, so requests would only fail) and one that succeeds closes it, so a recovered server serves
-every session at once; :meth:`OpenAIChatModel.recovered` does the same when the supervisor has
-restarted the embedded server.
+Several identical servers (the embedded placement runs one per admitted session): each session's
+requests go to the server it used last, which still holds its prompt
+(:class:`avatar.infrastructure.llm_affinity.SessionAffinity`); a server that refuses a connection
+is passed over and the request goes to another at once, without counting against the breaker.
+
+Health and the breaker agree: a health probe that can connect to no server opens the breaker (the
+model is down, so requests would only fail) and one that succeeds closes it, so a recovered server
+serves every session at once; :meth:`OpenAIChatModel.recovered` does the same when the supervisor
+has restarted an embedded server.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from avatar.application.ports.common import ComponentHealth
 from avatar.application.ports.llm import ChatErrorKind, ChatMessage, ChatModel, ChatModelError
+from avatar.infrastructure.llm_affinity import SessionAffinity
 from avatar.settings import LLMSettings, Placement, Settings, default_of
 from avatar_common.fairness import FairSlots
 
@@ -173,7 +179,7 @@ class OpenAIChatModel:
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         model: str,
         api_key: str = "",
         *,
@@ -189,7 +195,8 @@ class OpenAIChatModel:
         queue_timeout_s: float = default_of(LLMSettings, "queue_timeout_s"),
         process: Callable[[], ComponentHealth] | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.servers = SessionAffinity([base_url] if isinstance(base_url, str) else base_url)
+        self.base_url = self.servers.urls[0]
         self.model = model
         self._api_key = api_key
         self._first_token_timeout_s = first_token_timeout_s
@@ -224,38 +231,53 @@ class OpenAIChatModel:
         if not self.breaker.closed:
             log.info("chat model %s is back; closing its circuit breaker", self.base_url)
         self.breaker.reset()
+        self.servers.recovered()
 
     async def health(self) -> ComponentHealth:
-        """Probe ``GET /models``; the probe's outcome also moves the breaker (see the module doc)."""
+        """Probe ``GET /models`` of every server; the probe's outcome also moves the breaker (see
+        the module doc)."""
         extra: dict[str, object] = {"base_url": self.base_url, "model": self.model}
+        if len(self.servers) > 1:
+            extra["servers"] = len(self.servers)
         process = self._process() if self._process is not None else None
         if process is not None:
             extra["process"] = {"ok": process.ok, "detail": process.detail, **process.extra}
-        try:
-            response = await self._probe()
-        except httpx.HTTPError as exc:
-            if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        probes = await asyncio.gather(*(self._probe(url) for url in self.servers.urls))
+        answered = [p for p in probes if isinstance(p, httpx.Response)]
+        if not answered:
+            if any(isinstance(p, httpx.ConnectError | httpx.ConnectTimeout) for p in probes):
                 _trip(self.breaker)  # nothing listens: a slow or busy server is not tripped
-            detail = f"unreachable: {type(exc).__name__}"
+            first = probes[0]
+            detail = f"unreachable: {type(first).__name__}"
             if process is not None and not process.ok:
                 detail += f"; process {process.detail}"
             return ComponentHealth(self._name, False, detail, self._state(extra))
-        if response.status_code == 200 and not self.breaker.closed:
+        status = next((p.status_code for p in answered if p.status_code != 200), 200)
+        if status == 200 and not self.breaker.closed:
             self.recovered()
-        ok = response.status_code == 200 and not self.breaker.opened and (process is None or process.ok)
-        detail = "ok" if ok else f"HTTP {response.status_code}, breaker {self.breaker.state}"
+        down = len(probes) - len(answered)
+        ok = not down and status == 200 and not self.breaker.opened and (process is None or process.ok)
+        if ok:
+            detail = "ok"
+        elif down:
+            detail = f"{down} of {len(probes)} servers unreachable, breaker {self.breaker.state}"
+        else:
+            detail = f"HTTP {status}, breaker {self.breaker.state}"
         if process is not None and not process.ok:
             detail += f", process {process.detail}"
         return ComponentHealth(self._name, ok, detail, self._state(extra))
 
-    async def _probe(self) -> httpx.Response:
-        url = f"{self.base_url}/models"
+    async def _probe(self, base_url: str) -> httpx.Response | httpx.HTTPError:
+        url = f"{base_url}/models"
         try:
-            return await self._client.get(url, headers=self._headers(), timeout=2.0)
-        except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
-            # A pooled connection to a server that has since died; a fresh one tells whether
-            # anything listens now.
-            return await self._client.get(url, headers=self._headers(), timeout=2.0)
+            try:
+                return await self._client.get(url, headers=self._headers(), timeout=2.0)
+            except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
+                # A pooled connection to a server that has since died; a fresh one tells whether
+                # anything listens now.
+                return await self._client.get(url, headers=self._headers(), timeout=2.0)
+        except httpx.HTTPError as exc:
+            return exc
 
     def _state(self, extra: dict[str, object]) -> dict[str, object]:
         return {
@@ -301,7 +323,7 @@ class OpenAIChatModel:
                     f"all {self.slots.size} slot(s) of the chat model stayed busy for "
                     f"{self._queue_timeout_s:g} s; try again in a moment",
                 )
-            opened = await self._open_with_retries(payload)
+            opened = await self._open_with_retries(payload, session)
             LLM_QUEUE.dec()
             waiting = False
             first_at = time.perf_counter()
@@ -353,8 +375,9 @@ class OpenAIChatModel:
         LLM_ERRORS.labels(exc.kind.value).inc()
         return exc
 
-    async def _open_with_retries(self, payload: dict[str, Any]) -> _Opened:
+    async def _open_with_retries(self, payload: dict[str, Any], session: uuid.UUID | None) -> _Opened:
         attempt = 0
+        reroutes = 0
         while True:
             if self.breaker.opened:
                 LLM_ERRORS.labels(ChatErrorKind.CIRCUIT_OPEN.value).inc()
@@ -364,10 +387,23 @@ class OpenAIChatModel:
                 )
             outcome: _AttemptError | None = None
             opened: _Opened | None = None
+            url = self.servers.url_for(session)
             try:
-                opened = await self._open(payload)
+                opened = await self._open(payload, url)
             except _AttemptError as exc:
                 outcome = exc
+            if (
+                outcome is not None
+                and outcome.kind is ChatErrorKind.REFUSED
+                and reroutes < len(self.servers) - 1
+                and self.servers.refused(url)
+            ):
+                # Another server holds the same model: go there at once (the one that refused is
+                # restarting); the model as a whole has not failed, so the breaker is not told.
+                reroutes += 1
+                self._count_error(outcome)
+                log.info("chat server %s refused the connection; trying another", url)
+                continue
             try:
                 # The breaker sees only the attempt's outcome, never a cancellation (barge-in).
                 with self.breaker:
@@ -385,12 +421,12 @@ class OpenAIChatModel:
             assert opened is not None
             return opened
 
-    async def _open(self, payload: dict[str, Any]) -> _Opened:
+    async def _open(self, payload: dict[str, Any], base_url: str) -> _Opened:
         response: httpx.Response | None = None
         try:
             async with asyncio.timeout(self._first_token_timeout_s):
                 request = self._client.build_request(
-                    "POST", f"{self.base_url}/chat/completions", json=payload, headers=self._headers()
+                    "POST", f"{base_url}/chat/completions", json=payload, headers=self._headers()
                 )
                 response = await self._client.send(request, stream=True)
                 if response.status_code != 200:
@@ -419,7 +455,7 @@ class OpenAIChatModel:
                     ChatErrorKind.TIMEOUT, f"no first token within {self._first_token_timeout_s:g} s"
                 ) from exc
             if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-                raise _AttemptError(ChatErrorKind.REFUSED, f"cannot connect to {self.base_url}") from exc
+                raise _AttemptError(ChatErrorKind.REFUSED, f"cannot connect to {base_url}") from exc
             if isinstance(exc, httpx.HTTPError):
                 raise _AttemptError(
                     ChatErrorKind.BAD_RESPONSE, f"broken response: {type(exc).__name__}: {exc}"
@@ -452,35 +488,47 @@ def embedded_model_path(settings: Settings) -> Path:
 async def build_chat_model(settings: Settings, stack: contextlib.AsyncExitStack) -> ChatModel:
     """The chat model the settings ask for.
 
-    ``embedded`` starts llama-cpp-python's server with the packaged SmolLM2 GGUF on
-    ``settings.llm.port`` (0: a free port) under a :class:`Supervisor` that restarts it when it
-    dies (and then closes the adapter's breaker), and stops it by PID when ``stack`` closes;
+    ``embedded`` starts llama-cpp-python's server with the packaged SmolLM2 GGUF
+    (``settings.embedded_llm_servers()`` of them, the first on ``settings.llm.port``, 0: a free
+    port), each under a :class:`Supervisor` that restarts it when it dies (and then closes the
+    adapter's breaker), and stops them by PID when ``stack`` closes;
     ``remote`` talks to ``settings.llm.base_url`` (vLLM, Groq, any OpenAI-compatible API).
     """
     from avatar.infrastructure.llama_server import LlamaServerChild
-    from avatar.infrastructure.supervisor import Supervisor
+    from avatar.infrastructure.supervisor import Supervisor, SupervisorGroup
 
     cfg = settings.llm
     tokenizer: Callable[[str], int] | None = None
-    base_url = cfg.base_url
-    supervisor: Supervisor | None = None
+    base_urls: list[str] = [cfg.base_url]
+    group: SupervisorGroup | None = None
     slots = cfg.slots
     first_token_timeout_s = cfg.first_token_timeout_s
     if cfg.placement is Placement.EMBEDDED:
-        # One slot serves every session: a request whose session was not served last computes its
-        # whole prompt again (seconds on a small CPU), and an attempt abandoned for being slow keeps
-        # the server busy, so its retry would wait behind it (docs/resilience.md, "Admission").
+        # A session whose prompt its server no longer holds computes it whole again (seconds on a
+        # small CPU), and an attempt abandoned for being slow keeps the server busy, so its retry
+        # would wait behind it (docs/resilience.md, "Admission").
         first_token_timeout_s = cfg.embedded_first_token_timeout_s
         model_path = embedded_model_path(settings)
-        child = LlamaServerChild(model_path, port=cfg.port or None, n_ctx=cfg.n_ctx, alias=cfg.model)
-        supervisor = Supervisor(child)
-        await supervisor.start()
-        stack.push_async_callback(supervisor.stop)
-        base_url = child.base_url
+        count = settings.embedded_llm_servers()
+        children = [
+            LlamaServerChild(
+                model_path,
+                name="llm" if count == 1 else f"llm-{i + 1}",
+                port=(cfg.port or None) if i == 0 else None,
+                n_ctx=cfg.n_ctx,
+                alias=cfg.model,
+            )
+            for i in range(count)
+        ]
+        group = SupervisorGroup("llm", [Supervisor(child) for child in children])
+        await group.start()
+        stack.push_async_callback(group.stop)
+        base_urls = [child.base_url for child in children]
         tokenizer = await asyncio.to_thread(gguf_tokenizer, model_path)
+        # Replies take turns on the CPU: one generates at a time, whichever server holds it.
         slots = slots or 1
     model = OpenAIChatModel(
-        base_url,
+        base_urls,
         cfg.model,
         cfg.api_key.get_secret_value(),
         first_token_timeout_s=first_token_timeout_s,
@@ -490,9 +538,9 @@ async def build_chat_model(settings: Settings, stack: contextlib.AsyncExitStack)
         tokenizer=tokenizer,
         slots=slots,
         queue_timeout_s=cfg.queue_timeout_s,
-        process=supervisor.health if supervisor is not None else None,
+        process=group.health if group is not None else None,
     )
-    if supervisor is not None:
-        supervisor.on_restart(model.recovered)
+    if group is not None:
+        group.on_restart(model.recovered)
     stack.push_async_callback(model.aclose)
     return model

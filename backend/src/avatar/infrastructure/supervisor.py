@@ -212,3 +212,63 @@ class Supervisor:
                 "last_restart_at": self.last_restart_at,
             },
         )
+
+
+class SupervisorGroup:
+    """Several supervised children of one kind (the embedded model servers), started together
+    and reported as one component: ``ok`` while every child is; the restarts summed; each child's
+    own report under ``children``."""
+
+    def __init__(self, name: str, supervisors: list[Supervisor]) -> None:
+        if not supervisors:
+            raise ValueError("a group needs at least one supervisor")
+        self.name = name
+        self.supervisors = supervisors
+
+    def on_restart(self, callback: RestartCallback) -> None:
+        for supervisor in self.supervisors:
+            supervisor.on_restart(callback)
+
+    async def start(self) -> None:
+        """Start every child at once; if one cannot start, the others are stopped again."""
+        results = await asyncio.gather(*(s.start() for s in self.supervisors), return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            await self.stop()
+            raise failed[0]
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(s.stop() for s in self.supervisors))
+
+    def health(self) -> ComponentHealth:
+        reports = [s.health() for s in self.supervisors]
+        if len(reports) == 1:
+            only = reports[0]
+            extra = {**only.extra, "pids": [only.extra["pid"]]}
+            return ComponentHealth(only.name, only.ok, only.detail, extra)
+        ok = all(r.ok for r in reports)
+        states = {s.state for s in self.supervisors}
+        state = (
+            ChildState.RUNNING
+            if states == {ChildState.RUNNING}
+            else ChildState.RESTARTING
+            if ChildState.RESTARTING in states
+            else ChildState.STOPPED
+        )
+        pairs = list(zip(self.supervisors, reports, strict=True))
+        failing = "; ".join(f"{s.name}: {r.detail}" for s, r in pairs if not r.ok)
+        detail = f"{len(reports)} running" if ok else failing
+        errors = [(s.last_restart_at or 0.0, s.last_error) for s in self.supervisors if s.last_error]
+        return ComponentHealth(
+            f"{self.name}_process",
+            ok,
+            detail,
+            {
+                "pids": [getattr(s.child, "pid", None) for s in self.supervisors],
+                "state": state.value,
+                "restarts": sum(s.restarts for s in self.supervisors),
+                "consecutive_failures": max(s.consecutive_failures for s in self.supervisors),
+                "last_error": max(errors, key=lambda e: e[0])[1] if errors else None,
+                "children": {s.name: r.extra for s, r in pairs},
+            },
+        )
