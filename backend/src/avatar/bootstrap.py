@@ -510,6 +510,7 @@ def conversation_deps(
         language=settings.asr.language,
         default_tts_mode=TTSMode(settings.conversation.default_tts_mode),
         hq_enabled=settings.tts.hq_enabled,
+        max_pending_writes=settings.conversation.max_pending_writes,
     )
     return ConversationDeps(
         recognizer=container.recognizer,

@@ -784,6 +784,14 @@ class ConversationSettings(BaseModel):
             "the oldest is dropped from memory and resumes from its stored state."
         ),
     )
+    max_pending_writes: int = Field(
+        default=100,
+        ge=1,
+        description=(
+            "Writes of one session waiting for storage past which the session takes no new turn (it "
+            "gets `notice` `BUSY`) until they drain (docs/resilience.md, 'Storage slower than talk')."
+        ),
+    )
     busy_retry_after_s: int = Field(
         default=5, ge=1, description="Seconds a `BUSY` refusal tells the client to wait (`Retry-After`)."
     )

@@ -29,6 +29,10 @@ class ConversationConfig:
     barge_in_timeout_s: float = 0.2
     #: Queued messages past which reply audio is shed (control messages are always kept).
     outbox_limit: int = 500
+    #: A session's writes waiting for storage past which it takes no new turn (``notice`` ``BUSY``)
+    #: until they drain: storage slower than the conversation must not grow memory without bound,
+    #: and nothing already queued is dropped (docs/resilience.md, "Storage slower than talk").
+    max_pending_writes: int = 100
 
 
 @dataclass

@@ -276,6 +276,20 @@ class ConversationSession:
         if not self._held:
             return False
         held, self._held = self._held, []
+        pending = self.recorder.writer.pending
+        if pending >= self.deps.config.max_pending_writes:
+            # Storage is behind this conversation: a new turn would only add to the backlog. The
+            # turn is not taken (nothing of it was stored yet), the person is asked to repeat it,
+            # and what waits is written in order (docs/resilience.md, "Storage slower than talk").
+            self.deps.metrics.task_skipped("turn")
+            log.warning("session %s: %d writes still pending; a turn was not taken", self.session_id, pending)
+            self.outbox.send(
+                NoticeMsg(
+                    code="BUSY",
+                    message="the server is still saving this conversation; please say that again in a moment",
+                )
+            )
+            return False
         first, last = held[0], held[-1]
         text = " ".join(h.text for h in held)
         tr = replace(first.transcription, text=text) if len(held) > 1 else first.transcription
