@@ -240,9 +240,11 @@ class ConversationBrain:
         number = turn_number if turn_number is not None else self._next_number
         self._next_number = max(self._next_number, number + 1)
         self._replying = True
-        # A summary in flight would compete with this reply for the model; it restarts afterwards.
-        if self._summarizer is not None and not self._summarizer.done():
-            self._summarizer.cancel()
+        # A summary under way is not cut short: the model queue lets this reply in after it
+        # (one request per session at a time). Cancelling it starved it for good in a long
+        # conversation: each reply cut the next summary short, the server had already dropped the
+        # conversation's cached prompt for it, so every reply computed ~7000 tokens again
+        # (docs/resilience.md, "One model server per session").
         self._remember_settled()
         language = detect_language(text)
         turn = HistoryTurn(number, text, "", self._turn_tokens(text, ""), turn_id)
