@@ -1,7 +1,8 @@
-"""Chaos on the embedded stack: the llama.cpp servers that ``avatar up`` starts (one per admitted
-session) are all killed with SIGKILL in the middle of a conversation. Their supervisors start them
-again; health and the breaker say so meanwhile; the next turn after they are back is a real model
-reply within 5 s, in the same session that lived through the outage (no waiting out a breaker).
+"""Chaos on the embedded stack: the llama.cpp servers that ``avatar up`` has started (up to one
+per admitted session) are all killed with SIGKILL in the middle of a conversation. Their
+supervisors start them again; health and the breaker say so meanwhile; the next turn after they
+are back is a real model reply within 5 s, in the same session that lived through the outage (no
+waiting out a breaker).
 (One server dying while others answer: backend/tests/llm/test_llm_supervised.py.)"""
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ async def test_killing_the_llm_server_mid_conversation(stack: tuple[str, Contain
         started = await client.until_type("turn_started")
         await client.until(lambda m: m["type"] == "llm_token" and m.get("turn_id") == started["turn_id"])
         pids = [int(pid) for pid in before["process"]["pids"]]
-        assert len(pids) == container.settings.embedded_llm_servers() > 1
+        assert pids  # the servers started so far (more start as sessions need them)
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
         await client.until(lambda m: m["type"] == "turn_completed" and m["turn_id"] == started["turn_id"], 60)

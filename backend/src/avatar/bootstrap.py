@@ -281,14 +281,12 @@ async def warm_prompt_cache(container: Container, timeout_s: float = 60.0) -> No
     session does not pay for it (docs/adr/0014-voice-latency.md); a model that is slow or down
     only logs (replies then warm it themselves)."""
     language = container.settings.asr.language or "en"
-    settings = container.settings
-    # Every embedded server: a new session takes the one used least recently, so each warm-up
-    # (a new session of its own) lands on another server.
-    servers = settings.embedded_llm_servers() if settings.llm.placement is Placement.EMBEDDED else 1
+    brain = ConversationBrain(uuid.uuid4(), brain_deps(container))
     try:
         async with asyncio.timeout(timeout_s):
-            for _ in range(servers):
-                await ConversationBrain(uuid.uuid4(), brain_deps(container)).warm_up(language)
+            # Not as a session: the first real session must find the warmed server free
+            # (infrastructure/llm_affinity.py).
+            await brain.warm_up(language, as_session=False)
     except TimeoutError:
         log.warning("the model did not finish the prompt warm-up within %.0f s", timeout_s)
 

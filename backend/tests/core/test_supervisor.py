@@ -156,3 +156,22 @@ async def test_a_group_whose_child_cannot_start_stops_the_others() -> None:
     assert good.process is None
     with pytest.raises(ValueError):
         SupervisorGroup("empty", [])
+
+
+async def test_a_group_starts_children_on_demand_and_reports_only_those() -> None:
+    children = [ProcessChild(f"lazy-{i}", "import time; time.sleep(600)") for i in (1, 2)]
+    group = SupervisorGroup("lazy", [Supervisor(child, FAST) for child in children])
+    await group.start(1)
+    try:
+        assert group.started == 1 and children[1].process is None
+        health = group.health()
+        assert health.ok and health.extra["pids"] == [children[0].pid]  # one running, none missing
+        assert await group.start_next() is True
+        assert group.started == 2 and children[1].pid is not None
+        both = group.health()
+        assert both.ok and both.extra["pids"] == [children[0].pid, children[1].pid]
+        assert both.extra["configured"] == 2
+        assert await group.start_next() is False  # all run
+    finally:
+        await group.stop()
+    assert all(child.process is None for child in children) and group.started == 0

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from avatar.infrastructure.llm_affinity import DOWN_FOR_S, SessionAffinity
+from avatar.infrastructure.llm_affinity import DOWN_FOR_S, IN_USE_FOR_S, SessionAffinity
 
 URLS = ["http://127.0.0.1:1/v1", "http://127.0.0.1:2/v1", "http://127.0.0.1:3/v1/"]
 
@@ -70,3 +70,29 @@ def test_one_server_needs_no_bookkeeping_and_memory_is_bounded() -> None:
     assert servers.server_of(keys[0]) is None and servers.server_of(keys[-1]) is not None
     with pytest.raises(ValueError):
         SessionAffinity([])
+
+
+def test_more_servers_are_asked_for_only_when_every_started_one_is_taken() -> None:
+    clock = Clock()
+    asked: list[int] = []
+    servers = SessionAffinity(URLS, active=1, on_demand=lambda: asked.append(1), clock=clock)
+    assert servers.active == (URLS[0],)
+    a, b = uuid.uuid4(), uuid.uuid4()
+    assert servers.url_for(None) == URLS[0] and servers.url_for(a) == URLS[0]
+    assert asked == []  # a request without a session claims nothing
+    for _ in range(3):
+        servers.url_for(a)
+    assert asked == []  # one conversation: one server
+    assert servers.url_for(b) == URLS[0]  # taken by a, but the only one started
+    assert asked == [1]
+    servers.activate()
+    assert servers.active == tuple(URLS[:2])
+    # b used the first server last: it stays there; a finds it taken and moves to the new one
+    assert servers.url_for(b) == URLS[0]
+    assert servers.url_for(a) == URLS[1]
+    assert [servers.url_for(k) for k in (a, b, a, b)] == [URLS[1], URLS[0], URLS[1], URLS[0]]
+    assert asked == [1]
+    # a session that went quiet long ago does not hold its server: nothing more is asked for
+    clock.now += IN_USE_FOR_S + 1
+    assert servers.url_for(uuid.uuid4()) == URLS[1] and servers.url_for(b) == URLS[0]
+    assert asked == [1]

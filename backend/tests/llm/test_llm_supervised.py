@@ -74,10 +74,15 @@ async def test_a_killed_embedded_server_is_restarted_and_served_again_at_once() 
         assert REGISTRY.get_sample_value("supervised_restarts_total", {"child": "llm"}) == before + 1
 
 
+def started(model: OpenAIChatModel) -> int:
+    return len(model.servers.active)
+
+
 async def test_a_session_whose_server_dies_is_answered_by_another_at_once() -> None:
-    """Two servers, two sessions, each on its own server. The server of one is killed: that
-    session's next request goes to the other server and is a real reply (no error, the breaker
-    stays closed, health says which part is down); the other session never notices."""
+    """Up to two servers: one at start, the second once a second session needs it; then each
+    session has its own. The server of one is killed: that session's next request goes to the
+    other server and is a real reply (no error, the breaker stays closed, health says which part is
+    down); the other session never notices."""
     settings = Settings(environment="test")
     settings.llm.placement = Placement.EMBEDDED
     settings.llm.port = 0
@@ -87,7 +92,17 @@ async def test_a_session_whose_server_dies_is_answered_by_another_at_once() -> N
     async with contextlib.AsyncExitStack() as stack:
         model = await build_chat_model(settings, stack)
         assert isinstance(model, OpenAIChatModel) and len(model.servers) == 2
+        assert started(model) == 1  # the second starts only when a session needs it
         assert model.slots.size == 1  # replies still take turns on the CPU
+        for _ in range(2):
+            assert [t async for t in model.stream_chat(HELLO, max_tokens=8, session=first)]
+        assert started(model) == 1  # one conversation, one server
+        assert [t async for t in model.stream_chat(HELLO, max_tokens=8, session=second)]
+        async with asyncio.timeout(120):  # the second conversation asked for a second server
+            while True:
+                if started(model) == 2:
+                    break
+                await asyncio.sleep(0.05)
         for session in (first, second):
             assert [t async for t in model.stream_chat(HELLO, max_tokens=8, session=session)]
         server_a, server_b = model.servers.server_of(first), model.servers.server_of(second)
@@ -127,7 +142,8 @@ async def test_a_session_whose_server_dies_is_answered_by_another_at_once() -> N
         assert (REGISTRY.get_sample_value("supervised_restarts_total", {"child": "llm-1"}) or 0.0) + (
             REGISTRY.get_sample_value("supervised_restarts_total", {"child": "llm-2"}) or 0.0
         ) >= 1
-        # a new session takes the server used least recently: the restarted one
-        third = uuid.uuid4()
-        assert [t async for t in model.stream_chat(HELLO, max_tokens=8, session=third)]
-        assert model.servers.server_of(third) == server_a
+        # the restarted server is up for sessions again: the one that moved away goes back to it
+        # when the other session claims the server they shared
+        assert [t async for t in model.stream_chat(HELLO, max_tokens=8, session=second)]
+        assert [t async for t in model.stream_chat(HELLO, max_tokens=8, session=first)]
+        assert model.servers.server_of(first) == server_a

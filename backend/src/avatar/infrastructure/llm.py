@@ -37,7 +37,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from circuitbreaker import STATE_OPEN, CircuitBreaker
@@ -48,6 +48,9 @@ from avatar.application.ports.llm import ChatErrorKind, ChatMessage, ChatModel, 
 from avatar.infrastructure.llm_affinity import SessionAffinity
 from avatar.settings import LLMSettings, Placement, Settings, default_of
 from avatar_common.fairness import FairSlots
+
+if TYPE_CHECKING:
+    from avatar.infrastructure.supervisor import SupervisorGroup
 
 log = logging.getLogger(__name__)
 
@@ -194,8 +197,10 @@ class OpenAIChatModel:
         slots: int = 0,
         queue_timeout_s: float = default_of(LLMSettings, "queue_timeout_s"),
         process: Callable[[], ComponentHealth] | None = None,
+        active_servers: int | None = None,
     ) -> None:
-        self.servers = SessionAffinity([base_url] if isinstance(base_url, str) else base_url)
+        urls = [base_url] if isinstance(base_url, str) else base_url
+        self.servers = SessionAffinity(urls, active=active_servers)
         self.base_url = self.servers.urls[0]
         self.model = model
         self._api_key = api_key
@@ -238,11 +243,11 @@ class OpenAIChatModel:
         the module doc)."""
         extra: dict[str, object] = {"base_url": self.base_url, "model": self.model}
         if len(self.servers) > 1:
-            extra["servers"] = len(self.servers)
+            extra["servers"] = len(self.servers.active)
         process = self._process() if self._process is not None else None
         if process is not None:
             extra["process"] = {"ok": process.ok, "detail": process.detail, **process.extra}
-        probes = await asyncio.gather(*(self._probe(url) for url in self.servers.urls))
+        probes = await asyncio.gather(*(self._probe(url) for url in self.servers.active))
         answered = [p for p in probes if isinstance(p, httpx.Response)]
         if not answered:
             if any(isinstance(p, httpx.ConnectError | httpx.ConnectTimeout) for p in probes):
@@ -485,13 +490,45 @@ def embedded_model_path(settings: Settings) -> Path:
     return model_manifest(settings).path("smollm2-135m-instruct")
 
 
+def _server_growth(
+    group: SupervisorGroup, model: OpenAIChatModel, stack: contextlib.AsyncExitStack
+) -> Callable[[], None]:
+    """``on_demand`` of the model's servers: start the next embedded server in the background
+    (one at a time) and let the model use it once it answers; a server that cannot start is
+    logged, and asked for again by the next session that needs it."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def grow() -> None:
+        try:
+            if await group.start_next():
+                model.servers.activate()
+                log.info("embedded LLM server %d of %d started", group.started, len(group.supervisors))
+        except Exception as exc:
+            log.warning("another embedded LLM server could not start: %s: %s", type(exc).__name__, exc)
+
+    def demand() -> None:
+        if not tasks and group.started < len(group.supervisors):
+            task = asyncio.get_running_loop().create_task(grow(), name="llm-server-growth")
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    async def cancel() -> None:
+        for task in list(tasks):
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    stack.push_async_callback(cancel)  # runs before the servers stop (the stack unwinds LIFO)
+    return demand
+
+
 async def build_chat_model(settings: Settings, stack: contextlib.AsyncExitStack) -> ChatModel:
     """The chat model the settings ask for.
 
     ``embedded`` starts llama-cpp-python's server with the packaged SmolLM2 GGUF
-    (``settings.embedded_llm_servers()`` of them, the first on ``settings.llm.port``, 0: a free
-    port), each under a :class:`Supervisor` that restarts it when it dies (and then closes the
-    adapter's breaker), and stops them by PID when ``stack`` closes;
+    (up to ``settings.embedded_llm_servers()`` of them: the first on ``settings.llm.port``, 0: a
+    free port, at start; the others when sessions need them), each under a :class:`Supervisor`
+    that restarts it when it dies (and then closes the adapter's breaker), and stops them by PID
+    when ``stack`` closes;
     ``remote`` talks to ``settings.llm.base_url`` (vLLM, Groq, any OpenAI-compatible API).
     """
     from avatar.infrastructure.llama_server import LlamaServerChild
@@ -521,7 +558,9 @@ async def build_chat_model(settings: Settings, stack: contextlib.AsyncExitStack)
             for i in range(count)
         ]
         group = SupervisorGroup("llm", [Supervisor(child) for child in children])
-        await group.start()
+        # One server at first; the others start when sessions need them (memory is spent on a
+        # server only while it holds a conversation of its own).
+        await group.start(1)
         stack.push_async_callback(group.stop)
         base_urls = [child.base_url for child in children]
         tokenizer = await asyncio.to_thread(gguf_tokenizer, model_path)
@@ -539,8 +578,10 @@ async def build_chat_model(settings: Settings, stack: contextlib.AsyncExitStack)
         slots=slots,
         queue_timeout_s=cfg.queue_timeout_s,
         process=group.health if group is not None else None,
+        active_servers=1 if group is not None else None,
     )
     if group is not None:
         group.on_restart(model.recovered)
+        model.servers.on_demand = _server_growth(group, model, stack)
     stack.push_async_callback(model.aclose)
     return model

@@ -224,30 +224,59 @@ class SupervisorGroup:
             raise ValueError("a group needs at least one supervisor")
         self.name = name
         self.supervisors = supervisors
+        self._started = 0
 
     def on_restart(self, callback: RestartCallback) -> None:
         for supervisor in self.supervisors:
             supervisor.on_restart(callback)
 
-    async def start(self) -> None:
-        """Start every child at once; if one cannot start, the others are stopped again."""
-        results = await asyncio.gather(*(s.start() for s in self.supervisors), return_exceptions=True)
+    @property
+    def started(self) -> int:
+        """Children started so far (the first ones of ``supervisors``)."""
+        return self._started
+
+    async def start(self, count: int | None = None) -> None:
+        """Start the first ``count`` children (all by default) at once; if one cannot start, the
+        others are stopped again."""
+        first = self.supervisors[: len(self.supervisors) if count is None else count]
+        results = await asyncio.gather(*(s.start() for s in first), return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
-            await self.stop()
+            await asyncio.gather(*(s.stop() for s in first))
             raise failed[0]
+        self._started = len(first)
+
+    async def start_next(self) -> bool:
+        """Start the next child not started yet; ``False`` when all run already.
+
+        Raises:
+            Exception: it could not be started (it stays not started).
+        """
+        if self._started >= len(self.supervisors):
+            return False
+        supervisor = self.supervisors[self._started]
+        try:
+            await supervisor.start()
+        except BaseException:
+            await supervisor.stop()
+            raise
+        self._started += 1
+        return True
 
     async def stop(self) -> None:
         await asyncio.gather(*(s.stop() for s in self.supervisors))
+        self._started = 0
 
     def health(self) -> ComponentHealth:
-        reports = [s.health() for s in self.supervisors]
+        """Over the started children (one not started yet is neither up nor failing)."""
+        running = self.supervisors[: max(1, self._started)]
+        reports = [s.health() for s in running]
         if len(reports) == 1:
             only = reports[0]
             extra = {**only.extra, "pids": [only.extra["pid"]]}
             return ComponentHealth(only.name, only.ok, only.detail, extra)
         ok = all(r.ok for r in reports)
-        states = {s.state for s in self.supervisors}
+        states = {s.state for s in running}
         state = (
             ChildState.RUNNING
             if states == {ChildState.RUNNING}
@@ -255,19 +284,20 @@ class SupervisorGroup:
             if ChildState.RESTARTING in states
             else ChildState.STOPPED
         )
-        pairs = list(zip(self.supervisors, reports, strict=True))
+        pairs = list(zip(running, reports, strict=True))
         failing = "; ".join(f"{s.name}: {r.detail}" for s, r in pairs if not r.ok)
         detail = f"{len(reports)} running" if ok else failing
-        errors = [(s.last_restart_at or 0.0, s.last_error) for s in self.supervisors if s.last_error]
+        errors = [(s.last_restart_at or 0.0, s.last_error) for s in running if s.last_error]
         return ComponentHealth(
             f"{self.name}_process",
             ok,
             detail,
             {
-                "pids": [getattr(s.child, "pid", None) for s in self.supervisors],
+                "pids": [getattr(s.child, "pid", None) for s in running],
                 "state": state.value,
-                "restarts": sum(s.restarts for s in self.supervisors),
-                "consecutive_failures": max(s.consecutive_failures for s in self.supervisors),
+                "restarts": sum(s.restarts for s in running),
+                "consecutive_failures": max(s.consecutive_failures for s in running),
+                "configured": len(self.supervisors),
                 "last_error": max(errors, key=lambda e: e[0])[1] if errors else None,
                 "children": {s.name: r.extra for s, r in pairs},
             },

@@ -319,16 +319,21 @@ class ConversationBrain:
             self._replying = False
             self._maybe_summarize()
 
-    async def warm_up(self, language: str | None = "en") -> bool:
+    async def warm_up(self, language: str | None = "en", *, as_session: bool = True) -> bool:
         """Have the model server compute this conversation's prompt head (persona, examples,
         history) now, so the next reply's first token does not wait for it: the server keeps the
         work for any later prompt that starts with the same bytes (docs/adr/0014-voice-latency.md).
-        ``language`` is a guess of the user's (it is part of the system message). ``False`` when
-        the model could not be reached (the warm-up is only an optimization)."""
+        ``language`` is a guess of the user's (it is part of the system message); ``as_session``
+        false sends it without this session's key, so it claims no model server for a session
+        (the start-up warm-up). ``False`` when the model could not be reached (the warm-up is only
+        an optimization)."""
         messages, _ = self._prompt("", language, [])
         try:
             stream = self._chat.stream_chat(
-                messages[:-1], max_tokens=1, temperature=0.0, session=self.session_id
+                messages[:-1],
+                max_tokens=1,
+                temperature=0.0,
+                session=self.session_id if as_session else None,
             )
             async with _closing(stream):
                 async for _ in stream:
