@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from avatar.domain.models import ConversationTurn, Session
-from avatar.infrastructure.instant.storage import InMemoryDatabase, StagedTable, StagedTables
+from avatar.infrastructure.instant.storage import GroupIndex, InMemoryDatabase, StagedTable, StagedTables
 
 
 class CountingDatabase(InMemoryDatabase):
@@ -141,3 +141,57 @@ def test_a_staged_table_reads_its_own_writes_and_deletions_over_the_committed_ro
     assert dict(staged.items()) == {"c": 3, "e": 5}
     staged.commit()
     assert base == {"c": 3, "e": 5} and dict(staged.items()) == base
+
+
+def test_a_group_index_follows_staged_writes_moves_and_deletions() -> None:
+    """The index that replaces scans of every stored row (a session's turns, a turn's audio): what
+    one unit of work sees is the committed groups corrected by its own changes, and a commit keeps
+    the index equal to a scan."""
+    base = {"a": 1, "b": 2, "c": 13}
+    index: GroupIndex[str, int, int] = GroupIndex(lambda v: v // 10)
+    for k, v in base.items():
+        index.add(k, v)
+    staged: StagedTable[str, int] = StagedTable(base, index)
+    staged["b"] = 12  # moves from group 0 to group 1
+    staged["d"] = 5
+    del staged["a"]
+    assert sorted(staged.keys_in(0)) == ["d"] and sorted(staged.values_in(1)) == [12, 13]
+    assert {g: set(k) for g, k in index.groups.items()} == {0: {"a", "b"}, 1: {"c"}}  # nothing committed yet
+    other: StagedTable[str, int] = StagedTable(base, index)
+    assert sorted(other.keys_in(0)) == ["a", "b"]
+    staged.commit()
+    scan: dict[int, set[str]] = {}
+    for k, v in base.items():
+        scan.setdefault(v // 10, set()).add(k)
+    assert {g: set(k) for g, k in index.groups.items()} == scan == {0: {"d"}, 1: {"b", "c"}}
+    with pytest.raises(TypeError):
+        StagedTable(base).keys_in(0)
+
+
+async def test_a_session_s_rows_are_found_through_the_indexes_with_other_sessions_around() -> None:
+    db = InMemoryDatabase()
+    a, b = _session(), _session()
+    async with db() as uow:
+        for s in (a, b):
+            await uow.sessions.add(s)
+            for n in (1, 2):
+                await uow.turns.add(_turn(s, n))
+        await uow.commit()
+    async with db() as uow:
+        await uow.turns.add(_turn(a, 3))  # staged, visible to its own unit
+        assert [t.turn_number for t in await uow.turns.list_for_session(a.session_id)] == [1, 2, 3]
+        assert [t.turn_number for t in await uow.turns.list_for_session(b.session_id)] == [1, 2]
+        with pytest.raises(Exception, match="duplicate"):
+            await uow.turns.add(_turn(a, 2))
+        with pytest.raises(Exception, match="duplicate"):
+            await uow.turns.add(_turn(a, 3))
+        await uow.turns.add(_turn(b, 3))  # the same number in another session is fine
+        await uow.commit()
+    async with db() as uow:
+        assert len(await uow.erasure.turns_of(a.session_id)) == 3
+        assert (await uow.erasure.erase_session(a.session_id))["turns"] == 3
+        await uow.commit()
+    async with db() as uow:
+        assert await uow.turns.list_for_session(a.session_id) == []
+        assert [t.turn_number for t in await uow.turns.list_for_session(b.session_id)] == [1, 2, 3]
+    assert set(db.tables.turns_by_session.groups) == {b.session_id}

@@ -11,11 +11,20 @@ from __future__ import annotations
 import builtins
 import math
 import uuid
-from collections.abc import ItemsView, Iterator, Mapping, MutableMapping, Sequence, ValuesView
+from collections.abc import (
+    Callable,
+    Hashable,
+    ItemsView,
+    Iterator,
+    Mapping,
+    MutableMapping,
+    Sequence,
+    ValuesView,
+)
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -150,6 +159,51 @@ class MemoryList(list[MemoryRow]):
         return self._index
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+G = TypeVar("G", bound=Hashable)
+
+
+class GroupIndex(Generic[K, V, G]):
+    """The committed rows of one table grouped by a column (``group_of``): a session's turns, a
+    turn's transcriptions and audio, found without scanning every stored row (docs/benchmarks.md,
+    "load": the scans grew with every turn stored in the process)."""
+
+    __slots__ = ("group_of", "groups")
+
+    def __init__(self, group_of: Callable[[V], G]) -> None:
+        self.group_of = group_of
+        #: group -> its keys in the order they were committed (a dict as an ordered set).
+        self.groups: dict[G, dict[K, None]] = {}
+
+    def add(self, key: K, value: V) -> None:
+        self.groups.setdefault(self.group_of(value), {})[key] = None
+
+    def discard(self, key: K, value: V) -> None:
+        group = self.group_of(value)
+        keys = self.groups.get(group)
+        if keys is not None:
+            keys.pop(key, None)
+            if not keys:
+                del self.groups[group]
+
+
+def _turn_session(turn: ConversationTurn) -> uuid.UUID:
+    return turn.session_id
+
+
+def _transcription_turn(row: tuple[uuid.UUID, Transcription, str | None, list[str]]) -> uuid.UUID:
+    return row[0]
+
+
+def _score_transcription(score: ProsodyScore) -> uuid.UUID:
+    return score.transcription_id
+
+
+def _audio_turn(audio: SynthesizedAudio) -> uuid.UUID:
+    return audio.turn_id
+
+
 @dataclass
 class Tables:
     sessions: dict[uuid.UUID, Session] = field(default_factory=dict)
@@ -169,10 +223,20 @@ class Tables:
     feedback: dict[uuid.UUID, TurnFeedback] = field(default_factory=dict)
     #: transcription id -> when the retention sweep removed its input audio.
     inputs_expired: dict[uuid.UUID, datetime] = field(default_factory=dict)
+    turns_by_session: GroupIndex[uuid.UUID, ConversationTurn, uuid.UUID] = field(
+        default_factory=lambda: GroupIndex(_turn_session)
+    )
+    transcriptions_by_turn: GroupIndex[
+        uuid.UUID, tuple[uuid.UUID, Transcription, str | None, list[str]], uuid.UUID
+    ] = field(default_factory=lambda: GroupIndex(_transcription_turn))
+    prosody_by_transcription: GroupIndex[uuid.UUID, ProsodyScore, uuid.UUID] = field(
+        default_factory=lambda: GroupIndex(_score_transcription)
+    )
+    synthesized_by_turn: GroupIndex[uuid.UUID, SynthesizedAudio, uuid.UUID] = field(
+        default_factory=lambda: GroupIndex(_audio_turn)
+    )
 
 
-K = TypeVar("K")
-V = TypeVar("V")
 _GONE = object()  # a deleted row among a unit of work's changes
 _MISSING = object()
 
@@ -183,11 +247,26 @@ class StagedTable(MutableMapping[K, V]):
     table row by row (docs/benchmarks.md, "load": a copy of every table per unit of work grew with
     the stored turns, and the last commit replaced what an overlapping one had written)."""
 
-    __slots__ = ("_base", "_changes")
+    __slots__ = ("_base", "_changes", "_index")
 
-    def __init__(self, base: dict[K, V]) -> None:
+    def __init__(self, base: dict[K, V], index: GroupIndex[K, V, Any] | None = None) -> None:
         self._base = base
         self._changes: dict[K, Any] = {}  # a row, or _GONE
+        self._index = index
+
+    def keys_in(self, group: Hashable) -> builtins.list[K]:
+        """The keys of the rows whose indexed column is ``group``, as this unit of work sees them:
+        the committed rows from the index, corrected by the unit's own changes."""
+        index = self._index
+        if index is None:
+            raise TypeError("this table has no group index")
+        changes = self._changes
+        found = [k for k in index.groups.get(group, ()) if k not in changes]
+        found.extend(k for k, v in changes.items() if v is not _GONE and index.group_of(v) == group)
+        return found
+
+    def values_in(self, group: Hashable) -> builtins.list[V]:
+        return [self[k] for k in self.keys_in(group)]
 
     def __getitem__(self, key: K) -> V:
         if self._changes:
@@ -245,12 +324,16 @@ class StagedTable(MutableMapping[K, V]):
                 self[key] = value
 
     def commit(self) -> None:
-        base = self._base
+        base, index = self._base, self._index
         for key, value in self._changes.items():
+            if index is not None and key in base:
+                index.discard(key, base[key])
             if value is _GONE:
                 base.pop(key, None)
             else:
                 base[key] = value
+                if index is not None:
+                    index.add(key, value)
         self._changes.clear()
 
 
@@ -261,11 +344,11 @@ class StagedTables:
     def __init__(self, base: Tables) -> None:
         self._base = base
         self.sessions = StagedTable(base.sessions)
-        self.turns = StagedTable(base.turns)
-        self.transcriptions = StagedTable(base.transcriptions)
-        self.prosody = StagedTable(base.prosody)
+        self.turns = StagedTable(base.turns, base.turns_by_session)
+        self.transcriptions = StagedTable(base.transcriptions, base.transcriptions_by_turn)
+        self.prosody = StagedTable(base.prosody, base.prosody_by_transcription)
         self.profiles = StagedTable(base.profiles)
-        self.synthesized = StagedTable(base.synthesized)
+        self.synthesized = StagedTable(base.synthesized, base.synthesized_by_turn)
         self.summaries = StagedTable(base.summaries)
         self.users = StagedTable(base.users)
         self.credentials = StagedTable(base.credentials)
@@ -370,8 +453,8 @@ class InMemorySessionRepository(_Repo):
 
 class InMemoryTurnRepository(_Repo):
     async def add(self, turn: ConversationTurn) -> None:
-        for other in self.t.turns.values():
-            if other.session_id == turn.session_id and other.turn_number == turn.turn_number:
+        for other in self.t.turns.values_in(turn.session_id):
+            if other.turn_number == turn.turn_number:
                 raise InvalidInputError("duplicate (session_id, turn_number)", code="CONFLICT")
         self.t.turns[turn.turn_id] = replace(turn)
 
@@ -383,9 +466,7 @@ class InMemoryTurnRepository(_Repo):
         return replace(t) if t else None
 
     async def list_for_session(self, session_id: uuid.UUID) -> list[ConversationTurn]:
-        return sorted(
-            (t for t in self.t.turns.values() if t.session_id == session_id), key=lambda t: t.turn_number
-        )
+        return sorted(self.t.turns.values_in(session_id), key=lambda t: t.turn_number)
 
 
 class InMemoryTranscriptionRepository(_Repo):
@@ -426,29 +507,25 @@ class InMemoryProsodyRepository(_Repo):
         self.t.prosody[score.score_id] = score
 
     async def get_for_transcription(self, transcription_id: uuid.UUID) -> ProsodyScore | None:
-        return next((s for s in self.t.prosody.values() if s.transcription_id == transcription_id), None)
+        return next(iter(self.t.prosody.values_in(transcription_id)), None)
 
     async def list_for_session(self, session_id: uuid.UUID) -> list[ProsodyScore]:
-        turn_ids = {tid for tid, t in self.t.turns.items() if t.session_id == session_id}
-        ids = {tr_id for tr_id, row in self.t.transcriptions.items() if row[0] in turn_ids}
-        return sorted(
-            (s for s in self.t.prosody.values() if s.transcription_id in ids), key=lambda s: s.analyzed_at
-        )
+        turns = sorted(self.t.turns.values_in(session_id), key=lambda t: t.turn_number)
+        ids = [tr for turn in turns for tr in self.t.transcriptions.keys_in(turn.turn_id)]
+        return sorted((s for tr in ids for s in self.t.prosody.values_in(tr)), key=lambda s: s.analyzed_at)
 
     async def latest_reliable(
         self, session_id: uuid.UUID, limit: int, *, exclude_transcription_id: uuid.UUID | None = None
     ) -> list[ProsodyScore]:
         if limit <= 0:
             return []
-        numbers = {tid: t.turn_number for tid, t in self.t.turns.items() if t.session_id == session_id}
         turn_of = {
-            tr_id: numbers[row[0]] for tr_id, row in self.t.transcriptions.items() if row[0] in numbers
+            tr: turn.turn_number
+            for turn in self.t.turns.values_in(session_id)
+            for tr in self.t.transcriptions.keys_in(turn.turn_id)
+            if tr != exclude_transcription_id
         }
-        mine = [
-            s
-            for s in self.t.prosody.values()
-            if s.reliable and s.transcription_id in turn_of and s.transcription_id != exclude_transcription_id
-        ]
+        mine = [s for tr in turn_of for s in self.t.prosody.values_in(tr) if s.reliable]
         mine.sort(key=lambda s: (turn_of[s.transcription_id], s.analyzed_at))
         return mine[-limit:]
 
@@ -486,7 +563,7 @@ class InMemorySynthesizedAudioRepository(_Repo):
         self.t.synthesized[audio.audio_id] = audio
 
     async def list_for_turn(self, turn_id: uuid.UUID) -> list[SynthesizedAudio]:
-        return [a for a in self.t.synthesized.values() if a.turn_id == turn_id]
+        return self.t.synthesized.values_in(turn_id)
 
 
 class InMemoryMemoryRepository(_Repo):
@@ -609,30 +686,32 @@ class InMemoryErasureRepository(_Repo):
         return [pid for pid, p in self.t.profiles.items() if p.user_id == owner_id]
 
     async def turns_of(self, session_id: uuid.UUID) -> list[uuid.UUID]:
-        return [tid for tid, turn in self.t.turns.items() if turn.session_id == session_id]
+        return self.t.turns.keys_in(session_id)
 
     async def object_urls_of(self, session_id: uuid.UUID) -> list[str]:
         turns = set(await self.turns_of(session_id))
-        inputs = [row[2] for row in self.t.transcriptions.values() if row[0] in turns and row[2]]
-        replies = [a.audio_url for a in self.t.synthesized.values() if a.turn_id in turns]
+        inputs = [row[2] for turn in turns for row in self.t.transcriptions.values_in(turn) if row[2]]
+        replies = [a.audio_url for turn in turns for a in self.t.synthesized.values_in(turn)]
         return [u for u in inputs if u is not None] + replies
 
     async def erase_session(self, session_id: uuid.UUID) -> dict[str, int]:
         t = self.t
         turns = set(await self.turns_of(session_id))
-        trs = {k for k, row in t.transcriptions.items() if row[0] in turns}
+        trs = {k for turn in turns for k in t.transcriptions.keys_in(turn)}
+        scores = [k for tr in trs for k in t.prosody.keys_in(tr)]
+        audio = [k for turn in turns for k in t.synthesized.keys_in(turn)]
         counts = {
-            "prosody": len([k for k, p in t.prosody.items() if p.transcription_id in trs]),
-            "synthesized_audio": len([a for a in t.synthesized.values() if a.turn_id in turns]),
+            "prosody": len(scores),
+            "synthesized_audio": len(audio),
             "memories": len([m for m in t.memories if m[0] == session_id]),
             "transcriptions": len(trs),
             "summaries": int(session_id in t.summaries),
             "turns": len(turns),
             "sessions": int(session_id in t.sessions),
         }
-        for k in [k for k, p in t.prosody.items() if p.transcription_id in trs]:
+        for k in scores:
             del t.prosody[k]
-        for k in [k for k, a in t.synthesized.items() if a.turn_id in turns]:
+        for k in audio:
             del t.synthesized[k]
         t.replace_memories(MemoryList([m for m in t.memories if m[0] != session_id]))
         for k in trs:
