@@ -516,11 +516,13 @@ class LLMSettings(BaseModel):
         default=0,
         ge=0,
         description=(
-            "llama.cpp server processes of the embedded placement. Each session's requests go to the "
-            "server it used last, which still holds that conversation's prompt, so a turn computes "
-            "only its new tokens instead of the whole history (docs/resilience.md, 'One model server "
-            "per session'). They share the mmapped weights; each adds about 300 MiB (mostly its "
-            f"context's KV cache). 0: one per admitted live session, at most {MAX_EMBEDDED_LLM_SERVERS}."
+            "Most llama.cpp server processes of the embedded placement: one starts with the stack, "
+            "another whenever every started one is in use by another session. Each session's "
+            "requests go to the server it used last, which still holds that conversation's prompt, "
+            "so a turn computes only its new tokens instead of the whole history (docs/resilience.md, "
+            "'One model server per session'). They share the mmapped weights; each adds about "
+            "300 MiB (mostly its context's KV cache). 0: one per admitted live session, at most "
+            f"{MAX_EMBEDDED_LLM_SERVERS}."
         ),
     )
     slots: int = Field(
