@@ -26,7 +26,7 @@ from avatar.application.avatar import (
 )
 from avatar.application.avatar.animator import AvatarAnimator
 from avatar.application.avatar.events import MouthFrame, Vowel
-from avatar.application.avatar.hub import INTERRUPTED_KEPT
+from avatar.application.avatar.hub import ENDED_KEPT, INTERRUPTED_KEPT
 from avatar.application.avatar.mouth import MouthAnalyzer, PhonemeTiming, vowel_of
 from avatar.application.avatar.poses import parse_pose_config
 from avatar.domain.models import AudioChunk, Emotion
@@ -322,4 +322,33 @@ async def test_a_held_stage_stays_with_the_live_show_until_released() -> None:
     hub.session_closed(show)
     hub.phase_changed(chat, "thinking")
     assert hub.stage_id == chat
+    await hub.aclose()
+
+
+async def test_late_events_of_a_closed_session_open_no_channel_again() -> None:
+    """A reply's last chunk or the phase going back to listening can arrive after the session
+    closed: they used to open a new channel that nothing closed (one per ended session)."""
+    hub = _hub()
+    sid, turn = uuid.uuid4(), uuid.uuid4()
+    hub.phase_changed(sid, "speaking")
+    hub.session_closed(sid)
+    for _ in range(5):
+        await asyncio.sleep(0)  # the close runs
+    assert sid not in hub._channels
+    hub.phase_changed(sid, "listening")
+    hub.reply_emotion(sid, turn, Emotion.HAPPY)
+    hub.reply_audio(sid, turn, 7, AudioChunk(pcm=tone(100, 0.5), sample_rate=SR))
+    hub.reply_interrupted(sid, turn)
+    assert sid not in hub._channels and hub.stage_id is None
+    # A new turn of the same session (it was resumed) or a renderer watching it opens it again.
+    hub.phase_changed(sid, "thinking")
+    assert sid in hub._channels and hub.stage_id == sid
+    other = uuid.uuid4()
+    hub.session_closed(other)
+    sub = hub.subscribe(other)
+    assert (await sub.get()) is not None and other in hub._channels
+    # The closed sessions remembered are bounded.
+    for _ in range(ENDED_KEPT + 10):
+        hub.session_closed(uuid.uuid4())
+    assert len(hub._ended) == ENDED_KEPT
     await hub.aclose()

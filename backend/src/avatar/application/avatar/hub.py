@@ -16,7 +16,7 @@ import logging
 import random
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -42,6 +42,9 @@ State = Literal["listening", "thinking", "speaking"]
 #: Interrupted turns a channel remembers (to drop their late audio): only the latest turns still
 #: send audio, so a long session's barge-ins never pile up (issue 15, item 7: soak without growth).
 INTERRUPTED_KEPT = 8
+#: Closed sessions remembered so that their late events (a reply's last chunk, the phase going back
+#: to listening after the close) do not open a channel that nothing would ever close again.
+ENDED_KEPT = 4096
 #: Events kept for a slow subscriber before the oldest are dropped.
 SUBSCRIPTION_LIMIT = 2000
 
@@ -153,11 +156,13 @@ class AvatarHub:
         #: The live show's session while it runs: the stage stays there (``hold_stage``).
         self.held_stage: uuid.UUID | None = None
         self._closed = False
+        self._ended: OrderedDict[uuid.UUID, None] = OrderedDict()
 
     # --- subscribers ------------------------------------------------------------------------
 
     def subscribe(self, session_id: uuid.UUID) -> Subscription:
         """Events of one session, starting with its ``hello`` (and current expression)."""
+        self._ended.pop(session_id, None)  # watched again: its events count again
         channel = self._channel(session_id)
 
         def remove(sub: Subscription) -> None:
@@ -207,7 +212,11 @@ class AvatarHub:
     def phase_changed(self, session_id: uuid.UUID, phase: str) -> None:
         if phase not in ("listening", "thinking", "speaking"):
             return
-        channel = self._channel(session_id)
+        if phase == "thinking":
+            self._ended.pop(session_id, None)  # a new turn: the session is live again
+        channel = self._open_channel(session_id)
+        if channel is None:
+            return
         state: State = "listening"
         if phase == "speaking" or phase == "thinking":
             state = "speaking" if phase == "speaking" else "thinking"
@@ -229,7 +238,9 @@ class AvatarHub:
         self._publish(channel, StateEvent(session_id=str(session_id), state=state, t_ms=time.time() * 1000.0))
 
     def reply_emotion(self, session_id: uuid.UUID, turn_id: uuid.UUID, emotion: Emotion) -> None:
-        channel = self._channel(session_id)
+        channel = self._open_channel(session_id)
+        if channel is None:
+            return
         pose = self.poses.pose(emotion)
         values = {name: spec.default for name, spec in PARAMETERS.items() if name in _EXPRESSION_PARAMS}
         values.update(pose.parameters)
@@ -252,8 +263,8 @@ class AvatarHub:
         chunk: AudioChunk,
         phonemes: list[PhonemeTiming] | None = None,
     ) -> None:
-        channel = self._channel(session_id)
-        if turn_id in channel.interrupted:
+        channel = self._open_channel(session_id)
+        if channel is None or turn_id in channel.interrupted:
             return
         if phonemes is None and chunk.phonemes:
             phonemes = [PhonemeTiming(p.phoneme, p.start_ms, p.end_ms) for p in chunk.phonemes]
@@ -272,8 +283,8 @@ class AvatarHub:
             )
 
     def reply_interrupted(self, session_id: uuid.UUID, turn_id: uuid.UUID) -> None:
-        channel = self._channel(session_id)
-        if turn_id in channel.interrupted:
+        channel = self._open_channel(session_id)
+        if channel is None or turn_id in channel.interrupted:
             return
         channel.interrupted.append(turn_id)
         channel.playback_end = 0.0
@@ -291,11 +302,16 @@ class AvatarHub:
     def hold_stage(self, session_id: uuid.UUID | None) -> None:
         self.held_stage = session_id
         if session_id is not None:
+            self._ended.pop(session_id, None)
             self._make_stage(self._channel(session_id))
 
     def session_closed(self, session_id: uuid.UUID) -> None:
         if self.held_stage == session_id:
             self.held_stage = None
+        self._ended[session_id] = None
+        self._ended.move_to_end(session_id)
+        while len(self._ended) > ENDED_KEPT:
+            self._ended.popitem(last=False)
         channel = self._channels.get(session_id)
         if channel is None:
             return
@@ -303,6 +319,13 @@ class AvatarHub:
             asyncio.get_running_loop().create_task(self._close_channel(channel))
 
     # --- internals --------------------------------------------------------------------------
+
+    def _open_channel(self, session_id: uuid.UUID) -> _Channel | None:
+        """The channel of a session's event; ``None`` for a late event of a closed session."""
+        channel = self._channels.get(session_id)
+        if channel is None and session_id in self._ended:
+            return None
+        return channel or self._channel(session_id)
 
     def _channel(self, session_id: uuid.UUID) -> _Channel:
         channel = self._channels.get(session_id)
