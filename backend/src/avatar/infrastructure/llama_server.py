@@ -29,6 +29,17 @@ def free_port(host: str = LOOPBACK) -> int:
         return port
 
 
+def port_in_use(host: str, port: int) -> bool:
+    """Whether another process listens on ``host:port`` (binding it fails)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed one in TIME_WAIT is free
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+        return False
+
+
 @dataclass(frozen=True, slots=True)
 class LlamaServer:
     """A running ``python -m llama_cpp.server`` process."""
@@ -59,6 +70,13 @@ async def start_llama_server(
     """
     if not await asyncio.to_thread(model_path.is_file):
         raise DependencyError(f"LLM model file {model_path} not found; run `avatar models verify`")
+    if port and await asyncio.to_thread(port_in_use, host, port):
+        # Another process (often a llama.cpp server left behind by a killed run) would answer the
+        # readiness probe in this server's place, and every request after it.
+        raise DependencyError(
+            f"port {port} of the embedded LLM server is in use by another process; stop it "
+            "(e.g. a llama.cpp server left from an earlier run) or set AVATAR_LLM__PORT=0 for any free port"
+        )
     port = port or free_port(host)
     threads = n_threads or max(1, min(4, os.cpu_count() or 1))
     cmd = [
