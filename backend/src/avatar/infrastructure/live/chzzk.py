@@ -24,9 +24,9 @@ import httpx
 import socketio
 from pydantic import BaseModel, Field, ValidationError
 
-from avatar.application.ports.chat import ChatSink, ConnectionState
+from avatar.application.ports.chat import ChatSink
 from avatar.domain.live import ChatMessage, Emote, Platform
-from avatar.infrastructure.live.backoff import Backoff
+from avatar.infrastructure.live.backoff import Backoff, Reconnecting
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def parse_donation(data: Any, channel_id: str) -> ChatMessage:
     )
 
 
-class ChzzkChat:
+class ChzzkChat(Reconnecting):
     """Satisfies :class:`avatar.application.ports.chat.ChatSource` for one Chzzk channel."""
 
     def __init__(
@@ -139,29 +139,18 @@ class ChzzkChat:
             raise ValueError("Chzzk needs a channel id, a client id and a client secret")
         if not api_url.startswith(("http://", "https://")):
             raise ValueError(f"Chzzk API URL {api_url!r} must be http:// or https://")
+        super().__init__(backoff)
         self.channel_id = channel_id
         self._client_id = client_id
         self._client_secret = client_secret
         self.api_url = api_url.rstrip("/")
         self._access_token = access_token
         self._refresh_token = refresh_token
-        self._backoff = backoff or Backoff()
         self._timeout = timeout_s
-        self._state: ConnectionState = "stopped"
-        self._connects = 0
-        self.last_error: str | None = None
 
     @property
     def platform(self) -> Platform:
         return Platform.CHZZK
-
-    @property
-    def state(self) -> ConnectionState:
-        return self._state
-
-    @property
-    def connects(self) -> int:
-        return self._connects
 
     def _headers(self) -> dict[str, str]:
         headers = {"Client-Id": self._client_id, "Client-Secret": self._client_secret}
@@ -206,29 +195,13 @@ class ChzzkChat:
         return url
 
     async def run(self, sink: ChatSink) -> None:
-        try:
-            async with httpx.AsyncClient(timeout=self._timeout) as http:
-                while True:
-                    self._state = "connecting"
-                    try:
-                        await self._session(http, sink)
-                        self.last_error = "session closed"
-                    except (
-                        OSError,
-                        TimeoutError,
-                        httpx.HTTPError,
-                        ChzzkError,
-                        socketio.exceptions.SocketIOError,
-                    ) as exc:
-                        self.last_error = f"{type(exc).__name__}: {exc}"
-                    self._state = "backoff"
-                    delay = self._backoff.next_delay()
-                    log.warning(
-                        "Chzzk chat %s: %s; reconnecting in %.1f s", self.channel_id, self.last_error, delay
-                    )
-                    await asyncio.sleep(delay)
-        finally:
-            self._state = "stopped"
+        async with httpx.AsyncClient(timeout=self._timeout) as http:
+            await self._reconnect_forever(
+                lambda: self._session(http, sink),
+                (OSError, TimeoutError, httpx.HTTPError, ChzzkError, socketio.exceptions.SocketIOError),
+                label=f"Chzzk chat {self.channel_id}",
+                ended="session closed",
+            )
 
     async def _session(self, http: httpx.AsyncClient, sink: ChatSink) -> None:
         url = await self.session_url(http)
@@ -266,9 +239,7 @@ class ChzzkChat:
                 await self._call(
                     http, "POST", f"/open/v1/sessions/events/subscribe/{event}", params={"sessionKey": key}
                 )
-            self._state = "connected"
-            self._connects += 1
-            self._backoff.reset()
+            self._connected()
             log.info("Chzzk chat %s subscribed", self.channel_id)
             await client.wait()
         finally:

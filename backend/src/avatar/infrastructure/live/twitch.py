@@ -20,9 +20,9 @@ from urllib.parse import urlsplit
 
 import websockets
 
-from avatar.application.ports.chat import ChatSink, ConnectionState
+from avatar.application.ports.chat import ChatSink
 from avatar.domain.live import ChatMessage, Emote, Platform
-from avatar.infrastructure.live.backoff import Backoff
+from avatar.infrastructure.live.backoff import Backoff, Reconnecting
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ class _TcpLines:
             pass
 
 
-class TwitchChat:
+class TwitchChat(Reconnecting):
     """Satisfies :class:`avatar.application.ports.chat.ChatSource` for one Twitch channel."""
 
     def __init__(
@@ -199,25 +199,14 @@ class TwitchChat:
         channel = channel.strip().lstrip("#").lower()
         if not channel:
             raise ValueError("a Twitch channel name is required")
+        super().__init__(backoff)
         self.channel = channel
         self.url = check_url(url)
-        self._backoff = backoff or Backoff()
         self._timeout = connect_timeout_s
-        self._state: ConnectionState = "stopped"
-        self._connects = 0
-        self.last_error: str | None = None
 
     @property
     def platform(self) -> Platform:
         return Platform.TWITCH
-
-    @property
-    def state(self) -> ConnectionState:
-        return self._state
-
-    @property
-    def connects(self) -> int:
-        return self._connects
 
     async def _open(self) -> _Lines:
         parts = urlsplit(self.url)
@@ -228,22 +217,12 @@ class TwitchChat:
         return _WebSocketLines(await websockets.connect(self.url, open_timeout=self._timeout))
 
     async def run(self, sink: ChatSink) -> None:
-        try:
-            while True:
-                self._state = "connecting"
-                try:
-                    await self._session(sink)
-                    self.last_error = "server closed the connection"
-                except (OSError, TimeoutError, websockets.WebSocketException, TwitchProtocolError) as exc:
-                    self.last_error = f"{type(exc).__name__}: {exc}"
-                self._state = "backoff"
-                delay = self._backoff.next_delay()
-                log.warning(
-                    "Twitch chat #%s: %s; reconnecting in %.1f s", self.channel, self.last_error, delay
-                )
-                await asyncio.sleep(delay)
-        finally:
-            self._state = "stopped"
+        await self._reconnect_forever(
+            lambda: self._session(sink),
+            (OSError, TimeoutError, websockets.WebSocketException, TwitchProtocolError),
+            label=f"Twitch chat #{self.channel}",
+            ended="server closed the connection",
+        )
 
     async def _session(self, sink: ChatSink) -> None:
         conn = await asyncio.wait_for(self._open(), self._timeout)
@@ -257,9 +236,7 @@ class TwitchChat:
                     await conn.send(f"PONG :{line.params[-1] if line.params else 'tmi.twitch.tv'}")
                 elif line.command == "JOIN" and line.params and line.params[0] == f"#{self.channel}":
                     if self._state != "connected":
-                        self._state = "connected"
-                        self._connects += 1
-                        self._backoff.reset()
+                        self._connected()
                         log.info("Twitch chat #%s joined", self.channel)
                 elif line.command == "RECONNECT":
                     return
