@@ -9,7 +9,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from avatar.domain.models import ConversationTurn, Session
+from avatar.application.ports.storage import Credential, CredentialKind
+from avatar.domain.errors import DomainError
+from avatar.domain.models import ConversationTurn, Session, User
 from avatar.infrastructure.instant.storage import GroupIndex, InMemoryDatabase, StagedTable, StagedTables
 
 
@@ -195,3 +197,34 @@ async def test_a_session_s_rows_are_found_through_the_indexes_with_other_session
         assert await uow.turns.list_for_session(a.session_id) == []
         assert [t.turn_number for t in await uow.turns.list_for_session(b.session_id)] == [1, 2, 3]
     assert set(db.tables.turns_by_session.groups) == {b.session_id}
+
+
+async def test_users_by_name_and_credentials_by_id_are_found_through_their_indexes() -> None:
+    db = InMemoryDatabase()
+    ann, bob = User(user_id=uuid.uuid4(), name="ann"), User(user_id=uuid.uuid4(), name="bob")
+    cred = Credential(uuid.uuid4(), ann.user_id, CredentialKind.API_KEY, "hash-1")
+    async with db() as uow:
+        await uow.accounts.add_user(ann)
+        with pytest.raises(DomainError, match="a user named 'ann' exists"):
+            await uow.accounts.add_user(User(user_id=uuid.uuid4(), name="ann"))  # staged, same unit
+        await uow.accounts.add_user(bob)
+        await uow.accounts.add_credential(cred)
+        await uow.commit()
+    when = datetime(2026, 12, 1, tzinfo=UTC)
+    async with db() as uow:
+        assert await uow.accounts.get_user_by_name("bob") == bob
+        assert await uow.accounts.get_user_by_name("carl") is None
+        with pytest.raises(DomainError):
+            await uow.accounts.add_user(User(user_id=uuid.uuid4(), name="bob"))
+        await uow.accounts.touch_credential(cred.credential_id, when)
+        await uow.accounts.touch_credential(uuid.uuid4(), when)  # unknown: nothing changes
+        await uow.commit()
+    async with db() as uow:
+        found = await uow.accounts.find_credential("hash-1")
+        assert found is not None and found.last_used_at == when
+        assert await uow.accounts.delete_user(ann.user_id)
+        await uow.commit()
+    async with db() as uow:
+        assert await uow.accounts.get_user_by_name("ann") is None
+        assert await uow.accounts.find_credential("hash-1") is None  # cascaded
+        await uow.accounts.add_user(User(user_id=uuid.uuid4(), name="ann"))  # the name is free again

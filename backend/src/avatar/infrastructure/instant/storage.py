@@ -204,6 +204,14 @@ def _audio_turn(audio: SynthesizedAudio) -> uuid.UUID:
     return audio.turn_id
 
 
+def _user_name(row: tuple[User, str | None]) -> str:
+    return row[0].name
+
+
+def _credential_id(credential: Credential) -> uuid.UUID:
+    return credential.credential_id
+
+
 @dataclass
 class Tables:
     sessions: dict[uuid.UUID, Session] = field(default_factory=dict)
@@ -234,6 +242,12 @@ class Tables:
     )
     synthesized_by_turn: GroupIndex[uuid.UUID, SynthesizedAudio, uuid.UUID] = field(
         default_factory=lambda: GroupIndex(_audio_turn)
+    )
+    users_by_name: GroupIndex[uuid.UUID, tuple[User, str | None], str] = field(
+        default_factory=lambda: GroupIndex(_user_name)
+    )
+    credentials_by_id: GroupIndex[str, Credential, uuid.UUID] = field(
+        default_factory=lambda: GroupIndex(_credential_id)
     )
 
 
@@ -350,8 +364,8 @@ class StagedTables:
         self.profiles = StagedTable(base.profiles)
         self.synthesized = StagedTable(base.synthesized, base.synthesized_by_turn)
         self.summaries = StagedTable(base.summaries)
-        self.users = StagedTable(base.users)
-        self.credentials = StagedTable(base.credentials)
+        self.users = StagedTable(base.users, base.users_by_name)
+        self.credentials = StagedTable(base.credentials, base.credentials_by_id)
         self.feedback = StagedTable(base.feedback)
         self.inputs_expired = StagedTable(base.inputs_expired)
         self._memories: MemoryList | None = None
@@ -625,7 +639,7 @@ class InMemorySummaryRepository(_Repo):
 
 class InMemoryAccountRepository(_Repo):
     async def add_user(self, user: User, password_hash: str | None = None) -> None:
-        if any(u.name == user.name for u, _ in self.t.users.values()):
+        if self.t.users.keys_in(user.name):
             raise DomainError(f"a user named {user.name!r} exists")
         self.t.users[user.user_id] = (user, password_hash)
 
@@ -634,7 +648,7 @@ class InMemoryAccountRepository(_Repo):
         return row[0] if row else None
 
     async def get_user_by_name(self, name: str) -> User | None:
-        return next((u for u, _ in self.t.users.values() if u.name == name), None)
+        return next((u for u, _ in self.t.users.values_in(name)), None)
 
     async def list_users(self) -> builtins.list[User]:
         return [u for u, _ in self.t.users.values()]
@@ -667,9 +681,8 @@ class InMemoryAccountRepository(_Repo):
         return self.t.credentials.pop(secret_hash, None) is not None
 
     async def touch_credential(self, credential_id: uuid.UUID, now: datetime) -> None:
-        for key, cred in self.t.credentials.items():
-            if cred.credential_id == credential_id:
-                self.t.credentials[key] = replace(cred, last_used_at=now)
+        for key in self.t.credentials.keys_in(credential_id):
+            self.t.credentials[key] = replace(self.t.credentials[key], last_used_at=now)
 
     async def audit(self, entry: AuditEntry) -> None:
         self.t.audit.append(entry)
