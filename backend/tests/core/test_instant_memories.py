@@ -8,8 +8,10 @@ import uuid
 from datetime import UTC, datetime
 
 import numpy as np
+import pytest
 
 from avatar.domain.models import Session
+from avatar.infrastructure.instant import storage
 from avatar.infrastructure.instant.storage import InMemoryDatabase
 
 DIM = 16
@@ -110,3 +112,37 @@ async def test_erasing_a_session_removes_its_memories_from_search() -> None:
     assert counts["memories"] == 1
     async with db() as tx:
         assert [h.text for h in await tx.memories.search(vector, limit=5, owner_id=owner)] == ["kept"]
+
+
+async def test_interleaved_and_rolled_back_units_of_work_never_rebuild_the_index(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A unit of work's own rows stay beside the committed index: when a unit grew the shared index,
+    the committed list (and every unit forked from it) found it invalid and rebuilt it from every
+    row, two thirds of the server's time at 500 sessions (docs/benchmarks.md, "load")."""
+    builds = 0
+    original = storage._MemoryIndex
+
+    class Counted(original):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            nonlocal builds
+            builds += 1
+            super().__init__()
+
+    monkeypatch.setattr(storage, "_MemoryIndex", Counted)
+    rng = np.random.default_rng(11)
+    db = InMemoryDatabase()
+    [session] = await _sessions(db, [uuid.uuid4()])
+    for n in range(20):
+        writer, reader, dropped = db(), db(), db()
+        async with writer, reader, dropped:
+            vector = _vector(rng)
+            await writer.memories.add(session.session_id, uuid.uuid4(), "user", f"m{n}", vector)
+            await dropped.memories.add(session.session_id, uuid.uuid4(), "user", "never kept", vector)
+            hits = await reader.memories.search(vector, limit=30)
+            assert {h.text for h in hits} == {f"m{i}" for i in range(n)}  # committed rows only
+            await writer.commit()
+    async with db() as tx:
+        hits = await tx.memories.search(_vector(rng), limit=30)
+    assert sorted(h.text for h in hits) == sorted(f"m{i}" for i in range(20))
+    assert builds == 1

@@ -142,17 +142,34 @@ class _MemoryIndex:
 
 
 class MemoryList(list[MemoryRow]):
-    """The memories table: a list of rows (session, turn, role, text, unit vector) whose search
-    index is shared with its copies while they only append (a unit of work copies the tables)."""
+    """The memories table: a list of rows (session, turn, role, text, unit vector) with a search
+    index over them. A unit of work's fork searches its committed list's index and its own few
+    new rows beside it: a fork that grew the shared index made it invalid for the committed list,
+    which then rebuilt it from every row on its next search (docs/benchmarks.md, "load": two thirds
+    of the server's time at 500 sessions)."""
 
-    def __init__(self, rows: Sequence[MemoryRow] = (), index: _MemoryIndex | None = None) -> None:
+    def __init__(self, rows: Sequence[MemoryRow] = (), *, base: MemoryList | None = None) -> None:
         super().__init__(rows)
-        self._index = index
+        self._index: _MemoryIndex | None = None
+        #: The committed list this one was forked from, and its length then.
+        self._base = base
+        self._from = len(self) if base is not None else 0
 
     def fork(self) -> MemoryList:
-        return MemoryList(self, self._index)
+        return MemoryList(self, base=self)
+
+    @property
+    def committed(self) -> MemoryList:
+        """The rows :meth:`search_index` covers (its positions index this list)."""
+        return self._base if self._base is not None else self
+
+    def staged(self) -> list[MemoryRow]:
+        """A fork's own new rows (not in the index)."""
+        return self[self._from :] if self._base is not None else []
 
     def search_index(self) -> _MemoryIndex:
+        if self._base is not None:
+            return self._base.search_index()
         if self._index is None or not self._index.valid_for(self):
             self._index = _MemoryIndex()
         self._index.extend(self)
@@ -589,7 +606,11 @@ class InMemoryMemoryRepository(_Repo):
         text: str,
         embedding: Sequence[float],
     ) -> None:
-        if turn_id is not None and (turn_id, role) in self.t.memories.search_index().keys:
+        rows = self.t.memories
+        if turn_id is not None and (
+            (turn_id, role) in rows.search_index().keys
+            or any(r[1] == turn_id and r[2] == role for r in rows.staged())
+        ):
             return  # one memory per turn and role, as in PostgreSQL
         vector = np.asarray(embedding, dtype=np.float64)
         vector /= float(np.linalg.norm(vector)) or 1.0
@@ -604,29 +625,34 @@ class InMemoryMemoryRepository(_Repo):
     ) -> list[MemoryHit]:
         rows = self.t.memories
         index = rows.search_index()
-        if not index.n:
-            return []
+        committed = rows.committed
         allowed: builtins.list[uuid.UUID] | None = None
         if owner_id is not None:
             allowed = [s.session_id for s in self.t.sessions.values() if s.owner_id == owner_id]
         if session_id is not None:
             allowed = [session_id] if allowed is None or session_id in allowed else []
-        codes = index.codes[: index.n]
-        if allowed is None:
-            picked = np.arange(index.n)
-        else:
-            wanted = [index.session_codes[s] for s in allowed if s in index.session_codes]
-            picked = np.flatnonzero(np.isin(codes, wanted))
-        if not picked.size:
-            return []
         query = np.asarray(embedding, dtype=np.float32)
         query /= float(np.linalg.norm(query)) or 1.0
-        scores = index.matrix[picked] @ query
-        best = np.argsort(-scores, kind="stable")[:limit]
-        return [
-            MemoryHit(rows[i][0], rows[i][1], rows[i][2], rows[i][3], float(scores[k]))
-            for k, i in ((k, int(picked[k])) for k in best)
+        scored: builtins.list[tuple[MemoryRow, float]] = []
+        if index.n:
+            codes = index.codes[: index.n]
+            if allowed is None:
+                picked = np.arange(index.n)
+            else:
+                wanted = [index.session_codes[s] for s in allowed if s in index.session_codes]
+                picked = np.flatnonzero(np.isin(codes, wanted))
+            scores = index.matrix[picked] @ query
+            best = np.argsort(-scores, kind="stable")[:limit]
+            scored = [(committed[int(picked[k])], float(scores[k])) for k in best]
+        # This unit of work's own new rows, not in the index yet (a handful).
+        allowed_set = set(allowed) if allowed is not None else None
+        scored += [
+            (row, float(np.dot(row[4], query)))
+            for row in rows.staged()
+            if allowed_set is None or row[0] in allowed_set
         ]
+        scored.sort(key=lambda pair: -pair[1])  # stable: the index's order among equal scores
+        return [MemoryHit(r[0], r[1], r[2], r[3], score) for r, score in scored[:limit]]
 
 
 class InMemorySummaryRepository(_Repo):
