@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -519,7 +520,7 @@ def conversation_deps(
         queue=container.queue,
         uow=container.uow,
         metrics=container.metrics,
-        chunker_factory=ClauseChunker,
+        chunker_factory=functools.partial(ClauseChunker, first_max_words=settings.tts.first_chunk_max_words),
         config=config,
         voice_resolver=StoredVoiceResolver(container.uow, container.object_store),
         observer=observer,

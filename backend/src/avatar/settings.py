@@ -435,6 +435,15 @@ class TTSSettings(BaseModel):
         "cosyvoice_model_dir",
         "Directory of the CosyVoice model (engine `cosyvoice`, production).",
     )
+    first_chunk_max_words: int = Field(
+        default=10,
+        ge=0,
+        description=(
+            "A reply's first spoken chunk ends after this many words even without punctuation (or "
+            "earlier, before a conjunction such as `and` or `because`), so speech starts before a "
+            "long first sentence is written and synthesized; 0: cut only at punctuation."
+        ),
+    )
     fast_port: int = Field(
         default=TTS_FAST_PORT, description="Port `avatar serve tts --tier fast` listens on."
     )

@@ -665,3 +665,29 @@ async def test_a_normal_reply_has_no_unavailable_notice() -> None:
     messages = await rig.until(session, is_type("turn_completed"))
     assert not any(m["type"] == "notice" for m in messages)
     await session.aclose()
+
+
+async def test_the_wired_chunker_starts_speech_before_a_long_first_sentence_ends() -> None:
+    """The composition root's chunker keeps the first spoken chunk short (``tts.first_chunk_max_words``):
+    the voice gets the first words at once, not the whole first sentence."""
+    from avatar.bootstrap import conversation_deps
+    from tests.fakes import fake_container
+
+    long_first = (
+        "[happy] I really love the way you describe the old town and the river at night because it "
+        "sounds so calm. Tell me more."
+    )
+    for max_words, first in ((10, "I really love the way you describe the old town"), (0, None)):
+        rig = Rig(replies=(long_first,))
+        settings = Settings(_env_file=None)
+        settings.tts.first_chunk_max_words = max_words
+        container = fake_container(settings, uow=rig.db, object_store=rig.store, fast_tts=rig.tts)
+        rig.deps.chunker_factory = conversation_deps(container, rig.engine).chunker_factory
+        session = await rig.session()
+        await session.text_input("tell me about your town")
+        await rig.until(session, is_type("turn_completed"))
+        spoken = [r.text for r in rig.tts.requests]
+        whole_sentence = long_first.removeprefix("[happy] ").removesuffix(" Tell me more.")
+        assert spoken[0] == (first or whole_sentence)
+        assert " ".join(spoken) == long_first.removeprefix("[happy] ")
+        await session.aclose()

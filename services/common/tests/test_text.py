@@ -160,3 +160,66 @@ def test_detect_language_and_speakable() -> None:
 def test_bad_limits_are_refused() -> None:
     with pytest.raises(ValueError):
         ClauseChunker(cjk_min=20, cjk_max=10)
+
+
+def _first_short(text: str, step: int = 3) -> list[str]:
+    """Stream ``text`` in small pieces through a chunker whose first chunk is kept short."""
+    chunker = ClauseChunker(first_max_words=10)
+    out: list[str] = []
+    for i in range(0, len(text), step):
+        out.extend(chunker.feed(text[i : i + step]))
+    return out + chunker.flush()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # punctuation before ten words still decides
+        ("Sure, I can help with that. Ask away.", ["Sure, I can help with that.", "Ask away."]),
+        # a long first sentence: cut before a conjunction once four words are there
+        (
+            "I really love the way you describe the old town and the river at night because it is calm.",
+            ["I really love the way you describe the old town", "and the river at night because it is calm."],
+        ),
+        # no conjunction: cut after ten words; only the first chunk is cut this way
+        (
+            "Oh that sounds like a really lovely thing to do on a sunny afternoon with old friends "
+            "from school and family.",
+            [
+                "Oh that sounds like a really lovely thing to do",
+                "on a sunny afternoon with old friends from school and family.",
+            ],
+        ),
+        # a conjunction within the first four words does not cut
+        ("Well and then we went home.", ["Well and then we went home."]),
+        ("Hi there.", ["Hi there."]),
+    ],
+)
+def test_a_long_first_chunk_is_cut_early(text: str, expected: list[str]) -> None:
+    assert _first_short(text) == expected
+    assert _first_short(text, step=1) == expected  # the same whatever the token sizes
+
+
+def test_a_growing_last_word_is_not_taken_for_a_conjunction() -> None:
+    chunker = ClauseChunker(first_max_words=10)
+    assert chunker.feed("I would like to go an") == []  # "an" may become "and"
+    assert chunker.feed("d see it") == ["I would like to go"]
+    assert chunker.flush() == ["and see it"]
+
+
+def test_the_first_chunk_rule_starts_again_after_flush_and_leaves_cjk_alone() -> None:
+    chunker = ClauseChunker(first_max_words=4, first_pause_words=2)
+    assert chunker.feed("one two three four five six seven ") == ["one two three four"]
+    assert chunker.feed("eight nine ten eleven twelve ") == []  # later chunks: the usual limits
+    assert chunker.flush() == ["five six seven eight nine ten eleven twelve"]
+    assert chunker.feed("alpha beta gamma delta epsilon ") == ["alpha beta gamma delta"]
+    chunker.flush()
+    text = "今天天气很好我们一起去公园散步吧你觉得怎么样"
+    assert ClauseChunker(first_max_words=4).feed(text) == ClauseChunker().feed(text) == [text[:15]]
+
+
+def test_first_chunk_limits_are_checked() -> None:
+    with pytest.raises(ValueError, match="first chunk"):
+        ClauseChunker(first_max_words=-1)
+    with pytest.raises(ValueError, match="first chunk"):
+        ClauseChunker(first_max_words=5, first_pause_words=0)

@@ -399,7 +399,7 @@ async def _floor(container: Container, clips: Sequence[bytes], texts: Sequence[s
         t = time.perf_counter()
         await container.recognizer.transcribe(speech, 16000, language=settings.asr.language)
         whisper.append((time.perf_counter() - t) * 1000.0)
-        chunker = ClauseChunker()
+        chunker = ClauseChunker(first_max_words=settings.tts.first_chunk_max_words)
         t = time.perf_counter()
         first = ""
         stream = container.chat_model.stream_chat(

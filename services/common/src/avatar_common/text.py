@@ -146,6 +146,14 @@ def _size(chunk: str) -> tuple[int, bool]:
     return len(chunk.split()), False
 
 
+#: Words a speaker often pauses before: a first chunk without punctuation may end ahead of them.
+PAUSE_BEFORE = frozenset(
+    "and but or so because which who whose when while where if though although since until unless "
+    "then".split()
+)
+_WORD_PUNCTUATION = "\"'()[]{}.,;:!?"
+
+
 class ClauseChunker:
     """Incremental clause splitter: feed text pieces as they come, get speakable chunks out.
 
@@ -158,17 +166,37 @@ class ClauseChunker:
         cjk_max: A CJK chunk without punctuation is cut after this many characters.
         min_words: A Latin-script chunk is cut at a clause mark only once it has this many words.
         max_words: A Latin-script chunk without punctuation is cut at a space after this many words.
+        first_max_words: The first Latin-script chunk of a text is cut at a space after this many
+            words even without punctuation, and before a conjunction ("and", "because", "which", ...)
+            once it has ``first_pause_words`` words (0: the first chunk follows the other rules).
+            Speech starts with the first chunk, and a sentence-long first chunk delays it twice: the
+            model writes it to its end, then the voice synthesizes all of it before the first audio
+            (docs/adr/0014-voice-latency.md, sixth round).
+        first_pause_words: Least words of a first chunk cut before a conjunction (at most
+            ``first_max_words``).
     """
 
     def __init__(
-        self, *, cjk_min: int = 10, cjk_max: int = 15, min_words: int = 3, max_words: int = 40
+        self,
+        *,
+        cjk_min: int = 10,
+        cjk_max: int = 15,
+        min_words: int = 3,
+        max_words: int = 40,
+        first_max_words: int = 0,
+        first_pause_words: int = 4,
     ) -> None:
         if not 0 < cjk_min <= cjk_max or not 0 < min_words <= max_words:
             raise ValueError("chunk limits must be positive and min <= max")
+        if first_max_words < 0 or first_pause_words <= 0:
+            raise ValueError("first chunk limits must be positive (first_max_words 0: off)")
         self._cjk_min = cjk_min
         self._cjk_max = cjk_max
         self._min_words = min_words
         self._max_words = max_words
+        self._first_max_words = first_max_words
+        self._first_pause_words = min(first_pause_words, first_max_words or first_pause_words)
+        self._first = True
         self._buf = ""
 
     def feed(self, text: str) -> list[str]:
@@ -181,6 +209,7 @@ class ClauseChunker:
         out = self._drain(final=True)
         rest = self._buf.strip()
         self._buf = ""
+        self._first = True
         if rest and has_words(rest):
             out.append(rest)
         elif rest and out:
@@ -196,11 +225,32 @@ class ClauseChunker:
         out: list[str] = []
         while True:
             cut = self._next_cut(final=final)
+            if self._first and self._first_max_words:
+                early = self._first_cut(final=final)
+                if early is not None and (cut is None or early < cut):
+                    cut = early
             if cut is None:
                 return out
             chunk, self._buf = self._buf[:cut].strip(), self._buf[cut:].lstrip()
             if chunk:
                 out.append(chunk)
+                self._first = False
+
+    def _first_cut(self, *, final: bool) -> int | None:
+        """Where the first chunk may end without punctuation (``first_max_words``), or None."""
+        buf = self._buf
+        if _size(buf)[1]:
+            return None  # CJK chunks are short already (cjk_min / cjk_max)
+        words = list(re.finditer(r"\S+", buf))
+        if not final and words and words[-1].end() == len(buf):
+            words.pop()  # the last word may still grow ("an" -> "and")
+        for index, word in enumerate(words):
+            if index >= self._first_max_words:
+                return word.start()
+            bare = word.group().lower().strip(_WORD_PUNCTUATION)
+            if index >= self._first_pause_words and bare in PAUSE_BEFORE:
+                return word.start()
+        return None
 
     def _next_cut(self, *, final: bool) -> int | None:
         buf = self._buf
