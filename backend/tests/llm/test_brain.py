@@ -192,6 +192,41 @@ async def test_summary_in_background_persisted_and_restored() -> None:
     assert again.history[-1].number == 7
 
 
+async def test_after_a_summary_the_new_prompt_head_is_computed_before_the_next_reply() -> None:
+    """The fold puts the summary into the system message, so the server's cached prompt no longer
+    matches; the brain has the new head (summary, examples, kept history) computed right away."""
+    chat = FakeChatModel(["[happy] That sounds lovely, tell me more about it please!"])
+    db = FakeDatabase()
+    config = dataclasses.replace(TINY, history_keep_tokens=100, summarize_at_tokens=160)
+    brain = make(chat, db, config)
+    for i in range(6):
+        await converse(brain, db, f"Message number {i}: my dog Biscuit likes long walks in the park.")
+        await brain.wait_idle()
+        if brain.summaries_written:
+            break
+    assert brain.summaries_written == 1
+    warm = chat.calls[-1]
+    assert brain.summary in warm[0].content  # the new head, sent after the summary was written
+    assert warm[-1].role == "assistant"  # the kept history, without a new user message
+    [_ async for _ in brain.reply("What is my dog's name?")]
+    assert chat.calls[-1][: len(warm)] == warm  # the next reply starts with exactly that prefix
+
+
+async def test_a_closing_brain_does_not_warm_the_prompt_after_its_last_summary() -> None:
+    chat = FakeChatModel(["[happy] That sounds lovely, tell me more about it please!"], token_delay_s=0.005)
+    db = FakeDatabase()
+    config = dataclasses.replace(TINY, history_keep_tokens=100, summarize_at_tokens=160)
+    brain = make(chat, db, config)
+    for i in range(6):
+        await converse(brain, db, f"Message number {i}: my dog Biscuit likes long walks in the park.")
+        if brain.history_tokens() >= config.summarize_at_tokens:
+            break  # the reply's end started the summary
+    calls = len(chat.calls)
+    await brain.aclose()  # the running summary still lands, nothing is sent after it
+    assert brain.summaries_written == 1
+    assert len(chat.calls) == calls + 1 and "summarize" in chat.calls[-1][0].content
+
+
 async def test_a_new_reply_does_not_cut_a_running_summary_short() -> None:
     """A summary once started finishes, even when the next turn comes meanwhile: cut short by every
     reply, it never landed in a long conversation (docs/resilience.md)."""

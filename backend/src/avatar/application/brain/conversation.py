@@ -168,6 +168,9 @@ class ConversationBrain:
         self._replying = False
         self._summarizer: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        #: The language of the latest turn (part of the prompt's head; see :meth:`_summarize`).
+        self._language: str | None = None
+        self._closing = False
         self.summaries_written = 0
         #: A client's own instructions, added after the persona (an OpenAI Realtime
         #: ``session.update``, docs/realtime.md); empty for the web app.
@@ -247,6 +250,7 @@ class ConversationBrain:
         # (docs/resilience.md, "One model server per session").
         self._remember_settled()
         language = detect_language(text)
+        self._language = language
         turn = HistoryTurn(number, text, "", self._turn_tokens(text, ""), turn_id)
         released: list[str] = []
         try:
@@ -390,6 +394,7 @@ class ConversationBrain:
 
     async def aclose(self) -> None:
         """Finish background work (memory writes, a running summary) before the session goes."""
+        self._closing = True
         await self.wait_idle()
 
     # --- prompt ---------------------------------------------------------------------------------
@@ -596,6 +601,12 @@ class ConversationBrain:
         self._remember_settled(include_latest=False)  # folded turns must reach memory first
         self._turns = [t for t in self._turns if t.number > covered]
         self.summaries_written += 1
+        if not self._closing and not self._replying:
+            # The fold changed the prompt's head (the summary is in the system message), so the
+            # server's cached prompt no longer matches: have it compute the new head and the kept
+            # history now, while the person listens or speaks, instead of the next reply paying
+            # for it before its first token (~1 s on two cores; docs/adr/0014-voice-latency.md).
+            await self.warm_up(self._language)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
