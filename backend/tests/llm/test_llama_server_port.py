@@ -40,3 +40,24 @@ async def test_a_port_held_by_another_server_is_refused_with_a_clear_error(tmp_p
         await server.wait_closed()
     assert not port_in_use(LOOPBACK, port)
     assert not port_in_use(LOOPBACK, free_port())
+
+
+@pytest.mark.slow
+async def test_the_server_and_all_its_threads_run_at_the_lower_priority() -> None:
+    """``llm.embedded_nice``: the voice's first clause gets the cores before the model's later words."""
+    import os
+
+    from avatar.infrastructure.llama_server import stop_llama_server
+    from avatar.infrastructure.llm import embedded_model_path
+    from avatar.settings import Settings
+
+    server = await start_llama_server(embedded_model_path(Settings()), n_ctx=512, nice=7)
+    try:
+        own = os.getpriority(os.PRIO_PROCESS, 0)
+        tasks = list(Path(f"/proc/{server.pid}/task").iterdir())
+        assert len(tasks) > 1  # the server's own threads, started after the priority was set
+        for task in tasks:
+            assert os.getpriority(os.PRIO_PROCESS, int(task.name)) == min(19, own + 7)
+        assert "llama_cpp.server" in Path(f"/proc/{server.pid}/cmdline").read_text()  # the PID is the server
+    finally:
+        await stop_llama_server(server)
