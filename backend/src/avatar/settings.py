@@ -521,17 +521,6 @@ class LLMSettings(BaseModel):
     breaker_recovery_s: float = Field(
         default=30.0, description="Seconds the breaker stays open before one trial request (half-open)."
     )
-    embedded_nice: int = Field(
-        default=5,
-        ge=0,
-        le=19,
-        description=(
-            "CPU priority the embedded llama.cpp servers run at (`nice`; 0: the orchestrator's). While "
-            "the model writes the rest of a reply, the voice synthesizing its first clause on the same "
-            "cores is what the person waits for; the model needs only a fraction of a core to stay "
-            "ahead of speech (docs/adr/0014-voice-latency.md, sixth round)."
-        ),
-    )
     embedded_servers: int = Field(
         default=0,
         ge=0,

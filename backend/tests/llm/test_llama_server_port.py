@@ -40,33 +40,3 @@ async def test_a_port_held_by_another_server_is_refused_with_a_clear_error(tmp_p
         await server.wait_closed()
     assert not port_in_use(LOOPBACK, port)
     assert not port_in_use(LOOPBACK, free_port())
-
-
-def _threads_of(pid: int) -> tuple[list[int], str]:
-    """The scheduling priority of each thread of ``pid``, and its command line."""
-    import os
-
-    tasks = Path(f"/proc/{pid}/task").iterdir()
-    return [os.getpriority(os.PRIO_PROCESS, int(t.name)) for t in tasks], Path(
-        f"/proc/{pid}/cmdline"
-    ).read_text()
-
-
-@pytest.mark.slow
-async def test_the_server_and_all_its_threads_run_at_the_lower_priority() -> None:
-    """``llm.embedded_nice``: the voice's first clause gets the cores before the model's later words."""
-    import os
-
-    from avatar.infrastructure.llama_server import stop_llama_server
-    from avatar.infrastructure.llm import embedded_model_path
-    from avatar.settings import Settings
-
-    server = await start_llama_server(embedded_model_path(Settings()), n_ctx=512, nice=7)
-    try:
-        own = os.getpriority(os.PRIO_PROCESS, 0)
-        priorities, cmdline = await asyncio.to_thread(_threads_of, server.pid)
-        assert len(priorities) > 1  # the server's own threads, started after the priority was set
-        assert set(priorities) == {min(19, own + 7)}
-        assert "llama_cpp.server" in cmdline  # ``nice`` exec'd the server: the PID is the server's
-    finally:
-        await stop_llama_server(server)

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import socket
 import sys
@@ -63,10 +62,8 @@ async def start_llama_server(
     n_threads: int | None = None,
     alias: str = "local",
     ready_timeout_s: float = 60.0,
-    nice: int = 0,
 ) -> LlamaServer:
-    """Start the server and wait until it answers ``GET /v1/models``; ``nice`` > 0 runs it (all its
-    threads) at that lower CPU priority.
+    """Start the server and wait until it answers ``GET /v1/models``.
 
     Raises:
         DependencyError: the model file is missing, or the server exited or did not become ready.
@@ -82,12 +79,7 @@ async def start_llama_server(
         )
     port = port or free_port(host)
     threads = n_threads or max(1, min(4, os.cpu_count() or 1))
-    # Lower priority (``llm.embedded_nice``): while the model writes the rest of a reply, the
-    # voice synthesizing its first clause on the same cores is what the person waits for
-    # (docs/adr/0014-voice-latency.md, sixth round). ``nice`` execs the server: the PID is its own.
-    nice_prefix = ["nice", "-n", str(nice)] if nice > 0 and shutil.which("nice") else []
     cmd = [
-        *nice_prefix,
         sys.executable,
         "-m",
         "llama_cpp.server",
@@ -182,10 +174,8 @@ class LlamaServerChild:
         n_ctx: int = default_of(LLMSettings, "n_ctx"),
         alias: str = "local",
         ready_timeout_s: float = 60.0,
-        nice: int = 0,
     ) -> None:
         self.name = name
-        self._nice = nice
         self._model_path = model_path
         self._host = host
         self._port = port or free_port(host)
@@ -210,7 +200,6 @@ class LlamaServerChild:
             n_ctx=self._n_ctx,
             alias=self._alias,
             ready_timeout_s=self._ready_timeout_s,
-            nice=self._nice,
         )
         await self._warm_up()
 

@@ -554,7 +554,6 @@ async def build_chat_model(settings: Settings, stack: contextlib.AsyncExitStack)
                 port=(cfg.port or None) if i == 0 else None,
                 n_ctx=cfg.n_ctx,
                 alias=cfg.model,
-                nice=cfg.embedded_nice,
             )
             for i in range(count)
         ]
