@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,11 +48,18 @@ class PiperEngine:
     def load(self) -> None:
         if not self._model_path.exists():
             raise EngineUnavailableError(f"Piper voice model not found at {self._model_path}")
-        from piper import PiperVoice
+        import onnxruntime
+        from piper import PiperConfig, PiperVoice
 
-        # Phoneme timing for the avatar's vowels: the model is patched in memory to expose each
-        # phoneme's sample count (needs the onnx package; without it there is simply no timing).
-        self._voice = PiperVoice.load(str(self._model_path), include_alignments=True)
+        config = json.loads(Path(f"{self._model_path}.json").read_text(encoding="utf-8"))
+        self._voice = PiperVoice(
+            session=onnxruntime.InferenceSession(
+                _with_alignments(self._model_path),
+                sess_options=session_options(),
+                providers=["CPUExecutionProvider"],
+            ),
+            config=PiperConfig.from_dict(config),
+        )
 
     def unload(self) -> None:
         self._voice = None
@@ -70,6 +78,37 @@ class PiperEngine:
             for chunk in model.synthesize(text, config, include_alignments=True):
                 audio = np.asarray(chunk.audio_float_array, dtype=np.float32)
                 yield AlignedAudio(audio, _spans(chunk.phoneme_alignments, self._sample_rate))
+
+
+def session_options() -> Any:
+    """onnxruntime options for a voice on the critical path: the thread pool does not spin.
+
+    A spinning pool's threads busy-wait between operators; on a small CPU where the model server
+    writes the rest of the reply at the same time, each barrier then waits for a descheduled thread.
+    Piper's first chunk of a 10-word clause with the model generating: 328 ms spinning, 232 ms not
+    (111-118 ms alone either way; docs/adr/0014-voice-latency.md, sixth round).
+    """
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def _with_alignments(model_path: Path) -> bytes | str:
+    """The model patched in memory to expose each phoneme's sample count (the avatar's vowel
+    timing; needs the onnx package, without it the file as is and no timing)."""
+    try:
+        import onnx
+        from piper.patch_voice_with_alignment import add_alignment_output
+    except ImportError:
+        return str(model_path)
+    model = onnx.load(str(model_path))
+    try:
+        add_alignment_output(model)
+    except ValueError:  # already patched, or no such tensor: use it as it is
+        return str(model_path)
+    return bytes(model.SerializeToString())
 
 
 def _spans(alignments: list[Any] | None, sample_rate: int) -> tuple[PhonemeSpan, ...]:
