@@ -344,6 +344,12 @@ class ASRSettings(BaseModel):
         "Seconds a final decode may wait for the recognizer (sessions served round-robin); past that "
         "the utterance is answered with the notice `BUSY`.",
     )
+    speculative_silence_ms: int = _shared(
+        ASRConfig,
+        "speculative_silence_ms",
+        "Silence after which the final decode starts speculatively (speech resuming discards it; "
+        "docs/adr/0014-voice-latency.md, sixth round).",
+    )
     complete_silence_ms: int = _shared(
         ASRConfig,
         "complete_silence_ms",

@@ -106,6 +106,7 @@ def service_config(settings: Settings) -> ASRConfig:
         queue_timeout_s=cfg.queue_timeout_s,
         low_confidence_threshold=cfg.low_confidence_threshold,
         window_pad_s=cfg.window_pad_s,
+        speculative_silence_ms=cfg.speculative_silence_ms,
         complete_silence_ms=cfg.complete_silence_ms,
         max_streams=max(settings.live_session_limit() * 2, 4),
     )
