@@ -23,7 +23,7 @@ from avatar_asr.endpointing import (
     looks_complete,
 )
 
-CFG = EndpointingConfig()  # the service's defaults: 0.5, 250 / 500 / 64 / 700 ms, 20 s, 32 ms frames
+CFG = EndpointingConfig()  # the service's defaults: 0.5, 250 / 500 / 160 / 700 ms, 20 s, 32 ms frames
 FRAME = CFG.frame_samples
 TAIL_PAD = int(CFG.tail_pad_ms * CFG.sample_rate / 1000)
 
@@ -67,9 +67,9 @@ def test_one_utterance_from_onset_to_endpoint() -> None:
     partials = [d for _i, d in of(got, PartialDue)]
     assert partials and all(isinstance(d, PartialDue) and d.start == start for d in partials)
     (spec,) = of(got, SpeculationStarted)
-    assert spec[0] == speech_to + 1  # 2 silent frames = 64 ms
+    assert spec[0] == speech_to + 4  # 5 silent frames = 160 ms
     speech_end = (speech_to) * FRAME
-    # The speculation decodes what is there so far: 64 ms of the 200 ms tail.
+    # The speculation decodes what is there so far: 160 ms of the 200 ms tail.
     assert spec[1] == SpeculationStarted(start, (spec[0] + 1) * FRAME, speech_end)
     endpoint_at = speech_to + 15  # 16 silent frames = 512 ms >= 500 ms
     assert [d for i, d in got if i == endpoint_at] == [
@@ -157,7 +157,7 @@ def test_partials_are_paced_and_never_two_at_a_time() -> None:
 def test_no_partial_while_silent() -> None:
     ep = Endpointer(CFG)
     feed(ep, frames(300, 0.9))
-    got = feed(ep, frames(150, 0.0))  # silent frames (speculating, but no partial)
+    got = feed(ep, frames(150, 0.0))  # silence shorter than the speculation delay
     assert of(got, PartialDue) == []
 
 

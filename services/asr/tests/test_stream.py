@@ -103,7 +103,7 @@ async def test_speculative_final_is_discarded_when_speech_resumes(
     first, second = librivox[1], librivox[4]
     (a,) = asr_service.vad.speech_regions(first.samples, pad_ms=0)
     (b,) = asr_service.vad.speech_regions(second.samples, pad_ms=0)
-    # A 300 ms pause: longer than the speculation delay (64 ms), shorter than the endpoint (500 ms).
+    # A 300 ms pause: longer than the speculation delay (160 ms), shorter than the endpoint (500 ms).
     audio = np.concatenate(
         [
             first.samples[: int(a.end * 16000)],

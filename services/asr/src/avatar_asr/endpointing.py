@@ -47,7 +47,7 @@ class EndpointingConfig:
     threshold: float = 0.5
     min_speech_ms: float = 250.0
     min_silence_ms: float = 500.0
-    speculative_silence_ms: float = 64.0
+    speculative_silence_ms: float = 160.0
     partial_interval_ms: float = 700.0
     max_utterance_s: float = 20.0
     preroll_ms: float = 300.0
