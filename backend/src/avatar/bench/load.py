@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import math
 import multiprocessing
@@ -47,6 +48,8 @@ PAUSE_MS = 1500
 TURN_TIMEOUT_S = 30.0
 DEFAULT_LEVELS = (1, 50, 100, 250, 500)
 TARGET_ADDED_P95_MS = 20.0
+#: Session creations in flight per load process (and its pooled HTTP connections).
+CREATE_CONCURRENCY = 16
 
 
 @dataclass
@@ -73,7 +76,10 @@ class Level:
     processes: int
 
 
+@functools.cache
 def _pcm(ms: int, amplitude: int) -> bytes:
+    """A 200 Hz tone; computed once per load process (per sample in Python it cost the clients ~15 %
+    of their CPU when every session built its own, while other sessions' turns were being timed)."""
     n = SAMPLE_RATE * ms // 1000
     return b"".join(
         int(amplitude * math.sin(2 * math.pi * 200 * i / SAMPLE_RATE)).to_bytes(2, "little", signed=True)
@@ -93,6 +99,7 @@ class _Turn:
         self.error: str | None = None
 
 
+@functools.cache
 def _frames(pcm: bytes, binary: bool) -> list[str | bytes]:
     """The microphone's frames: binary audio frames (docs/protocol.md, "Binary audio frames"), or
     ``audio_chunk`` JSON with base64."""
@@ -114,6 +121,7 @@ async def _session(
     http: Any,
     binary: bool,
     key: str,
+    creating: asyncio.Semaphore,
     stop_at: float | None = None,
 ) -> None:
     """One client: ``turns`` turns, or fewer once ``time.monotonic()`` passes ``stop_at`` (soak)."""
@@ -124,9 +132,10 @@ async def _session(
     tone = _frames(_pcm(SPEECH_MS, 6000), binary)
     silence = _frames(bytes(SAMPLE_RATE * CHUNK_MS // 1000 * 2), binary)[0]
     try:
-        response = await http.post(
-            f"{base}/api/v1/sessions", json={}, headers={"Authorization": f"Bearer {key}"}
-        )
+        async with creating:
+            response = await http.post(
+                f"{base}/api/v1/sessions", json={}, headers={"Authorization": f"Bearer {key}"}
+            )
         if response.status_code != 201:
             raise RuntimeError(f"create: HTTP {response.status_code} {response.text[:120]}")
         created = response.json()
@@ -237,7 +246,13 @@ async def _worker_main(
     # httpx's default of 5 s both ends hit the same moment, and a request sent on a connection the
     # server is closing fails with ReadError (connection reset): the "failed" sessions of the first
     # 500-session runs (docs/benchmarks.md, "load").
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64, keepalive_expiry=2.0)
+    limits = httpx.Limits(
+        max_connections=CREATE_CONCURRENCY, max_keepalive_connections=CREATE_CONCURRENCY, keepalive_expiry=2.0
+    )
+    # At most CREATE_CONCURRENCY creations wait in httpx's pool: with hundreds queued there, every
+    # response re-scanned the whole queue (~27 % of a 500-session load process's CPU in a py-spy
+    # profile, while the other sessions' turns were timed).
+    creating = asyncio.Semaphore(CREATE_CONCURRENCY)
     async with httpx.AsyncClient(timeout=30.0, limits=limits) as http:
         await asyncio.gather(
             *[
@@ -249,6 +264,7 @@ async def _worker_main(
                     http,
                     binary,
                     key,
+                    creating,
                     stop_at,
                 )
                 for i in range(sessions)
