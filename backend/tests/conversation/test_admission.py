@@ -116,6 +116,40 @@ async def test_a_reply_in_flight_holds_its_live_slot_after_the_socket_closes() -
             assert (await http.post("/api/v1/sessions")).status_code == 201
 
 
+async def test_the_counts_follow_takeovers_reconnects_and_closes() -> None:
+    # The manager keeps its counts as connections come and go (no pass over every session on each
+    # connect): a second socket taking a session over, a reconnect and an end must all land right.
+    settings = _settings(max_sessions=5)
+    settings.conversation.max_sessions_per_user = 2
+    app = create_app(settings, fake_container(settings))
+    async with running_server(app) as base:
+        manager = _manager(app)
+        one, two = await create_session(base), await create_session(base)
+        async with Client.connect(one["ws_url"]) as first:
+            await first.until_type("session_state")
+            async with Client.connect(one["ws_url"]) as takeover:  # the same session, a new socket
+                await takeover.until_type("session_state")
+                counts = manager.admission_counts()
+                assert (counts.live_connections, counts.live, counts.parked) == (1, 1, 0)
+                async with Client.connect(two["ws_url"]) as other:
+                    await other.until_type("session_state")
+                    assert manager.admission_counts().live_connections == 2
+                    async with httpx.AsyncClient(base_url=base, headers=auth(await server_key(base))) as http:
+                        third = await http.post("/api/v1/sessions")  # the user's two are connected
+                    assert third.status_code == 503 and third.json()["error"]["code"] == "USER_BUSY"
+        await _until_parked(manager, 2)
+        counts = manager.admission_counts()
+        assert (counts.live_connections, counts.live, counts.turns_in_flight) == (0, 0, 0)
+        async with Client.connect(two["ws_url"]) as back:  # a reconnect takes its slot again
+            assert (await back.until_type("session_state"))["resumed"] is True
+            counts = manager.admission_counts()
+            assert (counts.live_connections, counts.live, counts.parked) == (1, 1, 1)
+        await _until_parked(manager, 2)
+        await manager.close(uuid.UUID(two["session_id"]))
+        counts = manager.admission_counts()
+        assert (counts.live_connections, counts.live, counts.parked) == (0, 0, 1)
+
+
 async def test_parked_sessions_are_bounded_and_the_evicted_still_resume() -> None:
     settings = _settings(max_sessions=5, max_parked=2)
     store = InMemorySessionStateStore()

@@ -5,6 +5,7 @@ first use), and units of work that overlap in time both keep their writes."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -197,6 +198,36 @@ async def test_a_session_s_rows_are_found_through_the_indexes_with_other_session
         assert await uow.turns.list_for_session(a.session_id) == []
         assert [t.turn_number for t in await uow.turns.list_for_session(b.session_id)] == [1, 2, 3]
     assert set(db.tables.turns_by_session.groups) == {b.session_id}
+
+
+async def test_a_user_s_sessions_and_memories_are_found_through_the_owner_index() -> None:
+    db = InMemoryDatabase()
+    ann, bob = uuid.uuid4(), uuid.uuid4()
+    a1, a2, b1 = (
+        Session(session_id=uuid.uuid4(), start_time=datetime.now(UTC), owner_id=o) for o in (ann, ann, bob)
+    )
+    async with db() as uow:
+        for s in (a1, b1):
+            await uow.sessions.add(s)
+            await uow.memories.add(s.session_id, None, "user", f"said in {s.session_id}", [1.0, 0.0])
+        await uow.commit()
+    async with db() as uow:
+        await uow.sessions.add(a2)  # staged: its unit already counts it as ann's
+        await uow.memories.add(a2.session_id, None, "user", "staged", [1.0, 0.0])
+        assert set(await uow.erasure.sessions_of(ann)) == {a1.session_id, a2.session_id}
+        hits = await uow.memories.search([1.0, 0.0], limit=10, owner_id=ann)
+        assert {h.session_id for h in hits} == {a1.session_id, a2.session_id}
+        await uow.commit()
+    async with db() as uow:  # a session handed to another owner moves with its memories' scope
+        await uow.sessions.update(replace(a1, owner_id=bob))
+        assert [s.session_id for s in await uow.sessions.list_recent(owner_id=ann)] == [a2.session_id]
+        assert {h.session_id for h in await uow.memories.search([1.0, 0.0], owner_id=bob)} == {
+            a1.session_id,
+            b1.session_id,
+        }
+        await uow.commit()
+    assert set(db.tables.sessions_by_owner.groups[bob]) == {a1.session_id, b1.session_id}
+    assert set(db.tables.sessions_by_owner.groups[ann]) == {a2.session_id}
 
 
 async def test_users_by_name_and_credentials_by_id_are_found_through_their_indexes() -> None:

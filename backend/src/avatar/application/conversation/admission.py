@@ -48,14 +48,10 @@ class AdmissionLimits:
             raise ValueError(f"retry_after_s must be at least 1, not {self.retry_after_s}")
 
 
-@dataclass(frozen=True)
-class AdmissionCounts:
-    """One process's sessions by what they hold."""
+@dataclass(frozen=True, kw_only=True)
+class SlotCounts:
+    """What admission decides on: one process's sessions holding a live slot and parked."""
 
-    #: Sessions with a connected client.
-    live_connections: int
-    #: Sessions producing a reply (connected or not).
-    turns_in_flight: int
     #: Sessions holding a live slot: connected, or replying without a client.
     live: int
     #: Sessions waiting for a reconnect, neither connected nor replying.
@@ -64,13 +60,23 @@ class AdmissionCounts:
     reserved: int = 0
 
 
+@dataclass(frozen=True, kw_only=True)
+class AdmissionCounts(SlotCounts):
+    """One process's sessions by what they hold (the full report)."""
+
+    #: Sessions with a connected client.
+    live_connections: int
+    #: Sessions producing a reply (connected or not).
+    turns_in_flight: int
+
+
 class Admission:
-    """Decides, from :class:`AdmissionCounts`, whether one more session may become live."""
+    """Decides, from :class:`SlotCounts`, whether one more session may become live."""
 
     def __init__(self, limits: AdmissionLimits) -> None:
         self.limits = limits
 
-    def check(self, counts: AdmissionCounts) -> None:
+    def check(self, counts: SlotCounts) -> None:
         """Raise :class:`CapacityError` (with ``retry_after_s``) when no live slot is free."""
         if counts.live + counts.reserved >= self.limits.max_live:
             wait = self.limits.retry_after_s
@@ -79,6 +85,6 @@ class Admission:
                 retry_after_s=wait,
             )
 
-    def parked_excess(self, counts: AdmissionCounts) -> int:
+    def parked_excess(self, counts: SlotCounts) -> int:
         """How many parked sessions must be evicted from memory (oldest first)."""
         return max(0, counts.parked - self.limits.max_parked)

@@ -6,9 +6,10 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 
-from avatar.application.conversation.admission import Admission, AdmissionCounts, AdmissionLimits
+from avatar.application.conversation.admission import Admission, AdmissionCounts, AdmissionLimits, SlotCounts
 from avatar.application.conversation.deps import ConversationDeps
 from avatar.application.conversation.events import ServerMessage
 from avatar.application.conversation.records import SessionRecords
@@ -70,6 +71,11 @@ class SessionManager:
         self.state_store = state_store
         self.records = SessionRecords(deps.uow, deps.clock, state_store, grace_s, deps.durable)
         self._live: dict[uuid.UUID, _Live] = {}
+        # Kept as the connections come and go, so admission does not pass over every session on
+        # each connect and disconnect (docs/benchmarks.md, "load": ~4 % of the 500-session server's
+        # loop): the live sessions without a client, and each owner's connected sessions.
+        self._unconnected: set[uuid.UUID] = set()
+        self._connected_by_owner: Counter[uuid.UUID | None] = Counter()
         self._reserved = 0
         self._evictions: set[asyncio.Task[None]] = set()
         #: Set by the composition root when replicas share Redis: resumes are announced on it.
@@ -78,23 +84,44 @@ class SessionManager:
     @property
     def active_count(self) -> int:
         """Sessions holding a live slot, admissions under way included."""
-        counts = self.admission_counts()
+        counts = self.slot_counts()
         return counts.live + counts.reserved
+
+    def slot_counts(self) -> SlotCounts:
+        """Live slots and parked sessions of this process; passes over the unconnected only."""
+        replying_parked = sum(1 for sid in self._unconnected if self._live[sid].session.replying)
+        live = len(self._live) - len(self._unconnected) + replying_parked
+        return SlotCounts(live=live, parked=len(self._live) - live, reserved=self._reserved)
 
     def admission_counts(self) -> AdmissionCounts:
         """Live connections, turns in flight, live slots and parked sessions of this process."""
-        connections = replying = live = 0
-        for item in self._live.values():
-            connections += item.connection is not None
-            replying += item.session.replying
-            live += item.holds_live_slot
+        slots = self.slot_counts()
         return AdmissionCounts(
-            live_connections=connections,
-            turns_in_flight=replying,
-            live=live,
-            parked=len(self._live) - live,
-            reserved=self._reserved,
+            live_connections=len(self._live) - len(self._unconnected),
+            turns_in_flight=sum(1 for item in self._live.values() if item.session.replying),
+            live=slots.live,
+            parked=slots.parked,
+            reserved=slots.reserved,
         )
+
+    def _set_connection(self, session_id: uuid.UUID, live: _Live, connection: object | None) -> None:
+        """Give ``live`` (in ``self._live``) its connection, or none, keeping the counts."""
+        if live.connection is not None:
+            self._connected_by_owner[live.owner_id] -= 1
+        live.connection = connection
+        if connection is None:
+            self._unconnected.add(session_id)
+        else:
+            self._unconnected.discard(session_id)
+            self._connected_by_owner[live.owner_id] += 1
+
+    def _pop_live(self, session_id: uuid.UUID) -> _Live | None:
+        live = self._live.pop(session_id, None)
+        if live is not None:
+            if live.connection is not None:
+                self._connected_by_owner[live.owner_id] -= 1
+            self._unconnected.discard(session_id)
+        return live
 
     def is_live(self, session_id: uuid.UUID) -> bool:
         return session_id in self._live
@@ -110,9 +137,7 @@ class SessionManager:
     def connected_count_of(self, owner_id: uuid.UUID) -> int:
         """How many of ``owner_id``'s sessions have a connection in this process now (sessions
         parked in their reconnect grace period do not count)."""
-        return sum(
-            1 for live in self._live.values() if live.owner_id == owner_id and live.connection is not None
-        )
+        return self._connected_by_owner[owner_id]
 
     def check_user_capacity(self, owner_id: uuid.UUID | None) -> None:
         """Raise :class:`CapacityError` (``USER_BUSY``) when ``owner_id`` has its limit of connected
@@ -127,7 +152,7 @@ class SessionManager:
     def check_capacity(self) -> None:
         """Raise :class:`CapacityError` (with ``retry_after_s``) when no live slot is free now."""
         self._evict_parked()  # parked sessions whose reply finished since they left
-        self.admission.check(self.admission_counts())
+        self.admission.check(self.slot_counts())
 
     async def attach(
         self, session_id: uuid.UUID, connection: object, token: str | None = None
@@ -151,7 +176,7 @@ class SessionManager:
         token_hash = hash_token(token) if token else ""
         live = self._live.get(session_id)
         if live is not None:
-            previous = await self._reattach(live, connection, token_hash)
+            previous = await self._reattach(session_id, live, connection, token_hash)
             return live.session, True, previous
         record = await self.records.load_record(session_id)
         if session_id in self._live:  # attached by a concurrent connect meanwhile
@@ -163,12 +188,11 @@ class SessionManager:
             session, resumed, state = await self._open(session_id, token)
         finally:
             self._reserved -= 1
-        self._live[session_id] = _Live(
-            session,
-            connection,
-            token_hash=token_hash or (state.token_hash if state else ""),
-            owner_id=record.owner_id,
+        live = _Live(
+            session, token_hash=token_hash or (state.token_hash if state else ""), owner_id=record.owner_id
         )
+        self._live[session_id] = live
+        self._set_connection(session_id, live, connection)
         if self.state_store is not None:
             # Every later change (a turn, a voice choice) is written through the session's own
             # background writer: retried, reported if lasting, never on the audio path.
@@ -180,7 +204,9 @@ class SessionManager:
             await self.relay.claim(session_id)
         return session, resumed, None
 
-    async def _reattach(self, live: _Live, connection: object, token_hash: str) -> object | None:
+    async def _reattach(
+        self, session_id: uuid.UUID, live: _Live, connection: object, token_hash: str
+    ) -> object | None:
         """A session live in this process gets ``connection``; returns the connection it replaces."""
         if live.token_hash and token_hash and live.token_hash != token_hash:
             raise TokenError("the session token does not belong to this session")
@@ -195,7 +221,8 @@ class SessionManager:
         if live.grace is not None:
             live.grace.cancel()
             live.grace = None
-        previous, live.connection = live.connection, connection
+        previous = live.connection
+        self._set_connection(session_id, live, connection)
         live.parked_at = None
         live.session.outbox.attached = True
         live.token_hash = live.token_hash or token_hash
@@ -223,7 +250,7 @@ class SessionManager:
         live = self._live.get(session_id)
         if live is None or live.connection is not connection:
             return  # already taken over by a newer connection
-        live.connection = None
+        self._set_connection(session_id, live, None)
         live.parked_at = time.monotonic()
         live.session.outbox.attached = False
         live.parking = asyncio.create_task(live.session.park(), name=f"park-{session_id}")
@@ -241,7 +268,9 @@ class SessionManager:
         log.info("session %s: resumed by another replica; released here", session_id)
 
     def _drop(self, session_id: uuid.UUID, *, save: bool) -> None:
-        item = self._live.pop(session_id)
+        item = self._pop_live(session_id)
+        if item is None:
+            return
         if item.grace is not None:
             item.grace.cancel()
         task = asyncio.create_task(self._release(item, session_id, save), name=f"release-{session_id}")
@@ -252,10 +281,14 @@ class SessionManager:
     def _evict_parked(self) -> None:
         """Drop the oldest parked sessions from memory past ``max_parked``; their resumable state
         stays in the store, so a reconnect still resumes them (rebuilt, as on another replica)."""
-        excess = self.admission.parked_excess(self.admission_counts())
+        excess = self.admission.parked_excess(self.slot_counts())
         if not excess:
             return
-        parked = [(it.parked_at or 0.0, sid) for sid, it in self._live.items() if not it.holds_live_slot]
+        parked = [
+            (item.parked_at or 0.0, sid)
+            for sid in self._unconnected
+            if not (item := self._live[sid]).holds_live_slot
+        ]
         for _, session_id in sorted(parked)[:excess]:
             self._drop(session_id, save=True)
             log.info("session %s: evicted from memory (parked limit); resumable from its state", session_id)
@@ -275,7 +308,7 @@ class SessionManager:
 
     async def close(self, session_id: uuid.UUID, *, delete_state: bool = False) -> None:
         """End a live session and release its resources."""
-        live = self._live.pop(session_id, None)
+        live = self._pop_live(session_id)
         if live is None:
             return
         self.deps.metrics.set_active_sessions(self.active_count)

@@ -209,6 +209,10 @@ def _turn_session(turn: ConversationTurn) -> uuid.UUID:
     return turn.session_id
 
 
+def _session_owner(session: Session) -> uuid.UUID | None:
+    return session.owner_id
+
+
 def _transcription_turn(row: tuple[uuid.UUID, Transcription, str | None, list[str]]) -> uuid.UUID:
     return row[0]
 
@@ -248,6 +252,10 @@ class Tables:
     feedback: dict[uuid.UUID, TurnFeedback] = field(default_factory=dict)
     #: transcription id -> when the retention sweep removed its input audio.
     inputs_expired: dict[uuid.UUID, datetime] = field(default_factory=dict)
+    #: A user's sessions: every memory recall asks for them (docs/benchmarks.md, "load").
+    sessions_by_owner: GroupIndex[uuid.UUID, Session, uuid.UUID | None] = field(
+        default_factory=lambda: GroupIndex(_session_owner)
+    )
     turns_by_session: GroupIndex[uuid.UUID, ConversationTurn, uuid.UUID] = field(
         default_factory=lambda: GroupIndex(_turn_session)
     )
@@ -374,7 +382,7 @@ class StagedTables:
 
     def __init__(self, base: Tables) -> None:
         self._base = base
-        self.sessions = StagedTable(base.sessions)
+        self.sessions = StagedTable(base.sessions, base.sessions_by_owner)
         self.turns = StagedTable(base.turns, base.turns_by_session)
         self.transcriptions = StagedTable(base.transcriptions, base.transcriptions_by_turn)
         self.prosody = StagedTable(base.prosody, base.prosody_by_transcription)
@@ -478,7 +486,7 @@ class InMemorySessionRepository(_Repo):
         self.t.sessions[session.session_id] = replace(session)
 
     async def list_recent(self, limit: int = 50, owner_id: uuid.UUID | None = None) -> list[Session]:
-        mine = [s for s in self.t.sessions.values() if owner_id is None or s.owner_id == owner_id]
+        mine = self.t.sessions.values() if owner_id is None else self.t.sessions.values_in(owner_id)
         return sorted(mine, key=lambda s: s.start_time, reverse=True)[:limit]
 
 
@@ -628,7 +636,7 @@ class InMemoryMemoryRepository(_Repo):
         committed = rows.committed
         allowed: builtins.list[uuid.UUID] | None = None
         if owner_id is not None:
-            allowed = [s.session_id for s in self.t.sessions.values() if s.owner_id == owner_id]
+            allowed = self.t.sessions.keys_in(owner_id)
         if session_id is not None:
             allowed = [session_id] if allowed is None or session_id in allowed else []
         query = np.asarray(embedding, dtype=np.float32)
@@ -719,7 +727,7 @@ class InMemoryAccountRepository(_Repo):
 
 class InMemoryErasureRepository(_Repo):
     async def sessions_of(self, owner_id: uuid.UUID) -> list[uuid.UUID]:
-        return [sid for sid, s in self.t.sessions.items() if s.owner_id == owner_id]
+        return self.t.sessions.keys_in(owner_id)
 
     async def voice_profiles_of(self, owner_id: uuid.UUID) -> list[uuid.UUID]:
         return [pid for pid, p in self.t.profiles.items() if p.user_id == owner_id]
