@@ -47,7 +47,7 @@ from avatar.application.openai_compat import (
 from avatar.application.ports.asr import SpeechRecognizer
 from avatar.application.ports.clock import Clock
 from avatar.application.ports.common import ComponentHealth
-from avatar.application.ports.llm import ChatModel, TextEmbedder
+from avatar.application.ports.llm import ChatModel, GenerationPause, TextEmbedder
 from avatar.application.ports.notify import ClientNotifier, NotificationRelay
 from avatar.application.ports.prosody import ProsodyAnalyzer
 from avatar.application.ports.queue import TaskHandler, TaskQueue
@@ -113,6 +113,8 @@ class Container:
     storage_spool: SpooledStorage | None = None
     #: Replies between their final transcript and first audio; background work waits for them.
     critical_path: CriticalPath = field(default_factory=CriticalPath)
+    #: Holds the model's generation while the voice makes a reply's first chunk (embedded only).
+    generation_pause: GenerationPause | None = None
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list, repr=False)
 
     def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
@@ -217,7 +219,7 @@ async def build_container(settings: Settings) -> Container:
     from avatar.infrastructure.database import build_unit_of_work_factory
     from avatar.infrastructure.embedding import build_text_embedder
     from avatar.infrastructure.heap_trim import HeapTrimmer
-    from avatar.infrastructure.llm import build_chat_model
+    from avatar.infrastructure.llm import build_chat
     from avatar.infrastructure.metrics import PrometheusConversationMetrics
     from avatar.infrastructure.notify import build_client_notifier
     from avatar.infrastructure.object_store import build_object_store
@@ -237,7 +239,7 @@ async def build_container(settings: Settings) -> Container:
         uow = await build_unit_of_work_factory(settings, stack, keyring)
         object_store = await build_object_store(settings, stack, keyring)
         queue = await build_task_queue(settings, stack)
-        chat_model = await build_chat_model(settings, stack)
+        chat_model, generation_pause = await build_chat(settings, stack)
         recognizer = await build_recognizer(settings, stack)
         fast_tts, hq_tts = await build_synthesizers(settings, stack)
         container = Container(
@@ -257,6 +259,7 @@ async def build_container(settings: Settings) -> Container:
             metrics=PrometheusConversationMetrics(),
             session_state=await build_session_state_store(settings, stack),
             notifier=await build_client_notifier(settings, stack),
+            generation_pause=generation_pause,
         )
         container.storage_spool = build_storage_spool(settings, keyring, uow, object_store)
         if container.storage_spool is not None:  # its directory lock goes with the container
@@ -526,6 +529,7 @@ def conversation_deps(
         observer=observer,
         durable=container.storage_spool.writer if container.storage_spool is not None else None,
         critical_path=container.critical_path,
+        generation_pause=container.generation_pause,
     )
 
 

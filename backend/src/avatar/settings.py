@@ -500,6 +500,14 @@ class LLMSettings(BaseModel):
         default=5.0,
         description="Seconds an attempt may take to its first token before it is abandoned and retried.",
     )
+    embedded_yield_to_voice: bool = Field(
+        default=True,
+        description=(
+            "Stop the embedded model servers (SIGSTOP, at most 0.5 s) while the fast voice synthesizes a "
+            "reply's first chunk: the model writing the reply's later sentences on the same cores made that "
+            "chunk about twice as slow (docs/adr/0014-voice-latency.md, 'Seventh round')."
+        ),
+    )
     embedded_first_token_timeout_s: float = Field(
         default=20.0,
         gt=0,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -29,8 +29,10 @@ from avatar.application.conversation import (
 )
 from avatar.application.ports.asr import TranscriptEvent, TranscriptEventKind
 from avatar.application.ports.llm import ChatErrorKind, ChatModelError
+from avatar.application.ports.tts import SynthesisRequest
 from avatar.domain.errors import CapacityError, NotFoundError
 from avatar.domain.models import AudioChunk, ConversationTurn, Session, Transcription, TTSMode
+from avatar.infrastructure.instant.engines import InstantSynthesisStream
 from avatar.presentation.wire import to_wire
 from avatar.settings import Settings
 from avatar_common.text import ClauseChunker
@@ -691,3 +693,77 @@ async def test_the_wired_chunker_starts_speech_before_a_long_first_sentence_ends
         assert spoken[0] == (first or whole_sentence)
         assert " ".join(spoken) == long_first.removeprefix("[happy] ")
         await session.aclose()
+
+
+class RecordingPause:
+    """A :class:`GenerationPause` that writes what happens into a shared log."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+        self.holds = 0
+
+    def hold(self) -> Callable[[], None]:
+        self.holds += 1
+        self.log.append("hold")
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.holds -= 1
+                self.log.append("release")
+
+        return release
+
+
+class LoggingSynthesizer(FakeSynthesizer):
+    def __init__(self, log: list[str], **kwargs: Any) -> None:
+        super().__init__(TTSMode.FAST, **kwargs)
+        self.log = log
+
+    async def synthesize(self, request: SynthesisRequest) -> InstantSynthesisStream:
+        self.log.append(f"synthesize {request.text.strip()}")
+        stream = await super().synthesize(request)
+        produce = stream.chunks
+
+        async def chunks() -> AsyncIterator[AudioChunk]:
+            async for chunk in produce():
+                self.log.append("chunk")
+                yield chunk
+
+        stream.chunks = chunks  # type: ignore[method-assign]
+        return stream
+
+
+async def test_the_model_is_held_while_the_voice_makes_the_first_chunk_only() -> None:
+    # docs/adr/0014-voice-latency.md, "Seventh round": the first clause is synthesized with the
+    # model's generation held; the hold ends at its first chunk; later clauses do not hold it.
+    log: list[str] = []
+    rig = Rig(token_delay_s=0.005)
+    rig.deps.fast_tts = LoggingSynthesizer(log)
+    pause = RecordingPause(log)
+    rig.deps.generation_pause = pause
+    session = await rig.session()
+    await session.push_audio(tone(1000))
+    await rig.until(session, is_type("turn_completed"))
+    first = log.index("hold")
+    assert log[first + 1].startswith("synthesize ") and log[first + 2 : first + 4] == ["chunk", "release"]
+    assert log.count("hold") == 1 and pause.holds == 0
+    assert sum(e.startswith("synthesize ") for e in log) >= 2  # later clauses spoke without a hold
+    await session.aclose()
+
+
+async def test_a_failed_first_synthesis_releases_the_model() -> None:
+    log: list[str] = []
+    rig = Rig()
+    rig.deps.fast_tts = LoggingSynthesizer(log, fail=True)
+    pause = RecordingPause(log)
+    rig.deps.generation_pause = pause
+    session = await rig.session()
+    await session.push_audio(tone(1000))
+    messages = await rig.until(session, is_type("turn_completed"))
+    assert any(m["type"] == "error" and m["code"] == "TTS_FAILED" for m in messages)
+    assert log[:3] == ["hold", log[1], "release"] and log[1].startswith("synthesize ")
+    assert pause.holds == 0
+    await session.aclose()

@@ -11,6 +11,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,6 +149,7 @@ async def stop_llama_server(server: LlamaServer, grace_s: float = 5.0) -> None:
     """SIGTERM the server by PID, SIGKILL it after ``grace_s``; removes its log file."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(server.pid, signal.SIGTERM)
+        os.kill(server.pid, signal.SIGCONT)  # a server held by a ServerPause acts on the TERM
     try:
         await asyncio.wait_for(server.process.wait(), grace_s)
     except TimeoutError:
@@ -232,3 +234,78 @@ class LlamaServerChild:
         server, self.server = self.server, None
         if server is not None:
             await stop_llama_server(server)
+
+
+class ServerPause:
+    """:class:`avatar.application.ports.llm.GenerationPause` for the embedded model servers: the
+    processes are stopped (``SIGSTOP``) while held and continued (``SIGCONT``) when the last hold
+    is released, or after ``max_hold_s`` whatever the holds (docs/adr/0014-voice-latency.md,
+    "Seventh round"). Lowering the servers' scheduling priority did not help the voice (its first
+    chunk took as long at nice 15 as at nice 0); stopping them did.
+
+    Args:
+        pids: The servers' current PIDs (asked at every hold: a restarted server has a new one).
+        max_hold_s: The longest the servers stay stopped, released or not.
+    """
+
+    def __init__(self, pids: Callable[[], Iterable[int | None]], max_hold_s: float = 0.5) -> None:
+        if max_hold_s <= 0:
+            raise ValueError("max_hold_s must be positive")
+        self._pids = pids
+        self.max_hold_s = max_hold_s
+        self._holds = 0
+        self._stopped: list[int] = []
+        self._deadline: asyncio.TimerHandle | None = None
+        #: Holds that stopped the servers, and the times the bound let them go on unreleased.
+        self.pauses = 0
+        self.expired = 0
+
+    @property
+    def paused(self) -> bool:
+        return bool(self._stopped)
+
+    def hold(self) -> Callable[[], None]:
+        self._holds += 1
+        if self._holds == 1:
+            self._stop()
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            self._holds -= 1
+            if self._holds == 0:
+                self._continue()
+
+        return release
+
+    def _stop(self) -> None:
+        for pid in self._pids():
+            if pid is None:
+                continue
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except ProcessLookupError:  # exited: its supervisor starts another
+                continue
+            self._stopped.append(pid)
+        if self._stopped:
+            self.pauses += 1
+            self._deadline = asyncio.get_running_loop().call_later(self.max_hold_s, self._expire)
+
+    def _expire(self) -> None:
+        self._deadline = None
+        if self._stopped:
+            self.expired += 1
+            log.info("model servers held %.1f s without a release; letting them go on", self.max_hold_s)
+        self._continue()
+
+    def _continue(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        stopped, self._stopped = self._stopped, []
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)

@@ -44,7 +44,13 @@ from circuitbreaker import STATE_OPEN, CircuitBreaker
 from prometheus_client import Counter, Gauge, Histogram
 
 from avatar.application.ports.common import ComponentHealth
-from avatar.application.ports.llm import ChatErrorKind, ChatMessage, ChatModel, ChatModelError
+from avatar.application.ports.llm import (
+    ChatErrorKind,
+    ChatMessage,
+    ChatModel,
+    ChatModelError,
+    GenerationPause,
+)
 from avatar.infrastructure.llm_affinity import SessionAffinity
 from avatar.settings import LLMSettings, Placement, Settings, default_of
 from avatar_common.fairness import FairSlots
@@ -522,7 +528,16 @@ def _server_growth(
 
 
 async def build_chat_model(settings: Settings, stack: contextlib.AsyncExitStack) -> ChatModel:
-    """The chat model the settings ask for.
+    """The chat model the settings ask for (:func:`build_chat` without the pause)."""
+    model, _pause = await build_chat(settings, stack)
+    return model
+
+
+async def build_chat(
+    settings: Settings, stack: contextlib.AsyncExitStack
+) -> tuple[ChatModel, GenerationPause | None]:
+    """The chat model the settings ask for, and what pauses its generation (the embedded servers,
+    when ``llm.embedded_yield_to_voice``; ``None`` otherwise).
 
     ``embedded`` starts llama-cpp-python's server with the packaged SmolLM2 GGUF
     (up to ``settings.embedded_llm_servers()`` of them: the first on ``settings.llm.port``, 0: a
@@ -531,13 +546,14 @@ async def build_chat_model(settings: Settings, stack: contextlib.AsyncExitStack)
     when ``stack`` closes;
     ``remote`` talks to ``settings.llm.base_url`` (vLLM, Groq, any OpenAI-compatible API).
     """
-    from avatar.infrastructure.llama_server import LlamaServerChild
+    from avatar.infrastructure.llama_server import LlamaServerChild, ServerPause
     from avatar.infrastructure.supervisor import Supervisor, SupervisorGroup
 
     cfg = settings.llm
     tokenizer: Callable[[str], int] | None = None
     base_urls: list[str] = [cfg.base_url]
     group: SupervisorGroup | None = None
+    pause: GenerationPause | None = None
     slots = cfg.slots
     first_token_timeout_s = cfg.first_token_timeout_s
     if cfg.placement is Placement.EMBEDDED:
@@ -566,6 +582,8 @@ async def build_chat_model(settings: Settings, stack: contextlib.AsyncExitStack)
         tokenizer = await asyncio.to_thread(gguf_tokenizer, model_path)
         # Replies take turns on the CPU: one generates at a time, whichever server holds it.
         slots = slots or 1
+        if cfg.embedded_yield_to_voice:
+            pause = ServerPause(lambda: [child.pid for child in children])
     model = OpenAIChatModel(
         base_urls,
         cfg.model,
@@ -584,4 +602,4 @@ async def build_chat_model(settings: Settings, stack: contextlib.AsyncExitStack)
         group.on_restart(model.recovered)
         model.servers.on_demand = _server_growth(group, model, stack)
     stack.push_async_callback(model.aclose)
-    return model
+    return model, pause

@@ -12,6 +12,7 @@ from avatar.application.critical_path import CriticalPath
 from avatar.application.durable_writes import DurableWriter
 from avatar.application.ports.asr import SpeechRecognizer
 from avatar.application.ports.clock import Clock
+from avatar.application.ports.llm import GenerationPause
 from avatar.application.ports.queue import TaskQueue
 from avatar.application.ports.storage import ObjectStore, UnitOfWorkFactory
 from avatar.application.ports.tts import SpeechSynthesizer
@@ -58,3 +59,6 @@ class ConversationDeps:
     #: Told when a reply begins and when it sends its first audio, so background work (prosody,
     #: the HQ pass) yields the CPU meanwhile (docs/adr/0014-voice-latency.md).
     critical_path: CriticalPath | None = None
+    #: Held while the voice synthesizes a reply's first chunk, so the model writing the reply's
+    #: later sentences does not slow it (the embedded placement; ``None``: never held).
+    generation_pause: GenerationPause | None = None

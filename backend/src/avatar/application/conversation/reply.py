@@ -269,13 +269,25 @@ class Reply:
             session_id=host.session_id,
         )
         t_request = clock.monotonic()
-        stream = await self.deps.fast_tts.synthesize(request)
+        # The reply's first audio is on the critical path: the model writing its later sentences
+        # waits until the voice has made it (docs/adr/0014-voice-latency.md, "Seventh round").
+        pause = self.deps.generation_pause
+        resume = pause.hold() if pause is not None and self.seq == 0 else None
+        try:
+            stream = await self.deps.fast_tts.synthesize(request)
+        except BaseException:
+            if resume is not None:
+                resume()
+            raise
         self.audio.engine, self.audio.voice = stream.engine, stream.voice
         if stream.notice:
             host.notice("VOICE_SUBSTITUTED", stream.notice)
         chunks = stream.chunks()
         try:
             async for chunk in chunks:
+                if resume is not None:
+                    resume()
+                    resume = None
                 self._send_audio(clause, chunk, t_request)
                 # Let the connection's send loop deliver this chunk before the next one is made:
                 # an engine whose stream never suspends would otherwise hold every chunk back
@@ -283,6 +295,8 @@ class Reply:
                 await asyncio.sleep(0)
             clause.complete = True
         finally:
+            if resume is not None:
+                resume()
             self.audio.tts_time_s += clock.monotonic() - t_request
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:

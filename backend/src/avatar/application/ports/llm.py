@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -91,4 +91,16 @@ class TextEmbedder(Protocol):
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """One unit-length vector per text, in order; runs off the event loop."""
+        ...
+
+
+class GenerationPause(Protocol):
+    """Stops the chat model's generation for a moment (docs/adr/0014-voice-latency.md, "Seventh
+    round"): on a small CPU the embedded model server writing a reply's later sentences makes the
+    voice's first chunk of that reply about twice as slow; the reply holds the model meanwhile."""
+
+    def hold(self) -> Callable[[], None]:
+        """Pause generation now; call the returned function (once or more) to let it go on.
+        Generation also goes on by itself after a bound, so a hold that is never released cannot
+        stop the model for good."""
         ...
