@@ -82,3 +82,26 @@ def test_first_token_growth_compares_turn_20_with_turn_2_and_fits_a_trend() -> N
     rising = ttft_growth([900.0] + [300.0 + 100.0 * n for n in range(19)])
     assert rising is not None and math.isclose(rising.slope_ms, 100.0)
     assert ttft_growth([900.0, 300.0, 310.0]) is None  # too few turns
+
+
+def test_the_by_turn_table_shows_each_turn_s_stages() -> None:
+    from avatar.bench.conversation import BargeIn, Floor, RealRun, _real_section
+
+    stages = {"endpoint": 650.0, "asr_final": 60.0, "llm_ttft": 250.0, "first_clause": 300.0}
+    turns = [
+        TurnResult(1100.0 + i, {**stages, "tts_first_chunk": 90.0 + i}, "hi", "hi", reply_text="Hello.")
+        for i in range(3)
+    ]
+    run = RealRun(Tally(turns=turns), BargeIn(), Floor(300.0, 350.0, 150.0, 120.0), rss_mb=1500.0)
+    section = _real_section(run)
+    header = next(line for line in section.splitlines() if line.startswith("| turn |"))
+    assert header.split(" | ")[1:] == [
+        "llm_ttft",
+        "voice-to-voice",
+        "endpoint",
+        "asr_final",
+        "first_clause",
+        "tts_first_chunk |",
+    ]
+    third = next(line for line in section.splitlines() if line.startswith("| 3 |"))
+    assert third.split(" | ")[1:3] == ["250.000", "1102.000"] and third.endswith("| 92.000 |")

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 #: Stages that add up to the voice-to-voice path (``llm_ttft`` lies inside ``first_clause``).
 PATH_STAGES = ("endpoint", "asr_final", "first_clause", "tts_first_chunk")
 REPORTED = ("endpoint", "asr_final", "llm_ttft", "first_clause", "tts_first_chunk", "e2e")
+#: The stages in the by-turn table beside the first token.
+PER_TURN = ("endpoint", "asr_final", "first_clause", "tts_first_chunk")
 CHUNK_MS = 100
 CAPACITY_NOTE = (
     "The clients run in the server's process and event loop (one interpreter, 2 shared cores), so "
@@ -525,11 +527,15 @@ def _real_section(run: RealRun) -> str:
         f"(voice-to-voice P50 / floor = {p50 / floor.total_ms if floor.total_ms else float('nan'):.2f}):"
         "\n\n" + table(["stage", "ms"], floor_rows)
     )
-    by_turn = [[i + 1, t.stages.get("llm_ttft", float("nan")), t.total_ms] for i, t in enumerate(tally.turns)]
+    nan = float("nan")
+    by_turn = [
+        [i + 1, t.stages.get("llm_ttft", nan), t.total_ms, *(t.stages.get(s, nan) for s in PER_TURN)]
+        for i, t in enumerate(tally.turns)
+    ]
     text += (
         "\n\nFirst-token latency by turn number (the prompt grows with the history; the model "
-        "server's prompt cache should keep it flat), ms:\n\n"
-        + table(["turn", "llm_ttft", "voice-to-voice"], by_turn)
+        "server's prompt cache should keep it flat), with the turn's other stages (which one made a "
+        "slow turn slow), ms:\n\n" + table(["turn", "llm_ttft", "voice-to-voice", *PER_TURN], by_turn)
     )
     growth = ttft_growth([float(row[1]) for row in by_turn])
     if growth is not None:
