@@ -347,8 +347,9 @@ class ASRSettings(BaseModel):
     speculative_silence_ms: int = _shared(
         ASRConfig,
         "speculative_silence_ms",
-        "Silence after which the final decode starts speculatively (speech resuming discards it; "
-        "docs/adr/0014-voice-latency.md, sixth round).",
+        "Silence after which the final decode starts speculatively (speech resuming discards it; the "
+        "tail of silence not yet heard is decoded as silence; docs/adr/0014-voice-latency.md, "
+        "seventh round).",
     )
     complete_silence_ms: int = _shared(
         ASRConfig,

@@ -167,7 +167,7 @@ def test_settings_map_onto_the_service_config() -> None:
     assert (cfg.min_silence_ms, cfg.language, cfg.max_queue) == (700, "ko", 3)
     timing = service_config(asr_settings(speculative_silence_ms=96, complete_silence_ms=250))
     assert (timing.speculative_silence_ms, timing.complete_silence_ms) == (96, 250)
-    assert service_config(asr_settings()).speculative_silence_ms == 160  # the service's own default
+    assert service_config(asr_settings()).speculative_silence_ms == 64  # the service's own default
     assert service_config(asr_settings(model="large-v3-turbo", device="cuda")).model == "large-v3-turbo"
     with pytest.raises(InvalidInputError):
         service_config(asr_settings(model="no-such-model"))

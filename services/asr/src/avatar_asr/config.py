@@ -28,8 +28,8 @@ class ASRConfig:
         min_speech_ms: Speech needed before an utterance counts (shorter blips are ignored).
         max_utterance_s: An utterance longer than this is finalized and a new one begins.
         partial_interval_ms: Least new audio between two partial decodes of one stream.
-        speculative_silence_ms: Silence after which the final decode starts speculatively (64 ms was
-            tried and lost words at the cuts of long speech: docs/adr/0014-voice-latency.md, sixth round).
+        speculative_silence_ms: Silence after which the final decode starts speculatively (two VAD
+            frames; the missing tail is decoded as silence: docs/adr/0014-voice-latency.md, seventh round).
         complete_silence_ms: Silence that ends an utterance whose speculative transcript reads as a
             finished turn (the turn detector, ``endpointing.looks_complete``); 0 turns it off.
         max_queue: Whisper jobs that may wait or run at once; beyond it callers get ``BUSY`` at once.
@@ -67,7 +67,7 @@ class ASRConfig:
     min_speech_ms: int = 250
     max_utterance_s: float = 20.0
     partial_interval_ms: int = 700
-    speculative_silence_ms: int = 160
+    speculative_silence_ms: int = 64
     complete_silence_ms: int = 300
     max_queue: int = 32
     queue_timeout_s: float = 20.0

@@ -310,13 +310,18 @@ class RecognitionSession:
 
         return run
 
-    def _final_fn(self, start: int, end: int) -> Callable[[], Recognition]:
+    def _final_fn(self, start: int, end: int, pad_to: int | None = None) -> Callable[[], Recognition]:
         """The final decode of ``[start, end)``, in the context of what came just before.
 
         When an earlier utterance of this stream ended by a short pause (``context.py``), its audio
         is decoded with this one and only the words after the pause are kept: a sentence cut by a
         pause is decoded as the whole it is. The prompt is the text of the finals before the decoded
         audio, read when the job runs (a final queued behind the previous one sees its text).
+
+        ``pad_to``: a speculative decode that starts before the endpoint's tail of silence has
+        arrived gets the rest of it as digital silence, so it decodes as long an input as the
+        endpoint's own decode would (docs/adr/0014-voice-latency.md, "Seventh round": Whisper's
+        words changed with the length of the tail).
         """
         language = self.language
         threshold = self._cfg.low_confidence_threshold
@@ -324,6 +329,13 @@ class RecognitionSession:
         context = history.audio_context(start, end, self._tape.start)
         own = self._tape.slice(start, end)
         audio = self._tape.slice(context.start, end) if context else own
+        if pad_to is not None and pad_to > end:
+            # Digital silence (repeating the tail heard so far was tried: it repeats the decay of
+            # the last word, and Whisper heard words in it).
+            silence = np.zeros(pad_to - end, np.float32)
+            own = np.concatenate([own, silence])
+            audio = np.concatenate([audio, silence]) if context else own
+            end = pad_to
 
         def alone() -> Recognition:
             return self._engine.recognize(own, language=language, prompt=history.prompt(start))
@@ -394,7 +406,9 @@ class RecognitionSession:
 
     def _start_speculation(self, start: int, end: int, speech_end: int) -> None:
         try:
-            spec = self._engine.submit(self._final_fn(start, end), PRIORITY_FINAL, self)
+            cfg = self._ep.config
+            pad_to = speech_end + int(cfg.tail_pad_ms * cfg.sample_rate / 1000)
+            spec = self._engine.submit(self._final_fn(start, end, pad_to), PRIORITY_FINAL, self)
         except ASRError:
             self._ep.speculation_refused()  # the endpoint will try again (and report BUSY if it must)
             return
