@@ -74,6 +74,13 @@ class Level:
     server_cpu_percent: float
     server_rss_mb: float
     processes: int
+    #: The server's CPU time over the level, s (comparable between runs whatever they lasted).
+    server_cpu_s: float = 0.0
+
+    @property
+    def cpu_ms_per_turn(self) -> float:
+        """Server CPU per turn (the turn's share of the streaming, the reply, the storage), ms."""
+        return 1000.0 * self.server_cpu_s / len(self.latencies_ms) if self.latencies_ms else float("nan")
 
 
 @functools.cache
@@ -374,6 +381,7 @@ class _Sampler:
         self._cpu0 = self._cpu()
         self._t0 = time.monotonic()
         self.cpu_percent = 0.0
+        self.cpu_seconds = 0.0
 
     def _cpu(self) -> float:
         times = self.process.cpu_times()
@@ -389,7 +397,8 @@ class _Sampler:
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        self.cpu_percent = 100.0 * (self._cpu() - self._cpu0) / max(1e-9, time.monotonic() - self._t0)
+        self.cpu_seconds = self._cpu() - self._cpu0
+        self.cpu_percent = 100.0 * self.cpu_seconds / max(1e-9, time.monotonic() - self._t0)
         self._stop.set()
         self._thread.join()
 
@@ -428,6 +437,7 @@ def run_level(sessions: int, turns: int, processes: int, workdir: Path, binary: 
         server_cpu_percent=sampler.cpu_percent,
         server_rss_mb=sampler.peak_rss / 1e6,
         processes=len(shares),
+        server_cpu_s=sampler.cpu_seconds,
     )
 
 
@@ -453,6 +463,7 @@ def section(levels: Sequence[Level], turns: int, binary: bool = False, note: str
                 len(level.failures),
                 level.server_cpu_percent,
                 level.cpu_percent_per_session,
+                level.cpu_ms_per_turn,
                 level.server_rss_mb,
                 level.rss_mb_per_session,
                 level.processes,
@@ -468,9 +479,8 @@ def section(levels: Sequence[Level], turns: int, binary: bool = False, note: str
         f"endpoint wait, the same at every level. Target: added P95 <= {TARGET_ADDED_P95_MS:g} ms, "
         "0 failed. `server e2e` is the server's own view (end of speech -> first audio chunk queued, from "
         "`turn_completed.latency_ms.e2e`), without the transport or the clients. "
-        "CPU in per cent of one core over the run; RSS growth over the idle server."
-        + (f" {note}" if note else "")
-        + "\n\n"
+        "CPU in per cent of one core over the run, and the server's CPU time per turn (comparable between "
+        "runs of different length); RSS growth over the idle server." + (f" {note}" if note else "") + "\n\n"
     )
     text += table(
         [
@@ -484,6 +494,7 @@ def section(levels: Sequence[Level], turns: int, binary: bool = False, note: str
             "failed",
             "server CPU %",
             "CPU % / session",
+            "server CPU ms / turn",
             "server RSS MB",
             "RSS MB / session",
             "load processes",
