@@ -74,6 +74,11 @@ class EndpointingConfig:
         return 1000.0 * self.frame_samples / self.sample_rate
 
     @property
+    def tail_pad_samples(self) -> int:
+        """The silence after the last speech frame that a final decode includes, in samples."""
+        return int(self.tail_pad_ms * self.sample_rate / 1000)
+
+    @property
     def preroll_frames(self) -> int:
         return max(1, int(self.preroll_ms / self.frame_ms))
 
@@ -292,8 +297,7 @@ class Endpointer:
         return cfg.min_silence_ms
 
     def _final_end(self) -> int:
-        pad = int(self.config.tail_pad_ms * self.config.sample_rate / 1000)
-        return min(self.position, self.speech_end + pad)
+        return min(self.position, self.speech_end + self.config.tail_pad_samples)
 
     def _maybe_partial(self) -> list[Decision]:
         if self._partial_in_flight:

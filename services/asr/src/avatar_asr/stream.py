@@ -406,8 +406,7 @@ class RecognitionSession:
 
     def _start_speculation(self, start: int, end: int, speech_end: int) -> None:
         try:
-            cfg = self._ep.config
-            pad_to = speech_end + int(cfg.tail_pad_ms * cfg.sample_rate / 1000)
+            pad_to = speech_end + self._ep.config.tail_pad_samples  # the endpoint's own end
             spec = self._engine.submit(self._final_fn(start, end, pad_to), PRIORITY_FINAL, self)
         except ASRError:
             self._ep.speculation_refused()  # the endpoint will try again (and report BUSY if it must)
