@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING
 from avatar.application.accounts import AccountService
 from avatar.application.admission import SessionAdmission
 from avatar.application.avatar import AvatarHub, load_pose_config
-from avatar.application.brain import BrainConfig, BrainDeps, ConversationBrain, MemorySearch, load_persona
+from avatar.application.brain import (
+    BrainConfig,
+    BrainDeps,
+    ConversationBrain,
+    HistoryFold,
+    MemorySearch,
+    load_persona,
+)
 from avatar.application.conversation import (
     BrainReplyEngine,
     ConversationConfig,
@@ -472,15 +479,21 @@ def build_instant_container(
 
 
 def brain_config(settings: Settings) -> BrainConfig:
-    """The brain's budgets from ``settings.llm``."""
+    """The brain's budgets from ``settings.llm``; the embedded placement keeps a short history that
+    it drops instead of summarizing (docs/adr/0014-voice-latency.md, "Eighth round")."""
     llm = settings.llm
+    embedded = llm.placement is Placement.EMBEDDED
+    fold = llm.history_fold or (HistoryFold.DROP if embedded else HistoryFold.SUMMARIZE)
     return BrainConfig(
         context_tokens=llm.n_ctx,
         max_reply_tokens=llm.max_tokens,
         max_spoken_sentences=llm.max_spoken_sentences,
         temperature=llm.temperature,
-        history_keep_tokens=llm.history_keep_tokens,
-        summarize_at_tokens=llm.history_summarize_at_tokens,
+        history_keep_tokens=llm.embedded_history_keep_tokens if embedded else llm.history_keep_tokens,
+        summarize_at_tokens=(
+            llm.embedded_history_fold_at_tokens if embedded else llm.history_summarize_at_tokens
+        ),
+        fold=fold,
         memory_top_k=llm.memory_top_k,
     )
 

@@ -34,7 +34,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from avatar.application.brain import BrainConfig
+from avatar.application.brain import BrainConfig, HistoryFold
 from avatar.application.conversation import ConversationConfig
 from avatar.application.conversation.admission import sessions_the_model_can_answer
 from avatar_asr.config import ASRConfig
@@ -583,6 +583,32 @@ class LLMSettings(BaseModel):
         "summarize_at_tokens",
         "History size at which older turns are folded into the summary (must exceed `history_keep_tokens`).",
     )
+    history_fold: HistoryFold | None = Field(
+        default=None,
+        description=(
+            "How older turns leave the history: `summarize` (the model writes a rolling summary) or "
+            "`drop` (they stay reachable through long-term memory only). Unset: `drop` for the embedded "
+            "placement, whose packaged SmolLM2-135M repeats the transcript instead of summarizing it, "
+            "`summarize` otherwise (docs/adr/0014-voice-latency.md, 'Eighth round')."
+        ),
+    )
+    embedded_history_keep_tokens: int = Field(
+        default=300,
+        gt=0,
+        description=(
+            "`history_keep_tokens` of the embedded placement. Every cached token of context makes each "
+            "new one slower on a CPU (3.3 ms a token at ~400 tokens of context, 7.1 ms at ~2900), so a "
+            "short window keeps the first token of turn 20 as fast as turn 2's."
+        ),
+    )
+    embedded_history_fold_at_tokens: int = Field(
+        default=900,
+        gt=0,
+        description=(
+            "`history_summarize_at_tokens` of the embedded placement (must exceed "
+            "`embedded_history_keep_tokens`)."
+        ),
+    )
     persona_file: Path = Field(
         default=REPO_ROOT / "config" / "persona.toml",
         description=(
@@ -593,6 +619,16 @@ class LLMSettings(BaseModel):
     memory_top_k: int = _shared(
         BrainConfig, "memory_top_k", "Long-term memories (earlier turns found by meaning) added to a prompt."
     )
+
+    @model_validator(mode="after")
+    def _history_budgets(self) -> LLMSettings:
+        for keep, fold_at in (
+            ("history_keep_tokens", "history_summarize_at_tokens"),
+            ("embedded_history_keep_tokens", "embedded_history_fold_at_tokens"),
+        ):
+            if getattr(self, keep) >= getattr(self, fold_at):
+                raise ValueError(f"llm.{keep} must be below llm.{fold_at}")
+        return self
 
 
 class ProsodySettings(BaseModel):

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from avatar.application.brain import HistoryFold
+from avatar.bootstrap import brain_config
 from avatar.settings import Environment, Placement, Settings
 
 
@@ -100,3 +102,27 @@ def test_the_load_testing_engines_are_refused_in_production() -> None:
     with pytest.raises(ValueError, match="load-testing engine set"):
         Settings(_env_file=None, environment="production", engines="instant")
     assert Settings(_env_file=None, environment="test", engines="instant").engines == "instant"
+
+
+def test_the_history_window_follows_the_placement() -> None:
+    """The embedded model gets a short history it drops (a CPU pays for every cached token and the
+    packaged model cannot summarize); a remote model keeps a long one it summarizes; either can be
+    set, and a window that would fold before it keeps anything is refused."""
+    embedded = brain_config(Settings(_env_file=None))
+    assert (embedded.fold, embedded.history_keep_tokens, embedded.summarize_at_tokens) == (
+        HistoryFold.DROP,
+        300,
+        900,
+    )
+    remote = brain_config(Settings(_env_file=None, llm={"placement": "remote"}))
+    assert (remote.fold, remote.history_keep_tokens, remote.summarize_at_tokens) == (
+        HistoryFold.SUMMARIZE,
+        5000,
+        7000,
+    )
+    chosen = brain_config(Settings(_env_file=None, llm={"history_fold": "summarize"}))
+    assert chosen.fold is HistoryFold.SUMMARIZE and chosen.summarize_at_tokens == 900
+    with pytest.raises(ValidationError, match="embedded_history_keep_tokens must be below"):
+        Settings(_env_file=None, llm={"embedded_history_keep_tokens": 900})
+    with pytest.raises(ValidationError, match="history_keep_tokens must be below"):
+        Settings(_env_file=None, llm={"history_keep_tokens": 8000})

@@ -17,6 +17,7 @@ from avatar.application.brain import (
     BrainEvent,
     ConversationBrain,
     EmotionDecided,
+    HistoryFold,
     ReplyEnded,
     TextDelta,
     load_persona,
@@ -210,6 +211,57 @@ async def test_after_a_summary_the_new_prompt_head_is_computed_before_the_next_r
     assert warm[-1].role == "assistant"  # the kept history, without a new user message
     [_ async for _ in brain.reply("What is my dog's name?")]
     assert chat.calls[-1][: len(warm)] == warm  # the next reply starts with exactly that prefix
+
+
+async def test_a_dropped_turn_leaves_the_window_and_comes_back_through_memory() -> None:
+    """``HistoryFold.DROP``: no summary is asked of the model, the prompt's head never changes, how
+    far the window reaches is persisted (a restore rebuilds the same window), the kept history is
+    computed again at once, and the dropped words are recalled when they matter."""
+    chat = FakeChatModel(["[happy] That sounds lovely, tell me more about it please!"])
+    db = FakeDatabase()
+    config = dataclasses.replace(
+        TINY, history_keep_tokens=100, summarize_at_tokens=160, fold=HistoryFold.DROP
+    )
+    owner = uuid.uuid4()
+    session = dataclasses.replace(Session.start(datetime.now(UTC)), owner_id=owner)
+    async with db() as tx:
+        await tx.sessions.add(session)
+        await tx.commit()
+    brain = make(chat, db, config, session.session_id)
+    await converse(brain, db, "My dog is called Biscuit and he loves the park.")
+    for i in range(5):
+        await converse(brain, db, f"Message number {i}: the weather was grey and cold all day.")
+        await brain.wait_idle()
+        assert brain.history_tokens() < config.summarize_at_tokens
+    assert brain.folds >= 1 and brain.summaries_written == 0 and brain.summary == ""
+    assert not any("summarize" in call[0].content for call in chat.calls)
+    assert db.tables.summaries[brain.session_id] == ("", brain.covered_turns) and brain.covered_turns >= 1
+    assert all(t.number > brain.covered_turns for t in brain.history)
+    heads = {call[0].content for call in chat.calls}
+    assert len(heads) == 1  # the persona's head is the same bytes in every request
+
+    folds = brain.folds
+    while brain.folds == folds:
+        await converse(brain, db, "Another grey and cold day, nothing much happened here.")
+        await brain.wait_idle()
+    warm = chat.calls[-1]
+    assert warm[-1].role == "assistant"  # the kept history, computed before the next reply
+    assert [m.content for m in warm if m.role == "user"][-1] == brain.history[-1].user
+
+    [_ async for _ in brain.reply("What is my dog called?")]
+    prompt = chat.calls[-1]
+    assert prompt[: len(warm)] == warm  # the next reply starts with exactly what was computed
+    assert "Biscuit" not in "".join(m.content for m in warm)  # its turn left the window ...
+    recalled = prompt[-2]
+    assert recalled.role == "system" and "Biscuit" in recalled.content  # ... and memory brought it back
+
+    await brain.wait_idle()
+    again = await ConversationBrain.restore(
+        brain.session_id, BrainDeps(chat, FakeTextEmbedder(), db, PERSONA, config)
+    )
+    assert again.covered_turns == brain.covered_turns and again.summary == ""
+    # The same window, less the last reply (this test did not store its turn).
+    assert [t.number for t in again.history] == [t.number for t in brain.history][:-1]
 
 
 async def test_a_closing_brain_does_not_warm_the_prompt_after_its_last_summary() -> None:

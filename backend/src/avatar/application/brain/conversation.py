@@ -2,10 +2,11 @@
 
 ``reply()`` yields a typed stream: first :class:`EmotionDecided`, then :class:`TextDelta` events
 (clean text, never markup), then :class:`ReplyEnded`. The history is a token-based sliding window
-over whole turns; when it grows past ``summarize_at_tokens`` the oldest turns are folded into a
-rolling summary by a background task (persisted through ``UnitOfWork.summaries``). Past turns are
-embedded into long-term memory (``UnitOfWork.memories``) and the closest ones are put into the
-prompt.
+over whole turns; when it grows past ``summarize_at_tokens`` the oldest turns leave it by a
+background task, either folded into a rolling summary or dropped (:class:`HistoryFold`); how far the
+window reaches is persisted through ``UnitOfWork.summaries``. Past turns are embedded into long-term
+memory (``UnitOfWork.memories``) and the closest ones are put into the prompt, so dropped turns come
+back when they matter.
 
 Turns themselves are persisted by the conversation pipeline (``ConversationTurn.ai_response`` holds
 what the listener heard); :meth:`ConversationBrain.restore` rebuilds the window from them and the
@@ -21,6 +22,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from avatar.application.brain.persona import Persona, detect_language, language_name
@@ -87,6 +89,17 @@ class ReplyEnded:
 BrainEvent = EmotionDecided | TextDelta | ReplyEnded
 
 
+class HistoryFold(StrEnum):
+    """How the oldest turns leave the history window (docs/adr/0014-voice-latency.md, "Eighth round")."""
+
+    #: The model writes a rolling summary of them, kept in the prompt's head.
+    SUMMARIZE = "summarize"
+    #: They leave the prompt and stay reachable through long-term memory only: for a model that
+    #: cannot summarize (the packaged SmolLM2-135M repeats the transcript), and the cheapest fold
+    #: (the prompt's head does not change, so the server's cache keeps it).
+    DROP = "drop"
+
+
 @dataclass(frozen=True, slots=True)
 class BrainConfig:
     """Budgets of the brain (mapped from ``settings.llm`` by the composition layer)."""
@@ -99,6 +112,7 @@ class BrainConfig:
     temperature: float = 0.7
     history_keep_tokens: int = 5000
     summarize_at_tokens: int = 7000
+    fold: HistoryFold = HistoryFold.SUMMARIZE
     summary_max_tokens: int = 160
     memory_top_k: int = 3
     memory_min_score: float = 0.35
@@ -172,6 +186,8 @@ class ConversationBrain:
         self._language: str | None = None
         self._closing = False
         self.summaries_written = 0
+        #: Folds of either kind (:class:`HistoryFold`) that landed.
+        self.folds = 0
         #: A client's own instructions, added after the persona (an OpenAI Realtime
         #: ``session.update``, docs/realtime.md); empty for the web app.
         self.instructions = ""
@@ -321,7 +337,7 @@ class ConversationBrain:
             yield ReplyEnded(final, emotion or Emotion.NEUTRAL, number, error=error)
         finally:
             self._replying = False
-            self._maybe_summarize()
+            self._maybe_fold()
 
     async def warm_up(self, language: str | None = "en", *, as_session: bool = True) -> bool:
         """Have the model server compute this conversation's prompt head (persona, examples,
@@ -536,12 +552,13 @@ class ConversationBrain:
 
     # --- summarization --------------------------------------------------------------------------
 
-    def _maybe_summarize(self) -> None:
+    def _maybe_fold(self) -> None:
         if self._replying or self.history_tokens() < self._config.summarize_at_tokens:
             return
         if self._summarizer is not None and not self._summarizer.done():
             return
-        self._summarizer = asyncio.get_running_loop().create_task(self._summarize())
+        fold = self._summarize() if self._config.fold is HistoryFold.SUMMARIZE else self._drop()
+        self._summarizer = asyncio.get_running_loop().create_task(fold)
 
     def _oldest_to_fold(self) -> list[HistoryTurn]:
         """The oldest turns whose removal brings the window under ``history_keep_tokens``."""
@@ -588,25 +605,40 @@ class ConversationBrain:
         if not summary:
             log.warning("summarization returned nothing; postponed")
             return
+        if await self._fold_away(fold, summary):
+            self.summaries_written += 1
+
+    async def _drop(self) -> None:
+        """The oldest turns leave the window unsummarized (:attr:`HistoryFold.DROP`)."""
+        fold = self._oldest_to_fold()
+        if fold:
+            await self._fold_away(fold, self._summary)
+
+    async def _fold_away(self, fold: list[HistoryTurn], summary: str) -> bool:
+        """Persist how far ``summary`` reaches, then take ``fold`` out of the window; ``False``
+        (the window unchanged) when that could not be stored."""
         covered = fold[-1].number
         try:
-            # An unreachable database: the summary waits in the storage spool (docs/resilience.md).
+            # An unreachable database: the record waits in the storage spool (docs/resilience.md).
             await self._writes.write(
                 SummarySave(session_id=self.session_id, summary=summary, covered_turns=covered)
             )
         except Exception:
-            log.exception("saving the summary failed; the window keeps those turns")
-            return
+            log.exception("saving the window's reach failed; the window keeps those turns")
+            return False
         self._summary, self._covered = summary, covered
         self._remember_settled(include_latest=False)  # folded turns must reach memory first
         self._turns = [t for t in self._turns if t.number > covered]
-        self.summaries_written += 1
+        self.folds += 1
         if not self._closing and not self._replying:
-            # The fold changed the prompt's head (the summary is in the system message), so the
-            # server's cached prompt no longer matches: have it compute the new head and the kept
-            # history now, while the person listens or speaks, instead of the next reply paying
-            # for it before its first token (~1 s on two cores; docs/adr/0014-voice-latency.md).
+            # The fold changed the prompt (a new summary in the system message, or the history's
+            # first turn), so the server's cached prompt no longer matches from there on: have it
+            # compute the new prompt now, while the person listens or speaks, instead of the next
+            # reply paying for it before its first token (~1 s on two cores for a summary; ~0.5 s
+            # for a drop, whose head through the examples is still cached;
+            # docs/adr/0014-voice-latency.md).
             await self.warm_up(self._language)
+        return True
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
