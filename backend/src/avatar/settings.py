@@ -619,6 +619,20 @@ class LLMSettings(BaseModel):
     memory_top_k: int = _shared(
         BrainConfig, "memory_top_k", "Long-term memories (earlier turns found by meaning) added to a prompt."
     )
+    memory_max_tokens: int = _shared(
+        BrainConfig,
+        "memory_max_tokens",
+        "Most tokens the recalled memories of one prompt may have (0: no bound).",
+    )
+    embedded_memory_max_tokens: int = Field(
+        default=64,
+        ge=0,
+        description=(
+            "`memory_max_tokens` of the embedded placement: the server computes every recalled token "
+            "before the reply's first one (~3.5 ms each on two cores), so three long memories cost "
+            "~0.5 s (docs/adr/0014-voice-latency.md, 'Eighth round')."
+        ),
+    )
 
     @model_validator(mode="after")
     def _history_budgets(self) -> LLMSettings:

@@ -120,6 +120,7 @@ def test_the_history_window_follows_the_placement() -> None:
         5000,
         7000,
     )
+    assert (embedded.memory_max_tokens, remote.memory_max_tokens) == (64, 0)
     chosen = brain_config(Settings(_env_file=None, llm={"history_fold": "summarize"}))
     assert chosen.fold is HistoryFold.SUMMARIZE and chosen.summarize_at_tokens == 900
     with pytest.raises(ValidationError, match="embedded_history_keep_tokens must be below"):

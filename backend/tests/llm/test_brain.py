@@ -357,6 +357,37 @@ async def test_the_prompt_head_is_byte_stable_while_recalled_memories_change() -
     assert lines and len(lines) == len(set(lines))
 
 
+async def test_recalled_memories_stay_within_their_token_budget() -> None:
+    """Every recalled token is computed before the reply's first one: the best memories that fit
+    ``memory_max_tokens`` are recalled, a long one is passed over for a shorter one after it."""
+    chat = FakeChatModel(["[happy] Noted!"])
+    db = FakeDatabase()
+    owner = uuid.uuid4()
+    earlier = await owned(chat, db, owner)
+    long = "My cello is old " + "and it has a long story from my grandfather's house in the hills " * 3
+    for text in (long, "My cello is called Bella"):
+        await converse(earlier, db, text)
+    await earlier.aclose()
+
+    async def recalled(budget: int) -> str:
+        config = dataclasses.replace(TINY, memory_top_k=4, memory_max_tokens=budget)
+        session = dataclasses.replace(Session.start(datetime.now(UTC)), owner_id=owner)
+        async with db() as tx:
+            await tx.sessions.add(session)
+            await tx.commit()
+        brain = make(chat, db, config, session.session_id)
+        [_ async for _ in brain.reply("tell me about my cello")]
+        tail = chat.calls[-1][-2]
+        return tail.content if tail.role == "system" else ""
+
+    unbounded = await recalled(0)
+    assert "grandfather" in unbounded and "called Bella" in unbounded
+    short = chat.count_tokens("My cello is called Bella") + 6
+    bounded = await recalled(short + 4)
+    assert "called Bella" in bounded and "grandfather" not in bounded
+    assert "called Bella" not in await recalled(short - 1)
+
+
 async def test_a_memory_in_the_window_is_not_recalled_again() -> None:
     chat = FakeChatModel(["[happy] Noted!"])
     db = FakeDatabase()
