@@ -507,6 +507,19 @@ async def test_the_endpoint_counts_the_time_since_the_newest_audio_arrived() -> 
     await session.aclose()
 
 
+async def test_the_endpoint_counts_from_the_newest_audio_not_where_the_recognizer_decided() -> None:
+    """The recognizer decides inside a chunk, so its stream clock can stop short of the audio that
+    has arrived: the endpoint stage counts to the newest sample handed to it."""
+    rig = Rig()
+    session = await rig.session()
+    for _ in range(16):  # 1600 ms of (silent) audio arrived; the recognizer decided at 1500 ms
+        await session.push_audio(AudioChunk(pcm=bytes(3200), sample_rate=16000))
+    rig.clock.advance(0.04)
+    latency = await _final_latency(rig, session)
+    assert latency["endpoint"] == 1600.0 - 1000.0 + 40.0 - 80.0
+    await session.aclose()
+
+
 async def test_a_model_reply_without_speakable_text_is_answered_with_the_fallback() -> None:
     rig = Rig(replies=("[sad]",))
     session = await rig.session()

@@ -93,6 +93,8 @@ class ConversationSession:
         self._partials: list[str] = []
         #: When the newest microphone chunk arrived (monotonic), for timing the endpoint.
         self._audio_arrived: float | None = None
+        #: Stream time of the audio handed to the current recognition stream (its newest sample).
+        self._pushed_ms = 0.0
         self._lock = asyncio.Lock()
         #: Whether a final transcript starts its reply at once (the web app). An OpenAI Realtime
         #: client may ask for each reply itself (``response.create``); its inputs are then held
@@ -107,6 +109,7 @@ class ConversationSession:
 
     async def start(self) -> None:
         self._stream = await self.deps.recognizer.open_stream(language=self.context.language)
+        self._pushed_ms = 0.0
         self.writer.start()
         self._listener = asyncio.create_task(self._listen(), name=f"listen-{self.session_id}")
 
@@ -124,6 +127,7 @@ class ConversationSession:
         if self.closed or self._stream is not None:
             return
         self._stream = await self.deps.recognizer.open_stream(language=self.context.language)
+        self._pushed_ms, self._audio_arrived = 0.0, None
         self._listener = asyncio.create_task(self._listen(), name=f"listen-{self.session_id}")
 
     async def aclose(self) -> None:
@@ -160,6 +164,7 @@ class ConversationSession:
             raise AvatarError("the session is not started")
         self._audio_arrived = self.deps.clock.monotonic()
         await self._stream.push_audio(chunk)
+        self._pushed_ms += chunk.duration_ms
 
     async def end_utterance(self) -> None:
         if self._stream is not None:
@@ -229,7 +234,11 @@ class ConversationSession:
             # not where the VAD decided or where the recognizer's tail of silence ends, so the
             # stages add up to what the person waits (docs/adr/0014-voice-latency.md).
             speech_end_ms = tr.speech_end_ms if 0 < tr.speech_end_ms <= tr.audio_end_ms else tr.audio_end_ms
-            since_speech_end = event.stream_time_ms - speech_end_ms if tr.audio_end_ms > 0 else 0.0
+            # The newest audio is the newest chunk handed to the stream: the recognizer's own clock
+            # stops where it decided, often inside that chunk (up to a chunk's length earlier;
+            # measured 7-63 ms short with 100 ms chunks, docs/adr/0014-voice-latency.md).
+            newest_ms = max(event.stream_time_ms, self._pushed_ms)
+            since_speech_end = newest_ms - speech_end_ms if tr.audio_end_ms > 0 else 0.0
             if since_speech_end > 0 and self._audio_arrived is not None:
                 # A live client's audio arrives as it is recorded: the newest sample is as old as
                 # the time since its chunk arrived, which the stream clock does not see.
