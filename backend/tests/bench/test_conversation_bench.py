@@ -1,4 +1,5 @@
-"""The conversation benchmark's own arithmetic: where a clip's speech ends, and the finals' WER."""
+"""The conversation benchmark's own arithmetic (where a clip's speech ends, the finals' WER) and its
+client process."""
 
 from __future__ import annotations
 
@@ -6,8 +7,20 @@ import math
 
 import numpy as np
 
-from avatar.bench.conversation import CrowdLevel, Tally, TurnResult, _crowd_section, _wer
+from avatar.bench import live
+from avatar.bench.conversation import (
+    CrowdLevel,
+    Tally,
+    TurnResult,
+    _conversation_apart,
+    _crowd_section,
+    _tone,
+    _wer,
+)
 from avatar.bench.speech import load_librivox
+from avatar.bootstrap import build_instant_container
+from avatar.presentation.app import create_app
+from avatar.settings import Settings
 from avatar_common.audio import last_speech_ms
 
 
@@ -105,3 +118,20 @@ def test_the_by_turn_table_shows_each_turn_s_stages() -> None:
     ]
     third = next(line for line in section.splitlines() if line.startswith("| 3 |"))
     assert third.split(" | ")[1:3] == ["250.000", "1102.000"] and third.endswith("| 92.000 |")
+
+
+async def test_the_conversation_client_talks_from_a_process_of_its_own() -> None:
+    """The 20-turn conversation's client runs in a spawned process (as a browser would, not in the
+    server's event loop): over a real server with the instant engine set, both turns come back
+    with their stage records, timed by the client."""
+    settings = Settings(environment="test")
+    container = build_instant_container(settings, utterance_ms=1000)
+    try:
+        key = await live.api_user(container)
+        async with live.running_server(create_app(settings, container)) as base:
+            tally = await _conversation_apart(base, key, [_tone(1000)] * 2, 60, ["", ""])
+    finally:
+        await container.aclose()
+    assert tally.failed == [] and len(tally.turns) == 2
+    for turn in tally.turns:
+        assert turn.total_ms > 0 and "e2e" in turn.stages

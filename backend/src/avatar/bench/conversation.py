@@ -7,7 +7,10 @@ The client behaves like a live microphone: each 100 ms chunk is sent once it has
 (at the end of its 100 ms, not the start), then microphone silence; it listens to each reply to its
 end (the reply's audio duration after its first chunk, as a player would) before speaking again.
 Timing from the clip's last speech sample rather than its last chunk counts the clip's own trailing
-silence as part of the wait, as a person hears it.
+silence as part of the wait, as a person hears it. The 20-turn conversation's client runs in a
+process of its own, as a browser would: in the server's event loop its reads waited behind the
+server's callbacks (5-68 ms between the server writing the first audio and the client reading it,
+docs/adr/0014-voice-latency.md, "Eighth round").
 
 The per-stage breakdown comes from the server's turn record (``turn_completed.latency_ms``):
 ``endpoint`` (silence the VAD waited for) + ``asr_final`` (final decode) + ``first_clause`` (final
@@ -19,8 +22,10 @@ event-loop waits.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import math
+import multiprocessing
 import os
 import statistics
 import tempfile
@@ -173,6 +178,26 @@ async def _conversation(
             except Exception as exc:
                 tally.failed.append(f"{type(exc).__name__}: {exc}")
                 return
+
+
+def _conversation_process(
+    base: str, key: str, clips: list[bytes], timeout_s: float, references: list[str]
+) -> Tally:
+    """:func:`_conversation` in a spawned process of its own (its own event loop)."""
+    tally = Tally()
+    asyncio.run(_conversation(base, key, clips, tally, timeout_s, references))
+    return tally
+
+
+async def _conversation_apart(
+    base: str, key: str, clips: Sequence[bytes], timeout_s: float, references: Sequence[str]
+) -> Tally:
+    """One conversation from a client process of its own, as a browser talks to the server."""
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        return await asyncio.get_running_loop().run_in_executor(
+            pool, _conversation_process, base, key, list(clips), timeout_s, list(references)
+        )
 
 
 @dataclass
@@ -462,7 +487,9 @@ async def _real(settings: Settings, turns: int, barge_trials: int) -> RealRun:
         async with live.running_server(create_app(settings, container)) as base:
             # one conversation of `turns` turns, so the history grows as it does for a person
             order = [i % len(clips) for i in range(turns)]
-            await _conversation(base, key, [clips[i] for i in order], tally, 180, [texts[i] for i in order])
+            tally = await _conversation_apart(
+                base, key, [clips[i] for i in order], 180, [texts[i] for i in order]
+            )
             pss, rss, parts = stack_memory_mb()
             barge = await _barge_in(base, key, clips, barge_trials)
         floor = await _floor(container, clips, texts)
@@ -496,11 +523,11 @@ def _real_section(run: RealRun) -> str:
     rows.append(_row("reply audio length", [t.reply_audio_ms for t in tally.turns]))
     text = (
         f"Voice-to-voice latency over {len(tally.turns)} turns of one conversation with real models "
-        "(LibriVox speech sent like a live microphone, each 100 ms chunk once recorded, then "
-        "microphone silence; each reply listened to its end; timed from the clip's last speech "
-        "sample to the first reply audio chunk at the client), ms. Stages from the turn records; "
-        "overhead = total - (endpoint + asr_final + first_clause + tts_first_chunk); `e2e` is the "
-        "server's own view.\n\n"
+        "(LibriVox speech sent like a live microphone by a client process of its own, each 100 ms "
+        "chunk once recorded, then microphone silence; each reply listened to its end; timed from "
+        "the clip's last speech sample to the first reply audio chunk at the client), ms. Stages "
+        "from the turn records; overhead = total - (endpoint + asr_final + first_clause + "
+        "tts_first_chunk); `e2e` is the server's own view.\n\n"
     )
     text += table(["measure", "n", "median", "P50", "P95"], rows)
     p50 = percentile(tally.totals(), 50)
