@@ -185,7 +185,7 @@ class ConversationBrain:
         self._covered = 0
         self._next_number = 1
         self._replying = False
-        self._summarizer: asyncio.Task[None] | None = None
+        self._fold_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         #: The language of the latest turn (part of the prompt's head; see :meth:`_summarize`).
         self._language: str | None = None
@@ -407,10 +407,10 @@ class ConversationBrain:
     async def wait_idle(self) -> None:
         """Settle the latest turn into memory and wait for background work (tests, shutdown)."""
         self._remember_settled(include_latest=True)
-        while self._background or (self._summarizer is not None and not self._summarizer.done()):
+        while self._background or (self._fold_task is not None and not self._fold_task.done()):
             pending = list(self._background)
-            if self._summarizer is not None and not self._summarizer.done():
-                pending.append(self._summarizer)
+            if self._fold_task is not None and not self._fold_task.done():
+                pending.append(self._fold_task)
             await asyncio.gather(*pending, return_exceptions=True)
 
     async def aclose(self) -> None:
@@ -574,10 +574,10 @@ class ConversationBrain:
     def _maybe_fold(self) -> None:
         if self._replying or self.history_tokens() < self._config.summarize_at_tokens:
             return
-        if self._summarizer is not None and not self._summarizer.done():
+        if self._fold_task is not None and not self._fold_task.done():
             return
         fold = self._summarize() if self._config.fold is HistoryFold.SUMMARIZE else self._drop()
-        self._summarizer = asyncio.get_running_loop().create_task(fold)
+        self._fold_task = asyncio.get_running_loop().create_task(fold)
 
     def _oldest_to_fold(self) -> list[HistoryTurn]:
         """The oldest turns whose removal brings the window under ``history_keep_tokens``."""
