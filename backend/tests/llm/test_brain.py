@@ -48,13 +48,15 @@ def make(
     )
 
 
-async def owned(chat: FakeChatModel, db: FakeDatabase, owner: uuid.UUID) -> ConversationBrain:
+async def owned(
+    chat: FakeChatModel, db: FakeDatabase, owner: uuid.UUID, config: BrainConfig = TINY
+) -> ConversationBrain:
     """A brain whose session is stored with ``owner`` (recall searches only the owner's memories)."""
     session = dataclasses.replace(Session.start(datetime.now(UTC)), owner_id=owner)
     async with db() as tx:
         await tx.sessions.add(session)
         await tx.commit()
-    return make(chat, db, session_id=session.session_id)
+    return make(chat, db, config, session.session_id)
 
 
 async def converse(brain: ConversationBrain, db: FakeDatabase, text: str) -> list[BrainEvent]:
@@ -222,12 +224,7 @@ async def test_a_dropped_turn_leaves_the_window_and_comes_back_through_memory() 
     config = dataclasses.replace(
         TINY, history_keep_tokens=100, summarize_at_tokens=160, fold=HistoryFold.DROP
     )
-    owner = uuid.uuid4()
-    session = dataclasses.replace(Session.start(datetime.now(UTC)), owner_id=owner)
-    async with db() as tx:
-        await tx.sessions.add(session)
-        await tx.commit()
-    brain = make(chat, db, config, session.session_id)
+    brain = await owned(chat, db, uuid.uuid4(), config)
     await converse(brain, db, "My dog is called Biscuit and he loves the park.")
     for i in range(5):
         await converse(brain, db, f"Message number {i}: the weather was grey and cold all day.")
@@ -371,11 +368,7 @@ async def test_recalled_memories_stay_within_their_token_budget() -> None:
 
     async def recalled(budget: int) -> str:
         config = dataclasses.replace(TINY, memory_top_k=4, memory_max_tokens=budget)
-        session = dataclasses.replace(Session.start(datetime.now(UTC)), owner_id=owner)
-        async with db() as tx:
-            await tx.sessions.add(session)
-            await tx.commit()
-        brain = make(chat, db, config, session.session_id)
+        brain = await owned(chat, db, owner, config)
         [_ async for _ in brain.reply("tell me about my cello")]
         tail = chat.calls[-1][-2]
         return tail.content if tail.role == "system" else ""
