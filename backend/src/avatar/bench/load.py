@@ -34,9 +34,12 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from avatar.bench.report import percentile, table, write_section
+
+if TYPE_CHECKING:
+    from avatar.bench.transport_floor import TransportFloor
 from avatar.presentation.audio_frames import encode_audio_in
 
 CHUNK_MS = 100
@@ -61,6 +64,8 @@ class WorkerResult:
     server_e2e_ms: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     sessions: int = 0
+    #: This load process's own CPU time over its run, s (``time.process_time``).
+    cpu_s: float = 0.0
 
 
 @dataclass
@@ -76,6 +81,11 @@ class Level:
     processes: int
     #: The server's CPU time over the level, s (comparable between runs whatever they lasted).
     server_cpu_s: float = 0.0
+    #: The load processes' own CPU over the level, per cent of one core (all of them together).
+    load_cpu_percent: float = 0.0
+    #: The whole machine's busy share over the level, per cent of all its cores (every process:
+    #: the server, the load, anything else running).
+    machine_busy_percent: float = 0.0
 
     @property
     def cpu_ms_per_turn(self) -> float:
@@ -294,10 +304,12 @@ def _worker(
     """One load process (spawned): its clients' figures go back through ``queue``."""
     import uvloop  # the clients' own loop overhead stays small next to the server's (as uvicorn's)
 
+    cpu0 = time.process_time()
     try:
         result = uvloop.run(_worker_main(base, key, sessions, turns, ramp_s, offset, binary, stop_at))
     except Exception as exc:  # reported as failed sessions, never a hang of the parent
         result = WorkerResult(failures=[f"worker: {type(exc).__name__}: {exc}"] * sessions, sessions=sessions)
+    result.cpu_s = time.process_time() - cpu0
     queue.put(result)
 
 
@@ -379,9 +391,12 @@ class _Sampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._cpu0 = self._cpu()
+        self._machine0 = psutil.cpu_times()
         self._t0 = time.monotonic()
         self.cpu_percent = 0.0
         self.cpu_seconds = 0.0
+        self.wall_seconds = 0.0
+        self.machine_busy_percent = 0.0
 
     def _cpu(self) -> float:
         times = self.process.cpu_times()
@@ -397,10 +412,23 @@ class _Sampler:
         return self
 
     def __exit__(self, *_exc: object) -> None:
+        import psutil
+
         self.cpu_seconds = self._cpu() - self._cpu0
-        self.cpu_percent = 100.0 * self.cpu_seconds / max(1e-9, time.monotonic() - self._t0)
+        self.wall_seconds = max(1e-9, time.monotonic() - self._t0)
+        self.cpu_percent = 100.0 * self.cpu_seconds / self.wall_seconds
+        self.machine_busy_percent = _busy_percent(self._machine0, psutil.cpu_times())
         self._stop.set()
         self._thread.join()
+
+
+def _busy_percent(before: Any, after: Any) -> float:
+    """The machine's busy share between two ``psutil.cpu_times()`` readings, per cent of all cores
+    (idle and I/O wait count as not busy)."""
+    fields = before._fields
+    total = sum(getattr(after, f) - getattr(before, f) for f in fields)
+    idle = sum(getattr(after, f) - getattr(before, f) for f in ("idle", "iowait") if f in fields)
+    return 100.0 * (total - idle) / total if total > 0 else float("nan")
 
 
 def run_level(sessions: int, turns: int, processes: int, workdir: Path, binary: bool = False) -> Level:
@@ -438,6 +466,8 @@ def run_level(sessions: int, turns: int, processes: int, workdir: Path, binary: 
         server_rss_mb=sampler.peak_rss / 1e6,
         processes=len(shares),
         server_cpu_s=sampler.cpu_seconds,
+        load_cpu_percent=100.0 * sum(r.cpu_s for r in results) / sampler.wall_seconds,
+        machine_busy_percent=sampler.machine_busy_percent,
     )
 
 
@@ -446,7 +476,13 @@ def default_processes(sessions: int) -> int:
     return max(1, min(max(1, (os.cpu_count() or 2) - 1), math.ceil(sessions / 125)))
 
 
-def section(levels: Sequence[Level], turns: int, binary: bool = False, note: str = "") -> str:
+def section(
+    levels: Sequence[Level],
+    turns: int,
+    binary: bool = False,
+    note: str = "",
+    floor: TransportFloor | None = None,
+) -> str:
     base_p95 = percentile(levels[0].latencies_ms, 95) if levels else float("nan")
     rows = []
     for level in levels:
@@ -467,6 +503,8 @@ def section(levels: Sequence[Level], turns: int, binary: bool = False, note: str
                 level.server_rss_mb,
                 level.rss_mb_per_session,
                 level.processes,
+                level.load_cpu_percent,
+                level.machine_busy_percent,
             ]
         )
     text = (
@@ -480,7 +518,9 @@ def section(levels: Sequence[Level], turns: int, binary: bool = False, note: str
         "0 failed. `server e2e` is the server's own view (end of speech -> first audio chunk queued, from "
         "`turn_completed.latency_ms.e2e`), without the transport or the clients. "
         "CPU in per cent of one core over the run, and the server's CPU time per turn (comparable between "
-        "runs of different length); RSS growth over the idle server." + (f" {note}" if note else "") + "\n\n"
+        "runs of different length); RSS growth over the idle server. `load CPU %` = the load processes' "
+        "own CPU (per cent of one core, all together); `machine busy %` = the share of all the machine's "
+        "cores busy over the level (server, load and anything else)." + (f" {note}" if note else "") + "\n\n"
     )
     text += table(
         [
@@ -498,9 +538,18 @@ def section(levels: Sequence[Level], turns: int, binary: bool = False, note: str
             "server RSS MB",
             "RSS MB / session",
             "load processes",
+            "load CPU %",
+            "machine busy %",
         ],
         rows,
     )
+    if floor is not None:
+        text += (
+            f"\n\nTransport floor (`avatar.bench.transport_floor`): a bare FastAPI WebSocket route that only "
+            f"receives, served as the orchestrator is, took {floor.cpu_percent:.1f} % of one core for "
+            f"{floor.sessions} sessions streaming at real time ({floor.us_per_frame:.0f} us a frame); the "
+            "orchestrator's CPU above that is its own work."
+        )
     failures = sorted({f for level in levels for f in level.failures})
     if failures:
         text += f"\n\nFailures: {'; '.join(failures)[:500]}"
@@ -537,10 +586,19 @@ def main(
             f"{n} sessions: P50 {percentile(level.latencies_ms, 50):.1f} ms, "
             f"P95 {percentile(level.latencies_ms, 95):.1f} ms "
             f"(server e2e P95 {percentile(level.server_e2e_ms, 95):.1f} ms), failed {len(level.failures)}, "
-            f"server CPU {level.server_cpu_percent:.0f}%, RSS {level.server_rss_mb:.0f} MB",
+            f"server CPU {level.server_cpu_percent:.0f}%, RSS {level.server_rss_mb:.0f} MB, "
+            f"load CPU {level.load_cpu_percent:.0f}%, machine busy {level.machine_busy_percent:.0f}%",
             flush=True,
         )
-    text = section(done, turns, binary, f"Load average at the start: {start_load}. {note}".strip())
+    from avatar.bench import transport_floor
+
+    floor = transport_floor.measure(max(levels))
+    print(
+        f"transport floor at {floor.sessions} sessions: {floor.cpu_percent:.0f}% of a core "
+        f"({floor.us_per_frame:.0f} us a frame)",
+        flush=True,
+    )
+    text = section(done, turns, binary, f"Load average at the start: {start_load}. {note}".strip(), floor)
     print(text)
     if write:
         write_section("load", text)
