@@ -76,20 +76,37 @@ class Emotion(enum.StrEnum):
         if not raw:
             return fallback
         key = raw.strip().strip("[]<>():*\"'").lower()
-        synonyms = {
-            "joy": "happy",
-            "glad": "happy",
-            "upset": "sad",
-            "mad": "angry",
-            "surprise": "surprised",
-            "calm": "neutral",
-            "excitement": "excited",
-        }
-        key = synonyms.get(key, key)
+        return cls.label(key) or fallback
+
+    @classmethod
+    def label(cls, word: str) -> Emotion | None:
+        """The emotion a label names: one of the six, or a word for a feeling that maps to one
+        (``EMOTION_WORDS``); ``None`` for anything else (e.g. a stage direction such as "smiles")."""
+        key = word.strip().lower()
         try:
             return cls(key)
         except ValueError:
-            return fallback
+            named = EMOTION_WORDS.get(key)
+            return cls(named) if named is not None else None
+
+
+#: Words for feelings that models write as their reply's tag instead of one of the six emotions
+#: (SmolLM2-135M, the embedded default, opens many replies with "[displeased]"), mapped to the
+#: nearest of the six. A tag it names is the reply's emotion at once; any other bracketed word is
+#: taken as a stage direction and the emotion is guessed from the reply's first clause.
+_FEELINGS = {
+    "happy": "joy joyful glad pleased delighted cheerful content amused playful grateful thankful "
+    "friendly warm proud happiness",
+    "sad": "upset unhappy sorry disappointed sympathetic concerned worried lonely melancholy hurt "
+    "apologetic sadness gloomy",
+    "angry": "mad annoyed irritated frustrated displeased furious grumpy indignant disgusted anger",
+    "surprised": "surprise shocked amazed astonished startled astounded",
+    "excited": "excitement thrilled enthusiastic eager ecstatic energetic",
+    "neutral": "calm thoughtful curious serious relaxed pensive",
+}
+EMOTION_WORDS: dict[str, str] = {
+    word: emotion for emotion, words in _FEELINGS.items() for word in words.split()
+}
 
 
 def new_id() -> uuid.UUID:

@@ -216,16 +216,8 @@ class ReplyParser:
         if match:
             label = match.group(1) or match.group(2) or ""
             rest = head[match.end() :]
-            known = Emotion.parse(label, default=None) if label else None
-            if known is not None and label.strip().lower() in {e.value for e in Emotion} | {
-                "joy",
-                "glad",
-                "upset",
-                "mad",
-                "surprise",
-                "calm",
-                "excitement",
-            }:
+            known = Emotion.label(label) if label else None
+            if known is not None:
                 self.tagged = True
                 return known, rest
             # A bracketed stage direction such as "[smiles]": drop it and guess from the words.
