@@ -509,6 +509,7 @@ def brain_deps(container: Container) -> BrainDeps:
         persona=load_persona(settings.llm.persona_file),
         config=brain_config(settings),
         durable=_durable(container),
+        background_gate=container.critical_path.clear,
     )
 
 

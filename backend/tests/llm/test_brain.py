@@ -326,6 +326,34 @@ async def test_memories_are_stored_and_recalled_in_a_later_session() -> None:
     assert "spicy tteokbokki" not in chat.calls[-1][0].content  # the prompt's head stays stable
 
 
+async def test_settled_turns_are_stored_in_memory_only_once_no_reply_is_on_its_critical_path() -> None:
+    from avatar.application.critical_path import CriticalPath
+
+    chat = FakeChatModel(["[happy] Oh, that's great!"])
+    db = FakeDatabase()
+    path = CriticalPath()
+    session = dataclasses.replace(Session.start(datetime.now(UTC)), owner_id=uuid.uuid4())
+    async with db() as tx:
+        await tx.sessions.add(session)
+        await tx.commit()
+    deps = BrainDeps(chat, FakeTextEmbedder(), db, PERSONA, TINY, background_gate=path.clear)
+    brain = ConversationBrain(session.session_id, deps)
+    await converse(brain, db, "My favourite food is spicy tteokbokki")
+    await converse(brain, db, "And my cat is called Nabi")  # turn 1 may still be cut by a barge-in
+    path.enter()  # the next reply's final transcript is in hand; its first audio is not out yet
+    await converse(brain, db, "What else?")  # turn 1 settles here
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert db.tables.memories == [] and path.deferred == 1
+    path.leave()  # first audio sent: the embedding and the write may use the cores now
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert {(m[2], m[3]) for m in db.tables.memories} == {
+        ("assistant", "Oh, that's great!"),
+        ("user", "My favourite food is spicy tteokbokki"),
+    }
+
+
 async def test_the_prompt_head_is_byte_stable_while_recalled_memories_change() -> None:
     # The model server reuses its prompt cache only for an identical prefix: the persona, the
     # examples and the history must come first and unchanged; what changes per turn goes last.

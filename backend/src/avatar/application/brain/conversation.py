@@ -19,7 +19,7 @@ import asyncio
 import logging
 import re
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -144,6 +144,10 @@ class BrainDeps:
     #: Writes memories and summaries, through the storage spool when there is one
     #: (docs/resilience.md); ``None``: straight to ``uow``.
     durable: DurableWriter | None = None
+    #: Awaited before background work of the brain (storing memories): returns once no reply of
+    #: the process is between its final transcript and its first audio (``CriticalPath.clear``,
+    #: docs/adr/0014-voice-latency.md); ``None``: no waiting.
+    background_gate: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass(slots=True)
@@ -180,6 +184,7 @@ class ConversationBrain:
         self._writes = deps.durable or DurableWriter(StorageApplier(deps.uow, None))
         self._persona = deps.persona
         self._config = deps.config
+        self._background_gate = deps.background_gate
         self._turns: list[HistoryTurn] = []
         self._summary = ""
         self._covered = 0
@@ -556,6 +561,11 @@ class ConversationBrain:
         items = [(t, "user", t.user) for t in turns]
         items += [(t, "assistant", t.assistant) for t in turns if t.assistant]
         try:
+            if self._background_gate is not None:
+                # The previous turn settles when the next reply starts: its embedding (and the
+                # recall's, which waits for the embedder) would share the cores with that reply's
+                # first token (docs/adr/0014-voice-latency.md, "Ninth round").
+                await self._background_gate()
             vectors = await self._embedder.embed([text for _, _, text in items])
             record = MemoryInsert(
                 session_id=self.session_id,
