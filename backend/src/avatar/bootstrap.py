@@ -495,6 +495,7 @@ def brain_config(settings: Settings) -> BrainConfig:
         ),
         fold=fold,
         memory_top_k=llm.memory_top_k,
+        prime_memories=llm.prime_memories,
         memory_max_tokens=llm.embedded_memory_max_tokens if embedded else llm.memory_max_tokens,
     )
 

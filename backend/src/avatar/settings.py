@@ -624,6 +624,15 @@ class LLMSettings(BaseModel):
         "memory_max_tokens",
         "Most tokens the recalled memories of one prompt may have (0: no bound).",
     )
+    prime_memories: bool = Field(
+        default=False,
+        description=(
+            "While the person speaks, recall memories on the partial transcript and have the model server "
+            "compute the prompt up to them, so a reply that recalls the same memories computes only the "
+            "person's words after the final transcript. Off by default: one run with it on gave faster first "
+            "tokens but no faster first audio (docs/adr/0014-voice-latency.md, 'Ninth round')."
+        ),
+    )
     embedded_memory_max_tokens: int = Field(
         default=64,
         ge=0,

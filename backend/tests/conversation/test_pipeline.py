@@ -780,3 +780,64 @@ async def test_a_failed_first_synthesis_releases_the_model() -> None:
     assert log[:3] == ["hold", log[1], "release"] and log[1].startswith("synthesize ")
     assert pause.holds == 0
     await session.aclose()
+
+
+async def test_a_partial_transcript_lets_the_reply_engine_prepare_the_next_prompt() -> None:
+    rig = Rig(replies=("[happy] Nice to meet you, Alice.",), texts=("my name is alice",))
+    primed: list[tuple[uuid.UUID, str]] = []
+
+    class Spy(BrainReplyEngine):
+        async def prime(self, session_id: uuid.UUID, partial_text: str) -> None:
+            primed.append((session_id, partial_text))
+            if partial_text == "explode":
+                raise RuntimeError("a prime that fails must not end the conversation")
+            await super().prime(session_id, partial_text)
+
+    rig.deps = replace(rig.deps, replies=Spy(rig.engine._deps))
+    session = await rig.session()
+
+    def partial(text: str) -> TranscriptEvent:
+        return TranscriptEvent(
+            TranscriptEventKind.PARTIAL,
+            Transcription(text=text, is_final=False, confidence=0.9, language="en"),
+        )
+
+    stream = rig.recognizer.streams[0]
+    stream.report(partial("explode"))
+    await rig.until(session, is_type("transcription_partial"))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    stream.report(partial("my name"))
+    await rig.until(session, lambda m: m["type"] == "transcription_partial" and m["text"] == "my name")
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert primed == [(session.session_id, "explode"), (session.session_id, "my name")]
+    await session.push_audio(tone(1000))  # the conversation goes on: a full turn
+    await rig.until(session, is_type("turn_completed"))
+    await session.aclose()
+
+
+async def test_no_prompt_is_prepared_from_a_partial_while_a_reply_runs() -> None:
+    rig = Rig(replies=(REPLY,), token_delay_s=0.05)
+    primed: list[str] = []
+
+    class Spy(BrainReplyEngine):
+        async def prime(self, session_id: uuid.UUID, partial_text: str) -> None:
+            primed.append(partial_text)
+
+    rig.deps = replace(rig.deps, replies=Spy(rig.engine._deps))
+    session = await rig.session()
+    await session.push_audio(tone(1000))
+    await rig.until(session, is_type("llm_token"))
+    assert session.replying
+    primed.clear()  # the utterance's own partial came before its final (and was prepared from)
+    rig.recognizer.streams[0].report(
+        TranscriptEvent(
+            TranscriptEventKind.PARTIAL, Transcription(text="over it", is_final=False, confidence=0.9)
+        )
+    )
+    await rig.until(session, is_type("transcription_partial"))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert primed == []
+    await session.aclose()

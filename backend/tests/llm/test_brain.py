@@ -354,6 +354,45 @@ async def test_settled_turns_are_stored_in_memory_only_once_no_reply_is_on_its_c
     }
 
 
+async def test_a_prime_on_the_partial_words_sends_the_prompt_the_reply_then_starts_with() -> None:
+    chat = FakeChatModel(["[happy] Oh, that's great!"])
+    db = FakeDatabase()
+    owner = uuid.uuid4()
+    config = dataclasses.replace(TINY, prime_memories=True)
+    first = await owned(chat, db, owner, config)
+    await converse(first, db, "My favourite food is spicy tteokbokki")
+    await first.aclose()
+    second = await owned(chat, db, owner, config)
+    assert not await second.prime("the weather")  # nothing recalled: the head is cached already
+    calls = len(chat.calls)
+    assert await second.prime("what is my favourite")
+    primed = chat.calls[-1]
+    assert len(chat.calls) == calls + 1 and primed[-1].role == "system" and "tteokbokki" in primed[-1].content
+    assert not await second.prime("what is my favourite food")  # the same memories: not sent again
+    assert len(chat.calls) == calls + 1
+    [_ async for _ in second.reply("what is my favourite food")]
+    assert chat.calls[-1][:-1] == primed  # the server computes only the words after the final
+    assert second.primes == 1
+    off = await owned(chat, db, owner, TINY)  # prime_memories off: nothing is sent
+    assert not await off.prime("what is my favourite") and len(chat.calls) == calls + 2
+
+
+async def test_no_prime_while_a_reply_is_being_written() -> None:
+    chat = FakeChatModel(["[happy] Oh, that's great!"])
+    db = FakeDatabase()
+    owner = uuid.uuid4()
+    config = dataclasses.replace(TINY, prime_memories=True)
+    first = await owned(chat, db, owner, config)
+    await converse(first, db, "My favourite food is spicy tteokbokki")
+    await first.aclose()
+    second = await owned(chat, db, owner, config)
+    reply = second.reply("tell me about food")
+    await anext(reply)  # the reply is under way
+    calls = len(chat.calls)
+    assert not await second.prime("what is my favourite") and len(chat.calls) == calls
+    await reply.aclose()
+
+
 async def test_the_prompt_head_is_byte_stable_while_recalled_memories_change() -> None:
     # The model server reuses its prompt cache only for an identical prefix: the persona, the
     # examples and the history must come first and unchanged; what changes per turn goes last.

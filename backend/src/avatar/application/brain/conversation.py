@@ -122,6 +122,9 @@ class BrainConfig:
     #: server computes before the first one of the reply (~3.5 ms each on two CPU cores).
     memory_max_tokens: int = 0
     memory_timeout_s: float = 1.0
+    #: Recall memories on the partial transcript while the person speaks and have the model server
+    #: compute the prompt up to them (:meth:`ConversationBrain.prime`).
+    prime_memories: bool = False
     #: Room kept free for token-count error when the count is approximate.
     safety_margin_tokens: int = 64
 
@@ -198,6 +201,10 @@ class ConversationBrain:
         self.summaries_written = 0
         #: Folds of either kind (:class:`HistoryFold`) that landed.
         self.folds = 0
+        #: The language and memories of the last prompt head sent ahead by :meth:`prime`, and how
+        #: many were sent.
+        self._primed: tuple[str | None, tuple[str, ...]] | None = None
+        self.primes = 0
         #: A client's own instructions, added after the persona (an OpenAI Realtime
         #: ``session.update``, docs/realtime.md); empty for the web app.
         self.instructions = ""
@@ -269,6 +276,7 @@ class ConversationBrain:
         number = turn_number if turn_number is not None else self._next_number
         self._next_number = max(self._next_number, number + 1)
         self._replying = True
+        self._primed = None  # the next utterance's prime builds on this turn's prompt
         # A summary under way is not cut short: the model queue lets this reply in after it
         # (one request per session at a time). Cancelling it starved it for good in a long
         # conversation: each reply cut the next summary short, the server had already dropped the
@@ -372,6 +380,51 @@ class ConversationBrain:
             log.info("prompt warm-up skipped: %s", exc.message)
             return False
         return True
+
+    async def prime(self, partial_text: str) -> bool:
+        """While the person is still speaking: recall memories for the words heard so far and have
+        the model server compute the prompt up to them (persona, history, the recalled memories),
+        so that the reply, if it recalls the same memories, computes only the person's words.
+
+        After the history's first fold most turns recall memories of the dropped turns, up to
+        ``memory_max_tokens`` tokens the server computed after the final transcript
+        (docs/adr/0014-voice-latency.md, "Ninth round"). The reply recalls again on the final
+        words; a different set only costs what it did before. ``True`` when a prompt was sent.
+        Nothing is sent while a reply or a fold is under way, without memories, or for the same
+        memories as the last time.
+        """
+        text = partial_text.strip()
+        if not self._config.prime_memories or not text or self._busy():
+            return False
+        language = detect_language(text)
+        memories = await self._recall(text)
+        if not memories or self._busy():
+            return False
+        try:
+            messages, used = self._prompt(text, language, memories)
+        except InvalidInputError:
+            return False
+        key = (language, tuple(m.text for m in used))
+        if not used or key == self._primed:
+            return False
+        self._primed = key
+        self.primes += 1
+        try:
+            stream = self._chat.stream_chat(
+                messages[:-1], max_tokens=1, temperature=0.0, session=self.session_id
+            )
+            async with _closing(stream):
+                async for _ in stream:
+                    pass
+        except ChatModelError as exc:
+            log.info("memory prime skipped: %s", exc.message)
+            return False
+        return True
+
+    def _busy(self) -> bool:
+        """A reply, a fold or the session's end is under way (the prompt would change under a prime)."""
+        folding = self._fold_task is not None and not self._fold_task.done()
+        return self._replying or folding or self._closing
 
     def _fallback_texts(self) -> set[str]:
         """The persona's fallback replies as clean text (how persisted turns store them)."""

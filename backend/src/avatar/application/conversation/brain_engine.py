@@ -44,6 +44,11 @@ class BrainReplyEngine:
         finally:
             await events.aclose()
 
+    async def prime(self, session_id: uuid.UUID, partial_text: str) -> None:
+        brain = self._brains.get(session_id)
+        if brain is not None:  # a session without a brain yet has no memories in its window to build on
+            await brain.prime(partial_text)
+
     async def settle(
         self, session_id: uuid.UUID, user_text: str, heard_reply: str, *, interrupted: bool
     ) -> None:

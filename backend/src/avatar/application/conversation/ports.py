@@ -37,6 +37,11 @@ class ReplyEngine(Protocol):
         self, session_id: uuid.UUID, user_text: str, heard_reply: str, *, interrupted: bool
     ) -> None: ...
 
+    async def prime(self, session_id: uuid.UUID, partial_text: str) -> None:
+        """The person is still speaking (``partial_text`` heard so far): prepare what the reply's
+        prompt will most likely start with. Only an optimization; never raises for a model error."""
+        ...
+
     async def restore(self, session_id: uuid.UUID, turns: Sequence[ConversationTurn]) -> None:
         """Rebuild a session's history (resume on another replica or after a restart)."""
         ...

@@ -91,6 +91,8 @@ class ConversationSession:
         self._listener: asyncio.Task[None] | None = None
         self._reply: Reply | None = None
         self._partials: list[str] = []
+        #: The reply engine preparing the next prompt from a partial transcript (one at a time).
+        self._priming: asyncio.Task[None] | None = None
         #: When the newest microphone chunk arrived (monotonic), for timing the endpoint.
         self._audio_arrived: float | None = None
         #: Stream time of the audio handed to the current recognition stream (its newest sample).
@@ -142,6 +144,9 @@ class ConversationSession:
         if self._listener is not None:
             self._listener.cancel()
             await asyncio.gather(self._listener, return_exceptions=True)
+        if self._priming is not None:
+            self._priming.cancel()
+            await asyncio.gather(self._priming, return_exceptions=True)
         if self._reply is not None:
             await self._reply.settle()
         await self.writer.aclose()
@@ -224,6 +229,7 @@ class ConversationSession:
         elif kind is TranscriptEventKind.PARTIAL and tr is not None:
             if tr.text:
                 self._partials.append(tr.text)
+                self._prime(tr.text)
             self.outbox.send(
                 TranscriptionPartialMsg(text=tr.text, confidence=tr.confidence, language=tr.language)
             )
@@ -255,6 +261,19 @@ class ConversationSession:
             self.outbox.send(NoticeMsg(code="BUSY", message=message))
         elif kind is TranscriptEventKind.ERROR:
             self.context.error(event.error_code or "ASR_FAILED", event.message or "speech recognition failed")
+
+    def _prime(self, partial_text: str) -> None:
+        """Let the reply engine prepare the next prompt while the person speaks (not while a reply
+        runs, and one preparation at a time)."""
+        if self.replying or (self._priming is not None and not self._priming.done()):
+            return
+        self._priming = asyncio.create_task(self._prime_run(partial_text), name=f"prime-{self.session_id}")
+
+    async def _prime_run(self, partial_text: str) -> None:
+        try:
+            await self.deps.replies.prime(self.session_id, partial_text)
+        except Exception:  # an optimization only: the reply recalls and computes its prompt anyway
+            log.warning("session %s: preparing the next prompt failed", self.session_id, exc_info=True)
 
     async def _on_final(
         self, tr: Transcription, pcm: bytes, t_final: float, endpoint_ms: float = 0.0, *, hold: bool = False
