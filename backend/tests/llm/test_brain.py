@@ -354,15 +354,20 @@ async def test_settled_turns_are_stored_in_memory_only_once_no_reply_is_on_its_c
     }
 
 
-async def test_a_prime_on_the_partial_words_sends_the_prompt_the_reply_then_starts_with() -> None:
-    chat = FakeChatModel(["[happy] Oh, that's great!"])
-    db = FakeDatabase()
-    owner = uuid.uuid4()
+async def remembered_food(chat: FakeChatModel, db: FakeDatabase, owner: uuid.UUID) -> ConversationBrain:
+    """A second session of ``owner`` after a first that stored a favourite food; priming on."""
     config = dataclasses.replace(TINY, prime_memories=True)
     first = await owned(chat, db, owner, config)
     await converse(first, db, "My favourite food is spicy tteokbokki")
     await first.aclose()
-    second = await owned(chat, db, owner, config)
+    return await owned(chat, db, owner, config)
+
+
+async def test_a_prime_on_the_partial_words_sends_the_prompt_the_reply_then_starts_with() -> None:
+    chat = FakeChatModel(["[happy] Oh, that's great!"])
+    db = FakeDatabase()
+    owner = uuid.uuid4()
+    second = await remembered_food(chat, db, owner)
     assert not await second.prime("the weather")  # nothing recalled: the head is cached already
     calls = len(chat.calls)
     assert await second.prime("what is my favourite")
@@ -379,13 +384,7 @@ async def test_a_prime_on_the_partial_words_sends_the_prompt_the_reply_then_star
 
 async def test_no_prime_while_a_reply_is_being_written() -> None:
     chat = FakeChatModel(["[happy] Oh, that's great!"])
-    db = FakeDatabase()
-    owner = uuid.uuid4()
-    config = dataclasses.replace(TINY, prime_memories=True)
-    first = await owned(chat, db, owner, config)
-    await converse(first, db, "My favourite food is spicy tteokbokki")
-    await first.aclose()
-    second = await owned(chat, db, owner, config)
+    second = await remembered_food(chat, FakeDatabase(), uuid.uuid4())
     reply = second.reply("tell me about food")
     await anext(reply)  # the reply is under way
     calls = len(chat.calls)

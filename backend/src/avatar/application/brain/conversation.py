@@ -366,18 +366,20 @@ class ConversationBrain:
         (the start-up warm-up). ``False`` when the model could not be reached (the warm-up is only
         an optimization)."""
         messages, _ = self._prompt("", language, [])
+        return await self._send_ahead(messages[:-1], "prompt warm-up", as_session=as_session)
+
+    async def _send_ahead(self, messages: list[ChatMessage], what: str, *, as_session: bool = True) -> bool:
+        """Have the model server compute ``messages`` (one token generated) for a later prompt that
+        starts with them; ``False`` when the model could not be reached (only an optimization)."""
         try:
             stream = self._chat.stream_chat(
-                messages[:-1],
-                max_tokens=1,
-                temperature=0.0,
-                session=self.session_id if as_session else None,
+                messages, max_tokens=1, temperature=0.0, session=self.session_id if as_session else None
             )
             async with _closing(stream):
                 async for _ in stream:
                     pass
         except ChatModelError as exc:
-            log.info("prompt warm-up skipped: %s", exc.message)
+            log.info("%s skipped: %s", what, exc.message)
             return False
         return True
 
@@ -409,17 +411,7 @@ class ConversationBrain:
             return False
         self._primed = key
         self.primes += 1
-        try:
-            stream = self._chat.stream_chat(
-                messages[:-1], max_tokens=1, temperature=0.0, session=self.session_id
-            )
-            async with _closing(stream):
-                async for _ in stream:
-                    pass
-        except ChatModelError as exc:
-            log.info("memory prime skipped: %s", exc.message)
-            return False
-        return True
+        return await self._send_ahead(messages[:-1], "memory prime")
 
     def _busy(self) -> bool:
         """A reply, a fold or the session's end is under way (the prompt would change under a prime)."""
