@@ -357,6 +357,14 @@ class ASRSettings(BaseModel):
         "Silence that ends an utterance whose speculative transcript reads as a finished sentence (the "
         "turn detector: a final mark, no trailing 'and'/'um'/'...'); 0 always waits `min_silence_ms`.",
     )
+    speculative_quiet_ms: int = _shared(
+        ASRConfig,
+        "speculative_quiet_ms",
+        "Quiet after the last loud speech (a tenth of the utterance's loudest, while the VAD still "
+        "hears speech) after which the final decode starts speculatively, before the VAD's silence; "
+        "0 waits for `speculative_silence_ms` of the VAD's silence (docs/adr/0014-voice-latency.md, "
+        "tenth round).",
+    )
     window_pad_s: float = _shared(
         ASRConfig,
         "window_pad_s",

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from avatar_asr.endpointing import (
+    QUIET_SPAN_MS,
     CancelReason,
     Decision,
     Endpoint,
@@ -295,3 +296,132 @@ def test_a_verdict_on_a_stale_speculation_is_ignored() -> None:
     assert ep.speculation_complete(spec.speech_end) == []
     got = feed(ep, frames(150, 0.0))  # 350 ms of silence: the old verdict must not end it
     assert not of(got, Endpoint)
+
+
+# --- the quiet rule (docs/adr/0014-voice-latency.md, tenth round) ---------------------------------
+
+QUIET = EndpointingConfig(complete_silence_ms=300.0, speculative_quiet_ms=96.0)
+LOUD, SOFT = 0.2, 0.01  # frame RMS: a word, and its decay (under a tenth of the loudest)
+
+
+def feed_levels(ep: Endpointer, *parts: list[tuple[float, float]]) -> list[tuple[int, Decision]]:
+    """:func:`feed` with each frame's (probability, loudness)."""
+    out: list[tuple[int, Decision]] = []
+    for p, level in (f for part in parts for f in part):
+        out.extend((ep.position // FRAME - 1, d) for d in ep.feed(p, level))
+    return out
+
+
+def sound(ms: float, p: float, level: float) -> list[tuple[float, float]]:
+    return [(p, level)] * math.ceil(ms / CFG.frame_ms)
+
+
+def test_quiet_frames_start_the_speculation_before_the_vads_silence_at_the_last_loud_frame() -> None:
+    ep = Endpointer(QUIET)
+    # 1 s of words, then the VAD's lag: 160 ms it still calls speech though the word has decayed
+    got = feed_levels(ep, sound(1000, 0.9, LOUD), sound(160, 0.9, SOFT), sound(600, 0.0, 0.0))
+    loud_frames = math.ceil(1000 / CFG.frame_ms)
+    (i, spec), *_ = of(got, SpeculationStarted)
+    assert i == loud_frames + 2  # the third quiet frame (96 ms), inside the VAD's lag
+    assert isinstance(spec, SpeculationStarted) and spec.speech_end == loud_frames * FRAME
+    assert spec.end == (i + 1) * FRAME  # the audio heard so far; the stream pads the rest
+    assert len(of(got, SpeculationStarted)) == 1  # the VAD's silence later starts no second one
+    (j, endpoint) = of(got, Endpoint)[0]
+    assert isinstance(endpoint, Endpoint) and endpoint.use_speculation
+    assert endpoint.speech_end == (loud_frames + 5) * FRAME  # the VAD's own end, for the audio kept
+    assert j > i
+
+
+def test_the_turn_detector_still_counts_the_vads_silence() -> None:
+    ep = Endpointer(QUIET)
+    got = feed_levels(ep, sound(1000, 0.9, LOUD), sound(160, 0.9, SOFT), sound(100, 0.0, 0.0))
+    (_i, spec) = of(got, SpeculationStarted)[0]
+    assert isinstance(spec, SpeculationStarted)
+    assert ep.speculation_complete(spec.speech_end) == []  # ~100 ms of the VAD's silence: not yet
+    got = feed_levels(ep, sound(200, 0.0, 0.0))
+    assert [type(d) for _i, d in got] == [Endpoint, UtteranceClosed]
+
+
+def test_a_loud_frame_after_the_quiet_cancels_it_and_the_next_quiet_starts_again() -> None:
+    ep = Endpointer(QUIET)
+    got = feed_levels(
+        ep,
+        sound(1000, 0.9, LOUD),
+        sound(130, 0.9, SOFT),  # a short pause the VAD does not hear
+        sound(500, 0.9, LOUD),
+        sound(130, 0.9, SOFT),
+        sound(600, 0.0, 0.0),
+    )
+    kinds = [type(d) for _i, d in got if not isinstance(d, PartialDue)]
+    assert kinds == [
+        UtteranceOpened,
+        SpeechStarted,
+        SpeculationStarted,
+        SpeculationCancelled,
+        SpeculationStarted,
+        Endpoint,
+        UtteranceClosed,
+    ]
+    (_i, cancel) = of(got, SpeculationCancelled)[0]
+    assert cancel == SpeculationCancelled(CancelReason.SPEECH_RESUMED)
+    second = [d for _i, d in of(got, SpeculationStarted)][1]
+    assert isinstance(second, SpeculationStarted) and second.speech_end == ep.voice_end
+
+
+def test_soft_speech_the_vad_keeps_hearing_hands_the_decision_back_to_the_vad() -> None:
+    ep = Endpointer(QUIET)
+    loud_frames = math.ceil(1000 / CFG.frame_ms)
+    # soft words after loud ones: quiet by loudness, but longer than any decay of a word
+    got = feed_levels(ep, sound(1000, 0.9, LOUD), sound(600, 0.9, SOFT), sound(600, 0.0, 0.0))
+    specs = [(i, d) for i, d in of(got, SpeculationStarted)]
+    assert len(specs) == 2
+    (i1, first), (i2, second) = specs
+    assert isinstance(first, SpeculationStarted) and first.speech_end == loud_frames * FRAME
+    (k, cancel) = of(got, SpeculationCancelled)[0]
+    assert cancel == SpeculationCancelled(CancelReason.SPEECH_RESUMED) and i1 < k < i2
+    # the VAD's speech ran QUIET_SPAN_MS past the anchor: cancelled then, not before
+    assert (k + 1 - loud_frames) * CFG.frame_ms > QUIET_SPAN_MS >= (k - loud_frames) * CFG.frame_ms
+    # the second comes from the VAD's silence and covers the soft words
+    soft_end = (loud_frames + math.ceil(600 / CFG.frame_ms)) * FRAME
+    assert isinstance(second, SpeculationStarted) and second.speech_end == soft_end
+    (endpoint,) = [d for _i, d in of(got, Endpoint)]
+    assert isinstance(endpoint, Endpoint) and endpoint.use_speculation and endpoint.speech_end == soft_end
+
+
+def test_without_loudness_or_with_the_rule_off_only_the_vads_silence_speculates() -> None:
+    for cfg, level in ((QUIET, None), (EndpointingConfig(complete_silence_ms=300.0), SOFT)):
+        ep = Endpointer(cfg)
+        for _ in range(math.ceil(1000 / CFG.frame_ms)):
+            ep.feed(0.9, None if level is None else LOUD)
+        early = [d for _ in range(5) for d in ep.feed(0.9, level)]  # 160 ms the VAD calls speech
+        assert not [d for d in early if isinstance(d, SpeculationStarted)]
+        later = [d for _ in range(5) for d in ep.feed(0.0, level)]  # the VAD's 160 ms
+        (spec,) = [d for d in later if isinstance(d, SpeculationStarted)]
+        assert spec.speech_end == ep.speech_end
+
+
+def test_a_speculation_speech_interrupted_counts_as_the_partial_of_its_audio() -> None:
+    ep = Endpointer(QUIET)
+    got: list[tuple[int, Decision]] = []
+    for p, level in sound(1000, 0.9, LOUD) + sound(130, 0.9, SOFT) + sound(1000, 0.9, LOUD):
+        for d in ep.feed(p, level):
+            got.append((ep.position // FRAME - 1, d))
+            if isinstance(d, PartialDue):
+                ep.partial_finished()  # decoded at once
+    (c, _cancel) = of(got, SpeculationCancelled)[0]
+    after = [i for i, _d in of(got, PartialDue) if i > c]
+    assert after, "speech went on for a second: a partial is due"
+    # not at once: the cancelled speculation decoded the audio up to the cancel
+    assert (after[0] - c) * CFG.frame_ms >= CFG.partial_interval_ms - CFG.frame_ms
+
+
+def test_a_refused_quiet_speculation_is_tried_again_on_the_next_quiet_frame() -> None:
+    ep = Endpointer(QUIET)
+    got = feed_levels(ep, sound(1000, 0.9, LOUD), sound(96, 0.9, SOFT))
+    (_i, spec) = of(got, SpeculationStarted)[0]
+    assert isinstance(spec, SpeculationStarted) and spec.quiet
+    ep.speculation_refused()  # the recognizer was busy
+    retry = ep.feed(0.9, SOFT)
+    assert len(retry) == 1 and isinstance(retry[0], SpeculationStarted) and retry[0].quiet
+    assert retry[0].speech_end == spec.speech_end
+    assert ep.feed(0.9, SOFT) == []  # one running: no second

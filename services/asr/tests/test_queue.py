@@ -103,6 +103,19 @@ async def test_a_final_never_waits_behind_a_running_partial(queue: InferenceQueu
     assert await result(partial) == "gate"
 
 
+async def test_idle_says_whether_a_job_of_the_lane_would_start_at_once(queue: InferenceQueue) -> None:
+    assert queue.idle(PRIORITY_FINAL) and queue.idle(PRIORITY_PARTIAL)
+    gate = Gate()
+    running = queue.submit(gate, PRIORITY_FINAL, "a")
+    await gate.running()
+    assert not queue.idle(PRIORITY_FINAL)  # the one final slot is taken
+    assert queue.idle(PRIORITY_PARTIAL)  # the partials' lane is its own
+    gate.opened.set()
+    assert await result(running) == "gate"
+    await settle()
+    assert queue.idle(PRIORITY_FINAL)
+
+
 async def test_partials_are_shed_first_when_finals_must_wait(queue: InferenceQueue) -> None:
     final_gate, partial_gate = Gate(), Gate()
     running_final = queue.submit(final_gate, PRIORITY_FINAL, "a")

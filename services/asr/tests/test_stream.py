@@ -159,7 +159,8 @@ async def test_a_speculation_before_the_tail_decodes_as_much_audio_as_the_endpoi
     # docs/adr/0014-voice-latency.md, "Seventh round": the speculation starts after 64 ms of
     # silence, before the endpoint's 200 ms tail has arrived; the rest of the tail is decoded as
     # silence, so Whisper gets an input as long as the endpoint's own (its words changed with it).
-    cfg = asr_config()
+    # (Without the quiet rule: with it the speculation is anchored at the last loud frame, below.)
+    cfg = asr_config(speculative_quiet_ms=0)
     assert cfg.speculative_silence_ms < 200
     engine = LengthRecordingEngine(cfg)
     service = ASRService(cfg, engine=engine)
@@ -173,6 +174,53 @@ async def test_a_speculation_before_the_tail_decodes_as_much_audio_as_the_endpoi
     (final,) = finals(events)
     assert session.speculations_used == 1 and final.utterance is not None
     assert engine.lengths[-1] == final.utterance.size  # the speculation, padded to the endpoint's end
+
+
+async def test_the_quiet_rule_speculates_inside_the_vads_lag_and_its_final_is_used() -> None:
+    # docs/adr/0014-voice-latency.md, "Tenth round": the VAD calls the decay of the last word speech
+    # for up to ~220 ms; the speculation starts 96 ms after the last loud frame and decodes up to it
+    # plus the tail pad, less than the endpoint's own audio, and the final is the same words.
+    cfg = asr_config()
+    assert cfg.speculative_quiet_ms > 0
+    engine = LengthRecordingEngine(cfg)
+    service = ASRService(cfg, engine=engine)
+    await service.start(warm_up=False)
+    try:
+        clip = load_librivox()[4]  # its VAD lags ~180 ms behind the last loud sound
+        session = service.open_stream(language="en")
+        # at real time, as a microphone: the recognizer is free when the pause comes
+        events = await run_stream(session, clip.pcm + pcm16(silence(1.0)), chunk_ms=100, realtime=True)
+    finally:
+        service.close()
+    (final,) = finals(events)
+    assert session.speculations_used == 1 and final.utterance is not None
+    assert engine.lengths[-1] < final.utterance.size - 0.05 * 16000
+    assert final.recognition is not None
+    assert wer([clip.transcript], [final.recognition.text]) <= 0.1
+
+
+async def test_a_speculation_speech_interrupts_is_delivered_as_a_partial(
+    asr_service: ASRService, librivox: list[SpeechClip]
+) -> None:
+    first, second = librivox[1], librivox[4]
+    (b,) = asr_service.vad.speech_regions(second.samples, pad_ms=0)
+    head = first.samples[: int(last_speech_ms(first.pcm) * 16)]
+    # 150 ms of silence: inside the VAD's lag, longer than the quiet rule's 96 ms
+    audio = np.concatenate([head, silence(0.15), second.samples[int(b.start * 16000) :], silence(1.0)])
+    session = asr_service.open_stream(language="en")
+    events = await run_stream(session, pcm16(audio), chunk_ms=100, realtime=True)
+    assert session.speculations_cancelled >= 1
+    # a partial with word timings is a speculation's decode (partials are decoded without them),
+    # here of the words up to a pause: the first clip's, or a shorter pause inside it
+    spoken = [
+        e.recognition for e in events if e.kind is EventKind.PARTIAL and e.recognition and e.recognition.words
+    ]
+    assert spoken
+    whole = normalize_words(f"{first.transcript} {second.transcript}")
+    assert all(whole.startswith(normalize_words(r.text)) for r in spoken)
+    (final,) = finals(events)
+    assert final.recognition is not None
+    assert wer([f"{first.transcript} {second.transcript}"], [final.recognition.text]) <= 0.1
 
 
 async def test_other_rates_and_stereo_are_resampled_and_mixed(

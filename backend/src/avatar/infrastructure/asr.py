@@ -108,6 +108,7 @@ def service_config(settings: Settings) -> ASRConfig:
         window_pad_s=cfg.window_pad_s,
         speculative_silence_ms=cfg.speculative_silence_ms,
         complete_silence_ms=cfg.complete_silence_ms,
+        speculative_quiet_ms=cfg.speculative_quiet_ms,
         max_streams=max(settings.live_session_limit() * 2, 4),
     )
 

@@ -32,6 +32,9 @@ class ASRConfig:
             frames; the missing tail is decoded as silence: docs/adr/0014-voice-latency.md, seventh round).
         complete_silence_ms: Silence that ends an utterance whose speculative transcript reads as a
             finished turn (the turn detector, ``endpointing.looks_complete``); 0 turns it off.
+        speculative_quiet_ms: Quiet after the last loud speech frame (the VAD still calling it
+            speech, its loudness a tenth of the utterance's loudest) after which the final decode
+            starts speculatively, before the VAD's silence (``endpointing``, the quiet rule; 0 turns it off).
         max_queue: Whisper jobs that may wait or run at once; beyond it callers get ``BUSY`` at once.
         queue_timeout_s: Longest a final decode waits for its turn (served round-robin between
             streams); past it the utterance fails ``BUSY``.
@@ -69,6 +72,7 @@ class ASRConfig:
     partial_interval_ms: int = 700
     speculative_silence_ms: int = 64
     complete_silence_ms: int = 300
+    speculative_quiet_ms: int = 96
     max_queue: int = 32
     queue_timeout_s: float = 20.0
     partial_wait_s: float = 1.0

@@ -17,7 +17,15 @@ The rules (see ``services/asr/README.md``, "Latency design"):
   blip; a confirmed utterance reaching ``max_utterance_s`` ends too;
 * after ``speculative_silence_ms`` of silence the final decode may start early
   (``SpeculationStarted``); speech resuming cancels it; an ``Endpoint`` says whether the speculation
-  still covers exactly the utterance and can be used;
+  still covers the utterance and can be used;
+* the quiet rule (when the stream gives each frame's loudness): the VAD keeps saying "speech" for
+  ~30-220 ms after the last loud sound of a word, so a frame the VAD calls speech but that is
+  ``quiet_ratio`` below the utterance's loudest speech frame counts as quiet, and
+  ``speculative_quiet_ms`` of quiet frames start the speculation early, anchored at the last loud
+  frame. A loud speech frame after it cancels it, and so does the VAD still hearing speech
+  :data:`QUIET_SPAN_MS` after that anchor (soft speech, not a word's decay); then the VAD's own
+  silence decides as before. A speculation that speech cancelled counts as the partial of its audio
+  (docs/adr/0014-voice-latency.md, tenth round);
 * while speech arrives a ``PartialDue`` comes at most every ``partial_interval_ms`` of new audio and
   never while the previous partial is still being decoded;
 * the turn detector: when the speculative decode's words read as a finished turn
@@ -38,6 +46,10 @@ from avatar_asr.config import SAMPLE_RATE, ASRConfig
 HYSTERESIS = 0.15
 #: Least "speech" probability inside an utterance, whatever the threshold.
 MIN_SPEECH_PROBABILITY = 0.01
+#: A speculation started by the quiet rule is cancelled when the VAD still hears speech this long after
+#: the last loud frame: the VAD's lag after a word's last loud sound measured 30-220 ms on the bench's
+#: LibriVox clips (docs/adr/0014-voice-latency.md, tenth round), so longer is soft speech.
+QUIET_SPAN_MS = 320.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +66,13 @@ class EndpointingConfig:
     tail_pad_ms: float = 200.0
     #: Silence that ends a turn whose words read as finished (0: the turn detector is off).
     complete_silence_ms: float = 0.0
+    #: Quiet frames (the VAD's speech, but quiet) that start the speculation early (0: the quiet
+    #: rule is off; it also needs each frame's loudness, see :meth:`Endpointer.feed`).
+    speculative_quiet_ms: float = 0.0
+    #: A speech frame quieter than this share of the utterance's loudest speech frame (RMS) is quiet.
+    quiet_ratio: float = 0.1
+    #: ... and any frame quieter than this RMS (float samples; -50 dBFS).
+    quiet_floor: float = 100.0 / 32768.0
     frame_samples: int = 512
     sample_rate: int = SAMPLE_RATE
 
@@ -65,6 +84,7 @@ class EndpointingConfig:
             min_silence_ms=config.min_silence_ms,
             speculative_silence_ms=config.speculative_silence_ms,
             complete_silence_ms=config.complete_silence_ms,
+            speculative_quiet_ms=config.speculative_quiet_ms,
             partial_interval_ms=config.partial_interval_ms,
             max_utterance_s=config.max_utterance_s,
         )
@@ -119,11 +139,14 @@ class PartialDue:
 
 @dataclass(frozen=True, slots=True)
 class SpeculationStarted:
-    """Start the final decode of ``[start, end)`` now (``speech_end``: after the last speech frame)."""
+    """Start the final decode of ``[start, end)`` now (``speech_end``: after the last speech frame,
+    or after the last loud one when the quiet rule started it: ``quiet``; the decode's input is
+    padded with silence to ``speech_end`` plus the tail pad)."""
 
     start: int
     end: int
     speech_end: int
+    quiet: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,10 +207,17 @@ class Endpointer:
         self.position = 0  # samples framed so far
         self.start = 0  # first sample of the open utterance
         self.speech_end = 0  # sample after the latest speech frame
+        self.voice_end = 0  # sample after the latest loud speech frame (the quiet rule)
         self._idle_frames = 0  # idle frames since the last utterance closed (the pre-roll pool)
         self._speech_frames = 0
         self._silence_frames = 0
+        self._quiet_frames = 0  # frames since the latest loud speech frame
+        self._peak = 0.0  # the utterance's loudest speech frame (RMS)
+        #: The running speculation's anchor (its ``speech_end``), and whether the quiet rule started it.
         self._speculation_end: int | None = None
+        self._speculation_quiet = False
+        #: The quiet rule was tried in this pause and the VAD went on hearing speech: wait for its silence.
+        self._quiet_spent = False
         #: The running speculation's words read as a finished turn (the turn detector).
         self._looks_complete = False
         self._partial_in_flight = False
@@ -211,8 +241,9 @@ class Endpointer:
         return max(0, self.position - self.config.preroll_frames * self.config.frame_samples)
 
     # -- input ----------------------------------------------------------------------------------
-    def feed(self, probability: float) -> list[Decision]:
-        """One frame's speech probability; the decisions it leads to, in order."""
+    def feed(self, probability: float, level: float | None = None) -> list[Decision]:
+        """One frame's speech probability (and its RMS loudness, for the quiet rule); the decisions
+        it leads to, in order. Without ``level`` every speech frame counts as loud."""
         cfg = self.config
         self.position += cfg.frame_samples
         if self.phase is Phase.IDLE:
@@ -222,8 +253,9 @@ class Endpointer:
             preroll = min(self._idle_frames, cfg.preroll_frames)
             self.phase = Phase.PENDING
             self.start = self.position - preroll * cfg.frame_samples
-            self._speech_frames, self._silence_frames = 1, 0
-            self.speech_end = self.position
+            self._speech_frames, self._silence_frames, self._quiet_frames = 1, 0, 0
+            self._peak = level or 0.0
+            self.speech_end = self.voice_end = self.position
             return [UtteranceOpened(self.start)]
         out: list[Decision] = []
         if probability >= max(cfg.threshold - HYSTERESIS, MIN_SPEECH_PROBABILITY):
@@ -232,8 +264,26 @@ class Endpointer:
             self._silence_frames = 0
             self._speech_frames += 1
             self.speech_end = self.position
+            if level is not None:
+                self._peak = max(self._peak, level)
+            if level is None or level >= max(cfg.quiet_ratio * self._peak, cfg.quiet_floor):
+                if self._quiet_frames and self._speculation_end is not None:
+                    out.append(self._cancel(CancelReason.SPEECH_RESUMED))
+                self._quiet_frames = 0
+                self._quiet_spent = False
+                self.voice_end = self.position
+            else:
+                self._quiet_frames += 1
+                if (
+                    self._speculation_quiet
+                    and self._speculation_end is not None
+                    and (self.speech_end - self._speculation_end) * 1000 / cfg.sample_rate > QUIET_SPAN_MS
+                ):
+                    self._quiet_spent = True  # soft speech, not a word's decay: the VAD decides
+                    out.append(self._cancel(CancelReason.SPEECH_RESUMED))
         else:
             self._silence_frames += 1
+            self._quiet_frames += 1
         if self.phase is Phase.PENDING and self._speech_frames * cfg.frame_ms >= cfg.min_speech_ms:
             self.phase = Phase.SPEAKING
             self._heard_since_flush = True
@@ -245,10 +295,18 @@ class Endpointer:
             return out
         if self.position - self.start >= cfg.max_utterance_s * cfg.sample_rate:
             return out + self._close(EndReason.MAX_LENGTH)
-        if silence_ms >= cfg.speculative_silence_ms and self._speculation_end is None:
-            self._speculation_end = self.speech_end
-            out.append(SpeculationStarted(self.start, self._final_end(), self.speech_end))
-        elif self._silence_frames == 0:
+        if self._speculation_end is None:
+            if silence_ms >= cfg.speculative_silence_ms:
+                out.append(self._speculate(self.speech_end, quiet=False))
+            elif (
+                cfg.speculative_quiet_ms > 0
+                and not self._quiet_spent
+                and self._quiet_frames * cfg.frame_ms >= cfg.speculative_quiet_ms
+            ):
+                out.append(self._speculate(self.voice_end, quiet=True))
+            elif self._silence_frames == 0 and self._quiet_frames == 0:
+                out.extend(self._maybe_partial())
+        elif self._silence_frames == 0 and self._quiet_frames == 0:
             out.extend(self._maybe_partial())
         return out
 
@@ -271,8 +329,10 @@ class Endpointer:
 
     # -- feedback from the stream ---------------------------------------------------------------
     def speculation_refused(self) -> None:
-        """The speculative decode could not be queued; it is tried again on the next silent frame."""
+        """The speculative decode could not be queued (or, started by the quiet rule, would have
+        waited); it is tried again on the next quiet or silent frame."""
         self._speculation_end = None
+        self._speculation_quiet = False
 
     def speculation_complete(self, speech_end: int) -> list[Decision]:
         """The speculative decode that ends at ``speech_end`` reads as a finished turn: the
@@ -299,6 +359,12 @@ class Endpointer:
     def _final_end(self) -> int:
         return min(self.position, self.speech_end + self.config.tail_pad_samples)
 
+    def _speculate(self, anchor: int, *, quiet: bool) -> SpeculationStarted:
+        self._speculation_end = anchor
+        self._speculation_quiet = quiet
+        end = min(self.position, anchor + self.config.tail_pad_samples)
+        return SpeculationStarted(self.start, end, anchor, quiet)
+
     def _maybe_partial(self) -> list[Decision]:
         if self._partial_in_flight:
             return []
@@ -310,23 +376,28 @@ class Endpointer:
         return [PartialDue(self.start, self.position)]
 
     def _cancel(self, reason: CancelReason) -> SpeculationCancelled:
+        if reason is CancelReason.SPEECH_RESUMED:
+            # the stream delivers its result as a partial: the next partial is due after more audio
+            self._last_partial_len = self.position - self.start
         self._speculation_end = None
+        self._speculation_quiet = False
         self._looks_complete = False
         return SpeculationCancelled(reason)
 
     def _close(self, reason: EndReason) -> list[Decision]:
         out: list[Decision] = []
         if self.phase is Phase.SPEAKING:
-            use = self._speculation_end is not None and self._speculation_end == self.speech_end
-            if self._speculation_end is not None and not use:
-                out.append(self._cancel(CancelReason.UTTERANCE_CLOSED))
+            # a running speculation is still valid: speech after its anchor would have cancelled it
+            use = self._speculation_end is not None
             self._speculation_end = None
+            self._speculation_quiet = False
             self._looks_complete = False
             out.append(Endpoint(self.start, self._final_end(), self.speech_end, reason, use))
         elif self._speculation_end is not None:
             out.append(self._cancel(CancelReason.UTTERANCE_CLOSED))
         self.phase = Phase.IDLE
-        self._speech_frames = self._silence_frames = 0
+        self._speech_frames = self._silence_frames = self._quiet_frames = 0
+        self._quiet_spent = False
         self._last_partial_len = 0
         self._idle_frames = 0
         out.append(UtteranceClosed())

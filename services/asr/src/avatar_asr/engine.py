@@ -175,6 +175,11 @@ class InferenceQueue:
         """Jobs of a lane waiting for their slot."""
         return self._slots[_lane(priority)].waiting
 
+    def idle(self, priority: int = PRIORITY_FINAL) -> bool:
+        """A job of this lane would start at once: a slot is free and nobody waits for one."""
+        slots = self._slots[_lane(priority)]
+        return slots.in_use < slots.size and not slots.waiting
+
     def submit(
         self, fn: Callable[[], T], priority: int, key: Hashable = None
     ) -> concurrent.futures.Future[T]:

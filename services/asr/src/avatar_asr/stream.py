@@ -5,10 +5,11 @@ decodes as little as it can:
 
 * a partial is re-decoded only when at least ``partial_interval_ms`` of new audio arrived, only while
   the person is speaking, and never while another decode of this stream is in flight;
-* when speech pauses for ``speculative_silence_ms`` the final decode starts at once, in the shadow of
+* when speech pauses for ``speculative_silence_ms`` (or the last loud frame is ``speculative_quiet_ms``
+  behind, the quiet rule of ``endpointing.py``) the final decode starts at once, in the shadow of
   the ``min_silence_ms`` the endpoint must wait anyway; if speech resumes the speculative job is
-  cancelled (or, when already running, its result discarded), and if the endpoint comes, the final is
-  usually ready already.
+  cancelled (or, when already running, its result becomes a partial), and if the endpoint comes, the
+  final is usually ready already.
 
 Events of a stream are delivered in order: ``FINAL`` of an utterance comes before anything about the
 next one, and ``FINAL``/``ERROR``/``END`` are never dropped; a stale partial may be.
@@ -140,6 +141,7 @@ class RecognitionSession:
         self._generation = 0
         self._last_partial_text = ""
         self._spec: concurrent.futures.Future[Recognition] | None = None
+        self._spec_start = 0
         self._final_chain: asyncio.Task[None] | None = None
         self._history = FinalHistory(gap_s=config.context_gap_s, audio_s=config.context_audio_s)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -201,11 +203,12 @@ class RecognitionSession:
             frames = data[: n * FRAME].reshape(n, FRAME)
             # The VAD is cheap (~0.3 ms a frame) but still a native call: keep it off the event loop.
             probs = await asyncio.to_thread(self._vad.process_frames, self._vad_state, frames)
+            levels = np.sqrt(np.mean(np.square(frames), axis=1)).tolist()  # RMS: the quiet rule
             self._tape.append(frames.reshape(-1))
             speech = 0
-            for p in probs:
+            for p, level in zip(probs, levels, strict=True):
                 speech += p >= self._cfg.vad_threshold
-                for decision in self._ep.feed(p):
+                for decision in self._ep.feed(p, level):
                     self._apply(decision)
                 if self._ep.speech_end != self._speech_end_seen:
                     self._speech_end_seen = self._ep.speech_end
@@ -285,11 +288,13 @@ class RecognitionSession:
                 )
             case PartialDue(start=start, end=end):
                 self._start_partial(start, end)
-            case SpeculationStarted(start=start, end=end, speech_end=speech_end):
-                self._start_speculation(start, end, speech_end)
+            case SpeculationStarted(start=start, end=end, speech_end=speech_end, quiet=quiet):
+                self._start_speculation(start, end, speech_end, quiet)
             case SpeculationCancelled(reason=reason):
+                if reason is CancelReason.SPEECH_RESUMED:
+                    self.speculations_cancelled += 1
+                    self._speculation_as_partial()
                 self._cancel_speculation()
-                self.speculations_cancelled += reason is CancelReason.SPEECH_RESUMED
             case Endpoint():
                 self._endpoint(decision)
             case UtteranceClosed():
@@ -404,7 +409,12 @@ class RecognitionSession:
             generation,
         )
 
-    def _start_speculation(self, start: int, end: int, speech_end: int) -> None:
+    def _start_speculation(self, start: int, end: int, speech_end: int, quiet: bool) -> None:
+        if quiet and not self._engine.queue.idle():
+            # The quiet rule guesses early and is wrong at some pauses inside a sentence: it only
+            # uses a recognizer that is free, never delaying another stream's final (many sessions).
+            self._ep.speculation_refused()
+            return
         try:
             pad_to = speech_end + self._ep.config.tail_pad_samples  # the endpoint's own end
             spec = self._engine.submit(self._final_fn(start, end, pad_to), PRIORITY_FINAL, self)
@@ -412,6 +422,7 @@ class RecognitionSession:
             self._ep.speculation_refused()  # the endpoint will try again (and report BUSY if it must)
             return
         self._spec = spec
+        self._spec_start = start
         self.speculations_started += 1
         if self._ep.config.complete_silence_ms > 0:
             loop = asyncio.get_running_loop()
@@ -430,6 +441,14 @@ class RecognitionSession:
         if looks_complete(future.result().text):
             for decision in self._ep.speculation_complete(speech_end):
                 self._apply(decision)
+
+    def _speculation_as_partial(self) -> None:
+        """Speech resumed while the speculative final was already being decoded: its words are the
+        transcript so far, so they are delivered as a partial (the endpointer counts it as one)."""
+        spec, start = self._spec, self._spec_start
+        if spec is None or spec.cancel():  # still queued: cancelled, nothing decoded
+            return
+        self._spawn(self._deliver_partial(spec, self._generation, start))
 
     def _cancel_speculation(self) -> None:
         if self._spec is not None:
