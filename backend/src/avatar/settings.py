@@ -633,12 +633,13 @@ class LLMSettings(BaseModel):
         "Most tokens the recalled memories of one prompt may have (0: no bound).",
     )
     prime_memories: bool = Field(
-        default=False,
+        default=True,
         description=(
             "While the person speaks, recall memories on the partial transcript and have the model server "
             "compute the prompt up to them, so a reply that recalls the same memories computes only the "
-            "person's words after the final transcript. Off by default: one run with it on gave faster first "
-            "tokens but no faster first audio (docs/adr/0014-voice-latency.md, 'Ninth round')."
+            "person's words after the final transcript: the later turns of a long conversation, which "
+            "recall the turns the history dropped, start as fast as the early ones "
+            "(docs/adr/0014-voice-latency.md, 'Ninth round' and 'Tenth round')."
         ),
     )
     embedded_memory_max_tokens: int = Field(

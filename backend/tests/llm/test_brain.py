@@ -382,6 +382,19 @@ async def test_a_prime_on_the_partial_words_sends_the_prompt_the_reply_then_star
     assert not await off.prime("what is my favourite") and len(chat.calls) == calls + 2
 
 
+async def test_no_prime_in_another_language_or_none_clear() -> None:
+    # Another language is another system message: the server would drop the cached conversation
+    # for the prime, and the reply (in the language of its final words) compute it all again.
+    chat = FakeChatModel(["[happy] Oh, that's great!"])
+    second = await remembered_food(chat, FakeDatabase(), uuid.uuid4())
+    [_ async for _ in second.reply("hello there")]  # the conversation is in English
+    calls = len(chat.calls)
+    for words in ("what is my favourite 내가 좋아하는 음식이 뭐였지요", "what is my favourite café dish"):
+        assert not await second.prime(words)
+    assert len(chat.calls) == calls and second.primes == 0
+    assert await second.prime("what is my favourite")  # the same words in English are primed
+
+
 async def test_no_prime_while_a_reply_is_being_written() -> None:
     chat = FakeChatModel(["[happy] Oh, that's great!"])
     second = await remembered_food(chat, FakeDatabase(), uuid.uuid4())

@@ -90,6 +90,8 @@ def test_strip_markup_and_guess() -> None:
         ("Hello there", "en"),
         ("Привет", "ru"),
         ("¿Qué tal?", None),
+        ("Ça va?", None),
+        ("He was not… well—I don\u2019t know.", "en"),  # punctuation is not a letter
         ("123", None),
     ],
 )

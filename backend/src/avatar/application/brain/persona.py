@@ -149,7 +149,12 @@ def detect_language(text: str) -> str | None:
     best = max(counts, key=lambda k: counts[k])
     if counts[best] == 0:
         return None
-    return "en" if best == "latin" and text.isascii() else (None if best == "latin" else best)
+    if best != "latin":
+        return best
+    # English when every letter is ASCII; punctuation does not count (ellipses, curly quotes and
+    # dashes are common in transcripts, and a language flip rewrites the system message, so the model
+    # server computes the whole conversation again: docs/adr/0014-voice-latency.md, tenth round).
+    return "en" if all(ch.isascii() for ch in text if ch.isalpha()) else None
 
 
 def language_name(code: str | None) -> str | None:
