@@ -120,6 +120,19 @@ def test_the_by_turn_table_shows_each_turn_s_stages() -> None:
     assert third.split(" | ")[1:3] == ["250.000", "1102.000"] and third.endswith("| 92.000 |")
 
 
+def test_the_floor_is_printed_as_a_sum_and_with_the_speculation_inside_the_silence() -> None:
+    from avatar.bench.conversation import BargeIn, Floor, RealRun, _real_section
+
+    floor = Floor(300.0, 440.0, 150.0, 120.0, speculation_ms=96.0)
+    assert floor.total_ms == 1010.0
+    assert floor.overlapped_ms == 96.0 + 440.0 + 150.0 + 120.0  # the decode outlasts the silence
+    assert Floor(300.0, 100.0, 150.0, 120.0, speculation_ms=96.0).overlapped_ms == 570.0  # the silence
+    turns = [TurnResult(1000.0, {"endpoint": 540.0}, "hi", "hi", reply_text="Hello.")]
+    section = _real_section(RealRun(Tally(turns=turns), BargeIn(), floor, rss_mb=1500.0))
+    assert "voice-to-voice P50 / floor = 0.99" in section  # 1000 / 1010
+    assert "the floor is 806 ms and voice-to-voice P50 / floor = 1.24" in section
+
+
 async def test_the_conversation_client_talks_from_a_process_of_its_own() -> None:
     """The 20-turn conversation's client runs in a spawned process (as a browser would, not in the
     server's event loop): over a real server with the instant engine set, both turns come back
