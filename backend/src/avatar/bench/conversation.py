@@ -563,7 +563,8 @@ def _real_section(run: RealRun) -> str:
     text += (
         "\n\nThe floor: each stage alone on idle cores, median over the clips, ms "
         f"(voice-to-voice P50 / floor = {p50 / floor.total_ms if floor.total_ms else float('nan'):.2f}):"
-        "\n\n" + table(["stage", "ms"], floor_rows)
+        "\n\n"
+        + table(["stage", "ms"], floor_rows)
         + "\n\nThe stages overlap: the speculative Whisper call starts "
         f"{floor.speculation_ms:.0f} ms after the last loud speech, inside the endpoint's silence, so "
         f"the endpoint can fall after the later of the two (max({floor.endpoint_ms:.0f}, "
