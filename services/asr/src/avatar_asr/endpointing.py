@@ -295,18 +295,17 @@ class Endpointer:
             return out
         if self.position - self.start >= cfg.max_utterance_s * cfg.sample_rate:
             return out + self._close(EndReason.MAX_LENGTH)
-        if self._speculation_end is None:
-            if silence_ms >= cfg.speculative_silence_ms:
-                out.append(self._speculate(self.speech_end, quiet=False))
-            elif (
-                cfg.speculative_quiet_ms > 0
-                and not self._quiet_spent
-                and self._quiet_frames * cfg.frame_ms >= cfg.speculative_quiet_ms
-            ):
-                out.append(self._speculate(self.voice_end, quiet=True))
-            elif self._silence_frames == 0 and self._quiet_frames == 0:
-                out.extend(self._maybe_partial())
-        elif self._silence_frames == 0 and self._quiet_frames == 0:
+        no_speculation = self._speculation_end is None
+        if no_speculation and silence_ms >= cfg.speculative_silence_ms:
+            out.append(self._speculate(self.speech_end, quiet=False))
+        elif (
+            no_speculation
+            and cfg.speculative_quiet_ms > 0
+            and not self._quiet_spent
+            and self._quiet_frames * cfg.frame_ms >= cfg.speculative_quiet_ms
+        ):
+            out.append(self._speculate(self.voice_end, quiet=True))
+        elif self._quiet_frames == 0:  # a loud speech frame (so not a silent one either)
             out.extend(self._maybe_partial())
         return out
 

@@ -393,17 +393,17 @@ class ConversationBrain:
         (docs/adr/0014-voice-latency.md, "Ninth round"). The reply recalls again on the final
         words; a different set only costs what it did before. ``True`` when a prompt was sent.
         Nothing is sent while a reply or a fold is under way, without memories, for the same
-        memories as the last time, or when the words read as no clear language or another than the last
-        turn's.
+        memories as the last time, or when the words read as no clear language or another than
+        the last turn's.
         """
         text = partial_text.strip()
         if not self._config.prime_memories or not text or self._busy():
             return False
         language = detect_language(text)
         if language is None or (self._language is not None and language != self._language):
-            # Another language (or none clear) is another system message: the server would drop the cached
-            # conversation for this prompt and the reply, in the language of its final words,
-            # would compute it all again (a 20-turn run: first tokens of 3.3-3.5 s;
+            # Another language (or none clear) is another system message: the server would drop
+            # the cached conversation for this prompt, and the reply, in the language of its final
+            # words, would compute it all again (first tokens of 3.3-3.5 s in a 16-turn run;
             # docs/adr/0014-voice-latency.md, tenth round).
             return False
         memories = await self._recall(text)
