@@ -29,6 +29,18 @@ FRAME = CFG.frame_samples
 TAIL_PAD = int(CFG.tail_pad_ms * CFG.sample_rate / 1000)
 
 
+#: A speculation cancelled by speech resuming, a second one, and the endpoint that uses it (partials aside).
+RESUMED_THEN_ENDED = [
+    UtteranceOpened,
+    SpeechStarted,
+    SpeculationStarted,
+    SpeculationCancelled,
+    SpeculationStarted,
+    Endpoint,
+    UtteranceClosed,
+]
+
+
 def frames(ms: float, p: float) -> list[float]:
     """``ms`` of frames with speech probability ``p``."""
     return [p] * math.ceil(ms / CFG.frame_ms)
@@ -102,15 +114,7 @@ def test_hysteresis_keeps_an_utterance_open_but_does_not_open_one() -> None:
 def test_speech_resuming_cancels_the_speculation_and_one_final_covers_both_parts() -> None:
     ep = Endpointer(CFG)
     got = feed(ep, frames(1000, 0.9), frames(300, 0.0), frames(1000, 0.9), frames(700, 0.0))
-    assert [type(d) for _i, d in got if not isinstance(d, PartialDue)] == [
-        UtteranceOpened,
-        SpeechStarted,
-        SpeculationStarted,
-        SpeculationCancelled,
-        SpeculationStarted,
-        Endpoint,
-        UtteranceClosed,
-    ]
+    assert [type(d) for _i, d in got if not isinstance(d, PartialDue)] == RESUMED_THEN_ENDED
     (cancel,) = [d for _i, d in of(got, SpeculationCancelled)]
     assert cancel == SpeculationCancelled(CancelReason.SPEECH_RESUMED)
     (endpoint,) = [d for _i, d in of(got, Endpoint)]
@@ -352,16 +356,7 @@ def test_a_loud_frame_after_the_quiet_cancels_it_and_the_next_quiet_starts_again
         sound(130, 0.9, SOFT),
         sound(600, 0.0, 0.0),
     )
-    kinds = [type(d) for _i, d in got if not isinstance(d, PartialDue)]
-    assert kinds == [
-        UtteranceOpened,
-        SpeechStarted,
-        SpeculationStarted,
-        SpeculationCancelled,
-        SpeculationStarted,
-        Endpoint,
-        UtteranceClosed,
-    ]
+    assert [type(d) for _i, d in got if not isinstance(d, PartialDue)] == RESUMED_THEN_ENDED
     (_i, cancel) = of(got, SpeculationCancelled)[0]
     assert cancel == SpeculationCancelled(CancelReason.SPEECH_RESUMED)
     second = [d for _i, d in of(got, SpeculationStarted)][1]
