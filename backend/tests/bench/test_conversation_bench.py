@@ -120,6 +120,27 @@ def test_the_by_turn_table_shows_each_turn_s_stages() -> None:
     assert third.split(" | ")[1:3] == ["250.000", "1102.000"] and third.endswith("| 92.000 |")
 
 
+def test_the_growth_is_printed_for_the_first_token_and_for_the_first_clause() -> None:
+    from avatar.bench.conversation import BargeIn, Floor, RealRun, _real_section
+
+    turns = [
+        TurnResult(
+            1000.0,
+            {"llm_ttft": 200.0, "first_clause": 300.0 + (100.0 if n >= 17 else 0.0)},
+            "hi",
+            "hi",
+            reply_text="Hello.",
+        )
+        for n in range(20)
+    ]
+    run = RealRun(Tally(turns=turns), BargeIn(), Floor(300.0, 350.0, 150.0, 120.0), rss_mb=1500.0)
+    section = _real_section(run)
+    assert "Growth of the first token over the conversation: turn 20 vs turn 2 +0 %" in section
+    # turns 18-20 wait 400 ms for their first clause against 300 at turns 2-4
+    assert "The first speakable clause over the same turns: turn 20 vs turn 2 +33 %" in section
+    assert "median of turns 2-4 vs the last three +33 %" in section
+
+
 def test_the_floor_is_printed_as_a_sum_and_with_the_speculation_inside_the_silence() -> None:
     from avatar.bench.conversation import BargeIn, Floor, RealRun, _real_section
 

@@ -4,9 +4,10 @@ persistence with retries and loud failure, the HQ pass, admission control and to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -28,7 +29,7 @@ from avatar.application.conversation import (
     verify_token,
 )
 from avatar.application.ports.asr import TranscriptEvent, TranscriptEventKind
-from avatar.application.ports.llm import ChatErrorKind, ChatModelError
+from avatar.application.ports.llm import ChatErrorKind, ChatMessage, ChatModelError
 from avatar.application.ports.tts import SynthesisRequest
 from avatar.domain.errors import CapacityError, NotFoundError
 from avatar.domain.models import AudioChunk, ConversationTurn, Session, Transcription, TTSMode
@@ -126,6 +127,47 @@ def kinds(messages: list[Message]) -> list[str]:
 
 def is_type(kind: str) -> Callable[[Message], bool]:
     return lambda m: m["type"] == kind
+
+
+class ClockedChat(FakeChatModel):
+    """Each token of a reply takes ``per_token_s`` of the rig's clock."""
+
+    def __init__(self, clock: FakeClock, replies: tuple[str, ...], per_token_s: float) -> None:
+        super().__init__(replies=replies)
+        self.clock, self.per_token_s = clock, per_token_s
+
+    async def stream_chat(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        session: uuid.UUID | None = None,
+    ) -> AsyncGenerator[str, None]:
+        reply = super().stream_chat(messages, max_tokens=max_tokens, temperature=temperature, session=session)
+        async with contextlib.aclosing(reply):
+            async for token in reply:
+                self.clock.advance(self.per_token_s)
+                yield token
+
+
+async def test_llm_ttft_ends_at_the_models_first_token_even_when_the_text_waits_for_a_clause() -> None:
+    """A reply without an emotion tag releases no text before its first clause (the emotion is
+    guessed from it): ``llm_ttft`` still times the model's first token, ``first_clause`` the clause."""
+    rig = Rig()
+    chat = ClockedChat(rig.clock, ("Well then, it is nice to meet you today.",), per_token_s=0.1)
+    persona = load_persona(Settings().llm.persona_file)
+    engine = BrainReplyEngine(BrainDeps(chat, FakeTextEmbedder(), rig.db, persona))
+    rig.deps = replace(rig.deps, replies=engine)
+    session = await rig.session()
+    await session.push_audio(tone(1000))
+    messages = await rig.until(session, is_type("turn_completed"))
+    latency = messages[-1]["latency_ms"]
+    # The first token, one token's time; the parser released "Well then," only at the third token
+    # (300 ms), and the chunker's first clause is the whole sentence (too few words before the comma).
+    assert latency["llm_ttft"] == pytest.approx(100.0)
+    assert latency["first_clause"] == pytest.approx(900.0)
+    await session.aclose()
 
 
 async def test_a_turn_streams_in_order_and_is_persisted() -> None:

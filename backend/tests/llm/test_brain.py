@@ -18,6 +18,7 @@ from avatar.application.brain import (
     ConversationBrain,
     EmotionDecided,
     HistoryFold,
+    ModelStarted,
     ReplyEnded,
     TextDelta,
     load_persona,
@@ -75,8 +76,8 @@ async def converse(brain: ConversationBrain, db: FakeDatabase, text: str) -> lis
 async def test_emotion_comes_first_then_clean_text_then_end() -> None:
     chat = FakeChatModel(["[excited] Wow, that is amazing news!"])
     events = await converse(make(chat, FakeDatabase()), FakeDatabase(), "I got the job!")
-    assert events[0] == EmotionDecided(Emotion.EXCITED)
-    assert all(isinstance(e, TextDelta) for e in events[1:-1]) and len(events) > 3
+    assert events[0] == ModelStarted() and events[1] == EmotionDecided(Emotion.EXCITED)
+    assert all(isinstance(e, TextDelta) for e in events[2:-1]) and len(events) > 4
     text = "".join(e.text for e in events if isinstance(e, TextDelta))
     assert text == "Wow, that is amazing news!"
     assert events[-1] == ReplyEnded(text, Emotion.EXCITED, 1)
@@ -89,10 +90,21 @@ async def test_emotion_comes_first_then_clean_text_then_end() -> None:
 async def test_fallback_reply_when_model_is_down_in_users_language() -> None:
     chat = FakeChatModel(fail_with=ChatModelError(ChatErrorKind.REFUSED, "connection refused"))
     events = [e async for e in make(chat, FakeDatabase()).reply("안녕, 오늘 기분 어때?")]
-    assert events[0] == EmotionDecided(Emotion.SAD)
+    assert events[0] == EmotionDecided(Emotion.SAD)  # the model never started: no ModelStarted
     end = events[-1]
     assert isinstance(end, ReplyEnded) and end.fallback and end.error is ChatErrorKind.REFUSED
     assert end.text.startswith("미안해요") and "[" not in end.text
+
+
+async def test_the_model_start_is_reported_before_a_tagless_reply_releases_its_first_clause() -> None:
+    """Without an emotion tag the parser holds the text until its first clause is complete (to guess
+    the emotion from it); the model's first token is still reported when it arrives (``llm_ttft``)."""
+    chat = FakeChatModel(["Well then, nice to meet you."])
+    events = [e async for e in make(chat, FakeDatabase()).reply("Hello!")]
+    assert [type(e) for e in events[:3]] == [ModelStarted, EmotionDecided, TextDelta]
+    assert sum(isinstance(e, ModelStarted) for e in events) == 1
+    first = events[2]
+    assert isinstance(first, TextDelta) and first.text.startswith("Well then,")  # several tokens held
 
 
 @pytest.mark.parametrize("raw", ["[happy]", "[excited] <think>plan the answer</think>", "   "])

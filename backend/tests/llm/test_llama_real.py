@@ -16,6 +16,7 @@ from avatar.application.brain import (
     BrainDeps,
     ConversationBrain,
     EmotionDecided,
+    ModelStarted,
     ReplyEnded,
     TextDelta,
     load_persona,
@@ -59,7 +60,8 @@ async def turn(brain: ConversationBrain, db: FakeDatabase, text: str) -> ReplyEn
     seen: list[object] = []
     async for event in brain.reply(text):
         seen.append(event)
-    assert isinstance(seen[0], EmotionDecided)  # known before any text
+    assert isinstance(seen[0], ModelStarted)  # the real model's first token is reported
+    assert isinstance(seen[1], EmotionDecided)  # known before any text
     assert sum(isinstance(e, EmotionDecided) for e in seen) == 1
     end = seen[-1]
     assert isinstance(end, ReplyEnded) and end.error is None

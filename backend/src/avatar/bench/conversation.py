@@ -591,6 +591,16 @@ def _real_section(run: RealRun) -> str:
             f"least-squares trend over turns 2-{growth.last_turn}: {growth.slope_ms:+.1f} ms per turn "
             f"({growth.trend_percent:+.0f} % of turn 2's median over the conversation)."
         )
+    clause = ttft_growth([t.stages.get("first_clause", nan) for t in tally.turns])
+    if clause is not None:
+        # A reply without an emotion tag releases its first clause whole, so the first clause, not
+        # the first token, is what such a turn's listener waits for (docs/adr/0014-voice-latency.md).
+        text += (
+            f" The first speakable clause over the same turns: turn {clause.last_turn} vs turn 2 "
+            f"{clause.single_percent:+.0f} %, median of turns 2-4 vs the last three "
+            f"{clause.median_percent:+.0f} %, trend {clause.slope_ms:+.1f} ms per turn "
+            f"({clause.trend_percent:+.0f} %)."
+        )
     if tally.failed:
         text += f"\n\nFailed turns: {len(tally.failed)} ({'; '.join(sorted(set(tally.failed)))[:300]})."
     return text

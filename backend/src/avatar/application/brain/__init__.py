@@ -8,6 +8,7 @@ from avatar.application.brain.conversation import (
     EmotionDecided,
     HistoryFold,
     HistoryTurn,
+    ModelStarted,
     ReplyEnded,
     TextDelta,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "HistoryFold",
     "HistoryTurn",
     "MemorySearch",
+    "ModelStarted",
     "Persona",
     "PersonaExample",
     "ReplyEnded",

@@ -56,8 +56,16 @@ async def _closing(stream: AsyncIterator[str]) -> AsyncIterator[None]:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelStarted:
+    """The model's first token arrived (once per reply, before anything decided from it; never for a
+    fallback the model did not start). It ends the ``llm_ttft`` stage: a reply without an emotion tag
+    releases no text until its first clause is complete, so the first text would time the clause,
+    not the model (docs/adr/0014-voice-latency.md, "Eleventh round")."""
+
+
+@dataclass(frozen=True, slots=True)
 class EmotionDecided:
-    """The reply's emotion; always the first event, before any text."""
+    """The reply's emotion, decided before any text."""
 
     emotion: Emotion
 
@@ -88,7 +96,7 @@ class ReplyEnded:
     error: ChatErrorKind | None = None
 
 
-BrainEvent = EmotionDecided | TextDelta | ReplyEnded
+BrainEvent = ModelStarted | EmotionDecided | TextDelta | ReplyEnded
 
 
 class HistoryFold(StrEnum):
@@ -309,6 +317,8 @@ class ConversationBrain:
                 )
                 async with _closing(stream):
                     async for delta in stream:
+                        if not raw:
+                            yield ModelStarted()
                         raw.append(delta)
                         decided, clean = parser.feed(delta)
                         if decided is not None:

@@ -12,8 +12,9 @@ from avatar.application.brain import BrainEvent
 from avatar.application.ports.tts import VoiceReference
 from avatar.domain.models import ConversationTurn
 
-#: The reply events are the brain's own (one vocabulary): ``EmotionDecided`` first, then
-#: ``TextDelta`` pieces, then ``ReplyEnded`` (which says whether the persona's fallback answered).
+#: The reply events are the brain's own (one vocabulary): ``ModelStarted`` at the model's first
+#: token (optional), ``EmotionDecided``, then ``TextDelta`` pieces, then ``ReplyEnded`` (which says
+#: whether the persona's fallback answered).
 ReplyEvent = BrainEvent
 
 

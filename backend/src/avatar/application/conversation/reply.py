@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from avatar.application.avatar.hub import ConversationObserver
-from avatar.application.brain import EmotionDecided, ReplyEnded
+from avatar.application.brain import EmotionDecided, ModelStarted, ReplyEnded
 from avatar.application.conversation.deps import ConversationDeps
 from avatar.application.conversation.events import (
     AudioChunkMsg,
@@ -180,13 +180,17 @@ class Reply:
         )
         try:
             async for event in events:
-                if isinstance(event, EmotionDecided):
+                if isinstance(event, ModelStarted):
+                    self.stages.since_final("llm_ttft", clock.monotonic())
+                elif isinstance(event, EmotionDecided):
                     self.emotion = event.emotion
                     self._send_emotion()
                 elif isinstance(event, ReplyEnded):
                     self._ended(event)
                 elif event.text:
                     if not self.text_parts:
+                        # An engine that does not report its model's first token (a fallback reply,
+                        # the instant engines): the first text is the first token.
                         self.stages.since_final("llm_ttft", clock.monotonic())
                         self._send_emotion()
                     self.text_parts.append(event.text)
