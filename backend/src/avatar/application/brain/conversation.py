@@ -118,7 +118,7 @@ class BrainConfig:
     max_reply_tokens: int = 200
     #: The reply stops after this many complete sentences (0: no limit); replies are spoken
     #: (application/brain/spoken.py).
-    max_spoken_sentences: int = 4
+    max_spoken_sentences: int = 3
     temperature: float = 0.7
     history_keep_tokens: int = 5000
     summarize_at_tokens: int = 7000
