@@ -189,8 +189,8 @@ class Reply:
                     self._ended(event)
                 elif event.text:
                     if not self.text_parts:
-                        # An engine that does not report its model's first token (a fallback reply,
-                        # the instant engines): the first text is the first token.
+                        # A reply the model did not start (the persona's fallback), or an engine
+                        # that does not report the model's first token: the first text ends the stage.
                         self.stages.since_final("llm_ttft", clock.monotonic())
                         self._send_emotion()
                     self.text_parts.append(event.text)
